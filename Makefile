@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    installs what is missing, then trains, evaluates and saves (run_mtl.py) on the bundled encoder
+#   make test   installs what is missing, then runs the test suite
+PYTHON ?= python3
+# Installed only when no torch is importable. The CPU wheel keeps a fresh set-up small; set TORCH_SPEC=torch
+# (or a CUDA build) on a GPU machine.
+TORCH_SPEC ?= torch==2.13.0
+# The corpus: a local copy when there is one (tests and CI read ../shared), otherwise run_mtl.py downloads it.
+DATA_DIR ?= $(wildcard ../shared/data/sentiment_labelled_sentences)
+OUTPUT_DIR ?= output/seed_3000
+PYTEST_ARGS ?=
+
+STAMP := .make/installed
+
+.PHONY: install run embed test clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
+	$(PYTHON) -m pip install -e ".[dev]"
+	@mkdir -p $(dir $@) && touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PYTHON) run_mtl.py $(if $(DATA_DIR),--data_dir $(DATA_DIR)) --output_dir $(OUTPUT_DIR)
+
+embed: $(STAMP)
+	$(PYTHON) run_embed.py
+
+test: $(STAMP)
+	$(if $(DATA_DIR),SENTMTL_DATA_DIR=$(abspath $(DATA_DIR))) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf .make build *.egg-info .pytest_cache

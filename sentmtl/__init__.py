@@ -1,0 +1,31 @@
+"""sentmtl: fine-tune a pretrained encoder into a multi-task sentence transformer with the Hugging Face stack."""
+
+from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, SentMtlConfig
+from .modeling_sentmtl import Pooling, SentMtlModel, SentMtlOutput, SentMtlPreTrainedModel, register_auto_classes
+
+__version__ = "0.1.0"
+
+register_auto_classes()
+
+
+def __getattr__(name):
+    # `encode` pulls in the tokenizer stack; import it on first use so `import sentmtl` stays light.
+    if name in ("encode", "load_model_and_tokenizer"):
+        from . import embed
+
+        return getattr(embed, name)
+    raise AttributeError(f"module 'sentmtl' has no attribute {name!r}")
+
+
+__all__ = [
+    "LOSS_WEIGHTINGS",
+    "POOLING_MODES",
+    "Pooling",
+    "SentMtlConfig",
+    "SentMtlModel",
+    "SentMtlOutput",
+    "SentMtlPreTrainedModel",
+    "encode",
+    "load_model_and_tokenizer",
+    "register_auto_classes",
+]

@@ -1,0 +1,102 @@
+"""`SentMtlConfig`: everything needed to rebuild a multi-task sentence transformer."""
+
+from typing import ClassVar
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+POOLING_MODES = ("mean", "cls", "pooler")
+LOSS_WEIGHTINGS = ("static", "uncertainty")
+
+
+class SentMtlConfig(PretrainedConfig):
+    r"""
+    Configuration of [`SentMtlModel`]: encoder → pooling → shared projection (→ L2 normalisation) → two heads.
+
+    Args:
+        encoder_config (`PretrainedConfig` or `dict`):
+            The encoder's own configuration (any `AutoConfig`: BERT, RoBERTa, MiniLM, …). It is nested in this
+            config so `SentMtlModel(config)` rebuilds the whole network without the original checkpoint.
+        pooling (`str`, defaults to `"mean"`):
+            How token states become one sentence vector: `mean` (attention-mask aware; right for sentence-embedding
+            encoders such as all-MiniLM-L6-v2), `cls` (first token) or `pooler` (BERT's tanh pooler output, the
+            seed's choice).
+        embedding_size (`int`, defaults to 256):
+            Output size of `shared_projection`; the seed projected BERT-base's 768 to 256.
+        normalize (`bool`, defaults to `True`):
+            L2-normalise the embeddings (the seed's `F.normalize`), so that cosine similarity is a dot product.
+        dropout (`float`, defaults to 0.1):
+            Dropout on the embeddings before the two heads (training only; embeddings themselves are unaffected).
+        loss_weighting (`str`, defaults to `"static"`):
+            `static`: `classification_loss_weight * L_A + sentiment_loss_weight * L_B` (1.0 / 1.0 is the seed's
+            plain sum). `uncertainty`: learned homoscedastic weighting (Kendall, Gal & Cipolla, CVPR 2018),
+            `sum_i exp(-s_i) * L_i + s_i / 2` with one learned `s_i = log(sigma_i^2)` per task; the static weights
+            are then unused.
+        classification_loss_weight / sentiment_loss_weight (`float`, default 1.0):
+            Static task weights; must be non-negative.
+        encoder_name_or_path (`str`, *optional*):
+            Where the encoder's pretrained weights came from (informational: the weights themselves are in the
+            checkpoint). Model cards and logs quote it.
+    """
+
+    model_type = "sentmtl"
+    sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    # Per-task losses and embeddings stay out of the Trainer's prediction tuple: predictions are
+    # (logits, sentiment_scores), which is what `compute_metrics` reads.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "classification_loss",
+        "sentiment_loss",
+        "sentiment_logits",
+        "embeddings",
+    ]
+
+    encoder_config: PretrainedConfig | dict | None = None
+    encoder_name_or_path: str | None = None
+    pooling: str = "mean"
+    embedding_size: int = 256
+    normalize: bool = True
+    dropout: float = 0.1
+    loss_weighting: str = "static"
+    classification_loss_weight: float = 1.0
+    sentiment_loss_weight: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None and "num_labels" not in kwargs:
+            self.id2label = {0: "negative", 1: "positive"}
+            self.label2id = {"negative": 0, "positive": 1}
+        super().__post_init__(**kwargs)
+        self._validate_choices()
+
+    def _validate_choices(self):
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling={self.pooling!r} is not supported; choose one of {', '.join(POOLING_MODES)}.")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(
+                f"loss_weighting={self.loss_weighting!r} is not supported; choose one of {', '.join(LOSS_WEIGHTINGS)}."
+            )
+        if not isinstance(self.embedding_size, int) or self.embedding_size < 1:
+            raise ValueError(f"embedding_size={self.embedding_size!r} must be a positive integer.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1).")
+        for name in ("classification_loss_weight", "sentiment_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0.")
+        if self.num_labels < 2:
+            raise ValueError(f"num_labels={self.num_labels!r} must be >= 2 (Task A is a classification).")
+        if self.pooling == "pooler" and self.encoder_config.model_type not in _ENCODERS_WITH_POOLER:
+            raise ValueError(
+                f"pooling='pooler' needs an encoder with a pooler layer ({', '.join(_ENCODERS_WITH_POOLER)}); "
+                f"{self.encoder_config.model_type!r} has none: use 'mean' or 'cls'."
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the encoder's token states, the input of `shared_projection`."""
+        return self.encoder_config.hidden_size
+
+
+# Encoders whose `AutoModel` has a `pooler` (dense + tanh over the first token), as BERT has.
+_ENCODERS_WITH_POOLER = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "mpnet")
+
+
+__all__ = ["SentMtlConfig", "POOLING_MODES", "LOSS_WEIGHTINGS"]

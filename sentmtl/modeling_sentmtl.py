@@ -1,0 +1,204 @@
+"""`SentMtlModel`: a pretrained encoder turned into a two-task sentence transformer.
+
+    encoder ─> pooling ─> shared_projection (hidden → embedding_size) ─> L2 normalise ─> embeddings
+                                                      ├─ classification_head ─> logits (Task A, cross-entropy)
+                                                      └─ sentiment_head      ─> score logit (Task B, BCE-with-logits)
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_sentmtl import POOLING_MODES, SentMtlConfig
+
+
+class Pooling(nn.Module):
+    """Token states `[batch, seq, hidden]` → one vector per sentence `[batch, hidden]`."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        if mode not in POOLING_MODES:
+            raise ValueError(f"pooling={mode!r} is not supported; choose one of {', '.join(POOLING_MODES)}.")
+        self.mode = mode
+
+    def forward(self, token_states, attention_mask, pooler_output=None):
+        if self.mode == "cls":
+            return token_states[:, 0]
+        if self.mode == "pooler":
+            return pooler_output
+        # Padding positions must not count, or a sentence's embedding would depend on its batch-mates.
+        mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
+        summed = (token_states * mask).sum(dim=1)
+        return summed / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class SentMtlPreTrainedModel(PreTrainedModel):
+    config_class = SentMtlConfig
+    config: SentMtlConfig
+    base_model_prefix = "sentmtl"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        # The encoder is a `PreTrainedModel` of its own and initialises itself; this covers the heads.
+        super()._init_weights(module)
+        if isinstance(module, SentMtlModel) and module.loss_log_variances is not None:
+            nn.init.zeros_(module.loss_log_variances)  # s_i = 0: both tasks start at weight exp(0) = 1, the plain sum
+
+
+@dataclass
+class SentMtlOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, returned when `labels` or `scores` are given):
+        The combined loss: the weighted sum of the task losses given (see `SentMtlConfig.loss_weighting`).
+    classification_loss (`torch.FloatTensor` of shape `()`, returned when `labels` is given):
+        Task A cross-entropy.
+    sentiment_loss (`torch.FloatTensor` of shape `()`, returned when `scores` is given):
+        Task B binary cross-entropy, computed from the logit.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        Task A class logits.
+    sentiment_scores (`torch.FloatTensor` of shape `(batch_size,)`):
+        Task B score in [0, 1]: `sigmoid(sentiment_logits)`.
+    sentiment_logits (`torch.FloatTensor` of shape `(batch_size,)`):
+        Task B score before the sigmoid.
+    embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`):
+        The sentence embeddings (unit norm when `config.normalize`).
+    """
+
+    loss: torch.FloatTensor | None = None
+    classification_loss: torch.FloatTensor | None = None
+    sentiment_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    sentiment_scores: torch.FloatTensor | None = None
+    sentiment_logits: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+
+
+class SentMtlModel(SentMtlPreTrainedModel):
+    def __init__(self, config: SentMtlConfig, encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder_config)
+        # One config object for the whole model, so edits to `model.config.encoder_config` reach the encoder.
+        config.encoder_config._attn_implementation = self.encoder.config._attn_implementation
+        self.encoder.config = config.encoder_config
+        if config.pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
+            # An unused pooler would get no gradients: dead weights, and an error under DDP.
+            self.encoder.pooler = None
+        self.pooling = Pooling(config.pooling)
+        self.shared_projection = nn.Linear(config.hidden_size, config.embedding_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classification_head = nn.Linear(config.embedding_size, config.num_labels)
+        self.sentiment_head = nn.Linear(config.embedding_size, 1)
+        if config.loss_weighting == "uncertainty":
+            self.loss_log_variances = nn.Parameter(torch.zeros(2))
+        else:
+            self.loss_log_variances = None
+        self.post_init()
+
+    @classmethod
+    def from_encoder(cls, name_or_path=None, **config_overrides) -> "SentMtlModel":
+        """A fresh multi-task model around a pretrained encoder's weights (the heads start untrained).
+
+        With no name, the bundled all-MiniLM-L6-v2 is used (its weights are checked against their sha256 once).
+        `config_overrides` are `SentMtlConfig` fields, e.g. `pooling="cls", embedding_size=128`.
+        """
+        from .encoders import DEFAULT_ENCODER_NAME, resolve_encoder
+
+        path = resolve_encoder(name_or_path)
+        encoder = AutoModel.from_pretrained(path)
+        config_overrides.setdefault("encoder_name_or_path", str(name_or_path or DEFAULT_ENCODER_NAME))
+        config = SentMtlConfig(encoder_config=encoder.config.to_dict(), **config_overrides)
+        return cls(config, encoder=encoder)
+
+    # -- how to freeze: the callback decides when ------------------------------------------------------------
+    def encoder_layer_modules(self) -> list[nn.Module]:
+        """The encoder's transformer layers, lowest first (empty when the architecture is not recognised)."""
+        for path in ("encoder.layer", "layers", "transformer.layer", "layer"):
+            module = self.encoder
+            for part in path.split("."):
+                module = getattr(module, part, None)
+                if module is None:
+                    break
+            if isinstance(module, nn.ModuleList):
+                return list(module)
+        return []
+
+    def pool(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """The encoder's pooled sentence vector `[batch, hidden]`, before the projection."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.encoder(**kwargs)
+        return self.pooling(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None))
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """Sentence embeddings `[batch, embedding_size]`: pooled, projected and (by default) L2-normalised."""
+        embeddings = self.shared_projection(self.pool(input_ids, attention_mask, token_type_ids))
+        return F.normalize(embeddings, p=2, dim=-1) if self.config.normalize else embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SentMtlOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): Task A class ids.
+        scores (`torch.FloatTensor` of shape `(batch_size,)`, *optional*): Task B targets in [0, 1].
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeddings = self.embed(input_ids, attention_mask, token_type_ids)
+        features = self.dropout(embeddings)
+        logits = self.classification_head(features)
+        sentiment_logits = self.sentiment_head(features).squeeze(-1)
+
+        classification_loss = sentiment_loss = loss = None
+        if labels is not None:
+            classification_loss = F.cross_entropy(logits.float(), labels.view(-1))
+        if scores is not None:
+            # From the logit, not the sigmoid: BCE on probabilities saturates to log(0) in low precision.
+            sentiment_loss = F.binary_cross_entropy_with_logits(
+                sentiment_logits.float(), scores.view(-1).to(torch.float32)
+            )
+        if classification_loss is not None or sentiment_loss is not None:
+            loss = self.combine_losses(classification_loss, sentiment_loss)
+
+        return SentMtlOutput(
+            loss=loss,
+            classification_loss=classification_loss,
+            sentiment_loss=sentiment_loss,
+            logits=logits,
+            sentiment_scores=torch.sigmoid(sentiment_logits),
+            sentiment_logits=sentiment_logits,
+            embeddings=embeddings,
+        )
+
+    def combine_losses(self, classification_loss, sentiment_loss) -> torch.Tensor:
+        """The weighted sum of the task losses that are present."""
+        task_losses = (classification_loss, sentiment_loss)
+        if self.loss_log_variances is not None:
+            # Kendall et al. 2018: exp(-s) = 1/sigma^2 weighs each task; s/2 = log(sigma) stops s from growing
+            # without bound (which would switch the task off).
+            s = self.loss_log_variances.float()
+            terms = [torch.exp(-s[i]) * task + 0.5 * s[i] for i, task in enumerate(task_losses) if task is not None]
+        else:
+            weights = (self.config.classification_loss_weight, self.config.sentiment_loss_weight)
+            terms = [w * task for w, task in zip(weights, task_losses) if task is not None]
+        return torch.stack(terms).sum()
+
+
+def register_auto_classes() -> None:
+    """Make `AutoConfig` / `AutoModel` resolve `model_type="sentmtl"` without `trust_remote_code`."""
+    AutoConfig.register(SentMtlConfig.model_type, SentMtlConfig, exist_ok=True)
+    AutoModel.register(SentMtlConfig, SentMtlModel, exist_ok=True)
+
+
+__all__ = ["Pooling", "SentMtlModel", "SentMtlOutput", "SentMtlPreTrainedModel", "register_auto_classes"]
