@@ -115,6 +115,43 @@ class SentMtlModel(SentMtlPreTrainedModel):
         return cls(config, encoder=encoder)
 
     # -- how to freeze: the callback decides when ------------------------------------------------------------
+    FREEZABLE_PARTS = ("all", "backbone", "classification_head", "sentiment_head")
+
+    def part_modules(self, part: str) -> list[nn.Module]:
+        """The modules that make up `part` (one of `FREEZABLE_PARTS`)."""
+        parts = {
+            "all": [self],
+            "backbone": [self.encoder],
+            "classification_head": [self.classification_head],
+            "sentiment_head": [self.sentiment_head],
+        }
+        if part not in parts:
+            raise ValueError(f"cannot freeze {part!r}; choose one of {', '.join(self.FREEZABLE_PARTS)}.")
+        return parts[part]
+
+    def freeze(self, part: str = "backbone") -> None:
+        """Stop gradients for `part`: `all`, `backbone`, `classification_head` or `sentiment_head`."""
+        for module in self.part_modules(part):
+            module.requires_grad_(False)
+
+    def unfreeze(self, part: str = "all") -> None:
+        for module in self.part_modules(part):
+            module.requires_grad_(True)
+
+    def freeze_lower_backbone(self, num_layers: int) -> None:
+        """Freeze the embeddings and the lowest `num_layers` encoder layers; the layers above keep training."""
+        layers = self.encoder_layer_modules()
+        if not 0 <= num_layers <= len(layers):
+            raise ValueError(f"freeze_backbone_layers={num_layers} must be between 0 and the encoder's {len(layers)} layers.")
+        embeddings = getattr(self.encoder, "embeddings", None)
+        for module in ([embeddings] if embeddings is not None else []) + layers[:num_layers]:
+            module.requires_grad_(False)
+
+    def count_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self.parameters() if p.requires_grad), total
+
     def encoder_layer_modules(self) -> list[nn.Module]:
         """The encoder's transformer layers, lowest first (empty when the architecture is not recognised)."""
         for path in ("encoder.layer", "layers", "transformer.layer", "layer"):

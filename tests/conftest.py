@@ -90,3 +90,31 @@ def data_dir() -> Path:
             pytest.fail(f"CI needs the corpus at {path} (set SENTMTL_DATA_DIR)")
         pytest.skip(f"corpus not found at {path}")
     return path
+
+
+def synthetic_rows(n: int, seed: int = 0) -> dict:
+    """Sentences whose sentiment is carried by one word of the tiny vocabulary: learnable in a few steps."""
+    import random
+
+    rng = random.Random(seed)
+    rows = {"sentence": [], "label": []}
+    for i in range(n):
+        label = i % 2
+        word = rng.choice(POSITIVE_WORDS if label else NEGATIVE_WORDS)
+        rows["sentence"].append(f"the {rng.choice(TOPICS)} was {rng.choice(['', 'very ', 'really '])}{word} .")
+        rows["label"].append(label)
+    return rows
+
+
+@pytest.fixture
+def synthetic_csv(tmp_path) -> Path:
+    import csv
+
+    path = tmp_path / "train.csv"
+    rows = synthetic_rows(64)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "sentiment"])
+        for sentence, label in zip(rows["sentence"], rows["label"]):
+            writer.writerow([sentence, ["negative", "positive"][label]])
+    return path

@@ -1,0 +1,91 @@
+"""Layer-wise learning rates as a pure function, and the `Trainer` that uses them."""
+
+import logging
+
+from torch import nn
+from transformers import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def build_param_groups(model, args) -> list[dict]:
+    """AdamW parameter groups: one per (part of the model, weight decay or not), each with its own LR.
+
+    Encoder layer k of L (1-based) gets `backbone LR × decay^(L-k)`; the embeddings get `decay^L`, the lowest;
+    the rest of the encoder (e.g. BERT's pooler) the backbone LR. The shared projection and the heads take
+    their own LRs. Biases, LayerNorm weights and other 1-D parameters get no weight decay. Frozen parameters are
+    left out, except a backbone scheduled to unfreeze (`unfreeze_backbone_at_epoch`), which must already be in
+    the optimizer when it starts to receive gradients.
+    """
+    lrs = args.learning_rates()
+    decay = args.layerwise_lr_decay
+    layers = model.encoder_layer_modules()
+    num_layers = len(layers)
+    layer_of = {id(p): k for k, layer in enumerate(layers, start=1) for p in layer.parameters()}
+    include_frozen_backbone = getattr(args, "unfreeze_backbone_at_epoch", None) is not None
+
+    named = {}  # group name → (lr, [(param name, param)])
+    for name, param in model.named_parameters():
+        in_backbone = name.startswith("encoder.")
+        if not param.requires_grad and not (in_backbone and include_frozen_backbone):
+            continue
+        if in_backbone:
+            if id(param) in layer_of:
+                k = layer_of[id(param)]
+                group, lr = f"backbone.layer{k}", lrs["backbone"] * decay ** (num_layers - k)
+            elif name.startswith("encoder.embeddings."):
+                group, lr = "backbone.embeddings", lrs["backbone"] * decay**num_layers
+            else:
+                group, lr = "backbone.other", lrs["backbone"]
+        elif name.startswith("shared_projection."):
+            group, lr = "shared_projection", lrs["shared"]
+        else:  # classification_head, sentiment_head, loss_log_variances
+            group, lr = "heads", lrs["head"]
+        no_decay = param.ndim < 2
+        key = f"{group}{'.no_decay' if no_decay else ''}"
+        named.setdefault(key, (lr, 0.0 if no_decay else args.weight_decay, []))[2].append(param)
+    return [
+        {"name": key, "params": params, "lr": lr, "weight_decay": weight_decay}
+        for key, (lr, weight_decay, params) in named.items()
+    ]
+
+
+def describe_param_groups(groups: list[dict]) -> str:
+    """A small table: group, parameter count, LR, weight decay."""
+    lines = [f"{'group':<28}{'params':>12}{'lr':>11}{'wd':>7}"]
+    for group in groups:
+        count = sum(p.numel() for p in group["params"])
+        lines.append(f"{group['name']:<28}{count:>12,}{group['lr']:>11.2e}{group['weight_decay']:>7.3f}")
+    return "\n".join(lines)
+
+
+class SentMtlTrainer(Trainer):
+    """A `Trainer` whose optimizer has the layer-wise groups of `build_param_groups`.
+
+    The Trainer's own LR scheduler multiplies every group's LR by the same warmup/decay factor.
+    """
+
+    def create_optimizer(self, model=None):
+        # transformers passes `model` positionally on some paths (e.g. with FSDP / DeepSpeed).
+        model = model if model is not None else self.model
+        if self.optimizer is None:
+            groups = build_param_groups(unwrap(model), self.args)
+            if not groups:
+                raise ValueError("Nothing to train: every parameter is frozen.")
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            if self.args.should_log:
+                logger.warning("Optimizer parameter groups:\n%s", describe_param_groups(groups))
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # `sources` is a label for per-domain metrics only; the model does not take it.
+        inputs = {key: value for key, value in inputs.items() if key != "sources"}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model under DDP / compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model

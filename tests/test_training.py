@@ -1,0 +1,269 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import EvalPrediction
+
+from conftest import REPO_ROOT, synthetic_rows
+from sentmtl.arguments import SentMtlTrainingArguments
+from sentmtl.callbacks import FreezeCallback
+from sentmtl.data import build_collator, tokenize_dataset
+from sentmtl.metrics import compute_metrics
+from sentmtl.arguments import DataArguments
+from sentmtl.run import load_splits, main, parse_args
+from sentmtl.trainer import SentMtlTrainer, build_param_groups
+
+
+def training_args(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=8,
+                  logging_steps=1, eval_strategy="no", use_cpu=True, disable_tqdm=True)  # fmt: skip
+    values.update(overrides)
+    return SentMtlTrainingArguments(**values)
+
+
+def tokenized_synthetic(tokenizer, n=32):
+    rows = synthetic_rows(n)
+    dataset = datasets.Dataset.from_dict({**rows, "score": [float(l) for l in rows["label"]], "source": [0] * n})
+    return tokenize_dataset(dataset, tokenizer, max_length=32)
+
+
+# -- parameter groups ------------------------------------------------------------------------------------------
+
+
+def test_every_trainable_parameter_in_exactly_one_group(tiny_model, tmp_path):
+    groups = build_param_groups(tiny_model, training_args(tmp_path, weight_decay=0.01))
+    ids = [id(p) for group in groups for p in group["params"]]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in tiny_model.parameters()}
+    for group in groups:
+        expected = 0.0 if group["name"].endswith("no_decay") else 0.01
+        assert group["weight_decay"] == expected
+        assert all((p.ndim < 2) == group["name"].endswith("no_decay") for p in group["params"])
+
+
+def test_groups_take_the_requested_learning_rates(tiny_model, tmp_path):
+    args = training_args(tmp_path, backbone_learning_rate=1e-5, shared_learning_rate=2e-5, head_learning_rate=3e-5)
+    lr = {group["name"]: group["lr"] for group in build_param_groups(tiny_model, args)}
+    assert lr["backbone.layer1"] == lr["backbone.layer2"] == lr["backbone.embeddings"] == 1e-5
+    assert lr["shared_projection"] == 2e-5 and lr["heads"] == 3e-5
+    args = training_args(tmp_path, learning_rate=4e-5, shared_learning_rate=None, head_learning_rate=None)
+    uniform = {group["lr"] for group in build_param_groups(tiny_model, args)}
+    assert uniform == {4e-5}  # unset layer-wise LRs fall back to --learning_rate: the seed's uniform run
+
+
+def test_seed_configs_give_the_seeds_learning_rates():
+    _, _, uniform = parse_args([str(REPO_ROOT / "configs" / "seed_1000_uniform.yaml")])
+    assert uniform.learning_rates() == {"backbone": 1e-5, "shared": 1e-5, "head": 1e-5}
+    _, _, layerwise = parse_args([str(REPO_ROOT / "configs" / "seed_1000_layerwise.yaml")])
+    assert layerwise.learning_rates() == {"backbone": 1e-5, "shared": 2e-5, "head": 2e-5}
+
+
+def test_llrd_decays_downwards(tiny_model, tmp_path):
+    args = training_args(tmp_path, backbone_learning_rate=1e-4, layerwise_lr_decay=0.5)
+    lr = {group["name"]: group["lr"] for group in build_param_groups(tiny_model, args)}
+    # 2 layers: layer2 = 1e-4, layer1 = 1e-4 * 0.5, embeddings = 1e-4 * 0.5^2
+    assert lr["backbone.layer2"] == pytest.approx(1e-4)
+    assert lr["backbone.layer1"] == pytest.approx(5e-5)
+    assert lr["backbone.embeddings"] == pytest.approx(2.5e-5)
+
+
+def test_frozen_parameters_are_left_out(tiny_model, tmp_path):
+    tiny_model.freeze("backbone")
+    names = {group["name"] for group in build_param_groups(tiny_model, training_args(tmp_path))}
+    assert not any(name.startswith("backbone") for name in names)
+    # ... unless the backbone is scheduled to unfreeze, when it must already be in the optimizer.
+    args = training_args(tmp_path, freeze="backbone", unfreeze_backbone_at_epoch=1)
+    assert any(g["name"].startswith("backbone") for g in build_param_groups(tiny_model, args))
+
+
+# -- freezing --------------------------------------------------------------------------------------------------
+
+
+PARTS = {
+    "backbone": lambda name: name.startswith("encoder."),
+    "classification_head": lambda name: name.startswith("classification_head."),
+    "sentiment_head": lambda name: name.startswith("sentiment_head."),
+}
+
+
+@pytest.mark.parametrize("freeze", ["backbone", "classification_head", "sentiment_head"])
+def test_frozen_weights_stay_bit_identical_and_the_rest_train(freeze, tiny_model, tiny_tokenizer, tmp_path):
+    before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
+    trainer = SentMtlTrainer(
+        model=tiny_model,
+        args=training_args(tmp_path, freeze=freeze, learning_rate=1e-3, max_steps=3),
+        train_dataset=tokenized_synthetic(tiny_tokenizer),
+        data_collator=build_collator(tiny_tokenizer),
+        callbacks=[FreezeCallback(freeze)],
+    )
+    is_frozen = PARTS[freeze]
+    assert all(p.requires_grad != is_frozen(n) for n, p in tiny_model.named_parameters())
+    trainer.train()
+    for name, p in tiny_model.named_parameters():
+        if is_frozen(name):
+            assert torch.equal(p, before[name]), name
+    changed = [n for n, p in tiny_model.named_parameters() if not is_frozen(n) and not torch.equal(p, before[n])]
+    assert "shared_projection.weight" in changed and len(changed) >= 3
+
+
+def test_freeze_lower_backbone_layers(tiny_model):
+    FreezeCallback(freeze_backbone_layers=1).apply(tiny_model)
+    trainable = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("encoder.embeddings.", "encoder.encoder.layer.0.")) for n in trainable)
+    assert any(n.startswith("encoder.encoder.layer.1.") for n in trainable)
+    with pytest.raises(ValueError, match="freeze_backbone_layers=5 must be between 0 and the encoder's 2 layers"):
+        tiny_model.freeze_lower_backbone(5)
+
+
+def test_gradual_unfreezing_trains_the_backbone_after_the_given_epoch(tiny_model, tiny_tokenizer, tmp_path):
+    embeddings = tiny_model.encoder.embeddings.word_embeddings.weight
+    args = training_args(tmp_path, freeze="backbone", unfreeze_backbone_at_epoch=1, num_train_epochs=2, learning_rate=1e-3)
+    callback = FreezeCallback.from_args(args)
+    snapshots = []
+
+    class Snapshot(FreezeCallback):
+        def on_epoch_end(self, *a, **k):
+            snapshots.append(embeddings.detach().clone())
+
+    before = embeddings.detach().clone()
+    SentMtlTrainer(model=tiny_model, args=args, train_dataset=tokenized_synthetic(tiny_tokenizer),
+                   data_collator=build_collator(tiny_tokenizer), callbacks=[callback, Snapshot()]).train()  # fmt: skip
+    assert torch.equal(snapshots[0], before)  # epoch 0: frozen
+    assert not torch.equal(snapshots[1], before)  # epoch 1: training
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------
+
+
+def test_compute_metrics_against_hand_computed_values():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    # predicted:        0            1            1            0            1            0
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    sources = np.array([0, 0, 1, 1, 2, 2])
+    scores = labels.astype(float)
+    predicted_scores = np.array([0.2, 0.9, 0.6, 0.4, 0.8, 0.1])
+    m = compute_metrics(EvalPrediction(predictions=(logits, predicted_scores), label_ids=(labels, scores, sources)))
+    # TP = 2 (rows 1, 4), FP = 1 (row 2), FN = 1 (row 3), TN = 2
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
+    assert (m["confusion_tn"], m["confusion_fp"], m["confusion_fn"], m["confusion_tp"]) == (2, 1, 1, 2)
+    assert (m["accuracy_amazon"], m["accuracy_imdb"], m["accuracy_yelp"]) == (1.0, 0.0, 1.0)
+    assert m["sentiment_mse"] == pytest.approx(np.mean((predicted_scores - scores) ** 2))
+    assert m["sentiment_mae"] == pytest.approx(np.mean(np.abs(predicted_scores - scores)))
+    assert m["sentiment_accuracy"] == pytest.approx(4 / 6)  # rows 2 and 3 wrong
+    assert m["sentiment_agreement"] == pytest.approx(1.0)  # score > 0.5 matches Task A's class on every row
+    assert m["sentiment_roc_auc"] == pytest.approx(8 / 9)  # 8 of the 9 (positive, negative) pairs ordered right
+    assert m["sentiment_brier"] == pytest.approx(m["sentiment_mse"])
+
+
+# -- configs and the CLI ---------------------------------------------------------------------------------------
+
+
+def test_yaml_gives_the_run_and_flags_override_it(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("num_train_epochs: 2\nbackbone_learning_rate: 1e-5\npooling: cls\nmax_samples: 100\n")
+    model_args, data_args, args = parse_args([str(config), "--num_train_epochs", "5", "--output_dir", str(tmp_path)])
+    assert args.num_train_epochs == 5  # the flag wins
+    assert args.backbone_learning_rate == 1e-5 and model_args.pooling == "cls" and data_args.max_samples == 100
+
+
+def test_yaml_unknown_key_lists_the_valid_ones(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("num_train_epoch: 2\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['num_train_epoch'\]\. Valid keys: .*num_train_epochs"):
+        parse_args([str(config)])
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml")))
+def test_shipped_configs_parse(config):
+    parse_args([str(REPO_ROOT / "configs" / config)])
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--freeze", "everything"], "--freeze 'everything' is not supported; choose one of none, all, backbone"),
+        (["--pooling", "max"], "--pooling 'max' is not supported; choose one of mean, cls, pooler"),
+        (["--backbone_learning_rate", "-1"], "--backbone_learning_rate -1.0 must be > 0"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(flags, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        parse_args(flags + ["--output_dir", str(tmp_path)])
+
+
+def tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra):
+    return ["--model_name_or_path", str(tiny_encoder_dir), "--train_file", str(synthetic_csv), "--text_column", "text",
+            "--label_column", "sentiment", "--embedding_size", "16", "--output_dir", str(out), "--num_train_epochs", "2",
+            "--per_device_train_batch_size", "8",
+            "--learning_rate", "1e-3", "--disable_tqdm", "true", "--use_cpu", "true", *extra]  # fmt: skip
+
+
+def test_tiny_end_to_end_run_leaves_every_output(tiny_encoder_dir, synthetic_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out)) == 0
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "eval_results.json", "train_results.json",
+                 "run_config.yaml", "loss_curve.png", "confusion_matrix.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    results = json.loads((out / "eval_results.json").read_text())
+    assert {"eval_accuracy", "eval_precision", "eval_recall", "eval_f1", "eval_sentiment_mse"} <= set(results)
+    assert "Task A accuracy" in capsys.readouterr().out
+    # The saved run config repeats the run.
+    _, _, args = parse_args([str(out / "run_config.yaml")])
+    assert args.learning_rate == 1e-3 and args.num_train_epochs == 2
+
+
+def test_freeze_all_evaluates_without_training(tiny_encoder_dir, synthetic_csv, tmp_path, caplog):
+    out = tmp_path / "frozen"
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--freeze", "all")) == 0
+    assert (out / "eval_results.json").is_file() and not (out / "train_results.json").exists()
+    assert "nothing to train, evaluating only" in caplog.text
+
+
+def test_same_seed_same_metrics(tiny_encoder_dir, synthetic_csv, tmp_path):
+    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "a"))
+    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "b"))
+    a, b = (json.loads((tmp_path / run / "eval_results.json").read_text()) for run in "ab")
+    for key in ("eval_loss", "eval_accuracy", "eval_sentiment_mse"):
+        assert a[key] == b[key]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["--freeze_backbone"]])
+def test_two_process_accelerate_run(tiny_encoder_dir, synthetic_csv, tmp_path, extra):
+    out = tmp_path / "ddp"
+    # `--multi_gpu` makes accelerate start the processes with torchrun; on a machine without GPUs they run on the
+    # CPU over gloo. (`--cpu --num_processes 2` starts ONE process unless it runs under mpirun.)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "run_mtl.py",
+               *tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra)]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {"eval_accuracy", "eval_f1"} <= set(json.loads((out / "eval_results.json").read_text()))
+    train = json.loads((out / "train_results.json").read_text())
+    # 2 processes × 8 per device = 16 sentences per step (one process would take 8 per step).
+    n_train = load_splits(DataArguments(train_file=str(synthetic_csv), text_column="text", label_column="sentiment"), 42)[
+        "train"
+    ].num_rows
+    assert train["global_step"] == 2 * math.ceil(n_train / 16)
+    backbone_frozen = train["trainable_parameters"] < train["total_parameters"]
+    assert backbone_frozen == bool(extra)
+
+
+@pytest.mark.real_encoder
+@pytest.mark.slow
+def test_real_encoder_on_a_corpus_slice_lands_well_above_chance(data_dir, tmp_path):
+    out = tmp_path / "real"
+    flags = ["--data_dir", str(data_dir), "--max_samples", "400", "--num_train_epochs", "2", "--output_dir", str(out),
+             "--backbone_learning_rate", "5e-5", "--shared_learning_rate", "5e-4", "--head_learning_rate", "5e-4",
+             "--disable_tqdm", "true", "--use_cpu", "true"]  # fmt: skip
+    assert main(flags) == 0
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["eval_accuracy"] >= 0.8, results
