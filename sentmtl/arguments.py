@@ -8,6 +8,12 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES
 from .corpus import SOURCES
 
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+
+
 FREEZE_CHOICES = ("none", "all", "backbone", "classification_head", "sentiment_head")
 
 
@@ -159,6 +165,10 @@ class SentMtlTrainingArguments(TrainingArguments):
             raise ValueError(f"--freeze_backbone_layers {self.freeze_backbone_layers} must be >= 0.")
         if self.unfreeze_backbone_at_epoch is not None and self.freeze != "backbone" and not self.freeze_backbone_layers:
             raise ValueError("--unfreeze_backbone_at_epoch needs a frozen backbone (--freeze_backbone or --freeze_backbone_layers).")
+        if self.bf16 and not self.use_cpu and not _has_accelerator():
+            # transformers refuses bf16 without a GPU unless told to use the CPU; CPUs with AVX-512 BF16 (or AMX)
+            # run bf16 autocast well, so say it for the user.
+            self.use_cpu = True
         super().__post_init__()
 
     def learning_rates(self) -> dict[str, float]:

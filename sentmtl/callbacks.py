@@ -4,6 +4,8 @@ import logging
 
 from transformers import TrainerCallback
 
+from .trainer import unwrap
+
 logger = logging.getLogger(__name__)
 
 
@@ -44,8 +46,6 @@ class FreezeCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
         if self.unfreeze_backbone_at_epoch is not None and round(state.epoch) == self.unfreeze_backbone_at_epoch:
-            from .trainer import unwrap
-
             unwrap(model).unfreeze("backbone")
             logger.warning("Epoch %d: backbone unfrozen (%s trainable parameters).",
                            self.unfreeze_backbone_at_epoch, f"{unwrap(model).count_parameters()[0]:,}")

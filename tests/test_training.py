@@ -267,3 +267,14 @@ def test_real_encoder_on_a_corpus_slice_lands_well_above_chance(data_dir, tmp_pa
     assert main(flags) == 0
     results = json.loads((out / "eval_results.json").read_text())
     assert results["eval_accuracy"] >= 0.8, results
+
+
+def test_bf16_on_cpu_trains_to_the_same_place_as_fp32(tiny_encoder_dir, synthetic_csv, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path")
+    assert SentMtlTrainingArguments(output_dir=str(tmp_path), bf16=True).use_cpu  # no GPU: bf16 autocast on the CPU
+    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "fp32"))
+    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "bf16", "--bf16", "true"))
+    fp32, bf16 = (json.loads((tmp_path / run / "eval_results.json").read_text()) for run in ("fp32", "bf16"))
+    assert np.isfinite(bf16["eval_loss"])
+    assert abs(bf16["eval_loss"] - fp32["eval_loss"]) < 0.1
