@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 # The corpus: a local copy when there is one (tests and CI read ../shared), otherwise run_mtl.py downloads it.
 DATA_DIR ?= $(wildcard ../shared/data/sentiment_labelled_sentences)
-OUTPUT_DIR ?= output/seed_3000
+OUTPUT_DIR ?= output/sentmtl
 PYTEST_ARGS ?=
 
 STAMP := .make/installed

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
-from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES
+from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, SentMtlConfig
 from .corpus import SOURCES
 
 def _has_accelerator() -> bool:
@@ -38,12 +38,8 @@ class ModelArguments:
     sentiment_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task B loss."})
 
     def __post_init__(self):
-        if self.pooling not in POOLING_MODES:
-            raise ValueError(f"--pooling {self.pooling!r} is not supported; choose one of {', '.join(POOLING_MODES)}.")
-        if self.loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(
-                f"--loss_weighting {self.loss_weighting!r} is not supported; choose one of {', '.join(LOSS_WEIGHTINGS)}."
-            )
+        # The config owns the rules: building one checks every value before any model loads.
+        SentMtlConfig(**self.config_overrides())
 
     def config_overrides(self) -> dict:
         """The `SentMtlConfig` fields these arguments set (for a fresh model)."""

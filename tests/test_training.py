@@ -189,7 +189,8 @@ def test_shipped_configs_parse(config):
     "flags, message",
     [
         (["--freeze", "everything"], "--freeze 'everything' is not supported; choose one of none, all, backbone"),
-        (["--pooling", "max"], "--pooling 'max' is not supported; choose one of mean, cls, pooler"),
+        (["--pooling", "max"], "pooling='max' is not supported; choose one of mean, cls, pooler"),
+        (["--dropout", "1.5"], r"dropout=1.5 must be in \[0, 1\)"),
         (["--backbone_learning_rate", "-1"], "--backbone_learning_rate -1.0 must be > 0"),
     ],
 )
