@@ -2,19 +2,18 @@
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, SentMtlConfig
 from .corpus import SOURCES
 
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
-
-
 FREEZE_CHOICES = ("none", "all", "backbone", "classification_head", "sentiment_head")
+
+
+def _has_accelerator() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
 
 
 @dataclass
@@ -91,6 +90,10 @@ class DataArguments:
             raise ValueError(f"--max_samples {self.max_samples} must be at least 2.")
         if self.validation_file and not self.train_file:
             raise ValueError("--validation_file needs --train_file as well.")
+        if self.validation_file and self.max_samples is not None:
+            # It would otherwise be ignored: with both files given there is no split to take a subset from.
+            raise ValueError("--max_samples subsets the data before the train/test split; with --validation_file "
+                             "there is no split, so trim your files instead.")
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """The main job behind `run_mtl.py`: parse arguments (YAML + flags), train, evaluate, report, save."""
 
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path

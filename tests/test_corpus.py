@@ -1,5 +1,4 @@
 import logging
-import shutil
 import time
 import zipfile
 from collections import Counter

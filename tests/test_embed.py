@@ -1,8 +1,10 @@
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 import sentmtl
 from conftest import REPO_ROOT
@@ -64,8 +66,6 @@ def test_pooled_encoder_matches_sentence_transformers(bundled_model, bundled_tok
     reference = SentenceTransformer(str(bundled_encoder_path()), device="cpu").encode(sentences)
     bundled_model.eval()
     inputs = bundled_tokenizer(sentences, padding=True, return_tensors="pt")
-    import torch
-
     with torch.inference_mode():
         pooled = torch.nn.functional.normalize(bundled_model.pool(inputs["input_ids"], inputs["attention_mask"]), dim=-1)
     cosine = (pooled.numpy() * reference).sum(axis=1) / np.linalg.norm(reference, axis=1)
@@ -78,7 +78,7 @@ def test_run_embed_writes_unit_rows_offline(tmp_path):
     result = subprocess.run(
         [sys.executable, "run_embed.py", "The plot twists were unexpected.", "The service was satisfactory.",
          "--output_file", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+        cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr
     embeddings = np.load(out)

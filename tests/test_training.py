@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import EvalPrediction
+from transformers import EvalPrediction, TrainerCallback
 
 from conftest import REPO_ROOT, synthetic_rows
 from sentmtl.arguments import SentMtlTrainingArguments
@@ -127,7 +127,7 @@ def test_gradual_unfreezing_trains_the_backbone_after_the_given_epoch(tiny_model
     callback = FreezeCallback.from_args(args)
     snapshots = []
 
-    class Snapshot(FreezeCallback):
+    class Snapshot(TrainerCallback):
         def on_epoch_end(self, *a, **k):
             snapshots.append(embeddings.detach().clone())
 
@@ -191,6 +191,7 @@ def test_shipped_configs_parse(config):
         (["--freeze", "everything"], "--freeze 'everything' is not supported; choose one of none, all, backbone"),
         (["--pooling", "max"], "pooling='max' is not supported; choose one of mean, cls, pooler"),
         (["--dropout", "1.5"], r"dropout=1.5 must be in \[0, 1\)"),
+        (["--train_file", "a.csv", "--validation_file", "b.csv", "--max_samples", "10"], "there is no split"),
         (["--backbone_learning_rate", "-1"], "--backbone_learning_rate -1.0 must be > 0"),
     ],
 )
