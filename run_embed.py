@@ -3,6 +3,7 @@
 
     python run_embed.py "The plot twists were unexpected." "The service was satisfactory."
     python run_embed.py --input_file sentences.txt --output_file embeddings.npy --model_name_or_path out/
+    python run_embed.py --model_name_or_path out/ --export_sentence_transformer out-st/
 """
 
 import argparse
@@ -38,8 +39,16 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=64, help="Sentences per forward pass.")
     parser.add_argument("--max_length", type=int, default=None, help="Truncate to this many tokens (default: the encoder's limit).")
     parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")
+    parser.add_argument(
+        "--export_sentence_transformer",
+        metavar="OUTDIR",
+        help="Instead of embedding, write the model as a sentence-transformers folder (Transformer → Pooling → Dense "
+        "→ Normalize) that SentenceTransformer(OUTDIR) loads and that embeds exactly as sentmtl does.",
+    )
     parser.add_argument("--seed", type=int, default=42, help="Seed for the untrained projection of a plain encoder.")
     args = parser.parse_args(argv)
+    if args.export_sentence_transformer and (args.sentences or args.input_file or args.output_file):
+        parser.error("--export_sentence_transformer writes a model; it takes no sentences, --input_file or --output_file")
     if args.sentences and args.input_file:
         parser.error("give sentences on the command line or --input_file, not both")
     if args.batch_size < 1:
@@ -49,6 +58,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.export_sentence_transformer:
+        return export(args)
     sentences = read_sentences(args.input_file, args.text_column) if args.input_file else args.sentences
     sentences = sentences or SAMPLE_SENTENCES
 
@@ -72,6 +83,16 @@ def main(argv=None) -> int:
             print(f"{sentence[:60]!r}\n  size={vector.size} norm={np.linalg.norm(vector):.4f} [{head}, ...]")
     if args.similarity:
         print_similarity(embeddings)
+    return 0
+
+
+def export(args) -> int:
+    from sentmtl.export import export_sentence_transformer
+
+    set_seed(args.seed)
+    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path)
+    out = export_sentence_transformer(model, tokenizer, args.export_sentence_transformer, max_seq_length=args.max_length)
+    print(f"Wrote a sentence-transformers model to {out}: SentenceTransformer({str(out)!r}).encode(sentences)")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Command-line arguments: `ModelArguments`, `DataArguments`, `SentMtlTrainingArguments`."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
@@ -14,6 +15,22 @@ FREEZE_CHOICES = ("none", "all", "backbone", "classification_head", "sentiment_h
 
 def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+
+
+def fast_bf16_available() -> bool:
+    """True where bf16 autocast is faster than fp32 without loss: CUDA GPUs with bf16, CPUs with AVX-512 BF16 / AMX.
+
+    (CPUs without those instructions emulate bf16, which is slower than fp32.)
+    """
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if _has_accelerator():
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 @dataclass
@@ -114,6 +131,31 @@ class SentMtlTrainingArguments(TrainingArguments):
     eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
     save_strategy: SaveStrategy | str = field(default="no", metadata={"help": "When to save checkpoints: no, steps, epoch or best."})
     logging_steps: float = field(default=10, metadata={"help": "Log the training loss every this many steps."})
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bfloat16 autocast. Default: on where it is fast (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or "
+            "AMX), off elsewhere. Weights and the optimizer stay fp32."
+        },
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "Training batches: group_by_length (default; random mega-batches, each sorted by length, so "
+            "little padding), random, or sequential."
+        },
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue an interrupted run: a checkpoint folder, or `auto` for the newest complete checkpoint "
+            "in --output_dir (a fresh start when there is none)."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a trained model already in --output_dir (otherwise that is an error)."},
+    )
     label_names: list[str] | None = field(
         # All three reach compute_metrics: Task A labels, Task B scores, and the source for per-domain accuracy.
         default_factory=lambda: ["labels", "scores", "sources"],
@@ -164,11 +206,25 @@ class SentMtlTrainingArguments(TrainingArguments):
             raise ValueError(f"--freeze_backbone_layers {self.freeze_backbone_layers} must be >= 0.")
         if self.unfreeze_backbone_at_epoch is not None and self.freeze != "backbone" and not self.freeze_backbone_layers:
             raise ValueError("--unfreeze_backbone_at_epoch needs a frozen backbone (--freeze_backbone or --freeze_backbone_layers).")
+        if self.bf16 is None:
+            self.bf16 = not self.fp16 and fast_bf16_available()
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id user/name (the repository to create or update).")
+        self._check_output_dir()
         if self.bf16 and not self.use_cpu and not _has_accelerator():
             # transformers refuses bf16 without a GPU unless told to use the CPU; CPUs with AVX-512 BF16 (or AMX)
             # run bf16 autocast well, so say it for the user.
             self.use_cpu = True
         super().__post_init__()
+
+    def _check_output_dir(self) -> None:
+        """Refuse to overwrite a trained model unless asked (transformers 5 dropped its own overwrite_output_dir)."""
+        output_dir = Path(self.output_dir or "")
+        if (output_dir / "config.json").is_file() and not self.overwrite_output_dir and not self.resume_from_checkpoint:
+            raise ValueError(
+                f"--output_dir {output_dir} already holds a trained model (config.json). Pass --overwrite_output_dir "
+                "to replace it, or choose another --output_dir."
+            )
 
     def learning_rates(self) -> dict[str, float]:
         """The three layer-wise LRs, unset ones falling back to `learning_rate` (the seed's uniform run)."""

@@ -1,6 +1,8 @@
-"""`FreezeCallback`: decides *when* parts of the model are frozen; the model's helpers know *how*."""
+"""Callbacks: `FreezeCallback` decides *when* parts are frozen (the model knows *how*); `InterruptCallback` stops cleanly."""
 
 import logging
+import signal
+import threading
 
 from transformers import TrainerCallback
 
@@ -49,3 +51,48 @@ class FreezeCallback(TrainerCallback):
             unwrap(model).unfreeze("backbone")
             logger.warning("Epoch %d: backbone unfrozen (%s trainable parameters).",
                            self.unfreeze_backbone_at_epoch, f"{unwrap(model).count_parameters()[0]:,}")
+
+
+class InterruptCallback(TrainerCallback):
+    """SIGINT / SIGTERM during training: finish the current step, save a checkpoint, stop.
+
+    A signal's default action would kill the process wherever it is, possibly in the middle of writing a
+    checkpoint. Here it only sets a flag; at the end of the step the Trainer saves `checkpoint-<step>` (model,
+    optimizer, scheduler, RNG states) and stops, and `--resume_from_checkpoint auto` continues exactly from it.
+    A second signal stops at once. Single process: under DDP every rank would have to stop at the same step.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    @property
+    def interrupted(self) -> bool:
+        return self.received is not None
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            self.restore()
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
+        self.received = signum
+        logger.warning("Received %s: saving a checkpoint after this step, then stopping (send it again to stop now).",
+                       signal.Signals(signum).name)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set from the main thread
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.restore()
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}

@@ -238,4 +238,12 @@ def register_auto_classes() -> None:
     AutoModel.register(SentMtlConfig, SentMtlModel, exist_ok=True)
 
 
+# `save_pretrained` writes `auto_map` into config.json and copies this file, configuration_sentmtl.py and
+# encoders.py (its relative imports) beside the weights, so `AutoModel.from_pretrained(dir, trust_remote_code=True)`
+# works where sentmtl is not installed. The code files stay free of imports outside torch / transformers / stdlib
+# (transformers refuses remote code whose imports are missing; optional ones sit in try blocks).
+SentMtlConfig.register_for_auto_class()
+SentMtlModel.register_for_auto_class("AutoModel")
+
+
 __all__ = ["Pooling", "SentMtlModel", "SentMtlOutput", "SentMtlPreTrainedModel", "register_auto_classes"]

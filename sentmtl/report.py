@@ -14,13 +14,19 @@ _ROWS = [
 ]  # fmt: skip
 
 
-def format_metrics_table(metrics: dict, prefix: str = "eval_") -> str:
-    """A two-column table of the metrics present (keys with or without the `eval_` prefix)."""
+def metric_rows(metrics: dict, prefix: str = "eval_") -> list[tuple[str, float]]:
+    """(label, value) for each known metric present (keys with or without the `eval_` prefix), in table order."""
     rows = []
     for label, key in _ROWS:
         value = metrics.get(prefix + key, metrics.get(key))
         if value is not None:
-            rows.append((label, f"{value:.4f}"))
+            rows.append((label, value))
+    return rows
+
+
+def format_metrics_table(metrics: dict, prefix: str = "eval_") -> str:
+    """A two-column table of the metrics present (keys with or without the `eval_` prefix)."""
+    rows = [(label, f"{value:.4f}") for label, value in metric_rows(metrics, prefix)]
     width = max(len(label) for label, _ in rows)
     rule = "-" * (width + 12)
     return "\n".join([rule, f"{'metric':<{width}}  {'value':>8}", rule, *[f"{l:<{width}}  {v:>8}" for l, v in rows], rule])

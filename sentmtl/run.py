@@ -2,6 +2,9 @@
 
 import dataclasses
 import logging
+import os
+import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -9,13 +12,15 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
-from .callbacks import FreezeCallback
+from .callbacks import FreezeCallback, InterruptCallback
 from .corpus import load_sentiment_corpus, train_test_split
 from .data import build_collator, load_data_files, tokenize_dataset
 from .embed import is_sentmtl_checkpoint, load_model_and_tokenizer
+from .hub import HubPushError, push_folder
 from .metrics import compute_metrics
+from .model_card import build_model_card
 from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve
-from .trainer import SentMtlTrainer
+from .trainer import NonFiniteLossError, SentMtlTrainer
 
 logger = logging.getLogger("sentmtl")
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, SentMtlTrainingArguments)
@@ -66,8 +71,23 @@ def build_model(model_args: ModelArguments):
     return load_model_and_tokenizer(model_args.model_name_or_path, **model_args.config_overrides())
 
 
-def run(model_args, data_args, training_args) -> dict:
-    """Train (unless nothing is trainable), evaluate, and leave the model and reports in `output_dir`."""
+class RunInterrupted(Exception):
+    """Training stopped on SIGINT / SIGTERM after saving a checkpoint; `exit_code` is the shell's 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def run(model_args, data_args, training_args, callbacks=()) -> dict:
+    """Train (unless nothing is trainable), evaluate, and leave the model, card and reports in `output_dir`."""
+    # The Trainer would create the Hub repository before training and pickle the token into every checkpoint's
+    # training_args.bin; sentmtl pushes once, after the local save, and keeps the token out of every file.
+    push_to_hub, hub_token = training_args.push_to_hub, training_args.hub_token
+    training_args.push_to_hub, training_args.hub_token = False, None
+    output_dir = Path(training_args.output_dir)
+    resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
+
     set_seed(training_args.seed)  # before the heads are initialised, so the same seed gives the same run
     splits = load_splits(data_args, training_args.seed)
     model, tokenizer = build_model(model_args)
@@ -76,6 +96,7 @@ def run(model_args, data_args, training_args) -> dict:
         train_dataset = tokenize_dataset(splits["train"], tokenizer, max_length)
         eval_dataset = tokenize_dataset(splits["test"], tokenizer, max_length)
 
+    interrupt = InterruptCallback()
     trainer = SentMtlTrainer(
         model=model,
         args=training_args,
@@ -84,30 +105,105 @@ def run(model_args, data_args, training_args) -> dict:
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=[FreezeCallback.from_args(training_args)],
+        callbacks=[FreezeCallback.from_args(training_args), interrupt, *callbacks],
     )
-    output_dir = Path(training_args.output_dir)
     trainable, total = model.count_parameters()
+    train_metrics = None
     if trainable == 0:
         logger.warning("Every parameter is frozen (--freeze %s): nothing to train, evaluating only.", training_args.freeze)
     else:
-        train_result = trainer.train()
-        trainer.save_metrics("train", {**train_result.metrics, "global_step": train_result.global_step,
-                                       "trainable_parameters": trainable, "total_parameters": total})
+        try:
+            train_result = trainer.train(resume_from_checkpoint=resume_from)
+        except NonFiniteLossError as err:
+            last = latest_checkpoint(output_dir)
+            kept = f"The last good checkpoint is {last}." if last else "No checkpoint was saved (--save_strategy no)."
+            raise NonFiniteLossError(f"{err} {kept} Nothing was written over it.") from None
+        if interrupt.interrupted and trainer.state.global_step < trainer.state.max_steps:
+            signal_name = signal.Signals(interrupt.received).name
+            raise RunInterrupted(
+                f"{signal_name}: stopped at step {trainer.state.global_step} of {trainer.state.max_steps}; checkpoint "
+                f"saved in {latest_checkpoint(output_dir)}. Continue with the same command and "
+                "--resume_from_checkpoint auto.",
+                128 + interrupt.received,
+            )
+        train_metrics = {**train_result.metrics, "global_step": train_result.global_step,
+                         "trainable_parameters": trainable, "total_parameters": total}  # fmt: skip
+        trainer.save_metrics("train", train_metrics)
     metrics = trainer.evaluate()
     trainer.save_metrics("eval", metrics)
-    trainer.save_model()  # model (safetensors), config, tokenizer; main process only
+    run_config = resolved_run_config(model_args, data_args, training_args)
+    card = build_model_card(model.config, metrics, run_config, train_metrics,
+                            repo_id=training_args.hub_model_id if push_to_hub else None)  # fmt: skip
+    save_final_model(trainer, output_dir, extra_files={"README.md": card})
     if trainer.is_world_process_zero():
-        save_run_config(output_dir, model_args, data_args, training_args)
+        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
         plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png")
         plot_confusion_matrix(metrics, output_dir / "confusion_matrix.png")
         print(f"\nResults on {eval_dataset.num_rows} held-out sentences ({output_dir / 'eval_results.json'}):")
         print(format_metrics_table(metrics))
+        print(f"Model, tokenizer, model card (README.md) and reports saved in {output_dir}")
+        if push_to_hub:
+            url = push_folder(output_dir, training_args.hub_model_id, token=hub_token,
+                              private=training_args.hub_private_repo)  # fmt: skip
+            print(f"Pushed to {url}")
     return metrics
 
 
-def save_run_config(output_dir: Path, *argument_objects) -> None:
-    """The resolved arguments as YAML: `python run_mtl.py output_dir/run_config.yaml` repeats the run."""
+def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> None:
+    """Model, tokenizer, code files and `extra_files`, written to a staging folder and then moved into place.
+
+    Each file lands with an atomic rename and config.json lands last, so an interrupted save never leaves a
+    folder that looks like a loadable model but holds half-written weights.
+    """
+    staging = output_dir / ".staging-final-model"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))  # every process takes part (sharded models); the main one writes
+    if not trainer.is_world_process_zero():
+        return
+    for name, text in extra_files.items():
+        (staging / name).write_text(text)
+    names = sorted(p.name for p in staging.iterdir())
+    for name in sorted(names, key=lambda name: name == "config.json"):
+        target = output_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    staging.rmdir()
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest *complete* `checkpoint-<step>` (trainer_state.json is written last), or None."""
+    if not output_dir.is_dir():
+        return None
+    complete = [
+        path for path in output_dir.glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
+    ]  # fmt: skip
+    return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
+
+
+def resolve_resume_checkpoint(value: str | None, output_dir: Path) -> str | None:
+    """`--resume_from_checkpoint`: a folder (checked), `auto` (the newest complete one, if any) or None."""
+    if value is None:
+        return None
+    if value == "auto":
+        found = latest_checkpoint(output_dir)
+        if found is None:
+            logger.warning("--resume_from_checkpoint auto: no complete checkpoint in %s; starting from scratch.", output_dir)
+            return None
+        logger.warning("Resuming from %s", found)
+        return str(found)
+    if not (Path(value) / "trainer_state.json").is_file():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {value}: not a complete checkpoint (no trainer_state.json); give a "
+            "checkpoint-<step> folder, or auto for the newest one in --output_dir."
+        )
+    return value
+
+
+def resolved_run_config(*argument_objects) -> dict:
+    """The resolved arguments: written as run_config.yaml, `python run_mtl.py output_dir/run_config.yaml` repeats the run."""
     resolved = {}
     for arguments in argument_objects:
         for f in dataclasses.fields(arguments):
@@ -115,8 +211,7 @@ def save_run_config(output_dir: Path, *argument_objects) -> None:
                 continue
             value = getattr(arguments, f.name)
             resolved[f.name] = value.value if hasattr(value, "value") else value
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "run_config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    return resolved
 
 
 # The training fields a run is defined by (the full TrainingArguments has ~120, mostly infrastructure).
@@ -136,5 +231,12 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"run_mtl.py: error: {err}", file=sys.stderr)
         return 2
-    run(model_args, data_args, training_args)
+    try:
+        run(model_args, data_args, training_args)
+    except (ValueError, FileNotFoundError, NonFiniteLossError, HubPushError) as err:
+        print(f"run_mtl.py: error: {err}", file=sys.stderr)
+        return 1
+    except RunInterrupted as err:
+        print(f"run_mtl.py: {err}", file=sys.stderr)
+        return err.exit_code
     return 0

@@ -2,6 +2,7 @@
 
 import logging
 
+import torch
 from torch import nn
 from transformers import Trainer
 
@@ -81,7 +82,21 @@ class SentMtlTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `sources` is a label for per-domain metrics only; the model does not take it.
         inputs = {key: value for key, value in inputs.items() if key != "sources"}
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        # A NaN / inf loss poisons every weight at the next optimizer step, silently: stop before that step, so
+        # the model in memory and every checkpoint on disk are still good ones.
+        if model.training and not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(
+                f"training stopped at step {self.state.global_step + 1} of {self.state.max_steps} "
+                f"(epoch {self.state.epoch or 0:.2f}): the loss is {loss.detach().float().item()}. No update was applied "
+                "with it. Lower the learning rates, or use --bf16 instead of --fp16."
+            )
+        return result
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; raised before the optimizer step that would apply it."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import EvalPrediction, TrainerCallback
 
-from conftest import REPO_ROOT, synthetic_rows
+from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
 from sentmtl.arguments import SentMtlTrainingArguments
 from sentmtl.callbacks import FreezeCallback
 from sentmtl.data import build_collator, tokenize_dataset
@@ -200,13 +200,6 @@ def test_bad_arguments_are_one_line_errors(flags, message, tmp_path):
         parse_args(flags + ["--output_dir", str(tmp_path)])
 
 
-def tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra):
-    return ["--model_name_or_path", str(tiny_encoder_dir), "--train_file", str(synthetic_csv), "--text_column", "text",
-            "--label_column", "sentiment", "--embedding_size", "16", "--output_dir", str(out), "--num_train_epochs", "2",
-            "--per_device_train_batch_size", "8",
-            "--learning_rate", "1e-3", "--disable_tqdm", "true", "--use_cpu", "true", *extra]  # fmt: skip
-
-
 def test_tiny_end_to_end_run_leaves_every_output(tiny_encoder_dir, synthetic_csv, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out)) == 0
@@ -216,9 +209,11 @@ def test_tiny_end_to_end_run_leaves_every_output(tiny_encoder_dir, synthetic_csv
     results = json.loads((out / "eval_results.json").read_text())
     assert {"eval_accuracy", "eval_precision", "eval_recall", "eval_f1", "eval_sentiment_mse"} <= set(results)
     assert "Task A accuracy" in capsys.readouterr().out
-    # The saved run config repeats the run.
-    _, _, args = parse_args([str(out / "run_config.yaml")])
+    # The saved run config repeats the run (elsewhere: the trained model in `out` is not overwritten).
+    _, _, args = parse_args([str(out / "run_config.yaml"), "--output_dir", str(tmp_path / "again")])
     assert args.learning_rate == 1e-3 and args.num_train_epochs == 2
+    with pytest.raises(ValueError, match="already holds a trained model"):
+        parse_args([str(out / "run_config.yaml")])
 
 
 def test_freeze_all_evaluates_without_training(tiny_encoder_dir, synthetic_csv, tmp_path, caplog):

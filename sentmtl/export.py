@@ -1,0 +1,79 @@
+"""A trained `SentMtlModel` as a sentence-transformers folder: Transformer → Pooling → Dense → Normalize.
+
+The embedding path of the multi-task model is exactly those four modules (the heads are not part of an
+embedding), so `SentenceTransformer(folder).encode(...)` gives what `sentmtl.encode` gives.
+"""
+
+import tempfile
+from pathlib import Path
+
+from .embed import default_max_length
+
+# sentmtl pooling → sentence-transformers pooling mode. BERT's trained pooler has no sentence-transformers module.
+_ST_POOLING = {"mean": "mean", "cls": "cls"}
+
+
+def _st_modules():
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:
+        raise ImportError(
+            "Exporting needs sentence-transformers: `pip install sentence-transformers` (or `pip install sentmtl[dev]`)."
+        ) from err
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import (
+            Dense,
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+    except ImportError:  # 3.x - 5.x
+        from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+    return SentenceTransformer, Transformer, Pooling, Dense, Normalize
+
+
+def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: int | None = None) -> Path:
+    """Write `model`'s embedding path to `output_dir` as a sentence-transformers model; returns the folder."""
+    import torch
+
+    if model.config.pooling not in _ST_POOLING:
+        raise ValueError(
+            f"pooling={model.config.pooling!r} has no sentence-transformers equivalent; "
+            f"export supports {', '.join(_ST_POOLING)}."
+        )
+    SentenceTransformer, Transformer, Pooling, Dense, Normalize = _st_modules()
+    output_dir = Path(output_dir)
+    max_seq_length = max_seq_length or default_max_length(tokenizer, model)
+    projection = model.shared_projection
+    with tempfile.TemporaryDirectory() as encoder_dir:
+        # The encoder alone, as a plain transformers checkpoint the Transformer module can load. sentmtl drops
+        # BERT's pooler unless it pools with it; a freshly initialised one (unused by mean / CLS pooling) is saved
+        # in its place, or every load of the export would report the pooler weights as missing.
+        encoder = model.encoder
+        dropped_pooler = hasattr(encoder, "pooler") and encoder.pooler is None
+        if dropped_pooler:
+            encoder.pooler = type(encoder)(encoder.config).pooler
+        try:
+            encoder.save_pretrained(encoder_dir)
+        finally:
+            if dropped_pooler:
+                encoder.pooler = None
+        tokenizer.save_pretrained(encoder_dir)
+        transformer = Transformer(encoder_dir, max_seq_length=max_seq_length)
+        modules = [
+            transformer,
+            Pooling(model.config.encoder_config.hidden_size, pooling_mode=_ST_POOLING[model.config.pooling]),
+            Dense(
+                projection.in_features,
+                projection.out_features,
+                bias=projection.bias is not None,
+                activation_function=torch.nn.Identity(),
+                init_weight=projection.weight.detach().clone().float(),
+                init_bias=None if projection.bias is None else projection.bias.detach().clone().float(),
+            ),
+        ]
+        if model.config.normalize:
+            modules.append(Normalize())
+        st_model = SentenceTransformer(modules=modules, device="cpu")
+        st_model.save(str(output_dir))
+    return output_dir

@@ -1,0 +1,125 @@
+"""The model card (README.md) written beside every trained model, and uploaded with it by `--push_to_hub`."""
+
+from . import corpus
+from .encoders import DEFAULT_ENCODER_NAME
+from .report import metric_rows
+
+# Training arguments worth a line in the card, in this order (the rest is in run_config.yaml).
+_CARD_TRAINING_KEYS = (
+    "num_train_epochs", "per_device_train_batch_size", "learning_rate", "backbone_learning_rate",
+    "shared_learning_rate", "head_learning_rate", "layerwise_lr_decay", "weight_decay", "warmup_steps",
+    "freeze", "freeze_backbone_layers", "bf16", "seed", "test_size", "max_samples", "sources", "max_length",
+)  # fmt: skip
+
+
+def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics: dict | None = None,
+                     repo_id: str | None = None) -> str:  # fmt: skip
+    """Markdown with a YAML header: what the model is, its data, how it was trained, what it scored, how to use it.
+
+    Everything comes from the arguments (the config, the measured metrics, the resolved run arguments), so the card
+    always describes the run that wrote it.
+    """
+    encoder = config.encoder_name_or_path or "(unknown encoder)"
+    encoder_on_hub = encoder == DEFAULT_ENCODER_NAME or ("/" in encoder and not encoder.startswith(("/", ".")))
+    on_uci = not run_config.get("train_file")
+    name = repo_id or "path/to/this/model"
+    header = ["---", "library_name: transformers", "pipeline_tag: feature-extraction",
+              "tags: [sentmtl, sentence-embeddings, sentiment-analysis, multi-task]"]  # fmt: skip
+    if encoder_on_hub:
+        header.append(f"base_model: {encoder}")
+    if encoder == DEFAULT_ENCODER_NAME:
+        header.append("license: apache-2.0  # the base encoder's license")
+    header.append("---")
+
+    hidden = config.encoder_config.hidden_size
+    lines = [
+        *header, "",
+        f"# {name.split('/')[-1]}", "",
+        f"A multi-task sentence transformer fine-tuned with sentmtl from `{encoder}`. "
+        "One forward pass gives a unit-length sentence embedding, a positive / negative class (Task A) and a "
+        "sentiment score in [0, 1] (Task B).", "",
+        "## Architecture", "",
+        "```",
+        f"encoder ({config.encoder_config.model_type}, {config.encoder_config.num_hidden_layers} layers, hidden {hidden})"
+        f" → {config.pooling} pooling → shared_projection Linear({hidden} → {config.embedding_size})"
+        f"{' → L2 normalise' if config.normalize else ''}",
+        f"    ├─ classification_head Linear({config.embedding_size} → {config.num_labels})  Task A, cross-entropy",
+        f"    └─ sentiment_head Linear({config.embedding_size} → 1) → sigmoid          Task B, binary cross-entropy",
+        f"loss = {_loss_description(config)}",
+        "```", "",
+        "## Training data", "",
+    ]  # fmt: skip
+    if on_uci:
+        lines += [
+            corpus._DESCRIPTION.strip().replace("\n", " "), "",
+            f"Sources used: {', '.join(run_config.get('sources') or corpus.SOURCES)}. Split: leak-free stratified "
+            f"{1 - run_config.get('test_size', 0.2):.0%} / {run_config.get('test_size', 0.2):.0%} by distinct sentence "
+            f"(seed {run_config.get('seed')})"
+            + (f", a stratified subset of {run_config['max_samples']} sentences." if run_config.get("max_samples") else "."),
+            "", f"License: {corpus._LICENSE} ({corpus._HOMEPAGE}).", "", "```bibtex", corpus._CITATION.strip(), "```", "",
+        ]  # fmt: skip
+    else:
+        files = ", ".join(f"`{run_config[k]}`" for k in ("train_file", "validation_file") if run_config.get(k))
+        lines += [f"The user's own data: {files}.", ""]
+
+    lines += ["## Training configuration", "", "| argument | value |", "| --- | --- |"]
+    lines += [f"| `{key}` | {run_config[key]} |" for key in _CARD_TRAINING_KEYS if key in run_config]
+    if train_metrics:
+        trained = train_metrics.get("trainable_parameters")
+        total = train_metrics.get("total_parameters")
+        if trained is not None and total is not None:
+            lines.append(f"| trainable parameters | {trained:,} of {total:,} |")
+        if "train_runtime" in train_metrics:
+            lines.append(f"| training time | {train_metrics['train_runtime']:.0f} s |")
+    lines += ["", "## Evaluation", ""]
+    rows = metric_rows(eval_metrics)
+    if rows:
+        count = eval_metrics.get("eval_samples")
+        lines += [f"On the held-out split{f' ({count} sentences)' if count else ''}:", "", "| metric | value |",
+                  "| --- | --- |", *[f"| {label} | {value:.4f} |" for label, value in rows], ""]  # fmt: skip
+    else:
+        lines += ["No evaluation was run.", ""]
+
+    lines += [
+        "## Intended use and limits", "",
+        "- Sentence embeddings for search, clustering and similarity of short English review-like text, and "
+        "positive / negative sentiment of such sentences.",
+        "- Trained on short, single-sentence product, film and restaurant reviews with clear polarity: neutral, "
+        "mixed, sarcastic, long or out-of-domain text (and other languages) will be classified less reliably.",
+        "- The Task B score is a calibrated-looking probability learned from binary labels, not a graded rating.",
+        "- Do not use it for decisions about people.", "",
+        "## Usage", "",
+        "With the sentmtl package (no `trust_remote_code`):", "",
+        "```python",
+        "import sentmtl",
+        f'model, tokenizer = sentmtl.load_model_and_tokenizer("{name}")',
+        'embeddings = sentmtl.encode(model, ["I loved it.", "Never again."], tokenizer)  # unit rows',
+        "```", "",
+        "Without it, the code files in this folder are used:", "",
+        "```python",
+        "import torch",
+        "from transformers import AutoModel, AutoTokenizer",
+        f'model = AutoModel.from_pretrained("{name}", trust_remote_code=True)',
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)',
+        'batch = tokenizer(["I loved it."], padding=True, return_tensors="pt")',
+        "with torch.no_grad():",
+        "    out = model(**batch)",
+        "out.embeddings, out.logits.softmax(-1), out.sentiment_scores",
+        "```", "",
+        "From the command line, and as a sentence-transformers model:", "",
+        "```bash",
+        f'python run_embed.py --model_name_or_path {name} "I loved it." "Never again."',
+        f"python run_embed.py --model_name_or_path {name} --export_sentence_transformer st-model/",
+        "```", "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        'SentenceTransformer("st-model/").encode(["I loved it."])',
+        "```", "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _loss_description(config) -> str:
+    if config.loss_weighting == "uncertainty":
+        return "uncertainty-weighted sum of the task losses (learned, Kendall et al. 2018)"
+    return f"{config.classification_loss_weight:g} × Task A + {config.sentiment_loss_weight:g} × Task B"
