@@ -7,13 +7,28 @@
 """
 
 import argparse
+import itertools
 import sys
+from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 from transformers import set_seed
 
-from sentmtl.embed import encode, is_sentmtl_checkpoint, load_model_and_tokenizer
-from sentmtl.embed_io import read_sentences, write_embeddings
+from sentmtl.embed import (
+    PRECISIONS,
+    default_max_length,
+    encode,
+    is_sentmtl_checkpoint,
+    load_model_and_tokenizer,
+)
+from sentmtl.embed_io import (
+    OUTPUT_SUFFIXES,
+    EmbeddingWriter,
+    InputReport,
+    iter_sentences,
+    write_embeddings,
+)
 
 # The seed write-up's examples, embedded when no sentence is given.
 SAMPLE_SENTENCES = [
@@ -33,12 +48,24 @@ def parse_args(argv=None):
         help="A sentmtl checkpoint folder, or a plain encoder (name or path) around which a fresh, untrained "
         "projection is built. Default: the bundled all-MiniLM-L6-v2.",
     )
-    parser.add_argument("--input_file", help="Sentences from a file: .txt (one per line), .csv, .tsv or .jsonl.")
+    parser.add_argument("--input_file", help="Sentences from a file: .txt (one per line), .csv, .tsv or .jsonl; streamed.")
     parser.add_argument("--text_column", default="sentence", help="Column / field holding the text in CSV or JSONL.")
-    parser.add_argument("--output_file", help="Write the embeddings: .npy ([n, d] float32) or .jsonl.")
+    parser.add_argument("--output_file", help="Write the embeddings: .npy ([n, d] float32) or .jsonl (with line numbers).")
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="Stop at the first bad input line (empty, not UTF-8, no text field) instead of skipping it with a report.",
+    )  # fmt: skip
     parser.add_argument("--batch_size", type=int, default=64, help="Sentences per forward pass.")
+    parser.add_argument(
+        "--chunk_size", type=int, default=8192,
+        help="Sentences read, embedded and written at a time from --input_file (bounds memory on huge files).",
+    )  # fmt: skip
     parser.add_argument("--max_length", type=int, default=None, help="Truncate to this many tokens (default: the encoder's limit).")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: bf16 where the hardware runs it fast (cosine ~0.9999 to fp32), else fp32.")  # fmt: skip
     parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")
+    parser.add_argument("--allow_pickle_weights", action="store_true",
+                        help="Also load pickle weights (pytorch_model.bin), which can run code: only if you trust them.")  # fmt: skip
     parser.add_argument(
         "--export_sentence_transformer",
         metavar="OUTDIR",
@@ -51,20 +78,30 @@ def parse_args(argv=None):
         parser.error("--export_sentence_transformer writes a model; it takes no sentences, --input_file or --output_file")
     if args.sentences and args.input_file:
         parser.error("give sentences on the command line or --input_file, not both")
-    if args.batch_size < 1:
-        parser.error(f"--batch_size {args.batch_size} must be >= 1")
+    for name in ("batch_size", "chunk_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)} must be >= 1")
+    if args.output_file and not args.output_file.lower().endswith(OUTPUT_SUFFIXES):
+        parser.error(f"--output_file {args.output_file}: use one of {', '.join(OUTPUT_SUFFIXES)}")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.export_sentence_transformer:
-        return export(args)
-    sentences = read_sentences(args.input_file, args.text_column) if args.input_file else args.sentences
-    sentences = sentences or SAMPLE_SENTENCES
+    try:
+        if args.export_sentence_transformer:
+            return export(args)
+        if args.input_file:
+            return embed_file(args)
+        return embed_sentences(args, args.sentences or SAMPLE_SENTENCES)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"run_embed.py: error: {err}", file=sys.stderr)
+        return 2
 
+
+def load(args):
     set_seed(args.seed)
-    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path)
+    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.allow_pickle_weights)
     if not is_sentmtl_checkpoint(args.model_name_or_path or ""):
         print(
             f"Note: {model.config.encoder_name_or_path} is a plain encoder; the shared projection "
@@ -72,25 +109,80 @@ def main(argv=None) -> int:
             "Train with run_mtl.py for task-tuned embeddings.",
             file=sys.stderr,
         )
-    embeddings = encode(model, sentences, tokenizer, batch_size=args.batch_size, max_length=args.max_length)
+    return model, tokenizer
 
+
+def embed_sentences(args, sentences: list[str]) -> int:
+    """Sentences from the command line: embed, print, optionally write and compare."""
+    blank = [i for i, sentence in enumerate(sentences, start=1) if not sentence.strip()]
+    if blank:
+        raise ValueError(f"sentence(s) {blank} are empty; every sentence needs text.")
+    model, tokenizer = load(args)
+    truncated = []
+    embeddings = encode(model, sentences, tokenizer, batch_size=args.batch_size, max_length=args.max_length,
+                        precision=args.precision, truncated=truncated)  # fmt: skip
+    report_truncated(truncated, len(sentences), args.max_length or default_max_length(tokenizer, model))
     if args.output_file:
         write_embeddings(args.output_file, sentences, embeddings)
         print(f"Wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {args.output_file}")
-    if not args.output_file or len(sentences) <= 20:
-        for sentence, vector in zip(sentences, embeddings):
-            head = ", ".join(f"{v:+.4f}" for v in vector[:6])
-            print(f"{sentence[:60]!r}\n  size={vector.size} norm={np.linalg.norm(vector):.4f} [{head}, ...]")
+    for sentence, vector in zip(sentences, embeddings):
+        head = ", ".join(f"{v:+.4f}" for v in vector[:6])
+        print(f"{sentence[:60]!r}\n  size={vector.size} norm={np.linalg.norm(vector):.4f} [{head}, ...]")
     if args.similarity:
         print_similarity(embeddings)
     return 0
 
 
+def embed_file(args) -> int:
+    """Two streamed passes over --input_file: check and count the lines, then embed them chunk by chunk."""
+    report = InputReport(Path(args.input_file))
+    count = sum(1 for _ in iter_sentences(args.input_file, args.text_column, args.strict, report))
+    if report.skipped:
+        print(report.summary(), file=sys.stderr)
+    if count == 0:
+        raise ValueError(f"{args.input_file}: no sentences to embed (all {len(report.skipped)} line(s) were skipped).")
+    model, tokenizer = load(args)
+    max_length = args.max_length or default_max_length(tokenizer, model)
+    writer = EmbeddingWriter(args.output_file, count, model.config.embedding_size) if args.output_file else None
+    kept, truncated_lines, seen = [], [], 0
+    lines = iter_sentences(args.input_file, args.text_column, args.strict, InputReport(report.path))
+    with tqdm(total=count, desc="Embedding", unit="sentence", disable=count <= 10 * args.batch_size) as bar:
+        while chunk := list(itertools.islice(lines, args.chunk_size)):
+            numbers, sentences = zip(*chunk)
+            truncated = []
+            embeddings = encode(model, list(sentences), tokenizer, batch_size=args.batch_size, max_length=max_length,
+                                precision=args.precision, show_progress_bar=False, truncated=truncated)  # fmt: skip
+            truncated_lines += [numbers[i] for i in truncated]
+            if writer is not None:
+                writer.write(list(numbers), list(sentences), embeddings)
+            if count <= 20:  # small inputs are shown, as for sentences on the command line
+                kept += list(zip(sentences, embeddings))
+            seen += len(chunk)
+            bar.update(len(chunk))
+    report_truncated(truncated_lines, seen, max_length, what="line")
+    if writer is not None:
+        writer.close()
+        print(f"Wrote {seen} embeddings of size {model.config.embedding_size} to {args.output_file}")
+    for sentence, vector in kept:
+        head = ", ".join(f"{v:+.4f}" for v in vector[:6])
+        print(f"{sentence[:60]!r}\n  size={vector.size} norm={np.linalg.norm(vector):.4f} [{head}, ...]")
+    if args.similarity and kept:
+        print_similarity(np.stack([vector for _, vector in kept]))
+    return 0
+
+
+def report_truncated(indices: list[int], total: int, max_length: int, what: str = "sentence") -> None:
+    if indices:
+        shown = ", ".join(str(i + 1 if what == "sentence" else i) for i in indices[:10])
+        more = ", …" if len(indices) > 10 else ""
+        print(f"Truncated {len(indices)} of {total} sentences longer than {max_length} tokens ({what}s {shown}{more}).",
+              file=sys.stderr)  # fmt: skip
+
+
 def export(args) -> int:
     from sentmtl.export import export_sentence_transformer
 
-    set_seed(args.seed)
-    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path)
+    model, tokenizer = load(args)
     out = export_sentence_transformer(model, tokenizer, args.export_sentence_transformer, max_seq_length=args.max_length)
     print(f"Wrote a sentence-transformers model to {out}: SentenceTransformer({str(out)!r}).encode(sentences)")
     return 0

@@ -1,7 +1,13 @@
 """sentmtl: fine-tune a pretrained encoder into a multi-task sentence transformer with the Hugging Face stack."""
 
 from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, SentMtlConfig
-from .modeling_sentmtl import Pooling, SentMtlModel, SentMtlOutput, SentMtlPreTrainedModel, register_auto_classes
+from .modeling_sentmtl import (
+    Pooling,
+    SentMtlModel,
+    SentMtlOutput,
+    SentMtlPreTrainedModel,
+    register_auto_classes,
+)
 
 __version__ = "0.1.0"
 

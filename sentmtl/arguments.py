@@ -52,6 +52,10 @@ class ModelArguments:
     )
     classification_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task A loss."})
     sentiment_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task B loss."})
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={"help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."},
+    )
 
     def __post_init__(self):
         # The config owns the rules: building one checks every value before any model loads.

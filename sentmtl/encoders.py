@@ -44,3 +44,24 @@ def resolve_encoder(name_or_path: str | Path | None) -> str:
     if name_or_path is None or str(name_or_path) in (DEFAULT_ENCODER_NAME, "all-MiniLM-L6-v2"):
         return str(bundled_encoder_path())
     return str(name_or_path)
+
+
+PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def weights_loading_kwargs(name_or_path, allow_pickle_weights: bool = False) -> dict:
+    """`from_pretrained` keyword arguments that load safetensors only, unless pickle weights are explicitly allowed.
+
+    A pickle (`pytorch_model.bin`) can run arbitrary code when it is loaded; safetensors cannot.
+    """
+    if allow_pickle_weights:
+        return {}
+    path = Path(str(name_or_path))
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        found = [name for name in PICKLE_WEIGHT_FILES if (path / name).is_file()]
+        if found:
+            raise ValueError(
+                f"{path} holds only pickle weights ({', '.join(found)}), which can run code when loaded. Convert them "
+                "to safetensors, or pass --allow_pickle_weights if you trust where they came from."
+            )
+    return {"use_safetensors": True}

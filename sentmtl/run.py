@@ -67,8 +67,9 @@ def build_model(model_args: ModelArguments):
     if model_args.model_name_or_path and is_sentmtl_checkpoint(model_args.model_name_or_path):
         logger.warning("Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
                        model_args.model_name_or_path)
-        return load_model_and_tokenizer(model_args.model_name_or_path)
-    return load_model_and_tokenizer(model_args.model_name_or_path, **model_args.config_overrides())
+        return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
+    return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
+                                    **model_args.config_overrides())
 
 
 class RunInterrupted(Exception):

@@ -5,6 +5,10 @@ import logging
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_pt_utils import (
+    LengthGroupedSampler,
+    get_length_grouped_indices,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,17 @@ class SentMtlTrainer(Trainer):
                 logger.warning("Optimizer parameter groups:\n%s", describe_param_groups(groups))
         return self.optimizer
 
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and self.args.world_size == 1 and dataset is not None:
+            # transformers' sampler draws its order from the global RNG, whose state a checkpoint saves mid-epoch,
+            # so a resumed run would see a different order for the rest of that epoch. Seeded by (seed, epoch), the
+            # resumed epoch replays the interrupted one and the run ends where an uninterrupted one would.
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return EpochSeededLengthGroupedSampler(batch_size, lengths, seed=self.args.data_seed or self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `sources` is a label for per-domain metrics only; the model does not take it.
         inputs = {key: value for key, value in inputs.items() if key != "sources"}
@@ -93,6 +108,21 @@ class SentMtlTrainer(Trainer):
                 "with it. Lower the learning rates, or use --bf16 instead of --fp16."
             )
         return result
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Batches of similar length (little padding), in an order that depends only on (seed, epoch)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch) -> None:  # the Trainer calls this at the start of every epoch, resumed ones included
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 class NonFiniteLossError(RuntimeError):

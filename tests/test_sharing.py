@@ -73,7 +73,7 @@ def test_trust_remote_code_load_without_the_package(trained_dir, tmp_path):
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["class"].startswith("transformers_modules.")  # the copied code, not the package
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(trained_dir))
-    ours = sentmtl.encode(model, SENTENCES, tokenizer)
+    ours = sentmtl.encode(model, SENTENCES, tokenizer, precision="fp32")  # the exact path (bf16 is an approximation)
     np.testing.assert_allclose(np.array(remote["embeddings"]), ours, atol=1e-5)
     for name in ("modeling_sentmtl.py", "configuration_sentmtl.py", "encoders.py", "model.safetensors"):
         assert (resaved / name).is_file(), name
@@ -203,7 +203,7 @@ def test_sentence_transformers_export_round_trip(trained_dir, tmp_path):
     assert run_embed.main(["--model_name_or_path", str(trained_dir), "--export_sentence_transformer", str(export_dir)]) == 0
     st_embeddings = SentenceTransformer(str(export_dir), device="cpu").encode(SENTENCES)
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(trained_dir))
-    ours = sentmtl.encode(model, SENTENCES, tokenizer)
+    ours = sentmtl.encode(model, SENTENCES, tokenizer, precision="fp32")  # the exact path (bf16 is an approximation)
     cosine = (st_embeddings * ours).sum(1) / np.linalg.norm(st_embeddings, axis=1) / np.linalg.norm(ours, axis=1)
     assert cosine.min() >= 0.9999
     np.testing.assert_allclose(np.linalg.norm(st_embeddings, axis=1), 1.0, atol=1e-5)  # the Normalize module

@@ -8,14 +8,13 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
 from transformers import EvalPrediction, TrainerCallback
 
-from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
-from sentmtl.arguments import SentMtlTrainingArguments
+from sentmtl.arguments import DataArguments, SentMtlTrainingArguments
 from sentmtl.callbacks import FreezeCallback
 from sentmtl.data import build_collator, tokenize_dataset
 from sentmtl.metrics import compute_metrics
-from sentmtl.arguments import DataArguments
 from sentmtl.run import load_splits, main, parse_args
 from sentmtl.trainer import SentMtlTrainer, build_param_groups
 
@@ -266,12 +265,33 @@ def test_real_encoder_on_a_corpus_slice_lands_well_above_chance(data_dir, tmp_pa
     assert results["eval_accuracy"] >= 0.8, results
 
 
-def test_bf16_on_cpu_trains_to_the_same_place_as_fp32(tiny_encoder_dir, synthetic_csv, tmp_path):
+def test_fast_path_trains_to_the_same_place_as_the_plain_one(tiny_encoder_dir, synthetic_csv, tmp_path):
+    """The fast default (bf16 autocast, length-grouped batches) against fp32 with random batches."""
     if torch.cuda.is_available():
         pytest.skip("checks the CPU path")
     assert SentMtlTrainingArguments(output_dir=str(tmp_path), bf16=True).use_cpu  # no GPU: bf16 autocast on the CPU
-    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "fp32"))
-    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "bf16", "--bf16", "true"))
+    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "fp32", "--bf16", "false",
+                        "--train_sampling_strategy", "random"))  # fmt: skip
+    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "bf16", "--bf16", "true",
+                        "--train_sampling_strategy", "group_by_length"))  # fmt: skip
     fp32, bf16 = (json.loads((tmp_path / run / "eval_results.json").read_text()) for run in ("fp32", "bf16"))
     assert np.isfinite(bf16["eval_loss"])
     assert abs(bf16["eval_loss"] - fp32["eval_loss"]) < 0.1
+
+
+def test_length_grouped_order_is_seeded_per_epoch(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
+    """The Trainer must hand every epoch to the sampler (else each epoch would repeat the first one's order)."""
+    from sentmtl.trainer import EpochSeededLengthGroupedSampler
+
+    epochs = []
+    original = EpochSeededLengthGroupedSampler.set_epoch
+    monkeypatch.setattr(EpochSeededLengthGroupedSampler, "set_epoch",
+                        lambda self, epoch: (epochs.append(int(epoch)), original(self, epoch)))  # fmt: skip
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "o", "--num_train_epochs", "3")) == 0
+    assert list(dict.fromkeys(epochs)) == [0, 1, 2]  # (both the Trainer and accelerate pass it on)
+    sampler = EpochSeededLengthGroupedSampler(4, [1, 5, 3, 8, 2, 9, 4, 4, 7, 6, 1, 2] * 5, seed=1)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first and sorted(sampler) == sorted(first)
+    sampler.set_epoch(0)
+    assert list(sampler) == first

@@ -1,0 +1,389 @@
+#!/usr/bin/env python
+"""The seed write-up's experiments as a benchmark, over several seeds, with baselines on the same splits.
+
+    python benchmarks/reproduce_seed.py --data_dir ../shared/data/sentiment_labelled_sentences \\
+        --seeds 0 1 2 3 4 --scenarios task2 task3 task4 --output_dir results/
+
+Each seed changes both the leak-free split and the initialisation. Scenarios (each selectable):
+
+- task2: the seed's main run (3,000 sentences, 80/20, 3 epochs, summed loss) with sentmtl's defaults, and with
+  the seed's own learning rates (configs/seed_3000.yaml); plus TF-IDF + logistic regression and a logistic
+  regression on the frozen encoder's mean-pooled embeddings, on the same splits.
+- task3: freezing — none, all, backbone, the lower half of the backbone (embeddings + 3 of 6 layers),
+  classification head only, sentiment head only: accuracy, trainable parameters, training time.
+- task4: 1,000 sentences — one LR of 1e-5 (the seed's baseline), the seed's layer-wise LRs, LLRD, and sentmtl's
+  defaults; loss curves.
+
+Every run's results go to OUTPUT_DIR/runs/<scenario>/<variant>/seed<k>/; a run already there is reused (so the
+work can be split over several invocations; --force reruns). The summary covers every run found there:
+summary.json ({scenario: {metric: {mean, std, n}}}), results.md (the table), accuracy.png, task4_loss.png and
+embeddings.png (test embeddings before / after fine-tuning, 2-D PCA).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+# (scenario, variant) → run_mtl.py arguments (a config file first, if any). None: a baseline, not a run_mtl run.
+VARIANTS = {
+    "task2": {
+        "default": [],
+        "seed_lrs": [str(REPO_ROOT / "configs/seed_3000.yaml")],
+        # The speed issue's question: does the fast default (bf16 where fast, length-grouped batches) cost accuracy?
+        "fp32_random": ["--bf16", "false", "--train_sampling_strategy", "random"],
+        # Levers tried for the 94% target.
+        "backbone_lr_1e-4": ["--backbone_learning_rate", "1e-4"],
+        "epochs_5": ["--num_train_epochs", "5"],
+        "tfidf_logreg": None,
+        "frozen_encoder_logreg": None,
+    },
+    "task3": {
+        "none": [],
+        "all": ["--freeze", "all"],
+        "backbone": [str(REPO_ROOT / "configs/freeze_backbone.yaml")],
+        "lower_half": ["--freeze_backbone_layers", "3"],
+        "classification_head": ["--freeze", "classification_head"],
+        "sentiment_head": ["--freeze", "sentiment_head"],
+    },
+    "task4": {
+        "uniform_1e-5": [str(REPO_ROOT / "configs/seed_1000_uniform.yaml")],
+        "seed_layerwise": [str(REPO_ROOT / "configs/seed_1000_layerwise.yaml")],
+        "llrd": [str(REPO_ROOT / "configs/seed_1000_layerwise.yaml"), "--backbone_learning_rate", "2e-5",
+                 "--layerwise_lr_decay", "0.8"],  # fmt: skip
+        "sentmtl_default": ["--max_samples", "1000"],
+    },
+}
+# What the seed write-up reported (single runs, BERT-base), for the table.
+SEED_REPORTED = {"task2/default": 0.94, "task2/seed_lrs": 0.94, "task4/uniform_1e-5": 0.910, "task4/seed_layerwise": 0.915}
+METRICS = ("accuracy", "precision", "recall", "f1", "accuracy_amazon", "accuracy_imdb", "accuracy_yelp",
+           "sentiment_roc_auc", "sentiment_mse", "sentiment_accuracy")  # fmt: skip
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True, help="The UCI corpus folder (or zip).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="Seeds (split + initialisation).")
+    parser.add_argument("--scenarios", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="Which parts to run.")
+    parser.add_argument("--variants", nargs="+", default=None, help="Only these variants (names as in the table).")
+    parser.add_argument("--output_dir", default="results", help="Where runs, summary.json, results.md and plots go.")
+    parser.add_argument("--force", action="store_true", help="Rerun runs whose results already exist.")
+    parser.add_argument("--summary_only", action="store_true", help="Rebuild the summary from existing runs; train nothing.")
+    return parser.parse_args(argv)
+
+
+class LogHistory(TrainerCallback):
+    """Collects the Trainer's logs (for the loss curves)."""
+
+    def __init__(self):
+        self.history = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.history.append({"step": state.global_step, **(logs or {})})
+
+
+def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_model: bool) -> dict:
+    from sentmtl.run import parse_args as run_parse_args
+    from sentmtl.run import run
+
+    config, rest = (flags[:1], flags[1:]) if flags and flags[0].endswith(".yaml") else ([], flags)
+    model_dir = run_dir / "model"
+    argv = [*config, "--data_dir", data_dir, "--seed", str(seed), "--output_dir", str(model_dir), "--overwrite_output_dir",
+            "--disable_tqdm", "true", "--report_to", "none", *rest]  # fmt: skip
+    model_args, data_args, training_args = run_parse_args(argv)
+    logs = LogHistory()
+    start = time.perf_counter()
+    metrics = run(model_args, data_args, training_args, callbacks=[logs])
+    wall = time.perf_counter() - start
+    train = {}
+    if (model_dir / "train_results.json").is_file():
+        train = json.loads((model_dir / "train_results.json").read_text())
+    result = {"eval": metrics, "train": train, "wall_s": wall, "log_history": logs.history}
+    if not keep_model:
+        shutil.rmtree(model_dir, ignore_errors=True)
+    return result
+
+
+_EMBEDDING_CACHE = {}
+
+
+def frozen_embeddings(sentences: list[str]):
+    """The bundled encoder's mean-pooled, L2-normalised embeddings (what the seed's untrained model starts from)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    import sentmtl
+
+    missing = [s for s in dict.fromkeys(sentences) if s not in _EMBEDDING_CACHE]
+    if missing:
+        model, tokenizer = sentmtl.load_model_and_tokenizer(None)
+        model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(missing), 64):
+                chunk = missing[start : start + 64]
+                batch = tokenizer(chunk, padding=True, truncation=True, max_length=256, return_tensors="pt")
+                pooled = F.normalize(model.pool(batch["input_ids"], batch["attention_mask"]), dim=-1)
+                _EMBEDDING_CACHE.update(zip(chunk, pooled.numpy()))
+    return np.stack([_EMBEDDING_CACHE[s] for s in sentences])
+
+
+def run_baseline(variant: str, data_dir: str, seed: int) -> dict:
+    """A scikit-learn logistic regression on the same split as the sentmtl runs of this seed."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from sentmtl.corpus import load_sentiment_corpus, train_test_split
+    from sentmtl.metrics import task_a_metrics
+
+    splits = train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)
+    train_x, test_x = list(splits["train"]["sentence"]), list(splits["test"]["sentence"])
+    train_y, test_y = list(splits["train"]["label"]), list(splits["test"]["label"])
+    start = time.perf_counter()
+    if variant == "tfidf_logreg":
+        model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                              LogisticRegression(C=10.0, max_iter=2000))  # fmt: skip
+        model.fit(train_x, train_y)
+        predicted = model.predict(test_x)
+    else:
+        model = LogisticRegression(C=1.0, max_iter=2000)
+        model.fit(frozen_embeddings(train_x), train_y)
+        predicted = model.predict(frozen_embeddings(test_x))
+    metrics = {f"eval_{k}": v for k, v in task_a_metrics(np.array(test_y), np.array(predicted),
+                                                          np.array(splits["test"]["source"])).items()}  # fmt: skip
+    return {"eval": metrics, "train": {"train_runtime": time.perf_counter() - start}, "wall_s": time.perf_counter() - start,
+            "log_history": []}  # fmt: skip
+
+
+def load_runs(output_dir: Path) -> dict:
+    """{"scenario/variant": [result per seed]} from every run saved under output_dir/runs."""
+    runs = {}
+    for path in sorted((output_dir / "runs").glob("*/*/seed*/result.json")):
+        scenario, variant = path.parts[-4], path.parts[-3]
+        runs.setdefault(f"{scenario}/{variant}", []).append(json.loads(path.read_text()))
+    return runs
+
+
+def summarise(runs: dict) -> dict:
+    summary = {}
+    for key, results in runs.items():
+        entry = {}
+        for metric in METRICS:
+            values = [r["eval"][f"eval_{metric}"] for r in results if f"eval_{metric}" in r["eval"]]
+            if values:
+                entry[metric] = _stats(values)
+        times = [r["train"].get("train_runtime") for r in results if r["train"].get("train_runtime") is not None]
+        if times:
+            entry["train_seconds"] = _stats(times)
+        params = [r["train"].get("trainable_parameters") for r in results if r["train"].get("trainable_parameters")]
+        if params:
+            entry["trainable_parameters"] = _stats(params)
+        summary[key] = entry
+    return summary
+
+
+def _stats(values):
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}  # fmt: skip
+
+
+def markdown_table(summary: dict) -> str:
+    def pm(entry, metric, scale=100.0, digits=1):
+        if metric not in entry:
+            return "–"
+        return f"{entry[metric]['mean'] * scale:.{digits}f} ± {entry[metric]['std'] * scale:.{digits}f}"
+
+    lines = ["| scenario | Task A accuracy % | precision % | recall % | F1 % | amazon / imdb / yelp acc % | "
+             "Task B ROC-AUC | seed reported | trainable params | train s | n |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for key in sorted(summary, key=_order):
+        entry = summary[key]
+        per_source = " / ".join(f"{entry[f'accuracy_{s}']['mean'] * 100:.1f}" if f"accuracy_{s}" in entry else "–"
+                                for s in ("amazon", "imdb", "yelp"))  # fmt: skip
+        reported = f"{SEED_REPORTED[key] * 100:.1f}" if key in SEED_REPORTED else ""
+        params = f"{entry['trainable_parameters']['mean']:,.0f}" if "trainable_parameters" in entry else ("0" if key == "task3/all" else "–")
+        seconds = f"{entry['train_seconds']['mean']:.0f}" if "train_seconds" in entry else "–"
+        n = entry.get("accuracy", {}).get("n", 0)
+        lines.append(f"| {key} | {pm(entry, 'accuracy')} | {pm(entry, 'precision')} | {pm(entry, 'recall')} | "
+                     f"{pm(entry, 'f1')} | {per_source} | {pm(entry, 'sentiment_roc_auc', 1.0, 3)} | {reported} | "
+                     f"{params} | {seconds} | {n} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _order(key):
+    scenario, variant = key.split("/")
+    names = list(VARIANTS[scenario]) if scenario in VARIANTS else []
+    return scenario, names.index(variant) if variant in names else len(names)
+
+
+def plot_accuracy(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in sorted(summary, key=_order) if "accuracy" in summary[k]]
+    means = [summary[k]["accuracy"]["mean"] * 100 for k in keys]
+    stds = [summary[k]["accuracy"]["std"] * 100 for k in keys]
+    colours = {"task2": "#1f77b4", "task3": "#ff7f0e", "task4": "#2ca02c"}
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(keys) + 1.2))
+    ax.barh(keys, means, xerr=stds, color=[colours.get(k.split("/")[0], "#999999") for k in keys], capsize=3)
+    ax.axvline(94.0, color="black", linestyle="--", linewidth=1, label="seed's BERT-base (94.0%, one run)")
+    ax.set_xlim(min(means) - 5 if means else 0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("Task A accuracy % (mean ± std over seeds)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_task4_loss(runs: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in sorted(runs, key=_order) if k.startswith("task4/")]
+    if not keys:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        by_step = {}
+        for result in runs[key]:
+            for entry in result["log_history"]:
+                if "loss" in entry:
+                    by_step.setdefault(entry["step"], []).append(entry["loss"])
+        steps = sorted(by_step)
+        ax.plot(steps, [statistics.fmean(by_step[s]) for s in steps], label=key.split("/")[1])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (Task A + Task B), mean over seeds")
+    ax.set_title("Task 4: 1,000 sentences")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_embeddings(model_dir: Path, data_dir: str, seed: int, path: Path) -> None:
+    """Test sentences before (frozen encoder, mean-pooled) and after fine-tuning, 2-D PCA, by label and by source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    import sentmtl
+    from sentmtl.corpus import SOURCES, load_sentiment_corpus, train_test_split
+
+    test = train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)["test"]
+    sentences = list(test["sentence"])
+    before = frozen_embeddings(sentences)
+    model, tokenizer = sentmtl.load_model_and_tokenizer(str(model_dir))
+    after = sentmtl.encode(model, sentences, tokenizer)
+    labels, sources = np.array(test["label"]), np.array(test["source"])
+    fig, axes = plt.subplots(2, 2, figsize=(9, 8))
+    for row, (name, embeddings) in enumerate((("before: frozen MiniLM", before), ("after: fine-tuned sentmtl", after))):
+        points = PCA(n_components=2, random_state=0).fit_transform(embeddings)
+        for col, (what, values, names) in enumerate((("label", labels, ["negative", "positive"]),
+                                                     ("source", sources, list(SOURCES)))):  # fmt: skip
+            ax = axes[row, col]
+            for index, label in enumerate(names):
+                mask = values == index
+                ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, label=label)
+            ax.set_title(f"{name} — by {what}")
+            ax.legend(fontsize=8, markerscale=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    output_dir = Path(args.output_dir)
+    data_dir = str(Path(args.data_dir).resolve())
+    started = time.perf_counter()
+
+    planned = [(scenario, variant, seed) for scenario in args.scenarios for variant in VARIANTS[scenario]
+               if args.variants is None or variant in args.variants for seed in args.seeds]  # fmt: skip
+    embedding_plot_model = None
+    for index, (scenario, variant, seed) in enumerate([] if args.summary_only else planned, start=1):
+        run_dir = output_dir / "runs" / scenario / variant / f"seed{seed}"
+        result_file = run_dir / "result.json"
+        if result_file.is_file() and not args.force:
+            print(f"[{index}/{len(planned)}] {scenario}/{variant} seed {seed}: already done, reused", flush=True)
+            continue
+        same_as = output_dir / "runs" / "task2" / "default" / f"seed{seed}" / "result.json"
+        if (scenario, variant) == ("task3", "none") and same_as.is_file():
+            # No freezing is exactly task2's default run: the same seed gives the same result, so reuse it.
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(same_as, result_file)
+            print(f"[{index}/{len(planned)}] task3/none seed {seed}: same run as task2/default, reused", flush=True)
+            continue
+        flags = VARIANTS[scenario][variant]
+        # The first seed's task2 default model is kept for the before / after embedding plot.
+        keep = scenario == "task2" and variant == "default" and seed == args.seeds[0]
+        if flags is None:
+            result = run_baseline(variant, data_dir, seed)
+        else:
+            result = run_sentmtl(flags, data_dir, seed, run_dir, keep_model=keep)
+        if keep:
+            embedding_plot_model = (run_dir / "model", seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result_file.write_text(json.dumps(result, indent=1))
+        print(f"[{index}/{len(planned)}] {scenario}/{variant} seed {seed}: Task A accuracy "
+              f"{result['eval']['eval_accuracy']:.4f} ({result['wall_s']:.0f} s)", flush=True)  # fmt: skip
+
+    runs = load_runs(output_dir)
+    if not runs:
+        print("No runs found.", file=sys.stderr)
+        return 1
+    summary = summarise(runs)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    table = markdown_table(summary)
+    command = "python benchmarks/reproduce_seed.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    import torch
+
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    info = {"command": command, "machine": machine, "wall_s_this_invocation": time.perf_counter() - started}
+    (output_dir / "benchmark_info.json").write_text(json.dumps(info, indent=2))
+    (output_dir / "results.md").write_text(f"{table}\n\nmean ± std over seeds (sample std); {machine}.\n")
+    plot_accuracy(summary, output_dir / "accuracy.png")
+    plot_task4_loss(runs, output_dir / "task4_loss.png")
+    if embedding_plot_model is not None:
+        plot_embeddings(*embedding_plot_model, data_dir, output_dir / "embeddings.png")
+        shutil.rmtree(embedding_plot_model[0], ignore_errors=True)
+    print()
+    print(table)
+    print(f"\n{machine}; this invocation: {info['wall_s_this_invocation'] / 60:.1f} min. Wrote {output_dir / 'summary.json'}, "
+          f"results.md, accuracy.png, task4_loss.png{', embeddings.png' if embedding_plot_model else ''}.")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
