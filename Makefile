@@ -9,6 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 DATA_DIR ?= $(wildcard ../shared/data/sentiment_labelled_sentences)
 OUTPUT_DIR ?= output/sentmtl
 PYTEST_ARGS ?=
+# Extra run_mtl.py flags, e.g. RUN_ARGS=--overwrite_output_dir to train again into the same OUTPUT_DIR.
+RUN_ARGS ?=
 
 STAMP := .make/installed
 
@@ -22,7 +24,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PYTHON) run_mtl.py $(if $(DATA_DIR),--data_dir $(DATA_DIR)) --output_dir $(OUTPUT_DIR)
+	$(PYTHON) run_mtl.py $(if $(DATA_DIR),--data_dir $(DATA_DIR)) --output_dir $(OUTPUT_DIR) $(RUN_ARGS)
 
 embed: $(STAMP)
 	$(PYTHON) run_embed.py

@@ -34,7 +34,7 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
     hidden = config.encoder_config.hidden_size
     lines = [
         *header, "",
-        f"# {name.split('/')[-1]}", "",
+        f"# {repo_id.split('/')[-1] if repo_id else 'sentmtl multi-task sentence transformer'}", "",
         f"A multi-task sentence transformer fine-tuned with sentmtl from `{encoder}`. "
         "One forward pass gives a unit-length sentence embedding, a positive / negative class (Task A) and a "
         "sentiment score in [0, 1] (Task B).", "",
@@ -63,7 +63,7 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         lines += [f"The user's own data: {files}.", ""]
 
     lines += ["## Training configuration", "", "| argument | value |", "| --- | --- |"]
-    lines += [f"| `{key}` | {run_config[key]} |" for key in _CARD_TRAINING_KEYS if key in run_config]
+    lines += [f"| `{key}` | {_shown(key, run_config[key])} |" for key in _CARD_TRAINING_KEYS if key in run_config]
     if train_metrics:
         trained = train_metrics.get("trainable_parameters")
         total = train_metrics.get("total_parameters")
@@ -123,3 +123,9 @@ def _loss_description(config) -> str:
     if config.loss_weighting == "uncertainty":
         return "uncertainty-weighted sum of the task losses (learned, Kendall et al. 2018)"
     return f"{config.classification_loss_weight:g} × Task A + {config.sentiment_loss_weight:g} × Task B"
+
+
+def _shown(key: str, value) -> str:
+    if value is None:  # an unset layer-wise LR falls back to the base LR; other unset values mean "not used"
+        return "= learning_rate" if key.endswith("_learning_rate") else "–"
+    return str(value)
