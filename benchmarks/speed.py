@@ -134,9 +134,9 @@ def worker_embed(data_dir, batch_size, repeats):
 
     warnings.filterwarnings("ignore")
     import sentmtl
-    from sentmtl.arguments import fast_bf16_available
     from sentmtl.corpus import load_sentiment_corpus
     from sentmtl.encoders import bundled_encoder_path
+    from sentmtl.precision import fast_bf16_available
 
     sentences = list(load_sentiment_corpus(data_dir)["sentence"])
     torch.manual_seed(0)

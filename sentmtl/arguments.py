@@ -3,34 +3,14 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, SentMtlConfig
 from .corpus import SOURCES
+from .precision import fast_bf16_available, has_accelerator
 
 FREEZE_CHOICES = ("none", "all", "backbone", "classification_head", "sentiment_head")
-
-
-def _has_accelerator() -> bool:
-    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
-
-
-def fast_bf16_available() -> bool:
-    """True where bf16 autocast is faster than fp32 without loss: CUDA GPUs with bf16, CPUs with AVX-512 BF16 / AMX.
-
-    (CPUs without those instructions emulate bf16, which is slower than fp32.)
-    """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    if _has_accelerator():
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 @dataclass
@@ -218,7 +198,7 @@ class SentMtlTrainingArguments(TrainingArguments):
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id user/name (the repository to create or update).")
         self._check_output_dir()
-        if self.bf16 and not self.use_cpu and not _has_accelerator():
+        if self.bf16 and not self.use_cpu and not has_accelerator():
             # transformers refuses bf16 without a GPU unless told to use the CPU; CPUs with AVX-512 BF16 (or AMX)
             # run bf16 autocast well, so say it for the user.
             self.use_cpu = True

@@ -9,10 +9,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from .arguments import fast_bf16_available
 from .configuration_sentmtl import SentMtlConfig
 from .encoders import resolve_encoder, weights_loading_kwargs
 from .modeling_sentmtl import SentMtlModel
+from .precision import fast_bf16_available
 
 logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16")

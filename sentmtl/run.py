@@ -119,6 +119,8 @@ def run(model_args, data_args, training_args, callbacks=()) -> dict:
             last = latest_checkpoint(output_dir)
             kept = f"The last good checkpoint is {last}." if last else "No checkpoint was saved (--save_strategy no)."
             raise NonFiniteLossError(f"{err} {kept} Nothing was written over it.") from None
+        finally:
+            interrupt.restore()  # on_train_end is not called when training raises
         if interrupt.interrupted and trainer.state.global_step < trainer.state.max_steps:
             signal_name = signal.Signals(interrupt.received).name
             raise RunInterrupted(

@@ -204,6 +204,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_
     assert "training stopped at step 6 of 14" in err and "the loss is nan" in err
     assert f"The last good checkpoint is {out / 'checkpoint-4'}" in err
     assert not (out / "config.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again after the failure
     model, _ = sentmtl.load_model_and_tokenizer(str(out / "checkpoint-4"))
     assert all(bool(p.isfinite().all()) for p in model.parameters())
 
