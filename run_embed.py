@@ -125,9 +125,7 @@ def embed_sentences(args, sentences: list[str]) -> int:
     if args.output_file:
         write_embeddings(args.output_file, sentences, embeddings)
         print(f"Wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {args.output_file}")
-    for sentence, vector in zip(sentences, embeddings):
-        head = ", ".join(f"{v:+.4f}" for v in vector[:6])
-        print(f"{sentence[:60]!r}\n  size={vector.size} norm={np.linalg.norm(vector):.4f} [{head}, ...]")
+    print_embeddings(zip(sentences, embeddings))
     if args.similarity:
         print_similarity(embeddings)
     return 0
@@ -163,9 +161,7 @@ def embed_file(args) -> int:
     if writer is not None:
         writer.close()
         print(f"Wrote {seen} embeddings of size {model.config.embedding_size} to {args.output_file}")
-    for sentence, vector in kept:
-        head = ", ".join(f"{v:+.4f}" for v in vector[:6])
-        print(f"{sentence[:60]!r}\n  size={vector.size} norm={np.linalg.norm(vector):.4f} [{head}, ...]")
+    print_embeddings(kept)
     if args.similarity and kept:
         print_similarity(np.stack([vector for _, vector in kept]))
     return 0
@@ -186,6 +182,13 @@ def export(args) -> int:
     out = export_sentence_transformer(model, tokenizer, args.export_sentence_transformer, max_seq_length=args.max_length)
     print(f"Wrote a sentence-transformers model to {out}: SentenceTransformer({str(out)!r}).encode(sentences)")
     return 0
+
+
+def print_embeddings(pairs) -> None:
+    """For each (sentence, vector): the sentence, the size, the norm and the first values."""
+    for sentence, vector in pairs:
+        head = ", ".join(f"{v:+.4f}" for v in vector[:6])
+        print(f"{sentence[:60]!r}\n  size={vector.size} norm={np.linalg.norm(vector):.4f} [{head}, ...]")
 
 
 def print_similarity(embeddings: np.ndarray) -> None:

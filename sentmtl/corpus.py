@@ -2,8 +2,6 @@
 
 import hashlib
 import logging
-import os
-import socket
 import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -11,6 +9,8 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+
+from .network import offline_flag, unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +131,12 @@ def _fingerprint(files: dict[str, tuple[str, bytes]]) -> str:
 def _check_download_possible(timeout: float = 5.0) -> None:
     """Fail in seconds, not after a long retry loop, when the UCI server cannot be reached."""
     hint = f"Download {_URL} elsewhere and pass --data_dir (the zip or its unzipped folder)."
-    if os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "") or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
-        raise ConnectionError(f"Offline mode is set, so the corpus cannot be downloaded. {hint}")
-    try:
-        socket.create_connection(("archive.ics.uci.edu", 443), timeout=timeout).close()
-    except OSError as err:
-        raise ConnectionError(f"Cannot reach archive.ics.uci.edu ({err}). {hint}") from None
+    flag = offline_flag("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    if flag:
+        raise ConnectionError(f"Offline mode is set ({flag}), so the corpus cannot be downloaded. {hint}")
+    reason = unreachable("archive.ics.uci.edu", 443, timeout)
+    if reason:
+        raise ConnectionError(f"Cannot reach archive.ics.uci.edu ({reason}). {hint}")
 
 
 class SentimentSentencesConfig(datasets.BuilderConfig):

@@ -5,11 +5,11 @@
 """
 
 import argparse
-import os
-import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
+
+from .network import offline_flag, unreachable
 
 # What a model repository needs. Checkpoints and the Trainer's pickled arguments stay local.
 _NEVER_UPLOADED = ("training_args.bin",)
@@ -35,14 +35,13 @@ def check_hub_reachable(timeout: float = 5.0) -> None:
     """Fail in seconds with a clear message when offline, instead of after the Hub client's retries."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if constants.HF_HUB_OFFLINE or offline_flag("HF_HUB_OFFLINE"):
         raise HubPushError("HF_HUB_OFFLINE is set, so nothing can be uploaded.")
     endpoint = urlparse(constants.ENDPOINT)
     host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as err:
-        raise HubPushError(f"cannot reach {host}:{port} ({err}).") from None
+    reason = unreachable(host, port, timeout)
+    if reason:
+        raise HubPushError(f"cannot reach {host}:{port} ({reason}).")
 
 
 def push_folder(output_dir, repo_id: str, token: str | None = None, private: bool | None = None,

@@ -1,5 +1,6 @@
 """Which precision is fast here: bf16 autocast where the hardware has it, fp32 elsewhere."""
 
+import functools
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
 
 
+@functools.cache  # read once per process: encode() asks for every chunk of a streamed file
 def fast_bf16_available() -> bool:
     """True where bf16 autocast is faster than fp32 without loss: CUDA GPUs with bf16, CPUs with AVX-512 BF16 / AMX.
 

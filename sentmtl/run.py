@@ -166,8 +166,7 @@ def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> 
         return
     for name, text in extra_files.items():
         (staging / name).write_text(text)
-    names = sorted(p.name for p in staging.iterdir())
-    for name in sorted(names, key=lambda name: name == "config.json"):
+    for name in sorted((p.name for p in staging.iterdir()), key=lambda name: (name == "config.json", name)):
         target = output_dir / name
         if target.is_dir():
             shutil.rmtree(target)

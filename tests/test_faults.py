@@ -347,3 +347,16 @@ def test_local_checkpoints_need_no_trust_remote_code(tiny_model, tiny_tokenizer,
 
     tiny_model.save_pretrained(tmp_path)
     assert type(AutoModel.from_pretrained(tmp_path)) is sentmtl.SentMtlModel  # trust_remote_code left at its default
+
+
+# -- no network -------------------------------------------------------------------------------------------------
+
+
+def test_offline_flags_and_unreachable_hosts_are_told_apart(monkeypatch):
+    from sentmtl.network import offline_flag, unreachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "false")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    assert offline_flag("HF_HUB_OFFLINE") is None
+    assert offline_flag("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") == "HF_DATASETS_OFFLINE"
+    assert unreachable("127.0.0.1", 1, timeout=2.0)  # nothing listens on port 1: a reason, within seconds
