@@ -15,13 +15,9 @@ import numpy as np
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from sentmtl.embed import (
-    PRECISIONS,
-    default_max_length,
-    encode,
-    is_sentmtl_checkpoint,
-    load_model_and_tokenizer,
-)
+from sentmtl.embed import PRECISIONS, default_max_length, encode
+from sentmtl.loading import is_sentmtl_checkpoint, load_model_and_tokenizer
+from sentmtl.precision import default_device
 from sentmtl.embed_io import (
     OUTPUT_SUFFIXES,
     EmbeddingWriter,
@@ -61,8 +57,10 @@ def parse_args(argv=None):
         help="Sentences read, embedded and written at a time from --input_file (bounds memory on huge files).",
     )  # fmt: skip
     parser.add_argument("--max_length", type=int, default=None, help="Truncate to this many tokens (default: the encoder's limit).")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:1, mps … Default: the GPU when there is one, else the CPU.")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bf16 where the hardware runs it fast (cosine ~0.9999 to fp32), else fp32.")  # fmt: skip
+                        help="auto: bf16 where --device runs it fast (cosine ~0.9999 to fp32), else fp32.")  # fmt: skip
     parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")
     parser.add_argument("--allow_pickle_weights", action="store_true",
                         help="Also load pickle weights (pytorch_model.bin), which can run code: only if you trust them.")  # fmt: skip
@@ -102,7 +100,9 @@ def main(argv=None) -> int:
 def load(args):
     set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.allow_pickle_weights)
-    if not is_sentmtl_checkpoint(args.model_name_or_path or ""):
+    # One device for the whole run; encode() picks the precision for the device the model is on.
+    model.to(args.device or default_device())
+    if not is_sentmtl_checkpoint(args.model_name_or_path):
         print(
             f"Note: {model.config.encoder_name_or_path} is a plain encoder; the shared projection "
             f"({model.config.hidden_size} → {model.config.embedding_size}) is untrained (seed {args.seed}). "

@@ -16,10 +16,14 @@ register_auto_classes()
 
 def __getattr__(name):
     # `encode` pulls in the tokenizer stack; import it on first use so `import sentmtl` stays light.
-    if name in ("encode", "load_model_and_tokenizer"):
-        from . import embed
+    if name == "encode":
+        from .embed import encode
 
-        return getattr(embed, name)
+        return encode
+    if name in ("load_model_and_tokenizer", "is_sentmtl_checkpoint"):
+        from . import loading
+
+        return getattr(loading, name)
     raise AttributeError(f"module 'sentmtl' has no attribute {name!r}")
 
 
@@ -32,6 +36,7 @@ __all__ = [
     "SentMtlOutput",
     "SentMtlPreTrainedModel",
     "encode",
+    "is_sentmtl_checkpoint",
     "load_model_and_tokenizer",
     "register_auto_classes",
 ]

@@ -1,14 +1,24 @@
 """Command-line arguments: `ModelArguments`, `DataArguments`, `SentMtlTrainingArguments`."""
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import TrainingArguments
-from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy
 
+from .checkpoints import latest_checkpoint
 from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, SentMtlConfig
-from .corpus import SOURCES
+from .corpus import LABEL_NAMES, SOURCES
 from .precision import fast_bf16_available, has_accelerator
+
+DEFAULT_TEST_SIZE = 0.2
+
+
+def launched_processes() -> int:
+    """How many processes this run was launched with (`accelerate launch` / torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 FREEZE_CHOICES = ("none", "all", "backbone", "classification_head", "sentiment_head")
 
@@ -54,8 +64,8 @@ class DataArguments:
         default=None,
         metadata={"help": "The UCI corpus: its unzipped folder or the zip. Default: download the official zip."},
     )
-    sources: list[str] = field(
-        default_factory=lambda: list(SOURCES), metadata={"help": f"Corpus sources to use: any of {', '.join(SOURCES)}."}
+    sources: list[str] | None = field(
+        default=None, metadata={"help": f"Corpus sources to use: any of {', '.join(SOURCES)}. Default: all three."}
     )
     train_file: str | None = field(
         default=None, metadata={"help": "Your own training data (.csv, .tsv, .json, .jsonl, .parquet) instead of the corpus."}
@@ -67,10 +77,17 @@ class DataArguments:
     label_column: str = field(default="label", metadata={"help": "Label column (ids, or names from --class_names)."})
     score_column: str = field(default="score", metadata={"help": "Task B score column in [0, 1]; derived from the label if absent."})
     class_names: list[str] = field(
-        default_factory=lambda: ["negative", "positive"],
-        metadata={"help": "Task A class names in id order; string labels in your files are mapped through them."},
+        default_factory=lambda: list(LABEL_NAMES),
+        metadata={
+            "help": "Task A class names in id order (two or more); string labels in your files are mapped through "
+            "them, and the model's id2label, metrics, plots and card use them. The corpus takes two (a renaming)."
+        },
     )
-    test_size: float = field(default=0.2, metadata={"help": "Held-out share for evaluation (the seed's 80/20)."})
+    test_size: float | None = field(
+        default=None,
+        metadata={"help": f"Held-out share for evaluation when the data is split (default {DEFAULT_TEST_SIZE}, the "
+                          "seed's 80/20); not with --validation_file."},
+    )
     max_samples: int | None = field(
         default=None, metadata={"help": "Use a stratified subset of this many sentences (the seed's Task 4 used 1,000)."}
     )
@@ -82,11 +99,26 @@ class DataArguments:
     )
 
     def __post_init__(self):
-        unknown = [source for source in self.sources if source not in SOURCES]
+        unknown = [source for source in self.sources or () if source not in SOURCES]
         if unknown:
             raise ValueError(f"--sources {unknown} not known; choose from {', '.join(SOURCES)}.")
-        if not 0.0 < self.test_size < 1.0:
+        if self.test_size is not None and not 0.0 < self.test_size < 1.0:
             raise ValueError(f"--test_size {self.test_size} must be between 0 and 1 (exclusive).")
+        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"--class_names {self.class_names}: give two or more distinct names, in id order.")
+        # Flags that only mean something for the corpus or for a split would otherwise be silently ignored.
+        if self.train_file:
+            corpus_only = [f"--{name}" for name in ("sources", "data_dir") if getattr(self, name) is not None]
+            corpus_only += ["--skip_bad_lines"] if self.skip_bad_lines else []
+            if corpus_only:
+                raise ValueError(f"{', '.join(corpus_only)} select(s) and read(s) the UCI corpus; with --train_file "
+                                 "the corpus is not used. Drop them, or drop --train_file.")
+        elif len(self.class_names) != 2:
+            raise ValueError(f"--class_names {self.class_names}: the UCI corpus has two classes (negative, "
+                             "positive); more classes need your own --train_file.")
+        if self.validation_file and self.test_size is not None:
+            raise ValueError("--test_size sets the held-out share of a split; with --validation_file there is no "
+                             "split. Drop one of them.")
         if self.max_samples is not None and self.max_samples < 2:
             raise ValueError(f"--max_samples {self.max_samples} must be at least 2.")
         if self.validation_file and not self.train_file:
@@ -95,6 +127,10 @@ class DataArguments:
             # It would otherwise be ignored: with both files given there is no split to take a subset from.
             raise ValueError("--max_samples subsets the data before the train/test split; with --validation_file "
                              "there is no split, so trim your files instead.")
+
+    @property
+    def split_test_size(self) -> float:
+        return DEFAULT_TEST_SIZE if self.test_size is None else self.test_size
 
 
 @dataclass
@@ -143,6 +179,10 @@ class SentMtlTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Replace a trained model already in --output_dir (otherwise that is an error)."},
     )
+    hub_strategy: HubStrategy | str = field(
+        default="end",
+        metadata={"help": "sentmtl pushes once, after the final local save (--push_to_hub): only `end` is supported."},
+    )
     label_names: list[str] | None = field(
         # All three reach compute_metrics: Task A labels, Task B scores, and the source for per-domain accuracy.
         default_factory=lambda: ["labels", "scores", "sources"],
@@ -160,6 +200,13 @@ class SentMtlTrainingArguments(TrainingArguments):
     )
     head_learning_rate: float | None = field(
         default=2e-4, metadata={"help": "LR of both task heads (the seed: 2e-5). null in a YAML config: --learning_rate."}
+    )
+    loss_weighting_learning_rate: float = field(
+        default=1e-2,
+        metadata={
+            "help": "LR of the learned task weights of --loss_weighting uncertainty (their log-variances). They are "
+            "two scalars that must move by ~1 over a run: at the heads' 2e-4 they would stay put."
+        },
     )
     layerwise_lr_decay: float = field(
         default=1.0,
@@ -193,30 +240,54 @@ class SentMtlTrainingArguments(TrainingArguments):
             raise ValueError(f"--freeze_backbone_layers {self.freeze_backbone_layers} must be >= 0.")
         if self.unfreeze_backbone_at_epoch is not None and self.freeze != "backbone" and not self.freeze_backbone_layers:
             raise ValueError("--unfreeze_backbone_at_epoch needs a frozen backbone (--freeze_backbone or --freeze_backbone_layers).")
+        if self.loss_weighting_learning_rate <= 0:
+            raise ValueError(f"--loss_weighting_learning_rate {self.loss_weighting_learning_rate} must be > 0.")
+        if self.unfreeze_backbone_at_epoch is not None and launched_processes() > 1:
+            # DDP registers its gradient hooks for the parameters that train when it wraps the model; parameters
+            # unfrozen later are never all-reduced, and the replicas drift apart without an error.
+            raise ValueError("--unfreeze_backbone_at_epoch is single-process only: under several processes the "
+                             "unfrozen backbone would not be synchronised. Run it in one process.")
+        hub_strategy = getattr(self.hub_strategy, "value", self.hub_strategy)
+        if hub_strategy != "end":
+            raise ValueError(f"--hub_strategy {hub_strategy} is not supported: sentmtl pushes once, after the final "
+                             "local save (`end`). Push checkpoints yourself with python -m sentmtl.hub if needed.")
+        # Chosen for the device the run trains on (the CPU under --use_cpu, even on a machine with a GPU).
+        self.bf16_chosen_automatically = self.bf16 is None
         if self.bf16 is None:
-            self.bf16 = not self.fp16 and fast_bf16_available()
+            device_type = "cpu" if self.use_cpu or not has_accelerator() else ("cuda" if torch.cuda.is_available() else "mps")
+            self.bf16 = not self.fp16 and fast_bf16_available(device_type)
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id user/name (the repository to create or update).")
         self._check_output_dir()
+        self.use_cpu_chosen_automatically = False
         if self.bf16 and not self.use_cpu and not has_accelerator():
             # transformers refuses bf16 without a GPU unless told to use the CPU; CPUs with AVX-512 BF16 (or AMX)
             # run bf16 autocast well, so say it for the user.
             self.use_cpu = True
+            self.use_cpu_chosen_automatically = True
         super().__post_init__()
 
     def _check_output_dir(self) -> None:
-        """Refuse to overwrite a trained model unless asked (transformers 5 dropped its own overwrite_output_dir)."""
+        """Refuse to overwrite a trained model unless asked (transformers 5 dropped its own overwrite_output_dir).
+
+        Resuming is no exception when there is nothing to resume: `auto` with no checkpoint trains from scratch.
+        """
         output_dir = Path(self.output_dir or "")
-        if (output_dir / "config.json").is_file() and not self.overwrite_output_dir and not self.resume_from_checkpoint:
+        resuming = self.resume_from_checkpoint not in (None, "auto") or (
+            self.resume_from_checkpoint == "auto" and latest_checkpoint(output_dir) is not None
+        )
+        if (output_dir / "config.json").is_file() and not self.overwrite_output_dir and not resuming:
             raise ValueError(
                 f"--output_dir {output_dir} already holds a trained model (config.json). Pass --overwrite_output_dir "
                 "to replace it, or choose another --output_dir."
             )
 
     def learning_rates(self) -> dict[str, float]:
-        """The three layer-wise LRs, unset ones falling back to `learning_rate` (the seed's uniform run)."""
+        """The layer-wise LRs, unset ones falling back to `learning_rate` (the seed's uniform run), and the LR of the
+        learned loss weights."""
         return {
             "backbone": self.backbone_learning_rate or self.learning_rate,
             "shared": self.shared_learning_rate or self.learning_rate,
             "head": self.head_learning_rate or self.learning_rate,
+            "loss_weighting": self.loss_weighting_learning_rate,
         }

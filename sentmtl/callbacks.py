@@ -6,7 +6,9 @@ import threading
 
 from transformers import TrainerCallback
 
-from .trainer import unwrap
+import torch
+
+from .trainer import all_processes_agree, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,13 @@ class FreezeCallback(TrainerCallback):
         self.apply(model)
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
-        if self.unfreeze_backbone_at_epoch is not None and round(state.epoch) == self.unfreeze_backbone_at_epoch:
+        # `>=`, not `==`: a run resumed past the epoch must unfreeze too. At the start of a fresh epoch `state.epoch`
+        # is that epoch's index; in a resumed one it is where the checkpoint stopped (e.g. 1.5 in epoch 1), so the
+        # epoch is its floor (the epsilon guards against 1.9999999 for 2).
+        epoch = int(state.epoch + 1e-6)
+        if self.unfreeze_backbone_at_epoch is not None and epoch >= self.unfreeze_backbone_at_epoch:
+            if all(p.requires_grad for p in unwrap(model).encoder.parameters()):
+                return
             unwrap(model).unfreeze("backbone")
             logger.warning("Epoch %d: backbone unfrozen (%s trainable parameters).",
                            self.unfreeze_backbone_at_epoch, f"{unwrap(model).count_parameters()[0]:,}")
@@ -59,7 +67,8 @@ class InterruptCallback(TrainerCallback):
     A signal's default action would kill the process wherever it is, possibly in the middle of writing a
     checkpoint. Here it only sets a flag; at the end of the step the Trainer saves `checkpoint-<step>` (model,
     optimizer, scheduler, RNG states) and stops, and `--resume_from_checkpoint auto` continues exactly from it.
-    A second signal stops at once. Single process: under DDP every rank would have to stop at the same step.
+    A second signal stops at once. Under several processes the flag is shared at every step, so all of them stop
+    (and save) at the same step whichever received the signal.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -85,7 +94,7 @@ class InterruptCallback(TrainerCallback):
             self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received is not None:
+        if not all_processes_agree(torch.tensor(self.received is None, device=args.device)):
             control.should_save = True
             control.should_training_stop = True
 

@@ -34,6 +34,10 @@ class SentMtlConfig(PretrainedConfig):
             are then unused.
         classification_loss_weight / sentiment_loss_weight (`float`, default 1.0):
             Static task weights; must be non-negative.
+        classification_label_smoothing (`float`, defaults to 0.0):
+            Label smoothing of the Task A cross-entropy (`--label_smoothing_factor` sets it). It lives in the
+            model's loss, beside Task B's, rather than in the Trainer's label smoother, which would replace the
+            whole loss with Task A's alone.
         encoder_name_or_path (`str`, *optional*):
             Where the encoder's pretrained weights came from (informational: the weights themselves are in the
             checkpoint). Model cards and logs quote it.
@@ -59,6 +63,7 @@ class SentMtlConfig(PretrainedConfig):
     loss_weighting: str = "static"
     classification_loss_weight: float = 1.0
     sentiment_loss_weight: float = 1.0
+    classification_label_smoothing: float = 0.0
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and "num_labels" not in kwargs:
@@ -81,6 +86,10 @@ class SentMtlConfig(PretrainedConfig):
         for name in ("classification_loss_weight", "sentiment_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0.")
+        if not 0.0 <= self.classification_label_smoothing < 1.0:
+            raise ValueError(
+                f"classification_label_smoothing={self.classification_label_smoothing!r} must be in [0, 1)."
+            )
         if self.num_labels < 2:
             raise ValueError(f"num_labels={self.num_labels!r} must be >= 2 (Task A is a classification).")
         if self.pooling == "pooler" and self.encoder_config.model_type not in _ENCODERS_WITH_POOLER:
@@ -96,7 +105,8 @@ class SentMtlConfig(PretrainedConfig):
 
 
 # Encoders whose `AutoModel` has a `pooler` (dense + tanh over the first token), as BERT has.
-_ENCODERS_WITH_POOLER = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "mpnet")
+# (ELECTRA has none.) The model checks the loaded encoder itself too: this list only fails known cases early.
+_ENCODERS_WITH_POOLER = ("bert", "roberta", "xlm-roberta", "camembert", "ernie", "mpnet")
 
 
 __all__ = ["SentMtlConfig", "POOLING_MODES", "LOSS_WEIGHTINGS"]

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import re
 import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -254,13 +255,25 @@ def _stratified_pick(groups_by_stratum: dict, total: int, rng: np.random.Generat
     return picked
 
 
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def near_duplicate_key(sentence: str) -> str:
+    """What makes two sentences the same input for the split: case, punctuation and spacing ignored.
+
+    `Great phone.`, `Great Phone.` and `Great phone!.` share a key: to an uncased tokenizer the first two are the
+    same tokens, and the third differs only in punctuation, so they must not sit on both sides of the split.
+    """
+    return " ".join(_NOT_WORD.sub(" ", sentence.casefold()).split())
+
+
 def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: int = 42, max_samples: int | None = None):
     """A leak-free, stratified `DatasetDict(train, test)`.
 
-    Every copy of a sentence lands on the same side (the corpus has 18 exact duplicates); the test share is spread
-    over labels first and then, within each label, over sources, so proportions match to within one example.
-    `max_samples` first takes a stratified subset of that many distinct sentences (the seed's 1,000-sentence runs).
-    Same seed → same split.
+    Every group of near-duplicates (`near_duplicate_key`: the corpus's 3,000 rows are 2,972 such groups) lands on
+    one side; the test share is spread over labels first and then, within each label, over sources, so proportions
+    match to within one example. `max_samples` first takes a stratified subset of that many groups (the seed's
+    1,000-sentence runs). Same seed → same split.
     """
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size={test_size!r} must be between 0 and 1 (exclusive).")
@@ -268,9 +281,9 @@ def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: in
     sentences, labels = list(dataset["sentence"]), list(dataset["label"])
     sources = list(dataset["source"]) if "source" in dataset.column_names else [0] * len(sentences)
 
-    rows_of = defaultdict(list)  # sentence → its row indices, in corpus order
+    rows_of = defaultdict(list)  # near-duplicate key → its row indices, in corpus order
     for index, sentence in enumerate(sentences):
-        rows_of[sentence].append(index)
+        rows_of[near_duplicate_key(sentence)].append(index)
     groups_by_stratum = defaultdict(list)
     for sentence, rows in rows_of.items():
         groups_by_stratum[(labels[rows[0]], sources[rows[0]])].append(sentence)
@@ -278,7 +291,8 @@ def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: in
     if max_samples is not None:
         if not 0 < max_samples <= len(rows_of):
             raise ValueError(
-                f"max_samples={max_samples} must be between 1 and the {len(rows_of)} distinct sentences available."
+                f"max_samples={max_samples} must be between 1 and the {len(rows_of)} distinct sentences available "
+                "(near-duplicates counted once)."
             )
         keep = _stratified_pick(groups_by_stratum, max_samples, rng)
         groups_by_stratum = {s: [g for g in members if g in keep] for s, members in groups_by_stratum.items()}
@@ -287,6 +301,8 @@ def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: in
         rows_of = {sentence: rows_of[sentence][:1] for sentence in keep}
 
     n_groups = sum(len(members) for members in groups_by_stratum.values())
+    logger.info("Split: %d rows in %d groups of near-duplicates (case, punctuation and spacing ignored).",
+                sum(len(rows_of[g]) for members in groups_by_stratum.values() for g in members), n_groups)
     n_test = min(max(1, round(n_groups * test_size)), n_groups - 1)
     test_groups = _stratified_pick(groups_by_stratum, n_test, rng)
     train_rows = sorted(i for g, rows in rows_of.items() if g not in test_groups for i in rows)

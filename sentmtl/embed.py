@@ -1,47 +1,19 @@
 """`encode(...)`: sentences in, unit-norm float32 embeddings out (batched by length, order restored)."""
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from .configuration_sentmtl import SentMtlConfig
-from .encoders import resolve_encoder, weights_loading_kwargs
+from .loading import load_model_and_tokenizer
 from .modeling_sentmtl import SentMtlModel
-from .precision import fast_bf16_available
+from .precision import default_device, fast_bf16_available
 
 logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def is_sentmtl_checkpoint(name_or_path) -> bool:
-    """True for a local folder saved by `SentMtlModel.save_pretrained`."""
-    config_file = Path(str(name_or_path)) / "config.json"
-    if not config_file.is_file():
-        return False
-    return json.loads(config_file.read_text()).get("model_type") == SentMtlConfig.model_type
-
-
-def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = False, **config_overrides):
-    """A `SentMtlModel` and its tokenizer from a sentmtl checkpoint, or a fresh model around a plain encoder.
-
-    `None` means the bundled all-MiniLM-L6-v2. Only a fresh model takes `config_overrides`. Weights load from
-    safetensors only, unless `allow_pickle_weights` (a pickle can run code when loaded).
-    """
-    if name_or_path is not None and is_sentmtl_checkpoint(name_or_path):
-        if config_overrides:
-            raise ValueError(
-                f"{name_or_path} is a trained sentmtl checkpoint: its architecture is fixed by its config.json, "
-                f"so {sorted(config_overrides)} cannot be overridden."
-            )
-        model = AutoModel.from_pretrained(name_or_path, **weights_loading_kwargs(name_or_path, allow_pickle_weights))
-        return model, AutoTokenizer.from_pretrained(name_or_path)
-    model = SentMtlModel.from_encoder(name_or_path, allow_pickle_weights=allow_pickle_weights, **config_overrides)
-    return model, AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
 
 
 def default_max_length(tokenizer: PreTrainedTokenizerBase, model: SentMtlModel) -> int:
@@ -65,8 +37,9 @@ def encode(
     """Embed `sentences` with a `SentMtlModel` (or a path to one); returns float32 `[n, embedding_size]` in input order.
 
     Sentences are sorted by token count so each batch pads only to its own longest member, then put back.
-    `precision`: `fp32`, `bf16` (autocast; weights stay fp32) or `auto` — bf16 where the hardware runs it fast
-    (CUDA GPUs with bf16, CPUs with AVX-512 BF16 / AMX), else fp32. bf16 embeddings keep a cosine similarity of
+    `device`: where to run (default: where the model already is; a model given as a path goes to the GPU when there
+    is one). `precision`: `fp32`, `bf16` (autocast; weights stay fp32) or `auto` — bf16 where the device runs it fast
+    (CUDA GPUs with native bf16, CPUs with AVX-512 BF16 / AMX), else fp32. bf16 embeddings keep a cosine similarity of
     about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). Sentences longer than `max_length` tokens
     (default: the encoder's limit) are truncated: their indices are appended to `truncated` when given, else logged.
     """
@@ -75,6 +48,7 @@ def encode(
     if isinstance(model, (str, Path)):
         model, loaded_tokenizer = load_model_and_tokenizer(model)
         tokenizer = tokenizer or loaded_tokenizer
+        device = device or default_device()
     if tokenizer is None:
         raise ValueError("encode() needs the tokenizer that goes with the model (or a checkpoint path as `model`).")
     if isinstance(sentences, str):
@@ -105,7 +79,8 @@ def encode(
         show_progress_bar = len(sentences) > 10 * batch_size
     out = np.empty((len(sentences), model.config.embedding_size), dtype=np.float32)
     target = next(model.parameters()).device
-    use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16_available())
+    # The precision follows the device the model is on, not the best device this machine has.
+    use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16_available(target.type))
     autocast = torch.autocast(device_type=target.type, dtype=torch.bfloat16, enabled=use_bf16)
     for start in tqdm(range(0, len(order), batch_size), desc="Embedding", disable=not show_progress_bar):
         index = order[start : start + batch_size]

@@ -68,8 +68,8 @@ def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: in
                 projection.out_features,
                 bias=projection.bias is not None,
                 activation_function=torch.nn.Identity(),
-                init_weight=projection.weight.detach().clone().float(),
-                init_bias=None if projection.bias is None else projection.bias.detach().clone().float(),
+                init_weight=projection.weight.detach().cpu().clone().float(),
+                init_bias=None if projection.bias is None else projection.bias.detach().cpu().clone().float(),
             ),
         ]
         if model.config.normalize:

@@ -45,14 +45,16 @@ def check_hub_reachable(timeout: float = 5.0) -> None:
 
 
 def push_folder(output_dir, repo_id: str, token: str | None = None, private: bool | None = None,
-                commit_message: str = "Upload sentmtl model") -> str:  # fmt: skip
-    """Create `repo_id` if needed and upload `files_to_upload(output_dir)`; returns the repository URL.
+                commit_message: str = "Upload sentmtl model", revision: str | None = None) -> str:  # fmt: skip
+    """Create `repo_id` (and the branch `revision`, when given) if needed and upload `files_to_upload(output_dir)`
+    there; returns the repository URL.
 
     `token=None` lets huggingface_hub find one (`HF_TOKEN`, `hf auth login`). Any failure is a `HubPushError`
     whose message says the local folder is intact and how to retry; the token never appears in it.
     """
     output_dir = Path(output_dir)
-    retry = f"The trained model is saved in {output_dir}; push it later with: python -m sentmtl.hub {output_dir} --hub_model_id {repo_id}"
+    retry = (f"The trained model is saved in {output_dir}; push it later with: python -m sentmtl.hub {output_dir} "
+             f"--hub_model_id {repo_id}" + (f" --revision {revision}" if revision else ""))
     if not (output_dir / "config.json").is_file():
         raise HubPushError(f"{output_dir} holds no saved model (no config.json); nothing to push.")
     files = files_to_upload(output_dir)
@@ -62,7 +64,10 @@ def push_folder(output_dir, repo_id: str, token: str | None = None, private: boo
 
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=files, commit_message=commit_message)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=files, commit_message=commit_message,
+                          revision=revision)  # fmt: skip
     except HubPushError as err:
         raise HubPushError(f"Pushing to {repo_id} failed: {err} {retry}") from None
     except Exception as err:  # network, auth, permission: all leave the local folder as it is
@@ -76,9 +81,10 @@ def main(argv=None) -> int:
     parser.add_argument("output_dir", help="A folder written by run_mtl.py.")
     parser.add_argument("--hub_model_id", required=True, help="The repository: user/name or org/name.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Push to this branch (created if missing). Default: main.")
     args = parser.parse_args(argv)
     try:
-        url = push_folder(args.output_dir, args.hub_model_id, private=args.private or None)
+        url = push_folder(args.output_dir, args.hub_model_id, private=args.private or None, revision=args.revision)
     except HubPushError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """The model card (README.md) written beside every trained model, and uploaded with it by `--push_to_hub`."""
 
 from . import corpus
+from .arguments import DEFAULT_TEST_SIZE
 from .encoders import DEFAULT_ENCODER_NAME
 from .report import metric_rows
 
@@ -32,18 +33,20 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
     header.append("---")
 
     hidden = config.encoder_config.hidden_size
+    test_size = run_config.get("test_size") or DEFAULT_TEST_SIZE
+    class_names = [config.id2label[i] for i in range(config.num_labels)]
     lines = [
         *header, "",
         f"# {repo_id.split('/')[-1] if repo_id else 'sentmtl multi-task sentence transformer'}", "",
         f"A multi-task sentence transformer fine-tuned with sentmtl from `{encoder}`. "
-        "One forward pass gives a unit-length sentence embedding, a positive / negative class (Task A) and a "
-        "sentiment score in [0, 1] (Task B).", "",
+        f"One forward pass gives a unit-length sentence embedding, a class among {' / '.join(class_names)} "
+        "(Task A) and a sentiment score in [0, 1] (Task B).", "",
         "## Architecture", "",
         "```",
         f"encoder ({config.encoder_config.model_type}, {config.encoder_config.num_hidden_layers} layers, hidden {hidden})"
         f" → {config.pooling} pooling → shared_projection Linear({hidden} → {config.embedding_size})"
         f"{' → L2 normalise' if config.normalize else ''}",
-        f"    ├─ classification_head Linear({config.embedding_size} → {config.num_labels})  Task A, cross-entropy",
+        f"    ├─ classification_head Linear({config.embedding_size} → {config.num_labels})  Task A ({', '.join(class_names)}), cross-entropy",
         f"    └─ sentiment_head Linear({config.embedding_size} → 1) → sigmoid          Task B, binary cross-entropy",
         f"loss = {_loss_description(config)}",
         "```", "",
@@ -53,7 +56,7 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         lines += [
             corpus._DESCRIPTION.strip().replace("\n", " "), "",
             f"Sources used: {', '.join(run_config.get('sources') or corpus.SOURCES)}. Split: leak-free stratified "
-            f"{1 - run_config.get('test_size', 0.2):.0%} / {run_config.get('test_size', 0.2):.0%} by distinct sentence "
+            f"{1 - test_size:.0%} / {test_size:.0%} by distinct sentence (case and punctuation ignored) "
             f"(seed {run_config.get('seed')})"
             + (f", a stratified subset of {run_config['max_samples']} sentences." if run_config.get("max_samples") else "."),
             "", f"License: {corpus._LICENSE} ({corpus._HOMEPAGE}).", "", "```bibtex", corpus._CITATION.strip(), "```", "",

@@ -42,6 +42,10 @@ class SentMtlPreTrainedModel(PreTrainedModel):
     base_model_prefix = "sentmtl"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # The losses are per-batch means. Left to introspection, the Trainer would see a `**kwargs` forward, assume the
+    # model normalises by `num_items_in_batch` itself, and then skip its division by the gradient accumulation steps
+    # and multiply by the number of processes: GA× / N× too large a loss.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module):
         # The encoder is a `PreTrainedModel` of its own and initialises itself; this covers the heads.
@@ -85,6 +89,11 @@ class SentMtlModel(SentMtlPreTrainedModel):
         # One config object for the whole model, so edits to `model.config.encoder_config` reach the encoder.
         config.encoder_config._attn_implementation = self.encoder.config._attn_implementation
         self.encoder.config = config.encoder_config
+        if config.pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
+            raise ValueError(
+                f"pooling='pooler' needs an encoder with a pooler layer; this {type(self.encoder).__name__} has none: "
+                "use 'mean' or 'cls'."
+            )
         if config.pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
             # An unused pooler would get no gradients: dead weights, and an error under DDP.
             self.encoder.pooler = None
@@ -193,7 +202,6 @@ class SentMtlModel(SentMtlPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
-        **kwargs,
     ) -> SentMtlOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): Task A class ids.
@@ -208,7 +216,9 @@ class SentMtlModel(SentMtlPreTrainedModel):
 
         classification_loss = sentiment_loss = loss = None
         if labels is not None:
-            classification_loss = F.cross_entropy(logits.float(), labels.view(-1))
+            classification_loss = F.cross_entropy(
+                logits.float(), labels.view(-1), label_smoothing=self.config.classification_label_smoothing
+            )
         if scores is not None:
             # From the logit, not the sigmoid: BCE on probabilities saturates to log(0) in low precision.
             sentiment_loss = F.binary_cross_entropy_with_logits(

@@ -3,10 +3,11 @@
 from pathlib import Path
 
 from .corpus import SOURCES
+from .metrics import confusion_cells
 
 _ROWS = [
     ("Task A accuracy", "accuracy"), ("Task A precision", "precision"), ("Task A recall", "recall"),
-    ("Task A F1", "f1"),
+    ("Task A F1", "f1"), ("Task A macro F1", "macro_f1"),
     *[(f"Task A accuracy ({source})", f"accuracy_{source}") for source in SOURCES],
     ("Task B accuracy (score > 0.5)", "sentiment_accuracy"), ("Task B ROC-AUC", "sentiment_roc_auc"),
     ("Task B MSE", "sentiment_mse"), ("Task B MAE", "sentiment_mae"), ("Task B Brier", "sentiment_brier"),
@@ -58,21 +59,22 @@ def plot_loss_curve(log_history: list[dict], path) -> Path | None:
     return Path(path)
 
 
-def plot_confusion_matrix(metrics: dict, path, prefix: str = "eval_") -> Path:
+def plot_confusion_matrix(metrics: dict, path, class_names, prefix: str = "eval_") -> Path:
+    """The K×K Task A confusion matrix, axes labelled with the model's class names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = [[metrics[f"{prefix}confusion_tn"], metrics[f"{prefix}confusion_fp"]],
-             [metrics[f"{prefix}confusion_fn"], metrics[f"{prefix}confusion_tp"]]]  # fmt: skip
-    fig, ax = plt.subplots(figsize=(4, 3.6))
+    k = len(class_names)
+    cells = confusion_cells(metrics, k, prefix)
+    fig, ax = plt.subplots(figsize=(2.4 + 0.9 * k, 2.0 + 0.8 * k))
     ax.imshow(cells, cmap="Blues")
-    for i in range(2):
-        for j in range(2):
-            ax.text(j, i, str(cells[i][j]), ha="center", va="center", fontsize=14)
-    ax.set_xticks([0, 1], ["negative", "positive"])
-    ax.set_yticks([0, 1], ["negative", "positive"])
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cells[i][j]), ha="center", va="center", fontsize=14 if k <= 4 else 9)
+    ax.set_xticks(range(k), class_names, rotation=30 if k > 3 else 0)
+    ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Task A (accuracy {metrics[prefix + 'accuracy']:.3f})")

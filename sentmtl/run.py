@@ -13,11 +13,13 @@ from transformers import HfArgumentParser, set_seed
 
 from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
 from .callbacks import FreezeCallback, InterruptCallback
+from .checkpoints import latest_checkpoint, resolve_resume_checkpoint
 from .corpus import load_sentiment_corpus, train_test_split
 from .data import build_collator, load_data_files, tokenize_dataset
-from .embed import is_sentmtl_checkpoint, load_model_and_tokenizer
+from .embed import default_max_length
 from .hub import HubPushError, push_folder
-from .metrics import compute_metrics
+from .loading import is_sentmtl_checkpoint, load_model_and_tokenizer
+from .metrics import build_compute_metrics
 from .model_card import build_model_card
 from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve
 from .trainer import NonFiniteLossError, SentMtlTrainer
@@ -56,20 +58,28 @@ def load_splits(data_args: DataArguments, seed: int):
         )  # fmt: skip
         if "test" in files:
             return files
-        return train_test_split(files["train"], data_args.test_size, seed, data_args.max_samples)
+        return train_test_split(files["train"], data_args.split_test_size, seed, data_args.max_samples)
     corpus = load_sentiment_corpus(
         data_args.data_dir, data_args.sources, on_bad_lines="skip" if data_args.skip_bad_lines else "error"
     )
-    return train_test_split(corpus, data_args.test_size, seed, data_args.max_samples)
+    return train_test_split(corpus, data_args.split_test_size, seed, data_args.max_samples)
 
 
-def build_model(model_args: ModelArguments):
-    if model_args.model_name_or_path and is_sentmtl_checkpoint(model_args.model_name_or_path):
+def build_model(model_args: ModelArguments, class_names: list[str]):
+    """A fresh model whose Task A has `class_names`, or the checkpoint to continue from (whose names must match)."""
+    if is_sentmtl_checkpoint(model_args.model_name_or_path):
         logger.warning("Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
                        model_args.model_name_or_path)
-        return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
+        model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if names != list(class_names):
+            raise ValueError(f"{model_args.model_name_or_path} was trained with classes {names}, not --class_names "
+                             f"{list(class_names)}: continue with the same names (in the same order).")
+        return model, tokenizer
+    id2label = dict(enumerate(class_names))
     return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
-                                    **model_args.config_overrides())
+                                    id2label=id2label, label2id={name: i for i, name in id2label.items()},
+                                    **model_args.config_overrides())  # fmt: skip
 
 
 class RunInterrupted(Exception):
@@ -88,11 +98,15 @@ def run(model_args, data_args, training_args, callbacks=()) -> dict:
     training_args.push_to_hub, training_args.hub_token = False, None
     output_dir = Path(training_args.output_dir)
     resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, output_dir)
+    if training_args.resume_from_checkpoint == "auto":
+        logger.warning("Resuming from %s", resume_from or f"scratch: no complete checkpoint in {output_dir}")
 
     set_seed(training_args.seed)  # before the heads are initialised, so the same seed gives the same run
     splits = load_splits(data_args, training_args.seed)
-    model, tokenizer = build_model(model_args)
-    max_length = min(data_args.max_length, tokenizer.model_max_length)
+    model, tokenizer = build_model(model_args, data_args.class_names)
+    class_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    # The encoder's position limit too: tokenizers often report a huge `model_max_length` sentinel.
+    max_length = min(data_args.max_length, default_max_length(tokenizer, model))
     with training_args.main_process_first(desc="tokenising"):
         train_dataset = tokenize_dataset(splits["train"], tokenizer, max_length)
         eval_dataset = tokenize_dataset(splits["test"], tokenizer, max_length)
@@ -105,7 +119,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> dict:
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        compute_metrics=compute_metrics,
+        compute_metrics=build_compute_metrics(class_names),
         callbacks=[FreezeCallback.from_args(training_args), interrupt, *callbacks],
     )
     trainable, total = model.count_parameters()
@@ -139,15 +153,15 @@ def run(model_args, data_args, training_args, callbacks=()) -> dict:
                             repo_id=training_args.hub_model_id if push_to_hub else None)  # fmt: skip
     save_final_model(trainer, output_dir, extra_files={"README.md": card})
     if trainer.is_world_process_zero():
-        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+        (output_dir / "run_config.yaml").write_text(run_config_yaml(run_config, training_args))
         plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png")
-        plot_confusion_matrix(metrics, output_dir / "confusion_matrix.png")
+        plot_confusion_matrix(metrics, output_dir / "confusion_matrix.png", class_names)
         print(f"\nResults on {eval_dataset.num_rows} held-out sentences ({output_dir / 'eval_results.json'}):")
         print(format_metrics_table(metrics))
         print(f"Model, tokenizer, model card (README.md) and reports saved in {output_dir}")
         if push_to_hub:
             url = push_folder(output_dir, training_args.hub_model_id, token=hub_token,
-                              private=training_args.hub_private_repo)  # fmt: skip
+                              private=training_args.hub_private_repo, revision=training_args.hub_revision)  # fmt: skip
             print(f"Pushed to {url}")
     return metrics
 
@@ -174,69 +188,86 @@ def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> 
     staging.rmdir()
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest *complete* `checkpoint-<step>` (trainer_state.json is written last), or None."""
-    if not output_dir.is_dir():
-        return None
-    complete = [
-        path for path in output_dir.glob("checkpoint-*")
-        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
-    ]  # fmt: skip
-    return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
-
-
-def resolve_resume_checkpoint(value: str | None, output_dir: Path) -> str | None:
-    """`--resume_from_checkpoint`: a folder (checked), `auto` (the newest complete one, if any) or None."""
-    if value is None:
-        return None
-    if value == "auto":
-        found = latest_checkpoint(output_dir)
-        if found is None:
-            logger.warning("--resume_from_checkpoint auto: no complete checkpoint in %s; starting from scratch.", output_dir)
-            return None
-        logger.warning("Resuming from %s", found)
-        return str(found)
-    if not (Path(value) / "trainer_state.json").is_file():
-        raise FileNotFoundError(
-            f"--resume_from_checkpoint {value}: not a complete checkpoint (no trainer_state.json); give a "
-            "checkpoint-<step> folder, or auto for the newest one in --output_dir."
-        )
-    return value
-
-
 def resolved_run_config(*argument_objects) -> dict:
-    """The resolved arguments: written as run_config.yaml, `python run_mtl.py output_dir/run_config.yaml` repeats the run."""
+    """The resolved arguments: written as run_config.yaml, `python run_mtl.py output_dir/run_config.yaml` repeats the
+    run. Every model and data argument; of the ~120 training arguments, the ones that define a run and every one
+    set to other than its default, less those derived from others or secret."""
     resolved = {}
     for arguments in argument_objects:
+        values = arguments.to_dict() if isinstance(arguments, SentMtlTrainingArguments) else None
         for f in dataclasses.fields(arguments):
-            if not f.init or (isinstance(arguments, SentMtlTrainingArguments) and f.name not in _SAVED_TRAINING_FIELDS):
+            if not f.init:
                 continue
             value = getattr(arguments, f.name)
-            resolved[f.name] = value.value if hasattr(value, "value") else value
+            value = value.value if hasattr(value, "value") else value
+            if values is not None:
+                value = values[f.name]
+                if f.name in _NEVER_SAVED or (f.name not in _SAVED_TRAINING_FIELDS and value == _default(f)):
+                    continue
+                if f.name == "use_cpu" and arguments.use_cpu_chosen_automatically:
+                    continue
+            resolved[f.name] = value
     return resolved
 
 
-# The training fields a run is defined by (the full TrainingArguments has ~120, mostly infrastructure).
+def run_config_yaml(run_config: dict, training_args) -> str:
+    """run_config.yaml's text; an automatic bf16 choice is recorded as made, with a comment saying so."""
+    text = yaml.safe_dump(run_config, sort_keys=False)
+    if training_args.bf16_chosen_automatically:
+        line = f"bf16: {str(training_args.bf16).lower()}\n"
+        text = text.replace(line, line.rstrip("\n") + "  # chosen automatically: bf16 autocast is fast on this device "
+                            "type only where this says true\n", 1)  # fmt: skip
+    return text
+
+
+def _default(f: dataclasses.Field):
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return getattr(default, "value", default)
+
+
+# The training fields a run is defined by, saved even at their defaults (a later default must not change a replay).
 _SAVED_TRAINING_FIELDS = {
-    "output_dir", "seed", "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
-    "gradient_accumulation_steps", "learning_rate", "backbone_learning_rate", "shared_learning_rate",
-    "head_learning_rate", "layerwise_lr_decay", "weight_decay", "warmup_steps", "lr_scheduler_type", "optim",
-    "max_grad_norm", "freeze", "freeze_backbone_layers", "unfreeze_backbone_at_epoch", "bf16", "fp16",
-    "eval_strategy", "save_strategy", "logging_steps", "train_sampling_strategy", "torch_compile",
+    "output_dir", "seed", "data_seed", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "backbone_learning_rate",
+    "shared_learning_rate", "head_learning_rate", "loss_weighting_learning_rate", "layerwise_lr_decay",
+    "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "warmup_steps", "lr_scheduler_type", "optim",
+    "max_grad_norm", "label_smoothing_factor", "freeze", "freeze_backbone_layers", "unfreeze_backbone_at_epoch",
+    "bf16", "fp16", "gradient_checkpointing", "eval_strategy", "eval_steps", "save_strategy", "save_steps",
+    "logging_steps", "train_sampling_strategy", "torch_compile",
 }  # fmt: skip
+# Derived from other arguments by TrainingArguments itself, per machine, or secret.
+_NEVER_SAVED = {
+    "hub_token", "logging_dir", "accelerator_config", "report_to", "debug", "do_eval", "dataloader_pin_memory",
+    "activation_checkpointing", "local_rank",
+}  # fmt: skip
+
+
+# Errors a user can act on (a bad value, a missing file, no network, a diverged run, a failed push): one line and a
+# non-zero exit, no traceback, unless SENTMTL_DEBUG=1 asks for one. OSError covers FileNotFoundError and
+# ConnectionError, and transformers' "cannot find this model" errors.
+USER_ERRORS = (ValueError, OSError, ImportError, NonFiniteLossError, HubPushError)
+
+
+def debug_requested() -> bool:
+    return os.environ.get("SENTMTL_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def main(argv=None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("sentmtl").setLevel(logging.INFO)  # the split's summary and other facts about the run
     try:
         model_args, data_args, training_args = parse_args(argv)
-    except (ValueError, FileNotFoundError) as err:
+    except USER_ERRORS as err:
+        if debug_requested():
+            raise
         print(f"run_mtl.py: error: {err}", file=sys.stderr)
         return 2
     try:
         run(model_args, data_args, training_args)
-    except (ValueError, FileNotFoundError, NonFiniteLossError, HubPushError) as err:
-        print(f"run_mtl.py: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if debug_requested():
+            raise
+        print(f"run_mtl.py: error: {err} (SENTMTL_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     except RunInterrupted as err:
         print(f"run_mtl.py: {err}", file=sys.stderr)

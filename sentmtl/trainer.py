@@ -18,7 +18,7 @@ def build_param_groups(model, args) -> list[dict]:
 
     Encoder layer k of L (1-based) gets `backbone LR × decay^(L-k)`; the embeddings get `decay^L`, the lowest;
     the rest of the encoder (e.g. BERT's pooler) the backbone LR. The shared projection and the heads take
-    their own LRs. Biases, LayerNorm weights and other 1-D parameters get no weight decay. Frozen parameters are
+    their own LRs, the learned loss weights (`--loss_weighting uncertainty`) theirs. Biases, LayerNorm weights and other 1-D parameters get no weight decay. Frozen parameters are
     left out, except a backbone scheduled to unfreeze (`unfreeze_backbone_at_epoch`), which must already be in
     the optimizer when it starts to receive gradients.
     """
@@ -44,7 +44,9 @@ def build_param_groups(model, args) -> list[dict]:
                 group, lr = "backbone.other", lrs["backbone"]
         elif name.startswith("shared_projection."):
             group, lr = "shared_projection", lrs["shared"]
-        else:  # classification_head, sentiment_head, loss_log_variances
+        elif name == "loss_log_variances":
+            group, lr = "loss_weighting", lrs["loss_weighting"]
+        else:  # classification_head, sentiment_head
             group, lr = "heads", lrs["head"]
         no_decay = param.ndim < 2
         key = f"{group}{'.no_decay' if no_decay else ''}"
@@ -70,6 +72,13 @@ class SentMtlTrainer(Trainer):
     The Trainer's own LR scheduler multiplies every group's LR by the same warmup/decay factor.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The Trainer's label smoother would replace the model's loss with a smoothed Task A loss alone, dropping
+        # Task B without a word; the model smooths Task A inside its own loss instead.
+        unwrap(self.model).config.classification_label_smoothing = self.args.label_smoothing_factor
+        self.label_smoother = None
+
     def create_optimizer(self, model=None):
         # transformers passes `model` positionally on some paths (e.g. with FSDP / DeepSpeed).
         model = model if model is not None else self.model
@@ -91,7 +100,8 @@ class SentMtlTrainer(Trainer):
             # resumed epoch replays the interrupted one and the run ends where an uninterrupted one would.
             lengths = [len(ids) for ids in dataset["input_ids"]]
             batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return EpochSeededLengthGroupedSampler(batch_size, lengths, seed=self.args.data_seed or self.args.seed)
+            seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
+            return EpochSeededLengthGroupedSampler(batch_size, lengths, seed=seed)
         return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -101,7 +111,7 @@ class SentMtlTrainer(Trainer):
         loss = result[0] if return_outputs else result
         # A NaN / inf loss poisons every weight at the next optimizer step, silently: stop before that step, so
         # the model in memory and every checkpoint on disk are still good ones.
-        if model.training and not torch.isfinite(loss.detach()).all():
+        if model.training and not all_processes_agree(torch.isfinite(loss.detach()).all()):
             raise NonFiniteLossError(
                 f"training stopped at step {self.state.global_step + 1} of {self.state.max_steps} "
                 f"(epoch {self.state.epoch or 0:.2f}): the loss is {loss.detach().float().item()}. No update was applied "
@@ -123,6 +133,15 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def all_processes_agree(flag: torch.Tensor) -> bool:
+    """`flag` (a boolean scalar) on this process AND on every other one. Under several processes each must take
+    the same decision at the same step, or the ones that go on wait forever for the ones that stopped."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = flag.to(torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -101,7 +101,8 @@ def test_trained_output_dir_is_not_overwritten_without_the_flag(tiny_encoder_dir
     assert (out / "model.safetensors").read_bytes() != before
 
 
-def test_a_failed_final_save_leaves_the_previous_model_intact(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
+def test_a_failed_final_save_leaves_the_previous_model_intact(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch,
+                                                              capsys):
     from sentmtl.trainer import SentMtlTrainer
 
     out = tmp_path / "run"
@@ -115,8 +116,8 @@ def test_a_failed_final_save_leaves_the_previous_model_intact(tiny_encoder_dir, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(SentMtlTrainer, "save_model", failing_save)
-    with pytest.raises(OSError, match="No space left"):
-        main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--learning_rate", "5e-3", "--overwrite_output_dir"))
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--learning_rate", "5e-3", "--overwrite_output_dir")) == 1
+    assert "No space left on device" in capsys.readouterr().err
     np.testing.assert_array_equal(sentmtl.encode(str(out), ["the movie was great ."]), before)
 
 

@@ -155,7 +155,9 @@ def test_push_offline_fails_after_the_local_save_and_writes_no_token(tiny_encode
         assert SECRET not in text and ENV_SECRET not in text
 
 
-def test_push_uploads_the_complete_model_folder(trained_dir, monkeypatch):
+@pytest.mark.parametrize("revision", [None, "experiment-1"])
+def test_push_uploads_the_complete_model_folder(trained_dir, monkeypatch, revision):
+    """--hub_revision used to be ignored (everything went to main); it names the branch pushed to."""
     calls = {}
 
     class FakeApi:  # the network boundary: everything before it is real
@@ -166,15 +168,21 @@ def test_push_uploads_the_complete_model_folder(trained_dir, monkeypatch):
             calls["create_repo"] = (repo_id, private, exist_ok)
             return f"https://huggingface.co/{repo_id}"
 
-        def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message):
+        def create_branch(self, repo_id, branch, exist_ok=False):
+            calls["create_branch"] = (repo_id, branch, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message, revision=None):
             calls["upload"] = (repo_id, folder_path, allow_patterns)
+            calls["revision"] = revision
 
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr("sentmtl.hub.check_hub_reachable", lambda: None)
-    url = push_folder(trained_dir, "someone/model", token="tok")
+    url = push_folder(trained_dir, "someone/model", token="tok", revision=revision)
     assert url == "https://huggingface.co/someone/model"
+    assert calls["revision"] == revision
+    assert calls.get("create_branch") == (None if revision is None else ("someone/model", revision, True))
     assert calls["create_repo"] == ("someone/model", None, True) and calls["token"] == "tok"
     uploaded = calls["upload"][2]
     assert uploaded == files_to_upload(trained_dir)

@@ -58,9 +58,9 @@ def test_groups_take_the_requested_learning_rates(tiny_model, tmp_path):
 
 def test_seed_configs_give_the_seeds_learning_rates():
     _, _, uniform = parse_args([str(REPO_ROOT / "configs" / "seed_1000_uniform.yaml")])
-    assert uniform.learning_rates() == {"backbone": 1e-5, "shared": 1e-5, "head": 1e-5}
+    assert uniform.learning_rates() == {"backbone": 1e-5, "shared": 1e-5, "head": 1e-5, "loss_weighting": 1e-2}
     _, _, layerwise = parse_args([str(REPO_ROOT / "configs" / "seed_1000_layerwise.yaml")])
-    assert layerwise.learning_rates() == {"backbone": 1e-5, "shared": 2e-5, "head": 2e-5}
+    assert layerwise.learning_rates() == {"backbone": 1e-5, "shared": 2e-5, "head": 2e-5, "loss_weighting": 1e-2}
 
 
 def test_llrd_decays_downwards(tiny_model, tmp_path):
@@ -151,7 +151,8 @@ def test_compute_metrics_against_hand_computed_values():
     # TP = 2 (rows 1, 4), FP = 1 (row 2), FN = 1 (row 3), TN = 2
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
-    assert (m["confusion_tn"], m["confusion_fp"], m["confusion_fn"], m["confusion_tp"]) == (2, 1, 1, 2)
+    assert m["macro_f1"] == pytest.approx(2 / 3)  # both classes: P = R = 2/3
+    assert (m["confusion_0_0"], m["confusion_0_1"], m["confusion_1_0"], m["confusion_1_1"]) == (2, 1, 1, 2)
     assert (m["accuracy_amazon"], m["accuracy_imdb"], m["accuracy_yelp"]) == (1.0, 0.0, 1.0)
     assert m["sentiment_mse"] == pytest.approx(np.mean((predicted_scores - scores) ** 2))
     assert m["sentiment_mae"] == pytest.approx(np.mean(np.abs(predicted_scores - scores)))
