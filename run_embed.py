@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 from transformers import set_seed
 
 from sentmtl.embed import PRECISIONS, default_max_length, encode
+from sentmtl.errors import USER_ERRORS, debug_requested, one_line
 from sentmtl.loading import is_sentmtl_checkpoint, load_model_and_tokenizer
 from sentmtl.precision import default_device
 from sentmtl.embed_io import (
@@ -76,6 +78,11 @@ def parse_args(argv=None):
         parser.error("--export_sentence_transformer writes a model; it takes no sentences, --input_file or --output_file")
     if args.sentences and args.input_file:
         parser.error("give sentences on the command line or --input_file, not both")
+    if args.device is not None:
+        try:
+            torch.device(args.device)
+        except RuntimeError:
+            parser.error(f"--device {args.device!r} is not a device; use e.g. cpu, cuda, cuda:1 or mps")
     for name in ("batch_size", "chunk_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} {getattr(args, name)} must be >= 1")
@@ -92,8 +99,10 @@ def main(argv=None) -> int:
         if args.input_file:
             return embed_file(args)
         return embed_sentences(args, args.sentences or SAMPLE_SENTENCES)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"run_embed.py: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if debug_requested():
+            raise
+        print(one_line("run_embed.py", err), file=sys.stderr)
         return 2
 
 

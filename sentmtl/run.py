@@ -17,6 +17,7 @@ from .checkpoints import latest_checkpoint, resolve_resume_checkpoint
 from .corpus import load_sentiment_corpus, train_test_split
 from .data import build_collator, load_data_files, tokenize_dataset
 from .embed import default_max_length
+from .errors import USER_ERRORS, debug_requested, one_line
 from .hub import HubPushError, push_folder
 from .loading import is_sentmtl_checkpoint, load_model_and_tokenizer
 from .metrics import build_compute_metrics
@@ -242,14 +243,8 @@ _NEVER_SAVED = {
 }  # fmt: skip
 
 
-# Errors a user can act on (a bad value, a missing file, no network, a diverged run, a failed push): one line and a
-# non-zero exit, no traceback, unless SENTMTL_DEBUG=1 asks for one. OSError covers FileNotFoundError and
-# ConnectionError, and transformers' "cannot find this model" errors.
-USER_ERRORS = (ValueError, OSError, ImportError, NonFiniteLossError, HubPushError)
-
-
-def debug_requested() -> bool:
-    return os.environ.get("SENTMTL_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+# Errors a user can act on, a diverged run and a failed push among them: one line, no traceback (sentmtl.errors).
+RUN_ERRORS = (*USER_ERRORS, NonFiniteLossError, HubPushError)
 
 
 def main(argv=None) -> int:
@@ -257,17 +252,17 @@ def main(argv=None) -> int:
     logging.getLogger("sentmtl").setLevel(logging.INFO)  # the split's summary and other facts about the run
     try:
         model_args, data_args, training_args = parse_args(argv)
-    except USER_ERRORS as err:
+    except RUN_ERRORS as err:
         if debug_requested():
             raise
-        print(f"run_mtl.py: error: {err}", file=sys.stderr)
+        print(one_line("run_mtl.py", err), file=sys.stderr)
         return 2
     try:
         run(model_args, data_args, training_args)
-    except USER_ERRORS as err:
+    except RUN_ERRORS as err:
         if debug_requested():
             raise
-        print(f"run_mtl.py: error: {err} (SENTMTL_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(one_line("run_mtl.py", err), file=sys.stderr)
         return 1
     except RunInterrupted as err:
         print(f"run_mtl.py: {err}", file=sys.stderr)
