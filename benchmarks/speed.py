@@ -43,6 +43,10 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="Embedding passes per path (median reported).")
     parser.add_argument("--seed", type=int, default=42, help="Split and initialisation seed.")
     parser.add_argument("--skip_accuracy_check", action="store_true", help="Skip the full-run accuracy comparison.")
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda; both paths run there. Default: the GPU when there is one, else the CPU.")
+    parser.add_argument("--encoder", default=None,
+                        help="Encoder folder for both paths (default: the bundled all-MiniLM-L6-v2).")
     parser.add_argument("--output_dir", default="results/speed", help="Where speed.json and speed.png go.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one measurement in a child process
     parser.add_argument("--worker_args", default="{}", help=argparse.SUPPRESS)
@@ -62,7 +66,13 @@ def _token_lengths(tokenizer, sentences, max_length=128):
     return [len(ids) for ids in tokenizer(list(sentences), truncation=True, max_length=max_length)["input_ids"]]
 
 
-def worker_train_baseline(data_dir, seed, epochs, batch_size, output_dir):
+def _encoder_path(encoder):
+    from sentmtl.encoders import bundled_encoder_path
+
+    return encoder or str(bundled_encoder_path())
+
+
+def worker_train_baseline(data_dir, seed, epochs, batch_size, output_dir, device, encoder):
     """The docs' recipe: AutoModelForSequenceClassification + Trainer, fp32, random batches, dynamic padding."""
     import numpy as np
     from transformers import (
@@ -74,11 +84,9 @@ def worker_train_baseline(data_dir, seed, epochs, batch_size, output_dir):
         set_seed,
     )
 
-    from sentmtl.encoders import bundled_encoder_path
-
     set_seed(seed)
     splits = _splits(data_dir, seed)
-    path = str(bundled_encoder_path())
+    path = _encoder_path(encoder)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
 
@@ -89,7 +97,8 @@ def worker_train_baseline(data_dir, seed, epochs, batch_size, output_dir):
             for name, split in splits.items()}  # fmt: skip
     args = TrainingArguments(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
                              per_device_eval_batch_size=64, learning_rate=5e-5, eval_strategy="no", save_strategy="no",
-                             report_to="none", use_cpu=True, disable_tqdm=True, logging_steps=50, seed=seed)  # fmt: skip
+                             report_to="none", use_cpu=device == "cpu", disable_tqdm=True, logging_steps=50,
+                             seed=seed)  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
                       data_collator=DataCollatorWithPadding(tokenizer))  # fmt: skip
     start = time.perf_counter()
@@ -102,13 +111,14 @@ def worker_train_baseline(data_dir, seed, epochs, batch_size, output_dir):
             "samples": len(splits["train"]) * epochs}  # fmt: skip
 
 
-def worker_train_sentmtl(data_dir, seed, epochs, output_dir, extra=()):
+def worker_train_sentmtl(data_dir, seed, epochs, output_dir, device, encoder, extra=()):
     """run_mtl.py's default path, in-process (the same `run()` the CLI calls)."""
     from sentmtl.run import parse_args as run_parse_args
     from sentmtl.run import run
 
     flags = ["--data_dir", data_dir, "--output_dir", output_dir, "--seed", str(seed), "--eval_strategy", "no",
-             "--disable_tqdm", "true", "--report_to", "none", *extra]  # fmt: skip
+             "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", str(device == "cpu").lower(),
+             *(["--model_name_or_path", encoder] if encoder else []), *extra]  # fmt: skip
     if epochs is not None:  # None: run_mtl.py's default
         flags += ["--num_train_epochs", str(epochs)]
     model_args, data_args, training_args = run_parse_args(flags)
@@ -125,7 +135,7 @@ def worker_train_sentmtl(data_dir, seed, epochs, output_dir, extra=()):
             "samples": len(sentences) * epochs, "epochs": epochs}  # fmt: skip
 
 
-def worker_embed(data_dir, batch_size, repeats):
+def worker_embed(data_dir, batch_size, repeats, device, encoder):
     """sentmtl.encode (default precision) vs SentenceTransformer.encode, interleaved; plus the fp32 reference."""
     import warnings
 
@@ -135,15 +145,15 @@ def worker_embed(data_dir, batch_size, repeats):
     warnings.filterwarnings("ignore")
     import sentmtl
     from sentmtl.corpus import load_sentiment_corpus
-    from sentmtl.encoders import bundled_encoder_path
     from sentmtl.precision import fast_bf16_available
 
     sentences = list(load_sentiment_corpus(data_dir)["sentence"])
     torch.manual_seed(0)
-    model, tokenizer = sentmtl.load_model_and_tokenizer(None)
+    model, tokenizer = sentmtl.load_model_and_tokenizer(encoder)
+    model.to(device)
     from sentence_transformers import SentenceTransformer
 
-    st_model = SentenceTransformer(str(bundled_encoder_path()), device="cpu")
+    st_model = SentenceTransformer(_encoder_path(encoder), device=device)
     ours_s, st_s = [], []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -157,23 +167,30 @@ def worker_embed(data_dir, batch_size, repeats):
     cosine = (ours * reference).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(reference, axis=1)
     tokens = sum(_token_lengths(tokenizer, sentences, max_length=512))
     return {"ours_s": ours_s, "st_s": st_s, "min_cosine": float(cosine.min()), "n": len(sentences),
-            "tokens": tokens, "precision": "bf16" if fast_bf16_available() else "fp32"}  # fmt: skip
+            "tokens": tokens, "precision": "bf16" if fast_bf16_available(torch.device(device).type) else "fp32"}  # fmt: skip
 
 
-def worker_matmul():
-    """Peak dense matmul throughput, fp32 and bf16 (median of 10 timed 2048³ products after warm-up)."""
+def worker_matmul(device):
+    """Peak dense matmul throughput per precision (median of 10 timed n³ products after warm-up; n = 2048 on the
+    CPU, 8192 on a GPU, whose peak small products do not reach). fp16 on GPUs only."""
     import torch
 
-    n = 2048
+    on_gpu = device != "cpu"
+    n = 8192 if on_gpu else 2048
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, **({"fp16": torch.float16} if on_gpu else {})}
     out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for name, dtype in dtypes.items():
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
         for _ in range(3):
             a @ b
         times = []
         for _ in range(10):
+            if on_gpu:
+                torch.cuda.synchronize()
             start = time.perf_counter()
             a @ b
+            if on_gpu:
+                torch.cuda.synchronize()  # a GPU product returns before it is done
             times.append(time.perf_counter() - start)
         out[name] = 2 * n**3 / statistics.median(times) / 1e9
     return out
@@ -222,32 +239,38 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoConfig
 
-    from sentmtl.encoders import bundled_encoder_path
+    from sentmtl.precision import default_device
 
     started = time.perf_counter()
     data_dir = str(Path(args.data_dir).resolve())
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    config = AutoConfig.from_pretrained(str(bundled_encoder_path()))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+    device = args.device or default_device().type
+    encoder = str(Path(args.encoder).resolve()) if args.encoder else None
+    config = AutoConfig.from_pretrained(_encoder_path(encoder))
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
+    print(f"device: {device} ({where}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)  # fmt: skip
+    common = {"device": device, "encoder": encoder}
 
-    peak = in_child("matmul")
-    print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
+    peak = in_child("matmul", device=device)
+    peak.pop("peak_rss_mib")  # a GFLOP/s table, not a process measurement
+    print("matmul peak: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peak.items()), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         baseline = in_child("train_baseline", data_dir=data_dir, seed=args.seed, epochs=args.epochs,
-                            batch_size=args.batch_size, output_dir=f"{tmp}/baseline")  # fmt: skip
+                            batch_size=args.batch_size, output_dir=f"{tmp}/baseline", **common)  # fmt: skip
         print(f"train baseline: {baseline['samples_per_s']:.1f} samples/s", flush=True)
         ours = in_child("train_sentmtl", data_dir=data_dir, seed=args.seed, epochs=args.epochs,
-                        output_dir=f"{tmp}/sentmtl",
+                        output_dir=f"{tmp}/sentmtl", **common,
                         extra=["--per_device_train_batch_size", str(args.batch_size)])  # fmt: skip
         print(f"train sentmtl: {ours['samples_per_s']:.1f} samples/s", flush=True)
-        embed = in_child("embed", data_dir=data_dir, batch_size=args.embed_batch_size, repeats=args.repeats)
+        embed = in_child("embed", data_dir=data_dir, batch_size=args.embed_batch_size, repeats=args.repeats, **common)
         accuracy = None
         if not args.skip_accuracy_check:
-            full = in_child("train_sentmtl", data_dir=data_dir, seed=args.seed, epochs=None, output_dir=f"{tmp}/full")
+            full = in_child("train_sentmtl", data_dir=data_dir, seed=args.seed, epochs=None, output_dir=f"{tmp}/full",
+                            **common)  # fmt: skip
             plain = in_child("train_sentmtl", data_dir=data_dir, seed=args.seed, epochs=None, output_dir=f"{tmp}/fp32",
-                             extra=["--bf16", "false", "--train_sampling_strategy", "random"])  # fmt: skip
+                             extra=["--bf16", "false", "--train_sampling_strategy", "random"], **common)  # fmt: skip
             accuracy = {"default": full, "fp32_random": plain}
 
     def utilisation(samples_per_s, tokens, samples, precision, training):
@@ -280,14 +303,14 @@ def main(argv=None) -> int:
         rss_text = f"{rss:,.0f}" if rss else "–"
         acc_text = f"{acc:.4f}" if acc is not None else "–"
         print(f"| {name} | {sps:.1f} | {seconds:.1f} | {rss_text} | {acc_text} | {precision} | {util:.1%} |")
-    print(f"\nmatmul peak (2048³): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    print("\nmatmul peak: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peak.items()))
     print(f"embedding min cosine vs fp32 reference: {embed['min_cosine']:.6f}")
     if accuracy:
         print(f"full default run ({accuracy['default']['epochs']:g} epochs), Task A "
               f"accuracy (seed {args.seed}): default {accuracy['default']['accuracy']:.4f} "
               f"({accuracy['default']['train_s']:.0f} s) vs fp32 random batches {accuracy['fp32_random']['accuracy']:.4f} "
               f"({accuracy['fp32_random']['train_s']:.0f} s)")  # fmt: skip
-    summary = {"matmul_gflops": peak, "train_baseline": baseline, "train_sentmtl": ours, "embed": embed,
+    summary = {"device": device, "device_name": where, "matmul_gflops": peak, "train_baseline": baseline, "train_sentmtl": ours, "embed": embed,
                "accuracy_3_epochs": accuracy, "train_speedup": train_speedup, "embed_speedup": embed_speedup,
                "wall_s": time.perf_counter() - started}  # fmt: skip
     (output_dir / "speed.json").write_text(json.dumps(summary, indent=2))
