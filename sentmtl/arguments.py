@@ -157,8 +157,9 @@ class SentMtlTrainingArguments(TrainingArguments):
     bf16: bool | None = field(
         default=None,
         metadata={
-            "help": "bfloat16 autocast. Default: on where it is fast (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or "
-            "AMX), off elsewhere. Weights and the optimizer stay fp32."
+            "help": "bfloat16 autocast. Default: on where it was measured faster for this encoder (CPUs with AVX-512 "
+            "BF16 or AMX), off elsewhere, GPUs included (launch-bound there: see README Performance). Weights and "
+            "the optimizer stay fp32."
         },
     )
     train_sampling_strategy: str = field(

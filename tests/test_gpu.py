@@ -19,10 +19,9 @@ pytestmark = [
 SENTENCES = ["the movie was great .", "the food was awful !", "it was not bad .", "the phone is very good ."]
 
 
-def test_the_gpu_is_the_default_device_and_bf16_follows_its_capability():
+def test_the_gpu_is_the_default_device_and_auto_precision_is_fp32_there():
     assert default_device().type == "cuda"
-    native = torch.cuda.get_device_capability()[0] >= 8
-    assert fast_bf16_available("cuda") == native
+    assert not fast_bf16_available("cuda")  # measured slower for this encoder on an H100 (sentmtl/precision.py)
 
 
 def test_forward_on_the_gpu_matches_the_cpu(tiny_model, tiny_tokenizer):
@@ -47,7 +46,7 @@ def test_autocast_keeps_the_projection_and_the_norm_in_fp32(tiny_model, tiny_tok
 
 def test_encode_on_the_gpu_agrees_with_fp32_on_the_cpu(tiny_model, tiny_tokenizer):
     reference = sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, precision="fp32", device="cpu")
-    on_gpu = sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, device="cuda")  # auto: bf16 where native
+    on_gpu = sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, device="cuda", precision="bf16")
     assert next(tiny_model.parameters()).device.type == "cuda"
     cosine = (reference * on_gpu).sum(1)
     assert cosine.min() >= 0.999
