@@ -6,8 +6,6 @@ import threading
 
 from transformers import TrainerCallback
 
-import torch
-
 from .trainer import all_processes_agree, unwrap
 
 logger = logging.getLogger(__name__)
@@ -94,7 +92,7 @@ class InterruptCallback(TrainerCallback):
             self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
 
     def on_step_end(self, args, state, control, **kwargs):
-        if not all_processes_agree(torch.tensor(self.received is None, device=args.device)):
+        if not all_processes_agree(self.received is None, device=args.device):
             control.should_save = True
             control.should_training_stop = True
 

@@ -107,17 +107,21 @@ class SentMtlTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `sources` is a label for per-domain metrics only; the model does not take it.
         inputs = {key: value for key, value in inputs.items() if key != "sources"}
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        loss = result[0] if return_outputs else result
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
         # A NaN / inf loss poisons every weight at the next optimizer step, silently: stop before that step, so
-        # the model in memory and every checkpoint on disk are still good ones.
-        if model.training and not all_processes_agree(torch.isfinite(loss.detach()).all()):
+        # the model in memory and every checkpoint on disk are still good ones. Checked after the backward pass,
+        # where the Trainer reads the loss anyway (its NaN filter): checking between forward and backward would
+        # stall a GPU at every step while the CPU waits to queue the backward kernels.
+        if not all_processes_agree(torch.isfinite(loss).all()):
             raise NonFiniteLossError(
                 f"training stopped at step {self.state.global_step + 1} of {self.state.max_steps} "
-                f"(epoch {self.state.epoch or 0:.2f}): the loss is {loss.detach().float().item()}. No update was applied "
+                f"(epoch {self.state.epoch or 0:.2f}): the loss is {loss.float().item()}. No update was applied "
                 "with it. Lower the learning rates, or use --bf16 instead of --fp16."
             )
-        return result
+        return loss
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
@@ -135,10 +139,12 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
-def all_processes_agree(flag: torch.Tensor) -> bool:
-    """`flag` (a boolean scalar) on this process AND on every other one. Under several processes each must take
-    the same decision at the same step, or the ones that go on wait forever for the ones that stopped."""
+def all_processes_agree(flag: torch.Tensor | bool, device=None) -> bool:
+    """`flag` (a boolean, or a boolean scalar tensor) on this process AND on every other one. Under several processes
+    each must take the same decision at the same step, or the ones that go on wait forever for the ones that
+    stopped. In one process this is `bool(flag)`: no tensor is made for a plain bool."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.as_tensor(flag, device=device if not isinstance(flag, torch.Tensor) else flag.device)
         flag = flag.to(torch.int32)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
     return bool(flag)
