@@ -12,6 +12,7 @@ from .checkpoints import latest_checkpoint
 from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, SentMtlConfig
 from .corpus import LABEL_NAMES, SOURCES
 from .precision import fast_bf16_available, has_accelerator
+from .sampler import STRATEGIES
 
 DEFAULT_TEST_SIZE = 0.2
 
@@ -20,7 +21,7 @@ def launched_processes() -> int:
     """How many processes this run was launched with (`accelerate launch` / torchrun set WORLD_SIZE)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
-FREEZE_CHOICES = ("none", "all", "backbone", "classification_head", "sentiment_head")
+FREEZE_CHOICES = ("none", "all", "backbone", "<task>_head")
 
 
 @dataclass
@@ -42,6 +43,19 @@ class ModelArguments:
     )
     classification_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task A loss."})
     sentiment_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task B loss."})
+    distillation_weight: float = field(
+        default=10.0,
+        metadata={
+            "help": "Weight of the `distillation` task the seed's run adds: MSE between each batch's embedding cosine "
+            "matrix and the starting encoder's (computed once before training), so that fine-tuning on a small "
+            "labelled set keeps general sentence similarity. 0 turns it off (the seed's two tasks alone)."
+        },
+    )
+    head_logit_scale: float = field(
+        default=20.0,
+        metadata={"help": "Initial learnable scale of the heads' logits (they read a unit-norm embedding, whose logits "
+                          "are otherwise bounded by ~2). 0: no scale, as models before it had."},
+    )
     allow_pickle_weights: bool = field(
         default=False,
         metadata={"help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."},
@@ -50,12 +64,14 @@ class ModelArguments:
     def __post_init__(self):
         # The config owns the rules: building one checks every value before any model loads.
         SentMtlConfig(**self.config_overrides())
+        for name in ("classification_loss_weight", "sentiment_loss_weight", "distillation_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name} {getattr(self, name)} must be >= 0.")
 
     def config_overrides(self) -> dict:
         """The `SentMtlConfig` fields these arguments set (for a fresh model)."""
-        names = ("pooling", "embedding_size", "normalize", "dropout", "loss_weighting",
-                 "classification_loss_weight", "sentiment_loss_weight")  # fmt: skip
-        return {name: getattr(self, name) for name in names}
+        names = ("pooling", "embedding_size", "normalize", "dropout", "loss_weighting")
+        return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
 
 
 @dataclass
@@ -97,6 +113,13 @@ class DataArguments:
     skip_bad_lines: bool = field(
         default=False, metadata={"help": "Skip unreadable corpus lines (with a report) instead of stopping at the first."}
     )
+    sts_eval_file: str | None = field(
+        default=None,
+        metadata={"help": "Also measure the trained embedding on these STS-B pairs (e.g. sts-dev.csv): Spearman × 100 "
+                          "of the pair cosines, eval_stsb_spearman. make run passes ../shared's when it is there."},
+    )
+    # The run file's `tasks:` (RunTask objects), set by parse_args; not a command-line flag.
+    tasks: list | None = field(default=None, init=False)
 
     def __post_init__(self):
         unknown = [source for source in self.sources or () if source not in SOURCES]
@@ -127,6 +150,26 @@ class DataArguments:
             # It would otherwise be ignored: with both files given there is no split to take a subset from.
             raise ValueError("--max_samples subsets the data before the train/test split; with --validation_file "
                              "there is no split, so trim your files instead.")
+
+    def set_tasks(self, tasks, model_args, where: str) -> None:
+        """The run file's `tasks:` list; the flags that shape the seed's two tasks would be ignored, so they are
+        refused."""
+        from .task_data import RunTask
+        from .tasks import check_unique_names
+
+        if not isinstance(tasks, list) or not tasks:
+            raise ValueError(f"{where}: `tasks` must be a non-empty list of task mappings.")
+        self.tasks = [RunTask.from_dict(task, f"{where}: tasks[{i}]") for i, task in enumerate(tasks)]
+        check_unique_names([task.spec for task in self.tasks])
+        ignored = [name for name in ("train_file", "validation_file") if getattr(self, name)]
+        ignored += [name for name, default in (("class_names", list(LABEL_NAMES)), ("label_column", "label"),
+                                               ("score_column", "score"), ("text_column", "sentence"))
+                    if getattr(self, name) != default]  # fmt: skip
+        ignored += [name for name, default in (("classification_loss_weight", 1.0), ("sentiment_loss_weight", 1.0))
+                    if getattr(model_args, name) != default]  # fmt: skip
+        if ignored:
+            raise ValueError(f"{where}: with `tasks:` each task names its own data, labels and weight; "
+                             f"--{', --'.join(ignored)} would be ignored. Move them into the tasks.")  # fmt: skip
 
     @property
     def split_test_size(self) -> float:
@@ -180,6 +223,14 @@ class SentMtlTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Replace a trained model already in --output_dir (otherwise that is an error)."},
     )
+    task_sampling: str = field(
+        default="proportional",
+        metadata={"help": f"Which source the next batch comes from when tasks have their own data: "
+                          f"{', '.join(STRATEGIES)} (see sentmtl/sampler.py)."},
+    )
+    task_sampling_temperature: float = field(
+        default=2.0, metadata={"help": "T of --task_sampling temperature: a source is drawn ∝ size^(1/T)."}
+    )
     hub_strategy: HubStrategy | str = field(
         default="end",
         metadata={"help": "sentmtl pushes once, after the final local save (--push_to_hub): only `end` is supported."},
@@ -213,7 +264,10 @@ class SentMtlTrainingArguments(TrainingArguments):
         default=1.0,
         metadata={"help": "LLRD: encoder layer k of L trains at backbone LR × decay^(L-k), embeddings lowest. 1.0 = off."},
     )
-    freeze: str = field(default="none", metadata={"help": f"What to freeze: {', '.join(FREEZE_CHOICES)}."})
+    freeze: str = field(
+        default="none",
+        metadata={"help": f"What to freeze: {', '.join(FREEZE_CHOICES)} (a task's head, e.g. classification_head)."},
+    )
     freeze_backbone: bool = field(default=False, metadata={"help": "Shorthand for --freeze backbone."})
     freeze_backbone_layers: int = field(
         default=0, metadata={"help": "Freeze the embeddings and the lowest K encoder layers; train the rest."}
@@ -227,8 +281,13 @@ class SentMtlTrainingArguments(TrainingArguments):
             if self.freeze not in ("none", "backbone"):
                 raise ValueError(f"--freeze_backbone conflicts with --freeze {self.freeze}.")
             self.freeze = "backbone"
-        if self.freeze not in FREEZE_CHOICES:
+        if self.freeze not in FREEZE_CHOICES[:3] and not self.freeze.endswith("_head"):
             raise ValueError(f"--freeze {self.freeze!r} is not supported; choose one of {', '.join(FREEZE_CHOICES)}.")
+        if self.task_sampling not in STRATEGIES:
+            raise ValueError(f"--task_sampling {self.task_sampling!r} is not supported; choose one of "
+                             f"{', '.join(STRATEGIES)}.")  # fmt: skip
+        if not self.task_sampling_temperature > 0:
+            raise ValueError(f"--task_sampling_temperature {self.task_sampling_temperature} must be > 0.")
         for name in ("backbone_learning_rate", "shared_learning_rate", "head_learning_rate"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -5,13 +5,15 @@ from typing import ClassVar
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .tasks import TaskSpec, check_unique_names, default_tasks
+
 POOLING_MODES = ("mean", "cls", "pooler")
 LOSS_WEIGHTINGS = ("static", "uncertainty")
 
 
 class SentMtlConfig(PretrainedConfig):
     r"""
-    Configuration of [`SentMtlModel`]: encoder → pooling → shared projection (→ L2 normalisation) → two heads.
+    Configuration of [`SentMtlModel`]: encoder → pooling → shared projection (→ L2 normalisation) → one head per task.
 
     Args:
         encoder_config (`PretrainedConfig` or `dict`):
@@ -27,6 +29,16 @@ class SentMtlConfig(PretrainedConfig):
             L2-normalise the embeddings (the seed's `F.normalize`), so that cosine similarity is a dot product.
         dropout (`float`, defaults to 0.1):
             Dropout on the embeddings before the two heads (training only; embeddings themselves are unaffected).
+        tasks (`list[dict]`, *optional*):
+            The model's tasks (`sentmtl.tasks.TaskSpec` as dicts: name, type, labels, loss, loss_weight,
+            label_smoothing); one head per classification / multilabel / score / regression task. Unset: the seed's
+            two tasks, `classification` (classes from `id2label`) and `sentiment` (a score in [0, 1]), weighted by
+            the two `*_loss_weight` fields below — which is how configs saved before tasks existed load.
+        head_logit_scale (`float`, *optional*):
+            Each logit-producing head multiplies its output by a learnable scale initialised to this value. The
+            heads read the unit-norm embedding, so without it their logits are bounded by the weight norms (~2):
+            the cross-entropy never lets go of correct examples and pulls the whole embedding apart along the
+            sentiment axis. Unset (configs saved before it existed): no scale.
         loss_weighting (`str`, defaults to `"static"`):
             `static`: `classification_loss_weight * L_A + sentiment_loss_weight * L_B` (1.0 / 1.0 is the seed's
             plain sum). `uncertainty`: learned homoscedastic weighting (Kendall, Gal & Cipolla, CVPR 2018),
@@ -64,13 +76,47 @@ class SentMtlConfig(PretrainedConfig):
     classification_loss_weight: float = 1.0
     sentiment_loss_weight: float = 1.0
     classification_label_smoothing: float = 0.0
+    tasks: list | None = None
+    head_logit_scale: float | None = None
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and "num_labels" not in kwargs:
             self.id2label = {0: "negative", 1: "positive"}
             self.label2id = {"negative": 0, "positive": 1}
         super().__post_init__(**kwargs)
+        if self.tasks is not None:
+            specs = [TaskSpec.from_dict(dict(task), f"tasks[{i}]") if not isinstance(task, TaskSpec) else task
+                     for i, task in enumerate(self.tasks)]  # fmt: skip
+            check_unique_names(specs)
+            self.tasks = [spec.to_dict() for spec in specs]
+            first = next((spec for spec in specs if spec.type == "classification"), None)
+            if first is not None:
+                # `id2label` is the first classification task's: what pipeline("text-classification") and the
+                # Hub widget show.
+                self.id2label = first.id2label
+                self.label2id = {label: i for i, label in first.id2label.items()}
         self._validate_choices()
+
+    @property
+    def task_specs(self) -> list[TaskSpec]:
+        """The tasks, as `TaskSpec`s (the seed's two when `tasks` is unset)."""
+        if self.tasks is None:
+            return default_tasks([self.id2label[i] for i in range(self.num_labels)], self.classification_loss_weight,
+                                 self.sentiment_loss_weight, self.classification_label_smoothing)  # fmt: skip
+        return [TaskSpec(**task) for task in self.tasks]
+
+    def task(self, name: str) -> TaskSpec:
+        for spec in self.task_specs:
+            if spec.name == name:
+                return spec
+        raise ValueError(f"no task {name!r}; the model's tasks are {', '.join(t.name for t in self.task_specs)}.")
+
+    def set_label_smoothing(self, epsilon: float) -> None:
+        """Label smoothing of every classification task (`--label_smoothing_factor`)."""
+        self.classification_label_smoothing = epsilon
+        if self.tasks is not None:
+            self.tasks = [{**task, "label_smoothing": epsilon if task["type"] == "classification" else 0.0}
+                          for task in self.tasks]  # fmt: skip
 
     def _validate_choices(self):
         if self.pooling not in POOLING_MODES:
@@ -92,6 +138,8 @@ class SentMtlConfig(PretrainedConfig):
             )
         if self.num_labels < 2:
             raise ValueError(f"num_labels={self.num_labels!r} must be >= 2 (Task A is a classification).")
+        if self.head_logit_scale is not None and not self.head_logit_scale > 0:
+            raise ValueError(f"head_logit_scale={self.head_logit_scale!r} must be > 0 (or unset: no scale).")
         if self.pooling == "pooler" and self.encoder_config.model_type not in _ENCODERS_WITH_POOLER:
             raise ValueError(
                 f"pooling='pooler' needs an encoder with a pooler layer ({', '.join(_ENCODERS_WITH_POOLER)}); "

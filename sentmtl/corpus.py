@@ -267,18 +267,22 @@ def near_duplicate_key(sentence: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", sentence.casefold()).split())
 
 
-def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: int = 42, max_samples: int | None = None):
+def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: int = 42, max_samples: int | None = None,
+                     text_column: str = "sentence", label_column: str | None = "label"):  # fmt: skip
     """A leak-free, stratified `DatasetDict(train, test)`.
 
     Every group of near-duplicates (`near_duplicate_key`: the corpus's 3,000 rows are 2,972 such groups) lands on
     one side; the test share is spread over labels first and then, within each label, over sources, so proportions
     match to within one example. `max_samples` first takes a stratified subset of that many groups (the seed's
-    1,000-sentence runs). Same seed → same split.
+    1,000-sentence runs). Same seed → same split. `label_column=None` (or a dataset without it): not stratified by
+    label.
     """
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size={test_size!r} must be between 0 and 1 (exclusive).")
     rng = np.random.default_rng(seed)
-    sentences, labels = list(dataset["sentence"]), list(dataset["label"])
+    sentences = list(dataset[text_column])
+    has_labels = label_column is not None and label_column in dataset.column_names
+    labels = list(dataset[label_column]) if has_labels else [0] * len(sentences)
     sources = list(dataset["source"]) if "source" in dataset.column_names else [0] * len(sentences)
 
     rows_of = defaultdict(list)  # near-duplicate key → its row indices, in corpus order

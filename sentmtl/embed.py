@@ -33,6 +33,7 @@ def encode(
     device: str | torch.device | None = None,
     precision: str = "auto",
     truncated: list[int] | None = None,
+    pooled: bool = False,
 ) -> np.ndarray:
     """Embed `sentences` with a `SentMtlModel` (or a path to one); returns float32 `[n, embedding_size]` in input order.
 
@@ -40,7 +41,8 @@ def encode(
     `device`: where to run (default: where the model already is; a model given as a path goes to the GPU when there
     is one). `precision`: `fp32`, `bf16` (autocast; weights stay fp32) or `auto` — bf16 where the device runs it fast
     (CUDA GPUs with native bf16, CPUs with AVX-512 BF16 / AMX), else fp32. bf16 embeddings keep a cosine similarity of
-    about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). Sentences longer than `max_length` tokens
+    about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). `pooled=True` returns the encoder's pooled
+    vectors `[n, hidden]` before the projection (distillation targets). Sentences longer than `max_length` tokens
     (default: the encoder's limit) are truncated: their indices are appended to `truncated` when given, else logged.
     """
     if precision not in PRECISIONS:
@@ -54,8 +56,9 @@ def encode(
     if isinstance(sentences, str):
         sentences = [sentences]
     sentences = list(sentences)
+    width = model.config.hidden_size if pooled else model.config.embedding_size
     if not sentences:
-        return np.zeros((0, model.config.embedding_size), dtype=np.float32)
+        return np.zeros((0, width), dtype=np.float32)
     if device is not None:
         model.to(device)
     was_training = model.training
@@ -77,7 +80,8 @@ def encode(
     order = np.argsort([-len(ids) for ids in tokenized], kind="stable")
     if show_progress_bar is None:
         show_progress_bar = len(sentences) > 10 * batch_size
-    out = np.empty((len(sentences), model.config.embedding_size), dtype=np.float32)
+    out = np.empty((len(sentences), width), dtype=np.float32)
+    forward = model.pool if pooled else model.embed
     target = next(model.parameters()).device
     # The precision follows the device the model is on, not the best device this machine has.
     use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16_available(target.type))
@@ -87,7 +91,7 @@ def encode(
         batch = tokenizer.pad({"input_ids": [tokenized[i] for i in index]}, return_tensors="pt")
         batch = {key: value.to(target) for key, value in batch.items()}
         with autocast:
-            embeddings = model.embed(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+            embeddings = forward(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         out[index] = embeddings.float().cpu().numpy()
     model.train(was_training)
     return out

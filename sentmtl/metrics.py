@@ -1,6 +1,7 @@
-"""Offline metrics for both tasks (no Hub fetch: scikit-learn), overall and per source domain."""
+"""Offline metrics per task type (scikit-learn and scipy, no Hub fetch), overall and per source domain."""
 
 import numpy as np
+from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -14,73 +15,111 @@ from sklearn.metrics import (
 from transformers import EvalPrediction
 
 from .corpus import LABEL_NAMES, SOURCES
+from .tasks import TaskSpec
 
 
-def build_compute_metrics(class_names=LABEL_NAMES):
-    """`compute_metrics(EvalPrediction) -> dict` for a Task A with these class names (in id order)."""
-    num_classes = len(class_names)
-
-    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        """`predictions` is `(logits, sentiment_scores)`; `label_ids` is `(labels, scores, sources)` (sources may
-        be missing, or -1 for rows without one)."""
-        logits, sentiment_scores = prediction.predictions[:2]
-        label_ids = prediction.label_ids
-        labels, scores = np.asarray(label_ids[0]), np.asarray(label_ids[1], dtype=np.float64)
-        sources = np.asarray(label_ids[2]) if len(label_ids) > 2 else np.full(len(labels), -1)
-        predicted = np.asarray(logits).argmax(axis=-1)
-        sentiment_scores = np.asarray(sentiment_scores, dtype=np.float64).reshape(-1)
-        task_b = task_b_metrics(scores, sentiment_scores, predicted if num_classes == 2 else None)
-        return {**task_a_metrics(labels, predicted, sources, num_classes), **task_b}
-
-    return compute_metrics
+def task_metrics(task: TaskSpec, outputs, targets, domains=None) -> dict[str, float]:
+    """The metrics of one task, unprefixed (`accuracy`, `mse`, `spearman`, …); the caller names them
+    `eval_<task>_<metric>`. `outputs`: the head's output (classification / multilabel logits, the score's logit,
+    the regression value), the pair cosines (similarity), or `(student, teacher)` embeddings (distillation)."""
+    if task.type == "classification":
+        return classification_metrics(np.asarray(targets), np.asarray(outputs).argmax(-1), len(task.labels), domains)
+    if task.type == "multilabel":
+        return multilabel_metrics(np.asarray(targets), np.asarray(outputs) > 0)
+    if task.type == "score":
+        return score_metrics(np.asarray(targets, dtype=np.float64), 1 / (1 + np.exp(-np.asarray(outputs, np.float64))))
+    if task.type == "regression":
+        return regression_metrics(np.asarray(targets, dtype=np.float64), np.asarray(outputs, dtype=np.float64))
+    if task.type == "similarity":
+        return correlation_metrics(np.asarray(targets, dtype=np.float64), np.asarray(outputs, dtype=np.float64))
+    return distillation_metrics(*outputs)
 
 
-# The seed's binary task: the default `compute_metrics`.
-compute_metrics = build_compute_metrics()
-
-
-def task_a_metrics(labels, predicted, sources=None, num_classes: int = 2) -> dict[str, float]:
-    """Accuracy; precision / recall / F1 of the positive class (id 1) for two classes, macro-averaged for more;
-    macro F1 always; the K×K confusion matrix as `confusion_<true id>_<predicted id>`."""
+def classification_metrics(labels, predicted, num_classes: int = 2, domains=None) -> dict[str, float]:
+    """Accuracy; precision / recall / F1 of the positive class (id 1) with two classes, macro-averaged with more;
+    macro and micro F1; the K×K confusion matrix as `confusion_<true id>_<predicted id>`; accuracy per domain."""
+    ids = list(range(num_classes))
     average = {"average": "binary", "pos_label": 1} if num_classes == 2 else {"average": "macro"}
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predicted, labels=list(range(num_classes)), zero_division=0, **average
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=ids, zero_division=0, **average)
     out = {
         "accuracy": float(accuracy_score(labels, predicted)),
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
-        "macro_f1": float(f1_score(labels, predicted, labels=list(range(num_classes)), average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(labels, predicted, labels=ids, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(labels, predicted, labels=ids, average="micro", zero_division=0)),
     }
-    cells = confusion_matrix(labels, predicted, labels=list(range(num_classes)))
-    out.update({f"confusion_{i}_{j}": int(cells[i, j]) for i in range(num_classes) for j in range(num_classes)})
-    if sources is not None:
+    cells = confusion_matrix(labels, predicted, labels=ids)
+    out.update({f"confusion_{i}_{j}": int(cells[i, j]) for i in ids for j in ids})
+    if domains is not None:
+        domains = np.asarray(domains)
         for index, source in enumerate(SOURCES):
-            mask = sources == index
+            mask = domains == index
             if mask.any():
                 out[f"accuracy_{source}"] = float(accuracy_score(labels[mask], predicted[mask]))
     return out
 
 
-def confusion_cells(metrics: dict, num_classes: int, prefix: str = "eval_") -> list[list[int]]:
-    """The K×K confusion matrix back from the flat `confusion_<i>_<j>` metrics (rows: true class)."""
+def confusion_cells(metrics: dict, num_classes: int, prefix: str) -> list[list[int]]:
+    """The K×K confusion matrix back from the flat `<prefix>confusion_<i>_<j>` metrics (rows: true class)."""
     return [[metrics[f"{prefix}confusion_{i}_{j}"] for j in range(num_classes)] for i in range(num_classes)]
 
 
-def task_b_metrics(targets, predicted_scores, task_a_predicted=None) -> dict[str, float]:
-    """Regression and calibration metrics of the score; `task_a_predicted` (binary Task A only) adds agreement."""
-    binary_targets = (targets >= 0.5).astype(int)
-    binary_scores = (predicted_scores > 0.5).astype(int)
-    out = {
-        "sentiment_mse": float(mean_squared_error(targets, predicted_scores)),
-        "sentiment_mae": float(mean_absolute_error(targets, predicted_scores)),
-        "sentiment_accuracy": float(accuracy_score(binary_targets, binary_scores)),
+def multilabel_metrics(targets, predicted) -> dict[str, float]:
+    targets, predicted = targets.astype(int), predicted.astype(int)
+    return {
+        "micro_f1": float(f1_score(targets, predicted, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(targets, predicted, average="macro", zero_division=0)),
+        "subset_accuracy": float((targets == predicted).all(axis=1).mean()),
     }
-    if task_a_predicted is not None:
-        # How often Task B's `score > 0.5` and Task A's class say the same thing.
-        out["sentiment_agreement"] = float(np.mean(binary_scores == task_a_predicted))
+
+
+def correlation_metrics(targets, predicted) -> dict[str, float]:
+    if len(targets) < 2 or np.std(targets) == 0 or np.std(predicted) == 0:
+        return {}
+    return {"spearman": float(spearmanr(targets, predicted).statistic), "pearson": float(pearsonr(targets, predicted).statistic)}
+
+
+def regression_metrics(targets, predicted) -> dict[str, float]:
+    return {"mse": float(mean_squared_error(targets, predicted)), "mae": float(mean_absolute_error(targets, predicted)),
+            **correlation_metrics(targets, predicted)}  # fmt: skip
+
+
+def score_metrics(targets, predicted) -> dict[str, float]:
+    """A score in [0, 1]: regression metrics, accuracy of `score > 0.5`, and ROC-AUC / Brier when targets are binary."""
+    out = regression_metrics(targets, predicted)
+    binary_targets = (targets >= 0.5).astype(int)
+    out["accuracy"] = float(accuracy_score(binary_targets, (predicted > 0.5).astype(int)))
     if len(np.unique(binary_targets)) == 2:
-        out["sentiment_roc_auc"] = float(roc_auc_score(binary_targets, predicted_scores))
-        out["sentiment_brier"] = float(brier_score_loss(binary_targets, predicted_scores))
+        out["roc_auc"] = float(roc_auc_score(binary_targets, predicted))
+        out["brier"] = float(brier_score_loss(binary_targets, predicted))
     return out
+
+
+def distillation_metrics(student, teacher, max_sentences: int = 500) -> dict[str, float]:
+    """How well the embedding keeps the starting encoder's similarity structure: Spearman between the two pairwise
+    cosine matrices (upper triangles) over the first `max_sentences` sentences."""
+    s, t = np.asarray(student[:max_sentences], np.float64), np.asarray(teacher[:max_sentences], np.float64)
+    s /= np.linalg.norm(s, axis=1, keepdims=True).clip(1e-12)
+    t /= np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
+    upper = np.triu_indices(len(s), k=1)
+    return {"structure_spearman": float(spearmanr((s @ s.T)[upper], (t @ t.T)[upper]).statistic)} if len(s) > 2 else {}
+
+
+def build_compute_metrics(class_names=LABEL_NAMES):
+    """For the plain `Trainer` path (`predictions = (logits, sentiment_scores)`, `label_ids = (labels, scores,
+    sources?)`): the seed's two tasks, keys as a run writes them (`classification_*`, `sentiment_*`)."""
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits, sentiment_scores = prediction.predictions[:2]
+        label_ids = prediction.label_ids
+        labels, scores = np.asarray(label_ids[0]), np.asarray(label_ids[1], dtype=np.float64)
+        domains = np.asarray(label_ids[2]) if len(label_ids) > 2 else None
+        a = classification_metrics(labels, np.asarray(logits).argmax(-1), len(class_names), domains)
+        b = score_metrics(scores, np.asarray(sentiment_scores, dtype=np.float64).reshape(-1))
+        return {**{f"classification_{k}": v for k, v in a.items()}, **{f"sentiment_{k}": v for k, v in b.items()}}
+
+    return compute_metrics
+
+
+compute_metrics = build_compute_metrics()

@@ -22,7 +22,9 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
     """
     encoder = config.encoder_name_or_path or "(unknown encoder)"
     encoder_on_hub = encoder == DEFAULT_ENCODER_NAME or ("/" in encoder and not encoder.startswith(("/", ".")))
-    on_uci = not run_config.get("train_file")
+    tasks = config.task_specs
+    run_tasks = {task["name"]: task for task in run_config.get("tasks") or []}
+    on_uci = not run_config.get("train_file") and (not run_tasks or any(t.get("data", "uci") == "uci" for t in run_tasks.values()))
     name = repo_id or "path/to/this/model"
     header = ["---", "library_name: transformers", "pipeline_tag: feature-extraction",
               "tags: [sentmtl, sentence-embeddings, sentiment-analysis, multi-task]"]  # fmt: skip
@@ -34,20 +36,23 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
 
     hidden = config.encoder_config.hidden_size
     test_size = run_config.get("test_size") or DEFAULT_TEST_SIZE
-    class_names = [config.id2label[i] for i in range(config.num_labels)]
+    head_lines = [f"    ├─ {t.name}_head Linear({config.embedding_size} → {t.head_size})  {_task_description(t)}"
+                  for t in tasks if t.has_head]  # fmt: skip
+    head_lines += [f"    ├─ {t.name}: {_task_description(t)}" for t in tasks if not t.has_head]
+    if head_lines:
+        head_lines[-1] = head_lines[-1].replace("├─", "└─", 1)
     lines = [
         *header, "",
         f"# {repo_id.split('/')[-1] if repo_id else 'sentmtl multi-task sentence transformer'}", "",
         f"A multi-task sentence transformer fine-tuned with sentmtl from `{encoder}`. "
-        f"One forward pass gives a unit-length sentence embedding, a class among {' / '.join(class_names)} "
-        "(Task A) and a sentiment score in [0, 1] (Task B).", "",
+        f"One forward pass gives a unit-length sentence embedding and the outputs of its tasks: "
+        f"{'; '.join(f'`{t.name}` ({_task_description(t)})' for t in tasks)}.", "",
         "## Architecture", "",
         "```",
         f"encoder ({config.encoder_config.model_type}, {config.encoder_config.num_hidden_layers} layers, hidden {hidden})"
         f" → {config.pooling} pooling → shared_projection Linear({hidden} → {config.embedding_size})"
         f"{' → L2 normalise' if config.normalize else ''}",
-        f"    ├─ classification_head Linear({config.embedding_size} → {config.num_labels})  Task A ({', '.join(class_names)}), cross-entropy",
-        f"    └─ sentiment_head Linear({config.embedding_size} → 1) → sigmoid          Task B, binary cross-entropy",
+        *head_lines,
         f"loss = {_loss_description(config)}",
         "```", "",
         "## Training data", "",
@@ -61,9 +66,13 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
             + (f", a stratified subset of {run_config['max_samples']} sentences." if run_config.get("max_samples") else "."),
             "", f"License: {corpus._LICENSE} ({corpus._HOMEPAGE}).", "", "```bibtex", corpus._CITATION.strip(), "```", "",
         ]  # fmt: skip
-    else:
+    if run_config.get("train_file"):
         files = ", ".join(f"`{run_config[k]}`" for k in ("train_file", "validation_file") if run_config.get(k))
         lines += [f"The user's own data: {files}.", ""]
+    for name, task in run_tasks.items():
+        if task.get("data", "uci") != "uci":
+            lines += [f"Task `{name}`: `{task['data']}`" + (" (STS Benchmark, Cer et al. 2017; scores CC BY-SA 4.0)."
+                                                             if isinstance(task["data"], dict) and "stsb" in task["data"] else "."), ""]  # fmt: skip
 
     lines += ["## Training configuration", "", "| argument | value |", "| --- | --- |"]
     lines += [f"| `{key}` | {_shown(key, run_config[key])} |" for key in _CARD_TRAINING_KEYS if key in run_config]
@@ -75,13 +84,13 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         if "train_runtime" in train_metrics:
             lines.append(f"| training time | {train_metrics['train_runtime']:.0f} s |")
     lines += ["", "## Evaluation", ""]
-    rows = metric_rows(eval_metrics)
-    if rows:
-        count = eval_metrics.get("eval_samples")
-        lines += [f"On the held-out split{f' ({count} sentences)' if count else ''}:", "", "| metric | value |",
-                  "| --- | --- |", *[f"| {label} | {value:.4f} |" for label, value in rows], ""]  # fmt: skip
-    else:
+    rows = metric_rows(eval_metrics, tasks)
+    if not rows:
         lines += ["No evaluation was run.", ""]
+    for section in dict.fromkeys(task for task, _, _ in rows):
+        title = "All tasks" if section == "all" else f"Task `{section}`"
+        lines += [f"### {title}", "", "| metric | value |", "| --- | --- |",
+                  *[f"| {name} | {value:.4f} |" for task, name, value in rows if task == section], ""]  # fmt: skip
 
     lines += [
         "## Intended use and limits", "",
@@ -107,8 +116,14 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         'batch = tokenizer(["I loved it."], padding=True, return_tensors="pt")',
         "with torch.no_grad():",
         "    out = model(**batch)",
-        "out.embeddings, out.logits.softmax(-1), out.sentiment_scores",
+        "out.embeddings, out.task_logits  # every task's output, by name",
         "```", "",
+        *([f"The first classification task (`{next(t.name for t in tasks if t.type == 'classification')}`) as a "
+           "text-classification pipeline (the Hub widget's client):", "",
+           "```python",
+           "from transformers import pipeline",
+           f'pipeline("text-classification", model="{name}", trust_remote_code=True)("I loved it.")',
+           "```", ""] if any(t.type == "classification" for t in tasks) else []),
         "From the command line, and as a sentence-transformers model:", "",
         "```bash",
         f'python run_embed.py --model_name_or_path {name} "I loved it." "Never again."',
@@ -122,10 +137,24 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
     return "\n".join(lines)
 
 
+def _task_description(task) -> str:
+    if task.type == "classification":
+        return f"classification over {', '.join(task.labels)}; {task.loss}"
+    if task.type == "multilabel":
+        return f"multi-label over {', '.join(task.labels)}; {task.loss}"
+    if task.type == "score":
+        return f"a score in [0, 1]; {task.loss}"
+    if task.type == "similarity":
+        return f"sentence-pair similarity through the embedding's cosine; {task.loss}"
+    if task.type == "distillation":
+        return f"keeps the starting encoder's similarity structure; {task.loss}"
+    return f"{task.type}; {task.loss}"
+
+
 def _loss_description(config) -> str:
     if config.loss_weighting == "uncertainty":
         return "uncertainty-weighted sum of the task losses (learned, Kendall et al. 2018)"
-    return f"{config.classification_loss_weight:g} × Task A + {config.sentiment_loss_weight:g} × Task B"
+    return " + ".join(f"{task.loss_weight:g} × {task.name}" for task in config.task_specs)
 
 
 def _shown(key: str, value) -> str:

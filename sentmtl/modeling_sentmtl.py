@@ -1,8 +1,9 @@
-"""`SentMtlModel`: a pretrained encoder turned into a two-task sentence transformer.
+"""`SentMtlModel`: a pretrained encoder turned into a multi-task sentence transformer.
 
     encoder ─> pooling ─> shared_projection (hidden → embedding_size) ─> L2 normalise ─> embeddings
-                                                      ├─ classification_head ─> logits (Task A, cross-entropy)
-                                                      └─ sentiment_head      ─> score logit (Task B, BCE-with-logits)
+                                                      ├─ <task>_head per classification / multilabel / score / regression
+                                                      │    task (the seed's: classification_head, sentiment_head)
+                                                      └─ similarity and distillation tasks train the embeddings directly
 """
 
 from dataclasses import dataclass
@@ -10,10 +11,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_sentmtl import POOLING_MODES, SentMtlConfig
+from .losses import (
+    classification_loss,
+    cosent_loss,
+    cosine_distillation_loss,
+    cosine_mse_loss,
+    multilabel_loss,
+    pair_cosines,
+    regression_loss,
+    relational_distillation_loss,
+    score_loss,
+)
+from .tasks import TaskSpec
 
 
 class Pooling(nn.Module):
@@ -51,35 +65,58 @@ class SentMtlPreTrainedModel(PreTrainedModel):
         # The encoder is a `PreTrainedModel` of its own and initialises itself; this covers the heads.
         super()._init_weights(module)
         if isinstance(module, SentMtlModel) and module.loss_log_variances is not None:
-            nn.init.zeros_(module.loss_log_variances)  # s_i = 0: both tasks start at weight exp(0) = 1, the plain sum
+            nn.init.zeros_(module.loss_log_variances)  # s_i = 0: every task starts at weight exp(0) = 1, the plain sum
+        if isinstance(module, TaskHead) and module.logit_scale is not None:
+            nn.init.constant_(module.logit_scale, self.config.head_logit_scale)
+
+
+class TaskHead(nn.Linear):
+    """A task's head: a linear layer on the embedding, its output times a learnable logit scale when the config
+    has one (`head_logit_scale`). A `Linear` subclass, so checkpoints keep the keys `<task>_head.weight` / `.bias`."""
+
+    def __init__(self, in_features: int, out_features: int, logit_scale: float | None):
+        super().__init__(in_features, out_features)
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale))) if logit_scale is not None else None
+
+    def forward(self, features):
+        out = super().forward(features)
+        return out * self.logit_scale if self.logit_scale is not None else out
 
 
 @dataclass
 class SentMtlOutput(ModelOutput):
     r"""
-    loss (`torch.FloatTensor` of shape `()`, returned when `labels` or `scores` are given):
-        The combined loss: the weighted sum of the task losses given (see `SentMtlConfig.loss_weighting`).
-    classification_loss (`torch.FloatTensor` of shape `()`, returned when `labels` is given):
-        Task A cross-entropy.
-    sentiment_loss (`torch.FloatTensor` of shape `()`, returned when `scores` is given):
-        Task B binary cross-entropy, computed from the logit.
+    loss (`torch.FloatTensor` of shape `()`, returned when targets are given):
+        The combined loss: the weighted sum of the losses of the tasks present (see `SentMtlConfig.loss_weighting`).
+    task_losses (`dict[str, torch.FloatTensor]`, returned when targets are given):
+        Each present task's loss, by task name. Tasks without targets in the batch are not computed.
     logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
-        Task A class logits.
+        The first classification task's class logits (Task A in the seed's model).
     sentiment_scores (`torch.FloatTensor` of shape `(batch_size,)`):
-        Task B score in [0, 1]: `sigmoid(sentiment_logits)`.
+        The first score task's value in [0, 1] (Task B in the seed's model): `sigmoid(sentiment_logits)`.
     sentiment_logits (`torch.FloatTensor` of shape `(batch_size,)`):
-        Task B score before the sigmoid.
+        That score before the sigmoid.
+    task_logits (`dict[str, torch.FloatTensor]`):
+        Every headed task's output by name: `(batch_size, K)` for classification / multilabel, `(batch_size,)` for
+        score (the logit) and regression (the value).
     embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`):
         The sentence embeddings (unit norm when `config.normalize`).
+    pair_embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`, returned for sentence pairs):
+        The second sentences' embeddings.
+    classification_loss / sentiment_loss (`torch.FloatTensor` of shape `()`):
+        `task_losses["classification"]` / `task_losses["sentiment"]`, the seed's names.
     """
 
     loss: torch.FloatTensor | None = None
-    classification_loss: torch.FloatTensor | None = None
-    sentiment_loss: torch.FloatTensor | None = None
+    task_losses: dict | None = None
     logits: torch.FloatTensor | None = None
     sentiment_scores: torch.FloatTensor | None = None
     sentiment_logits: torch.FloatTensor | None = None
+    task_logits: dict | None = None
     embeddings: torch.FloatTensor | None = None
+    pair_embeddings: torch.FloatTensor | None = None
+    classification_loss: torch.FloatTensor | None = None
+    sentiment_loss: torch.FloatTensor | None = None
 
 
 class SentMtlModel(SentMtlPreTrainedModel):
@@ -100,21 +137,32 @@ class SentMtlModel(SentMtlPreTrainedModel):
         self.pooling = Pooling(config.pooling)
         self.shared_projection = nn.Linear(config.hidden_size, config.embedding_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.classification_head = nn.Linear(config.embedding_size, config.num_labels)
-        self.sentiment_head = nn.Linear(config.embedding_size, 1)
+        self.tasks = config.task_specs
+        for task in self.tasks:
+            if task.has_head:
+                scale = config.head_logit_scale if task.type != "regression" else None
+                setattr(self, f"{task.name}_head", TaskHead(config.embedding_size, task.head_size, scale))
         if config.loss_weighting == "uncertainty":
-            self.loss_log_variances = nn.Parameter(torch.zeros(2))
+            self.loss_log_variances = nn.Parameter(torch.zeros(len(self.tasks)))
         else:
             self.loss_log_variances = None
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # With a classification task, the Hub's text-classification widget and `pipeline(..., trust_remote_code=True)`
+        # find the sequence-classification view through auto_map (save_pretrained adds the other two entries).
+        if any(task.type == "classification" for task in self.tasks):
+            view = "modeling_sentmtl.SentMtlForSequenceClassification"
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModelForSequenceClassification": view}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def from_encoder(cls, name_or_path=None, allow_pickle_weights: bool = False, **config_overrides) -> "SentMtlModel":
         """A fresh multi-task model around a pretrained encoder's weights (the heads start untrained).
 
         With no name, the bundled all-MiniLM-L6-v2 is used (its weights are checked against their sha256 once).
-        `config_overrides` are `SentMtlConfig` fields, e.g. `pooling="cls", embedding_size=128`. Weights load from
-        safetensors only unless `allow_pickle_weights`.
+        `config_overrides` are `SentMtlConfig` fields, e.g. `pooling="cls", embedding_size=128, tasks=[...]`. Weights
+        load from safetensors only unless `allow_pickle_weights`.
         """
         from .encoders import (
             DEFAULT_ENCODER_NAME,
@@ -129,22 +177,20 @@ class SentMtlModel(SentMtlPreTrainedModel):
         return cls(config, encoder=encoder)
 
     # -- how to freeze: the callback decides when ------------------------------------------------------------
-    FREEZABLE_PARTS = ("all", "backbone", "classification_head", "sentiment_head")
+
+    @property
+    def freezable_parts(self) -> tuple[str, ...]:
+        """`all`, `backbone` and one `<task>_head` per headed task."""
+        return ("all", "backbone", *(f"{task.name}_head" for task in self.tasks if task.has_head))
 
     def part_modules(self, part: str) -> list[nn.Module]:
-        """The modules that make up `part` (one of `FREEZABLE_PARTS`)."""
-        parts = {
-            "all": [self],
-            "backbone": [self.encoder],
-            "classification_head": [self.classification_head],
-            "sentiment_head": [self.sentiment_head],
-        }
-        if part not in parts:
-            raise ValueError(f"cannot freeze {part!r}; choose one of {', '.join(self.FREEZABLE_PARTS)}.")
-        return parts[part]
+        """The modules that make up `part` (one of `freezable_parts`)."""
+        if part not in self.freezable_parts:
+            raise ValueError(f"cannot freeze {part!r}; choose one of {', '.join(self.freezable_parts)}.")
+        return {"all": [self], "backbone": [self.encoder]}.get(part) or [getattr(self, part)]
 
     def freeze(self, part: str = "backbone") -> None:
-        """Stop gradients for `part`: `all`, `backbone`, `classification_head` or `sentiment_head`."""
+        """Stop gradients for `part`: `all`, `backbone` or a `<task>_head`."""
         for module in self.part_modules(part):
             module.requires_grad_(False)
 
@@ -202,59 +248,122 @@ class SentMtlModel(SentMtlPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         scores: torch.Tensor | None = None,
+        task_labels: dict[str, torch.Tensor] | None = None,
+        pair_input_ids: torch.Tensor | None = None,
+        pair_attention_mask: torch.Tensor | None = None,
+        pair_token_type_ids: torch.Tensor | None = None,
     ) -> SentMtlOutput:
         r"""
-        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): Task A class ids.
-        scores (`torch.FloatTensor` of shape `(batch_size,)`, *optional*): Task B targets in [0, 1].
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class ids of the first classification task.
+        scores (`torch.FloatTensor` of shape `(batch_size,)`, *optional*): targets of the first score task, in [0, 1].
+        task_labels (`dict[str, torch.Tensor]`, *optional*): targets by task name (see `sentmtl.tasks`); only the
+            tasks named here (or through `labels` / `scores`) are computed. -100 (class ids) or NaN marks an example
+            without a target for that task.
+        pair_input_ids / pair_attention_mask / pair_token_type_ids (*optional*): the second sentence of each pair,
+            for similarity tasks.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embeddings = self.embed(input_ids, attention_mask, token_type_ids)
+        pair_embeddings = None
+        if pair_input_ids is not None:
+            if pair_attention_mask is None:
+                pair_attention_mask = torch.ones_like(pair_input_ids)
+            pair_embeddings = self.embed(pair_input_ids, pair_attention_mask, pair_token_type_ids)
         features = self.dropout(embeddings)
-        logits = self.classification_head(features)
-        sentiment_logits = self.sentiment_head(features).squeeze(-1)
+        task_logits = {task.name: self._head_output(task, features) for task in self.tasks if task.has_head}
 
-        classification_loss = sentiment_loss = loss = None
-        if labels is not None:
-            classification_loss = F.cross_entropy(
-                logits.float(), labels.view(-1), label_smoothing=self.config.classification_label_smoothing
-            )
-        if scores is not None:
-            # From the logit, not the sigmoid: BCE on probabilities saturates to log(0) in low precision.
-            sentiment_loss = F.binary_cross_entropy_with_logits(
-                sentiment_logits.float(), scores.view(-1).to(torch.float32)
-            )
-        if classification_loss is not None or sentiment_loss is not None:
-            loss = self.combine_losses(classification_loss, sentiment_loss)
+        targets = dict(task_labels or {})
+        first = {kind: next((t.name for t in self.tasks if t.type == kind), None) for kind in ("classification", "score")}
+        for value, kind in ((labels, "classification"), (scores, "score")):
+            if value is not None and first[kind] is not None:
+                targets.setdefault(first[kind], value)
+        task_losses = {
+            task.name: self._task_loss(task, targets[task.name], task_logits.get(task.name), embeddings, pair_embeddings)
+            for task in self.tasks
+            if task.name in targets
+        }
+        loss = self.combine_losses(task_losses) if task_losses else None
 
+        logits = task_logits.get(first["classification"]) if first["classification"] else None
+        sentiment_logits = task_logits.get(first["score"]) if first["score"] else None
         return SentMtlOutput(
             loss=loss,
-            classification_loss=classification_loss,
-            sentiment_loss=sentiment_loss,
+            task_losses=task_losses or None,
             logits=logits,
-            sentiment_scores=torch.sigmoid(sentiment_logits),
+            sentiment_scores=torch.sigmoid(sentiment_logits) if sentiment_logits is not None else None,
             sentiment_logits=sentiment_logits,
+            task_logits=task_logits,
             embeddings=embeddings,
+            pair_embeddings=pair_embeddings,
+            classification_loss=task_losses.get("classification"),
+            sentiment_loss=task_losses.get("sentiment"),
         )
 
-    def combine_losses(self, classification_loss, sentiment_loss) -> torch.Tensor:
-        """The weighted sum of the task losses that are present."""
-        task_losses = (classification_loss, sentiment_loss)
+    def _head_output(self, task: TaskSpec, features):
+        out = getattr(self, f"{task.name}_head")(features)
+        return out.squeeze(-1) if task.type in ("score", "regression") else out
+
+    def _task_loss(self, task: TaskSpec, targets, head_output, embeddings, pair_embeddings):
+        if task.type == "classification":
+            return classification_loss(head_output, targets, task.label_smoothing)
+        if task.type == "multilabel":
+            return multilabel_loss(head_output, targets)
+        if task.type == "score":
+            # From the logit, not the sigmoid: BCE on probabilities saturates to log(0) in low precision.
+            return score_loss(head_output, targets, task.loss)
+        if task.type == "regression":
+            return regression_loss(head_output, targets)
+        if task.type == "similarity":
+            if pair_embeddings is None:
+                raise ValueError(f"task {task.name!r} (similarity) needs sentence pairs: pair_input_ids is missing.")
+            cosines = pair_cosines(embeddings, pair_embeddings)
+            if task.loss == "cosine_mse":
+                return cosine_mse_loss(cosines, targets)
+            return cosent_loss(cosines, targets)
+        if task.loss == "cosine":  # distillation: the targets are the teacher's embeddings of the same sentences
+            return cosine_distillation_loss(embeddings, targets)
+        return relational_distillation_loss(embeddings, targets)
+
+    def combine_losses(self, task_losses: dict) -> torch.Tensor:
+        """The weighted sum of the losses of the tasks present (a dict by task name)."""
         if self.loss_log_variances is not None:
             # Kendall et al. 2018: exp(-s) = 1/sigma^2 weighs each task; s/2 = log(sigma) stops s from growing
             # without bound (which would switch the task off).
             s = self.loss_log_variances.float()
-            terms = [torch.exp(-s[i]) * task + 0.5 * s[i] for i, task in enumerate(task_losses) if task is not None]
+            terms = [torch.exp(-s[i]) * task_losses[task.name] + 0.5 * s[i]
+                     for i, task in enumerate(self.tasks) if task.name in task_losses]  # fmt: skip
         else:
-            weights = (self.config.classification_loss_weight, self.config.sentiment_loss_weight)
-            terms = [w * task for w, task in zip(weights, task_losses) if task is not None]
+            terms = [task.loss_weight * task_losses[task.name] for task in self.tasks if task.name in task_losses]
         return torch.stack(terms).sum()
 
 
+class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
+    """The first classification task as a plain sequence classifier, so `pipeline("text-classification", model=dir)`,
+    `AutoModelForSequenceClassification` and the Hub widget work on a sentmtl checkpoint. The checkpoint's keys load
+    under `sentmtl.` (the base model prefix), as a BERT checkpoint loads into BertForSequenceClassification."""
+
+    def __init__(self, config: SentMtlConfig):
+        super().__init__(config)
+        self.sentmtl = SentMtlModel(config)
+        self.task = next((t for t in self.sentmtl.tasks if t.type == "classification"), None)
+        if self.task is None:
+            raise ValueError("this sentmtl model has no classification task to serve as a sequence classifier.")
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        # **kwargs: the pipeline passes tokenizer outputs and flags (return_dict …) that the model has no use for.
+        out = self.sentmtl(input_ids, attention_mask, token_type_ids,
+                           task_labels={self.task.name: labels} if labels is not None else None)  # fmt: skip
+        return SequenceClassifierOutput(loss=out.loss, logits=out.task_logits[self.task.name])
+
+
 def register_auto_classes() -> None:
-    """Make `AutoConfig` / `AutoModel` resolve `model_type="sentmtl"` without `trust_remote_code`."""
+    """Make `AutoConfig` / `AutoModel` / `AutoModelForSequenceClassification` resolve `model_type="sentmtl"` without
+    `trust_remote_code`."""
     AutoConfig.register(SentMtlConfig.model_type, SentMtlConfig, exist_ok=True)
     AutoModel.register(SentMtlConfig, SentMtlModel, exist_ok=True)
+    AutoModelForSequenceClassification.register(SentMtlConfig, SentMtlForSequenceClassification, exist_ok=True)
 
 
 # `save_pretrained` writes `auto_map` into config.json and copies this file, configuration_sentmtl.py and
@@ -263,6 +372,8 @@ def register_auto_classes() -> None:
 # (transformers refuses remote code whose imports are missing; optional ones sit in try blocks).
 SentMtlConfig.register_for_auto_class()
 SentMtlModel.register_for_auto_class("AutoModel")
+SentMtlForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 
-__all__ = ["Pooling", "SentMtlModel", "SentMtlOutput", "SentMtlPreTrainedModel", "register_auto_classes"]
+__all__ = ["Pooling", "SentMtlForSequenceClassification", "SentMtlModel", "SentMtlOutput", "SentMtlPreTrainedModel",
+           "TaskHead", "register_auto_classes"]

@@ -1,36 +1,47 @@
-"""What a run shows a person: the metrics table and two plots."""
+"""What a run shows a person: the metrics table (one block per task) and the plots."""
 
 from pathlib import Path
 
 from .corpus import SOURCES
 from .metrics import confusion_cells
+from .tasks import TaskSpec
 
-_ROWS = [
-    ("Task A accuracy", "accuracy"), ("Task A precision", "precision"), ("Task A recall", "recall"),
-    ("Task A F1", "f1"), ("Task A macro F1", "macro_f1"),
-    *[(f"Task A accuracy ({source})", f"accuracy_{source}") for source in SOURCES],
-    ("Task B accuracy (score > 0.5)", "sentiment_accuracy"), ("Task B ROC-AUC", "sentiment_roc_auc"),
-    ("Task B MSE", "sentiment_mse"), ("Task B MAE", "sentiment_mae"), ("Task B Brier", "sentiment_brier"),
-    ("Task A / B agreement", "sentiment_agreement"), ("loss", "loss"),
-]  # fmt: skip
+# The metrics shown per task type, in table order (eval_results.json has them all, confusion cells included).
+SHOWN = {
+    "classification": ["accuracy", "precision", "recall", "f1", "macro_f1", *(f"accuracy_{s}" for s in SOURCES)],
+    "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
+    "score": ["accuracy", "roc_auc", "mse", "mae", "brier", "pearson", "spearman"],
+    "regression": ["mse", "mae", "pearson", "spearman"],
+    "similarity": ["spearman", "pearson"],
+    "distillation": ["structure_spearman"],
+}
 
 
-def metric_rows(metrics: dict, prefix: str = "eval_") -> list[tuple[str, float]]:
-    """(label, value) for each known metric present (keys with or without the `eval_` prefix), in table order."""
+def metric_rows(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> list[tuple[str, str, float]]:
+    """(task, metric, value) for each known metric present, task by task, then the totals."""
     rows = []
-    for label, key in _ROWS:
-        value = metrics.get(prefix + key, metrics.get(key))
-        if value is not None:
-            rows.append((label, value))
+    for task in tasks:
+        for name in [*SHOWN[task.type], "loss"]:
+            value = metrics.get(f"{prefix}{task.name}_{name}")
+            if value is not None:
+                rows.append((task.name, name, value))
+    for name, key in (("STS-B dev Spearman × 100", "stsb_spearman"), ("loss (weighted sum)", "loss")):
+        if f"{prefix}{key}" in metrics:
+            rows.append(("all", name, metrics[f"{prefix}{key}"]))
     return rows
 
 
-def format_metrics_table(metrics: dict, prefix: str = "eval_") -> str:
-    """A two-column table of the metrics present (keys with or without the `eval_` prefix)."""
-    rows = [(label, f"{value:.4f}") for label, value in metric_rows(metrics, prefix)]
-    width = max(len(label) for label, _ in rows)
-    rule = "-" * (width + 12)
-    return "\n".join([rule, f"{'metric':<{width}}  {'value':>8}", rule, *[f"{l:<{width}}  {v:>8}" for l, v in rows], rule])
+def format_metrics_table(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> str:
+    """A three-column table (task, metric, value) of the metrics present."""
+    rows = [(task, name, f"{value:.4f}") for task, name, value in metric_rows(metrics, tasks, prefix)]
+    if not rows:
+        return "(no metrics)"
+    width_task = max(len("task"), *(len(r[0]) for r in rows))
+    width_name = max(len("metric"), *(len(r[1]) for r in rows))
+    rule = "-" * (width_task + width_name + 14)
+    lines = [rule, f"{'task':<{width_task}}  {'metric':<{width_name}}  {'value':>8}", rule]
+    lines += [f"{t:<{width_task}}  {n:<{width_name}}  {v:>8}" for t, n, v in rows]
+    return "\n".join([*lines, rule])
 
 
 def plot_loss_curve(log_history: list[dict], path) -> Path | None:
@@ -46,7 +57,7 @@ def plot_loss_curve(log_history: list[dict], path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     if train:
-        ax.plot(*zip(*train), label="train loss (Task A + Task B)")
+        ax.plot(*zip(*train), label="train loss (weighted sum of the tasks')")
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss")
     ax.set_xlabel("step")
@@ -59,25 +70,25 @@ def plot_loss_curve(log_history: list[dict], path) -> Path | None:
     return Path(path)
 
 
-def plot_confusion_matrix(metrics: dict, path, class_names, prefix: str = "eval_") -> Path:
-    """The K×K Task A confusion matrix, axes labelled with the model's class names."""
+def plot_confusion_matrix(metrics: dict, path, task: TaskSpec, prefix: str = "eval_") -> Path:
+    """A classification task's K×K confusion matrix, axes labelled with its class names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = len(class_names)
-    cells = confusion_cells(metrics, k, prefix)
+    names, k = task.labels, len(task.labels)
+    cells = confusion_cells(metrics, k, f"{prefix}{task.name}_")
     fig, ax = plt.subplots(figsize=(2.4 + 0.9 * k, 2.0 + 0.8 * k))
     ax.imshow(cells, cmap="Blues")
     for i in range(k):
         for j in range(k):
             ax.text(j, i, str(cells[i][j]), ha="center", va="center", fontsize=14 if k <= 4 else 9)
-    ax.set_xticks(range(k), class_names, rotation=30 if k > 3 else 0)
-    ax.set_yticks(range(k), class_names)
+    ax.set_xticks(range(k), names, rotation=30 if k > 3 else 0)
+    ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Task A (accuracy {metrics[prefix + 'accuracy']:.3f})")
+    ax.set_title(f"{task.name} (accuracy {metrics[f'{prefix}{task.name}_accuracy']:.3f})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

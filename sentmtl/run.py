@@ -2,12 +2,14 @@
 
 import dataclasses
 import logging
+from dataclasses import dataclass, field
 import os
 import shutil
 import signal
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 from transformers import HfArgumentParser, set_seed
 
@@ -15,15 +17,24 @@ from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
 from .callbacks import FreezeCallback, InterruptCallback
 from .checkpoints import latest_checkpoint, resolve_resume_checkpoint
 from .corpus import load_sentiment_corpus, train_test_split
-from .data import build_collator, load_data_files, tokenize_dataset
-from .embed import default_max_length
+from .data import load_data_files
+from .embed import default_max_length, encode
 from .errors import USER_ERRORS, debug_requested, one_line
 from .hub import HubPushError, push_folder
 from .loading import is_sentmtl_checkpoint, load_model_and_tokenizer
-from .metrics import build_compute_metrics
+from .task_data import (
+    DataSpec,
+    MultiSourceDataset,
+    MultiTaskCollator,
+    RunTask,
+    add_teacher_targets,
+    build_sources,
+    tokenize_source,
+)
+from .tasks import TaskSpec, default_tasks
 from .model_card import build_model_card
 from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve
-from .trainer import NonFiniteLossError, SentMtlTrainer
+from .trainer import EvalSource, NonFiniteLossError, SentMtlTrainer
 
 logger = logging.getLogger("sentmtl")
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, SentMtlTrainingArguments)
@@ -40,13 +51,18 @@ def parse_args(argv: list[str] | None = None):
         values = yaml.safe_load(config_file.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{config_file}: expected a mapping of argument names to values.")
+        tasks = values.pop("tasks", None)
         valid = sorted(f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init)
-        unknown = sorted(set(values) - set(valid))
+        unknown = sorted(set(values) - set(valid) - {"tasks"})
         if unknown:
             raise ValueError(f"{config_file}: unknown key(s) {unknown}. Valid keys: {', '.join(valid)}.")
         # As parser defaults, YAML values lose to any flag given on the command line; argparse still converts
         # strings (PyYAML reads `1e-5` as a string) with each field's type.
         parser.set_defaults(**values)
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        if tasks is not None:
+            data_args.set_tasks(tasks, model_args, where=str(config_file))
+        return model_args, data_args, training_args
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -66,21 +82,49 @@ def load_splits(data_args: DataArguments, seed: int):
     return train_test_split(corpus, data_args.split_test_size, seed, data_args.max_samples)
 
 
-def build_model(model_args: ModelArguments, class_names: list[str]):
-    """A fresh model whose Task A has `class_names`, or the checkpoint to continue from (whose names must match)."""
+def build_model(model_args: ModelArguments, tasks: list[TaskSpec]):
+    """A fresh model with `tasks`, or the checkpoint to continue from: its headed tasks must be the run's (same
+    type and labels); tasks without a head (similarity, distillation) may be added."""
     if is_sentmtl_checkpoint(model_args.model_name_or_path):
         logger.warning("Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
                        model_args.model_name_or_path)
         model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        if names != list(class_names):
-            raise ValueError(f"{model_args.model_name_or_path} was trained with classes {names}, not --class_names "
-                             f"{list(class_names)}: continue with the same names (in the same order).")
+        known = {task.name: task for task in model.config.task_specs}
+        for task in tasks:
+            mine = known.get(task.name)
+            if task.has_head and (mine is None or (mine.type, mine.labels) != (task.type, task.labels)):
+                has = f"{mine.type} with classes {mine.labels}" if mine else "no such task"
+                raise ValueError(f"{model_args.model_name_or_path} has {has} for {task.name!r}, not a {task.type} "
+                                 f"task with classes {task.labels}: continue with the same tasks and names.")  # fmt: skip
+        model.config.tasks = [known.get(task.name, task).to_dict() for task in tasks] + [
+            t.to_dict() for name, t in known.items() if name not in {task.name for task in tasks}]  # fmt: skip
+        model.tasks = model.config.task_specs
         return model, tokenizer
-    id2label = dict(enumerate(class_names))
     return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
-                                    id2label=id2label, label2id={name: i for i, name in id2label.items()},
-                                    **model_args.config_overrides())  # fmt: skip
+                                    tasks=[task.to_dict() for task in tasks], **model_args.config_overrides())  # fmt: skip
+
+
+def run_tasks(model_args: ModelArguments, data_args: DataArguments) -> list[RunTask]:
+    """The run file's `tasks:`, or the seed's run from the flags: Task A and Task B (and distillation) on one data."""
+    if data_args.tasks is not None:
+        return data_args.tasks
+    specs = default_tasks(data_args.class_names, model_args.classification_loss_weight,
+                          model_args.sentiment_loss_weight, distillation_weight=model_args.distillation_weight)  # fmt: skip
+    return [RunTask(spec, DataSpec("uci")) for spec in specs]
+
+
+@dataclass
+class RunResult:
+    """What a run measured and left: `run()`'s return value, so callers need not re-read the files."""
+
+    metrics: dict
+    train_metrics: dict | None
+    log_history: list
+    output_dir: Path
+    files: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key):  # `run(...)["eval_classification_accuracy"]` reads a metric, as the dict it replaces
+        return self.metrics[key]
 
 
 class RunInterrupted(Exception):
@@ -103,24 +147,36 @@ def run(model_args, data_args, training_args, callbacks=()) -> dict:
         logger.warning("Resuming from %s", resume_from or f"scratch: no complete checkpoint in {output_dir}")
 
     set_seed(training_args.seed)  # before the heads are initialised, so the same seed gives the same run
-    splits = load_splits(data_args, training_args.seed)
-    model, tokenizer = build_model(model_args, data_args.class_names)
-    class_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    tasks = run_tasks(model_args, data_args)
+    default_splits = load_splits(data_args, training_args.seed) if data_args.tasks is None else None
+    sources = build_sources(tasks, data_args, training_args.seed, default_splits)
+    model, tokenizer = build_model(model_args, [task.spec for task in tasks])
     # The encoder's position limit too: tokenizers often report a huge `model_max_length` sentinel.
     max_length = min(data_args.max_length, default_max_length(tokenizer, model))
+    if any(task.type == "distillation" for source in sources for task in source.tasks):
+        # The teacher is the encoder as it starts this run, pooled before the (untrained) projection; computed once.
+        add_teacher_targets(sources, lambda sentences: encode(model, sentences, tokenizer, max_length=max_length,
+                                                              pooled=True, show_progress_bar=True))  # fmt: skip
     with training_args.main_process_first(desc="tokenising"):
-        train_dataset = tokenize_dataset(splits["train"], tokenizer, max_length)
-        eval_dataset = tokenize_dataset(splits["test"], tokenizer, max_length)
+        train_dataset = MultiSourceDataset([tokenize_source(source.train, tokenizer, max_length) for source in sources])
+        eval_sources = [EvalSource(tokenize_source(source.eval, tokenizer, max_length), source.tasks)
+                        for source in sources if source.eval is not None]  # fmt: skip
+    for source in sources:
+        logger.info("Data: %s feeds %s: %d training rows, %d held out.", source.description,
+                    ", ".join(t.name for t in source.tasks), source.train.num_rows,
+                    source.eval.num_rows if source.eval is not None else 0)  # fmt: skip
+    training_args.task_head_learning_rates = {t.spec.name: t.data.head_learning_rate for t in tasks
+                                              if t.data.head_learning_rate}  # fmt: skip
 
     interrupt = InterruptCallback()
     trainer = SentMtlTrainer(
         model=model,
         args=training_args,
-        data_collator=build_collator(tokenizer),
+        data_collator=MultiTaskCollator(tokenizer, model.tasks),
         train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
+        eval_dataset=eval_sources[0].dataset if eval_sources else None,  # evaluate() reads eval_sources
+        eval_sources=eval_sources,
         processing_class=tokenizer,
-        compute_metrics=build_compute_metrics(class_names),
         callbacks=[FreezeCallback.from_args(training_args), interrupt, *callbacks],
     )
     trainable, total = model.count_parameters()
@@ -148,23 +204,44 @@ def run(model_args, data_args, training_args, callbacks=()) -> dict:
                          "trainable_parameters": trainable, "total_parameters": total}  # fmt: skip
         trainer.save_metrics("train", train_metrics)
     metrics = trainer.evaluate()
+    if data_args.sts_eval_file:
+        metrics.update(stsb_metrics(model, tokenizer, data_args.sts_eval_file))
     trainer.save_metrics("eval", metrics)
     run_config = resolved_run_config(model_args, data_args, training_args)
+    if data_args.tasks is not None:
+        run_config["tasks"] = [task.to_dict() for task in data_args.tasks]
     card = build_model_card(model.config, metrics, run_config, train_metrics,
                             repo_id=training_args.hub_model_id if push_to_hub else None)  # fmt: skip
     save_final_model(trainer, output_dir, extra_files={"README.md": card})
     if trainer.is_world_process_zero():
         (output_dir / "run_config.yaml").write_text(run_config_yaml(run_config, training_args))
         plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png")
-        plot_confusion_matrix(metrics, output_dir / "confusion_matrix.png", class_names)
-        print(f"\nResults on {eval_dataset.num_rows} held-out sentences ({output_dir / 'eval_results.json'}):")
-        print(format_metrics_table(metrics))
+        for task in model.tasks:
+            if task.type == "classification":
+                plot_confusion_matrix(metrics, output_dir / f"confusion_{task.name}.png", task)
+        held_out = ", ".join(f"{s.dataset.num_rows} for {'/'.join(t.name for t in s.tasks)}" for s in eval_sources)
+        print(f"\nResults on the held-out rows ({held_out}; {output_dir / 'eval_results.json'}):")
+        print(format_metrics_table(metrics, model.tasks))
         print(f"Model, tokenizer, model card (README.md) and reports saved in {output_dir}")
         if push_to_hub:
             url = push_folder(output_dir, training_args.hub_model_id, token=hub_token,
                               private=training_args.hub_private_repo, revision=training_args.hub_revision)  # fmt: skip
             print(f"Pushed to {url}")
-    return metrics
+    files = sorted(p.name for p in output_dir.iterdir() if p.is_file()) if output_dir.is_dir() else []
+    return RunResult(metrics, train_metrics, trainer.state.log_history, output_dir, files)
+
+
+def stsb_metrics(model, tokenizer, path) -> dict[str, float]:
+    """The embedding's general similarity: Spearman × 100 of the pair cosines against STS-B's gold scores."""
+    from scipy.stats import spearmanr
+
+    from .stsb import read_stsb
+
+    pairs = read_stsb(path)
+    a = encode(model, list(pairs["sentence1"]), tokenizer)
+    b = encode(model, list(pairs["sentence2"]), tokenizer)
+    cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-12)
+    return {"eval_stsb_spearman": float(100 * spearmanr(cosines, pairs["score"]).statistic)}
 
 
 def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> None:

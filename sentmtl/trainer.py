@@ -2,13 +2,19 @@
 
 import logging
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.trainer_pt_utils import (
     LengthGroupedSampler,
     get_length_grouped_indices,
 )
+
+from .metrics import task_metrics
+from .sampler import TaskBatchSampler
+from .task_data import MultiSourceDataset
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +52,10 @@ def build_param_groups(model, args) -> list[dict]:
             group, lr = "shared_projection", lrs["shared"]
         elif name == "loss_log_variances":
             group, lr = "loss_weighting", lrs["loss_weighting"]
-        else:  # classification_head, sentiment_head
-            group, lr = "heads", lrs["head"]
+        else:  # <task>_head: one group for the heads at --head_learning_rate, one per task with its own LR
+            task = name.split(".", 1)[0].removesuffix("_head")
+            own = (getattr(args, "task_head_learning_rates", None) or {}).get(task)
+            group, lr = (f"heads.{task}", own) if own else ("heads", lrs["head"])
         no_decay = param.ndim < 2
         key = f"{group}{'.no_decay' if no_decay else ''}"
         named.setdefault(key, (lr, 0.0 if no_decay else args.weight_decay, []))[2].append(param)
@@ -72,11 +80,16 @@ class SentMtlTrainer(Trainer):
     The Trainer's own LR scheduler multiplies every group's LR by the same warmup/decay factor.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, eval_sources=None, **kwargs):
+        """`eval_sources`: `EvalSource`s (a tokenized eval split and the tasks it measures); with them, `evaluate`
+        measures every task on its own data. Without them the Trainer's own evaluation runs."""
         super().__init__(*args, **kwargs)
+        self.eval_sources = eval_sources
         # The Trainer's label smoother would replace the model's loss with a smoothed Task A loss alone, dropping
         # Task B without a word; the model smooths Task A inside its own loss instead.
-        unwrap(self.model).config.classification_label_smoothing = self.args.label_smoothing_factor
+        model = unwrap(self.model)
+        model.config.set_label_smoothing(self.args.label_smoothing_factor)
+        model.tasks = model.config.task_specs
         self.label_smoother = None
 
     def create_optimizer(self, model=None):
@@ -92,6 +105,81 @@ class SentMtlTrainer(Trainer):
                 logger.warning("Optimizer parameter groups:\n%s", describe_param_groups(groups))
         return self.optimizer
 
+    def get_train_dataloader(self):
+        """Batches from one source at a time (`TaskBatchSampler`) when training on `MultiSourceDataset`."""
+        if not isinstance(self.train_dataset, MultiSourceDataset):
+            return super().get_train_dataloader()
+        seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
+        sampler = TaskBatchSampler(
+            self.train_dataset.lengths(), self._train_batch_size, strategy=self.args.task_sampling,
+            temperature=self.args.task_sampling_temperature, seed=seed,
+            within=self.args.train_sampling_strategy,
+        )  # fmt: skip
+        loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)  # fmt: skip
+        return self.accelerator.prepare(loader)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Every task on its source's eval split: `<prefix>_<task>_<metric>`, `<prefix>_<task>_loss`, and
+        `<prefix>_loss`, the weighted sum of the task losses (what training minimises)."""
+        if self.eval_sources is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        model = unwrap(self.model)
+        was_training = model.training
+        model.eval()
+        metrics, task_losses = {}, {}
+        for source in self.eval_sources:
+            collected = self._predict_source(model, source)
+            for task in source.tasks:
+                outputs, targets, loss = collected[task.name]
+                task_losses[task.name] = loss
+                metrics[f"{metric_key_prefix}_{task.name}_loss"] = loss
+                values = task_metrics(task, outputs, targets, collected["_domains"])
+                metrics.update({f"{metric_key_prefix}_{task.name}_{key}": value for key, value in values.items()})
+        weights = {task.name: task.loss_weight for task in model.tasks}
+        metrics[f"{metric_key_prefix}_loss"] = float(sum(weights[name] * value for name, value in task_losses.items()))
+        model.train(was_training)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    @torch.inference_mode()
+    def _predict_source(self, model, source) -> dict:
+        """{task: (outputs, targets, mean loss)} and `_domains` over one source's eval split, gathered from every
+        process."""
+        loader = self.accelerator.prepare(DataLoader(source.dataset, batch_size=self.args.eval_batch_size,
+                                                     collate_fn=self.data_collator))  # fmt: skip
+        parts = {task.name: ([], [], []) for task in source.tasks}
+        domains, sizes = [], []
+        for batch in loader:
+            domain = batch.pop("domain")
+            # The run's precision whether or not training wrapped the model's forward (an evaluation-only run
+            # never does): the same checkpoint must measure the same.
+            with self.accelerator.autocast():
+                out = model(**batch)
+            domains.append(self.accelerator.gather_for_metrics(domain).cpu())
+            sizes.append(len(domains[-1]))
+            for task in source.tasks:
+                outputs, targets, task_loss = parts[task.name]
+                if task.type == "similarity":
+                    value = torch.nn.functional.cosine_similarity(out.embeddings, out.pair_embeddings, dim=-1)
+                elif task.type == "distillation":
+                    value = out.embeddings
+                else:
+                    value = out.task_logits[task.name]
+                target = batch["task_labels"][task.name]
+                outputs.append(self.accelerator.gather_for_metrics(value.float()).cpu())
+                targets.append(self.accelerator.gather_for_metrics(target).cpu())
+                task_loss.append(float(out.task_losses[task.name]))
+        result = {"_domains": torch.cat(domains).numpy()}
+        for task in source.tasks:
+            outputs, targets, task_loss = parts[task.name]
+            outputs, targets = torch.cat(outputs).numpy(), torch.cat(targets).numpy()
+            if task.type == "distillation":
+                outputs = (outputs, targets)
+            result[task.name] = (outputs, targets, float(np.average(task_loss, weights=sizes)))
+        return result
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and self.args.world_size == 1 and dataset is not None:
@@ -105,8 +193,8 @@ class SentMtlTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # `sources` is a label for per-domain metrics only; the model does not take it.
-        inputs = {key: value for key, value in inputs.items() if key != "sources"}
+        # `sources` / `domain` label rows for per-domain metrics only; the model does not take them.
+        inputs = {key: value for key, value in inputs.items() if key not in ("sources", "domain")}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -122,6 +210,13 @@ class SentMtlTrainer(Trainer):
                 "with it. Lower the learning rates, or use --bf16 instead of --fp16."
             )
         return loss
+
+
+class EvalSource:
+    """One source's tokenized eval split and the tasks measured on it."""
+
+    def __init__(self, dataset, tasks):
+        self.dataset, self.tasks = dataset, tasks
 
 
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):

@@ -53,7 +53,7 @@ def test_interrupt_mid_epoch_then_resume_gives_the_uninterrupted_metrics(tiny_en
     assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # handlers given back
 
     resumed = run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--resume_from_checkpoint", "auto"))
-    for key in ("eval_loss", "eval_accuracy", "eval_f1", "eval_sentiment_mse"):
+    for key in ("eval_loss", "eval_classification_accuracy", "eval_classification_f1", "eval_sentiment_mse"):
         assert resumed[key] == pytest.approx(reference[key], abs=1e-6), key
 
 
@@ -188,8 +188,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_
     original = SentMtlModel.combine_losses
     calls = {"n": 0}
 
-    def poisoned(self, classification_loss, sentiment_loss):
-        loss = original(self, classification_loss, sentiment_loss)
+    def poisoned(self, task_losses):
+        loss = original(self, task_losses)
         if self.training:
             calls["n"] += 1
             if calls["n"] == 6:  # the 6th training step diverges

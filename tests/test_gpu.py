@@ -86,7 +86,7 @@ def test_training_on_the_gpu_in_each_precision(tiny_encoder_dir, synthetic_csv, 
     out = tmp_path / "run"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--use_cpu", "false", *precision)) == 0
     results = json.loads((out / "eval_results.json").read_text())
-    assert np.isfinite(results["eval_loss"]) and results["eval_accuracy"] >= 0.0
+    assert np.isfinite(results["eval_loss"]) and results["eval_classification_accuracy"] >= 0.0
     train = json.loads((out / "train_results.json").read_text())
     assert np.isfinite(train["train_loss"])
 

@@ -58,8 +58,9 @@ def trained_dir(tmp_path_factory, tiny_encoder_dir):
 def test_save_writes_auto_map_and_code_files(trained_dir):
     config = json.loads((trained_dir / "config.json").read_text())
     assert config["auto_map"] == {"AutoConfig": "configuration_sentmtl.SentMtlConfig",
-                                  "AutoModel": "modeling_sentmtl.SentMtlModel"}  # fmt: skip
-    for name in ("modeling_sentmtl.py", "configuration_sentmtl.py", "encoders.py"):
+                                  "AutoModel": "modeling_sentmtl.SentMtlModel",
+                                  "AutoModelForSequenceClassification": "modeling_sentmtl.SentMtlForSequenceClassification"}  # fmt: skip
+    for name in ("modeling_sentmtl.py", "configuration_sentmtl.py", "encoders.py", "tasks.py", "losses.py"):
         assert (trained_dir / name).is_file(), name
 
 
@@ -92,7 +93,8 @@ def test_continue_from_a_checkpoint_keeps_the_trained_heads(trained_dir, tiny_en
     assert main(flags) == 0
     before = json.loads((trained_dir / "eval_results.json").read_text())
     again = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
-    for key in ("eval_accuracy", "eval_loss", "eval_sentiment_mse"):
+    # (Not eval_loss: its distillation term measures against the encoder as each run starts.)
+    for key in ("eval_classification_accuracy", "eval_classification_loss", "eval_sentiment_loss", "eval_sentiment_mse"):
         assert again[key] == pytest.approx(before[key], abs=1e-6)
     # And training continues from there (e.g. on another domain).
     flags = [f if f != "all" else "none" for f in flags]
@@ -106,8 +108,9 @@ def test_model_card_reports_the_measured_metrics(trained_dir):
     card = (trained_dir / "README.md").read_text()
     metrics = json.loads((trained_dir / "eval_results.json").read_text())
     assert card.startswith("---\nlibrary_name: transformers")
-    assert f"| Task A accuracy | {metrics['eval_accuracy']:.4f} |" in card
-    assert f"| Task B MSE | {metrics['eval_sentiment_mse']:.4f} |" in card
+    assert "### Task `classification`" in card and "### Task `sentiment`" in card
+    assert f"| accuracy | {metrics['eval_classification_accuracy']:.4f} |" in card
+    assert f"| mse | {metrics['eval_sentiment_mse']:.4f} |" in card
     assert "trust_remote_code=True" in card and "--export_sentence_transformer" in card
     assert "train.csv" in card  # the user's data, not the UCI corpus
     assert "| `num_train_epochs` | 2.0 |" in card
@@ -123,7 +126,7 @@ def test_model_card_on_the_corpus_has_citation_license_and_sources(data_dir, tin
     card = (out / "README.md").read_text()
     metrics = json.loads((out / "eval_results.json").read_text())
     for source in ("amazon", "imdb", "yelp"):
-        assert f"| Task A accuracy ({source}) | {metrics[f'eval_accuracy_{source}']:.4f} |" in card
+        assert f"| accuracy_{source} | {metrics[f'eval_classification_accuracy_{source}']:.4f} |" in card
     assert "CC BY 4.0" in card and "kotzias2015group" in card and "a stratified subset of 300 sentences" in card
 
 

@@ -149,6 +149,7 @@ def test_compute_metrics_against_hand_computed_values():
     predicted_scores = np.array([0.2, 0.9, 0.6, 0.4, 0.8, 0.1])
     m = compute_metrics(EvalPrediction(predictions=(logits, predicted_scores), label_ids=(labels, scores, sources)))
     # TP = 2 (rows 1, 4), FP = 1 (row 2), FN = 1 (row 3), TN = 2
+    m = {key.removeprefix("classification_"): value for key, value in m.items()}
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
     assert m["macro_f1"] == pytest.approx(2 / 3)  # both classes: P = R = 2/3
@@ -157,7 +158,6 @@ def test_compute_metrics_against_hand_computed_values():
     assert m["sentiment_mse"] == pytest.approx(np.mean((predicted_scores - scores) ** 2))
     assert m["sentiment_mae"] == pytest.approx(np.mean(np.abs(predicted_scores - scores)))
     assert m["sentiment_accuracy"] == pytest.approx(4 / 6)  # rows 2 and 3 wrong
-    assert m["sentiment_agreement"] == pytest.approx(1.0)  # score > 0.5 matches Task A's class on every row
     assert m["sentiment_roc_auc"] == pytest.approx(8 / 9)  # 8 of the 9 (positive, negative) pairs ordered right
     assert m["sentiment_brier"] == pytest.approx(m["sentiment_mse"])
 
@@ -204,11 +204,12 @@ def test_tiny_end_to_end_run_leaves_every_output(tiny_encoder_dir, synthetic_csv
     out = tmp_path / "run"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out)) == 0
     for name in ("model.safetensors", "config.json", "tokenizer.json", "eval_results.json", "train_results.json",
-                 "run_config.yaml", "loss_curve.png", "confusion_matrix.png"):  # fmt: skip
+                 "run_config.yaml", "loss_curve.png", "confusion_classification.png"):  # fmt: skip
         assert (out / name).is_file(), name
     results = json.loads((out / "eval_results.json").read_text())
-    assert {"eval_accuracy", "eval_precision", "eval_recall", "eval_f1", "eval_sentiment_mse"} <= set(results)
-    assert "Task A accuracy" in capsys.readouterr().out
+    assert {"eval_classification_accuracy", "eval_classification_precision", "eval_classification_recall",
+            "eval_classification_f1", "eval_sentiment_mse", "eval_distillation_loss"} <= set(results)  # fmt: skip
+    assert "classification  accuracy" in capsys.readouterr().out
     # The saved run config repeats the run (elsewhere: the trained model in `out` is not overwritten).
     _, _, args = parse_args([str(out / "run_config.yaml"), "--output_dir", str(tmp_path / "again")])
     assert args.learning_rate == 1e-3 and args.num_train_epochs == 2
@@ -227,7 +228,7 @@ def test_same_seed_same_metrics(tiny_encoder_dir, synthetic_csv, tmp_path):
     main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "a"))
     main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "b"))
     a, b = (json.loads((tmp_path / run / "eval_results.json").read_text()) for run in "ab")
-    for key in ("eval_loss", "eval_accuracy", "eval_sentiment_mse"):
+    for key in ("eval_loss", "eval_classification_accuracy", "eval_sentiment_mse"):
         assert a[key] == b[key]
 
 
@@ -243,7 +244,7 @@ def test_two_process_accelerate_run(tiny_encoder_dir, synthetic_csv, tmp_path, e
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {"eval_accuracy", "eval_f1"} <= set(json.loads((out / "eval_results.json").read_text()))
+    assert {"eval_classification_accuracy", "eval_classification_f1"} <= set(json.loads((out / "eval_results.json").read_text()))
     train = json.loads((out / "train_results.json").read_text())
     # 2 processes × 8 per device = 16 sentences per step (one process would take 8 per step).
     n_train = load_splits(DataArguments(train_file=str(synthetic_csv), text_column="text", label_column="sentiment"), 42)[
@@ -263,7 +264,7 @@ def test_real_encoder_on_a_corpus_slice_lands_well_above_chance(data_dir, tmp_pa
              "--disable_tqdm", "true", "--use_cpu", "true"]  # fmt: skip
     assert main(flags) == 0
     results = json.loads((out / "eval_results.json").read_text())
-    assert results["eval_accuracy"] >= 0.8, results
+    assert results["eval_classification_accuracy"] >= 0.8, results
 
 
 def test_fast_path_trains_to_the_same_place_as_the_plain_one(tiny_encoder_dir, synthetic_csv, tmp_path):
@@ -280,19 +281,12 @@ def test_fast_path_trains_to_the_same_place_as_the_plain_one(tiny_encoder_dir, s
     assert abs(bf16["eval_loss"] - fp32["eval_loss"]) < 0.1
 
 
-def test_length_grouped_order_is_seeded_per_epoch(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
+def test_task_batches_are_seeded_per_epoch(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
     """The Trainer must hand every epoch to the sampler (else each epoch would repeat the first one's order)."""
-    from sentmtl.trainer import EpochSeededLengthGroupedSampler
+    from sentmtl.sampler import TaskBatchSampler
 
     epochs = []
-    original = EpochSeededLengthGroupedSampler.set_epoch
-    monkeypatch.setattr(EpochSeededLengthGroupedSampler, "set_epoch",
-                        lambda self, epoch: (epochs.append(int(epoch)), original(self, epoch)))  # fmt: skip
+    original = TaskBatchSampler.set_epoch
+    monkeypatch.setattr(TaskBatchSampler, "set_epoch", lambda self, epoch: (epochs.append(int(epoch)), original(self, epoch)))
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "o", "--num_train_epochs", "3")) == 0
     assert list(dict.fromkeys(epochs)) == [0, 1, 2]  # (both the Trainer and accelerate pass it on)
-    sampler = EpochSeededLengthGroupedSampler(4, [1, 5, 3, 8, 2, 9, 4, 4, 7, 6, 1, 2] * 5, seed=1)
-    first = list(sampler)
-    sampler.set_epoch(1)
-    assert list(sampler) != first and sorted(sampler) == sorted(first)
-    sampler.set_epoch(0)
-    assert list(sampler) == first
