@@ -7,6 +7,8 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 # The corpus: a local copy when there is one (tests and CI read ../shared), otherwise run_mtl.py downloads it.
 DATA_DIR ?= $(wildcard ../shared/data/sentiment_labelled_sentences)
+# STS-B dev pairs, when they are beside the checkout: the run also reports the embedding's general similarity.
+STS_EVAL_FILE ?= $(wildcard ../shared/data/stsbenchmark/sts-dev.csv)
 OUTPUT_DIR ?= output/sentmtl
 PYTEST_ARGS ?=
 # Extra run_mtl.py flags, e.g. RUN_ARGS=--overwrite_output_dir to train again into the same OUTPUT_DIR.
@@ -24,7 +26,8 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PYTHON) run_mtl.py $(if $(DATA_DIR),--data_dir $(DATA_DIR)) --output_dir $(OUTPUT_DIR) $(RUN_ARGS)
+	$(PYTHON) run_mtl.py $(if $(DATA_DIR),--data_dir $(DATA_DIR)) $(if $(STS_EVAL_FILE),--sts_eval_file $(STS_EVAL_FILE)) \
+		--output_dir $(OUTPUT_DIR) $(RUN_ARGS)
 
 embed: $(STAMP)
 	$(PYTHON) run_embed.py

@@ -155,7 +155,7 @@ def train(precision: str, data_dir: str, encoder: Path, output_dir: Path, dry_ru
         train_metrics = json.loads((out / "train_results.json").read_text())
         eval_metrics = json.loads((out / "eval_results.json").read_text())
         result.update(samples_per_s=train_metrics["train_samples_per_second"], train_s=train_metrics["train_runtime"],
-                      task_a_accuracy=eval_metrics["eval_accuracy"], task_b_roc_auc=eval_metrics.get("eval_sentiment_roc_auc"),
+                      task_a_accuracy=eval_metrics["eval_classification_accuracy"], task_b_roc_auc=eval_metrics.get("eval_sentiment_roc_auc"),
                       eval_loss=eval_metrics["eval_loss"])  # fmt: skip
     else:
         result["error"] = output[-1500:]

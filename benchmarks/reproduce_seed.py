@@ -30,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-from transformers import TrainerCallback
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -82,16 +81,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-class LogHistory(TrainerCallback):
-    """Collects the Trainer's logs (for the loss curves)."""
-
-    def __init__(self):
-        self.history = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        self.history.append({"step": state.global_step, **(logs or {})})
-
-
 def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_model: bool) -> dict:
     from sentmtl.run import parse_args as run_parse_args
     from sentmtl.run import run
@@ -101,14 +90,12 @@ def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_
     argv = [*config, "--data_dir", data_dir, "--seed", str(seed), "--output_dir", str(model_dir), "--overwrite_output_dir",
             "--disable_tqdm", "true", "--report_to", "none", *rest]  # fmt: skip
     model_args, data_args, training_args = run_parse_args(argv)
-    logs = LogHistory()
     start = time.perf_counter()
-    metrics = run(model_args, data_args, training_args, callbacks=[logs])
+    outcome = run(model_args, data_args, training_args)
     wall = time.perf_counter() - start
-    train = {}
-    if (model_dir / "train_results.json").is_file():
-        train = json.loads((model_dir / "train_results.json").read_text())
-    result = {"eval": metrics, "train": train, "wall_s": wall, "log_history": logs.history}
+    # Task A's metrics under the names this benchmark's summaries have always used (eval_accuracy, …).
+    metrics = {key.replace("eval_classification_", "eval_"): value for key, value in outcome.metrics.items()}
+    result = {"eval": metrics, "train": outcome.train_metrics or {}, "wall_s": wall, "log_history": outcome.log_history}
     if not keep_model:
         shutil.rmtree(model_dir, ignore_errors=True)
     return result
@@ -146,7 +133,7 @@ def run_baseline(variant: str, data_dir: str, seed: int) -> dict:
     from sklearn.pipeline import make_pipeline
 
     from sentmtl.corpus import load_sentiment_corpus, train_test_split
-    from sentmtl.metrics import task_a_metrics
+    from sentmtl.metrics import classification_metrics
 
     splits = train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)
     train_x, test_x = list(splits["train"]["sentence"]), list(splits["test"]["sentence"])
@@ -162,8 +149,8 @@ def run_baseline(variant: str, data_dir: str, seed: int) -> dict:
         model = LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=5, max_iter=3000)
         model.fit(frozen_embeddings(train_x), train_y)
         predicted = model.predict(frozen_embeddings(test_x))
-    metrics = {f"eval_{k}": v for k, v in task_a_metrics(np.array(test_y), np.array(predicted),
-                                                          np.array(splits["test"]["source"])).items()}  # fmt: skip
+    metrics = {f"eval_{k}": v for k, v in classification_metrics(np.array(test_y), np.array(predicted), 2,
+                                                                  np.array(splits["test"]["source"])).items()}  # fmt: skip
     return {"eval": metrics, "train": {"train_runtime": time.perf_counter() - start}, "wall_s": time.perf_counter() - start,
             "log_history": []}  # fmt: skip
 

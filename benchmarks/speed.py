@@ -123,14 +123,14 @@ def worker_train_sentmtl(data_dir, seed, epochs, output_dir, device, encoder, ex
         flags += ["--num_train_epochs", str(epochs)]
     model_args, data_args, training_args = run_parse_args(flags)
     epochs = training_args.num_train_epochs
-    metrics = run(model_args, data_args, training_args)
-    train = json.loads((Path(output_dir) / "train_results.json").read_text())
+    result = run(model_args, data_args, training_args)
+    train = result.train_metrics
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     sentences = _splits(data_dir, seed)["train"]["sentence"]
     return {"samples_per_s": train["train_samples_per_second"], "train_s": train["train_runtime"],
-            "accuracy": metrics["eval_accuracy"], "precision": "bf16" if training_args.bf16 else "fp32",
+            "accuracy": result.metrics["eval_classification_accuracy"], "precision": "bf16" if training_args.bf16 else "fp32",
             "tokens": sum(_token_lengths(tokenizer, sentences)) * epochs,
             "samples": len(sentences) * epochs, "epochs": epochs}  # fmt: skip
 

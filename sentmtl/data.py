@@ -34,22 +34,32 @@ def load_data_files(
     return datasets.DatasetDict(out)
 
 
-def _load_one(path, text_column, label_column, score_column, label_names, cache_dir) -> datasets.Dataset:
+def read_table(path, cache_dir=None) -> datasets.Dataset:
+    """A CSV / TSV / JSON / JSONL / Parquet file as a `Dataset`, its columns as they are."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _LOADERS:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(_LOADERS)}.")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-    raw = datasets.load_dataset(_LOADERS[suffix], data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
+    return datasets.load_dataset(_LOADERS[suffix], data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
+
+
+def first_line(path) -> int:
+    """The file line of a table's first row, as a person counts: CSV's header is line 1."""
+    return 2 if Path(path).suffix.lower() in (".csv", ".tsv") else 1
+
+
+def _load_one(path, text_column, label_column, score_column, label_names, cache_dir) -> datasets.Dataset:
+    raw = read_table(path, cache_dir)
     for column in (text_column, label_column):
         if column not in raw.column_names:
             raise ValueError(f"{path}: no {column!r} column (columns: {raw.column_names}); set the column name option.")
     has_score = score_column in raw.column_names
     lookup = {name.lower(): index for index, name in enumerate(label_names)}
     lookup.update({str(index): index for index in range(len(label_names))})
-    # Row numbers as a person sees them in the file: CSV's header is line 1.
-    first_row = 2 if suffix in (".csv", ".tsv") else 1
+    first_row = first_line(path)
 
     sentences, labels, scores = [], [], []
     texts, raw_labels = list(raw[text_column]), list(raw[label_column])

@@ -22,7 +22,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .corpus import load_sentiment_corpus, train_test_split
-from .data import _LOADERS, NO_SOURCE
+from .data import NO_SOURCE, first_line, read_table
 from .stsb import read_stsb, stsb_file
 from .tasks import TaskSpec
 
@@ -87,23 +87,23 @@ class Source:
 # -- loading ----------------------------------------------------------------------------------------------------------
 
 
-def _raw_splits(data, data_args, seed: int) -> tuple[datasets.DatasetDict, str, str]:
-    """(DatasetDict(train, test?), a short name, where it came from) for one `data` value."""
+def _raw_splits(data, data_args, seed: int) -> tuple[datasets.DatasetDict, str, str, dict]:
+    """(DatasetDict(train, test?), a short name, where it came from, {split: line of its first row} for files) for
+    one `data` value."""
     if data == "uci":
         corpus = load_sentiment_corpus(data_args.data_dir, data_args.sources,
                                        on_bad_lines="skip" if data_args.skip_bad_lines else "error")  # fmt: skip
-        return train_test_split(corpus, data_args.split_test_size, seed, data_args.max_samples), "uci", "UCI corpus"
+        return train_test_split(corpus, data_args.split_test_size, seed, data_args.max_samples), "uci", "UCI corpus", {}
     if not isinstance(data, dict) or len({"stsb", "train_file", "dataset"} & set(data)) != 1:
         raise ValueError(f"task data {data!r}: use `uci`, {{train_file: ..., validation_file: ...}}, {{stsb: folder}} "
                          "or {dataset: folder or name}.")  # fmt: skip
     if "stsb" in data:
         train, dev = stsb_file(data["stsb"], "train"), stsb_file(data["stsb"], "dev")
-        return datasets.DatasetDict({"train": read_stsb(train), "test": read_stsb(dev)}), "stsb", f"STS-B ({train.parent})"
+        return datasets.DatasetDict({"train": read_stsb(train), "test": read_stsb(dev)}), "stsb", f"STS-B ({train.parent})", {}
     if "train_file" in data:
-        out = {"train": _read_file(data["train_file"])}
-        if data.get("validation_file"):
-            out["test"] = _read_file(data["validation_file"])
-        return datasets.DatasetDict(out), Path(data["train_file"]).stem, data["train_file"]
+        files = {"train": data["train_file"], **({"test": data["validation_file"]} if data.get("validation_file") else {})}
+        out = datasets.DatasetDict({split: read_table(file) for split, file in files.items()})
+        return out, Path(data["train_file"]).stem, data["train_file"], {s: first_line(f) for s, f in files.items()}
     location = data["dataset"]
     loaded = datasets.load_from_disk(location) if Path(location).exists() else datasets.load_dataset(location)
     train_split, eval_split = data.get("train_split", "train"), data.get("eval_split", "validation")
@@ -112,29 +112,18 @@ def _raw_splits(data, data_args, seed: int) -> tuple[datasets.DatasetDict, str, 
     out = {"train": loaded[train_split]}
     if eval_split in loaded:
         out["test"] = loaded[eval_split]
-    return datasets.DatasetDict(out), Path(location).name, location
+    return datasets.DatasetDict(out), Path(location).name, location, {}
 
 
-def _read_file(path) -> datasets.Dataset:
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in _LOADERS:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(_LOADERS)}.")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file.")
-    kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-    return datasets.load_dataset(_LOADERS[suffix], data_files=str(path), split="train", **kwargs)
-
-
-def _targets(task: TaskSpec, column: list, where: str) -> list:
-    """A task's raw label column → its targets, checked row by row (the row number in the message)."""
+def _targets(task: TaskSpec, column: list, where) -> list:
+    """A task's raw label column → its targets, checked row by row; `where(row)` names the row in a message."""
     out = []
     if task.type == "classification":
         lookup = {name.lower(): i for i, name in enumerate(task.labels)} | {str(i): i for i in range(len(task.labels))}
         for row, value in enumerate(column):
             label = lookup.get(str(value).strip().lower())
             if label is None:
-                raise ValueError(f"{where}, row {row}: label {value!r} is not one of {task.labels} (or their ids).")
+                raise ValueError(f"{where(row)}: label {value!r} is not one of {task.labels} (or their ids).")
             out.append(label)
     elif task.type == "multilabel":
         lookup = {name.lower(): i for i, name in enumerate(task.labels)} | {str(i): i for i in range(len(task.labels))}
@@ -145,7 +134,7 @@ def _targets(task: TaskSpec, column: list, where: str) -> list:
                     continue
                 label = lookup.get(str(value).strip().lower())
                 if label is None:
-                    raise ValueError(f"{where}, row {row}: label {value!r} is not one of {task.labels}.")
+                    raise ValueError(f"{where(row)}: label {value!r} is not one of {task.labels}.")
                 vector[label] = 1.0
             out.append(vector)
     else:
@@ -153,15 +142,22 @@ def _targets(task: TaskSpec, column: list, where: str) -> list:
             try:
                 number = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{where}, row {row}: {value!r} is not a number.") from None
+                raise ValueError(f"{where(row)}: {value!r} is not a number.") from None
             if task.type in ("score", "similarity") and not 0.0 <= number <= 1.0:
-                raise ValueError(f"{where}, row {row}: {number} is outside [0, 1] (a {task.type} target).")
+                raise ValueError(f"{where(row)}: {number} is outside [0, 1] (a {task.type} target).")
             out.append(number)
     return out
 
 
-def _columns(dataset: datasets.Dataset, tasks: list[TaskSpec], specs: list[DataSpec], where: str) -> datasets.Dataset:
-    """`text` (`text_pair`), `domain` and one `target__<task>` column per task (distillation targets come later)."""
+def _columns(dataset: datasets.Dataset, tasks: list[TaskSpec], specs: list[DataSpec], where: str,
+             line_offset: int | None = None) -> datasets.Dataset:  # fmt: skip
+    """`text` (`text_pair`), `domain` and one `target__<task>` column per task (distillation targets come later).
+    `line_offset`: for a file, the line of its first row, so that messages name the file's line."""
+
+    def at(row: int, column: str) -> str:
+        place = f"line {row + line_offset}" if line_offset is not None else f"row {row}"
+        return f"{where}, {place}, column {column!r}"
+
     first = specs[0]
     text = first.text_column or ("sentence1" if "sentence1" in dataset.column_names else "sentence")
     needed = [text]
@@ -178,7 +174,7 @@ def _columns(dataset: datasets.Dataset, tasks: list[TaskSpec], specs: list[DataS
     columns = {"text": [str(t) if t is not None else "" for t in dataset[text]]}
     for row, sentence in enumerate(columns["text"]):
         if not sentence.strip():
-            raise ValueError(f"{where}, row {row}: empty {text!r}; every row needs text.")
+            raise ValueError(f"{at(row, text)}: empty text; every row needs text.")
     if pair:
         columns["text_pair"] = [str(t) for t in dataset[pair]]
     # The corpus's `source` (amazon / imdb / yelp ids) gives per-domain metrics; other data has none.
@@ -187,7 +183,7 @@ def _columns(dataset: datasets.Dataset, tasks: list[TaskSpec], specs: list[DataS
     for task in tasks:
         if task.name in label_columns:
             column = label_columns[task.name]
-            columns[TARGET_PREFIX + task.name] = _targets(task, list(dataset[column]), f"{where}, column {column!r}")
+            columns[TARGET_PREFIX + task.name] = _targets(task, list(dataset[column]), lambda row, c=column: at(row, c))
     return datasets.Dataset.from_dict(columns)
 
 
@@ -204,12 +200,12 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, default_splits
     for members in groups.values():
         data = members[0].data.data
         if data == "uci" and default_splits is not None:
-            splits, name, where = default_splits, "uci", "the run's data"
+            splits, name, where, lines = default_splits, "uci", "the run's data", {}
         else:
-            splits, name, where = _raw_splits(data, data_args, seed)
+            splits, name, where, lines = _raw_splits(data, data_args, seed)
         tasks, specs = [m.spec for m in members], [m.data for m in members]
-        train = _columns(splits["train"], tasks, specs, f"{where} (train)")
-        evaluation = _columns(splits["test"], tasks, specs, f"{where} (eval)") if "test" in splits else None
+        train = _columns(splits["train"], tasks, specs, f"{where} (train)", lines.get("train"))
+        evaluation = _columns(splits["test"], tasks, specs, f"{where} (eval)", lines.get("test")) if "test" in splits else None
         if evaluation is None:  # no eval data of its own: a leak-free split, stratified by the first class task
             stratify = next((TARGET_PREFIX + t.name for t in tasks if t.type == "classification"), None)
             split = train_test_split(train, data_args.split_test_size, seed, text_column="text", label_column=stratify)

@@ -1,6 +1,5 @@
 """Regression tests for the correctness review: each test failed on the code before its fix and says what broke."""
 
-import copy
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from transformers import BertConfig, BertModel, ElectraConfig, ElectraModel, Tra
 import sentmtl
 from sentmtl.callbacks import FreezeCallback
 from sentmtl.corpus import near_duplicate_key, train_test_split
-from sentmtl.data import build_collator, tokenize_dataset
+from sentmtl.data import build_collator
 from sentmtl.run import main, parse_args
 from sentmtl.trainer import SentMtlTrainer, all_processes_agree
 
@@ -242,7 +241,7 @@ def test_run_embed_puts_the_model_on_the_chosen_device(monkeypatch, tiny_encoder
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: (moved.append(str(a[0]) if a else k), original(self, *a, **k))[1])
     assert run_embed.main(["--model_name_or_path", str(tiny_encoder_dir), "--device", "cpu", "the plot was good ."]) == 0
     assert "cpu" in moved
-    monkeypatch.setattr(run_embed, "default_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr("sentmtl.embed_cli.default_device", lambda: torch.device("cpu"))
     moved.clear()
     assert run_embed.main(["--model_name_or_path", str(tiny_encoder_dir), "the plot was good ."]) == 0
     assert "cpu" in moved  # no --device: the default device, picked once

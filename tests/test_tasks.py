@@ -344,3 +344,15 @@ def test_real_encoder_two_datasets_corpus_and_stsb(data_dir, tmp_path):
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_classification_accuracy"] >= 0.75
     assert metrics["eval_sts_spearman"] >= 0.8 and metrics["eval_stsb_spearman"] >= 80
+
+
+def test_a_bad_value_names_the_file_line_and_column(tmp_path):
+    from sentmtl.arguments import DataArguments
+    from sentmtl.task_data import DataSpec, RunTask, build_sources
+
+    path = tmp_path / "tone.csv"
+    path.write_text("text,tone\nthe food was great .,pos\nthe plot was bad .,angry\n")
+    task = RunTask(TaskSpec("tone", "classification", labels=["neg", "pos"]),
+                   DataSpec({"train_file": str(path)}, text_column="text", label_column="tone"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"tone.csv \(train\), line 3, column 'tone': label 'angry' is not one of"):
+        build_sources([task], DataArguments(), seed=0)

@@ -1,0 +1,212 @@
+"""The command line behind `run_embed.py`: embed sentences (from the command line or a file), or export the model as
+a sentence-transformers folder.
+
+    python run_embed.py "The plot twists were unexpected." "The service was satisfactory."
+    python run_embed.py --input_file sentences.txt --output_file embeddings.npy --model_name_or_path out/
+    python run_embed.py --model_name_or_path out/ --export_sentence_transformer out-st/
+"""
+
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import set_seed
+
+from .embed import PRECISIONS, default_max_length, encode
+from .errors import USER_ERRORS, debug_requested, one_line
+from .loading import is_sentmtl_checkpoint, load_model_and_tokenizer
+from .precision import default_device
+from .embed_io import (
+    OUTPUT_SUFFIXES,
+    EmbeddingWriter,
+    InputReport,
+    iter_sentences,
+    write_embeddings,
+)
+
+# The seed write-up's examples, embedded when no sentence is given.
+SAMPLE_SENTENCES = [
+    "The plot twists were unexpected.",
+    "The service was satisfactory.",
+    "This phone broke after two days, what a waste of money.",
+    "I would happily eat here again.",
+]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="run_embed.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("sentences", nargs="*", help="Sentences to embed (default: the seed's sample sentences).")
+    parser.add_argument(
+        "--model_name_or_path",
+        default=None,
+        help="A sentmtl checkpoint folder, or a plain encoder (name or path) around which a fresh, untrained "
+        "projection is built. Default: the bundled all-MiniLM-L6-v2.",
+    )
+    parser.add_argument("--input_file", help="Sentences from a file: .txt (one per line), .csv, .tsv or .jsonl; streamed.")
+    parser.add_argument("--text_column", default="sentence", help="Column / field holding the text in CSV or JSONL.")
+    parser.add_argument("--output_file", help="Write the embeddings: .npy ([n, d] float32) or .jsonl (with line numbers).")
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="Stop at the first bad input line (empty, not UTF-8, no text field) instead of skipping it with a report.",
+    )  # fmt: skip
+    parser.add_argument("--batch_size", type=int, default=64, help="Sentences per forward pass.")
+    parser.add_argument(
+        "--chunk_size", type=int, default=8192,
+        help="Sentences read, embedded and written at a time from --input_file (bounds memory on huge files).",
+    )  # fmt: skip
+    parser.add_argument("--max_length", type=int, default=None, help="Truncate to this many tokens (default: the encoder's limit).")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:1, mps … Default: the GPU when there is one, else the CPU.")  # fmt: skip
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: bf16 where --device runs it fast (cosine ~0.9999 to fp32), else fp32.")  # fmt: skip
+    parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")
+    parser.add_argument("--allow_pickle_weights", action="store_true",
+                        help="Also load pickle weights (pytorch_model.bin), which can run code: only if you trust them.")  # fmt: skip
+    parser.add_argument(
+        "--export_sentence_transformer",
+        metavar="OUTDIR",
+        help="Instead of embedding, write the model as a sentence-transformers folder (Transformer → Pooling → Dense "
+        "→ Normalize) that SentenceTransformer(OUTDIR) loads and that embeds exactly as sentmtl does.",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="Seed for the untrained projection of a plain encoder.")
+    args = parser.parse_args(argv)
+    if args.export_sentence_transformer and (args.sentences or args.input_file or args.output_file):
+        parser.error("--export_sentence_transformer writes a model; it takes no sentences, --input_file or --output_file")
+    if args.sentences and args.input_file:
+        parser.error("give sentences on the command line or --input_file, not both")
+    if args.device is not None:
+        try:
+            torch.device(args.device)
+        except RuntimeError:
+            parser.error(f"--device {args.device!r} is not a device; use e.g. cpu, cuda, cuda:1 or mps")
+    for name in ("batch_size", "chunk_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)} must be >= 1")
+    if args.output_file and not args.output_file.lower().endswith(OUTPUT_SUFFIXES):
+        parser.error(f"--output_file {args.output_file}: use one of {', '.join(OUTPUT_SUFFIXES)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.export_sentence_transformer:
+            return export(args)
+        if args.input_file:
+            return embed_file(args)
+        return embed_sentences(args, args.sentences or SAMPLE_SENTENCES)
+    except USER_ERRORS as err:
+        if debug_requested():
+            raise
+        print(one_line("run_embed.py", err), file=sys.stderr)
+        return 2
+
+
+def load(args):
+    set_seed(args.seed)
+    model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, args.allow_pickle_weights)
+    # One device for the whole run; encode() picks the precision for the device the model is on.
+    model.to(args.device or default_device())
+    if not is_sentmtl_checkpoint(args.model_name_or_path):
+        print(
+            f"Note: {model.config.encoder_name_or_path} is a plain encoder; the shared projection "
+            f"({model.config.hidden_size} → {model.config.embedding_size}) is untrained (seed {args.seed}). "
+            "Train with run_mtl.py for task-tuned embeddings.",
+            file=sys.stderr,
+        )
+    return model, tokenizer
+
+
+def embed_sentences(args, sentences: list[str]) -> int:
+    """Sentences from the command line: embed, print, optionally write and compare."""
+    blank = [i for i, sentence in enumerate(sentences, start=1) if not sentence.strip()]
+    if blank:
+        raise ValueError(f"sentence(s) {blank} are empty; every sentence needs text.")
+    model, tokenizer = load(args)
+    truncated = []
+    embeddings = encode(model, sentences, tokenizer, batch_size=args.batch_size, max_length=args.max_length,
+                        precision=args.precision, truncated=truncated)  # fmt: skip
+    report_truncated(truncated, len(sentences), args.max_length or default_max_length(tokenizer, model))
+    if args.output_file:
+        write_embeddings(args.output_file, sentences, embeddings)
+        print(f"Wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {args.output_file}")
+    print_embeddings(zip(sentences, embeddings))
+    if args.similarity:
+        print_similarity(embeddings)
+    return 0
+
+
+def embed_file(args) -> int:
+    """Two streamed passes over --input_file: check and count the lines, then embed them chunk by chunk."""
+    report = InputReport(Path(args.input_file))
+    count = sum(1 for _ in iter_sentences(args.input_file, args.text_column, args.strict, report))
+    if report.skipped:
+        print(report.summary(), file=sys.stderr)
+    if count == 0:
+        raise ValueError(f"{args.input_file}: no sentences to embed (all {len(report.skipped)} line(s) were skipped).")
+    model, tokenizer = load(args)
+    max_length = args.max_length or default_max_length(tokenizer, model)
+    writer = EmbeddingWriter(args.output_file, count, model.config.embedding_size) if args.output_file else None
+    kept, truncated_lines, seen = [], [], 0
+    lines = iter_sentences(args.input_file, args.text_column, args.strict, InputReport(report.path))
+    with tqdm(total=count, desc="Embedding", unit="sentence", disable=count <= 10 * args.batch_size) as bar:
+        while chunk := list(itertools.islice(lines, args.chunk_size)):
+            numbers, sentences = zip(*chunk)
+            truncated = []
+            embeddings = encode(model, list(sentences), tokenizer, batch_size=args.batch_size, max_length=max_length,
+                                precision=args.precision, show_progress_bar=False, truncated=truncated)  # fmt: skip
+            truncated_lines += [numbers[i] for i in truncated]
+            if writer is not None:
+                writer.write(list(numbers), list(sentences), embeddings)
+            if count <= 20:  # small inputs are shown, as for sentences on the command line
+                kept += list(zip(sentences, embeddings))
+            seen += len(chunk)
+            bar.update(len(chunk))
+    report_truncated(truncated_lines, seen, max_length, what="line")
+    if writer is not None:
+        writer.close()
+        print(f"Wrote {seen} embeddings of size {model.config.embedding_size} to {args.output_file}")
+    print_embeddings(kept)
+    if args.similarity and kept:
+        print_similarity(np.stack([vector for _, vector in kept]))
+    return 0
+
+
+def report_truncated(indices: list[int], total: int, max_length: int, what: str = "sentence") -> None:
+    if indices:
+        shown = ", ".join(str(i + 1 if what == "sentence" else i) for i in indices[:10])
+        more = ", …" if len(indices) > 10 else ""
+        print(f"Truncated {len(indices)} of {total} sentences longer than {max_length} tokens ({what}s {shown}{more}).",
+              file=sys.stderr)  # fmt: skip
+
+
+def export(args) -> int:
+    from .export import export_sentence_transformer
+
+    model, tokenizer = load(args)
+    out = export_sentence_transformer(model, tokenizer, args.export_sentence_transformer, max_seq_length=args.max_length)
+    print(f"Wrote a sentence-transformers model to {out}: SentenceTransformer({str(out)!r}).encode(sentences)")
+    return 0
+
+
+def print_embeddings(pairs) -> None:
+    """For each (sentence, vector): the sentence, the size, the norm and the first values."""
+    for sentence, vector in pairs:
+        head = ", ".join(f"{v:+.4f}" for v in vector[:6])
+        print(f"{sentence[:60]!r}\n  size={vector.size} norm={np.linalg.norm(vector):.4f} [{head}, ...]")
+
+
+def print_similarity(embeddings: np.ndarray) -> None:
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(min=1e-12)
+    matrix = unit @ unit.T
+    print("cosine similarity:")
+    print("      " + "".join(f"{j:>8}" for j in range(len(matrix))))
+    for i, row in enumerate(matrix):
+        print(f"{i:>6}" + "".join(f"{v:8.3f}" for v in row))
+
