@@ -79,3 +79,26 @@ class TaskBatchSampler(Sampler):
                     per_source[k], position[k] = self._source_batches(k, generator), 0
                 yield per_source[k][position[k]]
                 position[k] += 1
+
+
+class RankBatches(Sampler):
+    """This process's share of each global batch: rows r, r + W, r + 2W, … of it (W processes), the batch first
+    padded by repeating its rows so that every process gets the same number. All processes thus train on the same
+    source at the same step (DDP then sees the same parameters used everywhere), and W processes × b rows see the
+    rows one process would see in batches of W × b. With one process it passes the batches through."""
+
+    def __init__(self, sampler: TaskBatchSampler, num_processes: int = 1, process_index: int = 0):
+        self.sampler, self.num_processes, self.process_index = sampler, num_processes, process_index
+
+    def set_epoch(self, epoch) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for batch in self.sampler:
+            if self.num_processes > 1 and len(batch) % self.num_processes:
+                missing = self.num_processes - len(batch) % self.num_processes
+                batch = batch + [batch[i % len(batch)] for i in range(missing)]
+            yield batch[self.process_index :: self.num_processes]

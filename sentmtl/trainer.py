@@ -13,7 +13,7 @@ from transformers.trainer_pt_utils import (
 )
 
 from .metrics import task_metrics
-from .sampler import TaskBatchSampler
+from .sampler import RankBatches, TaskBatchSampler
 from .task_data import MultiSourceDataset
 
 logger = logging.getLogger(__name__)
@@ -110,14 +110,23 @@ class SentMtlTrainer(Trainer):
         if not isinstance(self.train_dataset, MultiSourceDataset):
             return super().get_train_dataloader()
         seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
-        sampler = TaskBatchSampler(
-            self.train_dataset.lengths(), self._train_batch_size, strategy=self.args.task_sampling,
-            temperature=self.args.task_sampling_temperature, seed=seed,
-            within=self.args.train_sampling_strategy,
-        )  # fmt: skip
+        world = self.args.world_size
+        # Global batches of W × b rows from one source, each process taking its share: every process trains the
+        # same task at the same step.
+        sampler = RankBatches(TaskBatchSampler(
+            self.train_dataset.lengths(), self._train_batch_size * world, strategy=self.args.task_sampling,
+            temperature=self.args.task_sampling_temperature, seed=seed, within=self.args.train_sampling_strategy,
+        ), world, self.args.process_index)  # fmt: skip
         loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)  # fmt: skip
-        return self.accelerator.prepare(loader)
+        loader = self.accelerator.prepare(loader)
+        # accelerate would shard the already per-process batches again (and drop rows): make its wrapper a
+        # passthrough, as transformers does for its own rank-aware batch sampler. It still hands the epoch on
+        # (to `RankBatches.sampler`).
+        shard = getattr(loader, "batch_sampler", None)
+        if shard is not sampler and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return loader
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """Every task on its source's eval split: `<prefix>_<task>_<metric>`, `<prefix>_<task>_loss`, and

@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 
 import run_embed
 import sentmtl
+from sentmtl import embed_cli
 from sentmtl.run import latest_checkpoint, main
 
 # -- interrupt and resume --------------------------------------------------------------------------------------------
@@ -290,13 +291,13 @@ def test_a_100k_line_file_streams_in_bounded_chunks(embed_flags, tmp_path, monke
         for i in range(100_000):
             handle.write(f"the movie was {words[i % 6]} .\n")
     seen = []
-    real_encode = run_embed.encode
+    real_encode = embed_cli.encode
 
     def spy(model, sentences, *args, **kwargs):
         seen.append(len(sentences))
         return real_encode(model, sentences, *args, **kwargs)
 
-    monkeypatch.setattr(run_embed, "encode", spy)
+    monkeypatch.setattr(embed_cli, "encode", spy)
     out = tmp_path / "big.npy"
     assert run_embed.main([*embed_flags, "--input_file", str(source), "--output_file", str(out), "--batch_size", "256",
                            "--chunk_size", "20000"]) == 0  # fmt: skip

@@ -293,6 +293,20 @@ def test_text_classification_pipeline_serves_the_first_classification_task(three
     assert result[0]["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
 
 
+def test_text_classification_pipeline_without_the_package(three_task_dir, tmp_path):
+    """The Hub widget's path: no sentmtl installed, config.json's auto_map names the sequence-classification view."""
+    script = (
+        "import sys; sys.modules['sentmtl'] = None\n"
+        "from transformers import pipeline\n"
+        f"print(pipeline('text-classification', model={str(three_task_dir)!r}, trust_remote_code=True, device='cpu')"
+        "('the movie was great .'))\n"
+    )  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'label': 'positive'" in result.stdout or "'label': 'negative'" in result.stdout
+
+
 def test_export_of_an_n_task_model(three_task_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
@@ -356,3 +370,19 @@ def test_a_bad_value_names_the_file_line_and_column(tmp_path):
                    DataSpec({"train_file": str(path)}, text_column="text", label_column="tone"))  # fmt: skip
     with pytest.raises(ValueError, match=r"tone.csv \(train\), line 3, column 'tone': label 'angry' is not one of"):
         build_sources([task], DataArguments(), seed=0)
+
+
+def test_each_process_takes_its_share_of_the_same_global_batch():
+    """Under DDP every process trains the same source at the same step, and 2 × b rows are the rows of one batch of
+    2b (accelerate's own sharding gave processes different sources' batches and never advanced the epoch)."""
+    from sentmtl.sampler import RankBatches
+
+    inner = TaskBatchSampler(LENGTHS, 8, "round_robin", seed=1)
+    shares = [list(RankBatches(inner, 2, rank)) for rank in (0, 1)]
+    for global_batch, a, b in zip(inner, *shares):
+        assert len(a) == len(b) and set(a) | set(b) == set(global_batch)
+    odd = TaskBatchSampler([[1, 2, 3]], 8, within="sequential")  # one batch of 3 rows over 2 processes: padded to 4
+    assert [list(RankBatches(odd, 2, r)) for r in (0, 1)] == [[[0, 2]], [[1, 0]]]
+    wrapper = RankBatches(inner, 2, 0)
+    wrapper.set_epoch(3)
+    assert inner.epoch == 3
