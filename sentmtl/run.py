@@ -96,8 +96,15 @@ def build_model(model_args: ModelArguments, tasks: list[TaskSpec]):
                 has = f"{mine.type} with classes {mine.labels}" if mine else "no such task"
                 raise ValueError(f"{model_args.model_name_or_path} has {has} for {task.name!r}, not a {task.type} "
                                  f"task with classes {task.labels}: continue with the same tasks and names.")  # fmt: skip
-        model.config.tasks = [known.get(task.name, task).to_dict() for task in tasks] + [
-            t.to_dict() for name, t in known.items() if name not in {task.name for task in tasks}]  # fmt: skip
+        # The checkpoint's tasks in its order (their heads are in the weights; a learned loss weight is per position)
+        # with the run's losses and weights, then the run's new head-less tasks.
+        wanted = {task.name: task for task in tasks}
+        merged = [wanted.get(name, mine).to_dict() for name, mine in known.items()]
+        merged += [task.to_dict() for task in tasks if task.name not in known]
+        if model.loss_log_variances is not None and len(merged) != len(known):
+            raise ValueError(f"{model_args.model_name_or_path} learns one loss weight per task for {len(known)} tasks; "
+                             f"this run has {len(merged)}. Continue with the same tasks, or --distillation_weight 0.")  # fmt: skip
+        model.config.tasks = merged
         model.tasks = model.config.task_specs
         return model, tokenizer
     return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
@@ -135,7 +142,7 @@ class RunInterrupted(Exception):
         self.exit_code = exit_code
 
 
-def run(model_args, data_args, training_args, callbacks=()) -> dict:
+def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     """Train (unless nothing is trainable), evaluate, and leave the model, card and reports in `output_dir`."""
     # The Trainer would create the Hub repository before training and pickle the token into every checkpoint's
     # training_args.bin; sentmtl pushes once, after the local save, and keeps the token out of every file.

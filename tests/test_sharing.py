@@ -97,11 +97,15 @@ def test_continue_from_a_checkpoint_keeps_the_trained_heads(trained_dir, tiny_en
     for key in ("eval_classification_accuracy", "eval_classification_loss", "eval_sentiment_loss", "eval_sentiment_mse"):
         assert again[key] == pytest.approx(before[key], abs=1e-6)
     # And training continues from there (e.g. on another domain).
-    flags = [f if f != "all" else "none" for f in flags]
+    flags = [f if f != "all" else "none" for f in flags] + ["--classification_loss_weight", "2"]
     flags[flags.index("--output_dir") + 1] = str(tmp_path / "continued")
     assert main(flags) == 0
     continued = json.loads((tmp_path / "continued" / "train_results.json").read_text())
     assert continued["global_step"] > 0
+    # The checkpoint fixes the heads; the run's losses and weights apply (they were silently the checkpoint's).
+    tasks = json.loads((tmp_path / "continued" / "config.json").read_text())["tasks"]
+    assert [(t["name"], t["loss_weight"]) for t in tasks] == [("classification", 2.0), ("sentiment", 1.0),
+                                                               ("distillation", 10.0)]
 
 
 def test_model_card_reports_the_measured_metrics(trained_dir):
