@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -141,8 +140,7 @@ def test_sampler_strategies_share_steps_as_documented():
     assert per_source("round_robin") == [2, 2, 2]  # in turn, until the smallest runs out
     hot = per_source("temperature", temperature=100.0)  # nearly uniform over sources
     assert sum(hot) == 15 and min(hot) >= 2
-    proportional = np.mean([per_source("temperature", temperature=1.0)[0] for _ in range(1)])
-    assert proportional >= 7  # T = 1: ∝ size
+    assert per_source("temperature", temperature=1.0)[0] >= 7  # T = 1: ∝ size (40 of 57 rows: 10.5 of 15 expected)
     with pytest.raises(ValueError, match="task sampling 'mixed' is not supported"):
         TaskBatchSampler(LENGTHS, 4, "mixed")
 
