@@ -137,7 +137,6 @@ class SentMtlModel(SentMtlPreTrainedModel):
         self.pooling = Pooling(config.pooling)
         self.shared_projection = nn.Linear(config.hidden_size, config.embedding_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.tasks = config.task_specs
         for task in self.tasks:
             if task.has_head:
                 scale = config.head_logit_scale if task.type != "regression" else None
@@ -147,6 +146,12 @@ class SentMtlModel(SentMtlPreTrainedModel):
         else:
             self.loss_log_variances = None
         self.post_init()
+
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        """The model's tasks, read from the config (which owns them: a continued run or label smoothing edits the
+        config, and the model follows)."""
+        return self.config.task_specs
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # With a classification task, the Hub's text-classification widget and `pipeline(..., trust_remote_code=True)`
@@ -271,19 +276,20 @@ class SentMtlModel(SentMtlPreTrainedModel):
                 pair_attention_mask = torch.ones_like(pair_input_ids)
             pair_embeddings = self.embed(pair_input_ids, pair_attention_mask, pair_token_type_ids)
         features = self.dropout(embeddings)
-        task_logits = {task.name: self._head_output(task, features) for task in self.tasks if task.has_head}
+        tasks = self.tasks  # read from the config once per forward
+        task_logits = {task.name: self._head_output(task, features) for task in tasks if task.has_head}
 
         targets = dict(task_labels or {})
-        first = {kind: next((t.name for t in self.tasks if t.type == kind), None) for kind in ("classification", "score")}
+        first = {kind: next((t.name for t in tasks if t.type == kind), None) for kind in ("classification", "score")}
         for value, kind in ((labels, "classification"), (scores, "score")):
             if value is not None and first[kind] is not None:
                 targets.setdefault(first[kind], value)
         task_losses = {
             task.name: self._task_loss(task, targets[task.name], task_logits.get(task.name), embeddings, pair_embeddings)
-            for task in self.tasks
+            for task in tasks
             if task.name in targets
         }
-        loss = self.combine_losses(task_losses) if task_losses else None
+        loss = self.combine_losses(task_losses, tasks) if task_losses else None
 
         logits = task_logits.get(first["classification"]) if first["classification"] else None
         sentiment_logits = task_logits.get(first["score"]) if first["score"] else None
@@ -325,16 +331,17 @@ class SentMtlModel(SentMtlPreTrainedModel):
             return cosine_distillation_loss(embeddings, targets)
         return relational_distillation_loss(embeddings, targets)
 
-    def combine_losses(self, task_losses: dict) -> torch.Tensor:
+    def combine_losses(self, task_losses: dict, tasks: list[TaskSpec] | None = None) -> torch.Tensor:
         """The weighted sum of the losses of the tasks present (a dict by task name)."""
+        tasks = tasks if tasks is not None else self.tasks
         if self.loss_log_variances is not None:
             # Kendall et al. 2018: exp(-s) = 1/sigma^2 weighs each task; s/2 = log(sigma) stops s from growing
             # without bound (which would switch the task off).
             s = self.loss_log_variances.float()
             terms = [torch.exp(-s[i]) * task_losses[task.name] + 0.5 * s[i]
-                     for i, task in enumerate(self.tasks) if task.name in task_losses]  # fmt: skip
+                     for i, task in enumerate(tasks) if task.name in task_losses]  # fmt: skip
         else:
-            terms = [task.loss_weight * task_losses[task.name] for task in self.tasks if task.name in task_losses]
+            terms = [task.loss_weight * task_losses[task.name] for task in tasks if task.name in task_losses]
         return torch.stack(terms).sum()
 
 

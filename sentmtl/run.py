@@ -105,7 +105,6 @@ def build_model(model_args: ModelArguments, tasks: list[TaskSpec]):
             raise ValueError(f"{model_args.model_name_or_path} learns one loss weight per task for {len(known)} tasks; "
                              f"this run has {len(merged)}. Continue with the same tasks, or --distillation_weight 0.")  # fmt: skip
         model.config.tasks = merged
-        model.tasks = model.config.task_specs
         return model, tokenizer
     return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
                                     tasks=[task.to_dict() for task in tasks], **model_args.config_overrides())  # fmt: skip

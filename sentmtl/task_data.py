@@ -63,6 +63,8 @@ class RunTask:
             raise ValueError(f"{where}: unknown task field(s) {unknown}; valid: {', '.join(sorted(spec_fields | data_fields))}.")
         spec = TaskSpec.from_dict({k: v for k, v in values.items() if k in spec_fields}, where)
         data = DataSpec(**{k: v for k, v in values.items() if k in data_fields})
+        if data.head_learning_rate is not None and not spec.has_head:
+            raise ValueError(f"{where}: head_learning_rate: a {spec.type} task has no head (it trains the embedding).")
         if spec.type == "similarity" and data.data == "uci":
             raise ValueError(f"{where}: a similarity task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
         return cls(spec, data)

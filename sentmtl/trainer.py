@@ -24,8 +24,8 @@ def build_param_groups(model, args) -> list[dict]:
 
     Encoder layer k of L (1-based) gets `backbone LR × decay^(L-k)`; the embeddings get `decay^L`, the lowest;
     the rest of the encoder (e.g. BERT's pooler) the backbone LR. The shared projection and the heads take
-    their own LRs, the learned loss weights (`--loss_weighting uncertainty`) theirs. Biases, LayerNorm weights and other 1-D parameters get no weight decay. Frozen parameters are
-    left out, except a backbone scheduled to unfreeze (`unfreeze_backbone_at_epoch`), which must already be in
+    their own LRs, the learned loss weights (`--loss_weighting uncertainty`) theirs. Biases, LayerNorm weights and
+    other 1-D parameters get no weight decay. Frozen parameters are left out, except a backbone scheduled to unfreeze (`unfreeze_backbone_at_epoch`), which must already be in
     the optimizer when it starts to receive gradients.
     """
     lrs = args.learning_rates()
@@ -87,9 +87,7 @@ class SentMtlTrainer(Trainer):
         self.eval_sources = eval_sources
         # The Trainer's label smoother would replace the model's loss with a smoothed Task A loss alone, dropping
         # Task B without a word; the model smooths Task A inside its own loss instead.
-        model = unwrap(self.model)
-        model.config.set_label_smoothing(self.args.label_smoothing_factor)
-        model.tasks = model.config.task_specs
+        unwrap(self.model).config.set_label_smoothing(self.args.label_smoothing_factor)
         self.label_smoother = None
 
     def create_optimizer(self, model=None):

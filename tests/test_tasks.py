@@ -164,9 +164,9 @@ def two_datasets(tmp_path):
         "num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "task_sampling": "round_robin",
         "tasks": [
             {"name": "tone", "type": "classification", "labels": ["neg", "mid", "pos"],
-             "data": {"train_file": str(three)}, "text_column": "text", "label_column": "tone"},
+             "data": {"train_file": str(three)}, "text_column": "text", "label_column": "tone", "head_learning_rate": 5e-3},
             {"name": "sim", "type": "similarity", "data": {"train_file": str(pairs)}, "text_column": "a",
-             "text_pair_column": "b", "label_column": "sim", "loss": "cosine_mse", "head_learning_rate": 5e-3},
+             "text_pair_column": "b", "label_column": "sim", "loss": "cosine_mse"},
             {"name": "keep", "type": "distillation", "data": {"train_file": str(three)}, "text_column": "text",
              "loss_weight": 5},
         ],
@@ -218,6 +218,11 @@ def test_run_file_task_errors_name_the_field_file_and_column(tiny_encoder_dir, t
     assert "three.csv (train): no column 'mood'" in err and "set text_column / text_pair_column / label_column" in err
     assert main([str(two_datasets), "--class_names", "a", "b", *tiny_task_flags(tiny_encoder_dir, tmp_path / "o3")]) == 2
     assert "--class_names would be ignored. Move them into the tasks." in capsys.readouterr().err
+    bad["tasks"][0]["label_column"] = "tone"
+    bad["tasks"][1]["head_learning_rate"] = 1e-3  # a similarity task has no head: the LR would apply to nothing
+    (tmp_path / "bad3.yaml").write_text(yaml.safe_dump(bad))
+    assert main([str(tmp_path / "bad3.yaml"), *tiny_task_flags(tiny_encoder_dir, tmp_path / "o4")]) == 2
+    assert "tasks[1]: head_learning_rate: a similarity task has no head" in capsys.readouterr().err
 
 
 def test_freeze_a_task_head_and_give_a_head_its_own_lr(tiny_encoder_dir, two_datasets, tmp_path):
