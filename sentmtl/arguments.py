@@ -275,6 +275,11 @@ class SentMtlTrainingArguments(TrainingArguments):
     unfreeze_backbone_at_epoch: int | None = field(
         default=None, metadata={"help": "Gradual unfreezing: a frozen backbone starts training at this epoch (0-based)."}
     )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={"help": "Train on, then evaluate and save, an exponential moving average of the weights with this "
+                          "decay (e.g. 0.99: about the last 100 steps). Unset: the last weights."},
+    )
 
     def __post_init__(self):
         if self.freeze_backbone:
@@ -296,6 +301,8 @@ class SentMtlTrainingArguments(TrainingArguments):
             raise ValueError(f"--learning_rate {self.learning_rate} must be > 0.")
         if not 0.0 < self.layerwise_lr_decay <= 1.0:
             raise ValueError(f"--layerwise_lr_decay {self.layerwise_lr_decay} must be in (0, 1].")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay {self.ema_decay} must be in (0, 1).")
         if self.freeze_backbone_layers < 0:
             raise ValueError(f"--freeze_backbone_layers {self.freeze_backbone_layers} must be >= 0.")
         if self.unfreeze_backbone_at_epoch is not None and self.freeze != "backbone" and not self.freeze_backbone_layers:

@@ -1,8 +1,12 @@
-"""Callbacks: `FreezeCallback` decides *when* parts are frozen (the model knows *how*); `InterruptCallback` stops cleanly."""
+"""Callbacks: `FreezeCallback` decides *when* parts are frozen (the model knows *how*); `InterruptCallback` stops
+cleanly; `WeightAveragingCallback` keeps an exponential moving average of the weights and ends training on it."""
 
 import logging
+import os
 import signal
 import threading
+
+import torch
 
 from transformers import TrainerCallback
 
@@ -103,3 +107,62 @@ class InterruptCallback(TrainerCallback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+class WeightAveragingCallback(TrainerCallback):
+    """An exponential moving average (EMA) of every floating-point weight, updated after each optimizer step and
+    copied into the model when training ends, so the final evaluation, the saved model and the card are the
+    average's. The decay warms up as min(decay, (1 + t) / (10 + t)) so early, still-random weights fade fast.
+
+    The average is saved beside each checkpoint (`ema_weights.pt`) and read back from the checkpoint a run
+    resumes from, so a resumed run ends on the same average as an uninterrupted one. Every process updates its
+    own copy from the same (DDP-synchronised) weights.
+    """
+
+    FILE = "ema_weights.pt"
+
+    def __init__(self, decay: float, resume_from: str | None = None):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"--ema_decay {decay} must be in (0, 1).")
+        self.decay = decay
+        self.resume_from = resume_from
+        self.average: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def _weights(model) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in unwrap(model).named_parameters() if p.is_floating_point()}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        weights = self._weights(model)
+        saved = os.path.join(self.resume_from, self.FILE) if self.resume_from else None
+        if saved and os.path.isfile(saved):
+            stored = torch.load(saved, map_location="cpu", weights_only=True)
+            if set(stored) != set(weights):
+                raise ValueError(f"{saved}: its weights do not match the model's; was it saved by another model?")
+            self.average = {name: stored[name].to(p.device, torch.float32) for name, p in weights.items()}
+        elif saved:
+            raise ValueError(f"--ema_decay: {self.resume_from} has no {self.FILE} (saved without --ema_decay?), so "
+                             "the average cannot continue; resume without --ema_decay or start afresh.")  # fmt: skip
+        else:
+            self.average = {name: p.detach().float().clone() for name, p in weights.items()}
+
+    @torch.no_grad()
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        t = state.global_step
+        decay = min(self.decay, (1 + t) / (10 + t))
+        for name, p in self._weights(model).items():
+            self.average[name].lerp_(p.detach().float(), 1 - decay)
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save and self.average is not None:
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if os.path.isdir(folder):
+                torch.save({name: a.cpu() for name, a in self.average.items()}, os.path.join(folder, self.FILE))
+
+    @torch.no_grad()
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.average is None:
+            return
+        for name, p in self._weights(model).items():
+            p.copy_(self.average[name].to(p.dtype))
+        logger.warning("Training ended on the exponential moving average of the weights (decay %g).", self.decay)

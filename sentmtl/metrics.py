@@ -23,7 +23,9 @@ def task_metrics(task: TaskSpec, outputs, targets, domains=None) -> dict[str, fl
     `eval_<task>_<metric>`. `outputs`: the head's output (classification / multilabel logits, the score's logit,
     the regression value), the pair cosines (similarity), or `(student, teacher)` embeddings (distillation)."""
     if task.type == "classification":
-        return classification_metrics(np.asarray(targets), np.asarray(outputs).argmax(-1), len(task.labels), domains)
+        labels, probabilities = np.asarray(targets), softmax(np.asarray(outputs, np.float64))
+        return {**classification_metrics(labels, probabilities.argmax(-1), len(task.labels), domains),
+                **calibration_metrics(labels, probabilities)}  # fmt: skip
     if task.type == "multilabel":
         return multilabel_metrics(np.asarray(targets), np.asarray(outputs) > 0)
     if task.type == "score":
@@ -60,6 +62,60 @@ def classification_metrics(labels, predicted, num_classes: int = 2, domains=None
     return out
 
 
+def softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def reliability_bins(confidences, outcomes, n_bins: int = 15) -> list[dict]:
+    """Equal-width bins over [0, 1]: per non-empty bin its bounds, size, mean confidence and the observed rate of
+    `outcomes` (1 = correct / positive). The last bin includes 1.0."""
+    confidences, outcomes = np.asarray(confidences, np.float64), np.asarray(outcomes, np.float64)
+    index = np.minimum((confidences * n_bins).astype(int), n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        mask = index == b
+        if mask.any():
+            bins.append({"low": b / n_bins, "high": (b + 1) / n_bins, "count": int(mask.sum()),
+                         "confidence": float(confidences[mask].mean()), "rate": float(outcomes[mask].mean())})  # fmt: skip
+    return bins
+
+
+def expected_calibration_error(confidences, outcomes, n_bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): the bin-size-weighted mean |rate − confidence| over equal-width bins."""
+    bins = reliability_bins(confidences, outcomes, n_bins)
+    total = sum(b["count"] for b in bins)
+    return float(sum(b["count"] * abs(b["rate"] - b["confidence"]) for b in bins) / total) if total else 0.0
+
+
+def calibration_metrics(labels, probabilities, n_bins: int = 15) -> dict[str, float]:
+    """A classifier's calibration: top-label ECE (15 bins), log loss (NLL) and the mean top-label confidence. ECE
+    alone rewards a model that says 0.9 about everything, so it is read beside log loss and accuracy."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, np.float64)
+    if len(labels) == 0:
+        return {}
+    confidence = probabilities.max(-1)
+    correct = probabilities.argmax(-1) == labels
+    true_probability = probabilities[np.arange(len(labels)), labels].clip(1e-12)
+    return {"ece": expected_calibration_error(confidence, correct, n_bins),
+            "log_loss": float(-np.log(true_probability).mean()), "confidence": float(confidence.mean())}  # fmt: skip
+
+
+def reliability_points(task: TaskSpec, outputs, targets):
+    """(confidences, outcomes) that a reliability diagram of this task plots, or None for types without one:
+    classification — top-label probability and whether it was right; score with binary targets — the score as
+    P(positive) and whether the target is positive."""
+    if task.type == "classification":
+        probabilities, labels = softmax(np.asarray(outputs, np.float64)), np.asarray(targets)
+        return probabilities.max(-1), (probabilities.argmax(-1) == labels).astype(float)
+    if task.type == "score":
+        targets = np.asarray(targets, np.float64)
+        if len(np.unique(targets >= 0.5)) == 2:
+            return 1 / (1 + np.exp(-np.asarray(outputs, np.float64))), (targets >= 0.5).astype(float)
+    return None
+
+
 def confusion_cells(metrics: dict, num_classes: int, prefix: str) -> list[list[int]]:
     """The K×K confusion matrix back from the flat `<prefix>confusion_<i>_<j>` metrics (rows: true class)."""
     return [[metrics[f"{prefix}confusion_{i}_{j}"] for j in range(num_classes)] for i in range(num_classes)]
@@ -75,7 +131,7 @@ def multilabel_metrics(targets, predicted) -> dict[str, float]:
 
 
 def correlation_metrics(targets, predicted) -> dict[str, float]:
-    if len(targets) < 2 or np.std(targets) == 0 or np.std(predicted) == 0:
+    if len(targets) < 2 or np.ptp(targets) == 0 or np.ptp(predicted) == 0:
         return {}
     return {"spearman": float(spearmanr(targets, predicted).statistic), "pearson": float(pearsonr(targets, predicted).statistic)}
 
@@ -93,6 +149,8 @@ def score_metrics(targets, predicted) -> dict[str, float]:
     if len(np.unique(binary_targets)) == 2:
         out["roc_auc"] = float(roc_auc_score(binary_targets, predicted))
         out["brier"] = float(brier_score_loss(binary_targets, predicted))
+        # The score read as P(positive): observed positive rate against it, bin by bin.
+        out["ece"] = expected_calibration_error(predicted, binary_targets)
     return out
 
 
@@ -115,7 +173,9 @@ def build_compute_metrics(class_names=LABEL_NAMES):
         label_ids = prediction.label_ids
         labels, scores = np.asarray(label_ids[0]), np.asarray(label_ids[1], dtype=np.float64)
         domains = np.asarray(label_ids[2]) if len(label_ids) > 2 else None
-        a = classification_metrics(labels, np.asarray(logits).argmax(-1), len(class_names), domains)
+        probabilities = softmax(np.asarray(logits, np.float64))
+        a = {**classification_metrics(labels, probabilities.argmax(-1), len(class_names), domains),
+             **calibration_metrics(labels, probabilities)}  # fmt: skip
         b = score_metrics(scores, np.asarray(sentiment_scores, dtype=np.float64).reshape(-1))
         return {**{f"classification_{k}": v for k, v in a.items()}, **{f"sentiment_{k}": v for k, v in b.items()}}
 

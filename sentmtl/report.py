@@ -3,14 +3,15 @@
 from pathlib import Path
 
 from .corpus import SOURCES
-from .metrics import confusion_cells
+from .metrics import confusion_cells, expected_calibration_error, reliability_bins
 from .tasks import TaskSpec
 
 # The metrics shown per task type, in table order (eval_results.json has them all, confusion cells included).
 SHOWN = {
-    "classification": ["accuracy", "precision", "recall", "f1", "macro_f1", *(f"accuracy_{s}" for s in SOURCES)],
+    "classification": ["accuracy", "precision", "recall", "f1", "macro_f1", *(f"accuracy_{s}" for s in SOURCES),
+                       "ece", "log_loss", "confidence"],
     "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
-    "score": ["accuracy", "roc_auc", "mse", "mae", "brier", "pearson", "spearman"],
+    "score": ["accuracy", "roc_auc", "mse", "mae", "brier", "ece", "pearson", "spearman"],
     "regression": ["mse", "mae", "pearson", "spearman"],
     "similarity": ["spearman", "pearson"],
     "distillation": ["structure_spearman"],
@@ -89,6 +90,40 @@ def plot_confusion_matrix(metrics: dict, path, task: TaskSpec, prefix: str = "ev
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{task.name} (accuracy {metrics[f'{prefix}{task.name}_accuracy']:.3f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reliability(confidences, outcomes, path, task: TaskSpec, n_bins: int = 15) -> Path:
+    """A reliability diagram: per confidence bin, the observed rate against the diagonal of perfect calibration,
+    with the bin sizes below (ECE in the title). Classification: top-label confidence vs accuracy; a score: the
+    score as P(positive) vs the positive rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = reliability_bins(confidences, outcomes, n_bins)
+    ece = expected_calibration_error(confidences, outcomes, n_bins)
+    classification = task.type == "classification"
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.6, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = 1 / n_bins
+    top.bar([b["low"] for b in bins], [b["rate"] for b in bins], width=width, align="edge", edgecolor="black",
+            color="#4c72b0", label="accuracy" if classification else "positive rate")  # fmt: skip
+    top.plot([b["confidence"] for b in bins], [b["rate"] for b in bins], "o", color="#dd8452", markersize=4,
+             label="bin mean confidence")  # fmt: skip
+    top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy" if classification else "fraction positive")
+    top.set_title(f"{task.name}: reliability (ECE {ece:.3f}, {n_bins} bins)")
+    top.legend(fontsize=8, loc="upper left")
+    bottom.bar([b["low"] for b in bins], [b["count"] for b in bins], width=width, align="edge", color="#999999")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("examples")
+    bottom.set_xlabel("top-label confidence" if classification else "score (P positive)")
+    bottom.set_xlim(0.5 if classification else 0, 1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -14,7 +14,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
-from .callbacks import FreezeCallback, InterruptCallback
+from .callbacks import FreezeCallback, InterruptCallback, WeightAveragingCallback
 from .checkpoints import latest_checkpoint, resolve_resume_checkpoint
 from .corpus import load_sentiment_corpus, train_test_split
 from .data import load_data_files
@@ -33,7 +33,8 @@ from .task_data import (
 )
 from .tasks import TaskSpec, default_tasks
 from .model_card import build_model_card
-from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve
+from .metrics import reliability_bins, reliability_points
+from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve, plot_reliability
 from .trainer import EvalSource, NonFiniteLossError, SentMtlTrainer
 
 logger = logging.getLogger("sentmtl")
@@ -128,6 +129,8 @@ class RunResult:
     log_history: list
     output_dir: Path
     files: list[str] = field(default_factory=list)
+    # {task: reliability_bins(...)} of the final evaluation, for tasks with a reliability diagram.
+    reliability: dict = field(default_factory=dict)
 
     def __getitem__(self, key):  # `run(...)["eval_classification_accuracy"]` reads a metric, as the dict it replaces
         return self.metrics[key]
@@ -175,6 +178,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
                                               if t.data.head_learning_rate}  # fmt: skip
 
     interrupt = InterruptCallback()
+    averaging = [WeightAveragingCallback(training_args.ema_decay, resume_from)] if training_args.ema_decay else []
     trainer = SentMtlTrainer(
         model=model,
         args=training_args,
@@ -183,7 +187,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         eval_dataset=eval_sources[0].dataset if eval_sources else None,  # evaluate() reads eval_sources
         eval_sources=eval_sources,
         processing_class=tokenizer,
-        callbacks=[FreezeCallback.from_args(training_args), interrupt, *callbacks],
+        callbacks=[FreezeCallback.from_args(training_args), interrupt, *averaging, *callbacks],
     )
     trainable, total = model.count_parameters()
     train_metrics = None
@@ -219,12 +223,17 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     card = build_model_card(model.config, metrics, run_config, train_metrics,
                             repo_id=training_args.hub_model_id if push_to_hub else None)  # fmt: skip
     save_final_model(trainer, output_dir, extra_files={"README.md": card})
+    points = {task.name: reliability_points(task, *trainer.last_eval_outputs[task.name]) for task in model.tasks
+              if task.name in trainer.last_eval_outputs}  # fmt: skip
+    points = {name: value for name, value in points.items() if value is not None}
     if trainer.is_world_process_zero():
         (output_dir / "run_config.yaml").write_text(run_config_yaml(run_config, training_args))
         plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png")
         for task in model.tasks:
             if task.type == "classification":
                 plot_confusion_matrix(metrics, output_dir / f"confusion_{task.name}.png", task)
+            if task.name in points:
+                plot_reliability(*points[task.name], output_dir / f"reliability_{task.name}.png", task)
         held_out = ", ".join(f"{s.dataset.num_rows} for {'/'.join(t.name for t in s.tasks)}" for s in eval_sources)
         print(f"\nResults on the held-out rows ({held_out}; {output_dir / 'eval_results.json'}):")
         print(format_metrics_table(metrics, model.tasks))
@@ -234,7 +243,8 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
                               private=training_args.hub_private_repo, revision=training_args.hub_revision)  # fmt: skip
             print(f"Pushed to {url}")
     files = sorted(p.name for p in output_dir.iterdir() if p.is_file()) if output_dir.is_dir() else []
-    return RunResult(metrics, train_metrics, trainer.state.log_history, output_dir, files)
+    reliability = {name: reliability_bins(*value) for name, value in points.items()}
+    return RunResult(metrics, train_metrics, trainer.state.log_history, output_dir, files, reliability)
 
 
 def stsb_metrics(model, tokenizer, path) -> dict[str, float]:

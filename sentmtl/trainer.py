@@ -85,6 +85,7 @@ class SentMtlTrainer(Trainer):
         measures every task on its own data. Without them the Trainer's own evaluation runs."""
         super().__init__(*args, **kwargs)
         self.eval_sources = eval_sources
+        self.last_eval_outputs = {}
         # The Trainer's label smoother would replace the model's loss with a smoothed Task A loss alone, dropping
         # Task B without a word; the model smooths Task A inside its own loss instead.
         unwrap(self.model).config.set_label_smoothing(self.args.label_smoothing_factor)
@@ -135,10 +136,12 @@ class SentMtlTrainer(Trainer):
         was_training = model.training
         model.eval()
         metrics, task_losses = {}, {}
+        self.last_eval_outputs = {}  # {task: (outputs, targets)} of this evaluation, for the run's plots
         for source in self.eval_sources:
             collected = self._predict_source(model, source)
             for task in source.tasks:
                 outputs, targets, loss = collected[task.name]
+                self.last_eval_outputs[task.name] = (outputs, targets)
                 task_losses[task.name] = loss
                 metrics[f"{metric_key_prefix}_{task.name}_loss"] = loss
                 values = task_metrics(task, outputs, targets, collected["_domains"])

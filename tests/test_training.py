@@ -160,6 +160,12 @@ def test_compute_metrics_against_hand_computed_values():
     assert m["sentiment_accuracy"] == pytest.approx(4 / 6)  # rows 2 and 3 wrong
     assert m["sentiment_roc_auc"] == pytest.approx(8 / 9)  # 8 of the 9 (positive, negative) pairs ordered right
     assert m["sentiment_brier"] == pytest.approx(m["sentiment_mse"])
+    # Calibration: softmax top-label confidences, log loss of the true class, and 15-bin ECE.
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    true_p = probabilities[np.arange(6), labels]
+    assert m["log_loss"] == pytest.approx(-np.log(true_p).mean())
+    assert m["confidence"] == pytest.approx(probabilities.max(1).mean())
+    assert 0 < m["ece"] <= 1
 
 
 # -- configs and the CLI ---------------------------------------------------------------------------------------
@@ -204,12 +210,15 @@ def test_tiny_end_to_end_run_leaves_every_output(tiny_encoder_dir, synthetic_csv
     out = tmp_path / "run"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out)) == 0
     for name in ("model.safetensors", "config.json", "tokenizer.json", "eval_results.json", "train_results.json",
-                 "run_config.yaml", "loss_curve.png", "confusion_classification.png"):  # fmt: skip
+                 "run_config.yaml", "loss_curve.png", "confusion_classification.png", "reliability_classification.png",
+                 "reliability_sentiment.png"):  # fmt: skip
         assert (out / name).is_file(), name
     results = json.loads((out / "eval_results.json").read_text())
     assert {"eval_classification_accuracy", "eval_classification_precision", "eval_classification_recall",
-            "eval_classification_f1", "eval_sentiment_mse", "eval_distillation_loss"} <= set(results)  # fmt: skip
-    assert "classification  accuracy" in capsys.readouterr().out
+            "eval_classification_f1", "eval_sentiment_mse", "eval_distillation_loss", "eval_classification_ece",
+            "eval_classification_log_loss", "eval_sentiment_brier", "eval_sentiment_ece"} <= set(results)  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "classification  accuracy" in printed and "classification  ece" in printed and "sentiment       brier" in printed
     # The saved run config repeats the run (elsewhere: the trained model in `out` is not overwritten).
     _, _, args = parse_args([str(out / "run_config.yaml"), "--output_dir", str(tmp_path / "again")])
     assert args.learning_rate == 1e-3 and args.num_train_epochs == 2
