@@ -112,8 +112,9 @@ def plot_reliability(confidences, outcomes, path, task: TaskSpec, n_bins: int = 
     width = 1 / n_bins
     top.bar([b["low"] for b in bins], [b["rate"] for b in bins], width=width, align="edge", edgecolor="black",
             color="#4c72b0", label="accuracy" if classification else "positive rate")  # fmt: skip
-    top.plot([b["confidence"] for b in bins], [b["rate"] for b in bins], "o", color="#dd8452", markersize=4,
-             label="bin mean confidence")  # fmt: skip
+    # The bin's mean confidence drawn over its bar: the gap between marker and bar top is that bin's error.
+    top.plot([(b["low"] + b["high"]) / 2 for b in bins], [b["confidence"] for b in bins], "_", color="#dd8452",
+             markersize=14, markeredgewidth=2.5, label=f"bin mean {'confidence' if classification else 'score'}")  # fmt: skip
     top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy" if classification else "fraction positive")
