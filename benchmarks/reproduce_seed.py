@@ -282,7 +282,7 @@ def paired_table(runs: dict, baseline: str = BASELINE) -> str:
     for key in sorted(deltas, key=_order):
         per_seed = ", ".join(f"{d * 100:+.1f}" for _, d in sorted(deltas[key].get("accuracy", [])))
         lines.append(f"| {key} | {per_seed} | {mean(key, 'accuracy', 100, 2)} | {mean(key, 'ece', 1, 3)} | "
-                     f"{mean(key, 'sentiment_brier', 1, 3)} | {mean(key, 'stsb_spearman', 1, 1)} | "
+                     f"{mean(key, 'sentiment_brier', 1, 4)} | {mean(key, 'stsb_spearman', 1, 1)} | "
                      f"{len(deltas[key].get('accuracy', []))} |")  # fmt: skip
     return "\n".join(lines)
 
