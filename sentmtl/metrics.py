@@ -21,7 +21,10 @@ from .tasks import TaskSpec
 def task_metrics(task: TaskSpec, outputs, targets, domains=None) -> dict[str, float]:
     """The metrics of one task, unprefixed (`accuracy`, `mse`, `spearman`, …); the caller names them
     `eval_<task>_<metric>`. `outputs`: the head's output (classification / multilabel logits, the score's logit,
-    the regression value), the pair cosines (similarity), or `(student, teacher)` embeddings (distillation)."""
+    the regression value), the pair cosines (similarity), or `(student, teacher)` embeddings (distillation).
+    Rows without this task's target (-100 / NaN, as the losses skip them) are left out of its metrics."""
+    if task.type != "distillation":
+        outputs, targets, domains = _labelled_rows(task, outputs, targets, domains)
     if task.type == "classification":
         labels, probabilities = np.asarray(targets), softmax(np.asarray(outputs, np.float64))
         return {**classification_metrics(labels, probabilities.argmax(-1), len(task.labels), domains),
@@ -35,6 +38,17 @@ def task_metrics(task: TaskSpec, outputs, targets, domains=None) -> dict[str, fl
     if task.type == "similarity":
         return correlation_metrics(np.asarray(targets, dtype=np.float64), np.asarray(outputs, dtype=np.float64))
     return distillation_metrics(*outputs)
+
+
+def _labelled_rows(task: TaskSpec, outputs, targets, domains):
+    targets, outputs = np.asarray(targets), np.asarray(outputs)
+    if task.type == "classification":
+        keep = targets >= 0
+    else:
+        keep = ~np.isnan(targets.astype(np.float64).reshape(len(targets), -1)).any(axis=-1)
+    if keep.all():
+        return outputs, targets, domains
+    return outputs[keep], targets[keep], (np.asarray(domains)[keep] if domains is not None else None)
 
 
 def classification_metrics(labels, predicted, num_classes: int = 2, domains=None) -> dict[str, float]:

@@ -155,3 +155,19 @@ def test_ema_resumed_run_ends_on_the_uninterrupted_average(tiny_encoder_dir, syn
         run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, other), callbacks=[SignalAtStep(10, signal.SIGINT)])
     with pytest.raises(ValueError, match="has no ema_weights.pt"):
         run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, other, *ema, "--resume_from_checkpoint", "auto"))
+
+
+def test_rows_without_the_task_target_are_left_out_of_its_metrics():
+    """-100 (classification) and NaN (scores) mark rows that do not carry the task: the losses skip them, and so
+    must the metrics (a -100 label would otherwise index the probabilities from the end)."""
+    from sentmtl.metrics import task_metrics
+
+    task = TaskSpec(name="classification", type="classification", labels=["negative", "positive"])
+    logits = np.array([[2.0, 0.0], [0.0, 2.0], [5.0, 0.0], [0.0, 1.0]])
+    m = task_metrics(task, logits, np.array([0, 1, -100, 1]), domains=np.array([0, 1, 2, 2]))
+    assert m["accuracy"] == 1.0 and m["confusion_0_0"] + m["confusion_1_1"] == 3
+    assert m["accuracy_yelp"] == 1.0  # the masked yelp row (predicted 0) is not counted
+    score = TaskSpec(name="sentiment", type="score")
+    m = task_metrics(score, np.array([-3.0, 3.0, 0.0, 2.0]), np.array([0.0, 1.0, np.nan, 1.0]))
+    kept = 1 / (1 + np.exp(-np.array([-3.0, 3.0, 2.0])))  # the three labelled rows' scores
+    assert m["roc_auc"] == 1.0 and m["mse"] == pytest.approx(np.mean((kept - [0.0, 1.0, 1.0]) ** 2))
