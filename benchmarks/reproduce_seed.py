@@ -287,10 +287,14 @@ def paired_table(runs: dict, baseline: str = BASELINE) -> str:
     return "\n".join(lines)
 
 
+SCENARIO_ORDER = ["task2", "quality", "base", "task3", "task4"]  # today's design first, then the carried-over rows
+
+
 def _order(key):
     scenario, variant = key.split("/")
     names = list(VARIANTS[scenario]) if scenario in VARIANTS else []
-    return scenario, names.index(variant) if variant in names else len(names)
+    rank = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
+    return rank, scenario, names.index(variant) if variant in names else len(names)
 
 
 def plot_accuracy(summary: dict, path: Path) -> None:
