@@ -347,6 +347,11 @@ def plot_task4_loss(runs: dict, path: Path) -> bool:
     return True
 
 
+RELIABILITY_PLOT = ("task2/default", "quality/head_scale_off", "quality/label_smoothing_0.1", "quality/ema_0.995",
+                    "base/mpnet_default")  # fmt: skip
+MIN_BIN = 10
+
+
 def pooled_reliability(results: list[dict], task: str) -> list[dict]:
     """One task's reliability bins summed over seeds (rates and confidences weighted by bin size)."""
     pooled = {}
@@ -371,7 +376,7 @@ def plot_reliability_summary(runs: dict, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in sorted(runs, key=_order) if any(r.get("reliability") for r in runs[k])]
+    keys = [k for k in sorted(runs, key=_order) if any(r.get("reliability") for r in runs[k]) and k in RELIABILITY_PLOT]
     if not keys:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
@@ -379,7 +384,9 @@ def plot_reliability_summary(runs: dict, path: Path) -> bool:
                                           (axes[1], "sentiment", "Task B score (P positive)", "fraction positive", 0.0)):  # fmt: skip
         ax.plot([low, 1], [low, 1], "--", color="grey", linewidth=1, label="perfect calibration")
         for key in keys:
-            bins = pooled_reliability([r for r in runs[key] if r.get("reliability")], task)
+            # Bins with few examples swing by ±0.3 and hide the rest: drawn from MIN_BIN pooled examples on.
+            bins = [b for b in pooled_reliability([r for r in runs[key] if r.get("reliability")], task)
+                    if b["count"] >= MIN_BIN]  # fmt: skip
             if bins:
                 n = sum(1 for r in runs[key] if r.get("reliability"))
                 ax.plot([b["confidence"] for b in bins], [b["rate"] for b in bins], "o-", markersize=3,
@@ -388,7 +395,8 @@ def plot_reliability_summary(runs: dict, path: Path) -> bool:
         ax.set_ylim(low if low else 0, 1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{'Task A' if task == 'classification' else 'Task B'} reliability (15 bins, pooled over seeds)")
+        ax.set_title(f"{'Task A' if task == 'classification' else 'Task B'}: 15 bins pooled over seeds, ≥ {MIN_BIN} examples",
+                     fontsize=10)  # fmt: skip
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
