@@ -119,7 +119,9 @@ def calibration_metrics(labels, probabilities, n_bins: int = 15) -> dict[str, fl
 def reliability_points(task: TaskSpec, outputs, targets):
     """(confidences, outcomes) that a reliability diagram of this task plots, or None for types without one:
     classification — top-label probability and whether it was right; score with binary targets — the score as
-    P(positive) and whether the target is positive."""
+    P(positive) and whether the target is positive. Rows without the task's target are left out, as in its metrics."""
+    if task.type in ("classification", "score"):
+        outputs, targets, _ = _labelled_rows(task, outputs, targets, None)
     if task.type == "classification":
         probabilities, labels = softmax(np.asarray(outputs, np.float64)), np.asarray(targets)
         return probabilities.max(-1), (probabilities.argmax(-1) == labels).astype(float)

@@ -170,4 +170,6 @@ def test_rows_without_the_task_target_are_left_out_of_its_metrics():
     score = TaskSpec(name="sentiment", type="score")
     m = task_metrics(score, np.array([-3.0, 3.0, 0.0, 2.0]), np.array([0.0, 1.0, np.nan, 1.0]))
     kept = 1 / (1 + np.exp(-np.array([-3.0, 3.0, 2.0])))  # the three labelled rows' scores
+    assert len(reliability_points(task, logits, np.array([0, 1, -100, 1]))[0]) == 3  # the diagram skips it too
+    assert len(reliability_points(score, np.array([-3.0, 3.0, 0.0, 2.0]), np.array([0.0, 1.0, np.nan, 1.0]))[0]) == 3
     assert m["roc_auc"] == 1.0 and m["mse"] == pytest.approx(np.mean((kept - [0.0, 1.0, 1.0]) ** 2))
