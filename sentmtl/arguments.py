@@ -9,7 +9,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy
 
 from .checkpoints import latest_checkpoint
-from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, SentMtlConfig
+from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, PROJECTION_INITS, SentMtlConfig
 from .corpus import LABEL_NAMES, SOURCES
 from .precision import fast_bf16_available, has_accelerator
 from .sampler import STRATEGIES
@@ -35,6 +35,11 @@ class ModelArguments:
     )
     pooling: str = field(default="mean", metadata={"help": f"Token pooling: {', '.join(POOLING_MODES)}."})
     embedding_size: int = field(default=256, metadata={"help": "Size of the shared projection (the embedding)."})
+    projection_init: str = field(
+        default="random",
+        metadata={"help": f"How the fresh projection starts: {', '.join(PROJECTION_INITS)} (needs --embedding_size equal "
+                          "to the encoder's hidden size, 384 for the bundled MiniLM; training starts at its similarity)."},
+    )
     normalize: bool = field(default=True, metadata={"help": "L2-normalise the embeddings."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout on the embedding before the two heads."})
     loss_weighting: str = field(
@@ -70,7 +75,7 @@ class ModelArguments:
 
     def config_overrides(self) -> dict:
         """The `SentMtlConfig` fields these arguments set (for a fresh model)."""
-        names = ("pooling", "embedding_size", "normalize", "dropout", "loss_weighting")
+        names = ("pooling", "embedding_size", "projection_init", "normalize", "dropout", "loss_weighting")
         return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
 
 

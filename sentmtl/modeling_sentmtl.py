@@ -66,6 +66,9 @@ class SentMtlPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, SentMtlModel) and module.loss_log_variances is not None:
             nn.init.zeros_(module.loss_log_variances)  # s_i = 0: every task starts at weight exp(0) = 1, the plain sum
+        if module is getattr(self, "shared_projection", None) and self.config.projection_init == "identity":
+            nn.init.eye_(module.weight)
+            nn.init.zeros_(module.bias)
         if isinstance(module, TaskHead) and module.logit_scale is not None:
             nn.init.constant_(module.logit_scale, self.config.head_logit_scale)
 
@@ -135,6 +138,12 @@ class SentMtlModel(SentMtlPreTrainedModel):
             # An unused pooler would get no gradients: dead weights, and an error under DDP.
             self.encoder.pooler = None
         self.pooling = Pooling(config.pooling)
+        if config.projection_init == "identity" and config.embedding_size != config.hidden_size:
+            # Checked here, not in the config: only the encoder knows its hidden size for sure.
+            raise ValueError(
+                f"projection_init='identity' needs embedding_size equal to the encoder's hidden size "
+                f"({config.hidden_size}); got embedding_size={config.embedding_size}."
+            )
         self.shared_projection = nn.Linear(config.hidden_size, config.embedding_size)
         self.dropout = nn.Dropout(config.dropout)
         for task in self.tasks:

@@ -81,6 +81,24 @@ def test_pooler_is_kept_only_for_pooler_mode(tiny_encoder_dir):
     assert SentMtlModel.from_encoder(str(tiny_encoder_dir), pooling="pooler").encoder.pooler is not None
 
 
+def test_identity_projection_starts_at_the_encoders_pooled_vector(tiny_encoder_dir, tiny_tokenizer, tmp_path):
+    model = SentMtlModel.from_encoder(str(tiny_encoder_dir), embedding_size=32, projection_init="identity").eval()
+    inputs = batch(tiny_tokenizer)
+    pooled = torch.nn.functional.normalize(model.pool(**inputs), dim=-1)
+    torch.testing.assert_close(model(**inputs).embeddings, pooled)
+    # Only a fresh model starts there: loading a trained one keeps its trained projection.
+    with torch.no_grad():
+        model.shared_projection.weight.mul_(2.0)
+    model.save_pretrained(tmp_path)
+    loaded = SentMtlModel.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded.shared_projection.weight, 2.0 * torch.eye(32), rtol=0, atol=0)
+
+
+def test_identity_projection_needs_the_hidden_size(tiny_encoder_dir):
+    with pytest.raises(ValueError, match=r"hidden size \(32\); got embedding_size=16"):
+        SentMtlModel.from_encoder(str(tiny_encoder_dir), embedding_size=16, projection_init="identity")
+
+
 def test_save_load_round_trip_through_automodel(tiny_model, tiny_tokenizer, tmp_path):
     tiny_model.eval()
     tiny_model.save_pretrained(tmp_path)
@@ -107,6 +125,7 @@ def test_config_alone_rebuilds_the_model(tiny_model):
         ("loss_weighting", "learned", "static, uncertainty"),
         ("embedding_size", 0, "positive integer"),
         ("dropout", 1.5, "[0, 1)"),
+        ("projection_init", "xavier", "random, identity"),
         ("sentiment_loss_weight", -1.0, ">= 0"),
     ],
 )
