@@ -10,7 +10,8 @@ is reused, so the benchmark can run in parts. Scenarios:
 - `before`: the design before tasks: heads on the unit-norm embedding without a logit scale, no distillation
   (`--head_logit_scale 0 --distillation_weight 0`);
 - `default`: `make run`'s configuration (scaled heads + distillation of the starting encoder's similarity structure);
-- `multitask_sts`: configs/multitask_sts.yaml (+ STS-B train pairs, CoSENT);
+- `multitask_sts`: configs/multitask_sts.yaml (+ STS-B train pairs, CoSENT, both corpora distilled, a 384-d
+  projection starting as the identity);
 - `multitask_domain`: configs/multitask_domain.yaml (+ the 3-class source domain).
 
 Prints a Markdown table (mean ± std over seeds, and n) and writes `summary.json` ({scenario: {metric: {mean, std,

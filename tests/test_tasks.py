@@ -363,6 +363,9 @@ def test_real_encoder_two_datasets_corpus_and_stsb(data_dir, tmp_path):
     assert metrics["eval_sts_spearman"] >= 0.8 and metrics["eval_stsb_spearman"] >= 80
     # Both corpora are distilled: the STS-B sentences keep the starting encoder's structure too.
     assert metrics["eval_distillation_structure_spearman"] > 0.5 and metrics["eval_sts_distillation_structure_spearman"] > 0.5
+    # The config's model keys reach the saved model: the 384-d projection that started as the identity.
+    config = json.loads((out / "config.json").read_text())
+    assert (config["embedding_size"], config["projection_init"]) == (384, "identity")
 
 
 def test_a_bad_value_names_the_file_line_and_column(tmp_path):
