@@ -83,6 +83,20 @@ def load_splits(data_args: DataArguments, seed: int):
     return train_test_split(corpus, data_args.split_test_size, seed, data_args.max_samples)
 
 
+def refuse_architecture_flags(model_args: ModelArguments, config) -> None:
+    """A checkpoint's config.json fixes its architecture: a flag set away from its default that the checkpoint does
+    not share (`--embedding_size 384` on a 256-d model, `--projection_init identity`, …) would be ignored, so it is
+    an error."""
+    defaults = ModelArguments(model_name_or_path=model_args.model_name_or_path).config_overrides()
+    for name, value in model_args.config_overrides().items():
+        if value != defaults[name] and value != getattr(config, name, None):
+            raise ValueError(
+                f"--{name} {value} cannot apply to {model_args.model_name_or_path}: a trained sentmtl checkpoint keeps "
+                f"the architecture in its config.json ({name}={getattr(config, name, None)!r}). Drop the flag, or "
+                "start from a plain encoder."
+            )
+
+
 def build_model(model_args: ModelArguments, tasks: list[TaskSpec]):
     """A fresh model with `tasks`, or the checkpoint to continue from: its headed tasks must be the run's (same
     type and labels); tasks without a head (similarity, distillation) may be added."""
@@ -90,6 +104,7 @@ def build_model(model_args: ModelArguments, tasks: list[TaskSpec]):
         logger.warning("Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
                        model_args.model_name_or_path)
         model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
+        refuse_architecture_flags(model_args, model.config)
         known = {task.name: task for task in model.config.task_specs}
         for task in tasks:
             mine = known.get(task.name)

@@ -3,6 +3,7 @@ card, the push path up to the network boundary, and the sentence-transformers ex
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -85,7 +86,8 @@ def test_package_load_needs_no_trust_remote_code(trained_dir):
     assert type(model) is sentmtl.SentMtlModel
 
 
-def test_continue_from_a_checkpoint_keeps_the_trained_heads(trained_dir, tiny_encoder_dir, synthetic_csv, tmp_path):
+def test_continue_from_a_checkpoint_keeps_the_trained_heads(trained_dir, tiny_encoder_dir, synthetic_csv, tmp_path,
+                                                            capsys):
     # Evaluation-only on the same data: identical metrics prove the heads (not fresh ones) were loaded.
     flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "eval", "--freeze", "all")
     flags[flags.index("--model_name_or_path") + 1] = str(trained_dir)
@@ -102,6 +104,12 @@ def test_continue_from_a_checkpoint_keeps_the_trained_heads(trained_dir, tiny_en
     assert main(flags) == 0
     continued = json.loads((tmp_path / "continued" / "train_results.json").read_text())
     assert continued["global_step"] > 0
+    # An architecture flag the checkpoint does not share would be ignored: refused, naming flag and checkpoint value.
+    bad = [*flags[:-2], "--projection_init", "identity"]
+    bad[bad.index("--output_dir") + 1] = str(tmp_path / "refused")
+    assert main(bad) != 0
+    assert re.search(r"--projection_init identity cannot apply to .*projection_init='random'", capsys.readouterr().err)
+    assert not (tmp_path / "refused" / "model.safetensors").exists()
     # The checkpoint fixes the heads; the run's losses and weights apply (they were silently the checkpoint's).
     tasks = json.loads((tmp_path / "continued" / "config.json").read_text())["tasks"]
     assert [(t["name"], t["loss_weight"]) for t in tasks] == [("classification", 2.0), ("sentiment", 1.0),
