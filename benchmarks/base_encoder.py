@@ -87,29 +87,12 @@ def ensure_mpnet(cache: Path = DEFAULT_CACHE, wheel_dir: Path | None = None) -> 
 
 def untrained_stsb_spearman(folder: Path, sts_file: str) -> float:
     """The untouched encoder's STS-B Spearman × 100 (mean pooling, cosine): what fine-tuning should keep."""
-    import torch
-    import torch.nn.functional as F
-    from scipy.stats import spearmanr
-
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import sentmtl
-    from sentmtl.stsb import read_stsb
+    from sentmtl.run import stsb_metrics
 
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(folder))
-    model.eval()
-    pairs = read_stsb(sts_file)
-
-    def embed(sentences):
-        parts = []
-        with torch.inference_mode():
-            for start in range(0, len(sentences), 64):
-                batch = tokenizer(sentences[start : start + 64], padding=True, truncation=True, max_length=256,
-                                  return_tensors="pt")  # fmt: skip
-                parts.append(F.normalize(model.pool(batch["input_ids"], batch["attention_mask"]), dim=-1))
-        return torch.cat(parts)
-
-    cosines = (embed(list(pairs["sentence1"])) * embed(list(pairs["sentence2"]))).sum(-1).numpy()
-    return float(100 * spearmanr(cosines, pairs["score"]).statistic)
+    return stsb_metrics(model, tokenizer, sts_file, pooled=True)["eval_stsb_spearman"]
 
 
 def main(argv=None) -> int:

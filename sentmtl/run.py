@@ -262,15 +262,16 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     return RunResult(metrics, train_metrics, trainer.state.log_history, output_dir, files, reliability)
 
 
-def stsb_metrics(model, tokenizer, path) -> dict[str, float]:
-    """The embedding's general similarity: Spearman × 100 of the pair cosines against STS-B's gold scores."""
+def stsb_metrics(model, tokenizer, path, pooled: bool = False) -> dict[str, float]:
+    """The embedding's general similarity: Spearman × 100 of the pair cosines against STS-B's gold scores
+    (`pooled`: of the encoder's pooled vectors, before the projection — the untouched encoder's own score)."""
     from scipy.stats import spearmanr
 
     from .stsb import read_stsb
 
     pairs = read_stsb(path)
-    a = encode(model, list(pairs["sentence1"]), tokenizer)
-    b = encode(model, list(pairs["sentence2"]), tokenizer)
+    a = encode(model, list(pairs["sentence1"]), tokenizer, pooled=pooled)
+    b = encode(model, list(pairs["sentence2"]), tokenizer, pooled=pooled)
     cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-12)
     return {"eval_stsb_spearman": float(100 * spearmanr(cosines, pairs["score"]).statistic)}
 
