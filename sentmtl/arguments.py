@@ -22,6 +22,10 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 FREEZE_CHOICES = ("none", "all", "backbone", "<task>_head")
+# Training ends on the average of the weights; the best checkpoint holds raw weights measured at another point. Either
+# would silently replace the other, so the two are not combined.
+EMA_WITH_BEST_MODEL = ("--ema_decay with --load_best_model_at_end: the run would end on the weight average and "
+                       "replace the best checkpoint (or the reverse), silently. Use one of them.")
 
 
 @dataclass
@@ -123,7 +127,7 @@ class DataArguments:
         metadata={"help": "Also measure the trained embedding on these STS-B pairs (e.g. sts-dev.csv): Spearman × 100 "
                           "of the pair cosines, eval_stsb_spearman. make run passes ../shared's when it is there."},
     )
-    # The run file's `tasks:` (RunTask objects), set by parse_args; not a command-line flag.
+    # The run file's `tasks:` (RunTask objects, `sentmtl.run_tasks`), set by parse_args; not a command-line flag.
     tasks: list | None = field(default=None, init=False)
 
     def __post_init__(self):
@@ -155,26 +159,6 @@ class DataArguments:
             # It would otherwise be ignored: with both files given there is no split to take a subset from.
             raise ValueError("--max_samples subsets the data before the train/test split; with --validation_file "
                              "there is no split, so trim your files instead.")
-
-    def set_tasks(self, tasks, model_args, where: str) -> None:
-        """The run file's `tasks:` list; the flags that shape the seed's two tasks would be ignored, so they are
-        refused."""
-        from .task_data import RunTask
-        from .tasks import check_unique_names
-
-        if not isinstance(tasks, list) or not tasks:
-            raise ValueError(f"{where}: `tasks` must be a non-empty list of task mappings.")
-        self.tasks = [RunTask.from_dict(task, f"{where}: tasks[{i}]") for i, task in enumerate(tasks)]
-        check_unique_names([task.spec for task in self.tasks])
-        ignored = [name for name in ("train_file", "validation_file") if getattr(self, name)]
-        ignored += [name for name, default in (("class_names", list(LABEL_NAMES)), ("label_column", "label"),
-                                               ("score_column", "score"), ("text_column", "sentence"))
-                    if getattr(self, name) != default]  # fmt: skip
-        ignored += [name for name, default in (("classification_loss_weight", 1.0), ("sentiment_loss_weight", 1.0))
-                    if getattr(model_args, name) != default]  # fmt: skip
-        if ignored:
-            raise ValueError(f"{where}: with `tasks:` each task names its own data, labels and weight; "
-                             f"--{', --'.join(ignored)} would be ignored. Move them into the tasks.")  # fmt: skip
 
     @property
     def split_test_size(self) -> float:
@@ -240,11 +224,6 @@ class SentMtlTrainingArguments(TrainingArguments):
         default="end",
         metadata={"help": "sentmtl pushes once, after the final local save (--push_to_hub): only `end` is supported."},
     )
-    label_names: list[str] | None = field(
-        # All three reach compute_metrics: Task A labels, Task B scores, and the source for per-domain accuracy.
-        default_factory=lambda: ["labels", "scores", "sources"],
-        metadata={"help": "Input keys handed to compute_metrics as labels."},
-    )
 
     # Defaults: layer-wise, measured on the bundled MiniLM (92.5% Task A on the seed's 3,000-sentence protocol);
     # the freshly initialised projection and heads learn 4x faster than the pretrained encoder.
@@ -308,6 +287,8 @@ class SentMtlTrainingArguments(TrainingArguments):
             raise ValueError(f"--layerwise_lr_decay {self.layerwise_lr_decay} must be in (0, 1].")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"--ema_decay {self.ema_decay} must be in (0, 1).")
+        if self.ema_decay is not None and self.load_best_model_at_end:
+            raise ValueError(EMA_WITH_BEST_MODEL)
         if self.freeze_backbone_layers < 0:
             raise ValueError(f"--freeze_backbone_layers {self.freeze_backbone_layers} must be >= 0.")
         if self.unfreeze_backbone_at_epoch is not None and self.freeze != "backbone" and not self.freeze_backbone_layers:

@@ -133,6 +133,10 @@ class WeightAveragingCallback(TrainerCallback):
         return {name: p for name, p in unwrap(model).named_parameters() if p.is_floating_point()}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if getattr(args, "load_best_model_at_end", False):
+            from .arguments import EMA_WITH_BEST_MODEL
+
+            raise ValueError(EMA_WITH_BEST_MODEL)
         weights = self._weights(model)
         saved = os.path.join(self.resume_from, self.FILE) if self.resume_from else None
         if saved and os.path.isfile(saved):

@@ -1,5 +1,8 @@
-"""Finding the `checkpoint-<step>` folders the Trainer writes, for `--resume_from_checkpoint`."""
+"""Checkpoints on disk: finding the `checkpoint-<step>` folders the Trainer writes (for `--resume_from_checkpoint`),
+and the final model's atomic save."""
 
+import os
+import shutil
 from pathlib import Path
 
 
@@ -28,3 +31,25 @@ def resolve_resume_checkpoint(value: str | None, output_dir) -> str | None:
             "checkpoint-<step> folder, or auto for the newest one in --output_dir."
         )
     return value
+
+
+def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> None:
+    """Model, tokenizer, code files and `extra_files`, written to a staging folder and then moved into place.
+
+    Each file lands with an atomic rename and config.json lands last, so an interrupted save never leaves a
+    folder that looks like a loadable model but holds half-written weights.
+    """
+    staging = output_dir / ".staging-final-model"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))  # every process takes part (sharded models); the main one writes
+    if not trainer.is_world_process_zero():
+        return
+    for name, text in extra_files.items():
+        (staging / name).write_text(text)
+    for name in sorted((p.name for p in staging.iterdir()), key=lambda name: (name == "config.json", name)):
+        target = output_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    staging.rmdir()

@@ -5,7 +5,7 @@ from typing import ClassVar
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .tasks import TaskSpec, check_unique_names, default_tasks
+from .tasks import TaskSpec, check_unique_names, default_tasks, first_task
 
 POOLING_MODES = ("mean", "cls", "pooler")
 PROJECTION_INITS = ("random", "identity")
@@ -63,14 +63,12 @@ class SentMtlConfig(PretrainedConfig):
 
     model_type = "sentmtl"
     sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
-    # Per-task losses and embeddings stay out of the Trainer's prediction tuple: predictions are
-    # (logits, sentiment_scores), which is what `compute_metrics` reads.
+    # For a plain `Trainer.predict`: the predictions are (logits, sentiment_scores); the dicts, aliases and
+    # embeddings stay out. SentMtlTrainer evaluates every task through `task_outputs` instead.
     keys_to_ignore_at_inference: ClassVar[list[str]] = [
-        "classification_loss",
-        "sentiment_loss",
-        "sentiment_logits",
-        "embeddings",
-    ]
+        "task_losses", "task_logits", "task_outputs", "classification_loss", "sentiment_loss", "sentiment_logits",
+        "embeddings", "pair_embeddings",
+    ]  # fmt: skip
 
     encoder_config: PretrainedConfig | dict | None = None
     encoder_name_or_path: str | None = None
@@ -96,7 +94,7 @@ class SentMtlConfig(PretrainedConfig):
                      for i, task in enumerate(self.tasks)]  # fmt: skip
             check_unique_names(specs)
             self.tasks = [spec.to_dict() for spec in specs]
-            first = next((spec for spec in specs if spec.type == "classification"), None)
+            first = first_task(specs, "classification")
             if first is not None:
                 # `id2label` is the first classification task's: what pipeline("text-classification") and the
                 # Hub widget show.
@@ -117,13 +115,6 @@ class SentMtlConfig(PretrainedConfig):
             if spec.name == name:
                 return spec
         raise ValueError(f"no task {name!r}; the model's tasks are {', '.join(t.name for t in self.task_specs)}.")
-
-    def set_label_smoothing(self, epsilon: float) -> None:
-        """Label smoothing of every classification task (`--label_smoothing_factor`)."""
-        self.classification_label_smoothing = epsilon
-        if self.tasks is not None:
-            self.tasks = [{**task, "label_smoothing": epsilon if task["type"] == "classification" else 0.0}
-                          for task in self.tasks]  # fmt: skip
 
     def _validate_choices(self):
         if self.pooling not in POOLING_MODES:

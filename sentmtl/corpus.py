@@ -267,12 +267,34 @@ def near_duplicate_key(sentence: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", sentence.casefold()).split())
 
 
+def _group_keys(columns: list[list[str]]) -> list[str]:
+    """One group key per row: its near-duplicate key with one text column; with several, rows sharing a key in any
+    column are joined (union-find) and named by their first member's key."""
+    keys = [[near_duplicate_key(str(text)) for text in column] for column in columns]
+    if len(keys) == 1:
+        return keys[0]
+    parent = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for row in zip(*keys):
+        for other in row[1:]:
+            parent[find(other)] = find(row[0])
+    return [find(row[0]) for row in zip(*keys)]
+
+
 def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: int = 42, max_samples: int | None = None,
-                     text_column: str = "sentence", label_column: str | None = "label"):  # fmt: skip
+                     text_column: str | list[str] = "sentence", label_column: str | None = "label",
+                     source_column: str = "source"):  # fmt: skip
     """A leak-free, stratified `DatasetDict(train, test)`.
 
     Every group of near-duplicates (`near_duplicate_key`: the corpus's 3,000 rows are 2,972 such groups) lands on
-    one side; the test share is spread over labels first and then, within each label, over sources, so proportions
+    one side; with several text columns (sentence pairs) rows that share a near-duplicate in *any* of them form one
+    group, so neither sentence of a pair can sit on both sides; the test share is spread over labels first and then, within each label, over sources, so proportions
     match to within one example. `max_samples` first takes a stratified subset of that many groups (the seed's
     1,000-sentence runs). Same seed → same split. `label_column=None` (or a dataset without it): not stratified by
     label.
@@ -280,14 +302,15 @@ def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: in
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size={test_size!r} must be between 0 and 1 (exclusive).")
     rng = np.random.default_rng(seed)
-    sentences = list(dataset[text_column])
+    text_columns = [text_column] if isinstance(text_column, str) else list(text_column)
+    sentences = _group_keys([list(dataset[column]) for column in text_columns])
     has_labels = label_column is not None and label_column in dataset.column_names
     labels = list(dataset[label_column]) if has_labels else [0] * len(sentences)
-    sources = list(dataset["source"]) if "source" in dataset.column_names else [0] * len(sentences)
+    sources = list(dataset[source_column]) if source_column in dataset.column_names else [0] * len(sentences)
 
-    rows_of = defaultdict(list)  # near-duplicate key → its row indices, in corpus order
+    rows_of = defaultdict(list)  # group key → its row indices, in corpus order
     for index, sentence in enumerate(sentences):
-        rows_of[near_duplicate_key(sentence)].append(index)
+        rows_of[sentence].append(index)
     groups_by_stratum = defaultdict(list)
     for sentence, rows in rows_of.items():
         groups_by_stratum[(labels[rows[0]], sources[rows[0]])].append(sentence)
@@ -307,6 +330,10 @@ def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: in
     n_groups = sum(len(members) for members in groups_by_stratum.values())
     logger.info("Split: %d rows in %d groups of near-duplicates (case, punctuation and spacing ignored).",
                 sum(len(rows_of[g]) for members in groups_by_stratum.values() for g in members), n_groups)
+    if n_groups < 2:
+        raise ValueError(f"cannot hold rows out: the {len(sentences)} rows form {n_groups} group of near-duplicates "
+                         "(rows sharing a text, in any text column, stay on one side). Give the data a validation "
+                         "file or more distinct rows.")  # fmt: skip
     n_test = min(max(1, round(n_groups * test_size)), n_groups - 1)
     test_groups = _stratified_pick(groups_by_stratum, n_test, rng)
     train_rows = sorted(i for g, rows in rows_of.items() if g not in test_groups for i in rows)

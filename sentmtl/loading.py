@@ -1,4 +1,5 @@
-"""The one place that loads models: a sentmtl checkpoint (folder or Hub id) or a fresh model around a plain encoder."""
+"""The one place that loads models: a sentmtl checkpoint (folder or Hub id) or a fresh model around a plain encoder,
+and the model a run trains (a fresh one with the run's tasks, or a checkpoint continued with them)."""
 
 import logging
 
@@ -7,6 +8,7 @@ from transformers import AutoTokenizer, PretrainedConfig
 from .configuration_sentmtl import SentMtlConfig
 from .encoders import resolve_encoder, weights_loading_kwargs
 from .modeling_sentmtl import SentMtlModel
+from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -45,4 +47,47 @@ def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = Fal
     return model, AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
 
 
-__all__ = ["is_sentmtl_checkpoint", "load_model_and_tokenizer", "resolved_model_type"]
+def refuse_architecture_flags(model_args, config) -> None:
+    """A checkpoint's config.json fixes its architecture: a flag set away from its default that the checkpoint does
+    not share (`--embedding_size 384` on a 256-d model, `--projection_init identity`, …) would be ignored, so it is
+    an error."""
+    defaults = type(model_args)(model_name_or_path=model_args.model_name_or_path).config_overrides()
+    for name, value in model_args.config_overrides().items():
+        if value != defaults[name] and value != getattr(config, name, None):
+            raise ValueError(
+                f"--{name} {value} cannot apply to {model_args.model_name_or_path}: a trained sentmtl checkpoint keeps "
+                f"the architecture in its config.json ({name}={getattr(config, name, None)!r}). Drop the flag, or "
+                "start from a plain encoder."
+            )
+
+
+def build_model(model_args, tasks: list[TaskSpec]):
+    """A fresh model with `tasks`, or the checkpoint to continue from: its headed tasks must be the run's (same
+    type and labels); tasks without a head (similarity, distillation) may be added."""
+    if is_sentmtl_checkpoint(model_args.model_name_or_path):
+        logger.warning("Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
+                       model_args.model_name_or_path)
+        model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
+        refuse_architecture_flags(model_args, model.config)
+        known = {task.name: task for task in model.config.task_specs}
+        for task in tasks:
+            mine = known.get(task.name)
+            if task.has_head and (mine is None or (mine.type, mine.labels) != (task.type, task.labels)):
+                has = f"{mine.type} with classes {mine.labels}" if mine else "no such task"
+                raise ValueError(f"{model_args.model_name_or_path} has {has} for {task.name!r}, not a {task.type} "
+                                 f"task with classes {task.labels}: continue with the same tasks and names.")  # fmt: skip
+        # The checkpoint's tasks in its order (their heads are in the weights; a learned loss weight is per position)
+        # with the run's losses and weights, then the run's new head-less tasks.
+        wanted = {task.name: task for task in tasks}
+        merged = [wanted.get(name, mine).to_dict() for name, mine in known.items()]
+        merged += [task.to_dict() for task in tasks if task.name not in known]
+        if model.loss_log_variances is not None and len(merged) != len(known):
+            raise ValueError(f"{model_args.model_name_or_path} learns one loss weight per task for {len(known)} tasks; "
+                             f"this run has {len(merged)}. Continue with the same tasks, or --distillation_weight 0.")  # fmt: skip
+        model.config.tasks = merged
+        return model, tokenizer
+    return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
+                                    tasks=[task.to_dict() for task in tasks], **model_args.config_overrides())  # fmt: skip
+
+
+__all__ = ["build_model", "is_sentmtl_checkpoint", "load_model_and_tokenizer", "resolved_model_type"]

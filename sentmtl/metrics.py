@@ -1,4 +1,5 @@
-"""Offline metrics per task type (scikit-learn and scipy, no Hub fetch), overall and per source domain."""
+"""Offline metrics as pure functions of arrays (scikit-learn and scipy, no Hub fetch). Which of them a task reports is
+its type's business (`sentmtl.task_io`)."""
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -12,48 +13,11 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
-from transformers import EvalPrediction
 
-from .corpus import LABEL_NAMES, SOURCES
-from .tasks import TaskSpec
-
-
-def task_metrics(task: TaskSpec, outputs, targets, domains=None) -> dict[str, float]:
-    """The metrics of one task, unprefixed (`accuracy`, `mse`, `spearman`, …); the caller names them
-    `eval_<task>_<metric>`. `outputs`: the head's output (classification / multilabel logits, the score's logit,
-    the regression value), the pair cosines (similarity), or `(student, teacher)` embeddings (distillation).
-    Rows without this task's target (-100 / NaN, as the losses skip them) are left out of its metrics."""
-    if task.type != "distillation":
-        outputs, targets, domains = _labelled_rows(task, outputs, targets, domains)
-    if task.type == "classification":
-        labels, probabilities = np.asarray(targets), softmax(np.asarray(outputs, np.float64))
-        return {**classification_metrics(labels, probabilities.argmax(-1), len(task.labels), domains),
-                **calibration_metrics(labels, probabilities)}  # fmt: skip
-    if task.type == "multilabel":
-        return multilabel_metrics(np.asarray(targets), np.asarray(outputs) > 0)
-    if task.type == "score":
-        return score_metrics(np.asarray(targets, dtype=np.float64), 1 / (1 + np.exp(-np.asarray(outputs, np.float64))))
-    if task.type == "regression":
-        return regression_metrics(np.asarray(targets, dtype=np.float64), np.asarray(outputs, dtype=np.float64))
-    if task.type == "similarity":
-        return correlation_metrics(np.asarray(targets, dtype=np.float64), np.asarray(outputs, dtype=np.float64))
-    return distillation_metrics(*outputs)
-
-
-def _labelled_rows(task: TaskSpec, outputs, targets, domains):
-    targets, outputs = np.asarray(targets), np.asarray(outputs)
-    if task.type == "classification":
-        keep = targets >= 0
-    else:
-        keep = ~np.isnan(targets.astype(np.float64).reshape(len(targets), -1)).any(axis=-1)
-    if keep.all():
-        return outputs, targets, domains
-    return outputs[keep], targets[keep], (np.asarray(domains)[keep] if domains is not None else None)
-
-
-def classification_metrics(labels, predicted, num_classes: int = 2, domains=None) -> dict[str, float]:
+def classification_metrics(labels, predicted, num_classes: int = 2, domains=None, domain_names=()) -> dict[str, float]:
     """Accuracy; precision / recall / F1 of the positive class (id 1) with two classes, macro-averaged with more;
-    macro and micro F1; the K×K confusion matrix as `confusion_<true id>_<predicted id>`; accuracy per domain."""
+    macro and micro F1; the K×K confusion matrix as `confusion_<true id>_<predicted id>`; accuracy per domain
+    (`accuracy_<name>`, domain id i named `domain_names[i]`; only where the data names its domains)."""
     ids = list(range(num_classes))
     average = {"average": "binary", "pos_label": 1} if num_classes == 2 else {"average": "macro"}
     precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=ids, zero_division=0, **average)
@@ -67,13 +31,23 @@ def classification_metrics(labels, predicted, num_classes: int = 2, domains=None
     }
     cells = confusion_matrix(labels, predicted, labels=ids)
     out.update({f"confusion_{i}_{j}": int(cells[i, j]) for i in ids for j in ids})
-    if domains is not None:
+    if domains is not None and len(domain_names):
         domains = np.asarray(domains)
-        for index, source in enumerate(SOURCES):
+        for index, source in enumerate(domain_names):
             mask = domains == index
             if mask.any():
                 out[f"accuracy_{source}"] = float(accuracy_score(labels[mask], predicted[mask]))
     return out
+
+
+def sigmoid(logits):
+    return 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+
+
+def is_binary(targets) -> bool:
+    """Targets that are all 0 or 1, both present: what ROC-AUC, Brier and calibration measure against."""
+    targets = np.asarray(targets, np.float64)
+    return bool(np.isin(targets, (0.0, 1.0)).all()) and len(np.unique(targets)) == 2
 
 
 def softmax(logits):
@@ -116,22 +90,6 @@ def calibration_metrics(labels, probabilities, n_bins: int = 15) -> dict[str, fl
             "log_loss": float(-np.log(true_probability).mean()), "confidence": float(confidence.mean())}  # fmt: skip
 
 
-def reliability_points(task: TaskSpec, outputs, targets):
-    """(confidences, outcomes) that a reliability diagram of this task plots, or None for types without one:
-    classification — top-label probability and whether it was right; score with binary targets — the score as
-    P(positive) and whether the target is positive. Rows without the task's target are left out, as in its metrics."""
-    if task.type in ("classification", "score"):
-        outputs, targets, _ = _labelled_rows(task, outputs, targets, None)
-    if task.type == "classification":
-        probabilities, labels = softmax(np.asarray(outputs, np.float64)), np.asarray(targets)
-        return probabilities.max(-1), (probabilities.argmax(-1) == labels).astype(float)
-    if task.type == "score":
-        targets = np.asarray(targets, np.float64)
-        if len(np.unique(targets >= 0.5)) == 2:
-            return 1 / (1 + np.exp(-np.asarray(outputs, np.float64))), (targets >= 0.5).astype(float)
-    return None
-
-
 def confusion_cells(metrics: dict, num_classes: int, prefix: str) -> list[list[int]]:
     """The K×K confusion matrix back from the flat `<prefix>confusion_<i>_<j>` metrics (rows: true class)."""
     return [[metrics[f"{prefix}confusion_{i}_{j}"] for j in range(num_classes)] for i in range(num_classes)]
@@ -158,14 +116,15 @@ def regression_metrics(targets, predicted) -> dict[str, float]:
 
 
 def score_metrics(targets, predicted) -> dict[str, float]:
-    """A score in [0, 1]: regression metrics, accuracy of `score > 0.5`, and ROC-AUC / Brier when targets are binary."""
+    """A score in [0, 1]: regression metrics; with binary targets (all 0 or 1) also the accuracy of `score > 0.5`,
+    ROC-AUC, Brier and ECE, which read the score as P(positive). Against soft targets those would be wrong (a perfect
+    predictor of 0.2, 0.4, 0.6, 0.8 would get Brier 0.1), so they are left out there."""
     out = regression_metrics(targets, predicted)
-    binary_targets = (targets >= 0.5).astype(int)
-    out["accuracy"] = float(accuracy_score(binary_targets, (predicted > 0.5).astype(int)))
-    if len(np.unique(binary_targets)) == 2:
+    if is_binary(targets):
+        binary_targets = targets.astype(int)
+        out["accuracy"] = float(accuracy_score(binary_targets, (predicted > 0.5).astype(int)))
         out["roc_auc"] = float(roc_auc_score(binary_targets, predicted))
         out["brier"] = float(brier_score_loss(binary_targets, predicted))
-        # The score read as P(positive): observed positive rate against it, bin by bin.
         out["ece"] = expected_calibration_error(predicted, binary_targets)
     return out
 
@@ -178,24 +137,3 @@ def distillation_metrics(student, teacher, max_sentences: int = 500) -> dict[str
     t /= np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
     upper = np.triu_indices(len(s), k=1)
     return {"structure_spearman": float(spearmanr((s @ s.T)[upper], (t @ t.T)[upper]).statistic)} if len(s) > 2 else {}
-
-
-def build_compute_metrics(class_names=LABEL_NAMES):
-    """For the plain `Trainer` path (`predictions = (logits, sentiment_scores)`, `label_ids = (labels, scores,
-    sources?)`): the seed's two tasks, keys as a run writes them (`classification_*`, `sentiment_*`)."""
-
-    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        logits, sentiment_scores = prediction.predictions[:2]
-        label_ids = prediction.label_ids
-        labels, scores = np.asarray(label_ids[0]), np.asarray(label_ids[1], dtype=np.float64)
-        domains = np.asarray(label_ids[2]) if len(label_ids) > 2 else None
-        probabilities = softmax(np.asarray(logits, np.float64))
-        a = {**classification_metrics(labels, probabilities.argmax(-1), len(class_names), domains),
-             **calibration_metrics(labels, probabilities)}  # fmt: skip
-        b = score_metrics(scores, np.asarray(sentiment_scores, dtype=np.float64).reshape(-1))
-        return {**{f"classification_{k}": v for k, v in a.items()}, **{f"sentiment_{k}": v for k, v in b.items()}}
-
-    return compute_metrics
-
-
-compute_metrics = build_compute_metrics()

@@ -4,6 +4,8 @@ from . import corpus
 from .arguments import DEFAULT_TEST_SIZE
 from .encoders import DEFAULT_ENCODER_NAME
 from .report import metric_rows
+from .task_io import task_io
+from .tasks import first_task
 
 # Training arguments worth a line in the card, in this order (the rest is in run_config.yaml).
 _CARD_TRAINING_KEYS = (
@@ -118,12 +120,12 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         "    out = model(**batch)",
         "out.embeddings, out.task_logits  # every task's output, by name",
         "```", "",
-        *([f"The first classification task (`{next(t.name for t in tasks if t.type == 'classification')}`) as a "
+        *([f"The first classification task (`{first_task(tasks, 'classification').name}`) as a "
            "text-classification pipeline (the Hub widget's client):", "",
            "```python",
            "from transformers import pipeline",
            f'pipeline("text-classification", model="{name}", trust_remote_code=True)("I loved it.")',
-           "```", ""] if any(t.type == "classification" for t in tasks) else []),
+           "```", ""] if first_task(tasks, "classification") else []),
         "From the command line, and as a sentence-transformers model:", "",
         "```bash",
         f'python run_embed.py --model_name_or_path {name} "I loved it." "Never again."',
@@ -138,17 +140,7 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
 
 
 def _task_description(task) -> str:
-    if task.type == "classification":
-        return f"classification over {', '.join(task.labels)}; {task.loss}"
-    if task.type == "multilabel":
-        return f"multi-label over {', '.join(task.labels)}; {task.loss}"
-    if task.type == "score":
-        return f"a score in [0, 1]; {task.loss}"
-    if task.type == "similarity":
-        return f"sentence-pair similarity through the embedding's cosine; {task.loss}"
-    if task.type == "distillation":
-        return f"keeps the starting encoder's similarity structure; {task.loss}"
-    return f"{task.type}; {task.loss}"
+    return task_io(task).describe(task)
 
 
 def _loss_description(config) -> str:

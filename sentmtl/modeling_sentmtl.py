@@ -16,18 +16,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_sentmtl import POOLING_MODES, SentMtlConfig
-from .losses import (
-    classification_loss,
-    cosent_loss,
-    cosine_distillation_loss,
-    cosine_mse_loss,
-    multilabel_loss,
-    pair_cosines,
-    regression_loss,
-    relational_distillation_loss,
-    score_loss,
-)
-from .tasks import TaskSpec
+from .distributed import gather_rows, scale_for_ddp
+from .task_types import TaskInputs
+from .tasks import TaskSpec, first_task
 
 
 class Pooling(nn.Module):
@@ -87,6 +78,18 @@ class TaskHead(nn.Linear):
 
 
 @dataclass
+class ParameterGroup:
+    """A part of the model for the optimizer: `role` is backbone, projection, head or loss_weighting; `depth` is an
+    encoder part's distance below the top layer (for layer-wise LR decay); `task` names a head's task."""
+
+    name: str
+    role: str
+    params: list  # (name, parameter) pairs
+    depth: int = 0
+    task: str | None = None
+
+
+@dataclass
 class SentMtlOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `()`, returned when targets are given):
@@ -102,12 +105,15 @@ class SentMtlOutput(ModelOutput):
     task_logits (`dict[str, torch.FloatTensor]`):
         Every headed task's output by name: `(batch_size, K)` for classification / multilabel, `(batch_size,)` for
         score (the logit) and regression (the value).
+    task_outputs (`dict[str, torch.FloatTensor]`):
+        What each task's loss and metrics read, by name: `task_logits` for headed tasks, the pair cosines
+        `(batch_size,)` for similarity (when pairs are given), the embeddings for distillation.
     embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`):
         The sentence embeddings (unit norm when `config.normalize`).
     pair_embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`, returned for sentence pairs):
         The second sentences' embeddings.
     classification_loss / sentiment_loss (`torch.FloatTensor` of shape `()`):
-        `task_losses["classification"]` / `task_losses["sentiment"]`, the seed's names.
+        The first classification / score task's loss, the seed's names (aliases of `task_losses` entries).
     """
 
     loss: torch.FloatTensor | None = None
@@ -116,6 +122,7 @@ class SentMtlOutput(ModelOutput):
     sentiment_scores: torch.FloatTensor | None = None
     sentiment_logits: torch.FloatTensor | None = None
     task_logits: dict | None = None
+    task_outputs: dict | None = None
     embeddings: torch.FloatTensor | None = None
     pair_embeddings: torch.FloatTensor | None = None
     classification_loss: torch.FloatTensor | None = None
@@ -148,7 +155,7 @@ class SentMtlModel(SentMtlPreTrainedModel):
         self.dropout = nn.Dropout(config.dropout)
         for task in self.tasks:
             if task.has_head:
-                scale = config.head_logit_scale if task.type != "regression" else None
+                scale = config.head_logit_scale if task.kind.scaled_head else None
                 setattr(self, f"{task.name}_head", TaskHead(config.embedding_size, task.head_size, scale))
         if config.loss_weighting == "uncertainty":
             self.loss_log_variances = nn.Parameter(torch.zeros(len(self.tasks)))
@@ -165,7 +172,7 @@ class SentMtlModel(SentMtlPreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # With a classification task, the Hub's text-classification widget and `pipeline(..., trust_remote_code=True)`
         # find the sequence-classification view through auto_map (save_pretrained adds the other two entries).
-        if any(task.type == "classification" for task in self.tasks):
+        if first_task(self.tasks, "classification") is not None:
             view = "modeling_sentmtl.SentMtlForSequenceClassification"
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModelForSequenceClassification": view}
         return super().save_pretrained(save_directory, *args, **kwargs)
@@ -221,6 +228,39 @@ class SentMtlModel(SentMtlPreTrainedModel):
         for module in ([embeddings] if embeddings is not None else []) + layers[:num_layers]:
             module.requires_grad_(False)
 
+    def parameter_groups(self) -> list["ParameterGroup"]:
+        """The model's parts for the optimizer, each with its role: the embeddings and each encoder layer (with its
+        depth below the top, for layer-wise LR decay), the rest of the encoder, `shared_projection`, one group per
+        head, and the learned loss weights. Every parameter is in exactly one group; the trainer turns them into
+        optimizer groups with its LR rules (`sentmtl.trainer.build_param_groups`)."""
+        layers = self.encoder_layer_modules()
+        layer_of = {id(p): k for k, layer in enumerate(layers, start=1) for p in layer.parameters()}
+        embeddings = getattr(self.encoder, "embeddings", None)
+        embedding_ids = {id(p) for p in embeddings.parameters()} if embeddings is not None else set()
+        heads = {f"{task.name}_head": task.name for task in self.tasks if task.has_head}
+        groups: dict[str, ParameterGroup] = {}
+        for name, param in self.named_parameters():
+            if name.startswith("encoder."):
+                if id(param) in layer_of:
+                    k = layer_of[id(param)]
+                    key, role, depth = f"backbone.layer{k}", "backbone", len(layers) - k
+                elif id(param) in embedding_ids:
+                    key, role, depth = "backbone.embeddings", "backbone", len(layers)
+                else:
+                    key, role, depth = "backbone.other", "backbone", 0
+                task = None
+            elif name.startswith("shared_projection."):
+                key, role, depth, task = "shared_projection", "projection", 0, None
+            elif name == "loss_log_variances":
+                key, role, depth, task = "loss_weighting", "loss_weighting", 0, None
+            else:
+                module = name.split(".", 1)[0]
+                if module not in heads:
+                    raise ValueError(f"parameter {name!r} belongs to no part of the model; extend parameter_groups().")
+                key, role, depth, task = f"heads.{heads[module]}", "head", 0, heads[module]
+            groups.setdefault(key, ParameterGroup(key, role, [], depth, task)).params.append((name, param))
+        return list(groups.values())
+
     def count_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts."""
         total = sum(p.numel() for p in self.parameters())
@@ -260,19 +300,16 @@ class SentMtlModel(SentMtlPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        scores: torch.Tensor | None = None,
         task_labels: dict[str, torch.Tensor] | None = None,
         pair_input_ids: torch.Tensor | None = None,
         pair_attention_mask: torch.Tensor | None = None,
         pair_token_type_ids: torch.Tensor | None = None,
     ) -> SentMtlOutput:
         r"""
-        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class ids of the first classification task.
-        scores (`torch.FloatTensor` of shape `(batch_size,)`, *optional*): targets of the first score task, in [0, 1].
-        task_labels (`dict[str, torch.Tensor]`, *optional*): targets by task name (see `sentmtl.tasks`); only the
-            tasks named here (or through `labels` / `scores`) are computed. -100 (class ids) or NaN marks an example
-            without a target for that task.
+        task_labels (`dict[str, torch.Tensor]`, *optional*): targets by task name, in each type's layout (see
+            `sentmtl.task_types`); only the tasks named here are computed, and within a task the rows whose target
+            is absent (-100 for class ids, NaN otherwise) are left out. The seed's model:
+            `{"classification": class ids, "sentiment": scores in [0, 1]}`.
         pair_input_ids / pair_attention_mask / pair_token_type_ids (*optional*): the second sentence of each pair,
             for similarity tasks.
         """
@@ -286,59 +323,46 @@ class SentMtlModel(SentMtlPreTrainedModel):
             pair_embeddings = self.embed(pair_input_ids, pair_attention_mask, pair_token_type_ids)
         features = self.dropout(embeddings)
         tasks = self.tasks  # read from the config once per forward
-        task_logits = {task.name: self._head_output(task, features) for task in tasks if task.has_head}
+        targets = task_labels or {}
+        unknown = sorted(set(targets) - {task.name for task in tasks})
+        if unknown:
+            raise ValueError(f"task_labels names {unknown}, which are not tasks of this model "
+                             f"({', '.join(t.name for t in tasks)}).")  # fmt: skip
 
-        targets = dict(task_labels or {})
-        first = {kind: next((t.name for t in tasks if t.type == kind), None) for kind in ("classification", "score")}
-        for value, kind in ((labels, "classification"), (scores, "score")):
-            if value is not None and first[kind] is not None:
-                targets.setdefault(first[kind], value)
-        task_losses = {
-            task.name: self._task_loss(task, targets[task.name], task_logits.get(task.name), embeddings, pair_embeddings)
-            for task in tasks
-            if task.name in targets
-        }
+        task_outputs, task_losses = {}, {}
+        for task in tasks:
+            if task.kind.pairs and pair_embeddings is None and task.name not in targets:
+                continue  # a pair task without pairs: nothing to show, nothing asked
+            head = getattr(self, f"{task.name}_head")(features) if task.has_head else None
+            output = task.kind.output(task, TaskInputs(embeddings, pair_embeddings, head))
+            task_outputs[task.name] = output
+            if task.name in targets:
+                task_losses[task.name] = self._task_loss(task, output, targets[task.name])
         loss = self.combine_losses(task_losses, tasks) if task_losses else None
 
-        logits = task_logits.get(first["classification"]) if first["classification"] else None
-        sentiment_logits = task_logits.get(first["score"]) if first["score"] else None
+        first = {kind: first_task(tasks, kind) for kind in ("classification", "score")}
+        sentiment_logits = task_outputs.get(first["score"].name) if first["score"] else None
         return SentMtlOutput(
             loss=loss,
             task_losses=task_losses or None,
-            logits=logits,
+            logits=task_outputs.get(first["classification"].name) if first["classification"] else None,
             sentiment_scores=torch.sigmoid(sentiment_logits) if sentiment_logits is not None else None,
             sentiment_logits=sentiment_logits,
-            task_logits=task_logits,
+            task_logits={task.name: task_outputs[task.name] for task in tasks if task.has_head},
+            task_outputs=task_outputs,
             embeddings=embeddings,
             pair_embeddings=pair_embeddings,
-            classification_loss=task_losses.get("classification"),
-            sentiment_loss=task_losses.get("sentiment"),
+            classification_loss=task_losses.get(first["classification"].name) if first["classification"] else None,
+            sentiment_loss=task_losses.get(first["score"].name) if first["score"] else None,
         )
 
-    def _head_output(self, task: TaskSpec, features):
-        out = getattr(self, f"{task.name}_head")(features)
-        return out.squeeze(-1) if task.type in ("score", "regression") else out
-
-    def _task_loss(self, task: TaskSpec, targets, head_output, embeddings, pair_embeddings):
-        if task.type == "classification":
-            return classification_loss(head_output, targets, task.label_smoothing)
-        if task.type == "multilabel":
-            return multilabel_loss(head_output, targets)
-        if task.type == "score":
-            # From the logit, not the sigmoid: BCE on probabilities saturates to log(0) in low precision.
-            return score_loss(head_output, targets, task.loss)
-        if task.type == "regression":
-            return regression_loss(head_output, targets)
-        if task.type == "similarity":
-            if pair_embeddings is None:
-                raise ValueError(f"task {task.name!r} (similarity) needs sentence pairs: pair_input_ids is missing.")
-            cosines = pair_cosines(embeddings, pair_embeddings)
-            if task.loss == "cosine_mse":
-                return cosine_mse_loss(cosines, targets)
-            return cosent_loss(cosines, targets)
-        if task.loss == "cosine":  # distillation: the targets are the teacher's embeddings of the same sentences
-            return cosine_distillation_loss(embeddings, targets)
-        return relational_distillation_loss(embeddings, targets)
+    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if task.kind.compares_rows and self.training:
+            # Under DDP this process holds a share of the global batch; a loss that compares rows must see all of
+            # them, or its value would depend on the process count. The gradient flows to the local rows only, and
+            # DDP averages over processes, so it is scaled back to the one-process gradient (see distributed.py).
+            return scale_for_ddp(task.kind.loss(task, gather_rows(output), gather_rows(targets)))
+        return task.kind.loss(task, output, targets)
 
     def combine_losses(self, task_losses: dict, tasks: list[TaskSpec] | None = None) -> torch.Tensor:
         """The weighted sum of the losses of the tasks present (a dict by task name)."""
@@ -362,7 +386,7 @@ class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
     def __init__(self, config: SentMtlConfig):
         super().__init__(config)
         self.sentmtl = SentMtlModel(config)
-        self.task = next((t for t in self.sentmtl.tasks if t.type == "classification"), None)
+        self.task = first_task(self.sentmtl.tasks, "classification")
         if self.task is None:
             raise ValueError("this sentmtl model has no classification task to serve as a sequence classifier.")
         self.post_init()
@@ -371,7 +395,7 @@ class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
         # **kwargs: the pipeline passes tokenizer outputs and flags (return_dict …) that the model has no use for.
         out = self.sentmtl(input_ids, attention_mask, token_type_ids,
                            task_labels={self.task.name: labels} if labels is not None else None)  # fmt: skip
-        return SequenceClassifierOutput(loss=out.loss, logits=out.task_logits[self.task.name])
+        return SequenceClassifierOutput(loss=out.loss, logits=out.task_outputs[self.task.name])
 
 
 def register_auto_classes() -> None:
@@ -391,5 +415,5 @@ SentMtlModel.register_for_auto_class("AutoModel")
 SentMtlForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 
-__all__ = ["Pooling", "SentMtlForSequenceClassification", "SentMtlModel", "SentMtlOutput", "SentMtlPreTrainedModel",
+__all__ = ["ParameterGroup", "Pooling", "SentMtlForSequenceClassification", "SentMtlModel", "SentMtlOutput", "SentMtlPreTrainedModel",
            "TaskHead", "register_auto_classes"]

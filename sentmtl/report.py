@@ -2,31 +2,22 @@
 
 from pathlib import Path
 
-from .corpus import SOURCES
 from .metrics import confusion_cells, expected_calibration_error, reliability_bins
+from .task_io import task_io
 from .tasks import TaskSpec
-
-# The metrics shown per task type, in table order (eval_results.json has them all, confusion cells included).
-SHOWN = {
-    "classification": ["accuracy", "precision", "recall", "f1", "macro_f1", *(f"accuracy_{s}" for s in SOURCES),
-                       "ece", "log_loss", "confidence"],
-    "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
-    "score": ["accuracy", "roc_auc", "mse", "mae", "brier", "ece", "pearson", "spearman"],
-    "regression": ["mse", "mae", "pearson", "spearman"],
-    "similarity": ["spearman", "pearson"],
-    "distillation": ["structure_spearman"],
-}
 
 
 def metric_rows(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> list[tuple[str, str, float]]:
-    """(task, metric, value) for each known metric present, task by task, then the totals."""
+    """(task, metric, value) for each metric its type shows that is present, task by task, then the totals.
+    A shown name ending in `*` stands for every metric with that prefix (per-domain accuracies)."""
     rows = []
     for task in tasks:
-        for name in [*SHOWN[task.type], "loss"]:
-            value = metrics.get(f"{prefix}{task.name}_{name}")
-            if value is not None:
-                rows.append((task.name, name, value))
-    for name, key in (("STS-B dev Spearman × 100", "stsb_spearman"), ("loss (weighted sum)", "loss")):
+        head = f"{prefix}{task.name}_"
+        for name in [*task_io(task).shown, "loss"]:
+            names = ([key[len(head):] for key in metrics if key.startswith(head + name[:-1])] if name.endswith("*")
+                     else [name])  # fmt: skip
+            rows += [(task.name, n, metrics[head + n]) for n in names if metrics.get(head + n) is not None]
+    for name, key in (("STS-B dev Spearman", "stsb_spearman"), ("loss (weighted sum)", "loss")):
         if f"{prefix}{key}" in metrics:
             rows.append(("all", name, metrics[f"{prefix}{key}"]))
     return rows
@@ -107,24 +98,24 @@ def plot_reliability(confidences, outcomes, path, task: TaskSpec, n_bins: int = 
 
     bins = reliability_bins(confidences, outcomes, n_bins)
     ece = expected_calibration_error(confidences, outcomes, n_bins)
-    classification = task.type == "classification"
+    rate_name, confidence_name, mark_name = task_io(task).reliability_axes
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.6, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = 1 / n_bins
     top.bar([b["low"] for b in bins], [b["rate"] for b in bins], width=width, align="edge", edgecolor="black",
-            color="#4c72b0", label="accuracy" if classification else "positive rate")  # fmt: skip
+            color="#4c72b0", label=rate_name)  # fmt: skip
     # The bin's mean confidence drawn over its bar: the gap between marker and bar top is that bin's error.
     top.plot([(b["low"] + b["high"]) / 2 for b in bins], [b["confidence"] for b in bins], "_", color="#dd8452",
-             markersize=14, markeredgewidth=2.5, label=f"bin mean {'confidence' if classification else 'score'}")  # fmt: skip
+             markersize=14, markeredgewidth=2.5, label=f"bin mean {mark_name}")  # fmt: skip
     top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
     top.set_ylim(0, 1)
-    top.set_ylabel("accuracy" if classification else "fraction positive")
+    top.set_ylabel(rate_name)
     top.set_title(f"{task.name}: reliability (ECE {ece:.3f}, {n_bins} bins)")
     top.legend(fontsize=8, loc="upper left")
     bottom.bar([b["low"] for b in bins], [b["count"] for b in bins], width=width, align="edge", color="#999999")
     bottom.set_yscale("log")
     bottom.set_ylabel("examples")
-    bottom.set_xlabel("top-label confidence" if classification else "score (P positive)")
-    bottom.set_xlim(0.5 if classification else 0, 1)
+    bottom.set_xlabel(confidence_name)
+    bottom.set_xlim(*task_io(task).reliability_range(task))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -26,9 +26,11 @@ class TaskBatchSampler(Sampler):
     """Batches of global indices; source k's rows are `offsets[k] … offsets[k] + len(lengths[k]) - 1`."""
 
     def __init__(self, lengths: list[list[int]], batch_size: int, strategy: str = "proportional",
-                 temperature: float = 2.0, seed: int = 42, within: str = "group_by_length"):  # fmt: skip
+                 temperature: float = 2.0, seed: int = 42, within: str = "group_by_length", min_batch_size: int = 1):  # fmt: skip
         """`within`: the order inside a source: `group_by_length`, `random`, or `sequential` (rows in order, and
-        the sources' batches one source after the other: nothing is shuffled)."""
+        the sources' batches one source after the other: nothing is shuffled). `min_batch_size`: a source's last
+        batch smaller than this joins the one before it (under W processes every process needs a row of each batch,
+        and padding a share with repeated rows would put duplicates into losses that compare rows)."""
         if strategy not in STRATEGIES:
             raise ValueError(f"task sampling {strategy!r} is not supported; choose one of {', '.join(STRATEGIES)}.")
         if not temperature > 0:
@@ -38,7 +40,12 @@ class TaskBatchSampler(Sampler):
             raise ValueError(f"order within a source {within!r}: choose group_by_length, random or sequential.")
         self.temperature, self.seed, self.within, self.epoch = temperature, seed, within, 0
         self.offsets = [sum(len(source) for source in lengths[:k]) for k in range(len(lengths))]
-        self.batches_per_source = [-(-len(source) // batch_size) for source in lengths]
+        small = [k for k, source in enumerate(lengths) if len(source) < min_batch_size]
+        if small:
+            raise ValueError(f"source(s) {small} have fewer rows than the {min_batch_size} processes; every process "
+                             "needs a row of each batch.")  # fmt: skip
+        self.min_batch_size = min_batch_size
+        self.batches_per_source = [len(self._split(list(range(len(source))))) for source in lengths]
 
     def set_epoch(self, epoch) -> None:  # the Trainer (through accelerate) calls this at every epoch, resumed ones too
         self.epoch = int(epoch)
@@ -57,7 +64,13 @@ class TaskBatchSampler(Sampler):
         else:
             order = torch.randperm(len(lengths), generator=generator).tolist()
         offset = self.offsets[k]
-        return [[offset + i for i in order[start : start + self.batch_size]] for start in range(0, len(order), self.batch_size)]
+        return [[offset + i for i in batch] for batch in self._split(order)]
+
+    def _split(self, order: list[int]) -> list[list[int]]:
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < self.min_batch_size:
+            batches[-2:] = [batches[-2] + batches[-1]]
+        return batches
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -82,10 +95,11 @@ class TaskBatchSampler(Sampler):
 
 
 class RankBatches(Sampler):
-    """This process's share of each global batch: rows r, r + W, r + 2W, … of it (W processes), the batch first
-    padded by repeating its rows so that every process gets the same number. All processes thus train on the same
-    source at the same step (DDP then sees the same parameters used everywhere), and W processes × b rows see the
-    rows one process would see in batches of W × b. With one process it passes the batches through."""
+    """This process's share of each global batch: rows r, r + W, r + 2W, … of it (W processes). All processes thus
+    train on the same source at the same step (DDP then sees the same parameters used everywhere), and W processes ×
+    b rows see the rows one process would see in batches of W × b. Shares may differ by one row (nothing is repeated:
+    a repeated row would count twice in a loss that compares rows); the sampler's `min_batch_size` = W gives every
+    process at least one. With one process it passes the batches through."""
 
     def __init__(self, sampler: TaskBatchSampler, num_processes: int = 1, process_index: int = 0):
         self.sampler, self.num_processes, self.process_index = sampler, num_processes, process_index
@@ -98,7 +112,4 @@ class RankBatches(Sampler):
 
     def __iter__(self):
         for batch in self.sampler:
-            if self.num_processes > 1 and len(batch) % self.num_processes:
-                missing = self.num_processes - len(batch) % self.num_processes
-                batch = batch + [batch[i % len(batch)] for i in range(missing)]
             yield batch[self.process_index :: self.num_processes]

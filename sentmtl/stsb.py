@@ -40,3 +40,19 @@ def stsb_file(location, split: str) -> Path:
     """`location` is the STS-B folder (or a file, returned as it is); `split` is train or dev."""
     location = Path(location)
     return location if location.is_file() else location / FILES[split]
+
+
+def stsb_spearman(model, tokenizer, path, pooled: bool = False, **encode_kwargs) -> float:
+    """The embedding's general similarity: Spearman (0–1, as every correlation sentmtl reports) of the pair cosines
+    against STS-B's gold scores; `pooled`: of the encoder's pooled vectors, before the projection — the untouched
+    encoder's own score. A run measures STS-B dev through its evaluation instead (`--sts_eval_file`)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from .embed import encode
+
+    pairs = read_stsb(path)
+    a = encode(model, list(pairs["sentence1"]), tokenizer, pooled=pooled, **encode_kwargs)
+    b = encode(model, list(pairs["sentence2"]), tokenizer, pooled=pooled, **encode_kwargs)
+    cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-12)
+    return float(spearmanr(cosines, pairs["score"]).statistic)

@@ -1,104 +1,53 @@
-"""Each task's data: where its rows come from, which columns hold its text and targets, and batches that carry them.
+"""Each task's data: where its rows come from, which columns hold its text and targets, and the one train / eval split.
 
-A run task is a `TaskSpec` (the model's side) plus a `DataSpec` (this module's side). Tasks whose `data` is the same
-share one *source*: one dataset, one train / eval split, one batch for all of them (the seed's Task A, Task B and
-distillation ride on the same corpus batches). Sources:
+Tasks whose `DataSpec` has the same data and text columns share one *source*: one dataset, one split, one batch for
+all of them (the seed's Task A, Task B and distillation ride on the same corpus batches). Sources:
 
-- `uci`: the UCI corpus (`--data_dir`, `--sources`, `--max_samples`, `--test_size` apply), split leak-free;
-- `{train_file: …, validation_file: …}`: CSV / TSV / JSON / JSONL / Parquet (without a validation file, a
-  leak-free split of the train file);
+- `uci`: the UCI corpus (`--data_dir`, `--sources`, `--skip_bad_lines` apply);
+- `{train_file: …, validation_file: …}`: CSV / TSV / JSON / JSONL / Parquet (`sentmtl.data.read_table`);
 - `{stsb: folder}`: STS Benchmark sentence pairs (train from sts-train.csv, eval from sts-dev.csv);
-- `{dataset: folder or name, train_split: train, eval_split: validation}`: a `datasets` dataset
-  (`save_to_disk` folder, or a Hub name where the Hub is reachable).
+- `{dataset: folder or name, train_split: train, eval_split: validation}`: a `datasets` dataset (`save_to_disk`
+  folder, or a Hub name where the Hub is reachable).
+
+A source without eval data of its own is split once, leak-free (`corpus.train_test_split`: near-duplicates of any of
+its texts on one side), stratified by its first classification task; `max_samples` takes a stratified subset first.
+Each task type reads its own target column (`sentmtl.task_io`); an empty cell means "no target on this row".
 """
 
-import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
-import torch
-from transformers import PreTrainedTokenizerBase
 
 from .corpus import load_sentiment_corpus, train_test_split
 from .data import NO_SOURCE, first_line, read_table
+from .run_tasks import RunTask
 from .stsb import read_stsb, stsb_file
+from .task_io import task_io
 from .tasks import TaskSpec
 
 TARGET_PREFIX = "target__"
-DEFAULT_LABEL_COLUMNS = {"classification": "label", "multilabel": "labels", "score": "score", "regression": "label",
-                         "similarity": "score"}  # fmt: skip
-
-
-@dataclass
-class DataSpec:
-    """Where a task's examples come from (see the module docstring) and which columns hold them."""
-
-    data: object = "uci"
-    text_column: str | None = None  # default: sentence (sentence1 for STS-B)
-    text_pair_column: str | None = None  # similarity only; default: sentence2
-    label_column: str | None = None  # default by type: label, labels, score, label, score
-    head_learning_rate: float | None = None  # this task's head LR (default: --head_learning_rate)
-
-    def source_key(self) -> str:
-        """Tasks with the same key share a source (and its batches)."""
-        return json.dumps(self.data, sort_keys=True)
-
-
-@dataclass
-class RunTask:
-    spec: TaskSpec
-    data: DataSpec = field(default_factory=DataSpec)
-
-    @classmethod
-    def from_dict(cls, values: dict, where: str) -> "RunTask":
-        """A `tasks:` entry of a run file: the `TaskSpec` fields plus the `DataSpec` fields."""
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}: expected a mapping of task fields, got {values!r}.")
-        spec_fields = {f.name for f in fields(TaskSpec)}
-        data_fields = {f.name for f in fields(DataSpec)}
-        unknown = sorted(set(values) - spec_fields - data_fields)
-        if unknown:
-            raise ValueError(f"{where}: unknown task field(s) {unknown}; valid: {', '.join(sorted(spec_fields | data_fields))}.")
-        spec = TaskSpec.from_dict({k: v for k, v in values.items() if k in spec_fields}, where)
-        data = DataSpec(**{k: v for k, v in values.items() if k in data_fields})
-        if data.head_learning_rate is not None and not spec.has_head:
-            raise ValueError(f"{where}: head_learning_rate: a {spec.type} task has no head (it trains the embedding).")
-        if spec.type == "similarity" and data.data == "uci":
-            raise ValueError(f"{where}: a similarity task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
-        return cls(spec, data)
-
-    def to_dict(self) -> dict:
-        out = self.spec.to_dict()
-        out.update({f.name: getattr(self.data, f.name) for f in fields(DataSpec) if getattr(self.data, f.name) is not None})
-        return out
 
 
 @dataclass
 class Source:
-    """One dataset and the tasks it feeds: raw `text` (`text_pair`), `target__<task>` columns and `domain`."""
+    """One dataset and the tasks it feeds: raw `text` (`text_pair`), `domain` and `target__<task>` columns.
+    `domain_names[i]` names domain id i (the corpus's amazon / imdb / yelp); empty when the data names none."""
 
     name: str
     tasks: list[TaskSpec]
-    train: datasets.Dataset
+    train: datasets.Dataset | None
     eval: datasets.Dataset | None
     description: str = ""
+    domain_names: list[str] = field(default_factory=list)
 
 
-# -- loading ----------------------------------------------------------------------------------------------------------
-
-
-def _raw_splits(data, data_args, seed: int) -> tuple[datasets.DatasetDict, str, str, dict]:
-    """(DatasetDict(train, test?), a short name, where it came from, {split: line of its first row} for files) for
-    one `data` value."""
+def _raw_splits(data, data_args) -> tuple[datasets.DatasetDict, str, str, dict]:
+    """(DatasetDict(train, test?), a short name, where it came from, {split: line of its first row} for files)."""
     if data == "uci":
         corpus = load_sentiment_corpus(data_args.data_dir, data_args.sources,
                                        on_bad_lines="skip" if data_args.skip_bad_lines else "error")  # fmt: skip
-        return train_test_split(corpus, data_args.split_test_size, seed, data_args.max_samples), "uci", "UCI corpus", {}
-    if not isinstance(data, dict) or len({"stsb", "train_file", "dataset"} & set(data)) != 1:
-        raise ValueError(f"task data {data!r}: use `uci`, {{train_file: ..., validation_file: ...}}, {{stsb: folder}} "
-                         "or {dataset: folder or name}.")  # fmt: skip
+        return datasets.DatasetDict({"train": corpus}), "uci", "UCI corpus", {}
     if "stsb" in data:
         train, dev = stsb_file(data["stsb"], "train"), stsb_file(data["stsb"], "dev")
         return datasets.DatasetDict({"train": read_stsb(train), "test": read_stsb(dev)}), "stsb", f"STS-B ({train.parent})", {}
@@ -117,102 +66,83 @@ def _raw_splits(data, data_args, seed: int) -> tuple[datasets.DatasetDict, str, 
     return datasets.DatasetDict(out), Path(location).name, location, {}
 
 
-def _targets(task: TaskSpec, column: list, where) -> list:
-    """A task's raw label column → its targets, checked row by row; `where(row)` names the row in a message."""
-    out = []
-    if task.type == "classification":
-        lookup = {name.lower(): i for i, name in enumerate(task.labels)} | {str(i): i for i in range(len(task.labels))}
-        for row, value in enumerate(column):
-            label = lookup.get(str(value).strip().lower())
-            if label is None:
-                raise ValueError(f"{where(row)}: label {value!r} is not one of {task.labels} (or their ids).")
-            out.append(label)
-    elif task.type == "multilabel":
-        lookup = {name.lower(): i for i, name in enumerate(task.labels)} | {str(i): i for i in range(len(task.labels))}
-        for row, values in enumerate(column):
-            vector = [0.0] * len(task.labels)
-            for value in values if isinstance(values, list) else str(values).split(","):
-                if str(value).strip() == "":
-                    continue
-                label = lookup.get(str(value).strip().lower())
-                if label is None:
-                    raise ValueError(f"{where(row)}: label {value!r} is not one of {task.labels}.")
-                vector[label] = 1.0
-            out.append(vector)
-    else:
-        for row, value in enumerate(column):
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{where(row)}: {value!r} is not a number.") from None
-            if task.type in ("score", "similarity") and not 0.0 <= number <= 1.0:
-                raise ValueError(f"{where(row)}: {number} is outside [0, 1] (a {task.type} target).")
-            out.append(number)
-    return out
+def _domains(dataset: datasets.Dataset) -> tuple[list[int], list[str]]:
+    """Per-row domain ids and their names, from a `source` column that names its values (the corpus's ClassLabel,
+    or strings); without one — an unnamed integer column included — every row is NO_SOURCE and no name exists."""
+    if "source" not in dataset.column_names:
+        return [NO_SOURCE] * dataset.num_rows, []
+    feature, values = dataset.features["source"], list(dataset["source"])
+    if isinstance(feature, datasets.ClassLabel):
+        return values, list(feature.names)
+    if getattr(feature, "dtype", None) in ("string", "large_string"):
+        names = sorted({str(v) for v in values if v is not None})
+        index = {name: i for i, name in enumerate(names)}
+        return [index[str(v)] if v is not None else NO_SOURCE for v in values], names
+    return [NO_SOURCE] * dataset.num_rows, []
 
 
-def _columns(dataset: datasets.Dataset, tasks: list[TaskSpec], specs: list[DataSpec], where: str,
-             line_offset: int | None = None) -> datasets.Dataset:  # fmt: skip
-    """`text` (`text_pair`), `domain` and one `target__<task>` column per task (distillation targets come later).
-    `line_offset`: for a file, the line of its first row, so that messages name the file's line."""
+def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str, line_offset: int | None = None,
+                  targets_of: dict | None = None) -> tuple[datasets.Dataset, list[str]]:  # fmt: skip
+    """`text` (`text_pair`), `domain` and one `target__<task>` column per task (distillation targets come later),
+    and the domain names. `line_offset`: for a file, the line of its first row, so messages name the file's line."""
 
     def at(row: int, column: str) -> str:
         place = f"line {row + line_offset}" if line_offset is not None else f"row {row}"
         return f"{where}, {place}, column {column!r}"
 
-    first = specs[0]
+    first = members[0].data
     text = first.text_column or ("sentence1" if "sentence1" in dataset.column_names else "sentence")
-    needed = [text]
-    pair = None
-    if any(task.type == "similarity" for task in tasks):
-        pair = next((s.text_pair_column for s in specs if s.text_pair_column), None) or "sentence2"
-        needed.append(pair)
-    label_columns = {task.name: spec.label_column or DEFAULT_LABEL_COLUMNS.get(task.type)
-                     for task, spec in zip(tasks, specs) if task.type != "distillation"}  # fmt: skip
-    for column in needed + list(label_columns.values()):
-        if column not in dataset.column_names:
+    pair = (first.text_pair_column or "sentence2") if any(m.spec.kind.pairs for m in members) else None
+    label_columns = {m.spec.name: m.data.label_column or task_io(m.spec).default_column for m in members}
+    for column in [text, pair]:
+        if column and column not in dataset.column_names:
             raise ValueError(f"{where}: no column {column!r} (columns: {dataset.column_names}); set text_column / "
-                             "text_pair_column / label_column on the task.")  # fmt: skip
+                             "text_pair_column on the task.")  # fmt: skip
     columns = {"text": [str(t) if t is not None else "" for t in dataset[text]]}
     for row, sentence in enumerate(columns["text"]):
         if not sentence.strip():
             raise ValueError(f"{at(row, text)}: empty text; every row needs text.")
     if pair:
-        columns["text_pair"] = [str(t) for t in dataset[pair]]
-    # The corpus's `source` (amazon / imdb / yelp ids) gives per-domain metrics; other data has none.
-    has_domain = "source" in dataset.column_names and dataset.features["source"].dtype in ("int64", "int32")
-    columns["domain"] = list(dataset["source"]) if has_domain else [NO_SOURCE] * dataset.num_rows
-    for task in tasks:
-        if task.name in label_columns:
-            column = label_columns[task.name]
-            columns[TARGET_PREFIX + task.name] = _targets(task, list(dataset[column]), lambda row, c=column: at(row, c))
-    return datasets.Dataset.from_dict(columns)
+        columns["text_pair"] = [str(t) if t is not None else "" for t in dataset[pair]]
+    columns["domain"], domain_names = _domains(dataset)
+    parsed = {}
+    for m in sorted(members, key=lambda m: m.data.score_from is not None):  # derived scores after their source
+        column = label_columns[m.spec.name]
+        if column is None:
+            continue
+        if column not in dataset.column_names and m.data.score_from in parsed:
+            source = next(x.spec for x in members if x.spec.name == m.data.score_from)
+            parsed[m.spec.name] = [label / (len(source.labels) - 1) if label >= 0 else float("nan")
+                                   for label in parsed[m.data.score_from]]  # fmt: skip
+        elif column not in dataset.column_names:
+            raise ValueError(f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
+                             f"{dataset.column_names}); set its label_column.")  # fmt: skip
+        else:
+            parsed[m.spec.name] = task_io(m.spec).parse(m.spec, list(dataset[column]), lambda row, c=column: at(row, c))
+    columns.update({TARGET_PREFIX + name: values for name, values in parsed.items()})
+    return datasets.Dataset.from_dict(columns), domain_names
 
 
-def build_sources(run_tasks: list[RunTask], data_args, seed: int, default_splits=None) -> list[Source]:
-    """Group the tasks by their data, load each source once, and give it its columns.
-
-    `default_splits`: an already loaded DatasetDict for the seed's run (the corpus or --train_file, in the
-    `(sentence, label, score, source)` layout), used for the tasks whose data is `uci`.
-    """
+def build_sources(run_tasks: list[RunTask], data_args, seed: int) -> list[Source]:
+    """Group the tasks by their data, load each source once, give it its columns and split it once."""
     groups: dict[str, list[RunTask]] = {}
     for task in run_tasks:
         groups.setdefault(task.data.source_key(), []).append(task)
     sources = []
     for members in groups.values():
-        data = members[0].data.data
-        if data == "uci" and default_splits is not None:
-            splits, name, where, lines = default_splits, "uci", "the run's data", {}
-        else:
-            splits, name, where, lines = _raw_splits(data, data_args, seed)
-        tasks, specs = [m.spec for m in members], [m.data for m in members]
-        train = _columns(splits["train"], tasks, specs, f"{where} (train)", lines.get("train"))
-        evaluation = _columns(splits["test"], tasks, specs, f"{where} (eval)", lines.get("test")) if "test" in splits else None
-        if evaluation is None:  # no eval data of its own: a leak-free split, stratified by the first class task
-            stratify = next((TARGET_PREFIX + t.name for t in tasks if t.type == "classification"), None)
-            split = train_test_split(train, data_args.split_test_size, seed, text_column="text", label_column=stratify)
+        spec = members[0].data
+        splits, name, where, lines = _raw_splits(spec.data, data_args)
+        train, domain_names = table_columns(splits["train"], members, f"{where} (train)", lines.get("train"))
+        evaluation = None
+        if "test" in splits:
+            evaluation, _ = table_columns(splits["test"], members, f"{where} (eval)", lines.get("test"))
+        else:  # no eval data of its own: a leak-free split, stratified by the first classification task
+            stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).stratifies), None)
+            texts = ["text", "text_pair"] if "text_pair" in train.column_names else "text"
+            split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts,
+                                     label_column=stratify, source_column="domain")  # fmt: skip
             train, evaluation = split["train"], split["test"]
-        sources.append(Source(name, tasks, train, evaluation, where))
+        sources.append(Source(name, [m.spec for m in members], train, evaluation, where, domain_names))
     taken = {}
     for source in sources:  # two sources from different files with the same stem stay apart
         taken[source.name] = taken.get(source.name, 0) + 1
@@ -221,75 +151,19 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, default_splits
     return sources
 
 
-def add_teacher_targets(sources: list[Source], teacher) -> None:
-    """Distillation targets: the starting encoder's pooled vector of every sentence, computed once before training
-    (`teacher(sentences) -> np.ndarray`), so no second encoder runs per step."""
+def add_teacher_targets(sources: list[Source], run_tasks: list[RunTask], teacher_for) -> None:
+    """Distillation targets: a teacher's pooled vector of every sentence, computed once before training
+    (`teacher_for(teacher name or None)(sentences) -> np.ndarray`), so no second encoder runs per step."""
+    teachers = {task.spec.name: task.data.teacher for task in run_tasks}
     for source in sources:
         for task in source.tasks:
-            if task.type == "distillation":
+            if task_io(task).teacher_targets:
+                encode = teacher_for(teachers.get(task.name))
                 for split in ("train", "eval"):
                     dataset = getattr(source, split)
                     if dataset is not None:
-                        vectors = teacher(list(dataset["text"]))
+                        vectors = encode(list(dataset["text"]))
                         setattr(source, split, dataset.add_column(TARGET_PREFIX + task.name, vectors.tolist()))
 
 
-# -- batches ----------------------------------------------------------------------------------------------------------
-
-
-def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
-    """`text` (and `text_pair`) → input_ids, attention_mask (…) and pair_input_ids, …; targets and domain kept."""
-
-    def tokenize(batch):
-        encoded = dict(tokenizer(batch["text"], truncation=True, max_length=max_length))
-        if "text_pair" in batch:
-            pair = tokenizer(batch["text_pair"], truncation=True, max_length=max_length)
-            encoded.update({f"pair_{key}": value for key, value in pair.items()})
-        return encoded
-
-    return dataset.map(tokenize, batched=True, remove_columns=[c for c in ("text", "text_pair") if c in dataset.column_names],
-                       desc="Tokenising")  # fmt: skip
-
-
-class MultiSourceDataset(torch.utils.data.Dataset):
-    """The sources' tokenized train sets one after another; `TaskBatchSampler` keeps each batch within one."""
-
-    def __init__(self, parts: list[datasets.Dataset]):
-        self.parts = parts
-        self.offsets = np.cumsum([0] + [len(part) for part in parts])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int) -> dict:
-        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        return self.parts[k][int(index - self.offsets[k])]
-
-    def lengths(self) -> list[list[int]]:
-        return [[len(ids) for ids in part["input_ids"]] for part in self.parts]
-
-
-class MultiTaskCollator:
-    """Rows of one source → a batch: padded inputs (and pair inputs), `task_labels` by task, `domain`."""
-
-    INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec]):
-        self.tokenizer = tokenizer
-        self.types = {task.name: task.type for task in tasks}
-
-    def __call__(self, rows: list[dict]) -> dict:
-        batch = dict(self.tokenizer.pad([{k: row[k] for k in self.INPUTS if k in row} for row in rows], return_tensors="pt"))
-        if "pair_input_ids" in rows[0]:
-            pair = self.tokenizer.pad([{k: row[f"pair_{k}"] for k in self.INPUTS if f"pair_{k}" in row} for row in rows],
-                                      return_tensors="pt")  # fmt: skip
-            batch.update({f"pair_{key}": value for key, value in pair.items()})
-        labels = {}
-        for key in rows[0]:
-            if key.startswith(TARGET_PREFIX):
-                name = key[len(TARGET_PREFIX):]
-                dtype = torch.long if self.types[name] == "classification" else torch.float32
-                labels[name] = torch.tensor([row[key] for row in rows], dtype=dtype)
-        batch["task_labels"] = labels
-        batch["domain"] = torch.tensor([row.get("domain", NO_SOURCE) for row in rows], dtype=torch.long)
-        return batch
+__all__ = ["Source", "TARGET_PREFIX", "add_teacher_targets", "build_sources", "table_columns"]

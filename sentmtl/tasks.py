@@ -1,31 +1,14 @@
 """Tasks, the unit a multi-task model is built from: a name, a type, its labels, its loss and its weight.
 
 The model config stores the list (`SentMtlConfig.tasks`), so `from_pretrained` rebuilds every head and each task owns
-its label names. Where a task's *data* comes from is a run's business (`sentmtl.task_data`), not the model's.
-
-| type           | head                    | target per example                 | default loss (others)                      |
-| -------------- | ----------------------- | ---------------------------------- | ------------------------------------------ |
-| classification | Linear(d → K)           | class id (-100: absent)            | cross_entropy                              |
-| multilabel     | Linear(d → K)           | K values in {0, 1} (NaN: absent)   | bce                                        |
-| score          | Linear(d → 1), sigmoid  | a value in [0, 1] (NaN: absent)    | bce (on the logit; mse on the sigmoid)     |
-| regression     | Linear(d → 1)           | any real value (NaN: absent)       | mse                                        |
-| similarity     | none: the embedding     | a pair's score in [0, 1]           | cosent (cosine_mse)                        |
-| distillation   | none: the embedding     | the starting encoder's embedding   | relational (cosine)                        |
+its label names. What a type *does* is its `TaskType`'s business (`sentmtl.task_types`); where a task's data comes
+from is a run's (`sentmtl.task_data`), not the model's.
 """
 
 from dataclasses import asdict, dataclass, fields
 
-TASK_TYPES = ("classification", "multilabel", "score", "regression", "similarity", "distillation")
-LOSSES = {
-    "classification": ("cross_entropy",),
-    "multilabel": ("bce",),
-    "score": ("bce", "mse"),
-    "regression": ("mse",),
-    "similarity": ("cosent", "cosine_mse"),
-    "distillation": ("relational", "cosine"),
-}
-# Types whose head reads the embedding; the other two train the embedding itself.
-HEADED_TYPES = ("classification", "multilabel", "score", "regression")
+from .task_types import TASK_TYPES, task_type
+
 # The seed's two tasks keep their names: checkpoints name their heads `classification_head`, `sentiment_head`.
 DEFAULT_CLASSIFICATION, DEFAULT_SCORE = "classification", "sentiment"
 
@@ -47,21 +30,25 @@ class TaskSpec:
             raise ValueError(f"task name {self.name!r} must be an identifier (letters, digits, _): it names a head.")
         if self.type not in TASK_TYPES:
             raise ValueError(f"{where}: type {self.type!r} is not supported; choose one of {', '.join(TASK_TYPES)}.")
-        if self.type in ("classification", "multilabel"):
-            minimum = 2 if self.type == "classification" else 1
-            if not self.labels or len(self.labels) < minimum or len(set(self.labels)) != len(self.labels):
-                raise ValueError(f"{where}: a {self.type} task needs {minimum}+ distinct label names, got {self.labels}.")
-            self.labels = [str(label) for label in self.labels]
+        kind = task_type(self.type)
+        if kind.min_labels is not None:
+            labels = [str(label).strip() for label in self.labels or ()]
+            if len(labels) < kind.min_labels or len(set(labels)) != len(labels) or "" in labels:
+                raise ValueError(f"{where}: a {self.type} task needs {kind.min_labels}+ distinct label names (non-empty), "
+                                 f"got {self.labels}.")  # fmt: skip
+            self.labels = labels
         elif self.labels is not None:
             raise ValueError(f"{where}: a {self.type} task takes no labels (got {self.labels}).")
-        self.loss = self.loss or LOSSES[self.type][0]
-        if self.loss not in LOSSES[self.type]:
+        self.loss = self.loss or kind.losses[0]
+        if self.loss not in kind.losses:
             raise ValueError(f"{where}: loss {self.loss!r} does not fit a {self.type} task; choose one of "
-                             f"{', '.join(LOSSES[self.type])}.")  # fmt: skip
+                             f"{', '.join(kind.losses)}.")  # fmt: skip
         if not self.loss_weight >= 0:
             raise ValueError(f"{where}: loss_weight {self.loss_weight!r} must be >= 0.")
-        if not 0.0 <= self.label_smoothing < 1.0 or (self.label_smoothing and self.type != "classification"):
-            raise ValueError(f"{where}: label_smoothing {self.label_smoothing!r} must be in [0, 1), classification only.")
+        if not 0.0 <= self.label_smoothing < 1.0 or (self.label_smoothing and not kind.label_smoothing):
+            types = ", ".join(name for name, t in TASK_TYPES.items() if t.label_smoothing)
+            raise ValueError(f"{where}: label_smoothing {self.label_smoothing!r} must be in [0, 1), and only {types} "
+                             "tasks take one.")  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "task") -> "TaskSpec":
@@ -79,12 +66,17 @@ class TaskSpec:
         return asdict(self)
 
     @property
+    def kind(self):
+        """This task's `TaskType` (what its head is and how its loss is computed)."""
+        return task_type(self.type)
+
+    @property
     def has_head(self) -> bool:
-        return self.type in HEADED_TYPES
+        return self.kind.has_head
 
     @property
     def head_size(self) -> int:
-        return len(self.labels) if self.type in ("classification", "multilabel") else 1
+        return self.kind.head_size(self)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -105,6 +97,12 @@ def default_tasks(class_names=("negative", "positive"), classification_loss_weig
     return tasks
 
 
+def first_task(tasks: list[TaskSpec], type_name: str) -> TaskSpec | None:
+    """The first task of a type: the seed's documented names (`logits`, `sentiment_scores`, `id2label`) are the
+    first classification and the first score task's."""
+    return next((task for task in tasks if task.type == type_name), None)
+
+
 def check_unique_names(tasks: list[TaskSpec]) -> None:
     names = [task.name for task in tasks]
     duplicated = sorted({name for name in names if names.count(name) > 1})
@@ -114,4 +112,4 @@ def check_unique_names(tasks: list[TaskSpec]) -> None:
         raise ValueError("a model needs at least one task.")
 
 
-__all__ = ["TaskSpec", "TASK_TYPES", "LOSSES", "HEADED_TYPES", "default_tasks", "check_unique_names"]
+__all__ = ["TaskSpec", "default_tasks", "check_unique_names", "first_task"]

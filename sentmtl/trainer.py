@@ -1,4 +1,4 @@
-"""Layer-wise learning rates as a pure function, and the `Trainer` that uses them."""
+"""Layer-wise learning rates as a pure function, and the `Trainer` that trains and evaluates every task."""
 
 import logging
 
@@ -7,58 +7,47 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
-from transformers.trainer_pt_utils import (
-    LengthGroupedSampler,
-    get_length_grouped_indices,
-)
 
-from .metrics import task_metrics
+from .batching import MultiSourceDataset, MultiTaskCollator
 from .sampler import RankBatches, TaskBatchSampler
-from .task_data import MultiSourceDataset
+from .task_io import task_io
+from .task_types import TaskInputs
 
 logger = logging.getLogger(__name__)
 
 
-def build_param_groups(model, args) -> list[dict]:
-    """AdamW parameter groups: one per (part of the model, weight decay or not), each with its own LR.
+def build_param_groups(model, args, head_learning_rates: dict[str, float] | None = None) -> list[dict]:
+    """AdamW parameter groups from the model's own parts (`model.parameter_groups()`), each with its LR.
 
-    Encoder layer k of L (1-based) gets `backbone LR × decay^(L-k)`; the embeddings get `decay^L`, the lowest;
-    the rest of the encoder (e.g. BERT's pooler) the backbone LR. The shared projection and the heads take
-    their own LRs, the learned loss weights (`--loss_weighting uncertainty`) theirs. Biases, LayerNorm weights and
-    other 1-D parameters get no weight decay. Frozen parameters are left out, except a backbone scheduled to unfreeze (`unfreeze_backbone_at_epoch`), which must already be in
-    the optimizer when it starts to receive gradients.
+    Encoder part at depth d below the top layer gets `backbone LR × decay^d` (layer k of L: d = L − k; the
+    embeddings: d = L, the lowest). The shared projection, the heads and the learned loss weights take their own LRs;
+    `head_learning_rates` gives a task's head its own (its own group), the other heads share one. Biases, LayerNorm
+    weights and other 1-D parameters get no weight decay. Frozen parameters are left out, except a backbone
+    scheduled to unfreeze (`unfreeze_backbone_at_epoch`), which must already be in the optimizer when it starts to
+    receive gradients.
     """
     lrs = args.learning_rates()
-    decay = args.layerwise_lr_decay
-    layers = model.encoder_layer_modules()
-    num_layers = len(layers)
-    layer_of = {id(p): k for k, layer in enumerate(layers, start=1) for p in layer.parameters()}
+    own = {task: lr for task, lr in (head_learning_rates or {}).items() if lr}
+    unknown = sorted(set(own) - {group.task for group in model.parameter_groups() if group.role == "head"})
+    if unknown:
+        raise ValueError(f"head learning rates for {unknown}, which have no head in this model.")
     include_frozen_backbone = getattr(args, "unfreeze_backbone_at_epoch", None) is not None
-
-    named = {}  # group name → (lr, [(param name, param)])
-    for name, param in model.named_parameters():
-        in_backbone = name.startswith("encoder.")
-        if not param.requires_grad and not (in_backbone and include_frozen_backbone):
-            continue
-        if in_backbone:
-            if id(param) in layer_of:
-                k = layer_of[id(param)]
-                group, lr = f"backbone.layer{k}", lrs["backbone"] * decay ** (num_layers - k)
-            elif name.startswith("encoder.embeddings."):
-                group, lr = "backbone.embeddings", lrs["backbone"] * decay**num_layers
-            else:
-                group, lr = "backbone.other", lrs["backbone"]
-        elif name.startswith("shared_projection."):
-            group, lr = "shared_projection", lrs["shared"]
-        elif name == "loss_log_variances":
-            group, lr = "loss_weighting", lrs["loss_weighting"]
-        else:  # <task>_head: one group for the heads at --head_learning_rate, one per task with its own LR
-            task = name.split(".", 1)[0].removesuffix("_head")
-            own = (getattr(args, "task_head_learning_rates", None) or {}).get(task)
-            group, lr = (f"heads.{task}", own) if own else ("heads", lrs["head"])
-        no_decay = param.ndim < 2
-        key = f"{group}{'.no_decay' if no_decay else ''}"
-        named.setdefault(key, (lr, 0.0 if no_decay else args.weight_decay, []))[2].append(param)
+    by_role = {"backbone": lrs["backbone"], "projection": lrs["shared"], "loss_weighting": lrs["loss_weighting"],
+               "head": lrs["head"]}  # fmt: skip
+    named = {}  # group name → (lr, weight decay, params)
+    for part in model.parameter_groups():
+        if part.role == "backbone":
+            name, lr = part.name, lrs["backbone"] * args.layerwise_lr_decay**part.depth
+        elif part.role == "head":
+            name, lr = (part.name, own[part.task]) if part.task in own else ("heads", lrs["head"])
+        else:
+            name, lr = part.name, by_role[part.role]
+        for _, param in part.params:
+            if not param.requires_grad and not (part.role == "backbone" and include_frozen_backbone):
+                continue
+            no_decay = param.ndim < 2
+            key = f"{name}{'.no_decay' if no_decay else ''}"
+            named.setdefault(key, (lr, 0.0 if no_decay else args.weight_decay, []))[2].append(param)
     return [
         {"name": key, "params": params, "lr": lr, "weight_decay": weight_decay}
         for key, (lr, weight_decay, params) in named.items()
@@ -75,27 +64,38 @@ def describe_param_groups(groups: list[dict]) -> str:
 
 
 class SentMtlTrainer(Trainer):
-    """A `Trainer` whose optimizer has the layer-wise groups of `build_param_groups`.
+    """A `Trainer` whose optimizer has the layer-wise groups of `build_param_groups`, whose batches each come from
+    one source, and whose `evaluate` measures every task on its own data.
 
-    The Trainer's own LR scheduler multiplies every group's LR by the same warmup/decay factor.
+    `train_dataset` / `eval_dataset`: a `MultiSourceDataset` (what `run_mtl.py` builds) or one tokenised table with
+    `target__<task>` columns (`sentmtl.batching.prepare`). `head_learning_rates`: {task: LR} for heads with their own.
+    The data collator defaults to `MultiTaskCollator` over the model's tasks (and `eval_tasks`, tasks measured but not
+    trained, such as STS-B dev).
     """
 
-    def __init__(self, *args, eval_sources=None, **kwargs):
-        """`eval_sources`: `EvalSource`s (a tokenized eval split and the tasks it measures); with them, `evaluate`
-        measures every task on its own data. Without them the Trainer's own evaluation runs."""
+    def __init__(self, *args, head_learning_rates: dict[str, float] | None = None, eval_tasks=(), **kwargs):
+        model = kwargs.get("model") or (args[0] if args else None)
+        if kwargs.get("data_collator") is None and model is not None and kwargs.get("processing_class") is not None:
+            kwargs["data_collator"] = MultiTaskCollator(kwargs["processing_class"], [*unwrap(model).tasks, *eval_tasks])
         super().__init__(*args, **kwargs)
-        self.eval_sources = eval_sources
+        self.head_learning_rates = dict(head_learning_rates or {})
+        self.eval_tasks = list(eval_tasks)
         self.last_eval_outputs = {}
-        # The Trainer's label smoother would replace the model's loss with a smoothed Task A loss alone, dropping
-        # Task B without a word; the model smooths Task A inside its own loss instead.
-        unwrap(self.model).config.set_label_smoothing(self.args.label_smoothing_factor)
+        # Each classification task smooths its own labels (its `label_smoothing`) inside the model's loss; the
+        # Trainer's label smoother would replace the whole multi-task loss with one task's.
+        smoothing = self.args.label_smoothing_factor
+        tasks = unwrap(self.model).tasks
+        if smoothing and any(t.kind.label_smoothing and t.label_smoothing != smoothing for t in tasks):
+            raise ValueError(f"--label_smoothing_factor {smoothing}: each task carries its own label_smoothing "
+                             f"({ {t.name: t.label_smoothing for t in tasks if t.kind.label_smoothing} }); set it "
+                             "on the tasks.")  # fmt: skip
         self.label_smoother = None
 
     def create_optimizer(self, model=None):
         # transformers passes `model` positionally on some paths (e.g. with FSDP / DeepSpeed).
         model = model if model is not None else self.model
         if self.optimizer is None:
-            groups = build_param_groups(unwrap(model), self.args)
+            groups = build_param_groups(unwrap(model), self.args, self.head_learning_rates)
             if not groups:
                 raise ValueError("Nothing to train: every parameter is frozen.")
             optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
@@ -105,18 +105,17 @@ class SentMtlTrainer(Trainer):
         return self.optimizer
 
     def get_train_dataloader(self):
-        """Batches from one source at a time (`TaskBatchSampler`) when training on `MultiSourceDataset`."""
-        if not isinstance(self.train_dataset, MultiSourceDataset):
-            return super().get_train_dataloader()
+        """Batches from one source at a time (`TaskBatchSampler`); every process takes its share of the same global
+        batch, so all train the same source at the same step."""
+        dataset = MultiSourceDataset.wrap(self.train_dataset)
         seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
         world = self.args.world_size
-        # Global batches of W × b rows from one source, each process taking its share: every process trains the
-        # same task at the same step.
         sampler = RankBatches(TaskBatchSampler(
-            self.train_dataset.lengths(), self._train_batch_size * world, strategy=self.args.task_sampling,
+            dataset.lengths(), self._train_batch_size * world, strategy=self.args.task_sampling,
             temperature=self.args.task_sampling_temperature, seed=seed, within=self.args.train_sampling_strategy,
+            min_batch_size=world,
         ), world, self.args.process_index)  # fmt: skip
-        loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)  # fmt: skip
         loader = self.accelerator.prepare(loader)
         # accelerate would shard the already per-process batches again (and drop rows): make its wrapper a
@@ -128,83 +127,74 @@ class SentMtlTrainer(Trainer):
         return loader
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
-        """Every task on its source's eval split: `<prefix>_<task>_<metric>`, `<prefix>_<task>_loss`, and
-        `<prefix>_loss`, the weighted sum of the task losses (what training minimises)."""
-        if self.eval_sources is None:
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        """Every task on its source's rows of `eval_dataset` (default: the run's eval split): `<prefix>_<task>_<metric>`,
+        `<prefix>_<task>_loss` over the same rows as the metrics, and `<prefix>_loss`, the model's training
+        objective over those task losses (learned loss weights included; eval-only tasks excluded)."""
+        dataset = MultiSourceDataset.wrap(eval_dataset if eval_dataset is not None else self.eval_dataset)
         model = unwrap(self.model)
         was_training = model.training
         model.eval()
+        known = [*model.tasks, *self.eval_tasks]
         metrics, task_losses = {}, {}
         self.last_eval_outputs = {}  # {task: (outputs, targets)} of this evaluation, for the run's plots
-        for source in self.eval_sources:
-            collected = self._predict_source(model, source)
-            for task in source.tasks:
+        for k, part in enumerate(dataset.parts):
+            tasks = dataset.part_tasks(k, known)
+            collected, domains = self._predict(model, part, tasks)
+            for task in tasks:
                 outputs, targets, loss = collected[task.name]
                 self.last_eval_outputs[task.name] = (outputs, targets)
                 task_losses[task.name] = loss
-                metrics[f"{metric_key_prefix}_{task.name}_loss"] = loss
-                values = task_metrics(task, outputs, targets, collected["_domains"])
+                metrics[f"{metric_key_prefix}_{task.name}_loss"] = float(loss)
+                values = task_io(task).metrics(task, outputs, targets, domains, dataset.domain_names[k])
                 metrics.update({f"{metric_key_prefix}_{task.name}_{key}": value for key, value in values.items()})
-        weights = {task.name: task.loss_weight for task in model.tasks}
-        metrics[f"{metric_key_prefix}_loss"] = float(sum(weights[name] * value for name, value in task_losses.items()))
+        trained = {name: loss.to(model.device) for name, loss in task_losses.items() if name in {t.name for t in model.tasks}}
+        if trained:
+            with torch.no_grad():
+                metrics[f"{metric_key_prefix}_loss"] = float(model.combine_losses(trained))
         model.train(was_training)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     @torch.inference_mode()
-    def _predict_source(self, model, source) -> dict:
-        """{task: (outputs, targets, mean loss)} and `_domains` over one source's eval split, gathered from every
-        process."""
-        loader = self.accelerator.prepare(DataLoader(source.dataset, batch_size=self.args.eval_batch_size,
+    def _predict(self, model, part, tasks) -> tuple[dict, np.ndarray]:
+        """{task: (outputs, targets, loss)} over one source's rows, gathered from every process, and the rows'
+        domains. A loss that compares rows is the mean of its batches' (weighted by their rows), as in training;
+        any other is computed once over all the rows that carry a target, exactly what the metrics see."""
+        loader = self.accelerator.prepare(DataLoader(part, batch_size=self.args.eval_batch_size,
                                                      collate_fn=self.data_collator))  # fmt: skip
-        parts = {task.name: ([], [], []) for task in source.tasks}
-        domains, sizes = [], []
+        parts = {task.name: ([], [], [], []) for task in tasks}  # outputs, targets, batch losses, batch sizes
+        domains = []
         for batch in loader:
-            domain = batch.pop("domain")
+            domains.append(self.accelerator.gather_for_metrics(batch.pop("domain")).cpu())
+            targets = batch.pop("task_labels")
             # The run's precision whether or not training wrapped the model's forward (an evaluation-only run
             # never does): the same checkpoint must measure the same.
             with self.accelerator.autocast():
                 out = model(**batch)
-            domains.append(self.accelerator.gather_for_metrics(domain).cpu())
-            sizes.append(len(domains[-1]))
-            for task in source.tasks:
-                outputs, targets, task_loss = parts[task.name]
-                if task.type == "similarity":
-                    value = torch.nn.functional.cosine_similarity(out.embeddings, out.pair_embeddings, dim=-1)
-                elif task.type == "distillation":
-                    value = out.embeddings
-                else:
-                    value = out.task_logits[task.name]
-                target = batch["task_labels"][task.name]
-                outputs.append(self.accelerator.gather_for_metrics(value.float()).cpu())
-                targets.append(self.accelerator.gather_for_metrics(target).cpu())
-                task_loss.append(float(out.task_losses[task.name]))
-        result = {"_domains": torch.cat(domains).numpy()}
-        for task in source.tasks:
-            outputs, targets, task_loss = parts[task.name]
-            outputs, targets = torch.cat(outputs).numpy(), torch.cat(targets).numpy()
-            if task.type == "distillation":
-                outputs = (outputs, targets)
-            result[task.name] = (outputs, targets, float(np.average(task_loss, weights=sizes)))
-        return result
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.train_sampling_strategy == "group_by_length" and self.args.world_size == 1 and dataset is not None:
-            # transformers' sampler draws its order from the global RNG, whose state a checkpoint saves mid-epoch,
-            # so a resumed run would see a different order for the rest of that epoch. Seeded by (seed, epoch), the
-            # resumed epoch replays the interrupted one and the run ends where an uninterrupted one would.
-            lengths = [len(ids) for ids in dataset["input_ids"]]
-            batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
-            return EpochSeededLengthGroupedSampler(batch_size, lengths, seed=seed)
-        return super()._get_train_sampler(train_dataset)
+            for task in tasks:
+                value = out.task_outputs.get(task.name)
+                if value is None:  # a task the model does not train (eval only): its type reads the embeddings
+                    value = task.kind.output(task, TaskInputs(out.embeddings, out.pair_embeddings))
+                output = self.accelerator.gather_for_metrics(value.float())
+                target = self.accelerator.gather_for_metrics(targets[task.name])
+                outputs, all_targets, losses, sizes = parts[task.name]
+                outputs.append(output.cpu())
+                all_targets.append(target.cpu())
+                if task.kind.compares_rows:
+                    losses.append(float(task.kind.loss(task, output, target)))
+                    sizes.append(len(output))
+        result = {}
+        for task in tasks:
+            outputs, targets, losses, sizes = parts[task.name]
+            outputs, targets = torch.cat(outputs), torch.cat(targets)
+            loss = float(np.average(losses, weights=sizes)) if losses else float(task.kind.loss(task, outputs, targets))
+            result[task.name] = (outputs.numpy(), targets.numpy(), torch.tensor(loss))
+        return result, torch.cat(domains).numpy()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # `sources` / `domain` label rows for per-domain metrics only; the model does not take them.
-        inputs = {key: value for key, value in inputs.items() if key not in ("sources", "domain")}
+        # `domain` labels rows for per-domain metrics only; the model does not take it.
+        inputs = {key: value for key, value in inputs.items() if key != "domain"}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -220,28 +210,6 @@ class SentMtlTrainer(Trainer):
                 "with it. Lower the learning rates, or use --bf16 instead of --fp16."
             )
         return loss
-
-
-class EvalSource:
-    """One source's tokenized eval split and the tasks measured on it."""
-
-    def __init__(self, dataset, tasks):
-        self.dataset, self.tasks = dataset, tasks
-
-
-class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """Batches of similar length (little padding), in an order that depends only on (seed, epoch)."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch) -> None:  # the Trainer calls this at the start of every epoch, resumed ones included
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 def all_processes_agree(flag: torch.Tensor | bool, device=None) -> bool:

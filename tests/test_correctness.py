@@ -17,7 +17,8 @@ from transformers import BertConfig, BertModel, ElectraConfig, ElectraModel, Tra
 import sentmtl
 from sentmtl.callbacks import FreezeCallback
 from sentmtl.corpus import near_duplicate_key, train_test_split
-from sentmtl.data import build_collator
+from sentmtl.batching import MultiTaskCollator
+from sentmtl.sampler import TaskBatchSampler
 from sentmtl.run import main, parse_args
 from sentmtl.trainer import SentMtlTrainer, all_processes_agree
 
@@ -142,22 +143,26 @@ def test_stop_decisions_are_taken_by_all_processes_together():
 
 
 def test_label_smoothing_keeps_task_b(tiny_model, tiny_tokenizer, tmp_path):
-    """The Trainer's label smoother replaced the model's loss with a smoothed Task A loss: Task B stopped training."""
+    """The Trainer's label smoother replaced the model's loss with a smoothed Task A loss: Task B stopped training.
+    Now each classification task smooths its own cross-entropy, inside the model's summed loss."""
     from test_training import tokenized_synthetic, training_args
 
     tiny_model.config.dropout = 0.0
+    tiny_model.config.tasks = [{**t.to_dict(), "label_smoothing": 0.1 if t.type == "classification" else 0.0}
+                               for t in tiny_model.tasks]  # fmt: skip
     args = training_args(tmp_path, label_smoothing_factor=0.1, max_steps=4, learning_rate=1e-3)
     dataset = tokenized_synthetic(tiny_tokenizer)
     before = tiny_model.sentiment_head.weight.detach().clone()
-    trainer = SentMtlTrainer(model=tiny_model, args=args, train_dataset=dataset,
-                             data_collator=build_collator(tiny_tokenizer))  # fmt: skip
-    batch = build_collator(tiny_tokenizer)([dataset[i] for i in range(8)])
-    batch = {k: v for k, v in batch.items() if k != "sources"}
+    trainer = SentMtlTrainer(model=tiny_model, args=args, train_dataset=dataset, processing_class=tiny_tokenizer)
+    assert trainer.label_smoother is None
+    batch = MultiTaskCollator(tiny_tokenizer, tiny_model.tasks)([dataset[i] for i in range(8)])
+    batch.pop("domain")
+    labels, scores = batch["task_labels"]["classification"], batch["task_labels"]["sentiment"]
     tiny_model.eval()
     with torch.no_grad():
         out = tiny_model(**batch)
-        expected = torch.nn.functional.cross_entropy(out.logits, batch["labels"], label_smoothing=0.1) + \
-            torch.nn.functional.binary_cross_entropy_with_logits(out.sentiment_logits, batch["scores"].float())
+        expected = torch.nn.functional.cross_entropy(out.logits, labels, label_smoothing=0.1) + \
+            torch.nn.functional.binary_cross_entropy_with_logits(out.sentiment_logits, scores.float())
         assert trainer.compute_loss(tiny_model, dict(batch)).item() == pytest.approx(expected.item(), rel=1e-5)
     tiny_model.train()
     trainer.train()
@@ -369,8 +374,11 @@ def test_data_seed_zero_is_a_seed(tiny_model, tiny_tokenizer, tmp_path):
 
     trainer = SentMtlTrainer(model=tiny_model, args=training_args(tmp_path, data_seed=0, seed=42,
                              train_sampling_strategy="group_by_length"), train_dataset=tokenized_synthetic(tiny_tokenizer),
-                             data_collator=build_collator(tiny_tokenizer))  # fmt: skip
-    assert trainer._get_train_sampler().seed == 0
+                             processing_class=tiny_tokenizer)  # fmt: skip
+    sampler = trainer.get_train_dataloader().batch_sampler
+    while not isinstance(sampler, TaskBatchSampler):
+        sampler = getattr(sampler, "batch_sampler", None) or sampler.sampler
+    assert sampler.seed == 0
 
 
 def test_run_config_replays_the_run(tiny_encoder_dir, synthetic_csv, tmp_path):

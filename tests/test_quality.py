@@ -8,9 +8,9 @@ from sentmtl.metrics import (
     calibration_metrics,
     expected_calibration_error,
     reliability_bins,
-    reliability_points,
     score_metrics,
 )
+from sentmtl.task_io import reliability_points
 from sentmtl.report import plot_reliability
 from sentmtl.tasks import TaskSpec
 
@@ -69,7 +69,8 @@ def _train_heads_on_separable_data(model, steps=100):
     labels = (torch.arange(64) % 2).long()
     x[labels == 1, 1:3] = 7  # a token pattern that decides the class
     x[labels == 0, 1:3] = 12
-    batch = {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": labels, "scores": labels.float()}
+    batch = {"input_ids": x, "attention_mask": torch.ones_like(x),
+             "task_labels": {"classification": labels, "sentiment": labels.float()}}
     for p in model.encoder.parameters():
         p.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -160,11 +161,11 @@ def test_ema_resumed_run_ends_on_the_uninterrupted_average(tiny_encoder_dir, syn
 def test_rows_without_the_task_target_are_left_out_of_its_metrics():
     """-100 (classification) and NaN (scores) mark rows that do not carry the task: the losses skip them, and so
     must the metrics (a -100 label would otherwise index the probabilities from the end)."""
-    from sentmtl.metrics import task_metrics
+    from sentmtl.task_io import task_metrics
 
     task = TaskSpec(name="classification", type="classification", labels=["negative", "positive"])
     logits = np.array([[2.0, 0.0], [0.0, 2.0], [5.0, 0.0], [0.0, 1.0]])
-    m = task_metrics(task, logits, np.array([0, 1, -100, 1]), domains=np.array([0, 1, 2, 2]))
+    m = task_metrics(task, logits, np.array([0, 1, -100, 1]), np.array([0, 1, 2, 2]), ["amazon", "imdb", "yelp"])
     assert m["accuracy"] == 1.0 and m["confusion_0_0"] + m["confusion_1_1"] == 3
     assert m["accuracy_yelp"] == 1.0  # the masked yelp row (predicted 0) is not counted
     score = TaskSpec(name="sentiment", type="score")

@@ -61,7 +61,8 @@ def test_save_writes_auto_map_and_code_files(trained_dir):
     assert config["auto_map"] == {"AutoConfig": "configuration_sentmtl.SentMtlConfig",
                                   "AutoModel": "modeling_sentmtl.SentMtlModel",
                                   "AutoModelForSequenceClassification": "modeling_sentmtl.SentMtlForSequenceClassification"}  # fmt: skip
-    for name in ("modeling_sentmtl.py", "configuration_sentmtl.py", "encoders.py", "tasks.py", "losses.py"):
+    for name in ("modeling_sentmtl.py", "configuration_sentmtl.py", "encoders.py", "tasks.py", "task_types.py",
+                 "distributed.py"):
         assert (trained_dir / name).is_file(), name
 
 

@@ -83,11 +83,11 @@ def test_absent_targets_are_masked(all_types_model):
 
 
 def test_cosent_and_cosine_mse_reward_the_right_order():
-    from sentmtl.losses import cosent_loss, cosine_mse_loss, relational_distillation_loss
+    from sentmtl.task_types import cosent_loss, relational_distillation_loss, task_type
 
     scores = torch.tensor([0.9, 0.1, 0.5])
     assert cosent_loss(torch.tensor([0.8, 0.1, 0.4]), scores) < cosent_loss(torch.tensor([0.1, 0.8, 0.4]), scores)
-    assert cosine_mse_loss(scores.clone(), scores) == 0
+    assert task_type("similarity").loss(TaskSpec("s", "similarity", loss="cosine_mse"), scores.clone(), scores) == 0
     teacher = torch.randn(5, 8)
     assert relational_distillation_loss(teacher * 3.0, teacher) < 1e-10  # scale-free: only the structure counts
     assert relational_distillation_loss(torch.randn(5, 8), teacher) > 0.05
@@ -157,7 +157,8 @@ def two_datasets(tmp_path):
                      + "".join(f"the plot was fine number {i} .,mid\n" for i in range(12)))  # fmt: skip
     pairs = tmp_path / "pairs.jsonl"
     with open(pairs, "w") as handle:
-        for i, (a, b) in enumerate(zip(rows["sentence"], rows["sentence"][1:])):
+        # Disjoint pairs: a chain (s0, s1), (s1, s2), … would be one group for the leak-free split.
+        for i, (a, b) in enumerate(zip(rows["sentence"][::2], rows["sentence"][1::2])):
             handle.write(json.dumps({"a": a, "b": b, "sim": round((i % 5) / 4, 2)}) + "\n")
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
@@ -215,7 +216,7 @@ def test_run_file_task_errors_name_the_field_file_and_column(tiny_encoder_dir, t
     (tmp_path / "bad2.yaml").write_text(yaml.safe_dump(bad))
     assert main([str(tmp_path / "bad2.yaml"), *tiny_task_flags(tiny_encoder_dir, tmp_path / "o2")]) == 1
     err = capsys.readouterr().err
-    assert "three.csv (train): no column 'mood'" in err and "set text_column / text_pair_column / label_column" in err
+    assert "three.csv (train): no column 'mood' for task 'tone'" in err and "set its label_column" in err
     assert main([str(two_datasets), "--class_names", "a", "b", *tiny_task_flags(tiny_encoder_dir, tmp_path / "o3")]) == 2
     assert "--class_names would be ignored. Move them into the tasks." in capsys.readouterr().err
     bad["tasks"][0]["label_column"] = "tone"
@@ -231,8 +232,7 @@ def test_freeze_a_task_head_and_give_a_head_its_own_lr(tiny_encoder_dir, two_dat
 
     model, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, tasks=ALL_TYPES[:3])
     args = SentMtlTrainingArguments(output_dir=str(tmp_path), use_cpu=True, head_learning_rate=1e-4)
-    args.task_head_learning_rates = {"tags": 3e-3}
-    lr = {group["name"]: group["lr"] for group in build_param_groups(model, args)}
+    lr = {group["name"]: group["lr"] for group in build_param_groups(model, args, head_learning_rates={"tags": 3e-3})}
     assert lr["heads.tags"] == 3e-3 and lr["heads"] == 1e-4
     model.freeze("tags_head")
     assert not model.tags_head.weight.requires_grad and model.sentiment3_head.weight.requires_grad
@@ -370,7 +370,8 @@ def test_real_encoder_two_datasets_corpus_and_stsb(data_dir, tmp_path):
 
 def test_a_bad_value_names_the_file_line_and_column(tmp_path):
     from sentmtl.arguments import DataArguments
-    from sentmtl.task_data import DataSpec, RunTask, build_sources
+    from sentmtl.run_tasks import DataSpec, RunTask
+    from sentmtl.task_data import build_sources
 
     path = tmp_path / "tone.csv"
     path.write_text("text,tone\nthe food was great .,pos\nthe plot was bad .,angry\n")
@@ -388,9 +389,16 @@ def test_each_process_takes_its_share_of_the_same_global_batch():
     inner = TaskBatchSampler(LENGTHS, 8, "round_robin", seed=1)
     shares = [list(RankBatches(inner, 2, rank)) for rank in (0, 1)]
     for global_batch, a, b in zip(inner, *shares):
-        assert len(a) == len(b) and set(a) | set(b) == set(global_batch)
-    odd = TaskBatchSampler([[1, 2, 3]], 8, within="sequential")  # one batch of 3 rows over 2 processes: padded to 4
-    assert [list(RankBatches(odd, 2, r)) for r in (0, 1)] == [[[0, 2]], [[1, 0]]]
+        assert abs(len(a) - len(b)) <= 1 and sorted(a + b) == sorted(global_batch)
+    # One batch of 3 rows over 2 processes: shares of 2 and 1, no row repeated (a repeated row would count twice in
+    # a loss that compares the rows of the gathered batch).
+    odd = TaskBatchSampler([[1, 2, 3]], 8, within="sequential", min_batch_size=2)
+    assert [list(RankBatches(odd, 2, r)) for r in (0, 1)] == [[[0, 2]], [[1]]]
+    # A source's last batch smaller than the process count joins the one before it: every process gets a row.
+    tail = TaskBatchSampler([[1] * 9], 4, within="sequential", min_batch_size=2)
+    assert list(tail) == [[0, 1, 2, 3], [4, 5, 6, 7, 8]] and len(tail) == 2
+    with pytest.raises(ValueError, match="fewer rows than the 2 processes"):
+        TaskBatchSampler([[1]], 4, min_batch_size=2)
     wrapper = RankBatches(inner, 2, 0)
     wrapper.set_epoch(3)
     assert inner.epoch == 3

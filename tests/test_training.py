@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
-from transformers import EvalPrediction, TrainerCallback
+from transformers import TrainerCallback
 
 from sentmtl.arguments import DataArguments, SentMtlTrainingArguments
 from sentmtl.callbacks import FreezeCallback
-from sentmtl.data import build_collator, tokenize_dataset
-from sentmtl.metrics import compute_metrics
-from sentmtl.run import load_splits, main, parse_args
+from sentmtl.batching import prepare
+from sentmtl.run import main, parse_args
+from sentmtl.run_tasks import tasks_from_flags
+from sentmtl.task_data import build_sources
+from sentmtl.task_io import task_io
+from sentmtl.tasks import TaskSpec
 from sentmtl.trainer import SentMtlTrainer, build_param_groups
 
 
@@ -26,10 +29,13 @@ def training_args(tmp_path, **overrides):
     return SentMtlTrainingArguments(**values)
 
 
-def tokenized_synthetic(tokenizer, n=32):
+def tokenized_synthetic(tokenizer, n=32, tasks=None):
+    """The seed's two tasks' targets on synthetic sentences, through the documented Python path (`prepare`)."""
     rows = synthetic_rows(n)
-    dataset = datasets.Dataset.from_dict({**rows, "score": [float(l) for l in rows["label"]], "source": [0] * n})
-    return tokenize_dataset(dataset, tokenizer, max_length=32)
+    dataset = datasets.Dataset.from_dict({**rows, "score": [float(l) for l in rows["label"]]})
+    tasks = tasks or [TaskSpec("classification", "classification", labels=["negative", "positive"]),
+                      TaskSpec("sentiment", "score")]  # fmt: skip
+    return prepare(dataset, tasks, tokenizer, max_length=32)
 
 
 # -- parameter groups ------------------------------------------------------------------------------------------
@@ -98,7 +104,7 @@ def test_frozen_weights_stay_bit_identical_and_the_rest_train(freeze, tiny_model
         model=tiny_model,
         args=training_args(tmp_path, freeze=freeze, learning_rate=1e-3, max_steps=3),
         train_dataset=tokenized_synthetic(tiny_tokenizer),
-        data_collator=build_collator(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
         callbacks=[FreezeCallback(freeze)],
     )
     is_frozen = PARTS[freeze]
@@ -132,7 +138,7 @@ def test_gradual_unfreezing_trains_the_backbone_after_the_given_epoch(tiny_model
 
     before = embeddings.detach().clone()
     SentMtlTrainer(model=tiny_model, args=args, train_dataset=tokenized_synthetic(tiny_tokenizer),
-                   data_collator=build_collator(tiny_tokenizer), callbacks=[callback, Snapshot()]).train()  # fmt: skip
+                   processing_class=tiny_tokenizer, callbacks=[callback, Snapshot()]).train()  # fmt: skip
     assert torch.equal(snapshots[0], before)  # epoch 0: frozen
     assert not torch.equal(snapshots[1], before)  # epoch 1: training
 
@@ -140,21 +146,24 @@ def test_gradual_unfreezing_trains_the_backbone_after_the_given_epoch(tiny_model
 # -- metrics ---------------------------------------------------------------------------------------------------
 
 
-def test_compute_metrics_against_hand_computed_values():
+def test_task_metrics_against_hand_computed_values():
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
     # predicted:        0            1            1            0            1            0
     labels = np.array([0, 1, 0, 1, 1, 0])
-    sources = np.array([0, 0, 1, 1, 2, 2])
+    domains = np.array([0, 0, 1, 1, 2, 2])
     scores = labels.astype(float)
     predicted_scores = np.array([0.2, 0.9, 0.6, 0.4, 0.8, 0.1])
-    m = compute_metrics(EvalPrediction(predictions=(logits, predicted_scores), label_ids=(labels, scores, sources)))
+    task_a = TaskSpec("classification", "classification", labels=["negative", "positive"])
+    m = task_io(task_a).metrics(task_a, logits, labels, domains, ["amazon", "imdb", "yelp"])
     # TP = 2 (rows 1, 4), FP = 1 (row 2), FN = 1 (row 3), TN = 2
-    m = {key.removeprefix("classification_"): value for key, value in m.items()}
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
     assert m["macro_f1"] == pytest.approx(2 / 3)  # both classes: P = R = 2/3
     assert (m["confusion_0_0"], m["confusion_0_1"], m["confusion_1_0"], m["confusion_1_1"]) == (2, 1, 1, 2)
     assert (m["accuracy_amazon"], m["accuracy_imdb"], m["accuracy_yelp"]) == (1.0, 0.0, 1.0)
+    task_b = TaskSpec("sentiment", "score")
+    b = task_io(task_b).metrics(task_b, np.log(predicted_scores / (1 - predicted_scores)), scores)
+    m = {**m, **{f"sentiment_{k}": v for k, v in b.items()}}
     assert m["sentiment_mse"] == pytest.approx(np.mean((predicted_scores - scores) ** 2))
     assert m["sentiment_mae"] == pytest.approx(np.mean(np.abs(predicted_scores - scores)))
     assert m["sentiment_accuracy"] == pytest.approx(4 / 6)  # rows 2 and 3 wrong
@@ -256,9 +265,9 @@ def test_two_process_accelerate_run(tiny_encoder_dir, synthetic_csv, tmp_path, e
     assert {"eval_classification_accuracy", "eval_classification_f1"} <= set(json.loads((out / "eval_results.json").read_text()))
     train = json.loads((out / "train_results.json").read_text())
     # 2 processes × 8 per device = 16 sentences per step (one process would take 8 per step).
-    n_train = load_splits(DataArguments(train_file=str(synthetic_csv), text_column="text", label_column="sentiment"), 42)[
-        "train"
-    ].num_rows
+    model_args, data_args, training_args_ = parse_args(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "x"))
+    sources = build_sources(tasks_from_flags(model_args, data_args, training_args_), data_args, 42)
+    n_train = sources[0].train.num_rows
     assert train["global_step"] == 2 * math.ceil(n_train / 16)
     backbone_frozen = train["trainable_parameters"] < train["total_parameters"]
     assert backbone_frozen == bool(extra)

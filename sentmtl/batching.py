@@ -1,0 +1,120 @@
+"""From task columns to batches: tokenisation, the sources side by side, and the collator.
+
+The one way rows reach the model, for `run_mtl.py` and for users who build `SentMtlTrainer` in Python on their own
+`datasets` table (`prepare`):
+
+    train = prepare(my_table, model.tasks, tokenizer, label_columns={"classification": "label", "sentiment": "score"})
+    SentMtlTrainer(model=model, args=args, train_dataset=train, eval_dataset=prepare(my_eval_table, ...),
+                   processing_class=tokenizer).train()
+"""
+
+import datasets
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .data import NO_SOURCE
+from .run_tasks import DataSpec, RunTask
+from .task_data import TARGET_PREFIX, table_columns
+from .task_io import task_io
+from .tasks import TaskSpec
+
+
+def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
+    """`text` (and `text_pair`) → input_ids, attention_mask (…) and pair_input_ids, …; targets and domain kept."""
+
+    def tokenize(batch):
+        encoded = dict(tokenizer(batch["text"], truncation=True, max_length=max_length))
+        if "text_pair" in batch:
+            pair = tokenizer(batch["text_pair"], truncation=True, max_length=max_length)
+            encoded.update({f"pair_{key}": value for key, value in pair.items()})
+        return encoded
+
+    return dataset.map(tokenize, batched=True, remove_columns=[c for c in ("text", "text_pair") if c in dataset.column_names],
+                       desc="Tokenising")  # fmt: skip
+
+
+def prepare(dataset: datasets.Dataset, tasks: list[TaskSpec], tokenizer: PreTrainedTokenizerBase, max_length: int = 128,
+            text_column: str | None = None, text_pair_column: str | None = None,
+            label_columns: dict[str, str] | None = None) -> datasets.Dataset:  # fmt: skip
+    """A user's own table → a tokenised dataset for `SentMtlTrainer`: each of `tasks` (e.g. `model.tasks`) whose
+    column is present gets its targets, parsed by its type's rules (label names, absent cells); the column defaults
+    to the type's (`label`, `score`, …), `label_columns` names others by task. Distillation targets are the run's
+    business and are not made here."""
+    label_columns = label_columns or {}
+    unknown = sorted(set(label_columns) - {task.name for task in tasks})
+    if unknown:
+        raise ValueError(f"label_columns names {unknown}, which are not among the tasks ({', '.join(t.name for t in tasks)}).")
+    members = [RunTask(task, DataSpec("uci", text_column, text_pair_column, label_columns.get(task.name)))
+               for task in tasks]  # the data field is unused here: the table is given  # fmt: skip
+    present = [m for m in members if (m.data.label_column or task_io(m.spec).default_column) in dataset.column_names]
+    if not present:
+        raise ValueError(f"the table has none of the tasks' target columns (columns: {dataset.column_names}); name "
+                         "them with label_columns={task name: column}.")  # fmt: skip
+    columns, _ = table_columns(dataset, present, "the table")
+    return tokenize_source(columns, tokenizer, max_length)
+
+
+class MultiSourceDataset(torch.utils.data.Dataset):
+    """Tokenised sources one after another, and the tasks each feeds; `TaskBatchSampler` keeps each training batch
+    within one source, and evaluation measures each source's tasks on it. A plain tokenised dataset is one source whose
+    tasks are those with a `target__<task>` column."""
+
+    def __init__(self, parts: list[datasets.Dataset], tasks: list[list[TaskSpec]] | None = None,
+                 domain_names: list[list[str]] | None = None):  # fmt: skip
+        self.parts = parts
+        self.tasks = tasks if tasks is not None else [None] * len(parts)
+        self.domain_names = domain_names if domain_names is not None else [[] for _ in parts]
+        self.offsets = np.cumsum([0] + [len(part) for part in parts])
+
+    @classmethod
+    def wrap(cls, dataset) -> "MultiSourceDataset":
+        return dataset if isinstance(dataset, cls) else cls([dataset])
+
+    def part_tasks(self, k: int, known: list[TaskSpec]) -> list[TaskSpec]:
+        """The tasks part k feeds: as given, or those of `known` with a target column in it."""
+        if self.tasks[k] is not None:
+            return self.tasks[k]
+        return [task for task in known if TARGET_PREFIX + task.name in self.parts[k].column_names]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict:
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.parts[k][int(index - self.offsets[k])]
+
+    def lengths(self) -> list[list[int]]:
+        return [[len(ids) for ids in part["input_ids"]] for part in self.parts]
+
+
+class MultiTaskCollator:
+    """Rows of one source → a batch: padded inputs (and pair inputs), `task_labels` by task in each type's dtype,
+    `domain`."""
+
+    INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec]):
+        self.tokenizer = tokenizer
+        self.dtypes = {task.name: task.kind.target_dtype for task in tasks}
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = dict(self.tokenizer.pad([{k: row[k] for k in self.INPUTS if k in row} for row in rows], return_tensors="pt"))
+        if "pair_input_ids" in rows[0]:
+            pair = self.tokenizer.pad([{k: row[f"pair_{k}"] for k in self.INPUTS if f"pair_{k}" in row} for row in rows],
+                                      return_tensors="pt")  # fmt: skip
+            batch.update({f"pair_{key}": value for key, value in pair.items()})
+        labels = {}
+        for key in rows[0]:
+            if key.startswith(TARGET_PREFIX):
+                name = key[len(TARGET_PREFIX):]
+                if name not in self.dtypes:
+                    raise ValueError(f"the data has targets for {name!r}, which is not one of the tasks "
+                                     f"({', '.join(self.dtypes)}).")  # fmt: skip
+                labels[name] = torch.tensor([row[key] for row in rows], dtype=self.dtypes[name])
+        batch["task_labels"] = labels
+        batch["domain"] = torch.tensor([row.get("domain", NO_SOURCE) for row in rows], dtype=torch.long)
+        return batch
+
+
+__all__ = ["MultiSourceDataset", "MultiTaskCollator", "prepare", "tokenize_source"]

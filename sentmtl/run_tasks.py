@@ -1,0 +1,142 @@
+"""A run's tasks: each a `TaskSpec` (the model's side) and a `DataSpec` (where its rows come from).
+
+They come from a run file's `tasks:` list, or from the seed's flags (`--class_names`, `--train_file`, `--max_samples`,
+the loss weights, `--distillation_weight`, `--label_smoothing_factor` …), turned into the same task definitions once,
+at argument time. After that there is one way data is loaded, split, tokenised, sampled and collated. A flag that a
+`tasks:` list would leave unused is refused, naming where its value belongs instead.
+"""
+
+import json
+from dataclasses import dataclass, field, fields
+
+from .corpus import LABEL_NAMES, SOURCES
+from .tasks import DEFAULT_CLASSIFICATION, TaskSpec, check_unique_names, default_tasks
+
+# The keys a task's `data:` mapping may have, by kind of source (see sentmtl/task_data.py).
+DATA_KEYS = {"train_file": ("train_file", "validation_file"), "stsb": ("stsb",),
+             "dataset": ("dataset", "train_split", "eval_split")}  # fmt: skip
+
+
+@dataclass
+class DataSpec:
+    """Where a task's examples come from (`uci`, `{train_file, validation_file}`, `{stsb}`, `{dataset}`) and which
+    columns hold them. Tasks with the same data *and* the same text columns share a source (and its batches)."""
+
+    data: object = "uci"
+    text_column: str | None = None  # default: sentence (sentence1 for STS-B)
+    text_pair_column: str | None = None  # pair tasks only; default: sentence2
+    label_column: str | None = None  # default: the type's (label, labels, score, …)
+    head_learning_rate: float | None = None  # this task's head LR (default: --head_learning_rate)
+    max_samples: int | None = None  # a stratified subset of this many distinct sentences, before the split
+    # A score task whose column is missing from the data takes this classification task's class id / (K − 1): the
+    # seed's --train_file without a score column (negative → 0.0, positive → 1.0).
+    score_from: str | None = None
+    # Distillation: the teacher whose pooled vectors are the targets — a model name or path; unset: the model as
+    # this run starts (for a continued run, the checkpoint's encoder, not the original one).
+    teacher: str | None = None
+
+    def __post_init__(self):
+        data = self.data
+        if data != "uci":
+            kinds = [kind for kind in DATA_KEYS if isinstance(data, dict) and kind in data]
+            if len(kinds) != 1:
+                raise ValueError(f"task data {data!r}: use `uci`, {{train_file: ..., validation_file: ...}}, "
+                                 "{stsb: folder} or {dataset: folder or name, train_split, eval_split}.")  # fmt: skip
+            unknown = sorted(set(data) - set(DATA_KEYS[kinds[0]]))
+            if unknown:
+                raise ValueError(f"task data {data!r}: unknown key(s) {unknown}; a {kinds[0]} source takes "
+                                 f"{', '.join(DATA_KEYS[kinds[0]])}.")  # fmt: skip
+        if self.max_samples is not None and (self.max_samples < 2 or self.has_eval_split):
+            raise ValueError(f"max_samples {self.max_samples}: must be at least 2, and only for data that is split "
+                             "(not with a validation file, STS-B or a dataset's eval split: trim those instead).")
+
+    @property
+    def has_eval_split(self) -> bool:
+        data = self.data if isinstance(self.data, dict) else {}
+        return bool(data.get("validation_file") or "stsb" in data or "dataset" in data)
+
+    def source_key(self) -> str:
+        """Tasks with the same key share one source: the same data read through the same text columns."""
+        return json.dumps([self.data, self.text_column, self.text_pair_column, self.max_samples, self.teacher],
+                          sort_keys=True)  # fmt: skip
+
+
+@dataclass
+class RunTask:
+    spec: TaskSpec
+    data: DataSpec = field(default_factory=DataSpec)
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str) -> "RunTask":
+        """A `tasks:` entry of a run file: the `TaskSpec` fields plus the `DataSpec` fields."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: expected a mapping of task fields, got {values!r}.")
+        spec_fields = {f.name for f in fields(TaskSpec)}
+        data_fields = {f.name for f in fields(DataSpec)}
+        unknown = sorted(set(values) - spec_fields - data_fields)
+        if unknown:
+            raise ValueError(f"{where}: unknown task field(s) {unknown}; valid: {', '.join(sorted(spec_fields | data_fields))}.")
+        spec = TaskSpec.from_dict({k: v for k, v in values.items() if k in spec_fields}, where)
+        try:
+            data = DataSpec(**{k: v for k, v in values.items() if k in data_fields})
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        if data.head_learning_rate is not None and not spec.has_head:
+            raise ValueError(f"{where}: head_learning_rate: a {spec.type} task has no head (it trains the embedding).")
+        if spec.kind.pairs and data.data == "uci":
+            raise ValueError(f"{where}: a {spec.type} task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
+        if data.teacher is not None and spec.type != "distillation":
+            raise ValueError(f"{where}: teacher is for distillation tasks only.")
+        return cls(spec, data)
+
+    def to_dict(self) -> dict:
+        out = self.spec.to_dict()
+        out.update({f.name: getattr(self.data, f.name) for f in fields(DataSpec) if getattr(self.data, f.name) is not None})
+        return out
+
+
+def tasks_from_flags(model_args, data_args, training_args) -> list[RunTask]:
+    """The seed's run from its flags: Task A (`classification`) and Task B (`sentiment`), and the `distillation`
+    task unless its weight is 0, all on one data — the corpus, or --train_file / --validation_file."""
+    specs = default_tasks(data_args.class_names, model_args.classification_loss_weight,
+                          model_args.sentiment_loss_weight, training_args.label_smoothing_factor,
+                          model_args.distillation_weight)  # fmt: skip
+    if data_args.train_file:
+        files = {"train_file": data_args.train_file}
+        if data_args.validation_file:
+            files["validation_file"] = data_args.validation_file
+        columns = {"classification": data_args.label_column, "score": data_args.score_column}
+        return [RunTask(spec, DataSpec(files, text_column=data_args.text_column, label_column=columns.get(spec.type),
+                                       max_samples=data_args.max_samples,
+                                       score_from=DEFAULT_CLASSIFICATION if spec.type == "score" else None))
+                for spec in specs]  # fmt: skip
+    return [RunTask(spec, DataSpec("uci", max_samples=data_args.max_samples)) for spec in specs]
+
+
+def tasks_from_file(tasks, model_args, data_args, training_args, where: str) -> list[RunTask]:
+    """A run file's `tasks:` list. The flags that would shape the seed's tasks are refused: each task names its own
+    data, labels, weight, subset and smoothing."""
+    if not isinstance(tasks, list) or not tasks:
+        raise ValueError(f"{where}: `tasks` must be a non-empty list of task mappings.")
+    run_tasks = [RunTask.from_dict(task, f"{where}: tasks[{i}]") for i, task in enumerate(tasks)]
+    check_unique_names([task.spec for task in run_tasks])
+    ignored = [name for name in ("train_file", "validation_file", "max_samples") if getattr(data_args, name)]
+    ignored += [name for name, default in (("class_names", list(LABEL_NAMES)), ("label_column", "label"),
+                                           ("score_column", "score"), ("text_column", "sentence"))
+                if getattr(data_args, name) != default]  # fmt: skip
+    ignored += [name for name, default in (("classification_loss_weight", 1.0), ("sentiment_loss_weight", 1.0),
+                                           ("distillation_weight", 10.0)) if getattr(model_args, name) != default]  # fmt: skip
+    ignored += ["label_smoothing_factor"] if training_args.label_smoothing_factor else []
+    if ignored:
+        raise ValueError(f"{where}: with `tasks:` each task names its own data, labels, weight, max_samples and "
+                         f"label_smoothing; --{', --'.join(ignored)} would be ignored. Move them into the tasks.")  # fmt: skip
+    if not any(task.data.data == "uci" for task in run_tasks):
+        corpus_only = [name for name in ("data_dir", "sources") if getattr(data_args, name) is not None]
+        corpus_only += ["skip_bad_lines"] if data_args.skip_bad_lines else []
+        if corpus_only:
+            raise ValueError(f"{where}: no task reads the UCI corpus (data: uci), so --{', --'.join(corpus_only)} "
+                             "would be ignored. Drop them.")  # fmt: skip
+    return run_tasks
+
+
+__all__ = ["DATA_KEYS", "DataSpec", "RunTask", "SOURCES", "tasks_from_file", "tasks_from_flags"]

@@ -1,0 +1,285 @@
+"""Task types, run half: how a type reads its targets from data, measures them, and shows them in the report and card.
+
+Registered under the same names as the model half (`sentmtl.task_types`); scikit-learn and scipy are allowed here,
+since this half never travels beside the weights. A new task type is a `TaskType` plus a `TaskIO` (docs/design.md).
+
+Label names map values with one rule (`LabelMap`), for classification, multilabel and `--class_names` alike.
+"""
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from . import metrics as m
+from .task_types import IGNORE_INDEX
+
+
+class LabelMap:
+    """Values → class ids, by one documented rule:
+
+    1. a value matches a label name exactly (both trimmed);
+    2. else it matches one name case-insensitively, where only one does;
+    3. else an integer value (1, "1", 1.0) is a class id 0 … K−1, but only when no label name is itself an integer
+       (with names "1" … "5", the value 1 is the class *named* "1");
+    4. anything else is an error naming the place, the value and the names.
+    An empty cell, None or NaN means "no target on this row" (`None` is returned).
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.exact = {name: i for i, name in enumerate(self.names)}
+        folded: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            folded.setdefault(name.casefold(), []).append(i)
+        self.folded = folded
+        self.ids_allowed = not any(_as_integer(name) is not None for name in self.names)
+
+    def __call__(self, value, where: str) -> int | None:
+        if _is_absent(value):
+            return None
+        text = _as_text(value)
+        if text in self.exact:
+            return self.exact[text]
+        matches = self.folded.get(text.casefold(), [])
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ValueError(f"{where}: label {value!r} matches {[self.names[i] for i in matches]} when case is "
+                             "ignored; write it exactly as one of them.")  # fmt: skip
+        number = _as_integer(text)
+        if number is not None and self.ids_allowed and 0 <= number < len(self.names):
+            return number
+        ids = f" or a class id 0–{len(self.names) - 1}" if self.ids_allowed else " (integers are names here, not ids)"
+        raise ValueError(f"{where}: label {value!r} is not one of the names {self.names}{ids}.")
+
+
+def _is_absent(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def _as_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a CSV column with an empty cell is read as floats: 1.0 is the label "1"
+    return str(value).strip()
+
+
+def _as_integer(text: str) -> int | None:
+    text = str(text).strip()
+    return int(text) if text.lstrip("+-").isdigit() else None
+
+
+class TaskIO:
+    """The run half of a task type. Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    default_column: ClassVar[str | None] = "label"  # the target column when the task names none (None: no column)
+    shown: ClassVar[tuple[str, ...]] = ()  # the metrics in the printed table and the card, in order
+    stratifies: ClassVar[bool] = False  # a split of its source is stratified by it (the first such task)
+    teacher_targets: ClassVar[bool] = False  # its targets are a teacher's vectors, computed by the run
+    # A reliability diagram's (observed rate, x axis, bin mark) names.
+    reliability_axes: ClassVar[tuple[str, str, str]] = ("fraction positive", "score (P positive)", "score")
+
+    def parse(self, spec, values: list, where) -> list:
+        """A raw column → targets, row by row; `where(row)` names a row in an error. Absent rows → NaN."""
+        out = []
+        for row, value in enumerate(values):
+            if _is_absent(value):
+                out.append(float("nan"))
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where(row)}: {value!r} is not a number (an empty cell marks a row without this "
+                                 "task's target).") from None  # fmt: skip
+            self.check_value(spec, number, where(row))
+            out.append(number)
+        return out
+
+    def check_value(self, spec, number: float, where: str) -> None:
+        if not math.isfinite(number):
+            raise ValueError(f"{where}: {number} is not a finite number.")
+
+    def labelled(self, targets) -> np.ndarray:
+        """Rows that carry a target (the losses skip the others, and so do the metrics)."""
+        targets = np.asarray(targets, dtype=np.float64)
+        return ~np.isnan(targets.reshape(len(targets), -1)).any(axis=-1)
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()) -> dict[str, float]:
+        raise NotImplementedError
+
+    def describe(self, spec) -> str:
+        """One line for the model card."""
+        return f"{spec.type}; {spec.loss}"
+
+    def reliability(self, spec, outputs, targets):
+        """(confidences, outcomes) for a reliability diagram, or None when the type has none."""
+        return None
+
+    def reliability_range(self, spec) -> tuple[float, float]:
+        """The x range of the diagram: where confidences can lie."""
+        return 0.0, 1.0
+
+
+TASK_IO: dict[str, TaskIO] = {}
+
+
+def register_task_io(cls: type[TaskIO]) -> type[TaskIO]:
+    TASK_IO[cls.name] = cls()
+    return cls
+
+
+def task_io(spec) -> TaskIO:
+    if spec.type not in TASK_IO:
+        raise ValueError(f"task type {spec.type!r} has no run half (TaskIO); register one with @register_task_io.")
+    return TASK_IO[spec.type]
+
+
+def task_metrics(spec, outputs, targets, domains=None, domain_names=()) -> dict[str, float]:
+    """One task's metrics, unprefixed (`accuracy`, `mse`, `spearman`, …), over the rows that carry its target."""
+    return task_io(spec).metrics(spec, outputs, targets, domains, domain_names)
+
+
+def reliability_points(spec, outputs, targets):
+    """(confidences, outcomes) of a task's reliability diagram, or None for a type (or targets) without one."""
+    return task_io(spec).reliability(spec, outputs, targets)
+
+
+def labelled_rows(spec, outputs, targets, domains=None):
+    """Outputs, targets and domains of the rows that carry this task's target."""
+    outputs, targets = np.asarray(outputs), np.asarray(targets)
+    keep = task_io(spec).labelled(targets)
+    if keep.all():
+        return outputs, targets, domains
+    return outputs[keep], targets[keep], (np.asarray(domains)[keep] if domains is not None else None)
+
+
+@register_task_io
+class ClassificationIO(TaskIO):
+    name = "classification"
+    shown = ("accuracy", "precision", "recall", "f1", "macro_f1", "accuracy_*", "ece", "log_loss", "confidence")
+    reliability_axes = ("accuracy", "top-label confidence", "confidence")
+    stratifies = True
+
+    def parse(self, spec, values, where):
+        lookup = LabelMap(spec.labels)
+        return [IGNORE_INDEX if (label := lookup(value, where(row))) is None else label
+                for row, value in enumerate(values)]  # fmt: skip
+
+    def labelled(self, targets):
+        return np.asarray(targets) != IGNORE_INDEX
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
+        outputs, targets, domains = labelled_rows(spec, outputs, targets, domains)
+        labels, probabilities = np.asarray(targets), m.softmax(np.asarray(outputs, np.float64))
+        return {**m.classification_metrics(labels, probabilities.argmax(-1), len(spec.labels), domains, domain_names),
+                **m.calibration_metrics(labels, probabilities)}  # fmt: skip
+
+    def describe(self, spec):
+        return f"classification over {', '.join(spec.labels)}; {spec.loss}"
+
+    def reliability(self, spec, outputs, targets):
+        outputs, targets, _ = labelled_rows(spec, outputs, targets)
+        probabilities = m.softmax(np.asarray(outputs, np.float64))
+        return probabilities.max(-1), (probabilities.argmax(-1) == np.asarray(targets)).astype(float)
+
+    def reliability_range(self, spec):
+        return 1.0 / len(spec.labels), 1.0  # the top-label probability of K classes is at least 1/K
+
+
+@register_task_io
+class MultilabelIO(TaskIO):
+    name, default_column = "multilabel", "labels"
+    shown = ("micro_f1", "macro_f1", "subset_accuracy")
+
+    def parse(self, spec, values, where):
+        lookup, out = LabelMap(spec.labels), []
+        for row, cell in enumerate(values):
+            if _is_absent(cell):
+                out.append([float("nan")] * len(spec.labels))
+                continue
+            vector = [0.0] * len(spec.labels)  # an empty list is a row with no label set, not an absent one
+            for value in cell if isinstance(cell, list) else str(cell).split(","):
+                label = lookup(value, where(row))
+                if label is not None:
+                    vector[label] = 1.0
+            out.append(vector)
+        return out
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
+        outputs, targets, _ = labelled_rows(spec, outputs, targets)
+        return m.multilabel_metrics(np.asarray(targets), np.asarray(outputs) > 0)
+
+    def describe(self, spec):
+        return f"multi-label over {', '.join(spec.labels)}; {spec.loss}"
+
+
+@register_task_io
+class ScoreIO(TaskIO):
+    name, default_column = "score", "score"
+    shown = ("accuracy", "roc_auc", "mse", "mae", "brier", "ece", "pearson", "spearman")
+
+    def check_value(self, spec, number, where):
+        if not 0.0 <= number <= 1.0:
+            raise ValueError(f"{where}: {number} is outside [0, 1] (a score target).")
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
+        outputs, targets, _ = labelled_rows(spec, outputs, targets)
+        return m.score_metrics(np.asarray(targets, np.float64), m.sigmoid(np.asarray(outputs, np.float64)))
+
+    def describe(self, spec):
+        return f"a score in [0, 1]; {spec.loss}"
+
+    def reliability(self, spec, outputs, targets):
+        # The score read as P(positive): meaningful only against binary targets.
+        outputs, targets, _ = labelled_rows(spec, outputs, targets)
+        targets = np.asarray(targets, np.float64)
+        if not m.is_binary(targets):
+            return None
+        return m.sigmoid(np.asarray(outputs, np.float64)), targets
+
+
+@register_task_io
+class RegressionIO(TaskIO):
+    name = "regression"
+    shown = ("mse", "mae", "pearson", "spearman")
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
+        outputs, targets, _ = labelled_rows(spec, outputs, targets)
+        return m.regression_metrics(np.asarray(targets, np.float64), np.asarray(outputs, np.float64))
+
+
+@register_task_io
+class SimilarityIO(TaskIO):
+    name, default_column = "similarity", "score"
+    shown = ("spearman", "pearson")
+
+    def check_value(self, spec, number, where):
+        if not 0.0 <= number <= 1.0:
+            raise ValueError(f"{where}: {number} is outside [0, 1] (a similarity target).")
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
+        outputs, targets, _ = labelled_rows(spec, outputs, targets)
+        return m.correlation_metrics(np.asarray(targets, np.float64), np.asarray(outputs, np.float64))
+
+    def describe(self, spec):
+        return f"sentence-pair similarity through the embedding's cosine; {spec.loss}"
+
+
+@register_task_io
+class DistillationIO(TaskIO):
+    name, default_column, teacher_targets = "distillation", None, True  # no column: the run computes the targets
+    shown = ("structure_spearman",)
+
+    def labelled(self, targets):
+        return np.ones(len(targets), dtype=bool)
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
+        return m.distillation_metrics(outputs, targets)
+
+    def describe(self, spec):
+        return f"keeps the starting encoder's similarity structure; {spec.loss}"
+
+
+__all__ = ["LabelMap", "TASK_IO", "TaskIO", "labelled_rows", "register_task_io", "reliability_points", "task_io",
+           "task_metrics"]

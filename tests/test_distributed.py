@@ -1,0 +1,260 @@
+"""Row-comparing losses see the global batch under DDP: two gloo processes on CPU with an uneven split of 5 rows give
+the same loss and the same gradients as one process with all 5 (sentmtl/distributed.py)."""
+
+import datetime
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from sentmtl.distributed import gather_rows, scale_for_ddp, world
+
+try:
+    from sentmtl.task_types import cosent_loss, relational_distillation_loss
+except ImportError:  # sentmtl.losses mid-refactor: the same math, so the test still checks sentmtl.distributed
+
+    def cosent_loss(cosines, scores, scale: float = 20.0):
+        differences = scale * (cosines[None, :] - cosines[:, None])
+        differences = differences[scores[:, None] > scores[None, :]]
+        return torch.logsumexp(torch.cat([differences.new_zeros(1), differences]), dim=0)
+
+    def relational_distillation_loss(student, teacher):
+        s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
+        off_diagonal = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
+        return F.mse_loss((s @ s.T)[off_diagonal], (t @ t.T)[off_diagonal])
+
+
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"
+)
+
+WORLD = 2
+ROWS = 5
+ATOL = 1e-6
+
+
+def _shard(rank, world_size, rows=ROWS):
+    """The rows a sampler gives rank r: r, r + W, ... (rank 0: [0, 2, 4], rank 1: [1, 3]: uneven)."""
+    return torch.arange(rank, rows, world_size)
+
+
+GLOBAL_ORDER = torch.cat([_shard(r, WORLD) for r in range(WORLD)])  # [0, 2, 4, 1, 3]: what gather_rows returns
+
+
+# float64: CoSENT's scale of 20 makes gradients of ~30, where float32's rounding alone (~4e-6) exceeds the 1e-6
+# tolerance; in float64 the one-process and two-process sums agree to far below it.
+DTYPE = torch.float64
+
+
+def _model():
+    """Linear(8, 4) from a fixed seed, the same in every process (without touching the caller's RNG)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return torch.nn.Linear(8, 4).to(DTYPE)
+
+
+def _data():
+    generator = torch.Generator().manual_seed(1)
+    return {
+        "x1": torch.randn(ROWS, 8, generator=generator, dtype=DTYPE),
+        "x2": torch.randn(ROWS, 8, generator=generator, dtype=DTYPE),
+        "scores": torch.tensor([0.1, 0.9, 0.4, 0.7, 0.2]),  # distinct: every pair of rows is ordered
+        "x": torch.randn(ROWS, 8, generator=generator, dtype=DTYPE),
+        "teacher": torch.randn(ROWS, 6, generator=generator, dtype=DTYPE),
+    }
+
+
+# The steps below serve both sides: in one process gather_rows and scale_for_ddp are identities (the reference).
+
+
+def _cosent_step(model, x1, x2, scores):
+    a, b = model(torch.cat([x1, x2])).chunk(2)
+    cosines = gather_rows(F.cosine_similarity(a, b))
+    return cosent_loss(cosines, gather_rows(scores)), cosines
+
+
+def _relational_step(model, x, teacher):
+    student = gather_rows(model(x))
+    return relational_distillation_loss(student, gather_rows(teacher)), student
+
+
+def _gradients(model):
+    return {"weight": model.weight.grad.detach().clone(), "bias": model.bias.grad.detach().clone()}
+
+
+def _reference(loss_name, order=None):
+    """One process, the whole batch (in `order`): the loss and the Linear's gradients."""
+    data = {k: v if order is None else v[order] for k, v in _data().items()}
+    model = _model()
+    if loss_name == "cosent":
+        loss, _ = _cosent_step(model, data["x1"], data["x2"], data["scores"])
+    else:
+        loss, _ = _relational_step(model, data["x"], data["teacher"])
+    loss.backward()
+    return loss.detach(), _gradients(model)
+
+
+def _loopback_interface():
+    """Gloo picks its interface from the host name unless told; keep it on loopback ("lo" on Linux, "lo0" on macOS)."""
+    names = [name for _, name in socket.if_nameindex()] if hasattr(socket, "if_nameindex") else []
+    return next((name for name in names if name.startswith("lo")), "lo")
+
+
+def _worker(rank, world_size, port, out_dir):
+    import faulthandler, sys
+    _f = open(f"/tmp/fh{rank}.txt", "w")
+    print("worker start", rank, port, time.time(), file=_f, flush=True)
+    faulthandler.dump_traceback_later(25, exit=True, file=_f)
+    os.environ["GLOO_SOCKET_IFNAME"] = _loopback_interface()
+    print("ifname", os.environ["GLOO_SOCKET_IFNAME"], time.time(), file=_f, flush=True)
+    torch.set_num_threads(1)  # two processes on a small CPU
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    print("inited", time.time(), file=_f, flush=True)
+    try:
+        assert world() == (world_size, rank)
+        rows = _shard(rank, world_size)
+        data = {k: v[rows] for k, v in _data().items()}
+        result = {}
+
+        # CoSENT, with DDP's gradient averaging done by hand: all_reduce(SUM) / W.
+        model = _model()
+        loss, cosines = _cosent_step(model, data["x1"], data["x2"], data["scores"])
+        scale_for_ddp(loss).backward()
+        for parameter in model.parameters():
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= world_size
+        result["cosent"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": cosines.detach()}
+
+        # Without scale_for_ddp the averaged gradient is 1/W of the true one: the reason the scaling exists.
+        model = _model()
+        loss, _ = _cosent_step(model, data["x1"], data["x2"], data["scores"])
+        loss.backward()
+        for parameter in model.parameters():
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= world_size
+        result["cosent_unscaled_grads"] = _gradients(model)
+
+        # Relational distillation through a real DistributedDataParallel (which averages the gradients itself).
+        model = _model()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        student_local = ddp(data["x"])
+        student = gather_rows(student_local)
+        teacher = gather_rows(data["teacher"])
+        loss = relational_distillation_loss(student, teacher)
+        scale_for_ddp(loss).backward()
+        result["relational"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": student.detach()}
+        result["teacher"] = teacher
+
+        # gather_rows itself: rank order, uneven sizes, dtypes kept, gradient into the local rows only.
+        result["indices"] = gather_rows(rows)
+        result["mask"] = gather_rows(rows % 2 == 0)
+        local = torch.full((len(rows), 3), float(rank + 1), requires_grad=True)
+        weights = torch.arange(ROWS, dtype=torch.float32)[:, None]  # a distinct weight per global row
+        (gather_rows(local) * weights).sum().backward()
+        result["local_grad"] = local.grad
+        result["empty"] = gather_rows(torch.zeros(0 if rank == 1 else 2, 3, dtype=torch.float64))
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        print("saved", time.time(), file=_f, flush=True)
+    finally:
+        dist.destroy_process_group()
+        print("destroyed", time.time(), file=_f, flush=True)
+
+
+def _free_loopback_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Both ranks' results from one 2-process gloo run (spawning twice would double the start-up time)."""
+    out_dir = tmp_path_factory.mktemp("ddp")
+    context = mp.start_processes(
+        _worker, args=(WORLD, _free_loopback_port(), str(out_dir)), nprocs=WORLD, join=False, start_method="spawn"
+    )
+    try:
+        # join raises with the child's traceback if a rank fails; the timeout keeps a hung collective from hanging CI
+        deadline = time.monotonic() + 90
+        while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the 2-process gloo run did not finish in 90 s")
+    except BaseException:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+        raise
+    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def _assert_grads_close(actual, expected):
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(actual[name], expected[name], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("loss_name", ["cosent", "relational"])
+def test_global_batch_loss_and_gradients_match_one_process(ranks, loss_name):
+    reference_loss, reference_grads = _reference(loss_name)
+    permuted_loss, permuted_grads = _reference(loss_name, order=GLOBAL_ORDER)
+    # Both losses ignore the order of the rows: the reference does not depend on how the ranks interleave them.
+    torch.testing.assert_close(permuted_loss, reference_loss, atol=ATOL, rtol=0)
+    _assert_grads_close(permuted_grads, reference_grads)
+    for rank, result in enumerate(ranks):
+        assert result[loss_name]["gathered"].shape[0] == ROWS, rank
+        torch.testing.assert_close(result[loss_name]["loss"], reference_loss, atol=ATOL, rtol=0)
+        _assert_grads_close(result[loss_name]["grads"], reference_grads)
+
+
+def test_unscaled_gradient_would_be_averaged_away(ranks):
+    _, reference_grads = _reference("cosent")
+    for result in ranks:
+        _assert_grads_close(result["cosent_unscaled_grads"], {k: v / WORLD for k, v in reference_grads.items()})
+
+
+def test_gather_rows_concatenates_uneven_shares_in_rank_order(ranks):
+    data = _data()
+    model = _model()
+    with torch.no_grad():
+        a, b = model(torch.cat([data["x1"], data["x2"]])).chunk(2)
+        cosines = F.cosine_similarity(a, b)
+        student = model(data["x"])
+    for rank, result in enumerate(ranks):
+        assert result["indices"].dtype == torch.long
+        assert result["indices"].tolist() == GLOBAL_ORDER.tolist() == [0, 2, 4, 1, 3]
+        assert result["mask"].dtype == torch.bool
+        assert result["mask"].tolist() == [True, True, True, False, False]
+        torch.testing.assert_close(result["teacher"], data["teacher"][GLOBAL_ORDER], atol=0, rtol=0)
+        assert result["relational"]["gathered"].shape == (ROWS, 4)
+        torch.testing.assert_close(result["relational"]["gathered"], student[GLOBAL_ORDER], atol=ATOL, rtol=0)
+        torch.testing.assert_close(result["cosent"]["gathered"], cosines[GLOBAL_ORDER], atol=ATOL, rtol=0)
+        # The gradient reaches this rank's own rows only, each with its global row's weight.
+        start = sum(len(_shard(r, WORLD)) for r in range(rank))  # rank 0: positions 0-2, rank 1: positions 3-4
+        own_positions = torch.arange(start, start + len(_shard(rank, WORLD)), dtype=torch.float32)
+        torch.testing.assert_close(result["local_grad"], own_positions[:, None].expand(-1, 3))
+        # A rank with no rows at all still takes part and receives the others'.
+        assert result["empty"].shape == (2, 3) and result["empty"].dtype == torch.float64
+
+
+def test_identities_in_one_process():
+    assert not (dist.is_available() and dist.is_initialized())
+    assert world() == (1, 0)
+    x = torch.randn(3, 4, requires_grad=True)
+    assert gather_rows(x) is x
+    mask = torch.tensor([True, False])
+    assert gather_rows(mask) is mask
+    loss = (x**2).sum()
+    scaled = scale_for_ddp(loss)
+    assert scaled is loss
+    (gradient,) = torch.autograd.grad(scaled, x)
+    torch.testing.assert_close(gradient, 2 * x.detach())
