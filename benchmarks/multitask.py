@@ -74,6 +74,9 @@ def run_one(scenario: str, seed: int, args) -> dict:
         print(f"  {scenario} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
     values = json.loads((out / "eval_results.json").read_text())
     values.update(json.loads((out / "train_results.json").read_text()))
+    # sentmtl reports every correlation on 0–1 since 0.2.0; the tables and results/ quote STS-B × 100.
+    if "eval_stsb_spearman" in values:
+        values["eval_stsb_spearman"] *= 100
     return values
 
 

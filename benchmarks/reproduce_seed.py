@@ -123,6 +123,8 @@ def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_
     wall = time.perf_counter() - start
     # Task A's metrics under the names this benchmark's summaries have always used (eval_accuracy, …).
     metrics = {key.replace("eval_classification_", "eval_"): value for key, value in outcome.metrics.items()}
+    if "eval_stsb_spearman" in metrics:  # sentmtl reports correlations on 0–1 since 0.2.0; these tables quote × 100
+        metrics["eval_stsb_spearman"] *= 100
     result = {"eval": metrics, "train": outcome.train_metrics or {}, "wall_s": wall, "log_history": outcome.log_history,
               "reliability": outcome.reliability}  # fmt: skip
     if not keep_model:
@@ -161,7 +163,7 @@ def run_baseline(variant: str, data_dir: str, seed: int) -> dict:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
 
-    from sentmtl.corpus import load_sentiment_corpus, train_test_split
+    from sentmtl.corpus import SOURCES, load_sentiment_corpus, train_test_split
     from sentmtl.metrics import classification_metrics
 
     splits = train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)
@@ -179,7 +181,7 @@ def run_baseline(variant: str, data_dir: str, seed: int) -> dict:
         model.fit(frozen_embeddings(train_x), train_y)
         predicted = model.predict(frozen_embeddings(test_x))
     metrics = {f"eval_{k}": v for k, v in classification_metrics(np.array(test_y), np.array(predicted), 2,
-                                                                  np.array(splits["test"]["source"])).items()}  # fmt: skip
+                                                                  np.array(splits["test"]["source"]), SOURCES).items()}  # fmt: skip
     return {"eval": metrics, "train": {"train_runtime": time.perf_counter() - start}, "wall_s": time.perf_counter() - start,
             "log_history": []}  # fmt: skip
 
