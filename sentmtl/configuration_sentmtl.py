@@ -85,7 +85,11 @@ class SentMtlConfig(PretrainedConfig):
     head_logit_scale: float | None = None
 
     def __post_init__(self, **kwargs):
-        if self.id2label is None and "num_labels" not in kwargs:
+        # The seed's class names, for configs of the seed's model (no `tasks`, or a classification task that sets
+        # them below); a model without a classification task keeps transformers' neutral LABEL_i names.
+        has_classification = self.tasks is None or any(dict(t).get("type") == "classification" if not isinstance(t, TaskSpec)
+                                                       else t.type == "classification" for t in self.tasks)  # fmt: skip
+        if self.id2label is None and "num_labels" not in kwargs and has_classification:
             self.id2label = {0: "negative", 1: "positive"}
             self.label2id = {"negative": 0, "positive": 1}
         super().__post_init__(**kwargs)

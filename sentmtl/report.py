@@ -17,9 +17,8 @@ def metric_rows(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> 
             names = ([key[len(head):] for key in metrics if key.startswith(head + name[:-1])] if name.endswith("*")
                      else [name])  # fmt: skip
             rows += [(task.name, n, metrics[head + n]) for n in names if metrics.get(head + n) is not None]
-    for name, key in (("STS-B dev Spearman", "stsb_spearman"), ("loss (weighted sum)", "loss")):
-        if f"{prefix}{key}" in metrics:
-            rows.append(("all", name, metrics[f"{prefix}{key}"]))
+    if f"{prefix}loss" in metrics:  # the training objective over the tasks' eval losses
+        rows.append(("all", "loss (training objective)", metrics[f"{prefix}loss"]))
     return rows
 
 

@@ -1,6 +1,7 @@
 """Layer-wise learning rates as a pure function, and the `Trainer` that trains and evaluates every task."""
 
 import logging
+import os
 
 import numpy as np
 import torch
@@ -103,6 +104,21 @@ class SentMtlTrainer(Trainer):
             if self.args.should_log:
                 logger.warning("Optimizer parameter groups:\n%s", describe_param_groups(groups))
         return self.optimizer
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """Resuming: the checkpoint's optimizer must have the groups this run builds, in order (their names are saved
+        with them); loading another layout would pair the wrong parameters with the wrong moments, silently."""
+        path = os.path.join(checkpoint, "optimizer.pt") if checkpoint else None
+        if path and os.path.isfile(path) and self.optimizer is not None:
+            saved = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
+            names = [group.get("name") for group in saved]
+            mine = [group.get("name") for group in self.optimizer.param_groups]
+            if names != mine:
+                raise ValueError(f"--resume_from_checkpoint {checkpoint}: its optimizer has the parameter groups "
+                                 f"{names}, this run builds {mine} (another version of sentmtl, other head LRs or "
+                                 "freezing). Resume with the same settings and version, or start from its weights "
+                                 "with --model_name_or_path instead.")  # fmt: skip
+        return super()._load_optimizer_and_scheduler(checkpoint)
 
     def get_train_dataloader(self):
         """Batches from one source at a time (`TaskBatchSampler`); every process takes its share of the same global

@@ -1,10 +1,15 @@
 """Row-comparing losses see the global batch under DDP: two gloo processes on CPU with an uneven split of 5 rows give
 the same loss and the same gradients as one process with all 5 (sentmtl/distributed.py)."""
 
+import ast
 import datetime
+import importlib
+import importlib.util
 import os
 import socket
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +17,28 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from sentmtl.distributed import gather_rows, scale_for_ddp, world
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_file(name):
+    """sentmtl/<name>.py loaded as a file, without the sentmtl package: distributed.py must import torch and the
+    standard library only (it is copied beside saved weights), and a spawned rank skips importing transformers."""
+    spec = importlib.util.spec_from_file_location(f"_standalone_{name}", REPO_ROOT / "sentmtl" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_distributed = _load_file("distributed")
+gather_rows, scale_for_ddp, world = _distributed.gather_rows, _distributed.scale_for_ddp, _distributed.world
 
 try:
-    from sentmtl.task_types import cosent_loss, relational_distillation_loss
-except ImportError:  # sentmtl.losses mid-refactor: the same math, so the test still checks sentmtl.distributed
+    try:
+        _losses = _load_file("losses")
+    except ImportError:  # losses.py imports from the package now: the usual way, at the price of transformers
+        _losses = importlib.import_module("sentmtl.losses")
+    cosent_loss, relational_distillation_loss = _losses.cosent_loss, _losses.relational_distillation_loss
+except (ImportError, AttributeError):  # sentmtl.losses mid-refactor: the same math, so sentmtl.distributed is tested
 
     def cosent_loss(cosines, scores, scale: float = 20.0):
         differences = scale * (cosines[None, :] - cosines[:, None])
@@ -105,13 +127,53 @@ def _loopback_interface():
     return next((name for name in names if name.startswith("lo")), "lo")
 
 
+def _averaged_by_hand(model, world_size):
+    """What DDP does to the gradients after backward: all_reduce(SUM) / W."""
+    for parameter in model.parameters():
+        dist.all_reduce(parameter.grad)
+        parameter.grad /= world_size
+    return _gradients(model)
+
+
+def _rank_results(rank, world_size):
+    """Everything one rank sends back, as plain tensors (models and DDP die here, while the process group lives)."""
+    rows = _shard(rank, world_size)
+    data = {k: v[rows] for k, v in _data().items()}
+    result = {}
+
+    # CoSENT, with DDP's gradient averaging done by hand.
+    model = _model()
+    loss, cosines = _cosent_step(model, data["x1"], data["x2"], data["scores"])
+    scale_for_ddp(loss).backward()
+    result["cosent"] = {"loss": loss.detach(), "grads": _averaged_by_hand(model, world_size), "gathered": cosines.detach()}
+
+    # Without scale_for_ddp the averaged gradient is 1/W of the true one: the reason the scaling exists.
+    model = _model()
+    loss, _ = _cosent_step(model, data["x1"], data["x2"], data["scores"])
+    loss.backward()
+    result["cosent_unscaled_grads"] = _averaged_by_hand(model, world_size)
+
+    # Relational distillation through a real DistributedDataParallel, which averages the gradients itself.
+    model = _model()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    loss, student = _relational_step(ddp, data["x"], data["teacher"])
+    scale_for_ddp(loss).backward()
+    result["relational"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": student.detach()}
+    result["teacher"] = gather_rows(data["teacher"])
+
+    # gather_rows itself: rank order, uneven sizes, dtypes kept, gradient into the local rows only.
+    result["indices"] = gather_rows(rows)
+    result["mask"] = gather_rows(rows % 2 == 0)
+    local = torch.full((len(rows), 3), float(rank + 1), requires_grad=True)
+    weights = torch.arange(ROWS, dtype=torch.float32)[:, None]  # a distinct weight per global row
+    (gather_rows(local) * weights).sum().backward()
+    result["local_grad"] = local.grad
+    result["empty"] = gather_rows(torch.zeros(0 if rank == 1 else 2, 3, dtype=torch.float64))  # rank 1: no rows
+    return result
+
+
 def _worker(rank, world_size, port, out_dir):
-    import faulthandler, sys
-    _f = open(f"/tmp/fh{rank}.txt", "w")
-    print("worker start", rank, port, time.time(), file=_f, flush=True)
-    faulthandler.dump_traceback_later(25, exit=True, file=_f)
     os.environ["GLOO_SOCKET_IFNAME"] = _loopback_interface()
-    print("ifname", os.environ["GLOO_SOCKET_IFNAME"], time.time(), file=_f, flush=True)
     torch.set_num_threads(1)  # two processes on a small CPU
     dist.init_process_group(
         "gloo",
@@ -120,55 +182,12 @@ def _worker(rank, world_size, port, out_dir):
         world_size=world_size,
         timeout=datetime.timedelta(seconds=60),
     )
-    print("inited", time.time(), file=_f, flush=True)
     try:
         assert world() == (world_size, rank)
-        rows = _shard(rank, world_size)
-        data = {k: v[rows] for k, v in _data().items()}
-        result = {}
-
-        # CoSENT, with DDP's gradient averaging done by hand: all_reduce(SUM) / W.
-        model = _model()
-        loss, cosines = _cosent_step(model, data["x1"], data["x2"], data["scores"])
-        scale_for_ddp(loss).backward()
-        for parameter in model.parameters():
-            dist.all_reduce(parameter.grad)
-            parameter.grad /= world_size
-        result["cosent"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": cosines.detach()}
-
-        # Without scale_for_ddp the averaged gradient is 1/W of the true one: the reason the scaling exists.
-        model = _model()
-        loss, _ = _cosent_step(model, data["x1"], data["x2"], data["scores"])
-        loss.backward()
-        for parameter in model.parameters():
-            dist.all_reduce(parameter.grad)
-            parameter.grad /= world_size
-        result["cosent_unscaled_grads"] = _gradients(model)
-
-        # Relational distillation through a real DistributedDataParallel (which averages the gradients itself).
-        model = _model()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        student_local = ddp(data["x"])
-        student = gather_rows(student_local)
-        teacher = gather_rows(data["teacher"])
-        loss = relational_distillation_loss(student, teacher)
-        scale_for_ddp(loss).backward()
-        result["relational"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": student.detach()}
-        result["teacher"] = teacher
-
-        # gather_rows itself: rank order, uneven sizes, dtypes kept, gradient into the local rows only.
-        result["indices"] = gather_rows(rows)
-        result["mask"] = gather_rows(rows % 2 == 0)
-        local = torch.full((len(rows), 3), float(rank + 1), requires_grad=True)
-        weights = torch.arange(ROWS, dtype=torch.float32)[:, None]  # a distinct weight per global row
-        (gather_rows(local) * weights).sum().backward()
-        result["local_grad"] = local.grad
-        result["empty"] = gather_rows(torch.zeros(0 if rank == 1 else 2, 3, dtype=torch.float64))
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-        print("saved", time.time(), file=_f, flush=True)
+        torch.save(_rank_results(rank, world_size), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # nobody tears the group down while the other still talks to it
     finally:
         dist.destroy_process_group()
-        print("destroyed", time.time(), file=_f, flush=True)
 
 
 def _free_loopback_port():
@@ -258,3 +277,16 @@ def test_identities_in_one_process():
     assert scaled is loss
     (gradient,) = torch.autograd.grad(scaled, x)
     torch.testing.assert_close(gradient, 2 * x.detach())
+
+
+def test_distributed_imports_only_torch_and_the_standard_library():
+    """It is copied beside saved weights, where neither sentmtl nor transformers need be installed."""
+    tree = ast.parse((REPO_ROOT / "sentmtl" / "distributed.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import of {node.module!r}"
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"torch"} | set(sys.stdlib_module_names), imported

@@ -362,3 +362,101 @@ def test_open_point_the_distillation_teacher_is_a_choice(tiny_encoder_dir, tmp_p
     assert not np.allclose(own, original)
     with pytest.raises(ValueError, match="teacher is for distillation tasks only"):
         RunTask.from_dict({"name": "a", "type": "regression", "teacher": "x"}, "tasks[0]")
+
+
+# -- compatibility ------------------------------------------------------------------------------------------------------
+
+# run_config.yaml as sentmtl 0.1.0 wrote it (a --train_file run with --label_smoothing_factor 0.1).
+OLD_RUN_CONFIG = """\
+model_name_or_path: {encoder}
+pooling: mean
+embedding_size: 16
+projection_init: random
+normalize: true
+dropout: 0.1
+loss_weighting: static
+classification_loss_weight: 1.0
+sentiment_loss_weight: 1.0
+distillation_weight: 10.0
+head_logit_scale: 20.0
+allow_pickle_weights: false
+data_dir: null
+sources: null
+train_file: {train}
+validation_file: null
+text_column: text
+label_column: sentiment
+score_column: score
+class_names:
+- negative
+- positive
+test_size: null
+max_samples: null
+max_length: 128
+skip_bad_lines: false
+sts_eval_file: null
+output_dir: {out}
+per_device_train_batch_size: 16
+num_train_epochs: 5.0
+max_steps: 2
+learning_rate: 5.0e-05
+lr_scheduler_type: linear
+warmup_steps: 0.1
+optim: adamw_torch_fused
+weight_decay: 0.01
+adam_beta1: 0.9
+adam_beta2: 0.999
+adam_epsilon: 1.0e-08
+gradient_accumulation_steps: 1
+max_grad_norm: 1.0
+label_smoothing_factor: 0.1
+bf16: true  # chosen automatically: bf16 autocast is fast on this device type only where this says true
+fp16: false
+gradient_checkpointing: false
+torch_compile: false
+logging_steps: 10
+disable_tqdm: true
+eval_strategy: epoch
+eval_steps: null
+per_device_eval_batch_size: 64
+save_strategy: 'no'
+save_steps: 500
+seed: 42
+data_seed: null
+use_cpu: true
+train_sampling_strategy: group_by_length
+backbone_learning_rate: null
+shared_learning_rate: 0.0002
+head_learning_rate: 0.0002
+loss_weighting_learning_rate: 0.01
+layerwise_lr_decay: 1.0
+freeze: none
+freeze_backbone_layers: 0
+unfreeze_backbone_at_epoch: null
+"""
+
+
+def test_a_run_config_of_0_1_replays_with_the_seed_flags_as_tasks(tiny_encoder_dir, synthetic_csv, tmp_path):
+    path = tmp_path / "run_config.yaml"
+    path.write_text(OLD_RUN_CONFIG.format(encoder=tiny_encoder_dir, train=synthetic_csv, out=tmp_path / "out"))
+    model_args, data_args, training_args = parse_args([str(path)])
+    tasks = {task.spec.name: task for task in tasks_from_flags(model_args, data_args, training_args)}
+    assert tasks["classification"].spec.label_smoothing == 0.1 and tasks["distillation"].spec.loss_weight == 10.0
+    assert tasks["classification"].data.data == {"train_file": str(synthetic_csv)}
+    assert tasks["sentiment"].data.score_from == "classification"  # the file has no score column: derived
+
+
+def test_resuming_a_checkpoint_whose_optimizer_groups_differ_is_refused(tiny_encoder_dir, synthetic_csv, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--model_name_or_path", str(tiny_encoder_dir), "--train_file", str(synthetic_csv), "--text_column", "text",
+             "--label_column", "sentiment", "--embedding_size", "16", "--max_steps", "2", "--save_strategy", "steps",
+             "--save_steps", "1", "--use_cpu", "true", "--disable_tqdm", "true", "--output_dir", str(out)]  # fmt: skip
+    assert main(flags) == 0
+    optimizer_file = out / "checkpoint-1" / "optimizer.pt"
+    state = torch.load(optimizer_file, weights_only=True)
+    state["param_groups"][-1]["name"] = "heads.from_another_layout"
+    torch.save(state, optimizer_file)
+    with pytest.raises(ValueError, match=r"its optimizer has the parameter groups .*heads.from_another_layout"):
+        from sentmtl.run import run
+
+        run(*parse_args([*flags, "--resume_from_checkpoint", str(out / "checkpoint-1"), "--max_steps", "3"]))
