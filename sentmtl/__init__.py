@@ -9,7 +9,7 @@ from .modeling_sentmtl import (
     register_auto_classes,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 register_auto_classes()
 

@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass, field, fields
 
 from .corpus import LABEL_NAMES, SOURCES
-from .tasks import DEFAULT_CLASSIFICATION, TaskSpec, check_unique_names, default_tasks
+from .task_io import task_io
+from .tasks import DEFAULT_CLASSIFICATION, DEFAULT_SCORE, TaskSpec, check_unique_names, default_tasks
 
 # The keys a task's `data:` mapping may have, by kind of source (see sentmtl/task_data.py).
 DATA_KEYS = {"train_file": ("train_file", "validation_file"), "stsb": ("stsb",),
@@ -85,7 +86,7 @@ class RunTask:
             raise ValueError(f"{where}: head_learning_rate: a {spec.type} task has no head (it trains the embedding).")
         if spec.kind.pairs and data.data == "uci":
             raise ValueError(f"{where}: a {spec.type} task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
-        if data.teacher is not None and spec.type != "distillation":
+        if data.teacher is not None and not task_io(spec).teacher_targets:
             raise ValueError(f"{where}: teacher is for distillation tasks only.")
         return cls(spec, data)
 
@@ -105,10 +106,10 @@ def tasks_from_flags(model_args, data_args, training_args) -> list[RunTask]:
         files = {"train_file": data_args.train_file}
         if data_args.validation_file:
             files["validation_file"] = data_args.validation_file
-        columns = {"classification": data_args.label_column, "score": data_args.score_column}
-        return [RunTask(spec, DataSpec(files, text_column=data_args.text_column, label_column=columns.get(spec.type),
+        columns = {DEFAULT_CLASSIFICATION: data_args.label_column, DEFAULT_SCORE: data_args.score_column}
+        return [RunTask(spec, DataSpec(files, text_column=data_args.text_column, label_column=columns.get(spec.name),
                                        max_samples=data_args.max_samples,
-                                       score_from=DEFAULT_CLASSIFICATION if spec.type == "score" else None))
+                                       score_from=DEFAULT_CLASSIFICATION if spec.name == DEFAULT_SCORE else None))
                 for spec in specs]  # fmt: skip
     return [RunTask(spec, DataSpec("uci", max_samples=data_args.max_samples)) for spec in specs]
 

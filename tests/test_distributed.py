@@ -29,16 +29,25 @@ def _load_file(name):
     return module
 
 
+def _find_losses():
+    """The two row-comparing losses from wherever sentmtl keeps them (task_types.py, formerly losses.py): as a file
+    where it imports torch only, else through the package."""
+    for name in ("task_types", "losses"):
+        for load in (_load_file, lambda name: importlib.import_module(f"sentmtl.{name}")):
+            try:
+                module = load(name)
+                return module.cosent_loss, module.relational_distillation_loss
+            except (ImportError, OSError, AttributeError):
+                continue
+    return None
+
+
 _distributed = _load_file("distributed")
 gather_rows, scale_for_ddp, world = _distributed.gather_rows, _distributed.scale_for_ddp, _distributed.world
 
-try:
-    try:
-        _losses = _load_file("losses")
-    except ImportError:  # losses.py imports from the package now: the usual way, at the price of transformers
-        _losses = importlib.import_module("sentmtl.losses")
-    cosent_loss, relational_distillation_loss = _losses.cosent_loss, _losses.relational_distillation_loss
-except (ImportError, AttributeError):  # sentmtl.losses mid-refactor: the same math, so sentmtl.distributed is tested
+if _find_losses() is not None:
+    cosent_loss, relational_distillation_loss = _find_losses()
+else:  # sentmtl's losses mid-refactor: the same math here, so sentmtl.distributed is still tested
 
     def cosent_loss(cosines, scores, scale: float = 20.0):
         differences = scale * (cosines[None, :] - cosines[:, None])
