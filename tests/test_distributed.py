@@ -45,8 +45,9 @@ def _find_losses():
 _distributed = _load_file("distributed")
 gather_rows, scale_for_ddp, world = _distributed.gather_rows, _distributed.scale_for_ddp, _distributed.world
 
-if _find_losses() is not None:
-    cosent_loss, relational_distillation_loss = _find_losses()
+_found = _find_losses()
+if _found is not None:
+    cosent_loss, relational_distillation_loss = _found
 else:  # sentmtl's losses mid-refactor: the same math here, so sentmtl.distributed is still tested
 
     def cosent_loss(cosines, scores, scale: float = 20.0):
@@ -145,7 +146,9 @@ def _averaged_by_hand(model, world_size):
 
 
 def _rank_results(rank, world_size):
-    """Everything one rank sends back, as plain tensors (models and DDP die here, while the process group lives)."""
+    """Everything one rank sends back, as plain tensors. The models and the DDP wrapper die on return, while the
+    process group still lives: a DDP outliving destroy_process_group hung the rank's exit (torch 2.13, gloo) in most
+    runs once transformers' modeling code had been imported."""
     rows = _shard(rank, world_size)
     data = {k: v[rows] for k, v in _data().items()}
     result = {}
@@ -154,7 +157,8 @@ def _rank_results(rank, world_size):
     model = _model()
     loss, cosines = _cosent_step(model, data["x1"], data["x2"], data["scores"])
     scale_for_ddp(loss).backward()
-    result["cosent"] = {"loss": loss.detach(), "grads": _averaged_by_hand(model, world_size), "gathered": cosines.detach()}
+    grads = _averaged_by_hand(model, world_size)
+    result["cosent"] = {"loss": loss.detach(), "grads": grads, "gathered": cosines.detach()}
 
     # Without scale_for_ddp the averaged gradient is 1/W of the true one: the reason the scaling exists.
     model = _model()

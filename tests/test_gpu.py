@@ -90,3 +90,24 @@ def test_training_on_the_gpu_in_each_precision(tiny_encoder_dir, synthetic_csv, 
     train = json.loads((out / "train_results.json").read_text())
     assert np.isfinite(train["train_loss"])
 
+
+
+def test_teacher_vectors_and_evaluation_run_on_the_gpu(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
+    """#20 item 12: the distillation teacher ran on the CPU (at the CPU's precision) in a GPU run; and the
+    evaluation's objective (learned loss weights on the GPU) must combine the tasks' losses there."""
+    import sentmtl.run as run_module
+
+    seen = []
+    original = run_module.encode
+
+    def spy(*args, **kwargs):
+        seen.append((str(kwargs.get("device")), kwargs.get("precision")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "encode", spy)
+    out = tmp_path / "run"
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--use_cpu", "false", "--bf16", "false",
+                               "--loss_weighting", "uncertainty")) == 0  # fmt: skip
+    assert seen and all(device.startswith("cuda") and precision == "fp32" for device, precision in seen)
+    results = json.loads((out / "eval_results.json").read_text())
+    assert np.isfinite(results["eval_loss"]) and np.isfinite(results["eval_distillation_loss"])
