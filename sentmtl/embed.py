@@ -22,7 +22,6 @@ def default_max_length(tokenizer: PreTrainedTokenizerBase, model: SentMtlModel) 
     return min(tokenizer.model_max_length, limit)
 
 
-@torch.inference_mode()
 def encode(
     model,
     sentences: list[str],
@@ -40,7 +39,7 @@ def encode(
     Sentences are sorted by token count so each batch pads only to its own longest member, then put back.
     `device`: where to run (default: where the model already is; a model given as a path goes to the GPU when there
     is one). `precision`: `fp32`, `bf16` (autocast; weights stay fp32) or `auto` — bf16 where the device runs it fast
-    (CUDA GPUs with native bf16, CPUs with AVX-512 BF16 / AMX), else fp32. bf16 embeddings keep a cosine similarity of
+    (CPUs with AVX-512 BF16 / AMX; not CUDA GPUs, where this small encoder measured slower in bf16), else fp32. bf16 embeddings keep a cosine similarity of
     about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). `pooled=True` returns the encoder's pooled
     vectors `[n, hidden]` before the projection (distillation targets). Sentences longer than `max_length` tokens
     (default: the encoder's limit) are truncated: their indices are appended to `truncated` when given, else logged.
@@ -60,7 +59,16 @@ def encode(
     if not sentences:
         return np.zeros((0, width), dtype=np.float32)
     if device is not None:
+        # Outside inference mode: parameters moved inside it would become inference tensors, and a model trained
+        # after encoding (distillation targets are computed before training) would fail in its first backward.
         model.to(device)
+    with torch.inference_mode():
+        return _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_bar, precision, truncated,
+                       pooled, width)  # fmt: skip
+
+
+def _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_bar, precision, truncated, pooled,
+            width) -> np.ndarray:  # fmt: skip
     was_training = model.training
     model.eval()
 

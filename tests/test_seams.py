@@ -254,6 +254,17 @@ def test_item_12_teacher_vectors_follow_the_runs_precision(tiny_encoder_dir, syn
         assert seen and all(precision == expected and device == "cpu" for precision, device in seen)
 
 
+def test_item_12_encode_moves_the_model_outside_inference_mode(tiny_model, tiny_tokenizer):
+    """Found on the GPU: the teacher's `encode(device=cuda)` moved the model inside inference mode, its parameters
+    became inference tensors, and the first training step failed ("Inference tensors cannot be saved for backward")."""
+    seen = []
+    move = tiny_model.to
+    tiny_model.to = lambda *a, **k: seen.append(torch.is_inference_mode_enabled()) or move(*a, **k)
+    sentmtl.encode(tiny_model, ["the film was good ."], tiny_tokenizer, device="cpu")
+    assert seen == [False]
+    assert not any(p.is_inference() for p in tiny_model.parameters())
+
+
 # -- 13. the relational loss's weight does not depend on the batch size -------------------------------------------------
 
 
