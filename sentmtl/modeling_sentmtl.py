@@ -204,7 +204,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             raise ValueError(f"task_labels names {unknown}, which are not tasks of this model "
                              f"({', '.join(t.name for t in tasks)}).")  # fmt: skip
 
-        task_outputs, task_losses = {}, {}
+        task_outputs, task_losses, labelled = {}, {}, {}
         for task in tasks:
             if task.kind.pairs and pair_embeddings is None and task.name not in targets:
                 continue  # a pair task without pairs: nothing to show, nothing asked
@@ -213,7 +213,8 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             task_outputs[task.name] = output
             if task.name in targets:
                 task_losses[task.name] = self._task_loss(task, output, targets[task.name])
-        loss = self.combine_losses(task_losses, tasks) if task_losses else None
+                labelled[task.name] = task.kind.present(targets[task.name]).any()
+        loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
 
         first = {kind: first_task(tasks, kind) for kind in ("classification", "score")}
         sentiment_logits = task_outputs.get(first["score"].name) if first["score"] else None
@@ -239,14 +240,19 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             return scale_for_ddp(task.kind.loss(task, gather_rows(output), gather_rows(targets)))
         return task.kind.loss(task, output, targets)
 
-    def combine_losses(self, task_losses: dict, tasks: list[TaskSpec] | None = None) -> torch.Tensor:
-        """The weighted sum of the losses of the tasks present (a dict by task name)."""
+    def combine_losses(self, task_losses: dict, tasks: list[TaskSpec] | None = None, labelled: dict | None = None
+                       ) -> torch.Tensor:  # fmt: skip
+        """The weighted sum of the losses of the tasks present (a dict by task name). `labelled`: {task: whether any
+        row carried its target} (a bool, or a bool tensor, so no host sync); a task without one adds nothing."""
         tasks = tasks if tasks is not None else self.tasks
         if self.loss_log_variances is not None:
             # Kendall et al. 2018: exp(-s) = 1/sigma^2 weighs each task; s/2 = log(sigma) stops s from growing
-            # without bound (which would switch the task off).
+            # without bound (which would switch the task off). A batch with no target for a task must not move its
+            # s either: its loss is 0, and s/2 alone would push s down, the task's weight up.
             s = self.loss_log_variances.float()
-            terms = [torch.exp(-s[i]) * task_losses[task.name] + 0.5 * s[i]
+            flags = {name: torch.as_tensor((labelled or {}).get(name, True), dtype=s.dtype, device=s.device)
+                     for name in task_losses}  # fmt: skip
+            terms = [flags[task.name] * (torch.exp(-s[i]) * task_losses[task.name] + 0.5 * s[i])
                      for i, task in enumerate(tasks) if task.name in task_losses]  # fmt: skip
         else:
             terms = [task.loss_weight * task_losses[task.name] for task in tasks if task.name in task_losses]

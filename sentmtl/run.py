@@ -126,7 +126,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         callbacks=[FreezeCallback.from_args(training_args), interrupt, *averaging, *callbacks],
-        head_learning_rates={t.spec.name: t.data.head_learning_rate for t in tasks if t.data.head_learning_rate},
+        head_learning_rates={t.spec.name: t.data.head_learning_rate for t in tasks if t.data.head_learning_rate is not None},
         eval_tasks=[task for source in eval_only for task in source.tasks],
     )
     trainable, total = model.count_parameters()

@@ -54,12 +54,11 @@ class DataSpec:
     @property
     def has_eval_split(self) -> bool:
         data = self.data if isinstance(self.data, dict) else {}
-        return bool(data.get("validation_file") or "stsb" in data or "dataset" in data)
+        return bool(data.get("validation_file") or "stsb" in data or data.get("eval_split"))
 
     def source_key(self) -> str:
         """Tasks with the same key share one source: the same data read through the same text columns."""
-        return json.dumps([self.data, self.text_column, self.text_pair_column, self.max_samples, self.teacher],
-                          sort_keys=True)  # fmt: skip
+        return json.dumps([self.data, self.text_column, self.text_pair_column, self.max_samples], sort_keys=True)
 
 
 @dataclass
@@ -84,6 +83,9 @@ class RunTask:
             raise ValueError(f"{where}: {err}") from None
         if data.head_learning_rate is not None and not spec.has_head:
             raise ValueError(f"{where}: head_learning_rate: a {spec.type} task has no head (it trains the embedding).")
+        if data.head_learning_rate is not None and not data.head_learning_rate > 0:
+            raise ValueError(f"{where}: head_learning_rate {data.head_learning_rate} must be > 0 (to keep a head "
+                             "fixed, --freeze <task>_head).")  # fmt: skip
         if spec.kind.pairs and data.data == "uci":
             raise ValueError(f"{where}: a {spec.type} task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
         if data.teacher is not None and not task_io(spec).teacher_targets:
@@ -111,6 +113,11 @@ def tasks_from_flags(model_args, data_args, training_args) -> list[RunTask]:
                                        max_samples=data_args.max_samples,
                                        score_from=DEFAULT_CLASSIFICATION if spec.name == DEFAULT_SCORE else None))
                 for spec in specs]  # fmt: skip
+    file_only = [f"--{name}" for name, default in (("text_column", "sentence"), ("label_column", "label"),
+                                                    ("score_column", "score")) if getattr(data_args, name) != default]  # fmt: skip
+    if file_only:
+        raise ValueError(f"{', '.join(file_only)} name(s) columns of --train_file; the corpus has its own "
+                         "(sentence, label, score). Drop them, or give --train_file.")  # fmt: skip
     return [RunTask(spec, DataSpec("uci", max_samples=data_args.max_samples)) for spec in specs]
 
 
@@ -121,7 +128,7 @@ def tasks_from_file(tasks, model_args, data_args, training_args, where: str) -> 
         raise ValueError(f"{where}: `tasks` must be a non-empty list of task mappings.")
     run_tasks = [RunTask.from_dict(task, f"{where}: tasks[{i}]") for i, task in enumerate(tasks)]
     check_unique_names([task.spec for task in run_tasks])
-    ignored = [name for name in ("train_file", "validation_file", "max_samples") if getattr(data_args, name)]
+    ignored = [name for name in ("train_file", "validation_file") if getattr(data_args, name)]
     ignored += [name for name, default in (("class_names", list(LABEL_NAMES)), ("label_column", "label"),
                                            ("score_column", "score"), ("text_column", "sentence"))
                 if getattr(data_args, name) != default]  # fmt: skip
@@ -129,10 +136,18 @@ def tasks_from_file(tasks, model_args, data_args, training_args, where: str) -> 
                                            ("distillation_weight", 10.0)) if getattr(model_args, name) != default]  # fmt: skip
     ignored += ["label_smoothing_factor"] if training_args.label_smoothing_factor else []
     if ignored:
-        raise ValueError(f"{where}: with `tasks:` each task names its own data, labels, weight, max_samples and "
-                         f"label_smoothing; --{', --'.join(ignored)} would be ignored. Move them into the tasks.")  # fmt: skip
-    if not any(task.data.data == "uci" for task in run_tasks):
-        corpus_only = [name for name in ("data_dir", "sources") if getattr(data_args, name) is not None]
+        raise ValueError(f"{where}: with `tasks:` each task names its own data, labels, weight and label_smoothing; "
+                         f"--{', --'.join(ignored)} would be ignored. Move them into the tasks.")  # fmt: skip
+    corpus_tasks = [task for task in run_tasks if task.data.data == "uci"]
+    if data_args.max_samples is not None:
+        # Like --data_dir and --sources, --max_samples is about the corpus: it subsets the `uci` tasks' source.
+        for task in corpus_tasks:
+            if task.data.max_samples not in (None, data_args.max_samples):
+                raise ValueError(f"{where}: task {task.spec.name!r} sets max_samples {task.data.max_samples}, "
+                                 f"--max_samples says {data_args.max_samples}: keep one.")  # fmt: skip
+            task.data.max_samples = data_args.max_samples
+    if not corpus_tasks:
+        corpus_only = [name for name in ("data_dir", "sources", "max_samples") if getattr(data_args, name) is not None]
         corpus_only += ["skip_bad_lines"] if data_args.skip_bad_lines else []
         if corpus_only:
             raise ValueError(f"{where}: no task reads the UCI corpus (data: uci), so --{', --'.join(corpus_only)} "

@@ -58,33 +58,50 @@ def _raw_splits(data, data_args) -> tuple[datasets.DatasetDict, str, str, dict]:
     location = data["dataset"]
     loaded = datasets.load_from_disk(location) if Path(location).exists() else datasets.load_dataset(location)
     train_split, eval_split = data.get("train_split", "train"), data.get("eval_split", "validation")
-    if train_split not in loaded:
-        raise ValueError(f"dataset {location}: no split {train_split!r} (splits: {list(loaded)}).")
+    for name in (train_split, data.get("eval_split")):
+        if name is not None and name not in loaded:  # a named eval split that is missing is a typo, not "split it"
+            raise ValueError(f"dataset {location}: no split {name!r} (splits: {list(loaded)}).")
     out = {"train": loaded[train_split]}
     if eval_split in loaded:
         out["test"] = loaded[eval_split]
     return datasets.DatasetDict(out), Path(location).name, location, {}
 
 
-def _domains(dataset: datasets.Dataset) -> tuple[list[int], list[str]]:
+def _domains(dataset: datasets.Dataset, names: list[str] | None = None) -> tuple[list[int], list[str]]:
     """Per-row domain ids and their names, from a `source` column that names its values (the corpus's ClassLabel,
-    or strings); without one — an unnamed integer column included — every row is NO_SOURCE and no name exists."""
+    or strings); without one — an unnamed integer column included — every row is NO_SOURCE and no name exists.
+    `names`: the names already given to another split of the source (train's), so that an id means the same domain
+    in both; a value they lack is appended."""
     if "source" not in dataset.column_names:
-        return [NO_SOURCE] * dataset.num_rows, []
+        return [NO_SOURCE] * dataset.num_rows, list(names or [])
     feature, values = dataset.features["source"], list(dataset["source"])
     if isinstance(feature, datasets.ClassLabel):
-        return values, list(feature.names)
-    if getattr(feature, "dtype", None) in ("string", "large_string"):
-        names = sorted({str(v) for v in values if v is not None})
-        index = {name: i for i, name in enumerate(names)}
-        return [index[str(v)] if v is not None else NO_SOURCE for v in values], names
-    return [NO_SOURCE] * dataset.num_rows, []
+        values = [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
+    elif getattr(feature, "dtype", None) not in ("string", "large_string"):
+        return [NO_SOURCE] * dataset.num_rows, list(names or [])
+    names = list(names or []) + sorted({str(v) for v in values if v is not None} - set(names or []))
+    index = {name: i for i, name in enumerate(names)}
+    return [index[str(v)] if v is not None else NO_SOURCE for v in values], names
+
+
+def _named_values(dataset: datasets.Dataset, column: str, labels: list[str] | None) -> list:
+    """A column's values for parsing: a `ClassLabel` column (or a list of them) by its names when they are all among
+    the task's labels, so a dataset that orders its classes otherwise cannot swap them; with other names (a renaming,
+    as `--class_names` does for the corpus) by its ids, in id order."""
+    values, feature = list(dataset[column]), dataset.features[column]
+    inner = getattr(feature, "feature", None)
+    class_label = feature if isinstance(feature, datasets.ClassLabel) else inner if isinstance(inner, datasets.ClassLabel) else None
+    if class_label is None or labels is None or not set(class_label.names) <= set(labels):
+        return values
+    name = lambda v: class_label.int2str(v) if v is not None and v >= 0 else None  # noqa: E731
+    return [[name(v) for v in value] if isinstance(value, list) else name(value) for value in values]
 
 
 def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str, line_offset: int | None = None,
-                  targets_of: dict | None = None) -> tuple[datasets.Dataset, list[str]]:  # fmt: skip
+                  domain_names: list[str] | None = None) -> tuple[datasets.Dataset, list[str]]:  # fmt: skip
     """`text` (`text_pair`), `domain` and one `target__<task>` column per task (distillation targets come later),
-    and the domain names. `line_offset`: for a file, the line of its first row, so messages name the file's line."""
+    and the domain names (`domain_names`: another split's, extended). `line_offset`: for a file, the line of its
+    first row, so messages name the file's line."""
 
     def at(row: int, column: str) -> str:
         place = f"line {row + line_offset}" if line_offset is not None else f"row {row}"
@@ -94,6 +111,11 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
     text = first.text_column or ("sentence1" if "sentence1" in dataset.column_names else "sentence")
     pair = (first.text_pair_column or "sentence2") if any(m.spec.kind.pairs for m in members) else None
     label_columns = {m.spec.name: m.data.label_column or task_io(m.spec).default_column for m in members}
+    defaults = [m.spec.name for m in members if m.data.label_column is None and label_columns[m.spec.name]]
+    shared = sorted({label_columns[n] for n in defaults if [label_columns[d] for d in defaults].count(label_columns[n]) > 1})
+    if shared:
+        raise ValueError(f"{where}: tasks {[n for n in defaults if label_columns[n] in shared]} would all read the column "
+                         f"{shared[0]!r} by default; name each task's label_column.")  # fmt: skip
     for column in [text, pair]:
         if column and column not in dataset.column_names:
             raise ValueError(f"{where}: no column {column!r} (columns: {dataset.column_names}); set text_column / "
@@ -104,21 +126,25 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
             raise ValueError(f"{at(row, text)}: empty text; every row needs text.")
     if pair:
         columns["text_pair"] = [str(t) if t is not None else "" for t in dataset[pair]]
-    columns["domain"], domain_names = _domains(dataset)
+    columns["domain"], domain_names = _domains(dataset, domain_names)
     parsed = {}
     for m in sorted(members, key=lambda m: m.data.score_from is not None):  # derived scores after their source
         column = label_columns[m.spec.name]
         if column is None:
             continue
-        if column not in dataset.column_names and m.data.score_from in parsed:
-            source = next(x.spec for x in members if x.spec.name == m.data.score_from)
+        if column not in dataset.column_names and m.data.score_from is not None:
+            source = next((x.spec for x in members if x.spec.name == m.data.score_from), None)
+            if source is None or not task_io(source).class_ids or source.name not in parsed:
+                raise ValueError(f"{where}: task {m.spec.name!r} has no column {column!r}, and score_from "
+                                 f"{m.data.score_from!r} is not a classification task of the same data.")  # fmt: skip
             parsed[m.spec.name] = [label / (len(source.labels) - 1) if label >= 0 else float("nan")
                                    for label in parsed[m.data.score_from]]  # fmt: skip
         elif column not in dataset.column_names:
             raise ValueError(f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
                              f"{dataset.column_names}); set its label_column.")  # fmt: skip
         else:
-            parsed[m.spec.name] = task_io(m.spec).parse(m.spec, list(dataset[column]), lambda row, c=column: at(row, c))
+            values = _named_values(dataset, column, m.spec.labels)
+            parsed[m.spec.name] = task_io(m.spec).parse(m.spec, values, lambda row, c=column: at(row, c))
     columns.update({TARGET_PREFIX + name: values for name, values in parsed.items()})
     return datasets.Dataset.from_dict(columns), domain_names
 
@@ -128,21 +154,26 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int) -> list[Source
     groups: dict[str, list[RunTask]] = {}
     for task in run_tasks:
         groups.setdefault(task.data.source_key(), []).append(task)
-    sources = []
+    sources, split_any = [], False
     for members in groups.values():
         spec = members[0].data
         splits, name, where, lines = _raw_splits(spec.data, data_args)
         train, domain_names = table_columns(splits["train"], members, f"{where} (train)", lines.get("train"))
         evaluation = None
         if "test" in splits:
-            evaluation, _ = table_columns(splits["test"], members, f"{where} (eval)", lines.get("test"))
+            evaluation, domain_names = table_columns(splits["test"], members, f"{where} (eval)", lines.get("test"),
+                                                     domain_names)  # fmt: skip
         else:  # no eval data of its own: a leak-free split, stratified by the first classification task
-            stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).stratifies), None)
+            stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).class_ids), None)
             texts = ["text", "text_pair"] if "text_pair" in train.column_names else "text"
             split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts,
                                      label_column=stratify, source_column="domain")  # fmt: skip
             train, evaluation = split["train"], split["test"]
         sources.append(Source(name, [m.spec for m in members], train, evaluation, where, domain_names))
+        split_any = split_any or "test" not in splits
+    if data_args.test_size is not None and not split_any:
+        raise ValueError(f"--test_size {data_args.test_size}: every source has evaluation data of its own, so nothing "
+                         "is split. Drop it.")  # fmt: skip
     taken = {}
     for source in sources:  # two sources from different files with the same stem stay apart
         taken[source.name] = taken.get(source.name, 0) + 1

@@ -20,41 +20,51 @@ class LabelMap:
 
     1. a value matches a label name exactly (both trimmed);
     2. else it matches one name case-insensitively, where only one does;
-    3. else an integer value (1, "1", 1.0) is a class id 0 … K−1, but only when no label name is itself an integer
-       (with names "1" … "5", the value 1 is the class *named* "1");
-    4. anything else is an error naming the place, the value and the names.
-    An empty cell, None or NaN means "no target on this row" (`None` is returned).
+    3. else a number matches the one name that is the same number (names "0.5" … "2.5": the value 2.0 is "2.0";
+       names "1" … "5": the value 1 is the class *named* "1");
+    4. else an integer value (1, "1", 1.0) is a class id 0 … K−1, but only when no label name is a number;
+    5. anything else is an error naming the place, the value and the names.
+    An empty cell, None or NaN means "no target on this row" (`None` is returned). A `ClassLabel` column is read by
+    its names (`task_data.table_columns`), so a dataset's own class order cannot swap classes.
     """
 
     def __init__(self, names: list[str]):
         self.names = list(names)
         self.exact = {name: i for i, name in enumerate(self.names)}
         folded: dict[str, list[int]] = {}
+        numbers: dict[float, list[int]] = {}
         for i, name in enumerate(self.names):
             folded.setdefault(name.casefold(), []).append(i)
-        self.folded = folded
-        self.ids_allowed = not any(_as_integer(name) is not None for name in self.names)
+            if _as_number(name) is not None:
+                numbers.setdefault(_as_number(name), []).append(i)
+        self.folded, self.numbers = folded, numbers
+        self.ids_allowed = not numbers
 
     def __call__(self, value, where: str) -> int | None:
+        shown = value
+        value = value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value  # numpy
         if _is_absent(value):
             return None
+        if isinstance(value, bool):
+            value = str(value).lower()  # True is not the id 1: it matches a name "true" or nothing
         text = _as_text(value)
         if text in self.exact:
             return self.exact[text]
-        matches = self.folded.get(text.casefold(), [])
+        matches = self.folded.get(text.casefold(), []) or self.numbers.get(_as_number(text), [])
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise ValueError(f"{where}: label {value!r} matches {[self.names[i] for i in matches]} when case is "
-                             "ignored; write it exactly as one of them.")  # fmt: skip
+            raise ValueError(f"{where}: label {shown!r} matches {[self.names[i] for i in matches]} when case (or the "
+                             "way a number is written) is ignored; write it exactly as one of them.")  # fmt: skip
         number = _as_integer(text)
         if number is not None and self.ids_allowed and 0 <= number < len(self.names):
             return number
-        ids = f" or a class id 0–{len(self.names) - 1}" if self.ids_allowed else " (integers are names here, not ids)"
-        raise ValueError(f"{where}: label {value!r} is not one of the names {self.names}{ids}.")
+        ids = f" or a class id 0–{len(self.names) - 1}" if self.ids_allowed else " (numbers are names here, not ids)"
+        raise ValueError(f"{where}: label {shown!r} is not one of the names {self.names}{ids}.")
 
 
 def _is_absent(value) -> bool:
+    value = value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes, list)) else value
     return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
 
 
@@ -62,6 +72,14 @@ def _as_text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # a CSV column with an empty cell is read as floats: 1.0 is the label "1"
     return str(value).strip()
+
+
+def _as_number(text) -> float | None:
+    try:
+        number = float(str(text).strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _as_integer(text: str) -> int | None:
@@ -75,7 +93,7 @@ class TaskIO:
     name: ClassVar[str]
     default_column: ClassVar[str | None] = "label"  # the target column when the task names none (None: no column)
     shown: ClassVar[tuple[str, ...]] = ()  # the metrics in the printed table and the card, in order
-    stratifies: ClassVar[bool] = False  # a split of its source is stratified by it (the first such task)
+    class_ids: ClassVar[bool] = False  # its targets are class ids 0 … K−1: a split is stratified by the first such task
     teacher_targets: ClassVar[bool] = False  # its targets are a teacher's vectors, computed by the run
     # A reliability diagram's (observed rate, x axis, bin mark) names.
     reliability_axes: ClassVar[tuple[str, str, str]] = ("fraction positive", "score (P positive)", "score")
@@ -159,7 +177,7 @@ class ClassificationIO(TaskIO):
     name = "classification"
     shown = ("accuracy", "precision", "recall", "f1", "macro_f1", "accuracy_*", "ece", "log_loss", "confidence")
     reliability_axes = ("accuracy", "top-label confidence", "confidence")
-    stratifies = True
+    class_ids = True
 
     def parse(self, spec, values, where):
         lookup = LabelMap(spec.labels)

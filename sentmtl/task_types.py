@@ -208,10 +208,11 @@ def relational_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -
     sentences are close to which, whatever the two sizes (a 256-d embedding against a 384-d teacher). The diagonal
     is 1 = 1 in both and carried no signal; counting it made the loss's weight (B − 1)/B, smaller for short batches.
     A batch of one row has no pair: 0."""
+    keep = ~torch.isnan(teacher).any(dim=-1)  # rows without a teacher vector (NaN) are left out, rows and columns
     s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(teacher.float(), dim=-1)
-    off_diagonal = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
-    return masked_mean(((s @ s.T - t @ t.T) ** 2).reshape(-1), off_diagonal.reshape(-1))
+    t = F.normalize(_filled(teacher, keep), dim=-1)
+    pairs = keep[:, None] & keep[None, :] & ~torch.eye(len(s), dtype=torch.bool, device=s.device)
+    return masked_mean(((s @ s.T - t @ t.T) ** 2).reshape(-1), pairs.reshape(-1))
 
 
 __all__ = ["IGNORE_INDEX", "TASK_TYPES", "TaskInputs", "TaskType", "cosent_loss", "masked_mean", "register_task_type",

@@ -28,7 +28,7 @@ def build_param_groups(model, args, head_learning_rates: dict[str, float] | None
     receive gradients.
     """
     lrs = args.learning_rates()
-    own = {task: lr for task, lr in (head_learning_rates or {}).items() if lr}
+    own = {task: lr for task, lr in (head_learning_rates or {}).items() if lr is not None}
     unknown = sorted(set(own) - {group.task for group in model.parameter_groups() if group.role == "head"})
     if unknown:
         raise ValueError(f"head learning rates for {unknown}, which have no head in this model.")
@@ -76,7 +76,14 @@ class SentMtlTrainer(Trainer):
 
     def __init__(self, *args, head_learning_rates: dict[str, float] | None = None, eval_tasks=(), **kwargs):
         model = kwargs.get("model") or (args[0] if args else None)
-        if kwargs.get("data_collator") is None and model is not None and kwargs.get("processing_class") is not None:
+        headed = [task.name for task in eval_tasks if task.has_head]
+        if headed:
+            raise ValueError(f"eval_tasks {headed} have heads, which only a model's own tasks have; evaluate tasks of "
+                             "the model, or head-less ones (similarity, distillation).")  # fmt: skip
+        if kwargs.get("data_collator") is None:
+            if kwargs.get("processing_class") is None:
+                raise ValueError("SentMtlTrainer needs processing_class=tokenizer (for its MultiTaskCollator) or "
+                                 "data_collator=MultiTaskCollator(tokenizer, tasks).")  # fmt: skip
             kwargs["data_collator"] = MultiTaskCollator(kwargs["processing_class"], [*unwrap(model).tasks, *eval_tasks])
         super().__init__(*args, **kwargs)
         self.head_learning_rates = dict(head_learning_rates or {})
@@ -151,22 +158,27 @@ class SentMtlTrainer(Trainer):
         was_training = model.training
         model.eval()
         known = [*model.tasks, *self.eval_tasks]
-        metrics, task_losses = {}, {}
+        metrics, task_losses, labelled, seen = {}, {}, {}, set()
         self.last_eval_outputs = {}  # {task: (outputs, targets)} of this evaluation, for the run's plots
         for k, part in enumerate(dataset.parts):
             tasks = dataset.part_tasks(k, known)
+            twice = sorted(seen & {task.name for task in tasks})
+            if twice:
+                raise ValueError(f"evaluation data: tasks {twice} have targets in more than one part; give each task "
+                                 "one evaluation table (concatenate them).")  # fmt: skip
+            seen |= {task.name for task in tasks}
             collected, domains = self._predict(model, part, tasks)
             for task in tasks:
-                outputs, targets, loss = collected[task.name]
+                outputs, targets, loss, count = collected[task.name]
                 self.last_eval_outputs[task.name] = (outputs, targets)
-                task_losses[task.name] = loss
+                task_losses[task.name], labelled[task.name] = loss, count > 0
                 metrics[f"{metric_key_prefix}_{task.name}_loss"] = float(loss)
                 values = task_io(task).metrics(task, outputs, targets, domains, dataset.domain_names[k])
                 metrics.update({f"{metric_key_prefix}_{task.name}_{key}": value for key, value in values.items()})
         trained = {name: loss.to(model.device) for name, loss in task_losses.items() if name in {t.name for t in model.tasks}}
         if trained:
             with torch.no_grad():
-                metrics[f"{metric_key_prefix}_loss"] = float(model.combine_losses(trained))
+                metrics[f"{metric_key_prefix}_loss"] = float(model.combine_losses(trained, labelled=labelled))
         model.train(was_training)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -174,9 +186,9 @@ class SentMtlTrainer(Trainer):
 
     @torch.inference_mode()
     def _predict(self, model, part, tasks) -> tuple[dict, np.ndarray]:
-        """{task: (outputs, targets, loss)} over one source's rows, gathered from every process, and the rows'
-        domains. A loss that compares rows is the mean of its batches' (weighted by their rows), as in training;
-        any other is computed once over all the rows that carry a target, exactly what the metrics see."""
+        """{task: (outputs, targets, loss, labelled rows)} over one source's rows, gathered from every process, and
+        the rows' domains. A loss that compares rows is the mean of its batches' (weighted by their labelled rows),
+        as in training; any other is computed once over all the rows that carry a target, what the metrics see."""
         loader = self.accelerator.prepare(DataLoader(part, batch_size=self.args.eval_batch_size,
                                                      collate_fn=self.data_collator))  # fmt: skip
         parts = {task.name: ([], [], [], []) for task in tasks}  # outputs, targets, batch losses, batch sizes
@@ -199,14 +211,23 @@ class SentMtlTrainer(Trainer):
                 all_targets.append(target.cpu())
                 if task.kind.compares_rows:
                     losses.append(float(task.kind.loss(task, output, target)))
-                    sizes.append(len(output))
+                    sizes.append(int(task.kind.present(target).sum()))
         result = {}
         for task in tasks:
             outputs, targets, losses, sizes = parts[task.name]
             outputs, targets = torch.cat(outputs), torch.cat(targets)
-            loss = float(np.average(losses, weights=sizes)) if losses else float(task.kind.loss(task, outputs, targets))
-            result[task.name] = (outputs.numpy(), targets.numpy(), torch.tensor(loss))
+            count = int(task.kind.present(targets).sum())
+            if losses:
+                loss = float(np.average(losses, weights=sizes)) if sum(sizes) else 0.0
+            else:
+                loss = float(task.kind.loss(task, outputs, targets))
+            result[task.name] = (outputs.numpy(), targets.numpy(), torch.tensor(loss), count)
         return result, torch.cat(domains).numpy()
+
+    def predict(self, *args, **kwargs):
+        # The Trainer's prediction loop drops the task targets and knows one output; here outputs are per task.
+        raise NotImplementedError("SentMtlTrainer.predict is not supported: use evaluate() for metrics, "
+                                  "sentmtl.encode() for embeddings, or the model's task_outputs.")  # fmt: skip
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `domain` labels rows for per-domain metrics only; the model does not take it.

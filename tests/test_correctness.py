@@ -263,7 +263,7 @@ def test_uncertainty_weights_move_when_one_task_dominates(tiny_encoder_dir, tiny
     def log_variances_after_100_steps(**lrs):
         model, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, loss_weighting="uncertainty")
         trainer = SentMtlTrainer(model=model, args=training_args(tmp_path, **lrs),
-                                 train_dataset=tokenized_synthetic(tiny_tokenizer))  # fmt: skip
+                                 train_dataset=tokenized_synthetic(tiny_tokenizer), processing_class=tiny_tokenizer)  # fmt: skip
         optimizer = trainer.create_optimizer()
         for _ in range(100):  # the task losses held fixed: only the weighting learns
             model.combine_losses({"classification": torch.tensor(5.0), "sentiment": torch.tensor(0.05)}).backward()

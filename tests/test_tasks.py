@@ -360,7 +360,7 @@ def test_real_encoder_two_datasets_corpus_and_stsb(data_dir, tmp_path):
         os.chdir(cwd)
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_classification_accuracy"] >= 0.75
-    assert metrics["eval_sts_spearman"] >= 0.8 and metrics["eval_stsb_spearman"] >= 80
+    assert metrics["eval_sts_spearman"] >= 0.8 and metrics["eval_stsb_spearman"] >= 0.8
     # Both corpora are distilled: the STS-B sentences keep the starting encoder's structure too.
     assert metrics["eval_distillation_structure_spearman"] > 0.5 and metrics["eval_sts_distillation_structure_spearman"] > 0.5
     # The config's model keys reach the saved model: the 384-d projection that started as the identity.
