@@ -2,7 +2,8 @@
 
 CoSENT ranks every pair of rows of the batch, relational distillation matches the batch's pairwise cosine matrix:
 under DDP each process holds only its share of the global batch, so such a loss computed locally would change with
-the process count. The rule: every loss that compares rows sees the gathered *global* batch,
+the process count. The rule: every loss sees the gathered *global* batch (for a per-row mean this also counts the
+rows of a short share like any other, where DDP's average of per-process means would not),
 
     loss = scale_for_ddp(cosent_loss(gather_rows(cosines), gather_rows(scores)))
 

@@ -16,7 +16,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_sentmtl import SentMtlConfig
-from .distributed import gather_rows, scale_for_ddp
+from .distributed import gather_rows, scale_for_ddp, world
 from .modeling_parts import ModelParts, ParameterGroup, Pooling, TaskHead
 from .task_types import TaskInputs
 from .tasks import TaskSpec, first_task
@@ -233,10 +233,11 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         )
 
     def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if task.kind.compares_rows and self.training:
-            # Under DDP this process holds a share of the global batch; a loss that compares rows must see all of
-            # them, or its value would depend on the process count. The gradient flows to the local rows only, and
-            # DDP averages over processes, so it is scaled back to the one-process gradient (see distributed.py).
+        if self.training and world()[0] > 1:
+            # Under DDP this process holds a share of the global batch. A loss that compares rows must see all of
+            # them, and a mean over rows must count every process's rows alike (shares can differ by a row, and DDP
+            # averages the processes' gradients as equals): so every task's loss is taken over the gathered batch.
+            # The gradient flows to the local rows only and is scaled back to the one-process gradient.
             return scale_for_ddp(task.kind.loss(task, gather_rows(output), gather_rows(targets)))
         return task.kind.loss(task, output, targets)
 

@@ -16,9 +16,10 @@ type: a new type is one `TaskType` subclass here (or in user code) plus its `Tas
 | distillation   | none: the embedding     | the teacher's vector of the sentence | relational, cosine                     |
 
 Every loss is a mean over the rows that carry a target: a batch where no row does gives 0 for that task (not NaN),
-and the mean is taken with a mask rather than by indexing, so it needs no device-to-host copy. Losses that compare
-the rows of a batch with each other (`compares_rows`: CoSENT, relational distillation) see the global batch under
-DDP (`sentmtl.distributed.gather_rows`), so their value does not depend on the number of processes.
+and the mean is taken with a mask rather than by indexing, so it needs no device-to-host copy. Under DDP the model
+computes every loss over the gathered global batch (`sentmtl.distributed.gather_rows`), so no loss depends on the
+number of processes; `compares_rows` marks the losses that compare a batch's rows with each other (CoSENT,
+relational distillation), which evaluation averages batch by batch rather than over all rows at once.
 """
 
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class TaskType:
     has_head: ClassVar[bool] = True
     scaled_head: ClassVar[bool] = True  # multiply the head's output by the learnable logit scale (logits only)
     pairs: ClassVar[bool] = False  # rows are sentence pairs (text, text_pair)
-    compares_rows: ClassVar[bool] = False  # the loss compares rows of a batch: gathered under DDP
+    compares_rows: ClassVar[bool] = False  # the loss compares the rows of a batch (evaluated batch by batch)
     target_dtype: ClassVar[torch.dtype] = torch.float32
     label_smoothing: ClassVar[bool] = False  # accepts a label_smoothing
 

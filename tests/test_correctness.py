@@ -64,7 +64,44 @@ def test_two_processes_log_the_loss_of_one(tiny_encoder_dir, synthetic_csv, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = run_results(tmp_path / "one"), run_results(tmp_path / "two")
     assert two["global_step"] == one["global_step"]
-    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=2e-2)
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=2e-2)  # the encoder's own dropout differs
+
+
+@pytest.fixture
+def encoder_without_dropout(tiny_encoder_dir, tmp_path):
+    """The tiny encoder with its own dropout off: random masks differ between 1 and 2 processes."""
+    import shutil
+
+    path = tmp_path / "no-dropout"
+    shutil.copytree(tiny_encoder_dir, path)
+    config = json.loads((path / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_two_processes_with_a_row_comparing_loss_train_and_evaluate_as_one(encoder_without_dropout, synthetic_csv,
+                                                                           tmp_path):  # fmt: skip
+    """#20: the relational distillation loss compares the rows of a batch; computed on each process's share it made
+    2 processes × 8 rows differ from 1 × 16, and so did the per-row means of a last batch split 2 / 1. Every task's
+    loss now sees the gathered global batch (and the evaluation's losses come from gathered outputs): the two runs
+    train and measure the same, step for step."""
+    tiny_encoder_dir = encoder_without_dropout
+    flags = ["--distillation_weight", "10", "--eval_strategy", "epoch"]
+    one_flags = exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "one", "--per_device_train_batch_size", "16")
+    assert main([*one_flags, *flags]) == 0
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "run_mtl.py",
+               *exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two"), *flags]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = run_results(tmp_path / "one"), run_results(tmp_path / "two")
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    one, two = (run_results(tmp_path / name, "eval_results.json") for name in ("one", "two"))
+    for key in ("eval_loss", "eval_distillation_loss", "eval_classification_loss", "eval_sentiment_loss",
+                "eval_classification_accuracy"):  # fmt: skip
+        assert two[key] == pytest.approx(one[key], rel=1e-4), key
 
 
 # -- 2. Hub ids ------------------------------------------------------------------------------------------------------
