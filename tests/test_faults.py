@@ -189,8 +189,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_
     original = SentMtlModel.combine_losses
     calls = {"n": 0}
 
-    def poisoned(self, task_losses, tasks=None):
-        loss = original(self, task_losses, tasks)
+    def poisoned(self, task_losses, tasks=None, labelled=None):
+        loss = original(self, task_losses, tasks, labelled)
         if self.training:
             calls["n"] += 1
             if calls["n"] == 6:  # the 6th training step diverges
