@@ -153,7 +153,11 @@ class SentMtlTrainer(Trainer):
         """Every task on its source's rows of `eval_dataset` (default: the run's eval split): `<prefix>_<task>_<metric>`,
         `<prefix>_<task>_loss` over the same rows as the metrics, and `<prefix>_loss`, the model's training
         objective over those task losses (learned loss weights included; eval-only tasks excluded)."""
-        dataset = MultiSourceDataset.wrap(eval_dataset if eval_dataset is not None else self.eval_dataset)
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs an eval_dataset (here or when the trainer is built): a tokenised table "
+                             "with target__<task> columns (sentmtl.batching.prepare) or a MultiSourceDataset.")  # fmt: skip
+        dataset = MultiSourceDataset.wrap(dataset)
         model = unwrap(self.model)
         was_training = model.training
         model.eval()

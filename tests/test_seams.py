@@ -549,6 +549,8 @@ def test_review_trainer_refusals_are_clear(tiny_encoder_dir, tmp_path):
         trainer.evaluate(MultiSourceDataset([part, part]))
     with pytest.raises(NotImplementedError, match="use evaluate"):
         trainer.predict(part)
+    with pytest.raises(ValueError, match="evaluate\\(\\) needs an eval_dataset"):
+        trainer.evaluate()
     with pytest.raises(ValueError, match="head_learning_rate 0 must be > 0"):
         RunTask.from_dict({"name": "val", "type": "regression", "head_learning_rate": 0}, "tasks[0]")
 
