@@ -87,8 +87,8 @@ class SentMtlConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         # The seed's class names, for configs of the seed's model (no `tasks`, or a classification task that sets
         # them below); a model without a classification task keeps transformers' neutral LABEL_i names.
-        has_classification = self.tasks is None or any(dict(t).get("type") == "classification" if not isinstance(t, TaskSpec)
-                                                       else t.type == "classification" for t in self.tasks)  # fmt: skip
+        types = [t.type if isinstance(t, TaskSpec) else dict(t).get("type") for t in self.tasks or ()]
+        has_classification = self.tasks is None or "classification" in types
         if self.id2label is None and "num_labels" not in kwargs and has_classification:
             self.id2label = {0: "negative", 1: "positive"}
             self.label2id = {"negative": 0, "positive": 1}

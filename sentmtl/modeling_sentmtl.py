@@ -212,8 +212,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             output = task.kind.output(task, TaskInputs(embeddings, pair_embeddings, head))
             task_outputs[task.name] = output
             if task.name in targets:
-                task_losses[task.name] = self._task_loss(task, output, targets[task.name])
-                labelled[task.name] = task.kind.present(targets[task.name]).any()
+                task_losses[task.name], labelled[task.name] = self._task_loss(task, output, targets[task.name])
         loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
 
         first = {kind: first_task(tasks, kind) for kind in ("classification", "score")}
@@ -232,14 +231,16 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             sentiment_loss=task_losses.get(first["score"].name) if first["score"] else None,
         )
 
-    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor):
+        """(loss, whether any row carried a target) over the rows the loss sees."""
         if self.training and world()[0] > 1:
             # Under DDP this process holds a share of the global batch. A loss that compares rows must see all of
             # them, and a mean over rows must count every process's rows alike (shares can differ by a row, and DDP
             # averages the processes' gradients as equals): so every task's loss is taken over the gathered batch.
             # The gradient flows to the local rows only and is scaled back to the one-process gradient.
-            return scale_for_ddp(task.kind.loss(task, gather_rows(output), gather_rows(targets)))
-        return task.kind.loss(task, output, targets)
+            output, targets = gather_rows(output), gather_rows(targets)
+            return scale_for_ddp(task.kind.loss(task, output, targets)), task.kind.present(targets).any()
+        return task.kind.loss(task, output, targets), task.kind.present(targets).any()
 
     def combine_losses(self, task_losses: dict, tasks: list[TaskSpec] | None = None, labelled: dict | None = None
                        ) -> torch.Tensor:  # fmt: skip

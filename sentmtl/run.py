@@ -24,7 +24,7 @@ from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve
 from .run_config import resolved_run_config, run_config_yaml
 from .run_tasks import DataSpec, RunTask, tasks_from_file, tasks_from_flags
 from .stsb import read_stsb
-from .task_data import add_teacher_targets, build_sources, table_columns
+from .task_data import Source, add_teacher_targets, build_sources, table_columns
 from .task_io import task_io
 from .tasks import TaskSpec
 from .trainer import NonFiniteLossError, SentMtlTrainer
@@ -204,8 +204,6 @@ def sts_eval_source(path, tasks: list[TaskSpec]) -> list:
     if any(task.name == STS_EVAL_TASK for task in tasks):
         raise ValueError(f"--sts_eval_file reports as the task {STS_EVAL_TASK!r}, and a task of the run already has "
                          "that name: rename the task.")  # fmt: skip
-    from .task_data import Source
-
     spec = TaskSpec(STS_EVAL_TASK, "similarity")
     table, _ = table_columns(read_stsb(path), [RunTask(spec, DataSpec({"stsb": str(path)}))], str(path))
     return [Source(STS_EVAL_TASK, [spec], None, table, f"STS-B ({path}, evaluation only)")]

@@ -28,15 +28,16 @@ def build_param_groups(model, args, head_learning_rates: dict[str, float] | None
     receive gradients.
     """
     lrs = args.learning_rates()
+    parts = model.parameter_groups()
     own = {task: lr for task, lr in (head_learning_rates or {}).items() if lr is not None}
-    unknown = sorted(set(own) - {group.task for group in model.parameter_groups() if group.role == "head"})
+    unknown = sorted(set(own) - {part.task for part in parts if part.role == "head"})
     if unknown:
         raise ValueError(f"head learning rates for {unknown}, which have no head in this model.")
     include_frozen_backbone = getattr(args, "unfreeze_backbone_at_epoch", None) is not None
     by_role = {"backbone": lrs["backbone"], "projection": lrs["shared"], "loss_weighting": lrs["loss_weighting"],
                "head": lrs["head"]}  # fmt: skip
     named = {}  # group name → (lr, weight decay, params)
-    for part in model.parameter_groups():
+    for part in parts:
         if part.role == "backbone":
             name, lr = part.name, lrs["backbone"] * args.layerwise_lr_decay**part.depth
         elif part.role == "head":

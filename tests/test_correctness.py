@@ -34,6 +34,15 @@ def exact_flags(tiny_encoder_dir, synthetic_csv, out, *extra):
                           "--train_sampling_strategy", "sequential", "--warmup_steps", "0", *extra)  # fmt: skip
 
 
+def run_two_processes(flags: list[str]) -> None:
+    """run_mtl.py under `accelerate launch` with 2 processes (torchrun over gloo on a machine without GPUs)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "run_mtl.py", *flags]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 # -- 1. loss scaling -------------------------------------------------------------------------------------------------
 
 
@@ -56,12 +65,7 @@ def test_gradient_accumulation_does_not_scale_the_loss(tiny_encoder_dir, synthet
 def test_two_processes_log_the_loss_of_one(tiny_encoder_dir, synthetic_csv, tmp_path):
     """Under DDP the loss was multiplied by the number of processes (`average_tokens_across_devices`)."""
     assert main(exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "one", "--per_device_train_batch_size", "16")) == 0
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "run_mtl.py",
-               *exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two")]  # 2 × 8 per device = 16 per step
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_two_processes(exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two"))  # 2 × 8 per device = 16 per step
     one, two = run_results(tmp_path / "one"), run_results(tmp_path / "two")
     assert two["global_step"] == one["global_step"]
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=2e-2)  # the encoder's own dropout differs
@@ -85,17 +89,12 @@ def test_two_processes_with_a_row_comparing_loss_train_and_evaluate_as_one(encod
     """#20: the relational distillation loss compares the rows of a batch; computed on each process's share it made
     2 processes × 8 rows differ from 1 × 16, and so did the per-row means of a last batch split 2 / 1. Every task's
     loss now sees the gathered global batch (and the evaluation's losses come from gathered outputs): the two runs
-    train and measure the same, step for step."""
+    reach the same training loss and the same evaluation."""
     tiny_encoder_dir = encoder_without_dropout
     flags = ["--distillation_weight", "10", "--eval_strategy", "epoch"]
     one_flags = exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "one", "--per_device_train_batch_size", "16")
     assert main([*one_flags, *flags]) == 0
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "run_mtl.py",
-               *exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two"), *flags]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_two_processes([*exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two"), *flags])
     one, two = run_results(tmp_path / "one"), run_results(tmp_path / "two")
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
     one, two = (run_results(tmp_path / name, "eval_results.json") for name in ("one", "two"))
