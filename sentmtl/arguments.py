@@ -65,6 +65,15 @@ class ModelArguments:
         metadata={"help": "Initial learnable scale of the heads' logits (they read a unit-norm embedding, whose logits "
                           "are otherwise bounded by ~2). 0: no scale, as models before it had."},
     )
+    matryoshka_dims: list[int] | None = field(
+        default=None,
+        metadata={"help": "Matryoshka embeddings: every loss on the embedding (similarity, contrastive, relational "
+                          "distillation) is the mean over these leading dimensions (re-normalised), e.g. 384 256 128 64 "
+                          "32 (list the full size too). Then encode(..., truncate_dim=64) keeps most of the quality."},
+    )
+    matryoshka_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per --matryoshka_dims entry (default: 1 each)."}
+    )
     allow_pickle_weights: bool = field(
         default=False,
         metadata={"help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."},
@@ -79,7 +88,8 @@ class ModelArguments:
 
     def config_overrides(self) -> dict:
         """The `SentMtlConfig` fields these arguments set (for a fresh model)."""
-        names = ("pooling", "embedding_size", "projection_init", "normalize", "dropout", "loss_weighting")
+        names = ("pooling", "embedding_size", "projection_init", "normalize", "dropout", "loss_weighting",
+                 "matryoshka_dims", "matryoshka_weights")  # fmt: skip
         return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
 
 

@@ -21,17 +21,23 @@ from .tasks import TaskSpec
 
 
 def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
-    """`text` (and `text_pair`) → input_ids, attention_mask (…) and pair_input_ids, …; targets and domain kept."""
+    """`text` (`text_pair`, `negatives`) → input_ids, attention_mask (…), pair_input_ids, … and negative_input_ids, …
+    (a list of k token lists per row); targets and domain kept."""
 
     def tokenize(batch):
         encoded = dict(tokenizer(batch["text"], truncation=True, max_length=max_length))
         if "text_pair" in batch:
             pair = tokenizer(batch["text_pair"], truncation=True, max_length=max_length)
             encoded.update({f"pair_{key}": value for key, value in pair.items()})
+        if "negatives" in batch:
+            k = len(batch["negatives"][0])
+            flat = tokenizer([text for row in batch["negatives"] for text in row], truncation=True, max_length=max_length)
+            encoded.update({f"negative_{key}": [value[i : i + k] for i in range(0, len(value), k)]
+                            for key, value in flat.items()})  # fmt: skip
         return encoded
 
-    return dataset.map(tokenize, batched=True, remove_columns=[c for c in ("text", "text_pair") if c in dataset.column_names],
-                       desc="Tokenising")  # fmt: skip
+    texts = [c for c in ("text", "text_pair", "negatives") if c in dataset.column_names]
+    return dataset.map(tokenize, batched=True, remove_columns=texts, desc="Tokenising")
 
 
 def prepare(dataset: datasets.Dataset, tasks: list[TaskSpec], tokenizer: PreTrainedTokenizerBase, max_length: int = 128,
@@ -61,10 +67,14 @@ class MultiSourceDataset(torch.utils.data.Dataset):
     tasks are those with a `target__<task>` column."""
 
     def __init__(self, parts: list[datasets.Dataset], tasks: list[list[TaskSpec]] | None = None,
-                 domain_names: list[list[str]] | None = None):  # fmt: skip
+                 domain_names: list[list[str]] | None = None, batch_sizes: list[int | None] | None = None,
+                 batches_per_epoch: list[int | None] | None = None):  # fmt: skip
+        """`batch_sizes` / `batches_per_epoch`: per part, its own (None: the trainer's / the sampling strategy's)."""
         self.parts = parts
         self.tasks = tasks if tasks is not None else [None] * len(parts)
         self.domain_names = domain_names if domain_names is not None else [[] for _ in parts]
+        self.batch_sizes = batch_sizes if batch_sizes is not None else [None] * len(parts)
+        self.batches_per_epoch = batches_per_epoch if batches_per_epoch is not None else [None] * len(parts)
         self.offsets = np.cumsum([0] + [len(part) for part in parts])
 
     @classmethod
@@ -87,6 +97,19 @@ class MultiSourceDataset(torch.utils.data.Dataset):
     def lengths(self) -> list[list[int]]:
         return [[len(ids) for ids in part["input_ids"]] for part in self.parts]
 
+    def batch_keys(self, known: list[TaskSpec]) -> list[list[tuple] | None]:
+        """Per part, each row's keys that no two rows of a training batch may share (the texts of a contrastive
+        task's rows: a duplicate would be a false negative), or None."""
+        out = []
+        for k, part in enumerate(self.parts):
+            keys = None
+            for task in self.part_tasks(k, known):
+                if task_io(task).distinct_in_batch:
+                    keys = task_io(task).batch_keys(task, part[TARGET_PREFIX + task.name])
+                    break
+            out.append(keys)
+        return out
+
 
 class MultiTaskCollator:
     """Rows of one source → a batch: padded inputs (and pair inputs), `task_labels` by task in each type's dtype,
@@ -104,6 +127,12 @@ class MultiTaskCollator:
             pair = self.tokenizer.pad([{k: row[f"pair_{k}"] for k in self.INPUTS if f"pair_{k}" in row} for row in rows],
                                       return_tensors="pt")  # fmt: skip
             batch.update({f"pair_{key}": value for key, value in pair.items()})
+        if "negative_input_ids" in rows[0]:  # k per row: padded together, then [rows, k, length]
+            k = len(rows[0]["negative_input_ids"])
+            flat = [{key: row[f"negative_{key}"][j] for key in self.INPUTS if f"negative_{key}" in row}
+                    for row in rows for j in range(k)]  # fmt: skip
+            negatives = self.tokenizer.pad(flat, return_tensors="pt")
+            batch.update({f"negative_{key}": value.reshape(len(rows), k, -1) for key, value in negatives.items()})
         labels = {}
         for key in rows[0]:
             if key.startswith(TARGET_PREFIX):

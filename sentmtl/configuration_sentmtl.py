@@ -56,6 +56,15 @@ class SentMtlConfig(PretrainedConfig):
             Label smoothing of the Task A cross-entropy (`--label_smoothing_factor` sets it). It lives in the
             model's loss, beside Task B's, rather than in the Trainer's label smoother, which would replace the
             whole loss with Task A's alone.
+        matryoshka_dims (`list[int]`, *optional*):
+            Matryoshka embeddings (Kusupati et al. 2022): every loss that acts on the embedding (similarity,
+            contrastive, relational distillation) becomes the weighted mean of that loss over the embedding's
+            first `d` dimensions (re-normalised), for each `d` listed (each ≤ `embedding_size`; list the full size
+            too, e.g. `[384, 256, 128, 64, 32]`). The heads keep reading the full embedding. A truncated embedding is
+            then `encode(..., truncate_dim=d)`. A loss that cannot use a prefix (cosine distillation against
+            full-size teacher vectors) is refused.
+        matryoshka_weights (`list[float]`, *optional*):
+            One weight per `matryoshka_dims` entry (default: 1 each).
         encoder_name_or_path (`str`, *optional*):
             Where the encoder's pretrained weights came from (informational: the weights themselves are in the
             checkpoint). Model cards and logs quote it.
@@ -83,6 +92,8 @@ class SentMtlConfig(PretrainedConfig):
     classification_label_smoothing: float = 0.0
     tasks: list | None = None
     head_logit_scale: float | None = None
+    matryoshka_dims: list | None = None
+    matryoshka_weights: list | None = None
 
     def __post_init__(self, **kwargs):
         # The seed's class names, for configs of the seed's model (no `tasks`, or a classification task that sets
@@ -146,11 +157,39 @@ class SentMtlConfig(PretrainedConfig):
             raise ValueError(f"num_labels={self.num_labels!r} must be >= 2 (Task A is a classification).")
         if self.head_logit_scale is not None and not self.head_logit_scale > 0:
             raise ValueError(f"head_logit_scale={self.head_logit_scale!r} must be > 0 (or unset: no scale).")
+        self._validate_matryoshka()
         if self.pooling == "pooler" and self.encoder_config.model_type not in _ENCODERS_WITH_POOLER:
             raise ValueError(
                 f"pooling='pooler' needs an encoder with a pooler layer ({', '.join(_ENCODERS_WITH_POOLER)}); "
                 f"{self.encoder_config.model_type!r} has none: use 'mean' or 'cls'."
             )
+
+    def _validate_matryoshka(self):
+        dims, weights = self.matryoshka_dims, self.matryoshka_weights
+        if dims is None:
+            if weights is not None:
+                raise ValueError("matryoshka_weights without matryoshka_dims: give the dimensions they weigh.")
+            return
+        if (not isinstance(dims, (list, tuple)) or not dims or len(set(dims)) != len(dims)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= self.embedding_size for d in dims)):  # fmt: skip
+            raise ValueError(f"matryoshka_dims={dims!r}: a list of distinct integers in 1 … embedding_size "
+                             f"({self.embedding_size}).")  # fmt: skip
+        if weights is not None and (len(weights) != len(dims) or not all(w >= 0 for w in weights) or not sum(weights) > 0):
+            raise ValueError(f"matryoshka_weights={weights!r}: one non-negative weight per dimension in "
+                             f"matryoshka_dims {dims}, not all 0.")  # fmt: skip
+        refused = [f"{t.name} (loss {t.loss})" for t in self.task_specs if t.loss in t.kind.prefix_refused]
+        if refused:
+            raise ValueError(f"matryoshka_dims: {', '.join(refused)} cannot be taken on a truncated embedding (cosine "
+                             "distillation compares it with full-size teacher vectors); use loss: relational, or "
+                             "drop matryoshka_dims.")  # fmt: skip
+        self.matryoshka_dims = [int(d) for d in dims]
+
+    def matryoshka(self) -> list[tuple[int, float]]:
+        """[(dimension, weight)] of the Matryoshka losses; empty when off."""
+        if not self.matryoshka_dims:
+            return []
+        weights = self.matryoshka_weights or [1.0] * len(self.matryoshka_dims)
+        return [(int(d), float(w)) for d, w in zip(self.matryoshka_dims, weights)]
 
     @property
     def hidden_size(self) -> int:

@@ -137,3 +137,41 @@ def distillation_metrics(student, teacher, max_sentences: int = 500) -> dict[str
     t /= np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
     upper = np.triu_indices(len(s), k=1)
     return {"structure_spearman": float(spearmanr((s @ s.T)[upper], (t @ t.T)[upper]).statistic)} if len(s) > 2 else {}
+
+
+RETRIEVAL_CUTOFFS = {"recall": (1, 10), "mrr": (10,), "ndcg": (10,)}
+
+
+def retrieval_metrics(queries, documents, relevant: list[set[int]], chunk_size: int = 1024) -> dict[str, float]:
+    """Recall@1/@10, MRR@10 and nDCG@10 of ranking `documents` `[m, d]` by cosine similarity to each of `queries`
+    `[n, d]`, `relevant[i]` holding the indices of query i's relevant documents (binary relevance). The definitions
+    of sentence-transformers' `InformationRetrievalEvaluator`: recall@k = relevant found in the top k / relevant;
+    MRR@10 = 1 / rank of the first relevant document in the top 10 (0 if none); nDCG@10 = Σ rel_i / log2(i + 1)
+    over the top 10, over the same for an ideal ranking; ties broken by the lower document index; means over
+    queries. Every document is ranked for every query, its own text included (as theirs: no self-exclusion)."""
+    queries = _unit(np.asarray(queries, np.float32))
+    documents = _unit(np.asarray(documents, np.float32))
+    if len(queries) != len(relevant):
+        raise ValueError(f"{len(queries)} queries but {len(relevant)} relevant sets.")
+    top = min(10, len(documents))
+    ranked = []
+    for start in range(0, len(queries), chunk_size):  # bounded memory: chunk × m scores at a time
+        scores = queries[start : start + chunk_size] @ documents.T
+        # A stable sort on −score puts equal scores in document order (the lower index first).
+        ranked.append(np.argsort(-scores, axis=1, kind="stable")[:, :top])
+    ranked = np.concatenate(ranked) if ranked else np.zeros((0, top), dtype=int)
+    out = {f"recall@{k}": [] for k in RETRIEVAL_CUTOFFS["recall"]} | {"mrr@10": [], "ndcg@10": []}
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    for hits, wanted in zip(ranked, relevant):
+        found = np.array([doc in wanted for doc in hits], dtype=float)
+        for k in RETRIEVAL_CUTOFFS["recall"]:
+            out[f"recall@{k}"].append(found[:k].sum() / len(wanted))
+        first = np.flatnonzero(found[:10])
+        out["mrr@10"].append(1.0 / (first[0] + 1) if len(first) else 0.0)
+        ideal = discounts[: min(len(wanted), 10)].sum()
+        out["ndcg@10"].append(float((found[:10] * discounts[: len(found[:10])]).sum() / ideal))
+    return {name: float(np.mean(values)) if values else float("nan") for name, values in out.items()}
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)

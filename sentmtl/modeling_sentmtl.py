@@ -179,6 +179,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         pair_input_ids: torch.Tensor | None = None,
         pair_attention_mask: torch.Tensor | None = None,
         pair_token_type_ids: torch.Tensor | None = None,
+        negative_input_ids: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        negative_token_type_ids: torch.Tensor | None = None,
     ) -> SentMtlOutput:
         r"""
         task_labels (`dict[str, torch.Tensor]`, *optional*): targets by task name, in each type's layout (see
@@ -186,7 +189,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             is absent (-100 for class ids, NaN otherwise) are left out. The seed's model:
             `{"classification": class ids, "sentiment": scores in [0, 1]}`.
         pair_input_ids / pair_attention_mask / pair_token_type_ids (*optional*): the second sentence of each pair,
-            for similarity tasks.
+            for similarity and contrastive tasks.
+        negative_input_ids / negative_attention_mask / negative_token_type_ids (*optional*): `[batch, k, length]`,
+            k hard negatives per row, for contrastive tasks.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -196,6 +201,13 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             if pair_attention_mask is None:
                 pair_attention_mask = torch.ones_like(pair_input_ids)
             pair_embeddings = self.embed(pair_input_ids, pair_attention_mask, pair_token_type_ids)
+        negative_embeddings = None
+        if negative_input_ids is not None:
+            rows, k = negative_input_ids.shape[:2]
+            flat = lambda x: None if x is None else x.reshape(rows * k, -1)  # noqa: E731
+            mask = negative_attention_mask if negative_attention_mask is not None else torch.ones_like(negative_input_ids)
+            negative_embeddings = self.embed(flat(negative_input_ids), flat(mask), flat(negative_token_type_ids))
+            negative_embeddings = negative_embeddings.reshape(rows, k, -1)
         features = self.dropout(embeddings)
         tasks = self.tasks  # read from the config once per forward
         targets = task_labels or {}
@@ -205,13 +217,26 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                              f"({', '.join(t.name for t in tasks)}).")  # fmt: skip
 
         task_outputs, task_losses, labelled = {}, {}, {}
+        matryoshka = self.config.matryoshka()
         for task in tasks:
             if task.kind.pairs and pair_embeddings is None and task.name not in targets:
                 continue  # a pair task without pairs: nothing to show, nothing asked
             head = getattr(self, f"{task.name}_head")(features) if task.has_head else None
-            output = task.kind.output(task, TaskInputs(embeddings, pair_embeddings, head))
+            inputs = TaskInputs(embeddings, pair_embeddings, head, negative_embeddings)
+            output = task.kind.output(task, inputs)
             task_outputs[task.name] = output
-            if task.name in targets:
+            if task.name not in targets:
+                continue
+            if matryoshka and task.loss in task.kind.prefix_losses:
+                # Matryoshka: the weighted mean of the loss over the embedding's truncated, re-normalised prefixes.
+                total = sum(weight for _, weight in matryoshka)
+                results = [(weight, self._task_loss(task, output if size == self.config.embedding_size else
+                                                    task.kind.output(task, inputs.truncated(size, self.config.normalize)),
+                                                    targets[task.name]))
+                           for size, weight in matryoshka]  # fmt: skip
+                task_losses[task.name] = torch.stack([weight * loss for weight, (loss, _) in results]).sum() / total
+                labelled[task.name] = results[0][1][1]  # the same rows at every size
+            else:
                 task_losses[task.name], labelled[task.name] = self._task_loss(task, output, targets[task.name])
         loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
 

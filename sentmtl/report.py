@@ -24,7 +24,8 @@ def metric_rows(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> 
 
 def format_metrics_table(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> str:
     """A three-column table (task, metric, value) of the metrics present."""
-    rows = [(task, name, f"{value:.4f}") for task, name, value in metric_rows(metrics, tasks, prefix)]
+    rows = [(task, name, str(value) if isinstance(value, int) else f"{value:.4f}")  # counts stay counts
+            for task, name, value in metric_rows(metrics, tasks, prefix)]  # fmt: skip
     if not rows:
         return "(no metrics)"
     width_task = max(len("task"), *(len(r[0]) for r in rows))

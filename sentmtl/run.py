@@ -13,6 +13,7 @@ from transformers import HfArgumentParser, set_seed
 from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
 from .batching import MultiSourceDataset, tokenize_source
 from .callbacks import FreezeCallback, InterruptCallback, WeightAveragingCallback
+from .configuration_sentmtl import SentMtlConfig
 from .checkpoints import latest_checkpoint, resolve_resume_checkpoint, save_final_model
 from .embed import default_max_length, encode
 from .errors import USER_ERRORS, debug_requested, one_line
@@ -55,6 +56,9 @@ def parse_args(argv: list[str] | None = None):
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
         if tasks is not None:
             data_args.tasks = tasks_from_file(tasks, model_args, data_args, training_args, where=str(config_file))
+            # The model's rules over its tasks (Matryoshka against a loss that needs the full size, …) before any data
+            # or model loads.
+            SentMtlConfig(**model_args.config_overrides(), tasks=[task.spec.to_dict() for task in data_args.tasks])
         return model_args, data_args, training_args
     return parser.parse_args_into_dataclasses(args=argv)
 
@@ -107,7 +111,9 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks])
     with training_args.main_process_first(desc="tokenising"):
         train_dataset = MultiSourceDataset([tokenize_source(source.train, tokenizer, max_length) for source in sources],
-                                           [source.tasks for source in sources])  # fmt: skip
+                                           [source.tasks for source in sources],
+                                           batch_sizes=[source.batch_size for source in sources],
+                                           batches_per_epoch=[source.batches_per_epoch for source in sources])  # fmt: skip
         evaluated = [source for source in sources if source.eval is not None] + eval_only
         eval_dataset = MultiSourceDataset([tokenize_source(source.eval, tokenizer, max_length) for source in evaluated],
                                           [source.tasks for source in evaluated],

@@ -35,6 +35,17 @@ class DataSpec:
     # Distillation: the teacher whose pooled vectors are the targets — a model name or path; unset: the model as
     # this run starts (for a continued run, the checkpoint's encoder, not the original one).
     teacher: str | None = None
+    # Contrastive: columns of hard negatives (one text each, every row filled); rows whose score (label_column,
+    # default `score`) is below min_score are not pairs (training drops them; evaluation keeps their second text as a
+    # retrieval document); distractors: more documents for the evaluation's second, harder corpus —
+    # {stsb: folder} (every sentence of its train split) or {file: path, columns: [...]}.
+    negative_columns: list | None = None
+    min_score: float | None = None
+    distractors: dict | None = None
+    # Sampling of this source: its own batch size (per device; default --per_device_train_batch_size), and a fixed
+    # number of batches per epoch placed among the other sources' (default: what --task_sampling gives it).
+    batch_size: int | None = None
+    batches_per_epoch: int | None = None
 
     def __post_init__(self):
         data = self.data
@@ -47,6 +58,19 @@ class DataSpec:
             if unknown:
                 raise ValueError(f"task data {data!r}: unknown key(s) {unknown}; a {kinds[0]} source takes "
                                  f"{', '.join(DATA_KEYS[kinds[0]])}.")  # fmt: skip
+        if self.negative_columns is not None and (not isinstance(self.negative_columns, list) or not self.negative_columns
+                                                  or not all(isinstance(c, str) for c in self.negative_columns)):  # fmt: skip
+            raise ValueError(f"negative_columns {self.negative_columns!r}: a list of column names.")
+        if self.distractors is not None:
+            ok = isinstance(self.distractors, dict) and (set(self.distractors) == {"stsb"} or (
+                "file" in self.distractors and set(self.distractors) <= {"file", "columns"}))  # fmt: skip
+            if not ok:
+                raise ValueError(f"distractors {self.distractors!r}: use {{stsb: folder}} or {{file: path, columns: "
+                                 "[...]}} (columns default to the task's text columns).")  # fmt: skip
+        for name in ("batch_size", "batches_per_epoch"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} {value!r} must be a positive integer.")
         if self.max_samples is not None and (self.max_samples < 2 or self.has_eval_split):
             raise ValueError(f"max_samples {self.max_samples}: must be at least 2, and only for data that is split "
                              "(not with a validation file, STS-B or a dataset's eval split: trim those instead).")
@@ -57,8 +81,10 @@ class DataSpec:
         return bool(data.get("validation_file") or "stsb" in data or data.get("eval_split"))
 
     def source_key(self) -> str:
-        """Tasks with the same key share one source: the same data read through the same text columns."""
-        return json.dumps([self.data, self.text_column, self.text_pair_column, self.max_samples], sort_keys=True)
+        """Tasks with the same key share one source: the same rows (data, text columns, subset, filter, documents),
+        batched the same way."""
+        return json.dumps([self.data, self.text_column, self.text_pair_column, self.max_samples, self.negative_columns,
+                           self.min_score, self.distractors, self.batch_size, self.batches_per_epoch], sort_keys=True)  # fmt: skip
 
 
 @dataclass
@@ -90,6 +116,10 @@ class RunTask:
             raise ValueError(f"{where}: a {spec.type} task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
         if data.teacher is not None and not task_io(spec).teacher_targets:
             raise ValueError(f"{where}: teacher is for distillation tasks only.")
+        retrieval = [name for name in ("negative_columns", "min_score", "distractors") if getattr(data, name) is not None]
+        if retrieval and not task_io(spec).from_texts:
+            raise ValueError(f"{where}: {', '.join(retrieval)}: only for contrastive tasks (a {spec.type} task's rows "
+                             "are not retrieval pairs).")  # fmt: skip
         return cls(spec, data)
 
     def to_dict(self) -> dict:

@@ -12,30 +12,47 @@ sources, the strategy interleaves them:
   expectation, large T uniform), as many steps as `proportional` has; a source drawn past its end starts a fresh
   permutation of its batches.
 
+A source may have its own batch size, and a fixed number of batches per epoch (`batches_per_epoch`: a fresh subset of
+its rows each epoch, or more than one pass): the strategy then orders the other sources, and the fixed ones' batches
+are spread evenly among theirs (shuffled in, under `proportional`). A source with batch keys (a contrastive task's
+texts) gets batches in which no two rows share a key: a row that would repeat one waits for a later batch.
+
 Seeded by (seed, epoch), so a resumed run replays the interrupted epoch's order and skips what it already did.
 """
+
+import logging
 
 import torch
 from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 STRATEGIES = ("proportional", "round_robin", "temperature")
+logger = logging.getLogger(__name__)
 
 
 class TaskBatchSampler(Sampler):
     """Batches of global indices; source k's rows are `offsets[k] … offsets[k] + len(lengths[k]) - 1`."""
 
-    def __init__(self, lengths: list[list[int]], batch_size: int, strategy: str = "proportional",
-                 temperature: float = 2.0, seed: int = 42, within: str = "group_by_length", min_batch_size: int = 1):  # fmt: skip
+    def __init__(self, lengths: list[list[int]], batch_size: int | list[int], strategy: str = "proportional",
+                 temperature: float = 2.0, seed: int = 42, within: str = "group_by_length", min_batch_size: int = 1,
+                 batches_per_epoch: list[int | None] | None = None, keys: list[list | None] | None = None):  # fmt: skip
         """`within`: the order inside a source: `group_by_length`, `random`, or `sequential` (rows in order, and
         the sources' batches one source after the other: nothing is shuffled). `min_batch_size`: a source's last
         batch smaller than this joins the one before it (under W processes every process needs a row of each batch,
-        and padding a share with repeated rows would put duplicates into losses that compare rows)."""
+        and padding a share with repeated rows would put duplicates into losses that compare rows). `batch_size`:
+        one for all sources or one per source. `batches_per_epoch`: per source, a fixed count (None: the
+        strategy's). `keys`: per source, each row's keys (a tuple) that no two rows of a batch may share, or None."""
         if strategy not in STRATEGIES:
             raise ValueError(f"task sampling {strategy!r} is not supported; choose one of {', '.join(STRATEGIES)}.")
         if not temperature > 0:
             raise ValueError(f"sampling temperature {temperature!r} must be > 0.")
-        self.lengths, self.batch_size, self.strategy = lengths, batch_size, strategy
+        self.lengths, self.strategy = lengths, strategy
+        sizes = list(batch_size) if isinstance(batch_size, (list, tuple)) else [batch_size] * len(lengths)
+        self.batch_sizes = sizes
+        self.fixed = list(batches_per_epoch) if batches_per_epoch is not None else [None] * len(lengths)
+        self.keys = list(keys) if keys is not None else [None] * len(lengths)
+        if not len(sizes) == len(self.fixed) == len(self.keys) == len(lengths):
+            raise ValueError("batch sizes, batches_per_epoch and keys need one entry per source.")
         if within not in ("group_by_length", "random", "sequential"):
             raise ValueError(f"order within a source {within!r}: choose group_by_length, random or sequential.")
         self.temperature, self.seed, self.within, self.epoch = temperature, seed, within, 0
@@ -45,53 +62,112 @@ class TaskBatchSampler(Sampler):
             raise ValueError(f"source(s) {small} have fewer rows than the {min_batch_size} processes; every process "
                              "needs a row of each batch.")  # fmt: skip
         self.min_batch_size = min_batch_size
-        self.batches_per_source = [len(self._split(list(range(len(source))))) for source in lengths]
+        self.batches_per_source = [len(self._split(list(range(len(source))), k)) for k, source in enumerate(lengths)]
+        self.free = [k for k in range(len(lengths)) if self.fixed[k] is None]  # sources the strategy orders
+        for k in range(len(lengths)):
+            short = self.batches_per_source[k] - -(-len(lengths[k]) // sizes[k])
+            if self.keys[k] is not None and short > 0:  # said once, when the sampler is built
+                logger.warning("source %d: %d more batch(es) than its %d rows need at batch size %d, since rows that "
+                               "share a text cannot share a batch.", k, short, len(lengths[k]), sizes[k])  # fmt: skip
 
     def set_epoch(self, epoch) -> None:  # the Trainer (through accelerate) calls this at every epoch, resumed ones too
         self.epoch = int(epoch)
 
+    def _free_count(self) -> int:
+        """Batches per epoch of the sources the strategy orders."""
+        counts = [self.batches_per_source[k] for k in self.free]
+        if not counts:
+            return 0
+        return len(counts) * min(counts) if self.strategy == "round_robin" else sum(counts)
+
     def __len__(self) -> int:
-        if self.strategy == "round_robin":
-            return len(self.lengths) * min(self.batches_per_source)
-        return sum(self.batches_per_source)
+        return self._free_count() + sum(n for n in self.fixed if n is not None)
 
     def _source_batches(self, k: int, generator: torch.Generator) -> list[list[int]]:
         lengths = self.lengths[k]
         if self.within == "sequential":
             order = list(range(len(lengths)))
         elif self.within == "group_by_length" and len(lengths) > 1:
-            order = get_length_grouped_indices(lengths, self.batch_size, generator=generator)
+            order = get_length_grouped_indices(lengths, self.batch_sizes[k], generator=generator)
         else:
             order = torch.randperm(len(lengths), generator=generator).tolist()
         offset = self.offsets[k]
-        return [[offset + i for i in batch] for batch in self._split(order)]
+        return [[offset + i for i in batch] for batch in self._split(order, k)]
 
-    def _split(self, order: list[int]) -> list[list[int]]:
-        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+    def _split(self, order: list[int], k: int) -> list[list[int]]:
+        size = self.batch_sizes[k]
+        if self.keys[k] is None:
+            batches = [order[start : start + size] for start in range(0, len(order), size)]
+        else:
+            batches = distinct_batches(order, self.keys[k], size)
         if len(batches) > 1 and len(batches[-1]) < self.min_batch_size:
             batches[-2:] = [batches[-2] + batches[-1]]
         return batches
 
+    def _fixed_batches(self, k: int, generator: torch.Generator) -> list[list[int]]:
+        """Source k's `batches_per_epoch`: its batches in this epoch's order, more passes when it asks for more."""
+        batches = []
+        while len(batches) < self.fixed[k]:
+            batches += self._source_batches(k, generator)
+        return batches[: self.fixed[k]]
+
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        per_source = [self._source_batches(k, generator) for k in range(len(self.lengths))]
+        per_source = {k: self._source_batches(k, generator) for k in self.free}
+        fixed = {k: self._fixed_batches(k, generator) for k in range(len(self.lengths)) if self.fixed[k] is not None}
         if self.strategy == "proportional":
-            tagged = [batch for batches in per_source for batch in batches]
+            tagged = [batch for batches in [*per_source.values(), *fixed.values()] for batch in batches]
             order = range(len(tagged)) if self.within == "sequential" else torch.randperm(len(tagged), generator=generator).tolist()
             yield from (tagged[i] for i in order)
-        elif self.strategy == "round_robin":
-            for step in range(min(map(len, per_source))):
-                for batches in per_source:
+            return
+        base = list(self._ordered(per_source, generator))
+        # Every batch gets a time in (0, 1): the base sequence's evenly spaced, each fixed source's too; merged by
+        # time (a base batch first on a tie), the fixed sources' batches are spread evenly through the epoch.
+        timed = [((j + 0.5) / len(base), 0, batch) for j, batch in enumerate(base)]
+        for k, batches in fixed.items():
+            timed += [((j + 0.5) / len(batches), 1 + k, batch) for j, batch in enumerate(batches)]
+        yield from (batch for _, _, batch in sorted(timed, key=lambda item: item[:2]))
+
+    def _ordered(self, per_source: dict, generator: torch.Generator):
+        """The strategy's order of the free sources' batches (round_robin or temperature)."""
+        if not per_source:
+            return
+        if self.strategy == "round_robin":
+            for step in range(min(map(len, per_source.values()))):
+                for batches in per_source.values():
                     yield batches[step]
-        else:
-            weights = torch.tensor([len(source) ** (1.0 / self.temperature) for source in self.lengths], dtype=torch.float64)
-            draws = torch.multinomial(weights, len(self), replacement=True, generator=generator).tolist()
-            position = [0] * len(per_source)
-            for k in draws:
-                if position[k] == len(per_source[k]):  # drawn past its end: a fresh permutation of its batches
-                    per_source[k], position[k] = self._source_batches(k, generator), 0
-                yield per_source[k][position[k]]
-                position[k] += 1
+            return
+        sources = list(per_source)
+        weights = torch.tensor([len(self.lengths[k]) ** (1.0 / self.temperature) for k in sources], dtype=torch.float64)
+        draws = torch.multinomial(weights, self._free_count(), replacement=True, generator=generator).tolist()
+        position = dict.fromkeys(sources, 0)
+        for index in draws:
+            k = sources[index]
+            if position[k] == len(per_source[k]):  # drawn past its end: a fresh permutation of its batches
+                per_source[k], position[k] = self._source_batches(k, generator), 0
+            yield per_source[k][position[k]]
+            position[k] += 1
+
+
+def distinct_batches(order: list[int], keys: list[tuple], size: int) -> list[list[int]]:
+    """Rows in `order` cut into batches of up to `size` in which no two rows share a key; a row that would repeat one
+    waits, first in line, for the next batch (sentence-transformers' NoDuplicatesBatchSampler does the same). A batch
+    is short of `size` only when no waiting row fits it."""
+    batches, pending = [], list(order)
+    while pending:
+        batch, used, waiting = [], set(), []
+        for position, row in enumerate(pending):
+            if len(batch) == size:
+                waiting += pending[position:]
+                break
+            if used.isdisjoint(keys[row]):
+                batch.append(row)
+                used.update(keys[row])
+            else:
+                waiting.append(row)
+        batches.append(batch)
+        pending = waiting
+    return batches
 
 
 class RankBatches(Sampler):

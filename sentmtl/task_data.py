@@ -14,6 +14,7 @@ its texts on one side), stratified by its first classification task; `max_sample
 Each task type reads its own target column (`sentmtl.task_io`); an empty cell means "no target on this row".
 """
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .task_io import task_io
 from .tasks import TaskSpec
 
 TARGET_PREFIX = "target__"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Source:
     eval: datasets.Dataset | None
     description: str = ""
     domain_names: list[str] = field(default_factory=list)
+    batch_size: int | None = None  # per device; None: the run's
+    batches_per_epoch: int | None = None  # None: what the sampling strategy gives it
 
 
 def _raw_splits(data, data_args) -> tuple[datasets.DatasetDict, str, str, dict]:
@@ -65,6 +69,28 @@ def _raw_splits(data, data_args) -> tuple[datasets.DatasetDict, str, str, dict]:
     if eval_split in loaded:
         out["test"] = loaded[eval_split]
     return datasets.DatasetDict(out), Path(location).name, location, {}
+
+
+def _documents(spec) -> list[str]:
+    """A contrastive source's `distractors`: more retrieval documents for its evaluation."""
+    given = spec.distractors
+    if not given:
+        return []
+    if "stsb" in given:
+        table = read_stsb(stsb_file(given["stsb"], "train"))
+        return [*table["sentence1"], *table["sentence2"]]
+    table, path = read_table(given["file"]), given["file"]
+    defaults = list(dict.fromkeys([spec.text_column or "sentence1", "sentence", spec.text_pair_column or "sentence2",
+                                   *(spec.negative_columns or [])]))  # fmt: skip
+    columns = given.get("columns") or [c for c in defaults if c in table.column_names]
+    missing = [c for c in columns if c not in table.column_names]
+    if missing or not columns:
+        raise ValueError(f"distractors {path}: no column {missing or defaults} (columns: {table.column_names}); name "
+                         "them with distractors: {file: ..., columns: [...]}.")  # fmt: skip
+    texts = [str(t) for column in columns for t in table[column] if t is not None and str(t).strip()]
+    if not texts:
+        raise ValueError(f"distractors {path}: no text in columns {columns}.")
+    return texts
 
 
 def _domains(dataset: datasets.Dataset, names: list[str] | None = None) -> tuple[list[int], list[str]]:
@@ -98,10 +124,11 @@ def _named_values(dataset: datasets.Dataset, column: str, labels: list[str] | No
 
 
 def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str, line_offset: int | None = None,
-                  domain_names: list[str] | None = None) -> tuple[datasets.Dataset, list[str]]:  # fmt: skip
-    """`text` (`text_pair`), `domain` and one `target__<task>` column per task (distillation targets come later),
-    and the domain names (`domain_names`: another split's, extended). `line_offset`: for a file, the line of its
-    first row, so messages name the file's line."""
+                  domain_names: list[str] | None = None, documents: list[str] = ()) -> tuple[datasets.Dataset, list[str]]:  # fmt: skip
+    """`text` (`text_pair`, `negatives`), `domain` and one `target__<task>` column per task (distillation targets
+    come later), and the domain names (`domain_names`: another split's, extended). `line_offset`: for a file, the
+    line of its first row, so messages name the file's line. `documents`: retrieval distractors appended as rows
+    (an evaluation split of contrastive tasks), leaving out any that is one of the split's anchors."""
 
     def at(row: int, column: str) -> str:
         place = f"line {row + line_offset}" if line_offset is not None else f"row {row}"
@@ -110,38 +137,59 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
     first = members[0].data
     text = first.text_column or ("sentence1" if "sentence1" in dataset.column_names else "sentence")
     pair = (first.text_pair_column or "sentence2") if any(m.spec.kind.pairs for m in members) else None
-    label_columns = {m.spec.name: m.data.label_column or task_io(m.spec).default_column for m in members}
+    label_columns = {m.spec.name: task_io(m.spec).column(m) for m in members}
     defaults = [m.spec.name for m in members if m.data.label_column is None and label_columns[m.spec.name]]
     shared = sorted({label_columns[n] for n in defaults if [label_columns[d] for d in defaults].count(label_columns[n]) > 1})
     if shared:
         raise ValueError(f"{where}: tasks {[n for n in defaults if label_columns[n] in shared]} would all read the column "
                          f"{shared[0]!r} by default; name each task's label_column.")  # fmt: skip
-    for column in [text, pair]:
+    negatives = first.negative_columns or []
+    for column in [text, pair, *negatives]:
         if column and column not in dataset.column_names:
             raise ValueError(f"{where}: no column {column!r} (columns: {dataset.column_names}); set text_column / "
-                             "text_pair_column on the task.")  # fmt: skip
-    columns = {"text": [str(t) if t is not None else "" for t in dataset[text]]}
-    for row, sentence in enumerate(columns["text"]):
-        if not sentence.strip():
-            raise ValueError(f"{at(row, text)}: empty text; every row needs text.")
+                             "text_pair_column / negative_columns on the task.")  # fmt: skip
+
+    def texts_of(column):
+        values = [str(t) if t is not None else "" for t in dataset[column]]
+        for row, sentence in enumerate(values):
+            if not sentence.strip():
+                raise ValueError(f"{at(row, column)}: empty text; every row needs text in this column.")
+        return values
+
+    columns = {"text": texts_of(text)}
     if pair:
-        columns["text_pair"] = [str(t) if t is not None else "" for t in dataset[pair]]
+        columns["text_pair"] = texts_of(pair)
+    if negatives:
+        columns["negatives"] = [list(row) for row in zip(*map(texts_of, negatives))]
     columns["domain"], domain_names = _domains(dataset, domain_names)
+    rows = len(columns["text"])
+    if documents:
+        anchors = set(columns["text"])
+        documents = [d for d in dict.fromkeys(documents) if d not in anchors]
+        columns["text"] += documents
+        columns["text_pair"] += documents
+        if negatives:  # a document row's every text is the document: one embedding, k + 2 times
+            columns["negatives"] += [[d] * len(negatives) for d in documents]
+        columns["domain"] += [NO_SOURCE] * len(documents)
+    texts = {key: columns[key] for key in ("text", "text_pair", "negatives") if key in columns} | {"rows": rows}
     parsed = {}
     for m in sorted(members, key=lambda m: m.data.score_from is not None):  # derived scores after their source
-        column = label_columns[m.spec.name]
-        if column is None:
+        column, io = label_columns[m.spec.name], task_io(m.spec)
+        if column is not None and column not in dataset.column_names and m.data.score_from is None:
+            raise ValueError(f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
+                             f"{dataset.column_names}); set its label_column.")  # fmt: skip
+        if io.from_texts:
+            values = _named_values(dataset, column, None) if column is not None else None
+            parsed[m.spec.name] = io.targets(m, texts, values, lambda row, c=column: at(row, c))
+        elif column is None:
             continue
-        if column not in dataset.column_names and m.data.score_from is not None:
+        elif column not in dataset.column_names:
             source = next((x.spec for x in members if x.spec.name == m.data.score_from), None)
             if source is None or not task_io(source).class_ids or source.name not in parsed:
                 raise ValueError(f"{where}: task {m.spec.name!r} has no column {column!r}, and score_from "
                                  f"{m.data.score_from!r} is not a classification task of the same data.")  # fmt: skip
             parsed[m.spec.name] = [label / (len(source.labels) - 1) if label >= 0 else float("nan")
                                    for label in parsed[m.data.score_from]]  # fmt: skip
-        elif column not in dataset.column_names:
-            raise ValueError(f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
-                             f"{dataset.column_names}); set its label_column.")  # fmt: skip
         else:
             values = _named_values(dataset, column, m.spec.labels)
             parsed[m.spec.name] = task_io(m.spec).parse(m.spec, values, lambda row, c=column: at(row, c))
@@ -160,16 +208,29 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int) -> list[Source
         splits, name, where, lines = _raw_splits(spec.data, data_args)
         train, domain_names = table_columns(splits["train"], members, f"{where} (train)", lines.get("train"))
         evaluation = None
+        documents = _documents(spec)
+        if documents and "test" not in splits:
+            raise ValueError(f"{where}: distractors are added to a source's own evaluation data; give it some "
+                             "(validation_file, stsb, or a dataset's eval_split).")  # fmt: skip
         if "test" in splits:
             evaluation, domain_names = table_columns(splits["test"], members, f"{where} (eval)", lines.get("test"),
-                                                     domain_names)  # fmt: skip
+                                                     domain_names, documents)  # fmt: skip
         else:  # no eval data of its own: a leak-free split, stratified by the first classification task
             stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).class_ids), None)
             texts = ["text", "text_pair"] if "text_pair" in train.column_names else "text"
             split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts,
                                      label_column=stratify, source_column="domain")  # fmt: skip
             train, evaluation = split["train"], split["test"]
-        sources.append(Source(name, [m.spec for m in members], train, evaluation, where, domain_names))
+        if spec.min_score is not None:  # rows below it are not pairs: nothing to train on (evaluation keeps them)
+            column = TARGET_PREFIX + members[0].spec.name
+            before = train.num_rows
+            train = train.filter(lambda row: row[column][0] == 1, desc="min_score")
+            logger.info("%s: min_score %s keeps %d of %d training rows as pairs.", where, spec.min_score,
+                        train.num_rows, before)  # fmt: skip
+            if train.num_rows == 0:
+                raise ValueError(f"{where}: no training row has a score >= min_score {spec.min_score}.")
+        sources.append(Source(name, [m.spec for m in members], train, evaluation, where, domain_names,
+                              spec.batch_size, spec.batches_per_epoch))
         split_any = split_any or "test" not in splits
     if data_args.test_size is not None and not split_any:
         raise ValueError(f"--test_size {data_args.test_size}: every source has evaluation data of its own, so nothing "

@@ -95,8 +95,24 @@ class TaskIO:
     shown: ClassVar[tuple[str, ...]] = ()  # the metrics in the printed table and the card, in order
     class_ids: ClassVar[bool] = False  # its targets are class ids 0 … K−1: a split is stratified by the first such task
     teacher_targets: ClassVar[bool] = False  # its targets are a teacher's vectors, computed by the run
+    from_texts: ClassVar[bool] = False  # its targets come from the row's texts (`targets`), a column optional
+    distinct_in_batch: ClassVar[bool] = False  # its training batches must not repeat a key (`batch_keys`)
     # A reliability diagram's (observed rate, x axis, bin mark) names.
     reliability_axes: ClassVar[tuple[str, str, str]] = ("fraction positive", "score (P positive)", "score")
+
+    def column(self, member) -> str | None:
+        """The column a run task's targets are read from (None: none)."""
+        return member.data.label_column or self.default_column
+
+    def targets(self, member, texts: dict, values: list | None, where) -> list:
+        """A table's targets for a run task (`member`: its `TaskSpec` and `DataSpec`): its column parsed. `texts`:
+        the rows' `text` (`text_pair`, `negatives`) and `rows`, the number of data rows among them (rows after
+        those are retrieval documents, for types that take them)."""
+        return self.parse(member.spec, values, where)
+
+    def batch_keys(self, spec, targets) -> list | None:
+        """Per row, the keys that no two rows of one training batch may share (None: no such rule)."""
+        return None
 
     def parse(self, spec, values: list, where) -> list:
         """A raw column → targets, row by row; `where(row)` names a row in an error. Absent rows → NaN."""
@@ -297,6 +313,77 @@ class DistillationIO(TaskIO):
 
     def describe(self, spec):
         return f"keeps the starting encoder's similarity structure; {spec.loss}"
+
+
+@register_task_io
+class ContrastiveIO(TaskIO):
+    """Targets: per row `[flag, anchor id, positive id, negative ids …]`, ids numbering the split's distinct texts.
+    flag 1: a pair; 0: a row below the source's `min_score` (evaluation keeps its positive as a retrieval document,
+    training drops it); 2: a distractor document (`distractors`). Metrics: retrieval of the positives by the
+    anchors (`metrics.retrieval_metrics`)."""
+
+    name, default_column, from_texts, distinct_in_batch = "contrastive", None, True, True
+    shown = ("recall@1", "recall@10", "mrr@10", "ndcg@10", "queries", "documents", "distractors_recall@1",
+             "distractors_recall@10", "distractors_mrr@10", "distractors_ndcg@10", "distractors_documents")  # fmt: skip
+
+    def column(self, member):
+        return member.data.label_column or ("score" if member.data.min_score is not None else None)
+
+    def targets(self, member, texts, values, where):
+        ids: dict[str, int] = {}
+        number = lambda text: ids.setdefault(text, len(ids))  # noqa: E731
+        negatives, threshold, out = texts.get("negatives"), member.data.min_score, []
+        for row, (anchor, positive) in enumerate(zip(texts["text"], texts["text_pair"])):
+            if row >= texts["rows"]:
+                flag = 2
+            elif threshold is None:
+                flag = 1
+            else:
+                value = values[row]
+                if _is_absent(value) or _as_number(value) is None:
+                    raise ValueError(f"{where(row)}: {value!r} is not a score, and min_score {threshold} needs one on "
+                                     "every row.")  # fmt: skip
+                flag = int(_as_number(value) >= threshold)
+            out.append([flag, number(anchor), number(positive), *map(number, negatives[row] if negatives else ())])
+        return out
+
+    def labelled(self, targets):
+        return np.asarray(targets)[:, 0] == 1
+
+    def batch_keys(self, spec, targets):
+        return [tuple(row[1:]) for row in targets]
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
+        outputs, ids = np.asarray(outputs, np.float32), np.asarray(targets)
+        flag, texts = ids[:, 0], ids[:, 1:]
+        # One vector per distinct text: its first occurrence (ids number texts in order of first appearance).
+        unique, first = np.unique(texts.reshape(-1), return_index=True)
+        vectors = dict(zip(unique.tolist(), outputs.reshape(-1, outputs.shape[-1])[first]))
+        query_ids, relevant = [], {}
+        for anchor, positive in ids[flag == 1][:, 1:3].tolist():  # a query asked twice is one query: its positives
+            if anchor not in relevant:
+                query_ids.append(anchor)
+            relevant.setdefault(anchor, set()).add(positive)
+        corpus = np.unique(texts[(flag == 0) | (flag == 1)][:, 1:]).tolist()
+        out = {"queries": len(query_ids), "documents": len(corpus)}
+        if not query_ids:
+            return out
+        queries = np.stack([vectors[q] for q in query_ids])
+        distractors = [d for d in np.unique(texts[flag == 2][:, 1]).tolist() if d not in set(corpus)]
+        for prefix, documents in (("", corpus), ("distractors_", corpus + distractors)):
+            if prefix and not distractors:
+                break
+            position = {doc: i for i, doc in enumerate(documents)}
+            wanted = [{position[d] for d in relevant[q]} for q in query_ids]
+            scores = m.retrieval_metrics(queries, np.stack([vectors[d] for d in documents]), wanted)
+            out.update({f"{prefix}{name}": value for name, value in scores.items()})
+            if prefix:
+                out["distractors_documents"] = len(documents)
+        return out
+
+    def describe(self, spec):
+        scale = spec.scale if spec.scale is not None else 20.0
+        return f"retrieval pairs with in-batch negatives; {spec.loss}, scale {scale:g}"
 
 
 __all__ = ["LabelMap", "TASK_IO", "TaskIO", "labelled_rows", "register_task_io", "reliability_points", "task_io",

@@ -14,6 +14,7 @@ type: a new type is one `TaskType` subclass here (or in user code) plus its `Tas
 | regression     | Linear(d → 1)           | any real value (NaN)                 | mse                                    |
 | similarity     | none: the embedding     | a pair's score in [0, 1] (NaN)       | cosent, cosine_mse                     |
 | distillation   | none: the embedding     | the teacher's vector of the sentence | relational, cosine                     |
+| contrastive    | none: the embedding     | the row's text ids (flag ≠ 1)        | in_batch, symmetric_in_batch           |
 
 Every loss is a mean over the rows that carry a target: a batch where no row does gives 0 for that task (not NaN),
 and the mean is taken with a mask rather than by indexing, so it needs no device-to-host copy. Under DDP the model
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100  # an absent class id (the convention of torch's cross-entropy and transformers' labels)
+DEFAULT_SCALE = 20.0  # cosine × 20: CoSENT's and sentence-transformers' in-batch-negatives default
 
 
 @dataclass
@@ -39,6 +41,19 @@ class TaskInputs:
     embeddings: torch.Tensor
     pair_embeddings: torch.Tensor | None = None
     head_output: torch.Tensor | None = None
+    negative_embeddings: torch.Tensor | None = None  # `[batch, k, size]`: k hard negatives per row (contrastive)
+
+    def truncated(self, size: int, normalize: bool = True) -> "TaskInputs":
+        """The embeddings cut to their first `size` dimensions (re-normalised when the model normalises): what a
+        Matryoshka loss reads. The head's output is left out: heads read the full embedding."""
+
+        def cut(x):
+            if x is None:
+                return None
+            x = x[..., :size]
+            return F.normalize(x.float(), dim=-1) if normalize else x
+
+        return TaskInputs(cut(self.embeddings), cut(self.pair_embeddings), None, cut(self.negative_embeddings))
 
 
 class TaskType:
@@ -53,6 +68,11 @@ class TaskType:
     compares_rows: ClassVar[bool] = False  # the loss compares the rows of a batch (evaluated batch by batch)
     target_dtype: ClassVar[torch.dtype] = torch.float32
     label_smoothing: ClassVar[bool] = False  # accepts a label_smoothing
+    scale_losses: ClassVar[tuple[str, ...]] = ()  # losses that multiply cosines by a `scale` (default DEFAULT_SCALE)
+    # Matryoshka (`SentMtlConfig.matryoshka_dims`): the losses of this type that act on the embedding and can be taken
+    # on its truncated prefixes. A loss that acts on the embedding but cannot (`prefix_refused`) is refused.
+    prefix_losses: ClassVar[tuple[str, ...]] = ()
+    prefix_refused: ClassVar[tuple[str, ...]] = ()
 
     def head_size(self, spec) -> int:
         return 1
@@ -157,6 +177,7 @@ class Similarity(TaskType):
     """Sentence pairs scored in [0, 1], trained through the cosine of the two embeddings (no head)."""
 
     name, losses, has_head, pairs, compares_rows = "similarity", ("cosent", "cosine_mse"), False, True, True
+    prefix_losses, scale_losses = ("cosent", "cosine_mse"), ("cosent",)
 
     def output(self, spec, inputs):
         if inputs.pair_embeddings is None:
@@ -167,7 +188,7 @@ class Similarity(TaskType):
         keep = self.present(targets)
         if spec.loss == "cosine_mse":  # Sentence-BERT's CosineSimilarityLoss: the cosine regressed onto the score
             return masked_mean((output - _filled(targets, keep)) ** 2, keep)
-        return cosent_loss(output, targets.float())
+        return cosent_loss(output, targets.float(), spec.scale if spec.scale is not None else DEFAULT_SCALE)
 
 
 @register_task_type
@@ -177,6 +198,8 @@ class Distillation(TaskType):
 
     name, losses, has_head = "distillation", ("relational", "cosine"), False
     compares_rows = True  # relational; harmless for cosine, which is per row
+    # Relational distillation compares cosine matrices, whatever the sizes; cosine distillation needs the full size.
+    prefix_losses, prefix_refused = ("relational",), ("cosine",)
 
     def output(self, spec, inputs):
         return inputs.embeddings
@@ -192,7 +215,79 @@ class Distillation(TaskType):
         return relational_distillation_loss(output, targets)
 
 
-def cosent_loss(cosines: torch.Tensor, scores: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+@register_task_type
+class Contrastive(TaskType):
+    """(anchor, positive) pairs, optionally with hard negatives, trained with in-batch negatives: each anchor must
+    pick its own positive among every positive and hard negative of the (global) batch — softmax over the cosines
+    times `scale` (sentence-transformers' MultipleNegativesRankingLoss). `symmetric_in_batch` adds the positive →
+    anchor direction (their MultipleNegativesSymmetricRankingLoss).
+
+    The output is `[batch, 2 + k, size]`: anchor, positive and the k hard negatives' embeddings. The target is the
+    row's text ids `[flag, anchor, positive, negative 1 … k]` (`sentmtl.task_io`): flag 1 marks a pair, anything else
+    a row the loss skips (a retrieval document only, or another source's row). Texts with the same id are the same
+    text: a candidate that is the anchor's own text, its positive's text or another positive of the same anchor is
+    not used as a negative (a false negative), even where a batch holds duplicates."""
+
+    name, losses, has_head, pairs, compares_rows = "contrastive", ("in_batch", "symmetric_in_batch"), False, True, True
+    target_dtype = torch.long
+    prefix_losses = scale_losses = ("in_batch", "symmetric_in_batch")
+
+    def output(self, spec, inputs):
+        if inputs.pair_embeddings is None:
+            raise ValueError(f"task {spec.name!r} (contrastive) needs (anchor, positive) pairs: pair_input_ids is missing.")
+        parts = [inputs.embeddings.float()[:, None], inputs.pair_embeddings.float()[:, None]]
+        if inputs.negative_embeddings is not None:
+            parts.append(inputs.negative_embeddings.float())
+        return torch.cat(parts, dim=1)
+
+    def present(self, targets):
+        return targets.reshape(len(targets), -1)[:, 0] == 1
+
+    def loss(self, spec, output, targets):
+        scale = spec.scale if spec.scale is not None else DEFAULT_SCALE
+        return in_batch_negatives_loss(output, targets, scale, symmetric=spec.loss == "symmetric_in_batch")
+
+
+def in_batch_negatives_loss(output: torch.Tensor, ids: torch.Tensor, scale: float = DEFAULT_SCALE, symmetric: bool = False
+                            ) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of each anchor over the batch's candidates (every row's positive, then every row's hard
+    negatives), the target being its own positive; `output` `[n, 2 + k, d]`, `ids` `[n, 3 + k]` (see `Contrastive`).
+    Rows whose flag is not 1 are neither anchors nor candidates. Excluded candidates are −inf (no indexing, no host
+    sync). `symmetric`: the mean with each positive's cross-entropy over the anchors."""
+    n, width, size = output.shape
+    keep = ids[:, 0] == 1
+    anchor_id, positive_id, negative_id = ids[:, 1], ids[:, 2], ids[:, 3:].reshape(-1)
+    anchors = F.normalize(output[:, 0].float(), dim=-1)
+    positives = F.normalize(output[:, 1].float(), dim=-1)
+    candidates = torch.cat([positives, F.normalize(output[:, 2:].float(), dim=-1).reshape(-1, size)])
+    rows = torch.arange(n, device=output.device)
+    candidate_row = torch.cat([rows, rows.repeat_interleave(width - 2)])  # the row each candidate comes from
+    candidate_id = torch.cat([positive_id, negative_id])
+    is_positive = candidate_row.new_zeros(len(candidate_row), dtype=torch.bool)
+    is_positive[:n] = True
+    own = F.one_hot(rows, len(candidate_row)).bool()  # [i, i]: row i's own positive
+    same = ((candidate_id[None, :] == positive_id[:, None]) | (candidate_id[None, :] == anchor_id[:, None])
+            | (is_positive[None, :] & (anchor_id[candidate_row][None, :] == anchor_id[:, None])))  # fmt: skip
+    excluded = (same & ~own) | ~keep[candidate_row][None, :]
+    loss = _cross_entropy_to_own(scale * anchors @ candidates.T, excluded, keep)
+    if symmetric:  # positive i → anchor i among the batch's anchors
+        same = ((anchor_id[None, :] == anchor_id[:, None]) | (anchor_id[None, :] == positive_id[:, None])
+                | (positive_id[None, :] == positive_id[:, None]))  # fmt: skip
+        excluded = (same & ~own[:, :n]) | ~keep[None, :]
+        loss = (loss + _cross_entropy_to_own(scale * positives @ anchors.T, excluded, keep)) / 2
+    return loss
+
+
+def _cross_entropy_to_own(logits: torch.Tensor, excluded: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean over the kept rows i of −log softmax(logits[i])[i], excluded entries left out."""
+    logits = logits.masked_fill(excluded, float("-inf"))
+    own = logits.diagonal()
+    # A skipped row's own entry is −inf too (−inf − −inf = NaN): replaced before the masked mean.
+    per_row = torch.where(keep, torch.logsumexp(logits, dim=-1) - own, torch.zeros_like(own))
+    return masked_mean(per_row, keep)
+
+
+def cosent_loss(cosines: torch.Tensor, scores: torch.Tensor, scale: float = DEFAULT_SCALE) -> torch.Tensor:
     """CoSENT (Su 2022): for every two pairs whose gold scores are ordered, penalise the cosines ordered the other
     way: log(1 + Σ exp(scale · (cos_j − cos_i))) over pairs with score_i > score_j. Only the order matters, so scores
     on any scale work. A NaN score (an absent target) is ordered against nothing, so its pair drops out. Masked
@@ -216,5 +311,5 @@ def relational_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -
     return masked_mean(((s @ s.T - t @ t.T) ** 2).reshape(-1), pairs.reshape(-1))
 
 
-__all__ = ["IGNORE_INDEX", "TASK_TYPES", "TaskInputs", "TaskType", "cosent_loss", "masked_mean", "register_task_type",
-           "relational_distillation_loss", "task_type"]
+__all__ = ["DEFAULT_SCALE", "IGNORE_INDEX", "TASK_TYPES", "TaskInputs", "TaskType", "cosent_loss", "in_batch_negatives_loss", "masked_mean",
+           "register_task_type", "relational_distillation_loss", "task_type"]

@@ -1,4 +1,4 @@
-"""Tasks, the unit a multi-task model is built from: a name, a type, its labels, its loss and its weight.
+"""Tasks, the unit a multi-task model is built from: a name, a type, its labels, its loss (and its scale) and its weight.
 
 The model config stores the list (`SentMtlConfig.tasks`), so `from_pretrained` rebuilds every head and each task owns
 its label names. What a type *does* is its `TaskType`'s business (`sentmtl.task_types`); where a task's data comes
@@ -23,6 +23,7 @@ class TaskSpec:
     loss: str | None = None  # one of LOSSES[type]; None: the type's default (the first)
     loss_weight: float = 1.0  # this task's term in the summed loss (unused under uncertainty weighting)
     label_smoothing: float = 0.0  # classification only
+    scale: float | None = None  # the multiplier of the cosines (CoSENT, in-batch negatives); None: the default, 20
 
     def __post_init__(self):
         where = f"task {self.name!r}"
@@ -49,6 +50,10 @@ class TaskSpec:
             types = ", ".join(name for name, t in TASK_TYPES.items() if t.label_smoothing)
             raise ValueError(f"{where}: label_smoothing {self.label_smoothing!r} must be in [0, 1), and only {types} "
                              "tasks take one.")  # fmt: skip
+        if self.scale is not None and (self.loss not in kind.scale_losses or not self.scale > 0):
+            takes = [f"{name} ({', '.join(t.scale_losses)})" for name, t in TASK_TYPES.items() if t.scale_losses]
+            raise ValueError(f"{where}: scale {self.scale!r} must be > 0, and only these losses take one: "
+                             f"{'; '.join(takes)}.")  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "task") -> "TaskSpec":
@@ -63,7 +68,10 @@ class TaskSpec:
         return cls(**values)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if out["scale"] is None:  # configs stay as they were for every task that does not set one
+            del out["scale"]
+        return out
 
     @property
     def kind(self):

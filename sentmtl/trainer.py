@@ -134,10 +134,13 @@ class SentMtlTrainer(Trainer):
         dataset = MultiSourceDataset.wrap(self.train_dataset)
         seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
         world = self.args.world_size
+        # A source's own batch size is per device, as --per_device_train_batch_size is: the global batch is W times it.
+        sizes = [(size or self._train_batch_size) * world for size in dataset.batch_sizes]
         sampler = RankBatches(TaskBatchSampler(
-            dataset.lengths(), self._train_batch_size * world, strategy=self.args.task_sampling,
+            dataset.lengths(), sizes, strategy=self.args.task_sampling,
             temperature=self.args.task_sampling_temperature, seed=seed, within=self.args.train_sampling_strategy,
-            min_batch_size=world,
+            min_batch_size=world, batches_per_epoch=dataset.batches_per_epoch,
+            keys=dataset.batch_keys(unwrap(self.model).tasks),
         ), world, self.args.process_index)  # fmt: skip
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)  # fmt: skip
