@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -33,6 +34,7 @@ def encode(
     precision: str = "auto",
     truncated: list[int] | None = None,
     pooled: bool = False,
+    truncate_dim: int | None = None,
 ) -> np.ndarray:
     """Embed `sentences` with a `SentMtlModel` (or a path to one); returns float32 `[n, embedding_size]` in input order.
 
@@ -43,6 +45,8 @@ def encode(
     about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). `pooled=True` returns the encoder's pooled
     vectors `[n, hidden]` before the projection (distillation targets). Sentences longer than `max_length` tokens
     (default: the encoder's limit) are truncated: their indices are appended to `truncated` when given, else logged.
+    `truncate_dim`: the embeddings' first `truncate_dim` dimensions, re-normalised (for a model trained with
+    `matryoshka_dims`; sentence-transformers' `truncate_dim`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}.")
@@ -56,6 +60,11 @@ def encode(
         sentences = [sentences]
     sentences = list(sentences)
     width = model.config.hidden_size if pooled else model.config.embedding_size
+    if truncate_dim is not None:
+        if pooled or not (isinstance(truncate_dim, int) and 1 <= truncate_dim <= width):
+            raise ValueError(f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({width}), and not "
+                             "with pooled=True.")  # fmt: skip
+        width = truncate_dim
     if not sentences:
         return np.zeros((0, width), dtype=np.float32)
     if device is not None:
@@ -64,11 +73,11 @@ def encode(
         model.to(device)
     with torch.inference_mode():
         return _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_bar, precision, truncated,
-                       pooled, width)  # fmt: skip
+                       pooled, width, truncate_dim)  # fmt: skip
 
 
 def _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_bar, precision, truncated, pooled,
-            width) -> np.ndarray:  # fmt: skip
+            width, truncate_dim=None) -> np.ndarray:  # fmt: skip
     was_training = model.training
     model.eval()
 
@@ -100,6 +109,9 @@ def _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_b
         batch = {key: value.to(target) for key, value in batch.items()}
         with autocast:
             embeddings = forward(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        if truncate_dim is not None:  # a prefix of the unit vector, made unit again (when the model normalises)
+            embeddings = embeddings.float()[:, :truncate_dim]
+            embeddings = F.normalize(embeddings, dim=-1) if model.config.normalize else embeddings
         out[index] = embeddings.float().cpu().numpy()
     model.train(was_training)
     return out

@@ -65,6 +65,9 @@ def parse_args(argv=None):
                         help="cpu, cuda, cuda:1, mps … Default: the GPU when there is one, else the CPU.")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: bf16 where --device runs it fast (cosine ~0.9999 to fp32), else fp32.")  # fmt: skip
+    parser.add_argument("--truncate_dim", type=int, default=None,
+                        help="Keep the embeddings' first N dimensions, re-normalised (models trained with "
+                             "matryoshka_dims); with --export_sentence_transformer, the export gives them too.")  # fmt: skip
     parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")
     parser.add_argument("--allow_pickle_weights", action="store_true",
                         help="Also load pickle weights (pytorch_model.bin), which can run code: only if you trust them.")  # fmt: skip
@@ -131,7 +134,7 @@ def embed_sentences(args, sentences: list[str]) -> int:
     model, tokenizer = load(args)
     truncated = []
     embeddings = encode(model, sentences, tokenizer, batch_size=args.batch_size, max_length=args.max_length,
-                        precision=args.precision, truncated=truncated)  # fmt: skip
+                        precision=args.precision, truncated=truncated, truncate_dim=args.truncate_dim)  # fmt: skip
     report_truncated(truncated, len(sentences), args.max_length or default_max_length(tokenizer, model))
     if args.output_file:
         write_embeddings(args.output_file, sentences, embeddings)
@@ -152,7 +155,8 @@ def embed_file(args) -> int:
         raise ValueError(f"{args.input_file}: no sentences to embed (all {len(report.skipped)} line(s) were skipped).")
     model, tokenizer = load(args)
     max_length = args.max_length or default_max_length(tokenizer, model)
-    writer = EmbeddingWriter(args.output_file, count, model.config.embedding_size) if args.output_file else None
+    size = args.truncate_dim or model.config.embedding_size
+    writer = EmbeddingWriter(args.output_file, count, size) if args.output_file else None
     kept, truncated_lines, seen = [], [], 0
     lines = iter_sentences(args.input_file, args.text_column, args.strict, InputReport(report.path))
     with tqdm(total=count, desc="Embedding", unit="sentence", disable=count <= 10 * args.batch_size) as bar:
@@ -160,7 +164,8 @@ def embed_file(args) -> int:
             numbers, sentences = zip(*chunk)
             truncated = []
             embeddings = encode(model, list(sentences), tokenizer, batch_size=args.batch_size, max_length=max_length,
-                                precision=args.precision, show_progress_bar=False, truncated=truncated)  # fmt: skip
+                                precision=args.precision, show_progress_bar=False, truncated=truncated,
+                                truncate_dim=args.truncate_dim)  # fmt: skip
             truncated_lines += [numbers[i] for i in truncated]
             if writer is not None:
                 writer.write(list(numbers), list(sentences), embeddings)
@@ -171,7 +176,7 @@ def embed_file(args) -> int:
     report_truncated(truncated_lines, seen, max_length, what="line")
     if writer is not None:
         writer.close()
-        print(f"Wrote {seen} embeddings of size {model.config.embedding_size} to {args.output_file}")
+        print(f"Wrote {seen} embeddings of size {size} to {args.output_file}")
     print_embeddings(kept)
     if args.similarity and kept:
         print_similarity(np.stack([vector for _, vector in kept]))
@@ -190,7 +195,8 @@ def export(args) -> int:
     from .export import export_sentence_transformer
 
     model, tokenizer = load(args)
-    out = export_sentence_transformer(model, tokenizer, args.export_sentence_transformer, max_seq_length=args.max_length)
+    out = export_sentence_transformer(model, tokenizer, args.export_sentence_transformer, max_seq_length=args.max_length,
+                                      truncate_dim=args.truncate_dim)  # fmt: skip
     print(f"Wrote a sentence-transformers model to {out}: SentenceTransformer({str(out)!r}).encode(sentences)")
     return 0
 

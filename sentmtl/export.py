@@ -32,8 +32,13 @@ def _st_modules():
     return SentenceTransformer, Transformer, Pooling, Dense, Normalize
 
 
-def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: int | None = None) -> Path:
-    """Write `model`'s embedding path to `output_dir` as a sentence-transformers model; returns the folder."""
+def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: int | None = None,
+                                truncate_dim: int | None = None) -> Path:  # fmt: skip
+    """Write `model`'s embedding path to `output_dir` as a sentence-transformers model; returns the folder.
+
+    `truncate_dim`: the export gives the first `truncate_dim` dimensions (re-normalised), as `encode(...,
+    truncate_dim=)` does: the Dense layer keeps the projection's first rows, so the truncation is in the saved model
+    itself (no setting a client must remember) and the Normalize module re-normalises."""
     import torch
 
     if model.config.pooling not in _ST_POOLING:
@@ -45,6 +50,9 @@ def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: in
     output_dir = Path(output_dir)
     max_seq_length = max_seq_length or default_max_length(tokenizer, model)
     projection = model.shared_projection
+    rows = projection.out_features if truncate_dim is None else truncate_dim
+    if not 1 <= rows <= projection.out_features:
+        raise ValueError(f"truncate_dim={truncate_dim}: an integer in 1 … the embedding size ({projection.out_features}).")
     with tempfile.TemporaryDirectory() as encoder_dir:
         # The encoder alone, as a plain transformers checkpoint the Transformer module can load. sentmtl drops
         # BERT's pooler unless it pools with it; a freshly initialised one (unused by mean / CLS pooling) is saved
@@ -65,11 +73,11 @@ def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: in
             Pooling(model.config.encoder_config.hidden_size, pooling_mode=_ST_POOLING[model.config.pooling]),
             Dense(
                 projection.in_features,
-                projection.out_features,
+                rows,
                 bias=projection.bias is not None,
                 activation_function=torch.nn.Identity(),
-                init_weight=projection.weight.detach().cpu().clone().float(),
-                init_bias=None if projection.bias is None else projection.bias.detach().cpu().clone().float(),
+                init_weight=projection.weight[:rows].detach().cpu().clone().float(),
+                init_bias=None if projection.bias is None else projection.bias[:rows].detach().cpu().clone().float(),
             ),
         ]
         if model.config.normalize:

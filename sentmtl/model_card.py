@@ -56,6 +56,8 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         f"{' → L2 normalise' if config.normalize else ''}",
         *head_lines,
         f"loss = {_loss_description(config)}",
+        *([f"Matryoshka: every embedding loss also on the first {', '.join(map(str, config.matryoshka_dims))} "
+           "dimensions (re-normalised); truncate with encode(..., truncate_dim=d)."] if config.matryoshka_dims else []),
         "```", "",
         "## Training data", "",
     ]  # fmt: skip
@@ -108,6 +110,8 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         "import sentmtl",
         f'model, tokenizer = sentmtl.load_model_and_tokenizer("{name}")',
         'embeddings = sentmtl.encode(model, ["I loved it.", "Never again."], tokenizer)  # unit rows',
+        *([f'small = sentmtl.encode(model, ["I loved it."], tokenizer, truncate_dim={min(config.matryoshka_dims)})'
+           "  # Matryoshka: a shorter embedding"] if config.matryoshka_dims else []),
         "```", "",
         "Without it, the code files in this folder are used:", "",
         "```python",
@@ -130,6 +134,8 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         "```bash",
         f'python run_embed.py --model_name_or_path {name} "I loved it." "Never again."',
         f"python run_embed.py --model_name_or_path {name} --export_sentence_transformer st-model/",
+        *([f"python run_embed.py --model_name_or_path {name} --export_sentence_transformer st-model-{min(config.matryoshka_dims)}/ "
+           f"--truncate_dim {min(config.matryoshka_dims)}"] if config.matryoshka_dims else []),
         "```", "",
         "```python",
         "from sentence_transformers import SentenceTransformer",

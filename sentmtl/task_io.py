@@ -12,7 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from . import metrics as m
-from .task_types import IGNORE_INDEX
+from .task_types import DEFAULT_SCALE, IGNORE_INDEX
 
 
 class LabelMap:
@@ -382,7 +382,7 @@ class ContrastiveIO(TaskIO):
         return out
 
     def describe(self, spec):
-        scale = spec.scale if spec.scale is not None else 20.0
+        scale = spec.scale if spec.scale is not None else DEFAULT_SCALE
         return f"retrieval pairs with in-batch negatives; {spec.loss}, scale {scale:g}"
 
 

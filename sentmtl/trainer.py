@@ -2,6 +2,7 @@
 
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -163,6 +164,7 @@ class SentMtlTrainer(Trainer):
                              "with target__<task> columns (sentmtl.batching.prepare) or a MultiSourceDataset.")  # fmt: skip
         dataset = MultiSourceDataset.wrap(dataset)
         model = unwrap(self.model)
+        started = time.perf_counter()
         was_training = model.training
         model.eval()
         known = [*model.tasks, *self.eval_tasks]
@@ -188,6 +190,7 @@ class SentMtlTrainer(Trainer):
             with torch.no_grad():
                 metrics[f"{metric_key_prefix}_loss"] = float(model.combine_losses(trained, labelled=labelled))
         model.train(was_training)
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - started, 4)  # as the Trainer's own
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

@@ -30,13 +30,13 @@ def _load_file(name):
 
 
 def _find_losses():
-    """The two row-comparing losses from wherever sentmtl keeps them (task_types.py, formerly losses.py): as a file
+    """The row-comparing losses from wherever sentmtl keeps them (task_types.py, formerly losses.py): as a file
     where it imports torch only, else through the package."""
     for name in ("task_types", "losses"):
         for load in (_load_file, lambda name: importlib.import_module(f"sentmtl.{name}")):
             try:
                 module = load(name)
-                return module.cosent_loss, module.relational_distillation_loss
+                return module.cosent_loss, module.relational_distillation_loss, module.in_batch_negatives_loss
             except (ImportError, OSError, AttributeError):
                 continue
     return None
@@ -47,7 +47,7 @@ gather_rows, scale_for_ddp, world = _distributed.gather_rows, _distributed.scale
 
 _found = _find_losses()
 if _found is not None:
-    cosent_loss, relational_distillation_loss = _found
+    cosent_loss, relational_distillation_loss, in_batch_negatives_loss = _found
 else:  # sentmtl's losses mid-refactor: the same math here, so sentmtl.distributed is still tested
 
     def cosent_loss(cosines, scores, scale: float = 20.0):
@@ -59,6 +59,8 @@ else:  # sentmtl's losses mid-refactor: the same math here, so sentmtl.distribut
         s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
         off_diagonal = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
         return F.mse_loss((s @ s.T)[off_diagonal], (t @ t.T)[off_diagonal])
+
+    in_batch_negatives_loss = None
 
 
 pytestmark = pytest.mark.skipif(
@@ -98,6 +100,10 @@ def _data():
         "scores": torch.tensor([0.1, 0.9, 0.4, 0.7, 0.2]),  # distinct: every pair of rows is ordered
         "x": torch.randn(ROWS, 8, generator=generator, dtype=DTYPE),
         "teacher": torch.randn(ROWS, 6, generator=generator, dtype=DTYPE),
+        "negatives": torch.randn(ROWS, 8, generator=generator, dtype=DTYPE),
+        # [flag, anchor, positive, negative] text ids: row 3's positive is row 0's text (masked as a false negative
+        # for anchor 0), row 4 is not a pair (flag 0: neither anchor nor candidate).
+        "ids": torch.tensor([[1, 0, 1, 2], [1, 3, 4, 5], [1, 6, 7, 8], [1, 9, 1, 10], [0, 11, 12, 13]]),
     }
 
 
@@ -115,6 +121,12 @@ def _relational_step(model, x, teacher):
     return relational_distillation_loss(student, gather_rows(teacher)), student
 
 
+def _contrastive_step(model, x1, x2, negatives, ids):
+    """Symmetric in-batch negatives with one hard negative per row, over the gathered global batch."""
+    output = gather_rows(torch.stack([model(x1), model(x2), model(negatives)], dim=1))
+    return in_batch_negatives_loss(output, gather_rows(ids), 20.0, symmetric=True), output
+
+
 def _gradients(model):
     return {"weight": model.weight.grad.detach().clone(), "bias": model.bias.grad.detach().clone()}
 
@@ -125,6 +137,8 @@ def _reference(loss_name, order=None):
     model = _model()
     if loss_name == "cosent":
         loss, _ = _cosent_step(model, data["x1"], data["x2"], data["scores"])
+    elif loss_name == "contrastive":
+        loss, _ = _contrastive_step(model, data["x1"], data["x2"], data["negatives"], data["ids"])
     else:
         loss, _ = _relational_step(model, data["x"], data["teacher"])
     loss.backward()
@@ -173,6 +187,14 @@ def _rank_results(rank, world_size):
     scale_for_ddp(loss).backward()
     result["relational"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": student.detach()}
     result["teacher"] = gather_rows(data["teacher"])
+
+    # In-batch negatives from the global batch (anchors of one process against every process's candidates).
+    if in_batch_negatives_loss is not None:
+        model = _model()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        loss, output = _contrastive_step(ddp, data["x1"], data["x2"], data["negatives"], data["ids"])
+        scale_for_ddp(loss).backward()
+        result["contrastive"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": output.detach()}
 
     # gather_rows itself: rank order, uneven sizes, dtypes kept, gradient into the local rows only.
     result["indices"] = gather_rows(rows)
@@ -235,8 +257,10 @@ def _assert_grads_close(actual, expected):
         torch.testing.assert_close(actual[name], expected[name], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("loss_name", ["cosent", "relational"])
+@pytest.mark.parametrize("loss_name", ["cosent", "relational", "contrastive"])
 def test_global_batch_loss_and_gradients_match_one_process(ranks, loss_name):
+    if loss_name == "contrastive" and in_batch_negatives_loss is None:
+        pytest.skip("sentmtl's contrastive loss was not found")
     reference_loss, reference_grads = _reference(loss_name)
     permuted_loss, permuted_grads = _reference(loss_name, order=GLOBAL_ORDER)
     # Both losses ignore the order of the rows: the reference does not depend on how the ranks interleave them.

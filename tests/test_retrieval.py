@@ -1,0 +1,435 @@
+"""Retrieval beside the heads: the `contrastive` task type (in-batch negatives, hard negatives, the symmetric form),
+batches without repeated texts, the IR evaluator, Matryoshka embeddings, and a whole run with the other tasks."""
+
+import json
+import logging
+import math
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from conftest import NEGATIVE_WORDS, POSITIVE_WORDS, TOPICS, synthetic_rows
+
+import sentmtl
+from sentmtl.configuration_sentmtl import SentMtlConfig
+from sentmtl.metrics import retrieval_metrics
+from sentmtl.run import main, parse_args, run
+from sentmtl.sampler import TaskBatchSampler, distinct_batches
+from sentmtl.task_io import task_io
+from sentmtl.task_types import TaskInputs, in_batch_negatives_loss
+from sentmtl.tasks import TaskSpec
+
+# -- the loss, by hand ------------------------------------------------------------------------------------------------
+
+
+def _by_hand(anchors, positives, negatives=None, scale=20.0, symmetric=False):
+    """The in-batch-negatives loss with explicit loops: anchor i's cross-entropy over [every positive, every hard
+    negative], its own positive the target; symmetric: the mean with positive i's over the anchors."""
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    candidates = list(positives) + ([n for row in negatives for n in row] if negatives is not None else [])
+    forward = []
+    for i, anchor in enumerate(anchors):
+        logits = [scale * float(unit(anchor) @ unit(c)) for c in candidates]
+        forward.append(-logits[i] + math.log(sum(math.exp(v) for v in logits)))
+    loss = float(np.mean(forward))
+    if symmetric:
+        backward = []
+        for i, positive in enumerate(positives):
+            logits = [scale * float(unit(positive) @ unit(a)) for a in anchors]
+            backward.append(-logits[i] + math.log(sum(math.exp(v) for v in logits)))
+        loss = (loss + float(np.mean(backward))) / 2
+    return loss
+
+
+def _ids(n, k=0):
+    """Every text distinct: [flag 1, anchor, positive, negatives …]."""
+    return torch.tensor([[1, *range(i * (2 + k), (i + 1) * (2 + k))] for i in range(n)])
+
+
+@pytest.mark.parametrize("k, symmetric", [(0, False), (2, False), (0, True), (1, True)])
+def test_in_batch_negatives_loss_matches_a_hand_computation(k, symmetric):
+    generator = torch.Generator().manual_seed(0)
+    anchors, positives = torch.randn(4, 6, generator=generator), torch.randn(4, 6, generator=generator)
+    negatives = torch.randn(4, k, 6, generator=generator)
+    output = torch.cat([anchors[:, None], positives[:, None], negatives], dim=1)
+    loss = in_batch_negatives_loss(output, _ids(4, k), scale=5.0, symmetric=symmetric)
+    expected = _by_hand(anchors.numpy(), positives.numpy(), negatives.numpy() if k else None, 5.0, symmetric)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_repeated_texts_are_not_negatives_and_skipped_rows_take_no_part():
+    """Row 2 repeats row 0's positive text: for anchor 0 that candidate is the same text as its positive, not a
+    negative. Row 3 is not a pair (flag 0): it neither asks nor answers. The loss is the one of rows 0 and 1 alone with
+    the duplicate dropped."""
+    generator = torch.Generator().manual_seed(1)
+    output = torch.randn(4, 2, 6, generator=generator)
+    ids = torch.tensor([[1, 0, 1], [1, 2, 3], [1, 4, 1], [0, 5, 6]])
+    loss = in_batch_negatives_loss(output, ids, scale=5.0)
+    a, p = output[:, 0].numpy(), output[:, 1].numpy()
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    logits = lambda i, js: [5.0 * float(unit(a[i]) @ unit(p[j])) for j in js]  # noqa: E731
+    row0 = -logits(0, [0])[0] + math.log(sum(math.exp(v) for v in logits(0, [0, 1])))  # not 2 (same text), not 3
+    row1 = -logits(1, [1])[0] + math.log(sum(math.exp(v) for v in logits(1, [0, 1, 2])))
+    row2 = -logits(2, [2])[0] + math.log(sum(math.exp(v) for v in logits(2, [2, 1])))  # not 0: the same text
+    assert float(loss) == pytest.approx((row0 + row1 + row2) / 3, rel=1e-5)
+    # No pair in the batch: 0, not NaN, and still a tensor on the graph.
+    assert float(in_batch_negatives_loss(output, torch.zeros_like(ids))) == 0.0
+
+
+def test_contrastive_output_and_the_model_forward_with_hard_negatives(tiny_model, tiny_tokenizer):
+    tiny_model.config.tasks = [TaskSpec("retrieval", "contrastive").to_dict()]
+    batch = tiny_tokenizer(["the film was good ."] * 3, return_tensors="pt")
+    pair = tiny_tokenizer(["the movie was great .", "the food was bad .", "the plot was boring ."], padding=True,
+                          return_tensors="pt")  # fmt: skip
+    negatives = tiny_tokenizer(["the phone was broken ."] * 6, return_tensors="pt")
+    out = tiny_model(**batch, pair_input_ids=pair["input_ids"], pair_attention_mask=pair["attention_mask"],
+                     negative_input_ids=negatives["input_ids"].reshape(3, 2, -1),
+                     negative_attention_mask=negatives["attention_mask"].reshape(3, 2, -1),
+                     task_labels={"retrieval": torch.tensor([[1, 0, 1, 2, 2], [1, 3, 4, 2, 2], [1, 5, 6, 2, 2]])})  # fmt: skip
+    assert out.task_outputs["retrieval"].shape == (3, 4, 16)
+    assert out.loss.requires_grad and torch.isfinite(out.loss)
+
+
+def test_scale_is_only_for_losses_that_use_one():
+    assert TaskSpec("r", "contrastive", scale=30.0).scale == 30.0
+    assert "scale" not in TaskSpec("c", "classification", labels=["a", "b"]).to_dict()  # configs stay as they were
+    with pytest.raises(ValueError, match="only these losses take one: similarity \\(cosent\\); contrastive"):
+        TaskSpec("c", "classification", labels=["a", "b"], scale=2.0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        TaskSpec("r", "contrastive", scale=0.0)
+
+
+# -- batches without repeated texts ---------------------------------------------------------------------------------
+
+
+def test_distinct_batches_never_repeat_a_key_and_keep_every_row():
+    keys = [(0, 1), (2, 3), (0, 4), (5, 6), (7, 1), (8, 9), (0, 10)]  # text 0 three times, text 1 twice
+    batches = distinct_batches(list(range(7)), keys, size=3)
+    assert sorted(row for batch in batches for row in batch) == list(range(7))
+    for batch in batches:
+        texts = [text for row in batch for text in keys[row]]
+        assert len(texts) == len(set(texts)), batch
+    assert batches[0] == [0, 1, 3]  # rows that would repeat a text wait, first in line for the next batch
+    assert batches[1][0] == 2
+
+
+def test_a_source_that_cannot_avoid_duplicates_says_so_once(caplog):
+    keys = [(0, i + 1) for i in range(6)]  # six pairs with one anchor text: one row per batch
+    with caplog.at_level(logging.WARNING, logger="sentmtl.sampler"):
+        sampler = TaskBatchSampler([[5] * 6], 3, keys=[keys])
+        batches = list(sampler) + list(sampler)
+    assert all(len(batch) == 1 for batch in batches) and len(sampler) == 6
+    warnings = [r.getMessage() for r in caplog.records if "share a text" in r.getMessage()]
+    assert warnings == ["source 0: 4 more batch(es) than its 6 rows need at batch size 3, since rows that share a "
+                        "text cannot share a batch."]  # fmt: skip
+
+
+def test_per_source_batch_size_and_batches_per_epoch():
+    lengths = [[5] * 40, [5] * 30, [5] * 100]
+    sampler = TaskBatchSampler(lengths, [4, 5, 16], strategy="round_robin", seed=3, batches_per_epoch=[None, None, 3])
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2 * 6 + 3  # round robin to the smaller of 10 and 6, and 3 fixed
+    third = [b for b in batches if b[0] >= 70]
+    assert len(third) == 3 and all(len(b) == 16 for b in third)
+    assert len({i for b in third for i in b}) == 48  # no row twice within an epoch
+    positions = [i for i, b in enumerate(batches) if b[0] >= 70]
+    assert positions == [2, 7, 12]  # spread evenly through the epoch
+    assert batches == list(sampler)  # seeded by (seed, epoch)
+    sampler.set_epoch(1)
+    assert {i for b in list(sampler) if b[0] >= 70 for i in b} != {i for b in third for i in b}  # a fresh subset
+    # More batches than one pass has: a second pass in a new order.
+    many = TaskBatchSampler([[5] * 10], 4, batches_per_epoch=[5])
+    assert len(list(many)) == 5
+
+
+def test_the_fixed_source_is_shuffled_in_under_proportional():
+    sampler = TaskBatchSampler([[5] * 40, [5] * 64], [4, 8], strategy="proportional", batches_per_epoch=[None, 2])
+    batches = list(sampler)
+    assert len(batches) == 12 and sum(b[0] >= 40 for b in batches) == 2
+
+
+# -- the IR evaluator ---------------------------------------------------------------------------------------------
+
+
+def _fixture_vectors():
+    generator = np.random.default_rng(0)
+    queries, documents = generator.normal(size=(6, 8)), generator.normal(size=(25, 8))
+    relevant = [{0}, {3, 7}, {11}, {24, 1, 2}, {5}, {13}]
+    return queries, documents, relevant
+
+
+def test_retrieval_metrics_match_hand_computed_ranks():
+    queries, documents, relevant = _fixture_vectors()
+    unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)  # noqa: E731
+    scores = unit(queries) @ unit(documents).T
+    recall1, recall10, mrr, ndcg = [], [], [], []
+    for q, wanted in enumerate(relevant):
+        ranking = sorted(range(len(documents)), key=lambda d: (-scores[q, d], d))
+        hits = [d in wanted for d in ranking[:10]]
+        recall1.append(sum(hits[:1]) / len(wanted))
+        recall10.append(sum(hits) / len(wanted))
+        mrr.append(next((1 / (i + 1) for i, hit in enumerate(hits) if hit), 0.0))
+        dcg = sum(1 / math.log2(i + 2) for i, hit in enumerate(hits) if hit)
+        ndcg.append(dcg / sum(1 / math.log2(i + 2) for i in range(min(len(wanted), 10))))
+    got = retrieval_metrics(queries, documents, relevant)
+    assert got == pytest.approx({"recall@1": np.mean(recall1), "recall@10": np.mean(recall10), "mrr@10": np.mean(mrr),
+                                 "ndcg@10": np.mean(ndcg)})  # fmt: skip
+    assert 0 < got["mrr@10"] < 1  # the fixture is neither trivial nor hopeless
+
+
+def test_retrieval_metrics_match_sentence_transformers_evaluator():
+    st_evaluation = pytest.importorskip("sentence_transformers.evaluation")
+    queries, documents, relevant = _fixture_vectors()
+    texts_q, texts_d = [f"q{i}" for i in range(len(queries))], [f"d{i:02d}" for i in range(len(documents))]
+    vectors = dict(zip(texts_q + texts_d, np.concatenate([queries, documents]).astype(np.float32)))
+
+    class Lookup:  # the evaluator's model: encodes a text by looking up its fixture vector
+        def encode_query(self, texts, **kwargs):
+            return torch.tensor(np.stack([vectors[t] for t in texts]))
+
+        encode_document = encode_query
+
+    evaluator = st_evaluation.InformationRetrievalEvaluator(
+        dict(zip(texts_q, texts_q)), dict(zip(texts_d, texts_d)),
+        {q: {texts_d[d] for d in wanted} for q, wanted in zip(texts_q, relevant)},
+        accuracy_at_k=[1], precision_recall_at_k=[1, 10], mrr_at_k=[10], ndcg_at_k=[10], map_at_k=[10],
+        score_functions={"cosine": pytest.importorskip("sentence_transformers.util").cos_sim},
+    )  # fmt: skip
+    theirs = evaluator.compute_metrices(Lookup())["cosine"]
+    ours = retrieval_metrics(queries, documents, relevant)
+    assert ours["recall@1"] == pytest.approx(theirs["recall@k"][1])
+    assert ours["recall@10"] == pytest.approx(theirs["recall@k"][10])
+    assert ours["mrr@10"] == pytest.approx(theirs["mrr@k"][10])
+    assert ours["ndcg@10"] == pytest.approx(theirs["ndcg@k"][10])
+
+
+def test_contrastive_metrics_merge_repeated_queries_and_keep_filtered_rows_as_documents():
+    """Text ids: 0 'q', 1 'a', 2 'r', 3 'b', 4 'x', 5 'c', 6 'dist'. Rows: (q, a) and (q, b) — one query with two
+    relevant documents; (r, c) below min_score (flag 0) — c is a document, r no query; 'dist' a distractor."""
+    spec = TaskSpec("retrieval", "contrastive")
+    ids = np.array([[1, 0, 1], [1, 0, 3], [0, 2, 5], [2, 6, 6]])
+    vectors = {0: [1, 0, 0], 1: [0.9, 0.1, 0], 3: [0, 1, 0], 2: [0, 0, 1], 5: [0.95, 0, 0.1], 6: [1, 0, 0.01]}
+    outputs = np.array([[vectors[i] for i in row[1:]] for row in ids], dtype=np.float32)
+    got = task_io(spec).metrics(spec, outputs, ids)
+    assert got["queries"] == 1 and got["documents"] == 3 and got["distractors_documents"] == 4
+    # Base ranking of q: c (0.995), a (0.99), b (0): a and b relevant.
+    assert got["recall@1"] == 0.0 and got["recall@10"] == 1.0 and got["mrr@10"] == pytest.approx(0.5)
+    assert got["distractors_recall@1"] == 0.0 and got["distractors_mrr@10"] == pytest.approx(1 / 3)
+
+
+# -- Matryoshka ------------------------------------------------------------------------------------------------------
+
+
+def test_matryoshka_loss_is_the_weighted_mean_over_prefixes(tiny_model, tiny_tokenizer):
+    tiny_model.eval()  # no dropout: the three forwards below must see the same embeddings
+    tiny_model.config.tasks = [TaskSpec("retrieval", "contrastive").to_dict()]
+    texts = ["the film was good .", "the food was bad .", "the plot was boring .", "the phone was fine ."]
+    batch = tiny_tokenizer(texts, padding=True, return_tensors="pt")
+    pair = tiny_tokenizer(texts[1:] + texts[:1], padding=True, return_tensors="pt")
+    inputs = dict(**batch, pair_input_ids=pair["input_ids"], pair_attention_mask=pair["attention_mask"],
+                  task_labels={"retrieval": _ids(4)})  # fmt: skip
+    with torch.no_grad():
+        plain = tiny_model(**inputs)
+        tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_weights = [16, 4], [1.0, 3.0]
+        both = tiny_model(**inputs)
+    a, p = plain.embeddings, plain.pair_embeddings
+    small = in_batch_negatives_loss(torch.stack([F.normalize(a[:, :4], dim=-1), F.normalize(p[:, :4], dim=-1)], 1), _ids(4))
+    assert float(both.loss) == pytest.approx((float(plain.loss) + 3 * float(small)) / 4, rel=1e-5)
+    assert float(small) != pytest.approx(float(plain.loss), rel=1e-3)  # the prefix loss is a different number
+    # TaskInputs.truncated: the same prefix, re-normalised.
+    cut = TaskInputs(a, p).truncated(4)
+    torch.testing.assert_close(cut.embeddings, F.normalize(a[:, :4], dim=-1))
+
+
+def test_matryoshka_config_is_checked_when_read():
+    tasks = [{"name": "d", "type": "distillation", "loss": "cosine"}]
+    with pytest.raises(ValueError, match="d \\(loss cosine\\) cannot be taken on a truncated embedding"):
+        SentMtlConfig(tasks=tasks, embedding_size=32, matryoshka_dims=[32, 8])
+    with pytest.raises(ValueError, match="distinct integers in 1 … embedding_size \\(32\\)"):
+        SentMtlConfig(embedding_size=32, matryoshka_dims=[64, 8])
+    with pytest.raises(ValueError, match="one non-negative weight per dimension"):
+        SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_weights=[1.0])
+    assert SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8]).matryoshka() == [(32, 1.0), (8, 1.0)]
+
+
+def test_matryoshka_with_cosine_distillation_is_refused_before_anything_loads(tmp_path):
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump({"matryoshka_dims": [256, 64], "tasks": [
+        {"name": "d", "type": "distillation", "loss": "cosine", "data": {"train_file": "nowhere.csv"}}]}))  # fmt: skip
+    with pytest.raises(ValueError, match="cannot be taken on a truncated embedding"):
+        parse_args([str(run_file), "--output_dir", str(tmp_path / "out")])
+
+
+# -- a whole run ---------------------------------------------------------------------------------------------------
+
+
+def _pair_rows(n, seed):
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic, word = TOPICS[i % len(TOPICS)], rng.choice(POSITIVE_WORDS + NEGATIVE_WORDS)
+        rows.append({"anchor": f"the {topic} was {word} .", "positive": f"it is a {word} {topic} !",
+                     "negative": f"the {rng.choice(TOPICS)} was not {word} .", "score": round(rng.random(), 2)})  # fmt: skip
+    return rows
+
+
+def _write_csv(path, rows):
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def retrieval_files(tmp_path):
+    train = _write_csv(tmp_path / "pairs_train.csv", _pair_rows(60, 0))
+    dev = _write_csv(tmp_path / "pairs_dev.csv", _pair_rows(24, 1))
+    dev_rows = _pair_rows(24, 1)
+    distractors = _write_csv(tmp_path / "distractors.csv",
+                             [{"sentence": f"this {t} is {w} ."} for t in TOPICS for w in POSITIVE_WORDS]
+                             + [{"sentence": dev_rows[0]["anchor"]}])  # a dev anchor: left out  # fmt: skip
+    rows = synthetic_rows(48)
+    labelled = _write_csv(tmp_path / "labelled.csv", [{"sentence": s, "label": ["negative", "positive"][l]}
+                                                      for s, l in zip(rows["sentence"], rows["label"])])  # fmt: skip
+    return {"train": train, "dev": dev, "distractors": distractors, "labelled": labelled, "dev_rows": dev_rows}
+
+
+def _run_file(tmp_path, files, **retrieval):
+    task = {"name": "retrieval", "type": "contrastive", "text_column": "anchor", "text_pair_column": "positive",
+            "data": {"train_file": str(files["train"]), "validation_file": str(files["dev"])}, **retrieval}  # fmt: skip
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump({"matryoshka_dims": [16, 8], "tasks": [
+        task, {"name": "classification", "type": "classification", "labels": ["negative", "positive"],
+               "data": {"train_file": str(files["labelled"])}}]}))  # fmt: skip
+    return run_file
+
+
+def _flags(tiny_encoder_dir, out, *extra):
+    return ["--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16", "--output_dir", str(out),
+            "--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3",
+            "--use_cpu", "true", "--disable_tqdm", "true", *extra]  # fmt: skip
+
+
+def test_a_contrastive_task_trains_beside_a_head_and_is_measured(tiny_encoder_dir, retrieval_files, tmp_path, capsys):
+    run_file = _run_file(tmp_path, retrieval_files, negative_columns=["negative"], min_score=0.3,
+                         distractors={"file": str(retrieval_files["distractors"])}, batch_size=12, batches_per_epoch=2)  # fmt: skip
+    out = tmp_path / "run"
+    result = run(*parse_args([str(run_file), *_flags(tiny_encoder_dir, out)]))
+    dev = retrieval_files["dev_rows"]
+    queries = {r["anchor"] for r in dev if r["score"] >= 0.3}
+    documents = {r["positive"] for r in dev} | {r["negative"] for r in dev}  # rows below min_score stay documents
+    assert result["eval_retrieval_queries"] == len(queries)
+    assert result["eval_retrieval_documents"] == len(documents)
+    distractors = {f"this {t} is {w} ." for t in TOPICS for w in POSITIVE_WORDS}  # the dev anchor is left out
+    assert result["eval_retrieval_distractors_documents"] == len(documents | distractors)
+    for name in ("recall@1", "recall@10", "mrr@10", "ndcg@10", "distractors_recall@1"):
+        assert 0.0 <= result[f"eval_retrieval_{name}"] <= 1.0
+    assert "eval_classification_accuracy" in result.metrics
+    # 2 fixed contrastive batches per epoch beside the classification batches, for 2 epochs.
+    assert result.train_metrics["global_step"] == 2 * (2 + math.ceil(39 / 8))
+    printed = capsys.readouterr().out
+    table = printed[printed.index("Results on the held-out rows"):]
+    assert re.search(rf"retrieval\s+queries\s+{len(queries)}\n", table)  # a count, not 17.0000
+    assert re.search(r"retrieval\s+distractors_recall@1\s+\d\.\d{4}\n", table)
+    card = (out / "README.md").read_text()
+    assert "retrieval pairs with in-batch negatives; in_batch, scale 20" in card and "truncate_dim=8" in card
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["matryoshka_dims"] == [16, 8]
+
+
+def test_truncated_embeddings_agree_across_encode_run_embed_and_the_export(tiny_encoder_dir, retrieval_files, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    import run_embed
+
+    out = tmp_path / "run"
+    assert main([str(_run_file(tmp_path, retrieval_files)), *_flags(tiny_encoder_dir, out, "--num_train_epochs", "1")]) == 0
+    model, tokenizer = sentmtl.load_model_and_tokenizer(str(out))
+    sentences = ["the movie was great .", "the food was very awful .", "the phone was fine ."]
+    full = sentmtl.encode(model, sentences, tokenizer, precision="fp32")
+    small = sentmtl.encode(model, sentences, tokenizer, precision="fp32", truncate_dim=8)
+    expected = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
+    np.testing.assert_allclose(small, expected, atol=1e-6)
+    assert run_embed.main(["--model_name_or_path", str(out), "--truncate_dim", "8", "--output_file",
+                           str(tmp_path / "e.npy"), "--precision", "fp32", *sentences]) == 0  # fmt: skip
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), small, atol=1e-6)
+    assert run_embed.main(["--model_name_or_path", str(out), "--export_sentence_transformer", str(tmp_path / "st"),
+                           "--truncate_dim", "8"]) == 0  # fmt: skip
+    exported = SentenceTransformer(str(tmp_path / "st"), device="cpu").encode(sentences)
+    assert exported.shape == (3, 8)
+    np.testing.assert_allclose(exported, small, atol=1e-5)
+    with pytest.raises(ValueError, match="truncate_dim=17"):
+        sentmtl.encode(model, sentences, tokenizer, truncate_dim=17)
+    # Without the package: the config (contrastive task, Matryoshka) and the forward with pairs load from the folder.
+    script = ("import sys, json, torch; sys.modules['sentmtl'] = None\n"
+              "from transformers import AutoModel, AutoTokenizer\n"
+              "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
+              "t = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+              "b = t(json.loads(sys.argv[2]), padding=True, return_tensors='pt')\n"
+              "with torch.no_grad(): o = m(**b, pair_input_ids=b['input_ids'], pair_attention_mask=b['attention_mask'])\n"
+              "print(json.dumps({'dims': m.config.matryoshka_dims, 'shape': list(o.task_outputs['retrieval'].shape),"
+              " 'emb': o.embeddings.tolist()}))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script, str(out), json.dumps(sentences)], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    remote = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert remote["dims"] == [16, 8] and remote["shape"] == [3, 2, 16]
+    np.testing.assert_allclose(np.array(remote["emb"]), full, atol=1e-5)
+
+
+# -- data errors ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("column, line", [("anchor", 3), ("positive", 5), ("negative", 4)])
+def test_a_row_without_a_text_names_file_line_and_column(tiny_encoder_dir, retrieval_files, tmp_path, column, line):
+    rows = _pair_rows(6, 0)
+    rows[line - 2][column] = ""
+    _write_csv(retrieval_files["train"], rows)
+    run_file = _run_file(tmp_path, retrieval_files, negative_columns=["negative"])
+    with pytest.raises(ValueError, match=f"pairs_train.csv \\(train\\), line {line}, column '{column}': empty text"):
+        run(*parse_args([str(run_file), *_flags(tiny_encoder_dir, tmp_path / "out")]))
+
+
+def test_a_score_that_is_not_a_number_names_its_place(tiny_encoder_dir, retrieval_files, tmp_path):
+    rows = _pair_rows(6, 0)
+    rows[2]["score"] = "high"
+    _write_csv(retrieval_files["train"], rows)
+    run_file = _run_file(tmp_path, retrieval_files, min_score=0.5)
+    with pytest.raises(ValueError, match="line 4, column 'score': 'high' is not a score, and min_score 0.5 needs one"):
+        run(*parse_args([str(run_file), *_flags(tiny_encoder_dir, tmp_path / "out")]))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("min_score", 0.5, "min_score: only for contrastive tasks"),
+    ("negative_columns", ["n"], "negative_columns: only for contrastive tasks"),
+    ("distractors", {"stsb": "x"}, "distractors: only for contrastive tasks"),
+    ("distractors", {"path": "x"}, "use {stsb: folder} or {file: path, columns"),
+    ("batch_size", 0, "batch_size 0 must be a positive integer"),
+])  # fmt: skip
+def test_retrieval_fields_are_checked_when_the_run_file_is_read(tmp_path, field, value, message):
+    task = {"name": "t", "type": "similarity", "data": {"train_file": "x.csv"}, field: value}
+    if field in ("distractors", "batch_size") and message.startswith(("use", "batch")):
+        task["type"] = "contrastive"
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump({"tasks": [task]}))
+    with pytest.raises(ValueError, match=message.replace("{", "\\{").replace("(", "\\(")):
+        parse_args([str(run_file), "--output_dir", str(tmp_path / "out")])
+
+
+def test_distractors_need_evaluation_data_of_the_source(tiny_encoder_dir, retrieval_files, tmp_path):
+    run_file = _run_file(tmp_path, retrieval_files, distractors={"file": str(retrieval_files["distractors"])})
+    config = yaml.safe_load(run_file.read_text())
+    del config["tasks"][0]["data"]["validation_file"]
+    run_file.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="distractors are added to a source's own evaluation data"):
+        run(*parse_args([str(run_file), *_flags(tiny_encoder_dir, tmp_path / "out")]))
