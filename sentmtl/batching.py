@@ -42,18 +42,22 @@ def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBas
 
 def prepare(dataset: datasets.Dataset, tasks: list[TaskSpec], tokenizer: PreTrainedTokenizerBase, max_length: int = 128,
             text_column: str | None = None, text_pair_column: str | None = None,
-            label_columns: dict[str, str] | None = None) -> datasets.Dataset:  # fmt: skip
+            label_columns: dict[str, str] | None = None, negative_columns: list[str] | None = None) -> datasets.Dataset:  # fmt: skip
     """A user's own table → a tokenised dataset for `SentMtlTrainer`: each of `tasks` (e.g. `model.tasks`) whose
     column is present gets its targets, parsed by its type's rules (label names, absent cells); the column defaults
-    to the type's (`label`, `score`, …), `label_columns` names others by task. Distillation targets are the run's
-    business and are not made here."""
+    to the type's (`label`, `score`, …), `label_columns` names others by task. A contrastive task takes the table's
+    pairs (`text_column`, `text_pair_column`, and `negative_columns` for hard negatives) when the pair column is
+    there. Distillation targets are the run's business and are not made here."""
     label_columns = label_columns or {}
     unknown = sorted(set(label_columns) - {task.name for task in tasks})
     if unknown:
         raise ValueError(f"label_columns names {unknown}, which are not among the tasks ({', '.join(t.name for t in tasks)}).")
-    members = [RunTask(task, DataSpec("uci", text_column, text_pair_column, label_columns.get(task.name)))
+    members = [RunTask(task, DataSpec("uci", text_column, text_pair_column, label_columns.get(task.name),
+                                      negative_columns=negative_columns if task_io(task).from_texts else None))
                for task in tasks]  # the data field is unused here: the table is given  # fmt: skip
-    present = [m for m in members if (m.data.label_column or task_io(m.spec).default_column) in dataset.column_names]
+    pair_column = text_pair_column or "sentence2"
+    present = [m for m in members if (task_io(m.spec).column(m) or "") in dataset.column_names
+               or (task_io(m.spec).from_texts and pair_column in dataset.column_names)]  # fmt: skip
     if not present:
         raise ValueError(f"the table has none of the tasks' target columns (columns: {dataset.column_names}); name "
                          "them with label_columns={task name: column}.")  # fmt: skip

@@ -1,6 +1,7 @@
 """`encode(...)`: sentences in, unit-norm float32 embeddings out (batched by length, order restored)."""
 
 import logging
+import operator
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,8 @@ def encode(
     sentences = list(sentences)
     width = model.config.hidden_size if pooled else model.config.embedding_size
     if truncate_dim is not None:
-        if pooled or not (isinstance(truncate_dim, int) and 1 <= truncate_dim <= width):
+        truncate_dim = _as_size(truncate_dim)
+        if pooled or truncate_dim is None or not 1 <= truncate_dim <= width:
             raise ValueError(f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({width}), and not "
                              "with pooled=True.")  # fmt: skip
         width = truncate_dim
@@ -74,6 +76,16 @@ def encode(
     with torch.inference_mode():
         return _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_bar, precision, truncated,
                        pooled, width, truncate_dim)  # fmt: skip
+
+
+def _as_size(value) -> int | None:
+    """An integer size (numpy integers included; not a bool, not 2.5), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_bar, precision, truncated, pooled,

@@ -38,6 +38,13 @@ SAMPLE_SENTENCES = [
 ]
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="run_embed.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -65,7 +72,7 @@ def parse_args(argv=None):
                         help="cpu, cuda, cuda:1, mps … Default: the GPU when there is one, else the CPU.")  # fmt: skip
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: bf16 where --device runs it fast (cosine ~0.9999 to fp32), else fp32.")  # fmt: skip
-    parser.add_argument("--truncate_dim", type=int, default=None,
+    parser.add_argument("--truncate_dim", type=positive_int, default=None,
                         help="Keep the embeddings' first N dimensions, re-normalised (models trained with "
                              "matryoshka_dims); with --export_sentence_transformer, the export gives them too.")  # fmt: skip
     parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")

@@ -4,6 +4,7 @@ The embedding path of the multi-task model is exactly those four modules (the he
 embedding), so `SentenceTransformer(folder).encode(...)` gives what `sentmtl.encode` gives.
 """
 
+import numbers
 import tempfile
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: in
 
     `truncate_dim`: the export gives the first `truncate_dim` dimensions (re-normalised), as `encode(...,
     truncate_dim=)` does: the Dense layer keeps the projection's first rows, so the truncation is in the saved model
-    itself (no setting a client must remember) and the Normalize module re-normalises."""
+    itself (no setting a client must remember), and the Normalize module (a model with `normalize`) re-normalises."""
     import torch
 
     if model.config.pooling not in _ST_POOLING:
@@ -51,8 +52,9 @@ def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: in
     max_seq_length = max_seq_length or default_max_length(tokenizer, model)
     projection = model.shared_projection
     rows = projection.out_features if truncate_dim is None else truncate_dim
-    if not 1 <= rows <= projection.out_features:
+    if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 1 <= rows <= projection.out_features:
         raise ValueError(f"truncate_dim={truncate_dim}: an integer in 1 … the embedding size ({projection.out_features}).")
+    rows = int(rows)
     with tempfile.TemporaryDirectory() as encoder_dir:
         # The encoder alone, as a plain transformers checkpoint the Transformer module can load. sentmtl drops
         # BERT's pooler unless it pools with it; a freshly initialised one (unused by mean / CLS pooling) is saved

@@ -85,6 +85,7 @@ def build_model(model_args, tasks: list[TaskSpec]):
             raise ValueError(f"{model_args.model_name_or_path} learns one loss weight per task for {len(known)} tasks; "
                              f"this run has {len(merged)}. Continue with the same tasks, or --distillation_weight 0.")  # fmt: skip
         model.config.tasks = merged
+        model.config._validate_matryoshka()  # the checkpoint's Matryoshka sizes against the run's new tasks
         return model, tokenizer
     return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
                                     tasks=[task.to_dict() for task in tasks], **model_args.config_overrides())  # fmt: skip

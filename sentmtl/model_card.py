@@ -94,7 +94,8 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
     for section in dict.fromkeys(task for task, _, _ in rows):
         title = "All tasks" if section == "all" else f"Task `{section}`"
         lines += [f"### {title}", "", "| metric | value |", "| --- | --- |",
-                  *[f"| {name} | {value:.4f} |" for task, name, value in rows if task == section], ""]  # fmt: skip
+                  *[f"| {name} | {value if isinstance(value, int) else f'{value:.4f}'} |" for task, name, value in rows
+                    if task == section], ""]  # fmt: skip
 
     lines += [
         "## Intended use and limits", "",

@@ -7,6 +7,7 @@ at argument time. After that there is one way data is loaded, split, tokenised, 
 """
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 
 from .corpus import LABEL_NAMES, SOURCES
@@ -66,7 +67,13 @@ class DataSpec:
                 "file" in self.distractors and set(self.distractors) <= {"file", "columns"}))  # fmt: skip
             if not ok:
                 raise ValueError(f"distractors {self.distractors!r}: use {{stsb: folder}} or {{file: path, columns: "
-                                 "[...]}} (columns default to the task's text columns).")  # fmt: skip
+                                 "[...]} (columns default to the task's text columns).")  # fmt: skip
+            columns = self.distractors.get("columns")
+            if columns is not None and (not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns)):
+                raise ValueError(f"distractors columns {columns!r}: a non-empty list of column names (or leave it out).")
+        if self.min_score is not None and (isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float))
+                                           or not math.isfinite(self.min_score)):  # fmt: skip
+            raise ValueError(f"min_score {self.min_score!r} must be a number (on the score column's scale).")
         for name in ("batch_size", "batches_per_epoch"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -116,6 +123,9 @@ class RunTask:
             raise ValueError(f"{where}: a {spec.type} task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
         if data.teacher is not None and not task_io(spec).teacher_targets:
             raise ValueError(f"{where}: teacher is for distillation tasks only.")
+        if data.max_samples is not None and task_io(spec).from_texts:
+            raise ValueError(f"{where}: max_samples would cut pairs that share a text apart (a subset keeps whole groups "
+                             "of near-duplicates, not rows); give a smaller file instead.")  # fmt: skip
         retrieval = [name for name in ("negative_columns", "min_score", "distractors") if getattr(data, name) is not None]
         if retrieval and not task_io(spec).from_texts:
             raise ValueError(f"{where}: {', '.join(retrieval)}: only for contrastive tasks (a {spec.type} task's rows "

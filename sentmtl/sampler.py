@@ -15,7 +15,8 @@ sources, the strategy interleaves them:
 A source may have its own batch size, and a fixed number of batches per epoch (`batches_per_epoch`: a fresh subset of
 its rows each epoch, or more than one pass): the strategy then orders the other sources, and the fixed ones' batches
 are spread evenly among theirs (shuffled in, under `proportional`). A source with batch keys (a contrastive task's
-texts) gets batches in which no two rows share a key: a row that would repeat one waits for a later batch.
+texts) gets batches of the same count and sizes in which no two rows share a key: a row that would repeat one waits
+for a later batch (`distinct_batches`).
 
 Seeded by (seed, epoch), so a resumed run replays the interrupted epoch's order and skips what it already did.
 """
@@ -62,13 +63,9 @@ class TaskBatchSampler(Sampler):
             raise ValueError(f"source(s) {small} have fewer rows than the {min_batch_size} processes; every process "
                              "needs a row of each batch.")  # fmt: skip
         self.min_batch_size = min_batch_size
-        self.batches_per_source = [len(self._split(list(range(len(source))), k)) for k, source in enumerate(lengths)]
+        self.batches_per_source = [len(self._sizes(k)) for k in range(len(lengths))]
         self.free = [k for k in range(len(lengths)) if self.fixed[k] is None]  # sources the strategy orders
-        for k in range(len(lengths)):
-            short = self.batches_per_source[k] - -(-len(lengths[k]) // sizes[k])
-            if self.keys[k] is not None and short > 0:  # said once, when the sampler is built
-                logger.warning("source %d: %d more batch(es) than its %d rows need at batch size %d, since rows that "
-                               "share a text cannot share a batch.", k, short, len(lengths[k]), sizes[k])  # fmt: skip
+        self._warned = set()  # keyed sources whose repeats were reported
 
     def set_epoch(self, epoch) -> None:  # the Trainer (through accelerate) calls this at every epoch, resumed ones too
         self.epoch = int(epoch)
@@ -94,14 +91,28 @@ class TaskBatchSampler(Sampler):
         offset = self.offsets[k]
         return [[offset + i for i in batch] for batch in self._split(order, k)]
 
+    def _sizes(self, k: int) -> list[int]:
+        """Source k's batch sizes in an epoch: full batches, the last smaller; a last one smaller than
+        `min_batch_size` joins the one before it."""
+        n, size = len(self.lengths[k]), self.batch_sizes[k]
+        sizes = [min(size, n - start) for start in range(0, n, size)]
+        if len(sizes) > 1 and sizes[-1] < self.min_batch_size:
+            sizes[-2:] = [sizes[-2] + sizes[-1]]
+        return sizes
+
     def _split(self, order: list[int], k: int) -> list[list[int]]:
-        size = self.batch_sizes[k]
+        sizes = self._sizes(k)
         if self.keys[k] is None:
-            batches = [order[start : start + size] for start in range(0, len(order), size)]
-        else:
-            batches = distinct_batches(order, self.keys[k], size)
-        if len(batches) > 1 and len(batches[-1]) < self.min_batch_size:
-            batches[-2:] = [batches[-2] + batches[-1]]
+            starts = [sum(sizes[:j]) for j in range(len(sizes))]
+            return [order[start : start + size] for start, size in zip(starts, sizes)]
+        # The same number and sizes of batches (so the epoch's length is fixed and every process gets its share),
+        # filled so that no two rows of a batch share a key.
+        batches, repeated = distinct_batches(order, self.keys[k], sizes)
+        if repeated and k not in self._warned:  # said once per source
+            self._warned.add(k)
+            logger.warning("source %d: %d of its %d rows share a text with a row of every batch that had room for "
+                           "them (epoch %d); they were batched anyway, and the loss leaves the repeated text out of "
+                           "their negatives.", k, repeated, len(order), self.epoch)  # fmt: skip
         return batches
 
     def _fixed_batches(self, k: int, generator: torch.Generator) -> list[list[int]]:
@@ -138,7 +149,11 @@ class TaskBatchSampler(Sampler):
                     yield batches[step]
             return
         sources = list(per_source)
-        weights = torch.tensor([len(self.lengths[k]) ** (1.0 / self.temperature) for k in sources], dtype=torch.float64)
+        # ∝ size^(1/T), the size in batches when the sources' batch sizes differ (T = 1: proportional to the steps
+        # each would get); with one batch size, rows (the order runs saved before per-source sizes existed replay).
+        per_batch = [1.0 if len(set(self.batch_sizes)) == 1 else self.batch_sizes[k] for k in sources]
+        weights = torch.tensor([(len(self.lengths[k]) / b) ** (1.0 / self.temperature) for k, b in zip(sources, per_batch)],
+                               dtype=torch.float64)  # fmt: skip
         draws = torch.multinomial(weights, self._free_count(), replacement=True, generator=generator).tolist()
         position = dict.fromkeys(sources, 0)
         for index in draws:
@@ -149,12 +164,13 @@ class TaskBatchSampler(Sampler):
             position[k] += 1
 
 
-def distinct_batches(order: list[int], keys: list[tuple], size: int) -> list[list[int]]:
-    """Rows in `order` cut into batches of up to `size` in which no two rows share a key; a row that would repeat one
-    waits, first in line, for the next batch (sentence-transformers' NoDuplicatesBatchSampler does the same). A batch
-    is short of `size` only when no waiting row fits it."""
+def distinct_batches(order: list[int], keys: list[tuple], sizes: list[int]) -> tuple[list[list[int]], int]:
+    """Rows in `order` cut into batches of exactly `sizes` (which sum to the row count) in which no two rows share a
+    key, as far as a greedy fill allows: a row that would repeat a key waits, first in line, for the next batch
+    (sentence-transformers' NoDuplicatesBatchSampler does the same). Rows that found no batch without a repeat fill
+    the places left over, in order. Returns (batches, how many rows were placed with a repeat)."""
     batches, pending = [], list(order)
-    while pending:
+    for size in sizes:
         batch, used, waiting = [], set(), []
         for position, row in enumerate(pending):
             if len(batch) == size:
@@ -167,7 +183,11 @@ def distinct_batches(order: list[int], keys: list[tuple], size: int) -> list[lis
                 waiting.append(row)
         batches.append(batch)
         pending = waiting
-    return batches
+    repeated = len(pending)
+    for batch, size in zip(batches, sizes):  # what no batch took without a repeat fills the free places
+        while len(batch) < size and pending:
+            batch.append(pending.pop(0))
+    return batches, repeated
 
 
 class RankBatches(Sampler):

@@ -217,10 +217,15 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int) -> list[Source
                                                      domain_names, documents)  # fmt: skip
         else:  # no eval data of its own: a leak-free split, stratified by the first classification task
             stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).class_ids), None)
-            texts = ["text", "text_pair"] if "text_pair" in train.column_names else "text"
-            split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts,
+            texts = ["text", "text_pair"] if "text_pair" in train.column_names else ["text"]
+            negatives = []
+            if "negatives" in train.column_names:  # a hard negative must not sit on both sides either
+                for j in range(len(train[0]["negatives"])):
+                    train = train.add_column(f"_negative_{j}", [row[j] for row in train["negatives"]])
+                    negatives.append(f"_negative_{j}")
+            split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts + negatives,
                                      label_column=stratify, source_column="domain")  # fmt: skip
-            train, evaluation = split["train"], split["test"]
+            train, evaluation = (split[name].remove_columns(negatives) for name in ("train", "test"))
         if spec.min_score is not None:  # rows below it are not pairs: nothing to train on (evaluation keeps them)
             column = TARGET_PREFIX + members[0].spec.name
             before = train.num_rows

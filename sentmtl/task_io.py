@@ -369,7 +369,8 @@ class ContrastiveIO(TaskIO):
         if not query_ids:
             return out
         queries = np.stack([vectors[q] for q in query_ids])
-        distractors = [d for d in np.unique(texts[flag == 2][:, 1]).tolist() if d not in set(corpus)]
+        in_corpus = set(corpus)
+        distractors = [d for d in np.unique(texts[flag == 2][:, 1]).tolist() if d not in in_corpus]
         for prefix, documents in (("", corpus), ("distractors_", corpus + distractors)):
             if prefix and not distractors:
                 break

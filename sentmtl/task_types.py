@@ -263,17 +263,21 @@ def in_batch_negatives_loss(output: torch.Tensor, ids: torch.Tensor, scale: floa
     rows = torch.arange(n, device=output.device)
     candidate_row = torch.cat([rows, rows.repeat_interleave(width - 2)])  # the row each candidate comes from
     candidate_id = torch.cat([positive_id, negative_id])
-    is_positive = candidate_row.new_zeros(len(candidate_row), dtype=torch.bool)
-    is_positive[:n] = True
     own = F.one_hot(rows, len(candidate_row)).bool()  # [i, i]: row i's own positive
-    same = ((candidate_id[None, :] == positive_id[:, None]) | (candidate_id[None, :] == anchor_id[:, None])
-            | (is_positive[None, :] & (anchor_id[candidate_row][None, :] == anchor_id[:, None])))  # fmt: skip
-    excluded = (same & ~own) | ~keep[candidate_row][None, :]
+    # Anchor i's positive texts: the positives of every pair whose anchor is the same text (`same_anchor @ positive_text`
+    # as a boolean matrix product, no indexing). A candidate that is one of them, or the anchor's own text, is no
+    # negative for i.
+    same_anchor = (anchor_id[None, :] == anchor_id[:, None]) & keep[None, :]  # [i, r]
+    positive_text = (positive_id[:, None] == candidate_id[None, :]).float()  # [r, c]
+    relevant = (same_anchor.float() @ positive_text) > 0
+    excluded = ((relevant | (candidate_id[None, :] == anchor_id[:, None])) & ~own) | ~keep[candidate_row][None, :]
     loss = _cross_entropy_to_own(scale * anchors @ candidates.T, excluded, keep)
     if symmetric:  # positive i → anchor i among the batch's anchors
-        same = ((anchor_id[None, :] == anchor_id[:, None]) | (anchor_id[None, :] == positive_id[:, None])
-                | (positive_id[None, :] == positive_id[:, None]))  # fmt: skip
-        excluded = (same & ~own[:, :n]) | ~keep[None, :]
+        # The anchors positive i answers: those of every pair whose positive is the same text; and i's own text.
+        same_positive = (positive_id[None, :] == positive_id[:, None]) & keep[None, :]  # [i, r]
+        anchor_text = (anchor_id[:, None] == anchor_id[None, :]).float()  # [r, j]
+        relevant = (same_positive.float() @ anchor_text) > 0
+        excluded = ((relevant | (anchor_id[None, :] == positive_id[:, None])) & ~own[:, :n]) | ~keep[None, :]
         loss = (loss + _cross_entropy_to_own(scale * positives @ anchors.T, excluded, keep)) / 2
     return loss
 

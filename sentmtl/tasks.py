@@ -50,7 +50,7 @@ class TaskSpec:
             types = ", ".join(name for name, t in TASK_TYPES.items() if t.label_smoothing)
             raise ValueError(f"{where}: label_smoothing {self.label_smoothing!r} must be in [0, 1), and only {types} "
                              "tasks take one.")  # fmt: skip
-        if self.scale is not None and (self.loss not in kind.scale_losses or not self.scale > 0):
+        if self.scale is not None and (self.loss not in kind.scale_losses or not 0 < self.scale < float("inf")):
             takes = [f"{name} ({', '.join(t.scale_losses)})" for name, t in TASK_TYPES.items() if t.scale_losses]
             raise ValueError(f"{where}: scale {self.scale!r} must be > 0, and only these losses take one: "
                              f"{'; '.join(takes)}.")  # fmt: skip

@@ -136,7 +136,8 @@ class SentMtlTrainer(Trainer):
         seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
         world = self.args.world_size
         # A source's own batch size is per device, as --per_device_train_batch_size is: the global batch is W times it.
-        sizes = [(size or self._train_batch_size) * world for size in dataset.batch_sizes]
+        per_device = lambda size: size * max(1, self.args.n_gpu)  # noqa: E731 (DataParallel: one process, n GPUs)
+        sizes = [(per_device(size) if size else self._train_batch_size) * world for size in dataset.batch_sizes]
         sampler = RankBatches(TaskBatchSampler(
             dataset.lengths(), sizes, strategy=self.args.task_sampling,
             temperature=self.args.task_sampling_temperature, seed=seed, within=self.args.train_sampling_strategy,

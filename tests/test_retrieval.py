@@ -77,6 +77,14 @@ def test_repeated_texts_are_not_negatives_and_skipped_rows_take_no_part():
     row1 = -logits(1, [1])[0] + math.log(sum(math.exp(v) for v in logits(1, [0, 1, 2])))
     row2 = -logits(2, [2])[0] + math.log(sum(math.exp(v) for v in logits(2, [2, 1])))  # not 0: the same text
     assert float(loss) == pytest.approx((row0 + row1 + row2) / 3, rel=1e-5)
+    # (A, p1), (A, p2), (B, p2): p2 is a positive of A, so neither copy of it is a negative for anchor A.
+    shared = torch.tensor([[1, 0, 1], [1, 0, 2], [1, 3, 2]])
+    out = torch.randn(3, 2, 6, generator=generator)
+    a, p = out[:, 0].numpy(), out[:, 1].numpy()
+    row0 = -logits(0, [0])[0] + math.log(math.exp(logits(0, [0])[0]))  # every other candidate is A's too: 0
+    row1 = -logits(1, [1])[0] + math.log(math.exp(logits(1, [1])[0]))
+    row2 = -logits(2, [2])[0] + math.log(sum(math.exp(v) for v in logits(2, [0, 2])))  # p2 of row 1 is its own text
+    assert float(in_batch_negatives_loss(out, shared, scale=5.0)) == pytest.approx((row0 + row1 + row2) / 3, abs=1e-5)
     # No pair in the batch: 0, not NaN, and still a tensor on the graph.
     assert float(in_batch_negatives_loss(output, torch.zeros_like(ids))) == 0.0
 
@@ -109,7 +117,8 @@ def test_scale_is_only_for_losses_that_use_one():
 
 def test_distinct_batches_never_repeat_a_key_and_keep_every_row():
     keys = [(0, 1), (2, 3), (0, 4), (5, 6), (7, 1), (8, 9), (0, 10)]  # text 0 three times, text 1 twice
-    batches = distinct_batches(list(range(7)), keys, size=3)
+    batches, repeated = distinct_batches(list(range(7)), keys, [3, 3, 1])
+    assert repeated == 0 and [len(b) for b in batches] == [3, 3, 1]
     assert sorted(row for batch in batches for row in batch) == list(range(7))
     for batch in batches:
         texts = [text for row in batch for text in keys[row]]
@@ -118,15 +127,33 @@ def test_distinct_batches_never_repeat_a_key_and_keep_every_row():
     assert batches[1][0] == 2
 
 
+@pytest.mark.parametrize("strategy", ["proportional", "round_robin", "temperature"])
+def test_a_keyed_source_yields_the_length_it_reports_in_every_epoch(strategy):
+    """Batch count and sizes are those of the plain split, whatever the order: the Trainer runs len(sampler) steps
+    per epoch (and sizes it its schedule and resume by it)."""
+    keys = [(a, 100 + i) for i, a in enumerate([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 4, 5, 6])]
+    for min_batch_size in (1, 2):
+        sampler = TaskBatchSampler([[5] * 13, [5] * 10], [4, 3], strategy=strategy, keys=[keys, None],
+                                   min_batch_size=min_batch_size)  # fmt: skip
+        for epoch in range(6):
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+            assert len(batches) == len(sampler)
+            assert all(len(b) >= min_batch_size for b in batches)
+            keyed = sorted(i for b in batches if b[0] < 13 for i in b)
+            assert keyed == list(range(13)) or strategy != "proportional"  # every row once (all batches used)
+
+
 def test_a_source_that_cannot_avoid_duplicates_says_so_once(caplog):
-    keys = [(0, i + 1) for i in range(6)]  # six pairs with one anchor text: one row per batch
+    keys = [(0, i + 1) for i in range(6)]  # six pairs with one anchor text
     with caplog.at_level(logging.WARNING, logger="sentmtl.sampler"):
-        sampler = TaskBatchSampler([[5] * 6], 3, keys=[keys])
+        sampler = TaskBatchSampler([[5] * 6], 3, keys=[keys], min_batch_size=2)
         batches = list(sampler) + list(sampler)
-    assert all(len(batch) == 1 for batch in batches) and len(sampler) == 6
+    assert [len(batch) for batch in batches] == [3, 3, 3, 3] and len(sampler) == 2  # the plain split's sizes
     warnings = [r.getMessage() for r in caplog.records if "share a text" in r.getMessage()]
-    assert warnings == ["source 0: 4 more batch(es) than its 6 rows need at batch size 3, since rows that share a "
-                        "text cannot share a batch."]  # fmt: skip
+    assert warnings == ["source 0: 4 of its 6 rows share a text with a row of every batch that had room for them "
+                        "(epoch 0); they were batched anyway, and the loss leaves the repeated text out of their "
+                        "negatives."]  # fmt: skip
 
 
 def test_per_source_batch_size_and_batches_per_epoch():
@@ -415,14 +442,17 @@ def test_a_score_that_is_not_a_number_names_its_place(tiny_encoder_dir, retrieva
     ("distractors", {"stsb": "x"}, "distractors: only for contrastive tasks"),
     ("distractors", {"path": "x"}, "use {stsb: folder} or {file: path, columns"),
     ("batch_size", 0, "batch_size 0 must be a positive integer"),
+    ("min_score", "high", "min_score 'high' must be a number"),
+    ("distractors", {"file": "d.csv", "columns": []}, "distractors columns []: a non-empty list"),
+    ("max_samples", 10, "max_samples would cut pairs that share a text apart"),
 ])  # fmt: skip
 def test_retrieval_fields_are_checked_when_the_run_file_is_read(tmp_path, field, value, message):
     task = {"name": "t", "type": "similarity", "data": {"train_file": "x.csv"}, field: value}
-    if field in ("distractors", "batch_size") and message.startswith(("use", "batch")):
+    if not message.endswith("only for contrastive tasks"):
         task["type"] = "contrastive"
     run_file = tmp_path / "run.yaml"
     run_file.write_text(yaml.safe_dump({"tasks": [task]}))
-    with pytest.raises(ValueError, match=message.replace("{", "\\{").replace("(", "\\(")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         parse_args([str(run_file), "--output_dir", str(tmp_path / "out")])
 
 
@@ -433,3 +463,54 @@ def test_distractors_need_evaluation_data_of_the_source(tiny_encoder_dir, retrie
     run_file.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="distractors are added to a source's own evaluation data"):
         run(*parse_args([str(run_file), *_flags(tiny_encoder_dir, tmp_path / "out")]))
+
+
+def test_the_split_keeps_each_hard_negative_on_one_side(tiny_encoder_dir, retrieval_files, tmp_path):
+    """A source without evaluation data of its own is split leak-free over every text of a row, hard negatives
+    included: a train row's hard negative is never an evaluation query or document."""
+    from sentmtl.task_data import build_sources
+
+    run_file = _run_file(tmp_path, retrieval_files, negative_columns=["negative"])
+    config = yaml.safe_load(run_file.read_text())
+    del config["tasks"][0]["data"]["validation_file"]
+    run_file.write_text(yaml.safe_dump(config))
+    _, data_args, _ = parse_args([str(run_file), *_flags(tiny_encoder_dir, tmp_path / "out")])
+    source = build_sources(data_args.tasks, data_args, 42)[0]
+    assert "_negative_0" not in source.train.column_names
+    train_texts = {t for row in source.train for t in (row["text"], row["text_pair"], *row["negatives"])}
+    eval_texts = {t for row in source.eval for t in (row["text"], row["text_pair"], *row["negatives"])}
+    assert source.eval.num_rows > 0 and not train_texts & eval_texts
+
+
+def test_a_continued_matryoshka_model_refuses_an_added_cosine_distillation(tiny_model, tiny_tokenizer, tmp_path):
+    from sentmtl.arguments import ModelArguments
+    from sentmtl.loading import build_model
+
+    tiny_model.config.matryoshka_dims = [16, 8]
+    tiny_model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    tasks = [*tiny_model.tasks, TaskSpec("d", "distillation", loss="cosine")]
+    with pytest.raises(ValueError, match="d \\(loss cosine\\) cannot be taken on a truncated embedding"):
+        build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), tasks)
+
+
+def test_prepare_builds_a_contrastive_table_for_the_trainer(tiny_encoder_dir, tmp_path):
+    import datasets
+
+    from sentmtl.arguments import SentMtlTrainingArguments
+    from sentmtl.batching import prepare
+    from sentmtl.trainer import SentMtlTrainer
+
+    tiny_model, tiny_tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=[TaskSpec("retrieval", "contrastive").to_dict()])
+    rows = _pair_rows(24, 0)
+    table = datasets.Dataset.from_dict({key: [r[key] for r in rows] for key in ("anchor", "positive", "negative")})
+    data = prepare(table, tiny_model.tasks, tiny_tokenizer, text_column="anchor", text_pair_column="positive",
+                   negative_columns=["negative"])  # fmt: skip
+    args = SentMtlTrainingArguments(output_dir=str(tmp_path / "t"), max_steps=2, per_device_train_batch_size=8,
+                                    use_cpu=True, report_to="none", disable_tqdm=True, eval_strategy="no")  # fmt: skip
+    trainer = SentMtlTrainer(model=tiny_model, args=args, train_dataset=data, eval_dataset=data,
+                             processing_class=tiny_tokenizer)  # fmt: skip
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert metrics["eval_retrieval_queries"] == len({r["anchor"] for r in rows}) and "eval_retrieval_mrr@10" in metrics
