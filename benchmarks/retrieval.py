@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy.stats import spearmanr
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from sentmtl.metrics import retrieval_metrics  # noqa: E402
-from sentmtl.stsb import read_stsb, stsb_file  # noqa: E402
+from sentmtl.stsb import pair_spearman, read_stsb, stsb_file  # noqa: E402
 
 SCENARIOS = ("untouched", "st_mnrl", "default", "multitask_sts", "retrieval_sts", "retrieval_sts_no_matryoshka")
 CONFIGS = {"default": None, "multitask_sts": "configs/multitask_sts.yaml", "retrieval_sts": "configs/retrieval_sts.yaml",
@@ -74,31 +73,30 @@ def retrieval_sets(stsb_dir):
 
 
 def measure(embed, stsb_dir, dims) -> dict:
-    """IR on both corpora and STS-B dev Spearman at each size, from `embed(texts, dim) -> [n, dim]`."""
+    """IR on both corpora and STS-B dev Spearman at each size, from `embed(texts) -> [n, size]` (full size). A
+    truncated embedding is the full one's first d dimensions re-normalised, and the cosine normalises anyway: the
+    pairs are embedded once and cut for each size."""
     queries, relevant, documents, distractors = retrieval_sets(stsb_dir)
     out = {"queries": len(queries), "documents": len(documents), "distractor_documents": len(documents) + len(distractors)}
-    q, d, x = embed(queries, None), embed(documents, None), embed(distractors, None)
+    q, d, x = embed(queries), embed(documents), embed(distractors)
     for prefix, corpus in (("", d), ("distractors_", np.concatenate([d, x]))):
         out.update({prefix + k: 100 * v for k, v in retrieval_metrics(q, corpus, relevant).items()})
     pairs = read_stsb(stsb_file(stsb_dir, "dev"))
+    a, b = embed(list(pairs["sentence1"])), embed(list(pairs["sentence2"]))
     for dim in dims:
-        a, b = embed(list(pairs["sentence1"]), dim), embed(list(pairs["sentence2"]), dim)
-        cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-12)
-        out[f"stsb@{dim}"] = 100 * float(spearmanr(cosines, pairs["score"]).statistic)
+        out[f"stsb@{dim}"] = 100 * pair_spearman(a[:, :dim], b[:, :dim], pairs["score"])
     return out
 
 
 def st_embedder(model):
-    return lambda texts, dim: model.encode(texts, batch_size=64, truncate_dim=dim, convert_to_numpy=True,
-                                           show_progress_bar=False)
+    return lambda texts: model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
 
 
 def sentmtl_embedder(path):
     import sentmtl
 
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(path))
-    return lambda texts, dim: sentmtl.encode(model, texts, tokenizer, precision="fp32", truncate_dim=dim,
-                                                  show_progress_bar=False), model
+    return lambda texts: sentmtl.encode(model, texts, tokenizer, precision="fp32", show_progress_bar=False), model
 
 
 def train_st_mnrl(seed: int, args, out: Path) -> float:

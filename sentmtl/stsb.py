@@ -46,13 +46,18 @@ def stsb_spearman(model, tokenizer, path, pooled: bool = False, **encode_kwargs)
     """The embedding's general similarity: Spearman (0–1, as every correlation sentmtl reports) of the pair cosines
     against STS-B's gold scores; `pooled`: of the encoder's pooled vectors, before the projection — the untouched
     encoder's own score. A run measures STS-B dev through its evaluation instead (`--sts_eval_file`)."""
-    import numpy as np
-    from scipy.stats import spearmanr
-
     from .embed import encode
 
     pairs = read_stsb(path)
     a = encode(model, list(pairs["sentence1"]), tokenizer, pooled=pooled, **encode_kwargs)
     b = encode(model, list(pairs["sentence2"]), tokenizer, pooled=pooled, **encode_kwargs)
+    return pair_spearman(a, b, pairs["score"])
+
+
+def pair_spearman(a, b, scores) -> float:
+    """Spearman (0–1) of the cosines of rows a[i], b[i] against `scores`."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
     cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-12)
-    return float(spearmanr(cosines, pairs["score"]).statistic)
+    return float(spearmanr(cosines, scores).statistic)
