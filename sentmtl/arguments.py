@@ -222,6 +222,12 @@ class SentMtlTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Replace a trained model already in --output_dir (otherwise that is an error)."},
     )
+    export_onnx: bool = field(
+        default=False,
+        metadata={"help": "After the final save, also write <output_dir>/onnx/: the whole model (every head included) as "
+                          "one ONNX graph, fp32 and int8 (run_embed.py --backend onnx); pushed with --push_to_hub. "
+                          "Needs pip install \"sentmtl[onnx]\"."},
+    )  # fmt: skip
     task_sampling: str = field(
         default="proportional",
         metadata={"help": f"Which source the next batch comes from when tasks have their own data: "
@@ -319,6 +325,10 @@ class SentMtlTrainingArguments(TrainingArguments):
         if self.bf16 is None:
             device_type = "cpu" if self.use_cpu or not has_accelerator() else ("cuda" if torch.cuda.is_available() else "mps")
             self.bf16 = not self.fp16 and fast_bf16_available(device_type)
+        if self.export_onnx:  # refused now, not after hours of training
+            from .onnx_export import require_onnx
+
+            require_onnx()
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id user/name (the repository to create or update).")
         self._check_output_dir()

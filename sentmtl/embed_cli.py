@@ -4,6 +4,7 @@ a sentence-transformers folder.
     python run_embed.py "The plot twists were unexpected." "The service was satisfactory."
     python run_embed.py --input_file sentences.txt --output_file embeddings.npy --model_name_or_path out/
     python run_embed.py --model_name_or_path out/ --export_sentence_transformer out-st/
+    python run_embed.py --model_name_or_path out/ --export_onnx out/onnx        # then --backend onnx
 """
 
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from .embed import PRECISIONS, default_max_length, encode
+from .onnx_runtime import VARIANTS
 from .errors import USER_ERRORS, debug_requested, one_line
 from .loading import is_sentmtl_checkpoint, load_model_and_tokenizer
 from .precision import default_device
@@ -29,6 +31,7 @@ from .embed_io import (
     write_embeddings,
 )
 
+BACKENDS = ("torch", "onnx")
 # The seed write-up's examples, embedded when no sentence is given.
 SAMPLE_SENTENCES = [
     "The plot twists were unexpected.",
@@ -84,10 +87,43 @@ def parse_args(argv=None):
         help="Instead of embedding, write the model as a sentence-transformers folder (Transformer → Pooling → Dense "
         "→ Normalize) that SentenceTransformer(OUTDIR) loads and that embeds exactly as sentmtl does.",
     )
+    parser.add_argument(
+        "--export_onnx", metavar="OUTDIR",
+        help="Instead of embedding, write the whole model (encoder, pooling, projection, normalisation and every head) "
+        "as one ONNX graph, fp32 and int8, with its tokenizer: model.onnx, model_int8.onnx, sentmtl_onnx.json. "
+        "Put it in the run folder's onnx/ to serve it with --backend onnx. Needs pip install \"sentmtl[onnx]\".",
+    )  # fmt: skip
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="torch",
+        help="torch: the model itself (--precision applies). onnx: the graph exported with --export_onnx (the "
+        "folder --model_name_or_path or its onnx/), run by onnxruntime on the CPU; see --onnx_variant.",
+    )  # fmt: skip
+    parser.add_argument("--onnx_variant", choices=VARIANTS, default=None,
+                        help="With --backend onnx: int8 (the default; fastest on CPUs, cosine >= 0.99 to fp32) or fp32 "
+                             "(exact).")  # fmt: skip
     parser.add_argument("--seed", type=int, default=42, help="Seed for the untrained projection of a plain encoder.")
     args = parser.parse_args(argv)
-    if args.export_sentence_transformer and (args.sentences or args.input_file or args.output_file):
-        parser.error("--export_sentence_transformer writes a model; it takes no sentences, --input_file or --output_file")
+    export = args.export_sentence_transformer or args.export_onnx
+    if args.export_sentence_transformer and args.export_onnx:
+        parser.error("--export_sentence_transformer and --export_onnx: one export per command")
+    if export and (args.sentences or args.input_file or args.output_file):
+        option = "--export_onnx" if args.export_onnx else "--export_sentence_transformer"
+        parser.error(f"{option} writes a model; it takes no sentences, --input_file or --output_file")
+    if args.onnx_variant is not None and args.backend != "onnx":
+        parser.error(f"--onnx_variant {args.onnx_variant} applies to --backend onnx")
+    if args.backend == "onnx":
+        args.onnx_variant = args.onnx_variant or "int8"
+        # Flags the ONNX runtime cannot honour are refused rather than ignored.
+        if export:
+            parser.error("--backend onnx embeds with an exported graph; exports read the torch model (leave --backend)")
+        if args.model_name_or_path is None:
+            parser.error("--backend onnx needs --model_name_or_path: a run folder with onnx/ (made by --export_onnx)")
+        if args.precision != "auto":
+            parser.error(f"--precision {args.precision} applies to --backend torch; with onnx, choose --onnx_variant")
+        if args.device not in (None, "cpu"):
+            parser.error(f"--backend onnx runs on the CPU (onnxruntime's CPU provider); --device {args.device} is not supported")
+        if args.allow_pickle_weights:
+            parser.error("--allow_pickle_weights loads torch weights; --backend onnx reads none")
     if args.sentences and args.input_file:
         parser.error("give sentences on the command line or --input_file, not both")
     if args.device is not None:
@@ -108,6 +144,8 @@ def main(argv=None) -> int:
     try:
         if args.export_sentence_transformer:
             return export(args)
+        if args.export_onnx:
+            return export_onnx(args)
         if args.input_file:
             return embed_file(args)
         return embed_sentences(args, args.sentences or SAMPLE_SENTENCES)
@@ -133,16 +171,48 @@ def load(args):
     return model, tokenizer
 
 
+class Embedder:
+    """`embed(sentences, truncated) -> float32 [n, size]` with the chosen backend, its size and token limit."""
+
+    def __init__(self, args, show_progress_bar: bool | None = None):
+        self.args, self.show_progress_bar = args, show_progress_bar
+        if args.backend == "onnx":
+            from .onnx_runtime import OnnxSentMtl
+
+            self.onnx = OnnxSentMtl.from_pretrained(args.model_name_or_path, args.onnx_variant)
+            self.size = args.truncate_dim or self.onnx.embedding_size
+            self.max_length = args.max_length or self.onnx.manifest["max_length"]
+            if args.truncate_dim is not None and args.truncate_dim > self.onnx.embedding_size:
+                raise ValueError(f"--truncate_dim {args.truncate_dim}: the exported embeddings have "
+                                 f"{self.onnx.embedding_size} dimensions.")  # fmt: skip
+            if self.max_length > self.onnx.manifest["max_length"]:
+                raise ValueError(f"--max_length {self.max_length}: the exported model takes at most "
+                                 f"{self.onnx.manifest['max_length']} tokens.")  # fmt: skip
+        else:
+            self.model, self.tokenizer = load(args)
+            self.size = args.truncate_dim or self.model.config.embedding_size
+            self.max_length = args.max_length or default_max_length(self.tokenizer, self.model)
+
+    def __call__(self, sentences: list[str], truncated: list[int]) -> np.ndarray:
+        args = self.args
+        if args.backend == "onnx":
+            return self.onnx.encode(sentences, batch_size=args.batch_size, max_length=self.max_length,
+                                    truncate_dim=args.truncate_dim, show_progress_bar=self.show_progress_bar,
+                                    truncated=truncated)  # fmt: skip
+        return encode(self.model, sentences, self.tokenizer, batch_size=args.batch_size, max_length=self.max_length,
+                      precision=args.precision, show_progress_bar=self.show_progress_bar, truncated=truncated,
+                      truncate_dim=args.truncate_dim)  # fmt: skip
+
+
 def embed_sentences(args, sentences: list[str]) -> int:
     """Sentences from the command line: embed, print, optionally write and compare."""
     blank = [i for i, sentence in enumerate(sentences, start=1) if not sentence.strip()]
     if blank:
         raise ValueError(f"sentence(s) {blank} are empty; every sentence needs text.")
-    model, tokenizer = load(args)
+    embedder = Embedder(args)
     truncated = []
-    embeddings = encode(model, sentences, tokenizer, batch_size=args.batch_size, max_length=args.max_length,
-                        precision=args.precision, truncated=truncated, truncate_dim=args.truncate_dim)  # fmt: skip
-    report_truncated(truncated, len(sentences), args.max_length or default_max_length(tokenizer, model))
+    embeddings = embedder(sentences, truncated)
+    report_truncated(truncated, len(sentences), embedder.max_length)
     if args.output_file:
         write_embeddings(args.output_file, sentences, embeddings)
         print(f"Wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {args.output_file}")
@@ -160,9 +230,8 @@ def embed_file(args) -> int:
         print(report.summary(), file=sys.stderr)
     if count == 0:
         raise ValueError(f"{args.input_file}: no sentences to embed (all {len(report.skipped)} line(s) were skipped).")
-    model, tokenizer = load(args)
-    max_length = args.max_length or default_max_length(tokenizer, model)
-    size = args.truncate_dim or model.config.embedding_size
+    embedder = Embedder(args, show_progress_bar=False)
+    max_length, size = embedder.max_length, embedder.size
     writer = EmbeddingWriter(args.output_file, count, size) if args.output_file else None
     kept, truncated_lines, seen = [], [], 0
     lines = iter_sentences(args.input_file, args.text_column, args.strict, InputReport(report.path))
@@ -170,9 +239,7 @@ def embed_file(args) -> int:
         while chunk := list(itertools.islice(lines, args.chunk_size)):
             numbers, sentences = zip(*chunk)
             truncated = []
-            embeddings = encode(model, list(sentences), tokenizer, batch_size=args.batch_size, max_length=max_length,
-                                precision=args.precision, show_progress_bar=False, truncated=truncated,
-                                truncate_dim=args.truncate_dim)  # fmt: skip
+            embeddings = embedder(list(sentences), truncated)
             truncated_lines += [numbers[i] for i in truncated]
             if writer is not None:
                 writer.write(list(numbers), list(sentences), embeddings)
@@ -205,6 +272,16 @@ def export(args) -> int:
     out = export_sentence_transformer(model, tokenizer, args.export_sentence_transformer, max_seq_length=args.max_length,
                                       truncate_dim=args.truncate_dim)  # fmt: skip
     print(f"Wrote a sentence-transformers model to {out}: SentenceTransformer({str(out)!r}).encode(sentences)")
+    return 0
+
+
+def export_onnx(args) -> int:
+    from .onnx_export import export_onnx as write_onnx
+
+    model, tokenizer = load(args)
+    out = write_onnx(model, tokenizer, args.export_onnx, max_length=args.max_length)
+    print(f"Wrote the ONNX graph (embeddings and {len([t for t in model.tasks if t.has_head])} head(s); fp32 and int8) "
+          f"to {out}: python run_embed.py --backend onnx --model_name_or_path {out}")  # fmt: skip
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .network import offline_flag, unreachable
+from .onnx_export import ONNX_FOLDER
 
 # What a model repository needs. Checkpoints and the Trainer's pickled arguments stay local.
 _NEVER_UPLOADED = ("training_args.bin",)
@@ -20,15 +21,18 @@ class HubPushError(RuntimeError):
 
 
 def files_to_upload(output_dir) -> list[str]:
-    """The files of a run folder that belong in the model repository (relative paths, sorted).
+    """The files of a run folder that belong in the model repository (paths relative to it, sorted).
 
-    Top-level files only: model, config, code files, tokenizer, README.md (the card), metrics, plots,
-    run_config.yaml. Not the `checkpoint-*` folders (optimizer state, for resuming) or training_args.bin.
+    The top-level files (model, config, code files, tokenizer, README.md (the card), metrics, plots, run_config.yaml)
+    and the ONNX export in `onnx/` when there is one (`--export_onnx`). Not the `checkpoint-*` folders (optimizer
+    state, for resuming) or training_args.bin.
     """
     output_dir = Path(output_dir)
-    return sorted(
-        p.name for p in output_dir.iterdir() if p.is_file() and p.name not in _NEVER_UPLOADED and not p.name.startswith(".")
-    )
+    files = [p for p in output_dir.iterdir() if p.is_file()]
+    if (output_dir / ONNX_FOLDER).is_dir():
+        files += [p for p in (output_dir / ONNX_FOLDER).iterdir() if p.is_file()]
+    return sorted(p.relative_to(output_dir).as_posix() for p in files
+                  if p.name not in _NEVER_UPLOADED and not p.name.startswith("."))  # fmt: skip
 
 
 def check_hub_reachable(timeout: float = 5.0) -> None:

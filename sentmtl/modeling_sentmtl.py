@@ -246,7 +246,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             loss=loss,
             task_losses=task_losses or None,
             logits=task_outputs.get(first["classification"].name) if first["classification"] else None,
-            sentiment_scores=torch.sigmoid(sentiment_logits) if sentiment_logits is not None else None,
+            sentiment_scores=first["score"].kind.predict(first["score"], sentiment_logits) if sentiment_logits is not None else None,
             sentiment_logits=sentiment_logits,
             task_logits={task.name: task_outputs[task.name] for task in tasks if task.has_head},
             task_outputs=task_outputs,

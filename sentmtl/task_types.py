@@ -82,6 +82,11 @@ class TaskType:
         out = inputs.head_output
         return out.squeeze(-1) if self.head_size(spec) == 1 else out
 
+    def predict(self, spec, output: torch.Tensor) -> torch.Tensor:
+        """What a user reads from a headed task at inference (`output` is `self.output`): by default the output
+        itself (a regression value). The ONNX graph returns this for every head."""
+        return output
+
     def present(self, targets: torch.Tensor) -> torch.Tensor:
         """`[batch]` bool: the rows that carry a target (NaN marks an absent one)."""
         return ~torch.isnan(targets.reshape(len(targets), -1)).any(dim=-1)
@@ -126,6 +131,9 @@ class Classification(TaskType):
     def present(self, targets):
         return targets != IGNORE_INDEX
 
+    def predict(self, spec, output):
+        return torch.softmax(output.float(), dim=-1)  # class probabilities, in `spec.labels` order
+
     def loss(self, spec, output, targets):
         targets = targets.view(-1)
         per_row = F.cross_entropy(output.float(), targets, ignore_index=IGNORE_INDEX, reduction="none",
@@ -140,6 +148,9 @@ class Multilabel(TaskType):
     def head_size(self, spec) -> int:
         return len(spec.labels)
 
+    def predict(self, spec, output):
+        return torch.sigmoid(output.float())  # one probability per label
+
     def loss(self, spec, output, targets):
         keep = self.present(targets)
         per_row = F.binary_cross_entropy_with_logits(output.float(), _filled(targets, keep), reduction="none").mean(-1)
@@ -152,6 +163,9 @@ class Score(TaskType):
     probability saturates to log(0)); MSE reads the sigmoid."""
 
     name, losses = "score", ("bce", "mse")
+
+    def predict(self, spec, output):
+        return torch.sigmoid(output.float())  # the score in [0, 1]
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)

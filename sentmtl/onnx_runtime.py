@@ -1,0 +1,117 @@
+"""Serve an exported sentmtl ONNX graph (`sentmtl.onnx_export`): embeddings and every head's prediction, no torch.
+
+    from sentmtl.onnx_runtime import OnnxSentMtl
+    model = OnnxSentMtl.from_pretrained("out")               # out/onnx/ (or the onnx folder itself); int8 by default
+    vectors = model.encode(["The service was slow."])        # float32 [n, embedding_size], unit norm
+    outputs = model.predict(["The service was slow."])       # {"embeddings": …, "classification": [n, 2], …}
+
+Sentences are tokenised once, sorted by length and batched (each batch padded only to its longest member), then put
+back in input order, as `sentmtl.encode` does. Needs `pip install "sentmtl[onnx]"`.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .onnx_export import FILES, MANIFEST, ONNX_FOLDER, require_onnx
+
+logger = logging.getLogger(__name__)
+VARIANTS = tuple(FILES)
+
+
+def onnx_folder(path) -> Path:
+    """The folder holding `sentmtl_onnx.json`: `path` itself, or its `onnx/` sub-folder (a run folder exported with
+    `--export_onnx`)."""
+    path = Path(path)
+    for folder in (path, path / ONNX_FOLDER):
+        if (folder / MANIFEST).is_file():
+            return folder
+    raise FileNotFoundError(f"{path} holds no exported ONNX model (no {MANIFEST} in it or in {path / ONNX_FOLDER}): "
+                            f"export one with: python run_embed.py --model_name_or_path {path} --export_onnx "
+                            f"{path / ONNX_FOLDER}")  # fmt: skip
+
+
+class OnnxSentMtl:
+    """An exported model and its tokenizer, run by onnxruntime on the CPU (or the providers given)."""
+
+    def __init__(self, folder, variant: str = "int8", providers: list[str] | None = None, threads: int | None = None):
+        require_onnx()
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        self.folder = onnx_folder(folder)
+        self.manifest = json.loads((self.folder / MANIFEST).read_text())
+        files = self.manifest["files"]
+        if variant not in files:
+            raise ValueError(f"variant={variant!r}: {self.folder} has {', '.join(files)} (of {', '.join(VARIANTS)}); "
+                             "export with quantisation for int8.")  # fmt: skip
+        self.variant = variant
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.folder / files[variant]), options,
+                                            providers=providers or ["CPUExecutionProvider"])  # fmt: skip
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        self.outputs = list(self.manifest["outputs"])
+        self.embedding_size = self.manifest["embedding_size"]
+
+    @classmethod
+    def from_pretrained(cls, path, variant: str = "int8", **kwargs) -> "OnnxSentMtl":
+        return cls(path, variant, **kwargs)
+
+    def tasks(self) -> dict[str, dict]:
+        """The headed tasks the graph predicts: {name: {"type", "labels", "shape"}}."""
+        return {name: spec for name, spec in self.manifest["outputs"].items() if name != "embeddings"}
+
+    def encode(self, sentences, batch_size: int = 64, max_length: int | None = None, truncate_dim: int | None = None,
+               show_progress_bar: bool | None = None, truncated: list[int] | None = None) -> np.ndarray:  # fmt: skip
+        """Embeddings, float32 `[n, embedding_size]` (or `[n, truncate_dim]`, re-normalised), in input order."""
+        return self.predict(sentences, batch_size, max_length, truncate_dim, show_progress_bar, truncated,
+                            outputs=["embeddings"])["embeddings"]  # fmt: skip
+
+    def predict(self, sentences, batch_size: int = 64, max_length: int | None = None, truncate_dim: int | None = None,
+                show_progress_bar: bool | None = None, truncated: list[int] | None = None,
+                outputs: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+        """Every output (or those named in `outputs`) for `sentences`, by name, in input order: `embeddings` and
+        each headed task's prediction (`tasks()` says which, with their labels)."""
+        from .embed import pad_ids, tokenize_sentences
+
+        if isinstance(sentences, str):
+            sentences = [sentences]
+        sentences = list(sentences)
+        names = outputs or self.outputs
+        unknown = [name for name in names if name not in self.outputs]
+        if unknown:
+            raise ValueError(f"outputs {unknown} are not in this graph; it has {', '.join(self.outputs)}.")
+        if truncate_dim is not None and not (isinstance(truncate_dim, (int, np.integer)) and not isinstance(truncate_dim, bool)
+                                             and 1 <= truncate_dim <= self.embedding_size):  # fmt: skip
+            raise ValueError(f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({self.embedding_size}).")
+        max_length = max_length or self.manifest["max_length"]
+        shapes = {name: self.manifest["outputs"][name]["shape"][1:] for name in names}
+        if truncate_dim is not None and "embeddings" in shapes:
+            shapes["embeddings"] = [int(truncate_dim)]
+        results = {name: np.empty((len(sentences), *shape), dtype=np.float32) for name, shape in shapes.items()}
+        if not sentences:
+            return results
+        tokenized = tokenize_sentences(self.tokenizer, sentences, max_length, truncated)
+        order = np.argsort([-len(ids) for ids in tokenized], kind="stable")
+        if show_progress_bar is None:
+            show_progress_bar = len(sentences) > 10 * batch_size
+        for start in tqdm(range(0, len(order), batch_size), desc="Embedding (ONNX)", disable=not show_progress_bar):
+            index = order[start : start + batch_size]
+            input_ids, attention_mask = pad_ids([tokenized[i] for i in index], self.tokenizer)
+            values = self.session.run(names, {"input_ids": input_ids, "attention_mask": attention_mask})
+            for name, value in zip(names, values):
+                if name == "embeddings" and truncate_dim is not None:
+                    value = value[:, :truncate_dim]
+                    if self.manifest["normalize"]:
+                        value = value / np.clip(np.linalg.norm(value, axis=1, keepdims=True), 1e-12, None)
+                results[name][index] = value
+        return results
+
+
+__all__ = ["OnnxSentMtl", "VARIANTS", "onnx_folder"]

@@ -1,0 +1,247 @@
+"""The whole-model ONNX path: export (encoder, pooling, projection, normalisation, every head), int8, the runtime,
+run_embed.py --export_onnx / --backend onnx, run_mtl.py --export_onnx and the push of onnx/."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sentmtl
+from sentmtl.embed import pad_ids
+
+try:
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+    import onnxscript  # noqa: F401
+except ImportError:  # the optional extra; CI installs it (".[dev]"), so there it must be present
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("the onnx extra is not installed (pip install 'sentmtl[onnx]')", allow_module_level=True)
+
+from sentmtl.onnx_export import FILES, MANIFEST, export_onnx, require_onnx  # noqa: E402
+from sentmtl.onnx_runtime import OnnxSentMtl  # noqa: E402
+
+from conftest import tiny_run_flags  # noqa: E402
+
+SENTENCES = ["the food was great .", "bad", "the movie was really not very good and the plot was boring .", "i love it",
+             "the service was awful , the place was worst .", "fine"]  # fmt: skip
+TASKS = [
+    {"name": "tone", "type": "classification", "labels": ["neg", "mid", "pos"]},
+    {"name": "sentiment", "type": "score"},
+    {"name": "tags", "type": "multilabel", "labels": ["food", "movie"]},
+    {"name": "stars", "type": "regression"},
+    {"name": "sts", "type": "similarity"},
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_encoder_dir, tmp_path_factory):
+    """A tiny 5-task model (4 heads) with trained-looking heads, exported once."""
+    torch.manual_seed(1)
+    model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, tasks=TASKS,
+                                                        matryoshka_dims=[16, 8])  # fmt: skip
+    with torch.no_grad():  # heads far from their zero-ish start, so a wrong head or order would show
+        for task in ("tone", "sentiment", "tags", "stars"):
+            getattr(model, f"{task}_head").weight.normal_(0, 2.0)
+    out = export_onnx(model, tokenizer, tmp_path_factory.mktemp("onnx"))
+    return model, tokenizer, out
+
+
+def torch_outputs(model, tokenizer, sentences):
+    """The reference: each sentence alone through the torch model (no padding at all), in fp32."""
+    rows = []
+    model.eval()
+    with torch.no_grad():
+        for sentence in sentences:
+            batch = tokenizer([sentence], return_tensors="pt")
+            out = model(batch["input_ids"], batch["attention_mask"])
+            row = {"embeddings": out.embeddings[0].numpy()}
+            for task in model.tasks:
+                if task.has_head:
+                    row[task.name] = task.kind.predict(task, out.task_outputs[task.name])[0].numpy()
+            rows.append(row)
+    return {name: np.stack([row[name] for row in rows]) for name in rows[0]}
+
+
+def cosine(a, b):
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_fp32_graph_gives_the_embedding_and_every_head(exported):
+    model, tokenizer, out = exported
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FILES.values(), MANIFEST, "tokenizer.json",
+                                                            "tokenizer_config.json"])  # fmt: skip
+    runtime = OnnxSentMtl.from_pretrained(out, "fp32")
+    assert set(runtime.tasks()) == {"tone", "sentiment", "tags", "stars"}  # the similarity task has no head
+    assert runtime.tasks()["tone"]["labels"] == ["neg", "mid", "pos"]
+    want = torch_outputs(model, tokenizer, SENTENCES)
+    got = runtime.predict(SENTENCES, batch_size=4)  # batched by length: padding, sorting and order restored
+    assert cosine(got["embeddings"], want["embeddings"]).min() >= 0.9999
+    for name in ("tone", "sentiment", "tags", "stars"):
+        assert got[name].shape == want[name].shape, name
+        np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(got["tone"].sum(1), 1.0, atol=1e-5)  # probabilities, not logits
+    assert ((got["sentiment"] > 0) & (got["sentiment"] < 1)).all()
+    # The Python API's embedding path, one sentence, none.
+    np.testing.assert_allclose(runtime.encode(SENTENCES[1]), got["embeddings"][1:2], atol=1e-5)
+    assert runtime.encode([]).shape == (0, 16)
+
+
+def test_truncate_dim_matches_the_torch_path(exported):
+    model, tokenizer, out = exported
+    runtime = OnnxSentMtl.from_pretrained(out, "fp32")
+    want = sentmtl.encode(model, SENTENCES, tokenizer, precision="fp32", truncate_dim=8)
+    got = runtime.encode(SENTENCES, truncate_dim=8)
+    assert got.shape == (len(SENTENCES), 8)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match=r"truncate_dim=17: an integer in 1 … the embedding size \(16\)"):
+        runtime.encode(SENTENCES, truncate_dim=17)
+
+
+def test_int8_quantises_the_encoder_but_not_the_feed_forward_outputs_projection_or_heads(exported):
+    model, tokenizer, out = exported
+    graph = onnx.load(str(out / FILES["int8"])).graph
+    kinds = [node.op_type for node in graph.node]
+    # Each encoder layer has 5 quantised weight MatMuls (q, k, v, attention output, feed-forward input) …
+    assert kinds.count("MatMulInteger") == 5 * model.config.encoder_config.num_hidden_layers
+    # … and keeps the feed-forward output (intermediate 37 → hidden 32) in float, as the projection and heads (Gemm).
+    float_weights = {tuple(init.dims) for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    assert {(37, 32), (32, 16), (16, 3), (16, 2), (16, 1)} <= float_weights  # weights stored [in, out]
+    runtime = OnnxSentMtl.from_pretrained(out)  # int8 is the default variant
+    assert runtime.variant == "int8"
+    got = runtime.predict(SENTENCES)
+    assert got["embeddings"].shape == (len(SENTENCES), 16) and got["tone"].shape == (len(SENTENCES), 3)
+    assert cosine(got["embeddings"], sentmtl.encode(model, SENTENCES, tokenizer, precision="fp32")).min() > 0.9
+
+
+def test_pad_ids_matches_the_tokenizer_on_both_sides(tiny_tokenizer):
+    ids = tiny_tokenizer(SENTENCES)["input_ids"]
+    for side in ("right", "left"):
+        tiny_tokenizer.padding_side = side
+        try:
+            want = tiny_tokenizer.pad({"input_ids": ids}, return_tensors="np")
+            input_ids, mask = pad_ids(ids, tiny_tokenizer)
+        finally:
+            tiny_tokenizer.padding_side = "right"
+        np.testing.assert_array_equal(input_ids, want["input_ids"])
+        np.testing.assert_array_equal(mask, want["attention_mask"])
+        assert input_ids.dtype == np.int64
+
+
+def test_run_embed_exports_and_embeds_with_the_onnx_backend(exported, tmp_path, capsys):
+    import run_embed
+
+    model, tokenizer, _ = exported
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    assert run_embed.main(["--model_name_or_path", str(model_dir), "--export_onnx", str(model_dir / "onnx")]) == 0
+    assert "--backend onnx" in capsys.readouterr().out
+    sentences = tmp_path / "in.txt"
+    sentences.write_text("\n".join(SENTENCES) + "\n")
+    for variant in ("fp32", "int8"):
+        output = tmp_path / f"{variant}.npy"
+        assert run_embed.main(["--model_name_or_path", str(model_dir), "--backend", "onnx", "--onnx_variant", variant,
+                               "--input_file", str(sentences), "--output_file", str(output)]) == 0  # fmt: skip
+        want = OnnxSentMtl.from_pretrained(model_dir, variant).encode(SENTENCES)
+        np.testing.assert_allclose(np.load(output), want, atol=1e-6)
+    torch_path = sentmtl.encode(model, SENTENCES, tokenizer, precision="fp32")
+    assert cosine(np.load(tmp_path / "fp32.npy"), torch_path).min() >= 0.9999
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backend", "onnx", "--model_name_or_path", "m", "--precision", "bf16"], "--precision bf16 applies to --backend torch"),
+    (["--backend", "onnx", "--model_name_or_path", "m", "--device", "cuda"], "--backend onnx runs on the CPU"),
+    (["--backend", "onnx"], "--backend onnx needs --model_name_or_path"),
+    (["--onnx_variant", "fp32"], "--onnx_variant fp32 applies to --backend onnx"),
+    (["--backend", "onnx", "--model_name_or_path", "m", "--export_onnx", "x"], "exports read the torch model"),
+    (["--export_onnx", "x", "a sentence"], "--export_onnx writes a model; it takes no sentences"),
+])  # fmt: skip
+def test_run_embed_refuses_flags_the_onnx_backend_cannot_honour(flags, message, capsys):
+    import run_embed
+
+    with pytest.raises(SystemExit):
+        run_embed.main(flags)
+    assert message in capsys.readouterr().err
+
+
+def test_onnx_backend_without_an_export_says_how_to_make_one(tmp_path, capsys):
+    import run_embed
+
+    assert run_embed.main(["--backend", "onnx", "--model_name_or_path", str(tmp_path), "hello"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} holds no exported ONNX model" in err and f"--export_onnx {tmp_path / 'onnx'}" in err
+
+
+def test_a_variant_that_was_not_exported_is_named(exported, tmp_path):
+    _, _, out = exported
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"].pop("int8")
+    copy = tmp_path / "fp32only"
+    copy.mkdir()
+    for path in out.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"variant='int8': .* has fp32"):
+        OnnxSentMtl.from_pretrained(copy)
+
+
+def test_missing_extra_is_refused_before_training(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys):
+    from sentmtl.run import main
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install \"sentmtl\[onnx\]\""):
+        require_onnx()
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "o", "--export_onnx", "true")) == 2
+    assert "sentmtl[onnx]" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model.safetensors").exists()  # refused up front, nothing trained
+
+
+def test_run_mtl_exports_onnx_and_the_push_uploads_it(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
+    """onnx/ reaches the repository: the file list handed to the Hub client, filtered the way the client filters it."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from sentmtl.hub import files_to_upload, push_folder
+    from sentmtl.run import main
+
+    out = tmp_path / "run"
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--export_onnx", "true")) == 0
+    runtime = OnnxSentMtl.from_pretrained(out, "fp32")  # found in out/onnx
+    model, tokenizer = sentmtl.load_model_and_tokenizer(str(out))
+    got = runtime.predict(SENTENCES)
+    want = torch_outputs(model, tokenizer, SENTENCES)
+    assert cosine(got["embeddings"], want["embeddings"]).min() >= 0.9999
+    np.testing.assert_allclose(got["classification"], want["classification"], atol=1e-4)
+
+    calls = {}
+
+    class FakeApi:  # the network boundary
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, repo_id, folder_path, allow_patterns, commit_message, revision=None):
+            every = sorted(p.relative_to(folder_path).as_posix() for p in folder_path.rglob("*") if p.is_file())
+            calls["uploaded"] = sorted(filter_repo_objects(every, allow_patterns=allow_patterns))
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr("sentmtl.hub.check_hub_reachable", lambda: None)
+    push_folder(out, "someone/model")
+    uploaded = calls["uploaded"]
+    assert uploaded == files_to_upload(out)
+    assert {"onnx/model.onnx", "onnx/model_int8.onnx", f"onnx/{MANIFEST}", "onnx/tokenizer.json"} <= set(uploaded)
+    assert "model.safetensors" in uploaded and "training_args.bin" not in uploaded
+
+
+def test_a_task_named_embeddings_is_refused(tiny_encoder_dir, tmp_path):
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": "embeddings", "type": "regression"}])
+    with pytest.raises(ValueError, match="a task named 'embeddings' would clash"):
+        export_onnx(model, tokenizer, tmp_path / "x")
