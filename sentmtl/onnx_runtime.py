@@ -47,7 +47,7 @@ class OnnxSentMtl:
         files = self.manifest["files"]
         if variant not in files:
             raise ValueError(f"variant={variant!r}: {self.folder} has {', '.join(files)} (of {', '.join(VARIANTS)}); "
-                             "export with quantisation for int8.")  # fmt: skip
+                             "export with quantisation for the int8 ones.")  # fmt: skip
         self.variant = variant
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
