@@ -98,6 +98,21 @@ class MultiSourceDataset(torch.utils.data.Dataset):
         k = int(np.searchsorted(self.offsets, index, side="right") - 1)
         return self.parts[k][int(index - self.offsets[k])]
 
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """The rows of a batch, read from each part in one call (the DataLoader asks for a batch at once when a
+        dataset has this): one Arrow slice per part instead of one read per row."""
+        indices = np.asarray(indices, dtype=np.int64)
+        parts = np.searchsorted(self.offsets, indices, side="right") - 1
+        rows: list = [None] * len(indices)
+        for k in np.unique(parts):
+            where = np.flatnonzero(parts == k)
+            local = [int(i) for i in indices[where] - self.offsets[k]]
+            part = self.parts[k]
+            fetched = part.__getitems__(local) if hasattr(part, "__getitems__") else [part[i] for i in local]
+            for i, row in zip(where, fetched):
+                rows[i] = row
+        return rows
+
     def lengths(self) -> list[list[int]]:
         return [[len(ids) for ids in part["input_ids"]] for part in self.parts]
 

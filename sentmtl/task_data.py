@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from .corpus import load_sentiment_corpus, train_test_split
 from .data import NO_SOURCE, first_line, read_table
@@ -259,8 +260,10 @@ def add_teacher_targets(sources: list[Source], run_tasks: list[RunTask], teacher
                 for split in ("train", "eval"):
                     dataset = getattr(source, split)
                     if dataset is not None:
-                        vectors = encode(list(dataset["text"]))
-                        setattr(source, split, dataset.add_column(TARGET_PREFIX + task.name, vectors.tolist()))
+                        vectors = np.asarray(encode(list(dataset["text"])), dtype=np.float32)
+                        # float32, fixed length: half the Arrow bytes of Python floats (float64), read as such.
+                        feature = datasets.List(datasets.Value("float32"), length=vectors.shape[1])
+                        setattr(source, split, dataset.add_column(TARGET_PREFIX + task.name, list(vectors), feature=feature))
 
 
 __all__ = ["Source", "TARGET_PREFIX", "add_teacher_targets", "build_sources", "table_columns"]

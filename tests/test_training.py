@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 from sentmtl.arguments import DataArguments, SentMtlTrainingArguments
 from sentmtl.callbacks import FreezeCallback
 from sentmtl.batching import prepare
-from sentmtl.run import main, parse_args
+from sentmtl.run import main, parse_args, run
 from sentmtl.run_tasks import tasks_from_flags
 from sentmtl.task_data import build_sources
 from sentmtl.task_io import task_io
@@ -76,6 +76,35 @@ def test_llrd_decays_downwards(tiny_model, tmp_path):
     assert lr["backbone.layer2"] == pytest.approx(1e-4)
     assert lr["backbone.layer1"] == pytest.approx(5e-5)
     assert lr["backbone.embeddings"] == pytest.approx(2.5e-5)
+
+
+def test_merged_groups_hold_each_parameter_once_with_its_lr_and_decay(tiny_model, tmp_path):
+    from sentmtl.trainer import merge_param_groups
+
+    args = training_args(tmp_path, backbone_learning_rate=1e-4, layerwise_lr_decay=0.5, weight_decay=0.01)
+    groups = build_param_groups(tiny_model, args)
+    merged = merge_param_groups(groups)
+    assert len(merged) == len({(g["lr"], g["weight_decay"]) for g in groups}) < len(groups)
+    setting = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    after = {id(p): (g["lr"], g["weight_decay"]) for g in merged for p in g["params"]}
+    assert after == setting and sum(len(g["params"]) for g in merged) == len(setting)
+    assert sorted(name for g in merged for name in g["members"]) == sorted(g["name"] for g in groups)
+
+
+def test_merged_groups_train_the_same_loss_curve(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
+    """Merging the optimizer groups that share (LR, weight decay) changes nothing but the launch count."""
+    import sentmtl.trainer
+
+    curves = []
+    for merge in (True, False):
+        if not merge:
+            monkeypatch.setattr(sentmtl.trainer, "merge_param_groups", lambda groups: groups)
+        flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / f"merge_{merge}", "--logging_steps", "1",
+                               "--bf16", "false", "--eval_strategy", "no")  # fmt: skip
+        result = run(*parse_args(flags))
+        curves.append([entry["loss"] for entry in result.log_history if "loss" in entry])
+    assert len(curves[0]) >= 8
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5)
 
 
 def test_frozen_parameters_are_left_out(tiny_model, tmp_path):
@@ -308,3 +337,18 @@ def test_task_batches_are_seeded_per_epoch(tiny_encoder_dir, synthetic_csv, tmp_
     monkeypatch.setattr(TaskBatchSampler, "set_epoch", lambda self, epoch: (epochs.append(int(epoch)), original(self, epoch)))
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "o", "--num_train_epochs", "3")) == 0
     assert list(dict.fromkeys(epochs)) == [0, 1, 2]  # (both the Trainer and accelerate pass it on)
+
+
+def test_getitems_reads_a_batch_as_getitem_does_across_parts():
+    """`MultiSourceDataset.__getitems__` (one read per part and batch) returns what row-by-row reading returns, in the
+    order asked, across parts."""
+    from sentmtl.batching import MultiSourceDataset
+
+    first = datasets.Dataset.from_dict({"input_ids": [[1, 2], [3], [4, 5, 6]], "target__a": [0.5, 1.0, 0.0]})
+    second = datasets.Dataset.from_dict({"input_ids": [[7], [8, 9]], "target__b": [[0.25, 0.5], [0.75, 1.0]]})
+    dataset = MultiSourceDataset([first, second])
+    indices = [4, 0, 2, 3, 1]
+    assert dataset.__getitems__(indices) == [dataset[i] for i in indices]
+    # The DataLoader uses it: a batch sampler's batch arrives as those rows.
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=[indices], collate_fn=lambda rows: rows)
+    assert next(iter(loader)) == [dataset[i] for i in indices]
