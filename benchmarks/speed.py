@@ -506,7 +506,7 @@ def main(argv=None) -> int:
     print(f"sentmtl.encode's minimum cosine to its fp32 embeddings: {embed['min_cosine']:.6f}")
     print(f"fastest sentmtl path at min cosine >= 0.99: {fastest_ours[1]} ({fastest_ours[2]}) {fastest_ours[3]:.0f}/s; "
           f"fastest sentence-transformers path: {fastest_st[1]} ({fastest_st[2]}) {fastest_st[3]:.0f}/s "
-          f"(min cosine {fastest_st[6] if fastest_st[6] is not None else 1.0:.4f})")  # fmt: skip
+          f"(min cosine {'–' if fastest_st[6] is None else f'{fastest_st[6]:.4f}'})")  # fmt: skip
     if accuracy:
         print(f"full default run ({accuracy['default']['epochs']:g} epochs), Task A "
               f"accuracy (seed {args.seed}): default {accuracy['default']['accuracy']:.4f} "

@@ -225,7 +225,8 @@ class SentMtlTrainingArguments(TrainingArguments):
     export_onnx: bool = field(
         default=False,
         metadata={"help": "After the final save, also write <output_dir>/onnx/: the whole model (every head included) as "
-                          "one ONNX graph, fp32 and int8 (run_embed.py --backend onnx); pushed with --push_to_hub. "
+                          "one ONNX graph, fp32 and two int8 variants (run_embed.py --backend onnx); pushed with --push_to_hub; "
+                          "without it, a previous run's onnx/ there is removed. "
                           "Needs pip install \"sentmtl[onnx]\"."},
     )  # fmt: skip
     task_sampling: str = field(

@@ -109,6 +109,13 @@ def parse_args(argv=None):
     if export and (args.sentences or args.input_file or args.output_file):
         option = "--export_onnx" if args.export_onnx else "--export_sentence_transformer"
         parser.error(f"{option} writes a model; it takes no sentences, --input_file or --output_file")
+    if args.export_onnx:
+        # The graph is fp32 (int8 variants beside it), full size, and takes up to the encoder's token limit.
+        for flag, given in (("--truncate_dim", args.truncate_dim is not None), ("--max_length", args.max_length is not None),
+                            (f"--precision {args.precision}", args.precision != "auto")):  # fmt: skip
+            if given:
+                parser.error(f"{flag} does not apply to --export_onnx (the graph gives full-size embeddings in fp32 and "
+                             "int8, up to the encoder's token limit); pass it when embedding with --backend onnx")
     if args.onnx_variant is not None and args.backend != "onnx":
         parser.error(f"--onnx_variant {args.onnx_variant} applies to --backend onnx")
     if args.backend == "onnx":
@@ -185,9 +192,6 @@ class Embedder:
             if args.truncate_dim is not None and args.truncate_dim > self.onnx.embedding_size:
                 raise ValueError(f"--truncate_dim {args.truncate_dim}: the exported embeddings have "
                                  f"{self.onnx.embedding_size} dimensions.")  # fmt: skip
-            if self.max_length > self.onnx.manifest["max_length"]:
-                raise ValueError(f"--max_length {self.max_length}: the exported model takes at most "
-                                 f"{self.onnx.manifest['max_length']} tokens.")  # fmt: skip
         else:
             self.model, self.tokenizer = load(args)
             self.size = args.truncate_dim or self.model.config.embedding_size
@@ -279,7 +283,7 @@ def export_onnx(args) -> int:
     from .onnx_export import export_onnx as write_onnx
 
     model, tokenizer = load(args)
-    out = write_onnx(model, tokenizer, args.export_onnx, max_length=args.max_length)
+    out = write_onnx(model, tokenizer, args.export_onnx)
     print(f"Wrote the ONNX graph (embeddings and {len([t for t in model.tasks if t.has_head])} head(s); fp32, int8, int8_dynamic) "
           f"to {out}: python run_embed.py --backend onnx --model_name_or_path {out}")  # fmt: skip
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .onnx_export import FILES, MANIFEST, ONNX_FOLDER, require_onnx
+from .onnx_export import FILES, FORMAT, MANIFEST, ONNX_FOLDER, require_onnx
 
 logger = logging.getLogger(__name__)
 VARIANTS = tuple(FILES)
@@ -29,6 +29,9 @@ def onnx_folder(path) -> Path:
     for folder in (path, path / ONNX_FOLDER):
         if (folder / MANIFEST).is_file():
             return folder
+    if not path.exists():  # e.g. a Hub id: the runtime reads local folders only
+        raise FileNotFoundError(f"{path} is not a local folder. The ONNX runtime reads local folders: download a pushed "
+                                f"model first (hf download {path} --include 'onnx/*' --local-dir DIR), then pass DIR.")  # fmt: skip
     raise FileNotFoundError(f"{path} holds no exported ONNX model (no {MANIFEST} in it or in {path / ONNX_FOLDER}): "
                             f"export one with: python run_embed.py --model_name_or_path {path} --export_onnx "
                             f"{path / ONNX_FOLDER}")  # fmt: skip
@@ -44,6 +47,9 @@ class OnnxSentMtl:
 
         self.folder = onnx_folder(folder)
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise ValueError(f"{self.folder / MANIFEST}: format {self.manifest.get('format')!r}; this sentmtl reads "
+                             f"format {FORMAT}. Export it again with this version.")  # fmt: skip
         files = self.manifest["files"]
         if variant not in files:
             raise ValueError(f"variant={variant!r}: {self.folder} has {', '.join(files)} (of {', '.join(VARIANTS)}); "
@@ -83,10 +89,14 @@ class OnnxSentMtl:
         if isinstance(sentences, str):
             sentences = [sentences]
         sentences = list(sentences)
-        names = outputs or self.outputs
+        names = self.outputs if outputs is None else list(outputs)
         unknown = [name for name in names if name not in self.outputs]
-        if unknown:
-            raise ValueError(f"outputs {unknown} are not in this graph; it has {', '.join(self.outputs)}.")
+        if unknown or not names:
+            raise ValueError(f"outputs={outputs!r}: name some of this graph's outputs ({', '.join(self.outputs)}), or "
+                             "None for all.")  # fmt: skip
+        limit = self.manifest["max_length"]
+        if max_length is not None and not 1 <= max_length <= limit:
+            raise ValueError(f"max_length={max_length!r}: 1 … {limit}, the encoder's token limit.")
         if truncate_dim is not None and not (isinstance(truncate_dim, (int, np.integer)) and not isinstance(truncate_dim, bool)
                                              and 1 <= truncate_dim <= self.embedding_size):  # fmt: skip
             raise ValueError(f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({self.embedding_size}).")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from .hub import HubPushError, push_folder
 from .loading import build_model, load_model_and_tokenizer
 from .metrics import reliability_bins
 from .model_card import build_model_card
-from .onnx_export import ONNX_FOLDER, export_onnx
+from .onnx_export import MANIFEST, ONNX_FOLDER, export_onnx
 from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve, plot_reliability
 from .run_config import resolved_run_config, run_config_yaml
 from .run_tasks import DataSpec, RunTask, tasks_from_file, tasks_from_flags
@@ -168,8 +169,14 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     card = build_model_card(model.config, metrics, run_config, train_metrics,
                             repo_id=training_args.hub_model_id if push_to_hub else None)  # fmt: skip
     save_final_model(trainer, output_dir, extra_files={"README.md": card})
-    if training_args.export_onnx and trainer.is_world_process_zero():
-        export_onnx(model, tokenizer, output_dir / ONNX_FOLDER, max_length=max_length)
+    if trainer.is_world_process_zero():
+        if training_args.export_onnx:
+            export_onnx(model, tokenizer, output_dir / ONNX_FOLDER)
+        elif (output_dir / ONNX_FOLDER / MANIFEST).is_file():
+            # A graph of the model this run replaced: served or pushed beside the new weights, it would be wrong.
+            shutil.rmtree(output_dir / ONNX_FOLDER)
+            logger.warning("Removed %s: it held the ONNX export of the model this run replaced (--export_onnx true "
+                           "writes a new one).", output_dir / ONNX_FOLDER)  # fmt: skip
     points = {task.name: task_io(task).reliability(task, *trainer.last_eval_outputs[task.name]) for task in model.tasks
               if task.name in trainer.last_eval_outputs}  # fmt: skip
     points = {name: value for name, value in points.items() if value is not None}

@@ -140,6 +140,11 @@ class SentMtlTrainer(Trainer):
         path = os.path.join(checkpoint, "optimizer.pt") if checkpoint else None
         if path and os.path.isfile(path) and self.optimizer is not None:
             saved = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
+            if saved and "members" not in saved[0]:
+                raise ValueError(f"--resume_from_checkpoint {checkpoint}: its optimizer predates merged parameter "
+                                 "groups (sentmtl 0.2.x and earlier: one group per layer), so its moments cannot be "
+                                 "matched to this version's groups. Resume with the version that wrote it, or start "
+                                 "from its weights with --model_name_or_path.")  # fmt: skip
             names = [(group.get("name"), group.get("members")) for group in saved]
             mine = [(group.get("name"), group.get("members")) for group in self.optimizer.param_groups]
             if names != mine:

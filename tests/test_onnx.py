@@ -154,6 +154,9 @@ def test_run_embed_exports_and_embeds_with_the_onnx_backend(exported, tmp_path, 
 
 
 @pytest.mark.parametrize("flags, message", [
+    (["--export_onnx", "x", "--truncate_dim", "8"], "--truncate_dim does not apply to --export_onnx"),
+    (["--export_onnx", "x", "--max_length", "32"], "--max_length does not apply to --export_onnx"),
+    (["--export_onnx", "x", "--precision", "bf16"], "--precision bf16 does not apply to --export_onnx"),
     (["--backend", "onnx", "--model_name_or_path", "m", "--precision", "bf16"], "--precision bf16 applies to --backend torch"),
     (["--backend", "onnx", "--model_name_or_path", "m", "--device", "cuda"], "--backend onnx runs on the CPU"),
     (["--backend", "onnx"], "--backend onnx needs --model_name_or_path"),
@@ -239,13 +242,84 @@ def test_run_mtl_exports_onnx_and_the_push_uploads_it(tiny_encoder_dir, syntheti
     assert uploaded == files_to_upload(out)
     assert {*(f"onnx/{name}" for name in FILES.values()), f"onnx/{MANIFEST}", "onnx/tokenizer.json"} <= set(uploaded)
     assert "model.safetensors" in uploaded and "training_args.bin" not in uploaded
+    # Trained again into the same folder without --export_onnx: the old graph must not be served or pushed.
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--overwrite_output_dir", "true",
+                               "--num_train_epochs", "1")) == 0  # fmt: skip
+    assert not (out / "onnx").exists()
+    assert not any(name.startswith("onnx/") for name in files_to_upload(out))
 
 
-def test_a_task_named_embeddings_is_refused(tiny_encoder_dir, tmp_path):
+@pytest.mark.parametrize("name", ["embeddings", "input_ids"])
+def test_a_task_named_like_a_graph_input_or_output_is_refused(tiny_encoder_dir, tmp_path, name):
     model, tokenizer = sentmtl.load_model_and_tokenizer(
-        str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": "embeddings", "type": "regression"}])
-    with pytest.raises(ValueError, match="a task named 'embeddings' would clash"):
+        str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": name, "type": "regression"}])
+    with pytest.raises(ValueError, match=rf"tasks named \['{name}'\] would clash"):
         export_onnx(model, tokenizer, tmp_path / "x")
+
+
+def test_a_large_regression_head_exports(tiny_encoder_dir, tmp_path):
+    """The parity check is relative for large values: fp32 rounding of a head predicting ~1e4 is not an export bug."""
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": "price", "type": "regression"}])
+    with torch.no_grad():
+        model.price_head.weight.normal_(0, 3e3)
+        model.price_head.bias.fill_(2e4)
+    out = export_onnx(model, tokenizer, tmp_path / "x", quantize=False)
+    got = OnnxSentMtl.from_pretrained(out, "fp32").predict(SENTENCES)["price"]
+    assert np.abs(got).min() > 1e3
+    np.testing.assert_allclose(got, torch_outputs(model, tokenizer, SENTENCES)["price"], rtol=1e-4)
+
+
+def test_a_failed_export_leaves_the_previous_one_whole(exported, tmp_path, monkeypatch):
+    import sentmtl.onnx_export
+
+    model, tokenizer, _ = exported
+    out = export_onnx(model, tokenizer, tmp_path / "onnx", quantize=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with torch.no_grad():
+        model.tone_head.bias.add_(1.0)  # a different model, whose export then fails its check
+    try:
+        monkeypatch.setattr(sentmtl.onnx_export, "check_parity", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError, match="boom"):
+            export_onnx(model, tokenizer, out, quantize=False)
+    finally:
+        with torch.no_grad():
+            model.tone_head.bias.sub_(1.0)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # no staging folder left behind
+
+
+def test_runtime_checks_its_arguments_and_manifest_format(exported, tmp_path):
+    _, _, out = exported
+    runtime = OnnxSentMtl.from_pretrained(out, "fp32")
+    with pytest.raises(ValueError, match=r"max_length=65: 1 … 64, the encoder's token limit"):
+        runtime.encode(SENTENCES, max_length=65)
+    with pytest.raises(ValueError, match=r"outputs=\[\]: name some of this graph's outputs"):
+        runtime.predict(SENTENCES, outputs=[])
+    copy = tmp_path / "future"
+    copy.mkdir()
+    for path in out.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    manifest = json.loads((copy / MANIFEST).read_text())
+    (copy / MANIFEST).write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(ValueError, match="format 99; this sentmtl reads format 1"):
+        OnnxSentMtl.from_pretrained(copy)
+    with pytest.raises(FileNotFoundError, match="is not a local folder"):
+        OnnxSentMtl.from_pretrained("someone/model-on-the-hub")
+
+
+def test_the_default_install_needs_no_onnx_package(tiny_encoder_dir, tmp_path):
+    """Without the extra, importing sentmtl and embedding with the torch backend work (onnx is imported lazily)."""
+    script = ("import sys\nfor name in ('onnx', 'onnxruntime', 'onnxscript'):\n    sys.modules[name] = None\n"
+              "import run_embed\nsys.exit(run_embed.main(['--model_name_or_path', sys.argv[1], 'the food was great .']))")
+    import subprocess
+
+    from conftest import REPO_ROOT
+
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_encoder_dir)], cwd=REPO_ROOT, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "size=" in done.stdout
 
 
 @pytest.mark.real_encoder

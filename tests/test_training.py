@@ -339,6 +339,20 @@ def test_task_batches_are_seeded_per_epoch(tiny_encoder_dir, synthetic_csv, tmp_
     assert list(dict.fromkeys(epochs)) == [0, 1, 2]  # (both the Trainer and accelerate pass it on)
 
 
+def test_a_checkpoint_from_before_merged_groups_is_refused_with_the_reason(tiny_encoder_dir, synthetic_csv, tmp_path):
+    out = tmp_path / "run"
+    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--max_steps", "2", "--save_strategy", "steps",
+                           "--save_steps", "1", "--eval_strategy", "no")  # fmt: skip
+    assert main(flags) == 0
+    optimizer_file = out / "checkpoint-1" / "optimizer.pt"
+    state = torch.load(optimizer_file, weights_only=True)
+    for group in state["param_groups"]:  # as sentmtl 0.2 saved them: a name, no members
+        group.pop("members")
+    torch.save(state, optimizer_file)
+    with pytest.raises(ValueError, match="its optimizer predates merged parameter groups"):
+        run(*parse_args([*flags, "--resume_from_checkpoint", str(out / "checkpoint-1"), "--max_steps", "3"]))
+
+
 def test_getitems_reads_a_batch_as_getitem_does_across_parts():
     """`MultiSourceDataset.__getitems__` (one read per part and batch) returns what row-by-row reading returns, in the
     order asked, across parts."""
