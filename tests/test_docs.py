@@ -40,6 +40,9 @@ FOREIGN_FLAGS = {
     "--cpu": "accelerate",  # accelerate launch --cpu (the docs explain why not to use it)
     "--no-deps": "pip",  # pip install --no-deps
     "--force-reinstall": "pip",  # pip install --force-reinstall
+    "--system-site-packages": "venv",  # python -m venv --system-site-packages (a venv for sentence-transformers' ONNX rows)
+    "--include": "hf download",  # hf download user/name --include 'onnx/*'
+    "--local-dir": "hf download",  # hf download ... --local-dir DIR
 }
 
 # Where the task definitions live: sentmtl.task_data, or the module the refactor moves them to.
@@ -289,6 +292,12 @@ def test_python_snippet_runs(path, chunk, snippet_dir, request):
         link = snippet_dir.parent / "shared" / "data" / name
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(source, link)
+    if "onnx_runtime" in chunk.text:  # the ONNX snippets read the folder's onnx/, as run_mtl.py --export_onnx leaves it
+        pytest.importorskip("onnxruntime")
+        from sentmtl.onnx_export import export_onnx
+
+        model, tokenizer = request.getfixturevalue("tiny_model"), request.getfixturevalue("tiny_tokenizer")
+        export_onnx(model, tokenizer, snippet_dir / "output" / "sentmtl" / "onnx")
     exec(compile(chunk.text, f"{path}:{chunk.line}", "exec"), {"__name__": "__doc_snippet__"})
 
 
