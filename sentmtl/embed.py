@@ -100,7 +100,8 @@ def tokenize_sentences(tokenizer, sentences: list[str], max_length: int, truncat
 def pad_ids(batch: list[list[int]], tokenizer) -> tuple[np.ndarray, np.ndarray]:
     """`(input_ids, attention_mask)` int64 `[len(batch), longest]`, padded on the tokenizer's side with its pad id:
     numpy filling instead of `tokenizer.pad`, whose per-row Python work showed in every embedding batch. No
-    token_type_ids: for one sentence they are all 0, the encoders' default."""
+    token_type_ids, as `encode` never passed them: the encoder's default (0) is what single sentences get from BERT-like
+    tokenizers (the ONNX export refuses a tokenizer that gives them other types)."""
     if tokenizer.pad_token_id is None:
         raise ValueError(f"the tokenizer ({type(tokenizer).__name__}) has no pad token: set tokenizer.pad_token.")
     lengths = np.fromiter((len(ids) for ids in batch), dtype=np.int64, count=len(batch))

@@ -202,4 +202,5 @@ def quantize_int8(source: Path, output_dir: Path) -> list[str]:
     return ["int8", "int8_dynamic"]
 
 
-__all__ = ["FILES", "FORMAT", "MANIFEST", "ONNX_FOLDER", "OnnxGraph", "check_parity", "export_onnx", "quantize_int8", "require_onnx"]
+__all__ = ["FILES", "FORMAT", "MANIFEST", "ONNX_FOLDER", "OnnxGraph", "check_parity", "export_onnx", "output_names",
+           "quantize_int8", "require_onnx", "single_sentence_types"]

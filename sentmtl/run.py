@@ -22,7 +22,7 @@ from .hub import HubPushError, push_folder
 from .loading import build_model, load_model_and_tokenizer
 from .metrics import reliability_bins
 from .model_card import build_model_card
-from .onnx_export import MANIFEST, ONNX_FOLDER, export_onnx
+from .onnx_export import MANIFEST, ONNX_FOLDER, export_onnx, output_names, single_sentence_types
 from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve, plot_reliability
 from .run_config import resolved_run_config, run_config_yaml
 from .run_tasks import DataSpec, RunTask, tasks_from_file, tasks_from_flags
@@ -104,6 +104,9 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     tasks = data_args.tasks if data_args.tasks is not None else tasks_from_flags(model_args, data_args, training_args)
     sources = build_sources(tasks, data_args, training_args.seed)
     model, tokenizer = build_model(model_args, [task.spec for task in tasks])
+    if training_args.export_onnx:  # what the export at the end would refuse, refused before training
+        single_sentence_types(tokenizer)
+        output_names(model)
     # The encoder's position limit too: tokenizers often report a huge `model_max_length` sentinel.
     max_length = min(data_args.max_length, default_max_length(tokenizer, model))
     # Teacher vectors and evaluation run where and how training runs: the run's device and precision.

@@ -250,11 +250,22 @@ def test_run_mtl_exports_onnx_and_the_push_uploads_it(tiny_encoder_dir, syntheti
 
 
 @pytest.mark.parametrize("name", ["embeddings", "input_ids"])
-def test_a_task_named_like_a_graph_input_or_output_is_refused(tiny_encoder_dir, tmp_path, name):
+def test_a_task_named_like_a_graph_input_or_output_is_refused(tiny_encoder_dir, synthetic_csv, tmp_path, name, capsys):
     model, tokenizer = sentmtl.load_model_and_tokenizer(
         str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": name, "type": "regression"}])
     with pytest.raises(ValueError, match=rf"tasks named \['{name}'\] would clash"):
         export_onnx(model, tokenizer, tmp_path / "x")
+    # run_mtl.py --export_onnx refuses it before training, not after.
+    from sentmtl.run import main
+
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(f"tasks:\n  - {{name: {name}, type: classification, labels: [negative, positive], "
+                        f"data: {{train_file: {synthetic_csv}}}, text_column: text, label_column: sentiment}}\n")
+    flags = [str(run_file), "--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16", "--output_dir",
+             str(tmp_path / "o"), "--use_cpu", "true", "--disable_tqdm", "true", "--export_onnx", "true"]  # fmt: skip
+    assert main(flags) == 1  # a user error found while building the run
+    assert "would clash" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
 def test_a_large_regression_head_exports(tiny_encoder_dir, tmp_path):
