@@ -32,6 +32,7 @@ from .embed_io import (
 )
 
 BACKENDS = ("torch", "onnx")
+DEFAULT_SEED = 42
 # The seed write-up's examples, embedded when no sentence is given.
 SAMPLE_SENTENCES = [
     "The plot twists were unexpected.",
@@ -101,7 +102,8 @@ def parse_args(argv=None):
     parser.add_argument("--onnx_variant", choices=VARIANTS, default=None,
                         help="With --backend onnx: int8 (the default: 8-bit weight blocks, cosine >= 0.99 to fp32), "
                              "int8_dynamic (fastest on CPUs; min cosine ~0.96) or fp32 (exact).")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=42, help="Seed for the untrained projection of a plain encoder.")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"Seed for the untrained projection of a plain encoder (default {DEFAULT_SEED}).")
     args = parser.parse_args(argv)
     export = args.export_sentence_transformer or args.export_onnx
     if args.export_sentence_transformer and args.export_onnx:
@@ -131,6 +133,9 @@ def parse_args(argv=None):
             parser.error(f"--backend onnx runs on the CPU (onnxruntime's CPU provider); --device {args.device} is not supported")
         if args.allow_pickle_weights:
             parser.error("--allow_pickle_weights loads torch weights; --backend onnx reads none")
+        if args.seed is not None:
+            parser.error("--seed seeds a plain encoder's fresh projection; --backend onnx serves an exported model")
+    args.seed = DEFAULT_SEED if args.seed is None else args.seed
     if args.sentences and args.input_file:
         parser.error("give sentences on the command line or --input_file, not both")
     if args.device is not None:
