@@ -276,7 +276,7 @@ def worker_embed(data_dir, batch_size, repeats, device, encoder):
             "onnx_note": onnx_note, "min_cosine": quality["ours"]["min_cosine"]}  # fmt: skip
 
 
-def worker_st_onnx(data_dir, batch_size, repeats, encoder):
+def worker_st_onnx(sentences_file, batch_size, repeats, encoder):
     """sentence-transformers' ONNX backends (fp32, and int8 by its export_dynamic_quantized_onnx_model with the
     avx512_vnni config), run by --st_onnx_python (their optimum-onnx extra pins transformers < 5), each against
     SentenceTransformer.encode in fp32 on the same sentences."""
@@ -285,9 +285,9 @@ def worker_st_onnx(data_dir, batch_size, repeats, encoder):
     warnings.filterwarnings("ignore")
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
-    sentences = [line.rsplit("\t", 1)[0] for name in ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt")
-                 for line in (Path(data_dir) / name).read_text(encoding="utf-8", errors="replace").splitlines()
-                 if "\t" in line]  # fmt: skip
+    # The corpus's sentences as sentmtl reads them, from a file the parent wrote: sentmtl itself cannot be imported
+    # here (it needs transformers 5; this Python has < 5).
+    sentences = json.loads(Path(sentences_file).read_text())
     with tempfile.TemporaryDirectory() as tmp:
         path = _encoder_path(encoder) if encoder else _bundled_path_without_sentmtl()
         reference = SentenceTransformer(path, device="cpu").encode(sentences, batch_size=batch_size)
@@ -434,8 +434,13 @@ def main(argv=None) -> int:
 
     st_onnx = None
     if args.st_onnx_python:
-        st_onnx = in_child("st_onnx", python=args.st_onnx_python, data_dir=data_dir, batch_size=args.embed_batch_size,
-                           repeats=args.repeats, encoder=encoder)  # fmt: skip
+        from sentmtl.corpus import load_sentiment_corpus
+
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as sentences_file:
+            json.dump(list(load_sentiment_corpus(data_dir)["sentence"]), sentences_file)
+            sentences_file.flush()
+            st_onnx = in_child("st_onnx", python=args.st_onnx_python, sentences_file=sentences_file.name,
+                               batch_size=args.embed_batch_size, repeats=args.repeats, encoder=encoder)  # fmt: skip
     labels = {"st": ("SentenceTransformer.encode", "fp32"), "ours": ("sentmtl.encode", embed["precision"]),
               "onnx_fp32": ("sentmtl ONNX graph (onnxruntime)", "fp32"),
               "onnx_int8": ("sentmtl ONNX graph (onnxruntime), int8 weight blocks", "int8"),

@@ -116,6 +116,17 @@ def pad_ids(batch: list[list[int]], tokenizer) -> tuple[np.ndarray, np.ndarray]:
     return input_ids, mask.astype(np.int64)
 
 
+def length_batches(tokenizer, tokenized: list[list[int]], batch_size: int, show_progress_bar: bool | None, desc: str):
+    """`(row indices, input_ids, attention_mask)` per batch, longest sentences first, each batch padded only to its
+    own longest member (`pad_ids`); the caller puts the rows back by their indices. A progress bar on long inputs."""
+    order = np.argsort([-len(ids) for ids in tokenized], kind="stable")
+    if show_progress_bar is None:
+        show_progress_bar = len(tokenized) > 10 * batch_size
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress_bar):
+        index = order[start : start + batch_size]
+        yield (index, *pad_ids([tokenized[i] for i in index], tokenizer))
+
+
 def _as_size(value) -> int | None:
     """An integer size (numpy integers included; not a bool, not 2.5), else None."""
     if isinstance(value, bool):
@@ -132,18 +143,13 @@ def _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_b
     model.eval()
 
     tokenized = tokenize_sentences(tokenizer, sentences, max_length or default_max_length(tokenizer, model), truncated)
-    order = np.argsort([-len(ids) for ids in tokenized], kind="stable")
-    if show_progress_bar is None:
-        show_progress_bar = len(sentences) > 10 * batch_size
     out = np.empty((len(sentences), width), dtype=np.float32)
     forward = model.pool if pooled else model.embed
     target = next(model.parameters()).device
     # The precision follows the device the model is on, not the best device this machine has.
     use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16_available(target.type))
     autocast = torch.autocast(device_type=target.type, dtype=torch.bfloat16, enabled=use_bf16)
-    for start in tqdm(range(0, len(order), batch_size), desc="Embedding", disable=not show_progress_bar):
-        index = order[start : start + batch_size]
-        input_ids, attention_mask = pad_ids([tokenized[i] for i in index], tokenizer)
+    for index, input_ids, attention_mask in length_batches(tokenizer, tokenized, batch_size, show_progress_bar, "Embedding"):
         input_ids, attention_mask = torch.from_numpy(input_ids).to(target), torch.from_numpy(attention_mask).to(target)
         with autocast:
             embeddings = forward(input_ids, attention_mask)

@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .onnx_export import FILES, FORMAT, MANIFEST, ONNX_FOLDER, require_onnx
 
@@ -84,7 +83,7 @@ class OnnxSentMtl:
                 outputs: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
         """Every output (or those named in `outputs`) for `sentences`, by name, in input order: `embeddings` and
         each headed task's prediction (`tasks()` says which, with their labels)."""
-        from .embed import pad_ids, tokenize_sentences
+        from .embed import _as_size, length_batches, tokenize_sentences
 
         if isinstance(sentences, str):
             sentences = [sentences]
@@ -97,8 +96,7 @@ class OnnxSentMtl:
         limit = self.manifest["max_length"]
         if max_length is not None and not 1 <= max_length <= limit:
             raise ValueError(f"max_length={max_length!r}: 1 … {limit}, the encoder's token limit.")
-        if truncate_dim is not None and not (isinstance(truncate_dim, (int, np.integer)) and not isinstance(truncate_dim, bool)
-                                             and 1 <= truncate_dim <= self.embedding_size):  # fmt: skip
+        if truncate_dim is not None and not 1 <= (_as_size(truncate_dim) or 0) <= self.embedding_size:
             raise ValueError(f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({self.embedding_size}).")
         max_length = max_length or self.manifest["max_length"]
         shapes = {name: self.manifest["outputs"][name]["shape"][1:] for name in names}
@@ -108,12 +106,8 @@ class OnnxSentMtl:
         if not sentences:
             return results
         tokenized = tokenize_sentences(self.tokenizer, sentences, max_length, truncated)
-        order = np.argsort([-len(ids) for ids in tokenized], kind="stable")
-        if show_progress_bar is None:
-            show_progress_bar = len(sentences) > 10 * batch_size
-        for start in tqdm(range(0, len(order), batch_size), desc="Embedding (ONNX)", disable=not show_progress_bar):
-            index = order[start : start + batch_size]
-            input_ids, attention_mask = pad_ids([tokenized[i] for i in index], self.tokenizer)
+        for index, input_ids, attention_mask in length_batches(self.tokenizer, tokenized, batch_size, show_progress_bar,
+                                                               "Embedding (ONNX)"):  # fmt: skip
             values = self.session.run(names, {"input_ids": input_ids, "attention_mask": attention_mask})
             for name, value in zip(names, values):
                 if name == "embeddings" and truncate_dim is not None:
