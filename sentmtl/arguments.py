@@ -137,6 +137,18 @@ class DataArguments:
         metadata={"help": "Also measure the trained embedding on these STS-B pairs (e.g. sts-dev.csv): Spearman × 100 "
                           "of the pair cosines, eval_stsb_spearman. make run passes ../shared's when it is there."},
     )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate each source on at most this many of its held-out rows (a seeded random subset; "
+                          "--sts_eval_file's pairs too): bounds the final evaluation's time and memory on large data. "
+                          "The results table says how many rows each task's metrics used."},
+    )
+    teacher_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where distillation targets (teacher vectors) are cached, keyed by the teacher and the "
+                          "texts, so a second run on the same data reads them instead of embedding every row. "
+                          "Default: <datasets cache>/sentmtl_teacher_vectors. Delete the folder to clear it."},
+    )
     # The run file's `tasks:` (RunTask objects, `sentmtl.run_tasks`), set by parse_args; not a command-line flag.
     tasks: list | None = field(default=None, init=False)
 
@@ -161,6 +173,8 @@ class DataArguments:
         if self.validation_file and self.test_size is not None:
             raise ValueError("--test_size sets the held-out share of a split; with --validation_file there is no "
                              "split. Drop one of them.")
+        if self.max_eval_samples is not None and self.max_eval_samples < 1:
+            raise ValueError(f"--max_eval_samples {self.max_eval_samples} must be at least 1.")
         if self.max_samples is not None and self.max_samples < 2:
             raise ValueError(f"--max_samples {self.max_samples} must be at least 2.")
         if self.validation_file and not self.train_file:

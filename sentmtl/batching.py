@@ -10,10 +10,12 @@ The one way rows reach the model, for `run_mtl.py` and for users who build `Sent
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from .data import NO_SOURCE
+from .fingerprints import combine, tokenizer_fingerprint
 from .run_tasks import DataSpec, RunTask
 from .task_data import TARGET_PREFIX, table_columns
 from .task_io import task_io
@@ -37,7 +39,10 @@ def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBas
         return encoded
 
     texts = [c for c in ("text", "text_pair", "negatives") if c in dataset.column_names]
-    return dataset.map(tokenize, batched=True, remove_columns=texts, desc="Tokenising")
+    # Keyed by what decides the tokens (not by hashing this closure: a called tokenizer hashes differently), so a
+    # second run on the same table reads the tokenised cache file.
+    fingerprint = combine("tokenize", 1, dataset._fingerprint, tokenizer_fingerprint(tokenizer), max_length)
+    return dataset.map(tokenize, batched=True, remove_columns=texts, desc="Tokenising", new_fingerprint=fingerprint)
 
 
 def prepare(dataset: datasets.Dataset, tasks: list[TaskSpec], tokenizer: PreTrainedTokenizerBase, max_length: int = 128,
@@ -114,7 +119,8 @@ class MultiSourceDataset(torch.utils.data.Dataset):
         return rows
 
     def lengths(self) -> list[list[int]]:
-        return [[len(ids) for ids in part["input_ids"]] for part in self.parts]
+        """Each part's token counts, read from the Arrow column's offsets (no row is materialised)."""
+        return [pc.list_value_length(part.with_format("arrow")["input_ids"]).to_numpy().tolist() for part in self.parts]
 
     def batch_keys(self, known: list[TaskSpec]) -> list[list[tuple] | None]:
         """Per part, each row's keys that no two rows of a training batch may share (the texts of a contrastive

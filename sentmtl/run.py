@@ -16,7 +16,7 @@ from .batching import MultiSourceDataset, tokenize_source
 from .callbacks import FreezeCallback, InterruptCallback, WeightAveragingCallback
 from .configuration_sentmtl import SentMtlConfig
 from .checkpoints import latest_checkpoint, resolve_resume_checkpoint, save_final_model
-from .embed import default_max_length, encode
+from .embed import default_max_length
 from .errors import USER_ERRORS, debug_requested, one_line
 from .hub import HubPushError, push_folder
 from .loading import build_model, load_model_and_tokenizer
@@ -27,8 +27,9 @@ from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve
 from .run_config import resolved_run_config, run_config_yaml
 from .run_tasks import DataSpec, RunTask, tasks_from_file, tasks_from_flags
 from .stsb import read_stsb
-from .task_data import Source, add_teacher_targets, build_sources, table_columns
+from .task_data import Source, bounded, build_sources, table_columns
 from .task_io import task_io
+from .teacher_cache import Teacher
 from .tasks import TaskSpec
 from .trainer import NonFiniteLossError, SentMtlTrainer
 
@@ -102,7 +103,6 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
 
     set_seed(training_args.seed)  # before the heads are initialised, so the same seed gives the same run
     tasks = data_args.tasks if data_args.tasks is not None else tasks_from_flags(model_args, data_args, training_args)
-    sources = build_sources(tasks, data_args, training_args.seed)
     model, tokenizer = build_model(model_args, [task.spec for task in tasks])
     if training_args.export_onnx:  # what the export at the end would refuse, refused before training
         single_sentence_types(tokenizer)
@@ -110,10 +110,21 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     # The encoder's position limit too: tokenizers often report a huge `model_max_length` sentinel.
     max_length = min(data_args.max_length, default_max_length(tokenizer, model))
     # Teacher vectors and evaluation run where and how training runs: the run's device and precision.
-    encode_kwargs = {"max_length": max_length, "device": training_args.device,
-                     "precision": "bf16" if training_args.bf16 else "fp32"}  # fmt: skip
-    add_teacher_targets(sources, tasks, lambda teacher: teacher_encoder(model, tokenizer, teacher, encode_kwargs))
-    eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks])
+    teachers = {}
+
+    def teacher_for(name):
+        if name not in teachers:
+            teachers[name] = teacher_encoder(model, tokenizer, name, max_length, training_args.device,
+                                             "bf16" if training_args.bf16 else "fp32")  # fmt: skip
+        return teachers[name]
+
+    # One process reads, converts and caches the data (and computes teacher vectors) while the others wait; they
+    # then read the same cache files.
+    with training_args.main_process_first(desc="preparing the data"):
+        sources = build_sources(tasks, data_args, training_args.seed, teacher_for)
+    teachers.clear()  # a teacher loaded from a path is not needed during training
+    eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples,
+                                training_args.seed)  # fmt: skip
     with training_args.main_process_first(desc="tokenising"):
         train_dataset = MultiSourceDataset([tokenize_source(source.train, tokenizer, max_length) for source in sources],
                                            [source.tasks for source in sources],
@@ -204,20 +215,21 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     return RunResult(metrics, train_metrics, trainer.state.log_history, output_dir, files, reliability)
 
 
-def teacher_encoder(model, tokenizer, teacher: str | None, encode_kwargs: dict):
-    """`sentences -> pooled vectors` of a distillation teacher: the model as this run starts (its encoder, pooled
-    before the projection), or the model at `teacher` (a name or path), loaded once."""
+def teacher_encoder(model, tokenizer, teacher: str | None, max_length: int, device=None, precision: str = "fp32") -> Teacher:
+    """A distillation teacher (`Teacher`: `encode(sentences) -> pooled vectors` and its cache key): the model as this
+    run starts (its encoder, pooled before the projection), or the model at `teacher` (a name or path)."""
     if teacher is not None:
         model, tokenizer = load_model_and_tokenizer(teacher)
-    return lambda sentences: encode(model, sentences, tokenizer, pooled=True, show_progress_bar=True, **encode_kwargs)
+    return Teacher.from_model(model, tokenizer, teacher or "the starting encoder", max_length, precision, device)
 
 
 STS_EVAL_TASK = "stsb"
 
 
-def sts_eval_source(path, tasks: list[TaskSpec]) -> list:
+def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = None, seed: int = 0) -> list:
     """`--sts_eval_file`: STS-B pairs as an evaluation-only source of a similarity task `stsb` that the model does
-    not train, measured by the same evaluation as every task (`eval_stsb_spearman`, 0–1)."""
+    not train, measured by the same evaluation as every task (`eval_stsb_spearman`, 0–1); at most
+    `max_eval_samples` of them."""
     if not path:
         return []
     if any(task.name == STS_EVAL_TASK for task in tasks):
@@ -225,6 +237,7 @@ def sts_eval_source(path, tasks: list[TaskSpec]) -> list:
                          "that name: rename the task.")  # fmt: skip
     spec = TaskSpec(STS_EVAL_TASK, "similarity")
     table, _ = table_columns(read_stsb(path), [RunTask(spec, DataSpec({"stsb": str(path)}))], str(path))
+    table = bounded(table, max_eval_samples, seed, str(path))
     return [Source(STS_EVAL_TASK, [spec], None, table, f"STS-B ({path}, evaluation only)")]
 
 

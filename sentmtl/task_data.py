@@ -23,9 +23,11 @@ import numpy as np
 
 from .corpus import load_sentiment_corpus, train_test_split
 from .data import NO_SOURCE, first_line, read_table
+from .fingerprints import combine
 from .run_tasks import RunTask
 from .stsb import read_stsb, stsb_file
 from .task_io import task_io
+from .teacher_cache import VECTORS, teacher_vectors
 from .tasks import TaskSpec
 
 TARGET_PREFIX = "target__"
@@ -94,34 +96,41 @@ def _documents(spec) -> list[str]:
     return texts
 
 
-def _domains(dataset: datasets.Dataset, names: list[str] | None = None) -> tuple[list[int], list[str]]:
-    """Per-row domain ids and their names, from a `source` column that names its values (the corpus's ClassLabel,
-    or strings); without one — an unnamed integer column included — every row is NO_SOURCE and no name exists.
+def _domain_index(dataset: datasets.Dataset, names: list[str] | None = None):
+    """`(value -> domain id, names)` from a `source` column that names its values (the corpus's ClassLabel, or
+    strings); without one — an unnamed integer column included — None (every row is NO_SOURCE) and no name exists.
     `names`: the names already given to another split of the source (train's), so that an id means the same domain
-    in both; a value they lack is appended."""
+    in both; a value they lack is appended. Read from the column's distinct values (Arrow), not row by row."""
     if "source" not in dataset.column_names:
-        return [NO_SOURCE] * dataset.num_rows, list(names or [])
-    feature, values = dataset.features["source"], list(dataset["source"])
+        return None, list(names or [])
+    feature = dataset.features["source"]
     if isinstance(feature, datasets.ClassLabel):
-        values = [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
-    elif getattr(feature, "dtype", None) not in ("string", "large_string"):
-        return [NO_SOURCE] * dataset.num_rows, list(names or [])
-    names = list(names or []) + sorted({str(v) for v in values if v is not None} - set(names or []))
+        present = [feature.int2str(v) for v in dataset.unique("source") if v is not None and v >= 0]
+        as_name = lambda v: feature.int2str(v) if v is not None and v >= 0 else None  # noqa: E731
+    elif getattr(feature, "dtype", None) in ("string", "large_string"):
+        present = [str(v) for v in dataset.unique("source") if v is not None]
+        as_name = lambda v: str(v) if v is not None else None  # noqa: E731
+    else:
+        return None, list(names or [])
+    names = list(names or []) + sorted(set(present) - set(names or []))
     index = {name: i for i, name in enumerate(names)}
-    return [index[str(v)] if v is not None else NO_SOURCE for v in values], names
+    return (lambda v: index[name] if (name := as_name(v)) is not None else NO_SOURCE), names
 
 
-def _named_values(dataset: datasets.Dataset, column: str, labels: list[str] | None) -> list:
+def _named_values(feature, values: list, labels: list[str] | None) -> list:
     """A column's values for parsing: a `ClassLabel` column (or a list of them) by its names when they are all among
     the task's labels, so a dataset that orders its classes otherwise cannot swap them; with other names (a renaming,
     as `--class_names` does for the corpus) by its ids, in id order."""
-    values, feature = list(dataset[column]), dataset.features[column]
     inner = getattr(feature, "feature", None)
     class_label = feature if isinstance(feature, datasets.ClassLabel) else inner if isinstance(inner, datasets.ClassLabel) else None
     if class_label is None or labels is None or not set(class_label.names) <= set(labels):
-        return values
+        return list(values)
     name = lambda v: class_label.int2str(v) if v is not None and v >= 0 else None  # noqa: E731
     return [[name(v) for v in value] if isinstance(value, list) else name(value) for value in values]
+
+
+TABLE_FORMAT = 2  # bump when table_columns' output changes: a cached table of another layout is then not reused
+BATCH_ROWS = 10_000  # rows converted per step: what a batch needs is all the memory this takes
 
 
 def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str, line_offset: int | None = None,
@@ -129,7 +138,10 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
     """`text` (`text_pair`, `negatives`), `domain` and one `target__<task>` column per task (distillation targets
     come later), and the domain names (`domain_names`: another split's, extended). `line_offset`: for a file, the
     line of its first row, so messages name the file's line. `documents`: retrieval distractors appended as rows
-    (an evaluation split of contrastive tasks), leaving out any that is one of the split's anchors."""
+    (an evaluation split of contrastive tasks), leaving out any that is one of the split's anchors.
+
+    Converted batch by batch (`Dataset.map`): a table on disk (a file's, a `datasets` cache's) gives a table on disk,
+    memory-mapped, and is reused by the next run on the same file and tasks (a fingerprint of both)."""
 
     def at(row: int, column: str) -> str:
         place = f"line {row + line_offset}" if line_offset is not None else f"row {row}"
@@ -149,57 +161,81 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
         if column and column not in dataset.column_names:
             raise ValueError(f"{where}: no column {column!r} (columns: {dataset.column_names}); set text_column / "
                              "text_pair_column / negative_columns on the task.")  # fmt: skip
+    ordered = sorted(members, key=lambda m: m.data.score_from is not None)  # derived scores after their source
+    for m in ordered:
+        column = label_columns[m.spec.name]
+        if column is not None and column not in dataset.column_names and m.data.score_from is None:
+            raise ValueError(f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
+                             f"{dataset.column_names}); set its label_column.")  # fmt: skip
+        if column is not None and column not in dataset.column_names and not task_io(m.spec).from_texts:
+            source = next((x.spec for x in members if x.spec.name == m.data.score_from), None)
+            if source is None or not task_io(source).class_ids:
+                raise ValueError(f"{where}: task {m.spec.name!r} has no column {column!r}, and score_from "
+                                 f"{m.data.score_from!r} is not a classification task of the same data.")  # fmt: skip
+    domain_of, domain_names = _domain_index(dataset, domain_names)
+    ids: dict[str, int] = {}  # a contrastive task numbers the distinct texts of the whole table, batch after batch
 
-    def texts_of(column):
-        values = [str(t) if t is not None else "" for t in dataset[column]]
-        for row, sentence in enumerate(values):
+    def texts_of(values, column, rows):
+        values = [str(t) if t is not None else "" for t in values]
+        for row, sentence in zip(rows, values):
             if not sentence.strip():
                 raise ValueError(f"{at(row, column)}: empty text; every row needs text in this column.")
         return values
 
-    columns = {"text": texts_of(text)}
-    if pair:
-        columns["text_pair"] = texts_of(pair)
-    if negatives:
-        columns["negatives"] = [list(row) for row in zip(*map(texts_of, negatives))]
-    columns["domain"], domain_names = _domains(dataset, domain_names)
-    rows = len(columns["text"])
+    def convert(batch: dict, rows: list[int], data_rows: int) -> dict:
+        """One batch of rows (`rows`: their positions in the table) → the columns; rows from `data_rows` on are
+        retrieval documents (their texts in every text column, no targets)."""
+        columns = {"text": texts_of(batch[text], text, rows)}
+        if pair:
+            columns["text_pair"] = texts_of(batch[pair], pair, rows)
+        if negatives:
+            columns["negatives"] = [list(row) for row in zip(*(texts_of(batch[c], c, rows) for c in negatives))]
+        columns["domain"] = [domain_of(v) for v in batch["source"]] if domain_of and "source" in batch else [NO_SOURCE] * len(rows)
+        texts = {key: columns[key] for key in ("text", "text_pair", "negatives") if key in columns}
+        texts.update(rows=data_rows, ids=ids)
+        parsed = {}
+        for m in ordered:
+            column, io = label_columns[m.spec.name], task_io(m.spec)
+            locate = lambda row, c=column: at(rows[row], c)  # noqa: E731
+            if io.from_texts:
+                values = _named_values(dataset.features[column], batch[column], None) if column in batch else None
+                parsed[m.spec.name] = io.targets(m, texts, values, locate)
+            elif column is None:
+                continue
+            elif column not in batch:  # score_from: the classification task's class id / (K − 1)
+                source = next(x.spec for x in members if x.spec.name == m.data.score_from)
+                parsed[m.spec.name] = [label / (len(source.labels) - 1) if label >= 0 else float("nan")
+                                       for label in parsed[m.data.score_from]]  # fmt: skip
+            else:
+                values = _named_values(dataset.features[column], batch[column], m.spec.labels)
+                parsed[m.spec.name] = io.parse(m.spec, values, locate)
+        columns.update({TARGET_PREFIX + name: values for name, values in parsed.items()})
+        return columns
+
+    # Contrastive ids number texts across batches (state a cached table would not have), and documents continue them:
+    # such a table is always converted anew (retrieval data is small).
+    stateful = any(task_io(m.spec).from_texts for m in members)
+    fingerprint = combine(TABLE_FORMAT, dataset._fingerprint, [m.to_dict() for m in members], where, line_offset,
+                          domain_names)  # fmt: skip
+    table = dataset.map(lambda batch, rows: convert(batch, rows, len(rows)), batched=True, with_indices=True,
+                        batch_size=BATCH_ROWS, remove_columns=dataset.column_names, new_fingerprint=fingerprint,
+                        load_from_cache_file=not stateful, desc=f"Reading {Path(where).name}")  # fmt: skip
     if documents:
-        anchors = set(columns["text"])
+        anchors = set(table["text"])
         documents = [d for d in dict.fromkeys(documents) if d not in anchors]
-        columns["text"] += documents
-        columns["text_pair"] += documents
-        if negatives:  # a document row's every text is the document: one embedding, k + 2 times
-            columns["negatives"] += [[d] * len(negatives) for d in documents]
-        columns["domain"] += [NO_SOURCE] * len(documents)
-    texts = {key: columns[key] for key in ("text", "text_pair", "negatives") if key in columns} | {"rows": rows}
-    parsed = {}
-    for m in sorted(members, key=lambda m: m.data.score_from is not None):  # derived scores after their source
-        column, io = label_columns[m.spec.name], task_io(m.spec)
-        if column is not None and column not in dataset.column_names and m.data.score_from is None:
-            raise ValueError(f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
-                             f"{dataset.column_names}); set its label_column.")  # fmt: skip
-        if io.from_texts:
-            values = _named_values(dataset, column, None) if column is not None else None
-            parsed[m.spec.name] = io.targets(m, texts, values, lambda row, c=column: at(row, c))
-        elif column is None:
-            continue
-        elif column not in dataset.column_names:
-            source = next((x.spec for x in members if x.spec.name == m.data.score_from), None)
-            if source is None or not task_io(source).class_ids or source.name not in parsed:
-                raise ValueError(f"{where}: task {m.spec.name!r} has no column {column!r}, and score_from "
-                                 f"{m.data.score_from!r} is not a classification task of the same data.")  # fmt: skip
-            parsed[m.spec.name] = [label / (len(source.labels) - 1) if label >= 0 else float("nan")
-                                   for label in parsed[m.data.score_from]]  # fmt: skip
-        else:
-            values = _named_values(dataset, column, m.spec.labels)
-            parsed[m.spec.name] = task_io(m.spec).parse(m.spec, values, lambda row, c=column: at(row, c))
-    columns.update({TARGET_PREFIX + name: values for name, values in parsed.items()})
-    return datasets.Dataset.from_dict(columns), domain_names
+        batch = {text: documents, **({pair: documents} if pair else {}), **{c: documents for c in negatives}}
+        for m in ordered:  # a document has no target: its rows carry what the task type makes of none
+            column = label_columns[m.spec.name]
+            if column is not None and column in dataset.column_names:
+                batch.setdefault(column, [None] * len(documents))
+        extra = convert(batch, list(range(table.num_rows, table.num_rows + len(documents))), 0)
+        table = datasets.concatenate_datasets([table, datasets.Dataset.from_dict(extra, features=table.features)])
+    return table, domain_names
 
 
-def build_sources(run_tasks: list[RunTask], data_args, seed: int) -> list[Source]:
-    """Group the tasks by their data, load each source once, give it its columns and split it once."""
+def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=None) -> list[Source]:
+    """Group the tasks by their data, load each source once, give it its columns (distillation targets included,
+    when `teacher_for(teacher name or None) -> Teacher` is given) and split it once."""
     groups: dict[str, list[RunTask]] = {}
     for task in run_tasks:
         groups.setdefault(task.data.source_key(), []).append(task)
@@ -208,6 +244,7 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int) -> list[Source
         spec = members[0].data
         splits, name, where, lines = _raw_splits(spec.data, data_args)
         train, domain_names = table_columns(splits["train"], members, f"{where} (train)", lines.get("train"))
+        train = add_teacher_targets(train, members, teacher_for, getattr(data_args, "teacher_cache_dir", None))
         evaluation = None
         documents = _documents(spec)
         if documents and "test" not in splits:
@@ -216,17 +253,15 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int) -> list[Source
         if "test" in splits:
             evaluation, domain_names = table_columns(splits["test"], members, f"{where} (eval)", lines.get("test"),
                                                      domain_names, documents)  # fmt: skip
+            evaluation = add_teacher_targets(evaluation, members, teacher_for, getattr(data_args, "teacher_cache_dir", None))
         else:  # no eval data of its own: a leak-free split, stratified by the first classification task
             stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).class_ids), None)
-            texts = ["text", "text_pair"] if "text_pair" in train.column_names else ["text"]
-            negatives = []
-            if "negatives" in train.column_names:  # a hard negative must not sit on both sides either
-                for j in range(len(train[0]["negatives"])):
-                    train = train.add_column(f"_negative_{j}", [row[j] for row in train["negatives"]])
-                    negatives.append(f"_negative_{j}")
-            split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts + negatives,
+            # A hard negative must not sit on both sides either: `negatives` (a list per row) counts as text columns.
+            texts = [c for c in ("text", "text_pair", "negatives") if c in train.column_names]
+            split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts,
                                      label_column=stratify, source_column="domain")  # fmt: skip
-            train, evaluation = (split[name].remove_columns(negatives) for name in ("train", "test"))
+            train, evaluation = split["train"], split["test"]
+        evaluation = bounded(evaluation, getattr(data_args, "max_eval_samples", None), seed, where)
         if spec.min_score is not None:  # rows below it are not pairs: nothing to train on (evaluation keeps them)
             column = TARGET_PREFIX + members[0].spec.name
             before = train.num_rows
@@ -249,21 +284,27 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int) -> list[Source
     return sources
 
 
-def add_teacher_targets(sources: list[Source], run_tasks: list[RunTask], teacher_for) -> None:
-    """Distillation targets: a teacher's pooled vector of every sentence, computed once before training
-    (`teacher_for(teacher name or None)(sentences) -> np.ndarray`), so no second encoder runs per step."""
-    teachers = {task.spec.name: task.data.teacher for task in run_tasks}
-    for source in sources:
-        for task in source.tasks:
-            if task_io(task).teacher_targets:
-                encode = teacher_for(teachers.get(task.name))
-                for split in ("train", "eval"):
-                    dataset = getattr(source, split)
-                    if dataset is not None:
-                        vectors = np.asarray(encode(list(dataset["text"])), dtype=np.float32)
-                        # float32, fixed length: half the Arrow bytes of Python floats (float64), read as such.
-                        feature = datasets.List(datasets.Value("float32"), length=vectors.shape[1])
-                        setattr(source, split, dataset.add_column(TARGET_PREFIX + task.name, list(vectors), feature=feature))
+def bounded(dataset: datasets.Dataset | None, limit: int | None, seed: int, where: str) -> datasets.Dataset | None:
+    """At most `limit` rows of an evaluation table (`--max_eval_samples`): a seeded random subset, in table order."""
+    if dataset is None or limit is None or dataset.num_rows <= limit:
+        return dataset
+    keep = np.sort(np.random.default_rng(seed).choice(dataset.num_rows, size=limit, replace=False))
+    logger.info("%s: evaluating %d of its %d held-out rows (--max_eval_samples).", where, limit, dataset.num_rows)
+    return dataset.select(keep)
 
 
-__all__ = ["Source", "TARGET_PREFIX", "add_teacher_targets", "build_sources", "table_columns"]
+def add_teacher_targets(table: datasets.Dataset, members: list[RunTask], teacher_for, cache_dir=None) -> datasets.Dataset:
+    """Distillation targets: for each distillation task, its teacher's pooled vector of every row's text, computed
+    once before training and cached on disk (`sentmtl.teacher_cache`), so no second encoder runs per step and a
+    second run on the same data reads them. `teacher_for(teacher name or None) -> Teacher`; None: no targets added."""
+    if teacher_for is None:
+        return table
+    for member in members:
+        if task_io(member.spec).teacher_targets:
+            vectors = teacher_vectors(table, "text", teacher_for(member.data.teacher), cache_dir)
+            table = datasets.concatenate_datasets([table, vectors.rename_column(VECTORS, TARGET_PREFIX + member.spec.name)],
+                                                  axis=1)  # fmt: skip
+    return table
+
+
+__all__ = ["Source", "TARGET_PREFIX", "add_teacher_targets", "bounded", "build_sources", "table_columns"]

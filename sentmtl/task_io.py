@@ -106,8 +106,9 @@ class TaskIO:
 
     def targets(self, member, texts: dict, values: list | None, where) -> list:
         """A table's targets for a run task (`member`: its `TaskSpec` and `DataSpec`): its column parsed. `texts`:
-        the rows' `text` (`text_pair`, `negatives`) and `rows`, the number of data rows among them (rows after
-        those are retrieval documents, for types that take them)."""
+        the rows' `text` (`text_pair`, `negatives`), `rows`, the number of data rows among them (rows after
+        those are retrieval documents, for types that take them), and `ids`, a mapping that numbers a table's
+        distinct texts across its batches (for types that number them)."""
         return self.parse(member.spec, values, where)
 
     def batch_keys(self, spec, targets) -> list | None:
@@ -330,7 +331,7 @@ class ContrastiveIO(TaskIO):
         return member.data.label_column or ("score" if member.data.min_score is not None else None)
 
     def targets(self, member, texts, values, where):
-        ids: dict[str, int] = {}
+        ids: dict[str, int] = texts.get("ids", {})  # given: the numbering continues across a table's batches
         number = lambda text: ids.setdefault(text, len(ids))  # noqa: E731
         negatives, threshold, out = texts.get("negatives"), member.data.min_score, []
         for row, (anchor, positive) in enumerate(zip(texts["text"], texts["text_pair"])):

@@ -209,6 +209,7 @@ class SentMtlTrainer(Trainer):
                 self.last_eval_outputs[task.name] = (outputs, targets)
                 task_losses[task.name], labelled[task.name] = loss, count > 0
                 metrics[f"{metric_key_prefix}_{task.name}_loss"] = float(loss)
+                metrics[f"{metric_key_prefix}_{task.name}_rows"] = int(count)  # what its metrics were computed over
                 values = task_io(task).metrics(task, outputs, targets, domains, dataset.domain_names[k])
                 metrics.update({f"{metric_key_prefix}_{task.name}_{key}": value for key, value in values.items()})
         trained = {name: loss.to(model.device) for name, loss in task_losses.items() if name in {t.name for t in model.tasks}}

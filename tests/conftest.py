@@ -25,6 +25,15 @@ TOPICS = ["movie", "film", "plot", "food", "service", "phone", "place", "battery
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _own_teacher_cache(tmp_path, monkeypatch):
+    """Each test its own teacher vector cache: a run must not read vectors an earlier test computed (tests that
+    count teacher calls, or change a model in place under the same name, would see the other's)."""
+    import sentmtl.teacher_cache
+
+    monkeypatch.setattr(sentmtl.teacher_cache, "default_cache_dir", lambda: tmp_path / "teacher_cache")
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 32) and its tokenizer, saved like any Hub encoder."""

@@ -235,16 +235,16 @@ def all_types_model(tiny_encoder_dir):
 
 
 def test_item_12_teacher_vectors_follow_the_runs_precision(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
-    import sentmtl.run as run_module
+    import sentmtl.embed as embed_module
 
     seen = []
-    original = run_module.encode
+    original = embed_module.encode
 
     def spy(*args, **kwargs):
         seen.append((kwargs.get("precision"), str(kwargs.get("device"))))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "encode", spy)
+    monkeypatch.setattr(embed_module, "encode", spy)  # the teacher's (sentmtl.teacher_cache.Teacher.from_model)
     flags = ["--model_name_or_path", str(tiny_encoder_dir), "--train_file", str(synthetic_csv), "--text_column", "text",
              "--label_column", "sentiment", "--embedding_size", "16", "--max_steps", "1", "--use_cpu", "true",
              "--disable_tqdm", "true"]  # fmt: skip
@@ -365,8 +365,8 @@ def test_open_point_the_distillation_teacher_is_a_choice(tiny_encoder_dir, tmp_p
             p.add_(0.5)  # the model has moved away from the original encoder
     sentences = ["the film was good .", "bad ."]
     kwargs = {"precision": "fp32", "device": "cpu"}
-    own = teacher_encoder(model, tokenizer, None, kwargs)(sentences)
-    original = teacher_encoder(model, tokenizer, str(tiny_encoder_dir), kwargs)(sentences)
+    own = teacher_encoder(model, tokenizer, None, 64, **kwargs).encode(sentences)
+    original = teacher_encoder(model, tokenizer, str(tiny_encoder_dir), 64, **kwargs).encode(sentences)
     fresh, fresh_tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir))
     np.testing.assert_allclose(own, encode(model, sentences, tokenizer, pooled=True, **kwargs), rtol=1e-6)
     np.testing.assert_allclose(original, encode(fresh, sentences, fresh_tokenizer, pooled=True, **kwargs), rtol=1e-6)
