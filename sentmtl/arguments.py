@@ -143,6 +143,12 @@ class DataArguments:
                           "--sts_eval_file's pairs too): bounds the final evaluation's time and memory on large data. "
                           "The results table says how many rows each task's metrics used."},
     )
+    stream_buffer_size: int = field(
+        default=10_000,
+        metadata={"help": "A streamed source's shuffle buffer (rows; data: {..., streaming: true}): its training rows "
+                          "pass through a buffer of this many, drawn at random (seeded). Larger: closer to a full "
+                          "shuffle, more memory."},
+    )
     teacher_cache_dir: str | None = field(
         default=None,
         metadata={"help": "Where distillation targets (teacher vectors) are cached, keyed by the teacher and the "
@@ -173,6 +179,8 @@ class DataArguments:
         if self.validation_file and self.test_size is not None:
             raise ValueError("--test_size sets the held-out share of a split; with --validation_file there is no "
                              "split. Drop one of them.")
+        if self.stream_buffer_size < 1:
+            raise ValueError(f"--stream_buffer_size {self.stream_buffer_size} must be at least 1.")
         if self.max_eval_samples is not None and self.max_eval_samples < 1:
             raise ValueError(f"--max_eval_samples {self.max_eval_samples} must be at least 1.")
         if self.max_samples is not None and self.max_samples < 2:

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from .data import NO_SOURCE
 from .fingerprints import combine, tokenizer_fingerprint
 from .run_tasks import DataSpec, RunTask
+from . import task_data
 from .task_data import TARGET_PREFIX, table_columns
 from .task_io import task_io
 from .tasks import TaskSpec
@@ -38,6 +39,9 @@ def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBas
                             for key, value in flat.items()})  # fmt: skip
         return encoded
 
+    if isinstance(dataset, datasets.IterableDataset):  # tokenised as the rows arrive
+        texts = [c for c in ("text", "text_pair", "negatives") if c in (dataset.column_names or ["text"])]
+        return dataset.map(tokenize, batched=True, batch_size=task_data.STREAM_ROWS, remove_columns=texts)
     texts = [c for c in ("text", "text_pair", "negatives") if c in dataset.column_names]
     # Keyed by what decides the tokens (not by hashing this closure: a called tokenizer hashes differently), so a
     # second run on the same table reads the tokenised cache file.
@@ -165,7 +169,7 @@ class MultiTaskCollator:
                 if name not in self.dtypes:
                     raise ValueError(f"the data has targets for {name!r}, which is not one of the tasks "
                                      f"({', '.join(self.dtypes)}).")  # fmt: skip
-                labels[name] = torch.tensor([row[key] for row in rows], dtype=self.dtypes[name])
+                labels[name] = torch.as_tensor(np.asarray([row[key] for row in rows]), dtype=self.dtypes[name])
         batch["task_labels"] = labels
         batch["domain"] = torch.tensor([row.get("domain", NO_SOURCE) for row in rows], dtype=torch.long)
         return batch

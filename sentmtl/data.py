@@ -8,9 +8,10 @@ _LOADERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".p
 NO_SOURCE = -1  # the domain id of rows whose data names no domain (per-domain metrics leave them out)
 
 
-def read_table(path, cache_dir=None) -> datasets.Dataset:
-    """A CSV / TSV / JSON / JSONL / Parquet file as a `Dataset`, its columns as they are. An empty CSV cell is None
-    (or NaN in a numeric column): the task types read it as "no target on this row"."""
+def read_table(path, cache_dir=None, streaming: bool = False) -> datasets.Dataset:
+    """A CSV / TSV / JSON / JSONL / Parquet file as a `Dataset`, its columns as they are (memory-mapped: converted
+    once into the `datasets` cache), or as an `IterableDataset` read as it is iterated (`streaming`). An empty CSV
+    cell is None (or NaN in a numeric column): the task types read it as "no target on this row"."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in _LOADERS:
@@ -18,7 +19,8 @@ def read_table(path, cache_dir=None) -> datasets.Dataset:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file.")
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-    return datasets.load_dataset(_LOADERS[suffix], data_files=str(path), split="train", cache_dir=cache_dir, **kwargs)
+    return datasets.load_dataset(_LOADERS[suffix], data_files=str(path), split="train", cache_dir=cache_dir,
+                                 streaming=streaming, **kwargs)  # fmt: skip
 
 
 def first_line(path) -> int:

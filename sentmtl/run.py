@@ -1,5 +1,6 @@
 """The main job behind `run_mtl.py`: parse arguments (YAML + flags), train, evaluate, report, save."""
 
+import copy
 import dataclasses
 import logging
 import shutil
@@ -103,6 +104,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
 
     set_seed(training_args.seed)  # before the heads are initialised, so the same seed gives the same run
     tasks = data_args.tasks if data_args.tasks is not None else tasks_from_flags(model_args, data_args, training_args)
+    streaming = check_streaming(tasks, data_args, training_args)
     model, tokenizer = build_model(model_args, [task.spec for task in tasks])
     if training_args.export_onnx:  # what the export at the end would refuse, refused before training
         single_sentence_types(tokenizer)
@@ -114,7 +116,10 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
 
     def teacher_for(name):
         if name not in teachers:
-            teachers[name] = teacher_encoder(model, tokenizer, name, max_length, training_args.device,
+            # A stream's targets are computed while the model trains: its teacher must be a frozen copy of the
+            # model as the run starts, not the model itself.
+            start = copy.deepcopy(model).requires_grad_(False) if streaming and name is None else model
+            teachers[name] = teacher_encoder(start, tokenizer, name, max_length, training_args.device,
                                              "bf16" if training_args.bf16 else "fp32")  # fmt: skip
         return teachers[name]
 
@@ -126,17 +131,21 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples,
                                 training_args.seed)  # fmt: skip
     with training_args.main_process_first(desc="tokenising"):
-        train_dataset = MultiSourceDataset([tokenize_source(source.train, tokenizer, max_length) for source in sources],
-                                           [source.tasks for source in sources],
-                                           batch_sizes=[source.batch_size for source in sources],
-                                           batches_per_epoch=[source.batches_per_epoch for source in sources])  # fmt: skip
+        if streaming:  # one streamed source (check_streaming): its rows are tokenised as the loader reads them
+            train_dataset = tokenize_source(sources[0].train, tokenizer, max_length)
+        else:
+            train_dataset = MultiSourceDataset([tokenize_source(source.train, tokenizer, max_length) for source in sources],
+                                               [source.tasks for source in sources],
+                                               batch_sizes=[source.batch_size for source in sources],
+                                               batches_per_epoch=[source.batches_per_epoch for source in sources])  # fmt: skip
         evaluated = [source for source in sources if source.eval is not None] + eval_only
         eval_dataset = MultiSourceDataset([tokenize_source(source.eval, tokenizer, max_length) for source in evaluated],
                                           [source.tasks for source in evaluated],
                                           [source.domain_names for source in evaluated])  # fmt: skip
     for source in sources + eval_only:
-        logger.info("Data: %s feeds %s: %d training rows, %d held out.", source.description,
-                    ", ".join(t.name for t in source.tasks), source.train.num_rows if source.train else 0,
+        rows = "streamed" if streaming and source in sources else source.train.num_rows if source.train else 0
+        logger.info("Data: %s feeds %s: %s training rows, %d held out.", source.description,
+                    ", ".join(t.name for t in source.tasks), rows,
                     source.eval.num_rows if source.eval is not None else 0)  # fmt: skip
 
     interrupt = InterruptCallback()
@@ -213,6 +222,35 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     files = sorted(p.name for p in output_dir.iterdir() if p.is_file()) if output_dir.is_dir() else []
     reliability = {name: reliability_bins(*value) for name, value in points.items()}
     return RunResult(metrics, train_metrics, trainer.state.log_history, output_dir, files, reliability)
+
+
+def check_streaming(tasks: list[RunTask], data_args, training_args) -> bool:
+    """Whether the run trains on a stream (a task's `data: {..., streaming: true}`), refusing what a stream cannot
+    honour: other training sources beside it (batches are drawn across sources by row index, which a stream has
+    not), a run without --max_steps (a stream's length is not known), several processes, loader workers, and an
+    order other than the stream's shuffle buffer."""
+    streamed = [task for task in tasks if task.data.streamed]
+    if not streamed:
+        if data_args.stream_buffer_size != DataArguments.stream_buffer_size:
+            raise ValueError(f"--stream_buffer_size {data_args.stream_buffer_size}: no task's data is streamed "
+                             "(data: {..., streaming: true}), so it would be ignored. Drop it.")  # fmt: skip
+        return False
+    where = f"task {streamed[0].spec.name!r} streams its data"
+    if len({task.data.source_key() for task in tasks}) > 1:
+        raise ValueError(f"{where}: a streamed source must be the run's only training source (every task on the same "
+                         "data); sampling across sources picks rows by index, which a stream has not.")  # fmt: skip
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise ValueError(f"{where}: a stream has no known length, so epochs cannot be counted; give --max_steps.")
+    if training_args.world_size > 1:
+        raise ValueError(f"{where}: streamed training runs in one process ({training_args.world_size} were started); "
+                         "run it without torchrun / accelerate launch, or give the data as a file.")  # fmt: skip
+    if training_args.dataloader_num_workers:
+        raise ValueError(f"{where}: --dataloader_num_workers {training_args.dataloader_num_workers}: a stream is "
+                         "read (and its teacher vectors computed) in the training process; drop it.")  # fmt: skip
+    if training_args.train_sampling_strategy != "group_by_length":
+        raise ValueError(f"{where}: --train_sampling_strategy {training_args.train_sampling_strategy}: a stream's "
+                         "order is its seeded shuffle buffer (--stream_buffer_size); drop the flag.")  # fmt: skip
+    return True
 
 
 def teacher_encoder(model, tokenizer, teacher: str | None, max_length: int, device=None, precision: str = "fp32") -> Teacher:

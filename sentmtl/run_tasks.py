@@ -15,8 +15,8 @@ from .task_io import task_io
 from .tasks import DEFAULT_CLASSIFICATION, DEFAULT_SCORE, TaskSpec, check_unique_names, default_tasks
 
 # The keys a task's `data:` mapping may have, by kind of source (see sentmtl/task_data.py).
-DATA_KEYS = {"train_file": ("train_file", "validation_file"), "stsb": ("stsb",),
-             "dataset": ("dataset", "train_split", "eval_split")}  # fmt: skip
+DATA_KEYS = {"train_file": ("train_file", "validation_file", "streaming"), "stsb": ("stsb",),
+             "dataset": ("dataset", "train_split", "eval_split", "streaming")}  # fmt: skip
 
 
 @dataclass
@@ -81,6 +81,21 @@ class DataSpec:
         if self.max_samples is not None and (self.max_samples < 2 or self.has_eval_split):
             raise ValueError(f"max_samples {self.max_samples}: must be at least 2, and only for data that is split "
                              "(not with a validation file, STS-B or a dataset's eval split: trim those instead).")
+        if isinstance(data, dict) and "streaming" in data:
+            if not isinstance(data["streaming"], bool):
+                raise ValueError(f"task data {data!r}: streaming is true or false.")
+            if data["streaming"] and not self.has_eval_split:
+                raise ValueError(f"task data {data!r}: a streamed source is read once, in order, and never split "
+                                 "(a leak-free split needs every row first): give it evaluation data of its own "
+                                 "(validation_file, or a dataset's eval_split).")  # fmt: skip
+            if data["streaming"] and self.batches_per_epoch is not None:
+                raise ValueError(f"task data {data!r}: a stream has no epochs to place batches in; drop "
+                                 "batches_per_epoch (--max_steps sets the length of the run).")  # fmt: skip
+
+    @property
+    def streamed(self) -> bool:
+        """Read as a `datasets` stream (`IterableDataset`): rows arrive in order, through a seeded shuffle buffer."""
+        return isinstance(self.data, dict) and bool(self.data.get("streaming"))
 
     @property
     def has_eval_split(self) -> bool:
@@ -123,6 +138,9 @@ class RunTask:
             raise ValueError(f"{where}: a {spec.type} task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
         if data.teacher is not None and not task_io(spec).teacher_targets:
             raise ValueError(f"{where}: teacher is for distillation tasks only.")
+        if data.streamed and task_io(spec).distinct_in_batch:
+            raise ValueError(f"{where}: a {spec.type} task numbers the distinct texts of its whole table and keeps "
+                             "repeats out of a batch; a stream has no whole table. Give it a file without streaming.")  # fmt: skip
         if data.max_samples is not None and task_io(spec).from_texts:
             raise ValueError(f"{where}: max_samples would cut pairs that share a text apart (a subset keeps whole groups "
                              "of near-duplicates, not rows); give a smaller file instead.")  # fmt: skip

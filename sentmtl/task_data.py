@@ -58,20 +58,27 @@ def _raw_splits(data, data_args) -> tuple[datasets.DatasetDict, str, str, dict]:
     if "stsb" in data:
         train, dev = stsb_file(data["stsb"], "train"), stsb_file(data["stsb"], "dev")
         return datasets.DatasetDict({"train": read_stsb(train), "test": read_stsb(dev)}), "stsb", f"STS-B ({train.parent})", {}
+    streaming = bool(data.get("streaming"))
     if "train_file" in data:
         files = {"train": data["train_file"], **({"test": data["validation_file"]} if data.get("validation_file") else {})}
-        out = datasets.DatasetDict({split: read_table(file) for split, file in files.items()})
+        # A streamed source streams its training rows only: evaluation needs a fixed table.
+        out = {split: read_table(file, streaming=streaming and split == "train") for split, file in files.items()}
         return out, Path(data["train_file"]).stem, data["train_file"], {s: first_line(f) for s, f in files.items()}
     location = data["dataset"]
-    loaded = datasets.load_from_disk(location) if Path(location).exists() else datasets.load_dataset(location)
+    on_disk = Path(location).exists()
+    loaded = datasets.load_from_disk(location) if on_disk else datasets.load_dataset(location, streaming=streaming)
     train_split, eval_split = data.get("train_split", "train"), data.get("eval_split", "validation")
     for name in (train_split, data.get("eval_split")):
         if name is not None and name not in loaded:  # a named eval split that is missing is a typo, not "split it"
             raise ValueError(f"dataset {location}: no split {name!r} (splits: {list(loaded)}).")
     out = {"train": loaded[train_split]}
+    if streaming and on_disk:
+        out["train"] = out["train"].to_iterable_dataset()
     if eval_split in loaded:
         out["test"] = loaded[eval_split]
-    return datasets.DatasetDict(out), Path(location).name, location, {}
+        if streaming and not on_disk:  # evaluation needs a fixed table: the eval split is read whole
+            out["test"] = datasets.load_dataset(location, split=eval_split)
+    return out, Path(location).name, location, {}
 
 
 def _documents(spec) -> list[str]:
@@ -147,6 +154,8 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
         place = f"line {row + line_offset}" if line_offset is not None else f"row {row}"
         return f"{where}, {place}, column {column!r}"
 
+    if isinstance(dataset, datasets.IterableDataset) and dataset.column_names is None:
+        dataset = dataset._resolve_features()  # reads the first rows for the column names and types
     first = members[0].data
     text = first.text_column or ("sentence1" if "sentence1" in dataset.column_names else "sentence")
     pair = (first.text_pair_column or "sentence2") if any(m.spec.kind.pairs for m in members) else None
@@ -172,7 +181,11 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
             if source is None or not task_io(source).class_ids:
                 raise ValueError(f"{where}: task {m.spec.name!r} has no column {column!r}, and score_from "
                                  f"{m.data.score_from!r} is not a classification task of the same data.")  # fmt: skip
-    domain_of, domain_names = _domain_index(dataset, domain_names)
+    streamed = isinstance(dataset, datasets.IterableDataset)
+    # A stream names no domains (its distinct `source` values are not known before its end): per-domain metrics
+    # are for tables.
+    domain_of, domain_names = (None, list(domain_names or [])) if streamed else _domain_index(dataset, domain_names)
+    features = dataset.features or {}
     ids: dict[str, int] = {}  # a contrastive task numbers the distinct texts of the whole table, batch after batch
 
     def texts_of(values, column, rows):
@@ -198,7 +211,7 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
             column, io = label_columns[m.spec.name], task_io(m.spec)
             locate = lambda row, c=column: at(rows[row], c)  # noqa: E731
             if io.from_texts:
-                values = _named_values(dataset.features[column], batch[column], None) if column in batch else None
+                values = _named_values(features.get(column), batch[column], None) if column in batch else None
                 parsed[m.spec.name] = io.targets(m, texts, values, locate)
             elif column is None:
                 continue
@@ -207,13 +220,17 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
                 parsed[m.spec.name] = [label / (len(source.labels) - 1) if label >= 0 else float("nan")
                                        for label in parsed[m.data.score_from]]  # fmt: skip
             else:
-                values = _named_values(dataset.features[column], batch[column], m.spec.labels)
+                values = _named_values(features.get(column), batch[column], m.spec.labels)
                 parsed[m.spec.name] = io.parse(m.spec, values, locate)
         columns.update({TARGET_PREFIX + name: values for name, values in parsed.items()})
         return columns
 
     # Contrastive ids number texts across batches (state a cached table would not have), and documents continue them:
     # such a table is always converted anew (retrieval data is small).
+    if streamed:  # converted lazily, as the rows arrive; `rows` are the stream's positions (the file's lines)
+        table = dataset.map(lambda batch, rows: convert(batch, rows, len(rows)), batched=True, with_indices=True,
+                            batch_size=STREAM_ROWS, remove_columns=dataset.column_names)  # fmt: skip
+        return table, domain_names
     stateful = any(task_io(m.spec).from_texts for m in members)
     fingerprint = combine(TABLE_FORMAT, dataset._fingerprint, [m.to_dict() for m in members], where, line_offset,
                           domain_names)  # fmt: skip
@@ -244,7 +261,10 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
         spec = members[0].data
         splits, name, where, lines = _raw_splits(spec.data, data_args)
         train, domain_names = table_columns(splits["train"], members, f"{where} (train)", lines.get("train"))
-        train = add_teacher_targets(train, members, teacher_for, getattr(data_args, "teacher_cache_dir", None))
+        if spec.streamed:
+            train = stream_source(train, members, teacher_for, seed, getattr(data_args, "stream_buffer_size", 10_000))
+        else:
+            train = add_teacher_targets(train, members, teacher_for, getattr(data_args, "teacher_cache_dir", None))
         evaluation = None
         documents = _documents(spec)
         if documents and "test" not in splits:
@@ -284,6 +304,26 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
     return sources
 
 
+# Rows a stream's lazy steps (conversion, teacher vectors, tokens) take at a time, as the loader reads them: the
+# most the stream reads ahead of training.
+STREAM_ROWS = 256
+
+
+def stream_source(stream: datasets.IterableDataset, members: list[RunTask], teacher_for, seed: int,
+                  buffer_size: int) -> datasets.IterableDataset:
+    """A streamed source's training rows: converted as they arrive (`table_columns`), shuffled through a buffer of
+    `buffer_size` rows seeded by (seed, epoch) — the same order every time, which is what makes a resumed run exact —
+    and, for a distillation task, its teacher's vectors computed batch by batch as the rows are read (a stream
+    cannot be embedded ahead: `teacher_for` must give a frozen teacher, not the model being trained)."""
+    stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
+    for member in members:
+        if teacher_for is not None and task_io(member.spec).teacher_targets:
+            teacher, column = teacher_for(member.data.teacher), TARGET_PREFIX + member.spec.name
+            stream = stream.map(lambda batch, t=teacher, c=column: {c: list(t.encode(list(batch["text"])))},
+                                batched=True, batch_size=STREAM_ROWS)  # fmt: skip
+    return stream
+
+
 def bounded(dataset: datasets.Dataset | None, limit: int | None, seed: int, where: str) -> datasets.Dataset | None:
     """At most `limit` rows of an evaluation table (`--max_eval_samples`): a seeded random subset, in table order."""
     if dataset is None or limit is None or dataset.num_rows <= limit:
@@ -307,4 +347,4 @@ def add_teacher_targets(table: datasets.Dataset, members: list[RunTask], teacher
     return table
 
 
-__all__ = ["Source", "TARGET_PREFIX", "add_teacher_targets", "bounded", "build_sources", "table_columns"]
+__all__ = ["Source", "TARGET_PREFIX", "add_teacher_targets", "bounded", "build_sources", "stream_source", "table_columns"]

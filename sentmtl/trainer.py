@@ -4,6 +4,7 @@ import logging
 import os
 import time
 
+import datasets
 import numpy as np
 import torch
 from torch import nn
@@ -157,6 +158,14 @@ class SentMtlTrainer(Trainer):
     def get_train_dataloader(self):
         """Batches from one source at a time (`TaskBatchSampler`); every process takes its share of the same global
         batch, so all train the same source at the same step."""
+        if isinstance(self.train_dataset, datasets.IterableDataset):
+            # A stream (one source, one process: `run.check_streaming`): batches in the stream's (shuffled) order.
+            # A resumed run reads the stream again from its start and skips the batches already trained on: the
+            # order is the same every time (seeded by seed and epoch), so it continues at the exact row.
+            self.train_dataset.set_epoch(0)
+            loader = DataLoader(self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
+                                pin_memory=self.args.dataloader_pin_memory)  # fmt: skip
+            return self.accelerator.prepare(loader)
         dataset = MultiSourceDataset.wrap(self.train_dataset)
         seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
         world = self.args.world_size

@@ -1,0 +1,353 @@
+"""Data at scale: the teacher vector cache, tables converted batch by batch and cached, bounded evaluation."""
+
+import csv
+import logging
+import multiprocessing
+import re
+import time
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+import sentmtl.embed as embed_module
+import sentmtl.task_data as task_data
+from sentmtl.arguments import DataArguments
+from sentmtl.batching import tokenize_source
+from sentmtl.data import read_table
+from sentmtl.run import main, teacher_encoder
+from sentmtl.run_tasks import DataSpec, RunTask
+from sentmtl.tasks import TaskSpec
+from sentmtl.teacher_cache import Teacher, teacher_vectors
+
+from conftest import tiny_run_flags
+
+
+class CountingTeacher(Teacher):
+    """A teacher whose vectors are a function of the text, counting the sentences it embeds."""
+
+    def __init__(self, key="k", width=4, delay=0.0):
+        self.calls = []
+
+        def encode(sentences):
+            self.calls.append(len(sentences))
+            time.sleep(delay)
+            return np.array([[len(s), s.count(" "), i % 3, 1.0] for i, s in enumerate(sentences)], dtype=np.float32)[:, :width]
+
+        super().__init__("counting", key, width, encode)
+
+
+def _texts(n, offset=0):
+    return datasets.Dataset.from_dict({"text": [f"sentence number {i + offset} ." for i in range(n)]})
+
+
+def test_teacher_vectors_are_cached_and_read_back(tmp_path):
+    teacher = CountingTeacher()
+    first = teacher_vectors(_texts(20), "text", teacher, tmp_path, chunk_size=8)
+    assert teacher.calls == [8, 8, 4]  # computed in chunks: memory bounded by a chunk
+    assert first.cache_files and first.cache_files[0]["filename"].startswith(str(tmp_path))  # memory-mapped, on disk
+    again = teacher_vectors(_texts(20), "text", teacher, tmp_path, chunk_size=8)
+    assert teacher.calls == [8, 8, 4]  # a hit: nothing embedded
+    expected = teacher.encode([f"sentence number {i} ." for i in range(8)])
+    np.testing.assert_array_equal(np.asarray(again["vectors"][:8], dtype=np.float32), expected)
+    assert again.features["vectors"] == datasets.List(datasets.Value("float32"), length=4)
+
+
+def test_a_changed_text_or_teacher_is_a_miss(tmp_path):
+    teacher = CountingTeacher()
+    teacher_vectors(_texts(5), "text", teacher, tmp_path)
+    teacher_vectors(_texts(5, offset=1), "text", teacher, tmp_path)  # other texts
+    teacher_vectors(_texts(5), "text", CountingTeacher(key="other weights"), tmp_path)
+    assert teacher.calls == [5, 5]
+    assert len(list(tmp_path.glob("*.arrow"))) == 3
+
+
+def test_the_key_follows_the_encoder_weights_and_settings(tiny_model, tiny_tokenizer):
+    key = lambda model, **kw: teacher_encoder(model, tiny_tokenizer, None, kw.get("max_length", 32),  # noqa: E731
+                                              precision=kw.get("precision", "fp32")).key  # fmt: skip
+    same = key(tiny_model)
+    assert key(tiny_model) == same
+    assert key(tiny_model, max_length=16) != same
+    assert key(tiny_model, precision="bf16") != same
+    tiny_tokenizer("a call sets the fast tokenizer's truncation state", truncation=True, max_length=8)
+    assert key(tiny_model) == same  # the tokenizer's call-time state is not part of the key
+    with torch.no_grad():
+        next(tiny_model.encoder.parameters()).add_(1e-3)
+    assert key(tiny_model) != same
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "record"])
+def test_a_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, damage):
+    teacher = CountingTeacher()
+    good = np.asarray(teacher_vectors(_texts(30), "text", teacher, tmp_path)["vectors"])
+    (arrow,) = tmp_path.glob("*.arrow")
+    data = arrow.read_bytes()
+    if damage == "truncate":
+        arrow.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        arrow.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+    else:
+        arrow.with_suffix(".json").unlink()
+    with caplog.at_level(logging.WARNING, logger="sentmtl.teacher_cache"):
+        rebuilt = teacher_vectors(_texts(30), "text", teacher, tmp_path)
+    assert "unreadable" in caplog.text and "rebuilding" in caplog.text
+    assert len(teacher.calls) == 2  # computed again
+    np.testing.assert_array_equal(np.asarray(rebuilt["vectors"]), good)
+
+
+def _compute_in_another_process(folder, log):
+    teacher = CountingTeacher(delay=1.0)
+    vectors = teacher_vectors(_texts(12), "text", teacher, folder)
+    with open(log, "a") as handle:
+        handle.write(f"{len(teacher.calls)} {np.asarray(vectors['vectors']).sum()}\n")
+
+
+def test_processes_sharing_a_cache_compute_once(tmp_path):
+    """As the ranks of one DDP run do: one computes and writes while the other waits on the lock, then reads."""
+    context = multiprocessing.get_context("spawn")
+    log = tmp_path / "log.txt"
+    processes = [context.Process(target=_compute_in_another_process, args=(tmp_path / "cache", log)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0
+    lines = sorted(log.read_text().split("\n")[:-1])
+    assert [line.split()[0] for line in lines] == ["0", "1"]  # one computed, the other read
+    assert len({line.split()[1] for line in lines}) == 1  # the same vectors
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def _write_csv(path, rows, columns=("sentence", "label")):
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
+def test_a_second_run_reads_its_teacher_vectors_and_tokens(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
+    calls = []
+    original = embed_module.encode
+    monkeypatch.setattr(embed_module, "encode", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
+    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "one", "--max_steps", "2")
+    assert main(flags) == 0
+    assert sum(calls) == 64  # every row of the file, once (before the split)
+    calls.clear()
+    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two", "--max_steps", "2", "--seed", "7")) == 0
+    assert calls == []  # another seed splits differently, and still reads the same vectors
+
+
+def test_table_and_token_fingerprints_are_stable(tiny_encoder_dir, synthetic_csv, tiny_tokenizer):
+    """The caches are found again only if the same data gives the same fingerprint in the next run, and a called
+    tokenizer hashes differently under `datasets`' own hashing."""
+    tasks = [RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
+                     DataSpec({"train_file": str(synthetic_csv)}, text_column="text", label_column="sentiment"))]  # fmt: skip
+    first, _ = task_data.table_columns(read_table(synthetic_csv), tasks, "train.csv", 2)
+    tokens = tokenize_source(first, tiny_tokenizer, 32)
+    tiny_tokenizer(["the film"], truncation=True, max_length=4)
+    second, _ = task_data.table_columns(read_table(synthetic_csv), tasks, "train.csv", 2)
+    assert second._fingerprint == first._fingerprint
+    assert first.cache_files and second.cache_files == first.cache_files  # on disk, beside the file's Arrow cache
+    assert tokenize_source(second, tiny_tokenizer, 32)._fingerprint == tokens._fingerprint
+    assert tokenize_source(second, tiny_tokenizer, 16)._fingerprint != tokens._fingerprint
+    other = [RunTask(TaskSpec("sentiment", "score"), DataSpec({"train_file": str(synthetic_csv)}, text_column="text",
+                                                               label_column="sentiment"))]  # fmt: skip
+    with pytest.raises(ValueError, match="is not a number"):
+        task_data.table_columns(read_table(synthetic_csv), other, "train.csv", 2)  # other tasks: not the cached table
+
+
+def test_batches_give_the_same_columns_as_one_batch(tmp_path, monkeypatch):
+    """Contrastive ids number the table's distinct texts across batches; errors name the table's line, not the
+    batch's."""
+    rows = [(f"q{i % 7}", f"d{i % 5}", f"n{i % 3}", i / 20) for i in range(20)]
+    path = _write_csv(tmp_path / "pairs.csv", rows, ("anchor", "positive", "negative", "score"))
+    task = RunTask(TaskSpec("r", "contrastive"), DataSpec({"train_file": str(path)}, text_column="anchor",
+                                                          text_pair_column="positive", negative_columns=["negative"],
+                                                          min_score=0.2))  # fmt: skip
+    whole, _ = task_data.table_columns(read_table(path), [task], "pairs.csv", 2, documents=["extra", "q1"])
+    monkeypatch.setattr(task_data, "BATCH_ROWS", 3)
+    batched, _ = task_data.table_columns(read_table(path), [task], "pairs.csv", 2, documents=["extra", "q1"])
+    assert batched["target__r"] == whole["target__r"] and batched["text"] == whole["text"]
+    assert whole.num_rows == 21 and whole["target__r"][-1][0] == 2  # "q1" is an anchor: only "extra" joins
+    bad = _write_csv(tmp_path / "bad.csv", [(f"s{i}", "positive" if i != 7 else "maybe") for i in range(10)])
+    label = RunTask(TaskSpec("c", "classification", labels=["negative", "positive"]), DataSpec({"train_file": str(bad)}))
+    with pytest.raises(ValueError, match=r"bad.csv \(train\), line 9, column 'label': label 'maybe'"):
+        task_data.build_sources([label], DataArguments(), seed=0)
+
+
+def test_max_eval_samples_bounds_every_evaluated_source(tiny_encoder_dir, synthetic_csv, tmp_path, capsys):
+    stsb = tmp_path / "sts-dev.csv"
+    stsb.write_text("".join(f"g\tf\t2015\t{i}\t{i % 5}.0\tthe film was good .\tthe {w} was bad .\n"
+                            for i, w in enumerate(["movie", "food", "place", "story", "phone", "plot"] * 3)))  # fmt: skip
+    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "out", "--max_steps", "1", "--max_eval_samples",
+                           "5", "--sts_eval_file", str(stsb))  # fmt: skip
+    assert main(flags) == 0
+    import json
+
+    metrics = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert metrics["eval_classification_rows"] == metrics["eval_sentiment_rows"] == 5
+    assert metrics["eval_stsb_rows"] == 5
+    table = capsys.readouterr().out
+    assert re.search(r"^classification\s+rows\s+5$", table, re.M) and re.search(r"^stsb\s+rows\s+5$", table, re.M)
+    full = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "full", "--max_steps", "1")
+    assert main(full) == 0
+    assert json.loads((tmp_path / "full" / "eval_results.json").read_text())["eval_classification_rows"] > 5
+    with pytest.raises(ValueError, match="--max_eval_samples 0 must be at least 1"):
+        DataArguments(max_eval_samples=0)
+
+
+def test_the_split_joins_rows_through_a_column_of_lists():
+    """A hard negative that is another row's anchor joins the two rows' groups (a column of lists counts as one text
+    column per position), as the add-a-column-per-negative version did."""
+    from sentmtl.corpus import train_test_split
+
+    texts = [f"sentence {i}" for i in range(20)]
+    partner = [i + 1 if i % 2 == 0 else i - 1 for i in range(20)]  # rows 2k and 2k + 1 name each other
+    table = datasets.Dataset.from_dict({"text": texts, "negatives": [[texts[p], f"other {i}"] for i, p in enumerate(partner)]})
+    for seed in range(5):
+        split = train_test_split(table, 0.3, seed, text_column=["text", "negatives"])
+        train = {int(t.split()[1]) for t in split["train"]["text"]}
+        assert all((i in train) == (partner[i] in train) for i in range(20))
+        assert split["test"].num_rows == 6  # 10 groups of 2 rows, 3 held out
+
+
+# -- streaming -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stream_files(tmp_path):
+    from conftest import synthetic_rows
+
+    rows = synthetic_rows(200)
+    labelled = [(s, ["negative", "positive"][label]) for s, label in zip(rows["sentence"], rows["label"])]
+    train = _write_csv(tmp_path / "train.csv", labelled[:160])
+    dev = _write_csv(tmp_path / "dev.csv", labelled[160:])
+    return train, dev
+
+
+def _stream_run_file(tmp_path, train, dev, **data):
+    import yaml
+
+    source = {"train_file": str(train), "validation_file": str(dev), "streaming": True, **data}
+    path = tmp_path / "stream.yaml"
+    path.write_text(yaml.safe_dump({"tasks": [
+        {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source},
+        {"name": "distillation", "type": "distillation", "data": source}]}))  # fmt: skip
+    return path
+
+
+def _stream_flags(tiny_encoder_dir, run_file, out, *extra):
+    return [str(run_file), "--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16", "--output_dir",
+            str(out), "--max_steps", "10", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3",
+            "--stream_buffer_size", "32", "--use_cpu", "true", "--disable_tqdm", "true", *extra]  # fmt: skip
+
+
+def test_a_stream_is_read_in_a_seeded_order(tmp_path, stream_files):
+    from sentmtl.task_data import build_sources
+
+    train, dev = stream_files
+    task = RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
+                   DataSpec({"train_file": str(train), "validation_file": str(dev), "streaming": True}))  # fmt: skip
+    order = lambda seed: [row["text"] for row in build_sources([task], DataArguments(stream_buffer_size=32), seed)[0].train]  # noqa: E731
+    first = order(0)
+    assert sorted(first) == sorted(str(s) for s in read_table(train)["sentence"])  # every row once, none lost
+    assert order(0) == first and order(1) != first
+
+
+def test_an_interrupted_streamed_run_resumes_at_the_right_row(tiny_encoder_dir, tmp_path, stream_files):
+    import signal
+
+    from test_faults import SignalAtStep, run_in_process
+
+    from sentmtl.run import RunInterrupted
+
+    run_file = _stream_run_file(tmp_path, *stream_files)
+    reference = run_in_process(_stream_flags(tiny_encoder_dir, run_file, tmp_path / "reference"))
+    out = tmp_path / "interrupted"
+    with pytest.raises(RunInterrupted, match="stopped at step 5 of 10"):
+        run_in_process(_stream_flags(tiny_encoder_dir, run_file, out), callbacks=[SignalAtStep(4, signal.SIGINT)])
+    resumed = run_in_process(_stream_flags(tiny_encoder_dir, run_file, out, "--resume_from_checkpoint", "auto"))
+    for key in ("eval_loss", "eval_sentiment_accuracy", "eval_sentiment_log_loss", "eval_distillation_loss"):
+        assert resumed[key] == pytest.approx(reference[key], abs=1e-6), key
+    other = run_in_process(_stream_flags(tiny_encoder_dir, run_file, tmp_path / "other", "--seed", "3"))
+    assert other["eval_sentiment_log_loss"] != pytest.approx(reference["eval_sentiment_log_loss"], abs=1e-6)
+
+
+def test_a_streamed_teacher_is_the_starting_encoder_frozen(tiny_encoder_dir, tmp_path, stream_files):
+    """The targets of rows read late in the run are the starting encoder's, not the trained model's."""
+    from sentmtl.run import parse_args, run
+
+    run_file = _stream_run_file(tmp_path, *stream_files)
+    seen = []
+    original = embed_module.encode
+
+    def spy(model, *args, **kwargs):
+        seen.append(float(sum(p.detach().double().sum() for p in model.encoder.parameters())))
+        return original(model, *args, **kwargs)
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(embed_module, "encode", spy)
+    monkeypatch.setattr(task_data, "STREAM_ROWS", 8)  # read ahead by one training batch
+    try:
+        run(*parse_args(_stream_flags(tiny_encoder_dir, run_file, tmp_path / "out")))
+    finally:
+        monkeypatch.undo()
+    assert len(seen) >= 10 and len(set(seen)) == 1  # every batch's teacher had the same (starting) weights
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"data": {"validation_file": None}}, "a streamed source is read once, in order, and never split"),
+    ({"data": {"batches_per_epoch": 3}}, "a stream has no epochs"),
+    ({"flags": ["--max_steps", "-1", "--num_train_epochs", "1"]}, "give --max_steps"),
+    ({"flags": ["--dataloader_num_workers", "2"]}, "--dataloader_num_workers 2"),
+    ({"flags": ["--train_sampling_strategy", "random"]}, "its seeded shuffle buffer"),
+    ({"second_source": True}, "must be the run's only training source"),
+    ({"contrastive": True}, "a stream has no whole table"),
+])  # fmt: skip
+def test_what_a_stream_cannot_honour_is_refused(tiny_encoder_dir, tmp_path, stream_files, change, message):
+    import yaml
+
+    from sentmtl.run import parse_args, run
+
+    train, dev = stream_files
+    source = {"train_file": str(train), "validation_file": str(dev), "streaming": True}
+    batches = change.get("data", {}).pop("batches_per_epoch", None)
+    source.update({k: v for k, v in change.get("data", {}).items() if v is not None})
+    for key, value in change.get("data", {}).items():
+        if value is None:
+            source.pop(key)
+    task = {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source,
+            **({"batches_per_epoch": batches} if batches else {})}  # fmt: skip
+    tasks = [task]
+    if change.get("second_source"):
+        tasks.append({"name": "other", "type": "classification", "labels": ["negative", "positive"],
+                      "data": {"train_file": str(train)}})  # fmt: skip
+    if change.get("contrastive"):
+        tasks = [{"name": "r", "type": "contrastive", "text_pair_column": "label", "data": source}]
+    run_file = tmp_path / "refused.yaml"
+    run_file.write_text(yaml.safe_dump({"tasks": tasks}))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(*parse_args([*_stream_flags(tiny_encoder_dir, run_file, tmp_path / "out"), *change.get("flags", [])]))
+
+
+def test_stream_buffer_size_without_a_stream_is_refused(tiny_encoder_dir, synthetic_csv, tmp_path):
+    with pytest.raises(ValueError, match="no task's data is streamed"):
+        from sentmtl.run import parse_args, run
+
+        run(*parse_args(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "out", "--stream_buffer_size", "5")))
+
+
+def test_a_bad_row_in_a_stream_names_its_line(tmp_path, stream_files):
+    from sentmtl.task_data import build_sources
+
+    train, dev = stream_files
+    lines = train.read_text().splitlines()
+    lines[41] = "the film was good .,maybe"  # file line 42
+    train.write_text("\n".join(lines) + "\n")
+    task = RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
+                   DataSpec({"train_file": str(train), "validation_file": str(dev), "streaming": True}))  # fmt: skip
+    stream = build_sources([task], DataArguments(), 0)[0].train
+    with pytest.raises(ValueError, match=r"train.csv \(train\), line 42, column 'label': label 'maybe'"):
+        list(stream)
