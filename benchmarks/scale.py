@@ -139,7 +139,7 @@ def measure(command: list[str], env: dict, marker: Path) -> dict:
     with open(log, "w") as handle:  # a file, not a pipe: a long run's progress bars would fill a pipe and block it
         process = subprocess.Popen(["/usr/bin/time", "-v", "-o", str(report), *command], env=env, stdout=handle,
                                    stderr=subprocess.STDOUT)  # fmt: skip
-    peak_anon, child = 0, None
+    peak_anon, child, timeline = 0, None, []  # (seconds, RssAnon, VmRSS) every 0.2 s
     while process.poll() is None:
         if child is None:
             children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
@@ -147,10 +147,11 @@ def measure(command: list[str], env: dict, marker: Path) -> dict:
             child = int(text[0]) if text else None
         if child is not None:
             try:
-                for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                    if line.startswith("RssAnon:"):
-                        peak_anon = max(peak_anon, int(line.split()[1]) * 1024)
-            except OSError:
+                status = dict(line.split(":", 1) for line in Path(f"/proc/{child}/status").read_text().splitlines())
+                anon = int(status["RssAnon"].split()[0]) * 1024
+                peak_anon = max(peak_anon, anon)
+                timeline.append((round(time.time() - started, 2), anon, int(status["VmRSS"].split()[0]) * 1024))
+            except (OSError, KeyError):  # the process is starting or gone
                 pass
         time.sleep(0.2)
     if process.returncode not in (0, 128 + signal.SIGINT):  # an interrupted run (asked for) exits with 130
@@ -165,7 +166,7 @@ def measure(command: list[str], env: dict, marker: Path) -> dict:
     return {"preparation_s": times["first_step"] - times["start"], "step_s": per_step,
             "total_s": times["end"] - times["start"], "peak_anon_gb": peak_anon / 1e9, "peak_rss_gb": peak_rss / 1e9,
             "eval_rows": {k: v for k, v in eval_metrics.items() if k.endswith("_rows")}, "eval": eval_metrics,
-            "last_step": times.get("steps")}  # fmt: skip
+            "last_step": times.get("steps"), "timeline": timeline}  # fmt: skip
 
 
 def one(args, label: str, repo: Path, rows: int, run_yaml: Path, cache: Path, attempt: str, extra: str = "",

@@ -43,10 +43,34 @@ def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBas
         texts = [c for c in ("text", "text_pair", "negatives") if c in (dataset.column_names or ["text"])]
         return dataset.map(tokenize, batched=True, batch_size=task_data.STREAM_ROWS, remove_columns=texts)
     texts = [c for c in ("text", "text_pair", "negatives") if c in dataset.column_names]
-    # Keyed by what decides the tokens (not by hashing this closure: a called tokenizer hashes differently), so a
-    # second run on the same table reads the tokenised cache file.
-    fingerprint = combine("tokenize", 1, dataset._fingerprint, tokenizer_fingerprint(tokenizer), max_length)
-    return dataset.map(tokenize, batched=True, remove_columns=texts, desc="Tokenising", new_fingerprint=fingerprint)
+    identity = (tokenizer_fingerprint(tokenizer), max_length)
+
+    def tokenized(table, fingerprint):
+        # Keyed by what decides the tokens (not by hashing this closure: a called tokenizer hashes differently), so a
+        # second run on the same table reads the tokenised cache file.
+        return table.map(tokenize, batched=True, remove_columns=texts, desc="Tokenising",
+                         new_fingerprint=combine("tokenize", 1, fingerprint, *identity))  # fmt: skip
+
+    # Teacher vectors (fixed-length float columns) are the bulk of a table: a map would read every one of them to
+    # copy it into the tokenised file (each page then counts in the process's memory). Tokenise the other columns and
+    # put the vector columns back beside them, memory-mapped where they lie. A split's selection of rows is applied
+    # after that, to the whole table's tokens (computed once, cached, for both sides of the split).
+    vectors = [name for name, feature in dataset.features.items() if _is_vector(feature)]
+    if not vectors:
+        return tokenized(dataset, dataset._fingerprint)
+    rows = dataset._indices.column(0).to_numpy() if dataset._indices is not None else None
+    # The table under a selection: its own files (content-keyed) name it.
+    base = dataset if rows is None else datasets.Dataset(dataset.data, info=dataset.info.copy(), fingerprint=combine(
+        "base", [f["filename"] for f in dataset.cache_files] or dataset._fingerprint, len(dataset.data)))  # fmt: skip
+    tokens = tokenized(base.remove_columns(vectors), base._fingerprint)
+    joined = datasets.concatenate_datasets([tokens, base.select_columns(vectors)], axis=1)
+    return joined if rows is None else joined.select(rows)
+
+
+def _is_vector(feature) -> bool:
+    """A fixed-length list of floats (a teacher's vectors)."""
+    return (isinstance(feature, datasets.List) and getattr(feature, "length", -1) > 0
+            and getattr(feature.feature, "dtype", "").startswith("float"))  # fmt: skip
 
 
 def prepare(dataset: datasets.Dataset, tasks: list[TaskSpec], tokenizer: PreTrainedTokenizerBase, max_length: int = 128,

@@ -1,7 +1,9 @@
 """The main job behind `run_mtl.py`: parse arguments (YAML + flags), train, evaluate, report, save."""
 
 import copy
+import ctypes
 import dataclasses
+import gc
 import logging
 import shutil
 import signal
@@ -128,6 +130,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     with training_args.main_process_first(desc="preparing the data"):
         sources = build_sources(tasks, data_args, training_args.seed, teacher_for)
     teachers.clear()  # a teacher loaded from a path is not needed during training
+    release_memory()
     eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples,
                                 training_args.seed)  # fmt: skip
     with training_args.main_process_first(desc="tokenising"):
@@ -184,6 +187,12 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         train_metrics = {**train_result.metrics, "global_step": train_result.global_step,
                          "trainable_parameters": trainable, "total_parameters": total}  # fmt: skip
         trainer.save_metrics("train", train_metrics)
+        # The optimizer's moments (twice the trainable weights) and the gradients are done with: freed before the
+        # final evaluation, saving and plots, which would otherwise stack on top of them.
+        trainer.accelerator.free_memory()
+        trainer.optimizer = trainer.lr_scheduler = None
+        model.zero_grad(set_to_none=True)
+        release_memory()
     metrics = trainer.evaluate()
     trainer.save_metrics("eval", metrics)
     run_config = resolved_run_config(model_args, data_args, training_args)
@@ -222,6 +231,20 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     files = sorted(p.name for p in output_dir.iterdir() if p.is_file()) if output_dir.is_dir() else []
     reliability = {name: reliability_bins(*value) for name, value in points.items()}
     return RunResult(metrics, train_metrics, trainer.state.log_history, output_dir, files, reliability)
+
+
+def release_memory() -> None:
+    """Hand memory freed while preparing the data back to the system before training allocates its own: Arrow's
+    memory pool and glibc's heap keep freed blocks for reuse, and the run's peak is its training phase on top of
+    them (measured: benchmarks/scale.py's memory timeline)."""
+    gc.collect()
+    import pyarrow
+
+    pyarrow.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def check_streaming(tasks: list[RunTask], data_args, training_args) -> bool:
