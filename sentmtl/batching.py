@@ -58,13 +58,28 @@ def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBas
     vectors = [name for name, feature in dataset.features.items() if _is_vector(feature)]
     if not vectors:
         return tokenized(dataset, dataset._fingerprint)
-    rows = dataset._indices.column(0).to_numpy() if dataset._indices is not None else None
-    # The table under a selection: its own files (content-keyed) name it.
-    base = dataset if rows is None else datasets.Dataset(dataset.data, info=dataset.info.copy(), fingerprint=combine(
-        "base", [f["filename"] for f in dataset.cache_files] or dataset._fingerprint, len(dataset.data)))  # fmt: skip
+    if dataset._indices is None:
+        base, rows = dataset, None
+    else:  # a selection (the split, --max_eval_samples): the table under it, named by the file blocks it is made of
+        key = _mapped_table_key(dataset.data)
+        if key is None:  # some of it is in memory (a small table): tokenise the selection itself
+            return tokenized(dataset, dataset._fingerprint)
+        base = datasets.Dataset(dataset.data, info=dataset.info.copy(), fingerprint=combine("base", key))
+        rows = dataset._indices.column(0).to_numpy()
     tokens = tokenized(base.remove_columns(vectors), base._fingerprint)
     joined = datasets.concatenate_datasets([tokens, base.select_columns(vectors)], axis=1)
     return joined if rows is None else joined.select(rows)
+
+
+def _mapped_table_key(table) -> list | None:
+    """What identifies a table made only of memory-mapped file blocks: each block's file, the operations applied to
+    it (slices, column selections) and its columns; None when any block is in memory."""
+    from datasets.table import ConcatenationTable, MemoryMappedTable
+
+    blocks = [block for row in table.blocks for block in row] if isinstance(table, ConcatenationTable) else [table]
+    if not all(isinstance(block, MemoryMappedTable) for block in blocks):
+        return None
+    return [[block.path, block.replays, block.column_names, block.num_rows] for block in blocks]
 
 
 def _is_vector(feature) -> bool:

@@ -42,8 +42,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
         pipeline.pop("truncation", None)
         pipeline.pop("padding", None)
         described = pipeline
-    else:
-        described = sorted(tokenizer.get_vocab().items())
+    else:  # a slow tokenizer: its vocabulary and its options (do_lower_case, …)
+        described = [sorted(tokenizer.get_vocab().items()), tokenizer.init_kwargs]
     return combine(type(tokenizer).__name__, described, tokenizer.all_special_tokens, tokenizer.padding_side,
                    list(tokenizer.model_input_names))  # fmt: skip
 

@@ -125,14 +125,12 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
                                              "bf16" if training_args.bf16 else "fp32")  # fmt: skip
         return teachers[name]
 
-    # One process reads, converts and caches the data (and computes teacher vectors) while the others wait; they
-    # then read the same cache files.
-    with training_args.main_process_first(desc="preparing the data"):
-        sources = build_sources(tasks, data_args, training_args.seed, teacher_for)
+    # Every process reads the data; teacher vectors are computed by one of them while the others wait on the
+    # cache's file lock and then read them (a lock, not a barrier: a long first computation cannot time out DDP).
+    sources = build_sources(tasks, data_args, training_args.seed, teacher_for)
     teachers.clear()  # a teacher loaded from a path is not needed during training
     release_memory()
-    eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples,
-                                training_args.seed)  # fmt: skip
+    eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples)
     with training_args.main_process_first(desc="tokenising"):
         if streaming:  # one streamed source (check_streaming): its rows are tokenised as the loader reads them
             train_dataset = tokenize_source(sources[0].train, tokenizer, max_length)
@@ -270,6 +268,12 @@ def check_streaming(tasks: list[RunTask], data_args, training_args) -> bool:
     if training_args.dataloader_num_workers:
         raise ValueError(f"{where}: --dataloader_num_workers {training_args.dataloader_num_workers}: a stream is "
                          "read (and its teacher vectors computed) in the training process; drop it.")  # fmt: skip
+    ignored = [flag for flag, given in (("--data_seed", training_args.data_seed is not None),
+                                        ("--unfreeze_backbone_at_epoch", training_args.unfreeze_backbone_at_epoch is not None))
+               if given]  # fmt: skip
+    if ignored:
+        raise ValueError(f"{where}: {', '.join(ignored)}: a stream is ordered by --seed and has no epochs to count "
+                         "(a pass over it may outlast the run); drop it.")  # fmt: skip
     if training_args.train_sampling_strategy != "group_by_length":
         raise ValueError(f"{where}: --train_sampling_strategy {training_args.train_sampling_strategy}: a stream's "
                          "order is its seeded shuffle buffer (--stream_buffer_size); drop the flag.")  # fmt: skip
@@ -287,7 +291,7 @@ def teacher_encoder(model, tokenizer, teacher: str | None, max_length: int, devi
 STS_EVAL_TASK = "stsb"
 
 
-def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = None, seed: int = 0) -> list:
+def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = None) -> list:
     """`--sts_eval_file`: STS-B pairs as an evaluation-only source of a similarity task `stsb` that the model does
     not train, measured by the same evaluation as every task (`eval_stsb_spearman`, 0–1); at most
     `max_eval_samples` of them."""
@@ -298,7 +302,7 @@ def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = 
                          "that name: rename the task.")  # fmt: skip
     spec = TaskSpec(STS_EVAL_TASK, "similarity")
     table, _ = table_columns(read_stsb(path), [RunTask(spec, DataSpec({"stsb": str(path)}))], str(path))
-    table = bounded(table, max_eval_samples, seed, str(path))
+    table = bounded(table, max_eval_samples, str(path))
     return [Source(STS_EVAL_TASK, [spec], None, table, f"STS-B ({path}, evaluation only)")]
 
 

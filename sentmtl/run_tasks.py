@@ -91,6 +91,9 @@ class DataSpec:
             if data["streaming"] and self.batches_per_epoch is not None:
                 raise ValueError(f"task data {data!r}: a stream has no epochs to place batches in; drop "
                                  "batches_per_epoch (--max_steps sets the length of the run).")  # fmt: skip
+            if data["streaming"] and self.batch_size is not None:
+                raise ValueError(f"task data {data!r}: a streamed source is the run's only one, batched by "
+                                 "--per_device_train_batch_size; drop its batch_size.")  # fmt: skip
 
     @property
     def streamed(self) -> bool:

@@ -14,6 +14,7 @@ its texts on one side), stratified by its first classification task; `max_sample
 Each task type reads its own target column (`sentmtl.task_io`); an empty cell means "no target on this row".
 """
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from . import __version__
 from .corpus import load_sentiment_corpus, train_test_split
 from .data import NO_SOURCE, first_line, read_table
 from .fingerprints import combine
@@ -76,8 +78,10 @@ def _raw_splits(data, data_args) -> tuple[datasets.DatasetDict, str, str, dict]:
         out["train"] = out["train"].to_iterable_dataset()
     if eval_split in loaded:
         out["test"] = loaded[eval_split]
-        if streaming and not on_disk:  # evaluation needs a fixed table: the eval split is read whole
-            out["test"] = datasets.load_dataset(location, split=eval_split)
+        if streaming and not on_disk:  # evaluation needs a fixed table: the eval split alone, read whole (loading
+            # the dataset's split non-streamed would download and prepare every split, the train one included)
+            stream = loaded[eval_split]
+            out["test"] = datasets.Dataset.from_generator(lambda: (yield from stream), features=stream.features)
     return out, Path(location).name, location, {}
 
 
@@ -156,6 +160,8 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
 
     if isinstance(dataset, datasets.IterableDataset) and dataset.column_names is None:
         dataset = dataset._resolve_features()  # reads the first rows for the column names and types
+    if isinstance(dataset, datasets.Dataset) and dataset.num_rows == 0:
+        raise ValueError(f"{where}: no rows (columns: {dataset.column_names}); every source needs data.")
     first = members[0].data
     text = first.text_column or ("sentence1" if "sentence1" in dataset.column_names else "sentence")
     pair = (first.text_pair_column or "sentence2") if any(m.spec.kind.pairs for m in members) else None
@@ -232,8 +238,11 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
                             batch_size=STREAM_ROWS, remove_columns=dataset.column_names)  # fmt: skip
         return table, domain_names
     stateful = any(task_io(m.spec).from_texts for m in members)
-    fingerprint = combine(TABLE_FORMAT, dataset._fingerprint, [m.to_dict() for m in members], where, line_offset,
-                          domain_names)  # fmt: skip
+    # Everything the converted table depends on: the data, the tasks, the code that parses them (sentmtl's version,
+    # each type's TaskIO source: a registered type of the user's own included), where rows are numbered from.
+    parsers = [inspect.getsource(type(task_io(m.spec))) for m in members]
+    fingerprint = combine(TABLE_FORMAT, __version__, parsers, dataset._fingerprint, [m.to_dict() for m in members],
+                          where, line_offset, domain_names)  # fmt: skip
     table = dataset.map(lambda batch, rows: convert(batch, rows, len(rows)), batched=True, with_indices=True,
                         batch_size=BATCH_ROWS, remove_columns=dataset.column_names, new_fingerprint=fingerprint,
                         load_from_cache_file=not stateful, desc=f"Reading {Path(where).name}")  # fmt: skip
@@ -261,10 +270,11 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
         spec = members[0].data
         splits, name, where, lines = _raw_splits(spec.data, data_args)
         train, domain_names = table_columns(splits["train"], members, f"{where} (train)", lines.get("train"))
+        cache_dir = getattr(data_args, "teacher_cache_dir", None)
         if spec.streamed:
             train = stream_source(train, members, teacher_for, seed, getattr(data_args, "stream_buffer_size", 10_000))
-        else:
-            train = add_teacher_targets(train, members, teacher_for, getattr(data_args, "teacher_cache_dir", None))
+        elif spec.max_samples is None:  # the whole table's vectors: another seed or test share reuses them
+            train = add_teacher_targets(train, members, teacher_for, cache_dir)
         evaluation = None
         documents = _documents(spec)
         if documents and "test" not in splits:
@@ -273,7 +283,7 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
         if "test" in splits:
             evaluation, domain_names = table_columns(splits["test"], members, f"{where} (eval)", lines.get("test"),
                                                      domain_names, documents)  # fmt: skip
-            evaluation = add_teacher_targets(evaluation, members, teacher_for, getattr(data_args, "teacher_cache_dir", None))
+            evaluation = add_teacher_targets(evaluation, members, teacher_for, cache_dir)
         else:  # no eval data of its own: a leak-free split, stratified by the first classification task
             stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).class_ids), None)
             # A hard negative must not sit on both sides either: `negatives` (a list per row) counts as text columns.
@@ -281,7 +291,9 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
             split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts,
                                      label_column=stratify, source_column="domain")  # fmt: skip
             train, evaluation = split["train"], split["test"]
-        evaluation = bounded(evaluation, getattr(data_args, "max_eval_samples", None), seed, where)
+            if spec.max_samples is not None:  # a subset: only its rows are embedded (cached by their texts)
+                train, evaluation = (add_teacher_targets(t, members, teacher_for, cache_dir) for t in (train, evaluation))
+        evaluation = bounded(evaluation, getattr(data_args, "max_eval_samples", None), where)
         if spec.min_score is not None:  # rows below it are not pairs: nothing to train on (evaluation keeps them)
             column = TARGET_PREFIX + members[0].spec.name
             before = train.num_rows
@@ -324,11 +336,13 @@ def stream_source(stream: datasets.IterableDataset, members: list[RunTask], teac
     return stream
 
 
-def bounded(dataset: datasets.Dataset | None, limit: int | None, seed: int, where: str) -> datasets.Dataset | None:
-    """At most `limit` rows of an evaluation table (`--max_eval_samples`): a seeded random subset, in table order."""
+def bounded(dataset: datasets.Dataset | None, limit: int | None, where: str) -> datasets.Dataset | None:
+    """At most `limit` rows of an evaluation table (`--max_eval_samples`): a random subset, in table order, the same
+    whatever the run's seed (so runs of different seeds on one validation file are measured on the same rows). A
+    contrastive task's retrieval corpus shrinks with it: its recall and MRR are not comparable to a full evaluation."""
     if dataset is None or limit is None or dataset.num_rows <= limit:
         return dataset
-    keep = np.sort(np.random.default_rng(seed).choice(dataset.num_rows, size=limit, replace=False))
+    keep = np.sort(np.random.default_rng(0).choice(dataset.num_rows, size=limit, replace=False))
     logger.info("%s: evaluating %d of its %d held-out rows (--max_eval_samples).", where, limit, dataset.num_rows)
     return dataset.select(keep)
 

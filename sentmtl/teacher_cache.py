@@ -55,8 +55,10 @@ class Teacher:
         """The pooled encoder output of a `SentMtlModel` (before its projection)."""
         from .embed import encode  # embed imports the model: not needed to read a cache
 
-        key = combine("teacher", weights_fingerprint(model.encoder), model.config.pooling, tokenizer_fingerprint(tokenizer),
-                      max_length, precision)  # fmt: skip
+        from . import __version__  # how encode pools and truncates is part of the vectors
+
+        key = combine("teacher", __version__, weights_fingerprint(model.encoder), model.config.pooling,
+                      tokenizer_fingerprint(tokenizer), max_length, precision)  # fmt: skip
 
         def run(sentences):
             return encode(model, sentences, tokenizer, pooled=True, show_progress_bar=False, max_length=max_length,

@@ -161,10 +161,11 @@ class SentMtlTrainer(Trainer):
         if isinstance(self.train_dataset, datasets.IterableDataset):
             # A stream (one source, one process: `run.check_streaming`): batches in the stream's (shuffled) order.
             # A resumed run reads the stream again from its start and skips the batches already trained on: the
-            # order is the same every time (seeded by seed and epoch), so it continues at the exact row.
+            # order is the same every time (seeded by seed and epoch), so within the first pass over the stream it
+            # continues at the exact row (the Trainer counts a resumed stream's steps from its first pass).
             self.train_dataset.set_epoch(0)
             loader = DataLoader(self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
-                                pin_memory=self.args.dataloader_pin_memory)  # fmt: skip
+                                pin_memory=self.args.dataloader_pin_memory, drop_last=self.args.dataloader_drop_last)  # fmt: skip
             return self.accelerator.prepare(loader)
         dataset = MultiSourceDataset.wrap(self.train_dataset)
         seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed

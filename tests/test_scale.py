@@ -300,6 +300,9 @@ def test_a_streamed_teacher_is_the_starting_encoder_frozen(tiny_encoder_dir, tmp
 @pytest.mark.parametrize("change, message", [
     ({"data": {"validation_file": None}}, "a streamed source is read once, in order, and never split"),
     ({"data": {"batches_per_epoch": 3}}, "a stream has no epochs"),
+    ({"data": {"batch_size": 4}}, "drop its batch_size"),
+    ({"flags": ["--data_seed", "3"]}, "--data_seed: a stream is ordered by --seed"),
+    ({"flags": ["--unfreeze_backbone_at_epoch", "1", "--freeze", "backbone"]}, "--unfreeze_backbone_at_epoch"),
     ({"flags": ["--max_steps", "-1", "--num_train_epochs", "1"]}, "give --max_steps"),
     ({"flags": ["--dataloader_num_workers", "2"]}, "--dataloader_num_workers 2"),
     ({"flags": ["--train_sampling_strategy", "random"]}, "its seeded shuffle buffer"),
@@ -313,13 +316,13 @@ def test_what_a_stream_cannot_honour_is_refused(tiny_encoder_dir, tmp_path, stre
 
     train, dev = stream_files
     source = {"train_file": str(train), "validation_file": str(dev), "streaming": True}
-    batches = change.get("data", {}).pop("batches_per_epoch", None)
+    own = {key: change.get("data", {}).pop(key) for key in ("batches_per_epoch", "batch_size") if key in change.get("data", {})}
     source.update({k: v for k, v in change.get("data", {}).items() if v is not None})
     for key, value in change.get("data", {}).items():
         if value is None:
             source.pop(key)
     task = {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source,
-            **({"batches_per_epoch": batches} if batches else {})}  # fmt: skip
+            **own}  # fmt: skip
     tasks = [task]
     if change.get("second_source"):
         tasks.append({"name": "other", "type": "classification", "labels": ["negative", "positive"],
@@ -351,3 +354,74 @@ def test_a_bad_row_in_a_stream_names_its_line(tmp_path, stream_files):
     stream = build_sources([task], DataArguments(), 0)[0].train
     with pytest.raises(ValueError, match=r"train.csv \(train\), line 42, column 'label': label 'maybe'"):
         list(stream)
+
+
+def test_tokenising_keeps_the_teacher_vectors_where_they_lie(tiny_encoder_dir, synthetic_csv, tiny_tokenizer, tiny_model):
+    """The vector columns are joined back beside the tokens (memory-mapped from the teacher cache), not copied
+    through the tokenising map; the rows are those a plain map gives, split selection included."""
+    from sentmtl.batching import tokenize_source
+
+    tasks = [RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
+                     DataSpec({"train_file": str(synthetic_csv)}, text_column="text", label_column="sentiment")),
+             RunTask(TaskSpec("distillation", "distillation"), DataSpec({"train_file": str(synthetic_csv)}, text_column="text"))]  # fmt: skip
+    teacher = teacher_encoder(tiny_model, tiny_tokenizer, None, 32)
+    source = task_data.build_sources(tasks, DataArguments(), 0, lambda name: teacher)[0]
+    for split in (source.train, source.eval):
+        joined = tokenize_source(split, tiny_tokenizer, 32)
+        plain = split.map(lambda b: dict(tiny_tokenizer(b["text"], truncation=True, max_length=32)), batched=True,
+                          remove_columns=["text"])  # fmt: skip
+        assert joined.num_rows == plain.num_rows == split.num_rows
+        for i in (0, split.num_rows - 1):
+            assert joined[i] == plain[i]
+        files = [f["filename"] for f in joined.cache_files]
+        teacher_files = [f for f in files if f.startswith(str(task_data_cache_dir()))]
+        assert teacher_files  # the vectors are read from the teacher cache's own file
+        assert all("target__distillation" not in datasets.Dataset.from_file(f).column_names
+                   for f in files if f not in teacher_files)  # and are in no other file  # fmt: skip
+
+
+def task_data_cache_dir():
+    import sentmtl.teacher_cache
+
+    return sentmtl.teacher_cache.default_cache_dir()
+
+
+def test_a_selection_of_an_in_memory_table_keeps_its_own_targets(tiny_model, tiny_tokenizer, tmp_path):
+    """Two tables with the same texts (so the same cached teacher vectors) and different targets: each selection's
+    tokens carry its own table's targets (a key made of the teacher file alone would hand back the first's)."""
+    from sentmtl.batching import tokenize_source
+    from sentmtl.task_data import add_teacher_targets, bounded
+
+    teacher = teacher_encoder(tiny_model, tiny_tokenizer, None, 32)
+    member = [RunTask(TaskSpec("d", "distillation"))]
+    texts = [f"the film was good {i} ." for i in range(8)]
+    out = []
+    for value in (1, 9):
+        table = datasets.Dataset.from_dict({"text": texts, "target__c": [value] * 8})
+        table = add_teacher_targets(table, member, lambda name: teacher, tmp_path)
+        out.append(tokenize_source(bounded(table, 5, "t"), tiny_tokenizer, 32))
+    assert out[0]["target__c"] == [1] * 5 and out[1]["target__c"] == [9] * 5
+
+
+def test_an_empty_file_is_an_error_that_names_it(tmp_path):
+    empty = _write_csv(tmp_path / "empty.csv", [])
+    task = RunTask(TaskSpec("c", "classification", labels=["negative", "positive"]), DataSpec({"train_file": str(empty)}))
+    with pytest.raises(ValueError, match=r"empty.csv: no rows \(a header alone"):
+        task_data.build_sources([task], DataArguments(), seed=0)
+
+
+def test_max_samples_embeds_only_the_subset(tiny_encoder_dir, tiny_model, tiny_tokenizer, tmp_path):
+    from conftest import synthetic_rows
+
+    rows = synthetic_rows(60)
+    path = _write_csv(tmp_path / "train.csv", [(f"{s} {i}", ["negative", "positive"][label]) for i, (s, label)
+                                               in enumerate(zip(rows["sentence"], rows["label"]))])  # fmt: skip
+    data = DataSpec({"train_file": str(path)}, max_samples=20)
+    tasks = [RunTask(TaskSpec("c", "classification", labels=["negative", "positive"]), data),
+             RunTask(TaskSpec("d", "distillation"), data)]  # fmt: skip
+    calls = []
+    teacher = teacher_encoder(tiny_model, tiny_tokenizer, None, 32)
+    counting = Teacher(teacher.name, teacher.key, teacher.width, lambda s: calls.append(len(s)) or teacher.encode(s))
+    source = task_data.build_sources(tasks, DataArguments(), 0, lambda name: counting)[0]
+    assert sum(calls) == 20 == source.train.num_rows + source.eval.num_rows
+    assert len(source.train["target__d"][0]) == teacher.width
