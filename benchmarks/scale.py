@@ -39,7 +39,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", required=False, help="The UCI corpus folder.")
     parser.add_argument("--stsb_dir", required=False, help="The STS Benchmark folder (sts-train.csv, sts-dev.csv).")
-    parser.add_argument("--rows", nargs="+", type=int, default=[10_000, 100_000, 1_000_000], help="Row counts to run.")
+    parser.add_argument("--rows", nargs="*", type=int, default=[10_000, 100_000, 1_000_000], help="Row counts to run.")
     parser.add_argument("--steps", type=int, default=20, help="Training steps per run (--max_steps).")
     parser.add_argument("--max_eval_samples", type=int, default=2000, help="Held-out rows the final evaluation uses.")
     parser.add_argument("--baseline_repo", default=None, help="A checkout of an earlier sentmtl to run beside.")
@@ -47,11 +47,15 @@ def parse_args(argv=None):
     parser.add_argument("--work_dir", default="/tmp/sentmtl_scale", help="Data files, caches and runs (not committed).")
     parser.add_argument("--output_dir", default="results/scale", help="Where the table, JSON and plot go.")
     parser.add_argument("--keep_cache", action="store_true", help="Do not clear the caches before the first run.")
+    parser.add_argument("--attempts", nargs="+", default=["cold", "warm"], choices=["cold", "warm"],
+                        help="Which runs of sentmtl per row count: cold (caches cleared first, unless --keep_cache) "
+                             "and warm (reading the caches the cold run left).")  # fmt: skip
     parser.add_argument("--stream_rows", type=int, default=5_000_000,
                         help="Rows of the streamed file (0: no streaming runs).")  # fmt: skip
     parser.add_argument("--stream_steps", type=int, default=2000, help="Training steps of the streamed runs.")
     parser.add_argument("--stream_interrupt_at", type=int, default=300,
-                        help="The second streamed run is interrupted (SIGINT) after this step, then resumed.")  # fmt: skip
+                        help="The second streamed run is interrupted (SIGINT) after this step, then resumed (0: no "
+                             "second run; tests/test_scale.py checks the resume on small data).")  # fmt: skip
     # The worker: one run in this process, timing its first training step.
     parser.add_argument("--worker", nargs=3, metavar=("RUN_FILE", "OUTPUT_DIR", "MARKER"), help=argparse.SUPPRESS)
     parser.add_argument("--worker_flags", default="", help=argparse.SUPPRESS)
@@ -201,6 +205,8 @@ def streamed(args, work: Path) -> tuple[list[dict], dict]:
     run_yaml = run_file(data, work / "stream.yaml", dev)
     common = dict(steps=args.stream_steps, extra=f"--max_eval_samples {args.max_eval_samples}")
     rows = [one(args, "stream", REPO_ROOT, args.stream_rows, run_yaml, cache, "whole", name="stream-whole", **common)]
+    if not args.stream_interrupt_at:
+        return rows, None
     rows.append(one(args, "stream", REPO_ROOT, args.stream_rows, run_yaml, cache, "stopped", name="stream-resumed",
                     interrupt_at=args.stream_interrupt_at, **common))  # fmt: skip
     resumed = one(args, "stream", REPO_ROOT, args.stream_rows, run_yaml, cache, "resumed", name="stream-resumed",
@@ -240,7 +246,7 @@ def main(argv=None) -> int:
                 shutil.rmtree(cache, ignore_errors=True)
             run_yaml = run_file(data, work / f"scale-{rows}.yaml")
             extra = f"--max_eval_samples {args.max_eval_samples}" if bounded else ""  # the baseline lacks the flag
-            for attempt in ("cold", "warm") if label == "sentmtl" else ("cold",):  # the baseline caches nothing
+            for attempt in args.attempts if label == "sentmtl" else ("cold",):  # the baseline caches nothing
                 results.append(one(args, label, repo, rows, run_yaml, cache, attempt, extra))
     stream_check = None
     if args.stream_rows:

@@ -163,6 +163,9 @@ class SentMtlTrainer(Trainer):
             # A resumed run reads the stream again from its start and skips the batches already trained on: the
             # order is the same every time (seeded by seed and epoch), so within the first pass over the stream it
             # continues at the exact row (the Trainer counts a resumed stream's steps from its first pass).
+            if self.args.world_size > 1:
+                raise ValueError(f"a streamed train_dataset (IterableDataset) trains in one process; "
+                                 f"{self.args.world_size} were started. Give a table (Dataset) to train under DDP.")  # fmt: skip
             self.train_dataset.set_epoch(0)
             loader = DataLoader(self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
                                 pin_memory=self.args.dataloader_pin_memory, drop_last=self.args.dataloader_drop_last)  # fmt: skip
