@@ -1,9 +1,7 @@
 """The main job behind `run_mtl.py`: parse arguments (YAML + flags), train, evaluate, report, save."""
 
 import copy
-import ctypes
 import dataclasses
-import gc
 import logging
 import shutil
 import signal
@@ -16,13 +14,14 @@ from transformers import HfArgumentParser, set_seed
 
 from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
 from .batching import MultiSourceDataset, tokenize_source
-from .callbacks import FreezeCallback, InterruptCallback, WeightAveragingCallback
+from .callbacks import FreezeCallback, InterruptCallback, ReleaseMemoryCallback, WeightAveragingCallback
 from .configuration_sentmtl import SentMtlConfig
 from .checkpoints import latest_checkpoint, resolve_resume_checkpoint, save_final_model
 from .embed import default_max_length
 from .errors import USER_ERRORS, debug_requested, one_line
 from .hub import HubPushError, push_folder
 from .loading import build_model, load_model_and_tokenizer
+from .memory import release_memory
 from .metrics import reliability_bins
 from .model_card import build_model_card
 from .onnx_export import MANIFEST, ONNX_FOLDER, export_onnx, output_names, single_sentence_types
@@ -129,7 +128,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     # cache's file lock and then read them (a lock, not a barrier: a long first computation cannot time out DDP).
     sources = build_sources(tasks, data_args, training_args.seed, teacher_for)
     teachers.clear()  # a teacher loaded from a path is not needed during training
-    release_memory()
+    release_memory()  # what preparing the data freed, before training allocates its own
     eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples)
     with training_args.main_process_first(desc="tokenising"):
         if streaming:  # one streamed source (check_streaming): its rows are tokenised as the loader reads them
@@ -157,7 +156,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        callbacks=[FreezeCallback.from_args(training_args), interrupt, *averaging, *callbacks],
+        callbacks=[FreezeCallback.from_args(training_args), interrupt, *averaging, ReleaseMemoryCallback(), *callbacks],
         head_learning_rates={t.spec.name: t.data.head_learning_rate for t in tasks if t.data.head_learning_rate is not None},
         eval_tasks=[task for source in eval_only for task in source.tasks],
     )
@@ -229,20 +228,6 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     files = sorted(p.name for p in output_dir.iterdir() if p.is_file()) if output_dir.is_dir() else []
     reliability = {name: reliability_bins(*value) for name, value in points.items()}
     return RunResult(metrics, train_metrics, trainer.state.log_history, output_dir, files, reliability)
-
-
-def release_memory() -> None:
-    """Hand memory freed while preparing the data back to the system before training allocates its own: Arrow's
-    memory pool and glibc's heap keep freed blocks for reuse, and the run's peak is its training phase on top of
-    them (measured: benchmarks/scale.py's memory timeline)."""
-    gc.collect()
-    import pyarrow
-
-    pyarrow.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass
 
 
 def check_streaming(tasks: list[RunTask], data_args, training_args) -> bool:
