@@ -179,27 +179,37 @@ class MultiSourceDataset(torch.utils.data.Dataset):
         return out
 
 
+# A streamed run pads each batch to a multiple of this many tokens. Its batches are not grouped by length, so nearly
+# every length up to the longest occurs as a batch shape, and the CPU's oneDNN kernels are compiled and kept per
+# shape: measured on a 5M-row stream (700 steps, benchmarks/scale.py's timeline), peak anonymous memory 1.55 GB
+# padded to 8 against 1.82 GB unpadded, at the same step time (0.346 s against 0.340).
+STREAM_PAD_MULTIPLE = 8
+
+
 class MultiTaskCollator:
     """Rows of one source → a batch: padded inputs (and pair inputs), `task_labels` by task in each type's dtype,
-    `domain`."""
+    `domain`. `pad_to_multiple_of`: pad lengths up to a multiple of it (fewer distinct batch shapes)."""
 
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec]):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec], pad_to_multiple_of: int | None = None):
         self.tokenizer = tokenizer
         self.dtypes = {task.name: task.kind.target_dtype for task in tasks}
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _pad(self, rows: list[dict]) -> dict:
+        return self.tokenizer.pad(rows, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of)
 
     def __call__(self, rows: list[dict]) -> dict:
-        batch = dict(self.tokenizer.pad([{k: row[k] for k in self.INPUTS if k in row} for row in rows], return_tensors="pt"))
+        batch = dict(self._pad([{k: row[k] for k in self.INPUTS if k in row} for row in rows]))
         if "pair_input_ids" in rows[0]:
-            pair = self.tokenizer.pad([{k: row[f"pair_{k}"] for k in self.INPUTS if f"pair_{k}" in row} for row in rows],
-                                      return_tensors="pt")  # fmt: skip
+            pair = self._pad([{k: row[f"pair_{k}"] for k in self.INPUTS if f"pair_{k}" in row} for row in rows])
             batch.update({f"pair_{key}": value for key, value in pair.items()})
         if "negative_input_ids" in rows[0]:  # k per row: padded together, then [rows, k, length]
             k = len(rows[0]["negative_input_ids"])
             flat = [{key: row[f"negative_{key}"][j] for key in self.INPUTS if f"negative_{key}" in row}
                     for row in rows for j in range(k)]  # fmt: skip
-            negatives = self.tokenizer.pad(flat, return_tensors="pt")
+            negatives = self._pad(flat)
             batch.update({f"negative_{key}": value.reshape(len(rows), k, -1) for key, value in negatives.items()})
         labels = {}
         for key in rows[0]:
@@ -214,4 +224,4 @@ class MultiTaskCollator:
         return batch
 
 
-__all__ = ["MultiSourceDataset", "MultiTaskCollator", "prepare", "tokenize_source"]
+__all__ = ["MultiSourceDataset", "MultiTaskCollator", "STREAM_PAD_MULTIPLE", "prepare", "tokenize_source"]

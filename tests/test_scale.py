@@ -479,3 +479,32 @@ def test_release_memory_returns_a_freed_heap_to_the_system():
         pytest.skip("not glibc: nothing to trim")
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 200e6  # of the 256 MB freed
+
+
+def test_a_streamed_run_pads_its_batches_to_a_multiple_of_8(tiny_encoder_dir, tmp_path, stream_files, monkeypatch):
+    """Fewer batch shapes for a stream's unsorted lengths (STREAM_PAD_MULTIPLE); a table's batches are padded to
+    their longest row, as before."""
+    from sentmtl.batching import STREAM_PAD_MULTIPLE, MultiTaskCollator
+
+    lengths = []
+    original = MultiTaskCollator.__call__
+
+    def recording(self, rows):
+        batch = original(self, rows)
+        lengths.append((batch["input_ids"].shape[1], max(sum(row["attention_mask"]) for row in rows)))
+        return batch
+
+    monkeypatch.setattr(MultiTaskCollator, "__call__", recording)
+    train, dev = stream_files
+    with open(train) as handle:  # rows of 9 and 10 tokens: every batch pads to 16, not to its longest row
+        header, *rows = list(csv.reader(handle))
+    longer = [(f"{text} the" + " the" * (i % 2), label) for i, (text, label) in enumerate(rows)]
+    assert main(_stream_flags(tiny_encoder_dir, _stream_run_file(tmp_path, _write_csv(tmp_path / "s.csv", longer), dev),
+                              tmp_path / "s")) == 0  # fmt: skip
+    assert STREAM_PAD_MULTIPLE == 8 and lengths
+    assert all(padded % 8 == 0 and longest <= padded < longest + 8 for padded, longest in lengths), lengths
+    assert any(padded > longest for padded, longest in lengths)  # padding was added
+    lengths.clear()
+    table = _write_csv(tmp_path / "t.csv", longer, columns=("text", "sentiment"))
+    assert main(tiny_run_flags(tiny_encoder_dir, table, tmp_path / "t", "--max_steps", "4")) == 0
+    assert lengths and all(padded == longest for padded, longest in lengths)
