@@ -188,17 +188,24 @@ STREAM_PAD_MULTIPLE = 8
 
 class MultiTaskCollator:
     """Rows of one source → a batch: padded inputs (and pair inputs), `task_labels` by task in each type's dtype,
-    `domain`. `pad_to_multiple_of`: pad lengths up to a multiple of it (fewer distinct batch shapes)."""
+    `domain`. `pad_to_multiple_of`: pad lengths up to a multiple of it (fewer distinct batch shapes), never past
+    `max_length` (the run's token limit, within the encoder's positions)."""
 
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec], pad_to_multiple_of: int | None = None):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec], pad_to_multiple_of: int | None = None,
+                 max_length: int | None = None):  # fmt: skip
         self.tokenizer = tokenizer
         self.dtypes = {task.name: task.kind.target_dtype for task in tasks}
-        self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_to_multiple_of, self.max_length = pad_to_multiple_of, max_length
 
     def _pad(self, rows: list[dict]) -> dict:
-        return self.tokenizer.pad(rows, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of)
+        multiple = self.pad_to_multiple_of
+        if multiple and self.max_length:
+            longest = max(len(row["input_ids"]) for row in rows)
+            if -(-longest // multiple) * multiple > self.max_length:  # rounding up would pass the position limit
+                multiple = None
+        return self.tokenizer.pad(rows, return_tensors="pt", pad_to_multiple_of=multiple)
 
     def __call__(self, rows: list[dict]) -> dict:
         batch = dict(self._pad([{k: row[k] for k in self.INPUTS if k in row} for row in rows]))

@@ -13,7 +13,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
-from .batching import MultiSourceDataset, tokenize_source
+from .batching import STREAM_PAD_MULTIPLE, MultiSourceDataset, MultiTaskCollator, tokenize_source
 from .callbacks import FreezeCallback, InterruptCallback, ReleaseMemoryCallback, WeightAveragingCallback
 from .configuration_sentmtl import SentMtlConfig
 from .checkpoints import latest_checkpoint, resolve_resume_checkpoint, save_final_model
@@ -149,6 +149,11 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
                     source.eval.num_rows if source.eval is not None else 0)  # fmt: skip
 
     interrupt = InterruptCallback()
+    eval_tasks = [task for source in eval_only for task in source.tasks]
+    # A stream's batches are not grouped by length: padded to a multiple of 8 tokens (STREAM_PAD_MULTIPLE), its
+    # training and evaluation batches, so that fewer shapes each keep compiled kernels.
+    collator = MultiTaskCollator(tokenizer, [*model.tasks, *eval_tasks], pad_to_multiple_of=STREAM_PAD_MULTIPLE,
+                                 max_length=max_length) if streaming else None  # fmt: skip
     averaging = [WeightAveragingCallback(training_args.ema_decay, resume_from)] if training_args.ema_decay else []
     trainer = SentMtlTrainer(
         model=model,
@@ -156,9 +161,10 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
+        data_collator=collator,
         callbacks=[FreezeCallback.from_args(training_args), interrupt, *averaging, ReleaseMemoryCallback(), *callbacks],
         head_learning_rates={t.spec.name: t.data.head_learning_rate for t in tasks if t.data.head_learning_rate is not None},
-        eval_tasks=[task for source in eval_only for task in source.tasks],
+        eval_tasks=eval_tasks,
     )
     trainable, total = model.count_parameters()
     train_metrics = None

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
-from .batching import STREAM_PAD_MULTIPLE, MultiSourceDataset, MultiTaskCollator
+from .batching import MultiSourceDataset, MultiTaskCollator
 from .sampler import RankBatches, TaskBatchSampler
 from .task_io import task_io
 from .task_types import TaskInputs
@@ -94,7 +94,7 @@ class SentMtlTrainer(Trainer):
     `train_dataset` / `eval_dataset`: a `MultiSourceDataset` (what `run_mtl.py` builds) or one tokenised table with
     `target__<task>` columns (`sentmtl.batching.prepare`). `head_learning_rates`: {task: LR} for heads with their own.
     The data collator defaults to `MultiTaskCollator` over the model's tasks (and `eval_tasks`, tasks measured but not
-    trained, such as STS-B dev); for a streamed `train_dataset`, padding to a multiple of `STREAM_PAD_MULTIPLE`.
+    trained, such as STS-B dev).
     """
 
     def __init__(self, *args, head_learning_rates: dict[str, float] | None = None, eval_tasks=(), **kwargs):
@@ -107,9 +107,7 @@ class SentMtlTrainer(Trainer):
             if kwargs.get("processing_class") is None:
                 raise ValueError("SentMtlTrainer needs processing_class=tokenizer (for its MultiTaskCollator) or "
                                  "data_collator=MultiTaskCollator(tokenizer, tasks).")  # fmt: skip
-            streamed = isinstance(kwargs.get("train_dataset"), (datasets.IterableDataset, torch.utils.data.IterableDataset))
-            kwargs["data_collator"] = MultiTaskCollator(kwargs["processing_class"], [*unwrap(model).tasks, *eval_tasks],
-                                                        pad_to_multiple_of=STREAM_PAD_MULTIPLE if streamed else None)  # fmt: skip
+            kwargs["data_collator"] = MultiTaskCollator(kwargs["processing_class"], [*unwrap(model).tasks, *eval_tasks])
         super().__init__(*args, **kwargs)
         self.head_learning_rates = dict(head_learning_rates or {})
         self.eval_tasks = list(eval_tasks)
