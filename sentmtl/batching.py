@@ -182,7 +182,8 @@ class MultiSourceDataset(torch.utils.data.Dataset):
 # A streamed run pads each batch to a multiple of this many tokens. Its batches are not grouped by length, so nearly
 # every length up to the longest occurs as a batch shape, and the CPU's oneDNN kernels are compiled and kept per
 # shape: measured on a 5M-row stream (700 steps, benchmarks/scale.py's timeline), peak anonymous memory 1.55 GB
-# padded to 8 against 1.82 GB unpadded, at the same step time (0.346 s against 0.340).
+# padded to 8 against 1.82 GB unpadded, 0.346 s a step against 0.340; over 2,000 steps 1.63 GB against 2.03, 0.360 s
+# against 0.333 (single runs here vary by several percent: a small cost or noise, not resolved).
 STREAM_PAD_MULTIPLE = 8
 
 
