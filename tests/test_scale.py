@@ -447,18 +447,19 @@ def test_training_hands_freed_memory_back_every_few_steps(tiny_encoder_dir, synt
 
 FREED_HEAP = """
 import ctypes
-from sentmtl.memory import _LIBC, release_memory
+from sentmtl.memory import release_memory
+libc = ctypes.CDLL("libc.so.6")
 def anonymous():
     status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
     return int(status["RssAnon"].split()[0]) * 1024
-_LIBC.malloc.restype = ctypes.c_void_p
-_LIBC.free.argtypes = [ctypes.c_void_p]
-assert _LIBC.mallopt(-1, 1 << 30) == 1  # M_TRIM_THRESHOLD: free() itself does not trim
-blocks = [_LIBC.malloc(64 * 1024) for _ in range(4000)]  # 256 MB of blocks under the mmap threshold: the heap
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+assert libc.mallopt(-1, 1 << 30) == 1  # M_TRIM_THRESHOLD: free() itself does not trim
+blocks = [libc.malloc(64 * 1024) for _ in range(4000)]  # 256 MB of blocks under the mmap threshold: the heap
 for block in blocks:
     ctypes.memset(block, 1, 64 * 1024)  # touched: resident
 for block in blocks[:-1]:  # the heap's top stays in use: only a trim, not free(), can give the rest back
-    _LIBC.free(block)
+    libc.free(block)
 before = anonymous()
 release_memory(collect=False)
 print(before - anonymous())
@@ -531,3 +532,17 @@ def test_padding_to_a_multiple_keeps_pairs_negatives_and_the_length_limit(tiny_t
     capped = MultiTaskCollator(tiny_tokenizer, [], pad_to_multiple_of=8, max_length=7)([encoded(5), encoded(7)])
     assert capped["input_ids"].shape == (2, 7)
     assert MultiTaskCollator(tiny_tokenizer, [])([encoded(5), encoded(7)])["input_ids"].shape == (2, 7)
+
+
+def test_the_trainer_refuses_a_stream_under_several_processes(tiny_model, tiny_tokenizer, tmp_path, monkeypatch):
+    """A hand-built trainer (not run_mtl.py, which refuses earlier) given a streamed train_dataset under DDP."""
+    from test_training import training_args
+
+    from sentmtl.trainer import SentMtlTrainer
+
+    stream = datasets.Dataset.from_dict({"text": ["a", "b"]}).to_iterable_dataset()
+    trainer = SentMtlTrainer(model=tiny_model, args=training_args(tmp_path, max_steps=2), train_dataset=stream,
+                             processing_class=tiny_tokenizer)  # fmt: skip
+    monkeypatch.setattr(type(trainer.args), "world_size", property(lambda self: 2))
+    with pytest.raises(ValueError, match="trains in one process; 2 were started"):
+        trainer.get_train_dataloader()
