@@ -74,6 +74,12 @@ class ModelArguments:
     matryoshka_weights: list[float] | None = field(
         default=None, metadata={"help": "One weight per --matryoshka_dims entry (default: 1 each)."}
     )
+    matryoshka_self_distillation: float = field(
+        default=0.0,
+        metadata={"help": "With --matryoshka_dims: the weight of a term pulling each shorter prefix's cosine matrix over "
+                          "the batch's sentences towards the full embedding's (held fixed): the full size teaches the "
+                          "short ones. 0: off."},
+    )
     allow_pickle_weights: bool = field(
         default=False,
         metadata={"help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."},
@@ -89,7 +95,7 @@ class ModelArguments:
     def config_overrides(self) -> dict:
         """The `SentMtlConfig` fields these arguments set (for a fresh model)."""
         names = ("pooling", "embedding_size", "projection_init", "normalize", "dropout", "loss_weighting",
-                 "matryoshka_dims", "matryoshka_weights")  # fmt: skip
+                 "matryoshka_dims", "matryoshka_weights", "matryoshka_self_distillation")  # fmt: skip
         return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
 
 

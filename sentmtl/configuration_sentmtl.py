@@ -61,10 +61,16 @@ class SentMtlConfig(PretrainedConfig):
             contrastive, relational distillation) becomes the weighted mean of that loss over the embedding's
             first `d` dimensions (re-normalised), for each `d` listed (each ≤ `embedding_size`; list the full size
             too, e.g. `[384, 256, 128, 64, 32]`). The heads keep reading the full embedding. A truncated embedding is
-            then `encode(..., truncate_dim=d)`. A loss that cannot use a prefix (cosine distillation against
-            full-size teacher vectors) is refused.
+            then `encode(..., truncate_dim=d)`. A task with `matryoshka: false` keeps its loss on the full
+            embedding. A loss that cannot use a prefix (cosine distillation against full-size teacher vectors) is
+            refused unless its task sets `matryoshka: false`.
         matryoshka_weights (`list[float]`, *optional*):
             One weight per `matryoshka_dims` entry (default: 1 each).
+        matryoshka_self_distillation (`float`, defaults to 0.0):
+            With `matryoshka_dims`: the weight of a loss term that pulls each shorter prefix's cosine matrix over
+            the batch's sentences (every sentence the batch embeds, whatever its task) towards the full
+            embedding's, which is held fixed for it (relational distillation from the model itself). The term is
+            the weighted mean over the listed sizes below `embedding_size`, with `matryoshka_weights`.
         encoder_name_or_path (`str`, *optional*):
             Where the encoder's pretrained weights came from (informational: the weights themselves are in the
             checkpoint). Model cards and logs quote it.
@@ -94,6 +100,7 @@ class SentMtlConfig(PretrainedConfig):
     head_logit_scale: float | None = None
     matryoshka_dims: list | None = None
     matryoshka_weights: list | None = None
+    matryoshka_self_distillation: float = 0.0
 
     def __post_init__(self, **kwargs):
         # The seed's class names, for configs of the seed's model (no `tasks`, or a classification task that sets
@@ -166,9 +173,13 @@ class SentMtlConfig(PretrainedConfig):
 
     def _validate_matryoshka(self):
         dims, weights = self.matryoshka_dims, self.matryoshka_weights
+        self_distillation = self.matryoshka_self_distillation
+        if isinstance(self_distillation, bool) or not isinstance(self_distillation, (int, float)) or not self_distillation >= 0:
+            raise ValueError(f"matryoshka_self_distillation={self_distillation!r} must be a number >= 0.")
         if dims is None:
-            if weights is not None:
-                raise ValueError("matryoshka_weights without matryoshka_dims: give the dimensions they weigh.")
+            if weights is not None or self_distillation:
+                given = "matryoshka_weights" if weights is not None else "matryoshka_self_distillation"
+                raise ValueError(f"{given} without matryoshka_dims: give the dimensions it acts on.")
             return
         if (not isinstance(dims, (list, tuple)) or not dims or len(set(dims)) != len(dims)
                 or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= self.embedding_size for d in dims)):  # fmt: skip
@@ -177,12 +188,18 @@ class SentMtlConfig(PretrainedConfig):
         if weights is not None and (len(weights) != len(dims) or not all(w >= 0 for w in weights) or not sum(weights) > 0):
             raise ValueError(f"matryoshka_weights={weights!r}: one non-negative weight per dimension in "
                              f"matryoshka_dims {dims}, not all 0.")  # fmt: skip
-        refused = [f"{t.name} (loss {t.loss})" for t in self.task_specs if t.loss in t.kind.prefix_refused]
+        refused = [f"{t.name} (loss {t.loss})" for t in self.task_specs if t.matryoshka and t.loss in t.kind.prefix_refused]
         if refused:
             raise ValueError(f"matryoshka_dims: {', '.join(refused)} cannot be taken on a truncated embedding (cosine "
-                             "distillation compares it with full-size teacher vectors); use loss: relational, or "
-                             "drop matryoshka_dims.")  # fmt: skip
+                             "distillation compares it with full-size teacher vectors); use loss: relational, set "
+                             "matryoshka: false on the task (its loss on the full embedding only), or drop "
+                             "matryoshka_dims.")  # fmt: skip
+        if self_distillation and not any(d < self.embedding_size for d in dims):
+            raise ValueError(f"matryoshka_self_distillation={self_distillation!r} needs a size below the embedding's "
+                             f"({self.embedding_size}) in matryoshka_dims {dims}: it pulls the shorter prefixes "
+                             "towards the full embedding.")  # fmt: skip
         self.matryoshka_dims = [int(d) for d in dims]
+        self.matryoshka_self_distillation = float(self_distillation)
 
     def matryoshka(self) -> list[tuple[int, float]]:
         """[(dimension, weight)] of the Matryoshka losses; empty when off."""

@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 from .configuration_sentmtl import SentMtlConfig
 from .distributed import gather_rows, scale_for_ddp, world
 from .modeling_parts import ModelParts, ParameterGroup, Pooling, TaskHead
-from .task_types import TaskInputs
+from .task_types import TaskInputs, prefix_self_distillation_loss
 from .tasks import TaskSpec, first_task
 
 
@@ -227,7 +227,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             task_outputs[task.name] = output
             if task.name not in targets:
                 continue
-            if matryoshka and task.loss in task.kind.prefix_losses:
+            if matryoshka and task.on_prefixes:
                 # Matryoshka: the weighted mean of the loss over the embedding's truncated, re-normalised prefixes.
                 total = sum(weight for _, weight in matryoshka)
                 results = [(weight, self._task_loss(task, output if size == self.config.embedding_size else
@@ -239,6 +239,11 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             else:
                 task_losses[task.name], labelled[task.name] = self._task_loss(task, output, targets[task.name])
         loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
+        if loss is not None and self.config.matryoshka_self_distillation and matryoshka:
+            every = [embeddings, pair_embeddings,
+                     None if negative_embeddings is None else negative_embeddings.reshape(-1, embeddings.shape[-1])]
+            loss = loss + self.config.matryoshka_self_distillation * self.prefix_self_distillation(
+                torch.cat([e for e in every if e is not None]), matryoshka)  # fmt: skip
 
         first = {kind: first_task(tasks, kind) for kind in ("classification", "score")}
         sentiment_logits = task_outputs.get(first["score"].name) if first["score"] else None
@@ -255,6 +260,13 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             classification_loss=task_losses.get(first["classification"].name) if first["classification"] else None,
             sentiment_loss=task_losses.get(first["score"].name) if first["score"] else None,
         )
+
+    def prefix_self_distillation(self, embeddings: torch.Tensor, matryoshka: list[tuple[int, float]]) -> torch.Tensor:
+        """`prefix_self_distillation_loss` over these rows; under DDP over the gathered global batch, as the tasks'
+        losses are."""
+        if self.training and world()[0] > 1:
+            return scale_for_ddp(prefix_self_distillation_loss(gather_rows(embeddings), matryoshka))
+        return prefix_self_distillation_loss(embeddings, matryoshka)
 
     def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor):
         """(loss, whether any row carried a target) over the rows the loss sees."""

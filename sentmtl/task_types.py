@@ -329,5 +329,19 @@ def relational_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -
     return masked_mean(((s @ s.T - t @ t.T) ** 2).reshape(-1), pairs.reshape(-1))
 
 
+def prefix_self_distillation_loss(embeddings: torch.Tensor, sizes: list[tuple[int, float]]) -> torch.Tensor:
+    """Matryoshka self-distillation: the weighted mean, over the (size, weight) pairs below the full size, of the
+    relational distillation loss between the first `size` dimensions' cosine matrix over these rows and the full
+    embedding's. The full embedding is the teacher and is detached: the tasks alone train it, and the shorter
+    prefixes learn its structure over every sentence of the batch. No size below the full one: 0."""
+    teacher = embeddings.detach()
+    terms = [(weight, relational_distillation_loss(embeddings[:, :size], teacher))
+             for size, weight in sizes if size < embeddings.shape[-1]]  # fmt: skip
+    total = sum(weight for weight, _ in terms)
+    if not total:
+        return embeddings.sum() * 0  # keeps the graph (and the device) of a real loss
+    return torch.stack([weight * term for weight, term in terms]).sum() / total
+
+
 __all__ = ["DEFAULT_SCALE", "IGNORE_INDEX", "TASK_TYPES", "TaskInputs", "TaskType", "cosent_loss", "in_batch_negatives_loss", "masked_mean",
-           "register_task_type", "relational_distillation_loss", "task_type"]
+           "prefix_self_distillation_loss", "register_task_type", "relational_distillation_loss", "task_type"]

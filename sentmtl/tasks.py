@@ -24,6 +24,9 @@ class TaskSpec:
     loss_weight: float = 1.0  # this task's term in the summed loss (unused under uncertainty weighting)
     label_smoothing: float = 0.0  # classification only
     scale: float | None = None  # the multiplier of the cosines (CoSENT, in-batch negatives); None: the default, 20
+    # Under the model's `matryoshka_dims`: whether this task's embedding loss is also taken on the truncated prefixes
+    # (False: on the full embedding only, e.g. a distillation that should keep the full size close to its teacher).
+    matryoshka: bool = True
 
     def __post_init__(self):
         where = f"task {self.name!r}"
@@ -50,6 +53,13 @@ class TaskSpec:
             types = ", ".join(name for name, t in TASK_TYPES.items() if t.label_smoothing)
             raise ValueError(f"{where}: label_smoothing {self.label_smoothing!r} must be in [0, 1), and only {types} "
                              "tasks take one.")  # fmt: skip
+        if not isinstance(self.matryoshka, bool):
+            raise ValueError(f"{where}: matryoshka {self.matryoshka!r} must be true or false.")
+        if not self.matryoshka and self.loss not in kind.prefix_losses + kind.prefix_refused:
+            takes = [f"{name} ({', '.join(t.prefix_losses + t.prefix_refused)})" for name, t in TASK_TYPES.items()
+                     if t.prefix_losses or t.prefix_refused]  # fmt: skip
+            raise ValueError(f"{where}: matryoshka: false has nothing to switch off (loss {self.loss!r} does not act on "
+                             f"the embedding); only these losses take it: {'; '.join(takes)}.")  # fmt: skip
         if self.scale is not None and (self.loss not in kind.scale_losses or not 0 < self.scale < float("inf")):
             takes = [f"{name} ({', '.join(t.scale_losses)})" for name, t in TASK_TYPES.items() if t.scale_losses]
             raise ValueError(f"{where}: scale {self.scale!r} must be > 0, and only these losses take one: "
@@ -71,12 +81,19 @@ class TaskSpec:
         out = asdict(self)
         if out["scale"] is None:  # configs stay as they were for every task that does not set one
             del out["scale"]
+        if out["matryoshka"]:  # the default: left out for the same reason
+            del out["matryoshka"]
         return out
 
     @property
     def kind(self):
         """This task's `TaskType` (what its head is and how its loss is computed)."""
         return task_type(self.type)
+
+    @property
+    def on_prefixes(self) -> bool:
+        """Whether, under the model's `matryoshka_dims`, this task's loss is also taken on the truncated prefixes."""
+        return self.matryoshka and self.loss in self.kind.prefix_losses
 
     @property
     def has_head(self) -> bool:

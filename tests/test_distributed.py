@@ -127,6 +127,17 @@ def _contrastive_step(model, x1, x2, negatives, ids):
     return in_batch_negatives_loss(output, gather_rows(ids), 20.0, symmetric=True), output
 
 
+try:  # Matryoshka self-distillation: the prefixes' cosine matrices against the (detached) full embedding's
+    prefix_self_distillation_loss = _load_file("task_types").prefix_self_distillation_loss
+except (ImportError, OSError, AttributeError):
+    prefix_self_distillation_loss = None
+
+
+def _self_distillation_step(model, x):
+    student = gather_rows(model(x))
+    return prefix_self_distillation_loss(student, [(4, 1.0), (3, 1.0), (2, 2.0)]), student
+
+
 def _gradients(model):
     return {"weight": model.weight.grad.detach().clone(), "bias": model.bias.grad.detach().clone()}
 
@@ -139,6 +150,8 @@ def _reference(loss_name, order=None):
         loss, _ = _cosent_step(model, data["x1"], data["x2"], data["scores"])
     elif loss_name == "contrastive":
         loss, _ = _contrastive_step(model, data["x1"], data["x2"], data["negatives"], data["ids"])
+    elif loss_name == "self_distillation":
+        loss, _ = _self_distillation_step(model, data["x"])
     else:
         loss, _ = _relational_step(model, data["x"], data["teacher"])
     loss.backward()
@@ -195,6 +208,13 @@ def _rank_results(rank, world_size):
         loss, output = _contrastive_step(ddp, data["x1"], data["x2"], data["negatives"], data["ids"])
         scale_for_ddp(loss).backward()
         result["contrastive"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": output.detach()}
+
+    if prefix_self_distillation_loss is not None:
+        model = _model()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        loss, student = _self_distillation_step(ddp, data["x"])
+        scale_for_ddp(loss).backward()
+        result["self_distillation"] = {"loss": loss.detach(), "grads": _gradients(model), "gathered": student.detach()}
 
     # gather_rows itself: rank order, uneven sizes, dtypes kept, gradient into the local rows only.
     result["indices"] = gather_rows(rows)
@@ -257,10 +277,12 @@ def _assert_grads_close(actual, expected):
         torch.testing.assert_close(actual[name], expected[name], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("loss_name", ["cosent", "relational", "contrastive"])
+@pytest.mark.parametrize("loss_name", ["cosent", "relational", "contrastive", "self_distillation"])
 def test_global_batch_loss_and_gradients_match_one_process(ranks, loss_name):
     if loss_name == "contrastive" and in_batch_negatives_loss is None:
         pytest.skip("sentmtl's contrastive loss was not found")
+    if loss_name == "self_distillation" and prefix_self_distillation_loss is None:
+        pytest.skip("sentmtl's Matryoshka self-distillation loss was not found")
     reference_loss, reference_grads = _reference(loss_name)
     permuted_loss, permuted_grads = _reference(loss_name, order=GLOBAL_ORDER)
     # Both losses ignore the order of the rows: the reference does not depend on how the ranks interleave them.

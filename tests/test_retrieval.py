@@ -285,6 +285,74 @@ def test_matryoshka_config_is_checked_when_read():
     assert SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8]).matryoshka() == [(32, 1.0), (8, 1.0)]
 
 
+def test_a_task_with_matryoshka_false_keeps_its_loss_on_the_full_embedding(tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    texts = ["the film was good .", "the food was bad .", "the plot was boring .", "the phone was fine ."]
+    batch = tiny_tokenizer(texts, padding=True, return_tensors="pt")
+    teacher = torch.randn(4, 24, generator=torch.Generator().manual_seed(0))
+    tasks = lambda on: [TaskSpec("d", "distillation", matryoshka=on).to_dict()]  # noqa: E731
+    with torch.no_grad():
+        tiny_model.config.tasks = tasks(True)
+        plain = float(tiny_model(**batch, task_labels={"d": teacher}).loss)  # no matryoshka_dims yet
+        tiny_model.config.matryoshka_dims = [16, 4]
+        prefixes = float(tiny_model(**batch, task_labels={"d": teacher}).loss)
+        tiny_model.config.tasks = tasks(False)
+        full_only = float(tiny_model(**batch, task_labels={"d": teacher}).loss)
+    assert prefixes != pytest.approx(plain, rel=1e-3)  # the flag's default: the prefixes count
+    assert full_only == pytest.approx(plain, rel=1e-6)  # matryoshka: false: the full embedding only
+    # A cosine distillation, refused on the prefixes, is accepted on the full embedding only.
+    config = SentMtlConfig(tasks=[{"name": "d", "type": "distillation", "loss": "cosine", "matryoshka": False}],
+                           embedding_size=32, matryoshka_dims=[32, 8])  # fmt: skip
+    assert not config.task_specs[0].on_prefixes
+
+
+def test_the_matryoshka_flag_of_a_task_is_checked_and_saved():
+    with pytest.raises(ValueError, match="matryoshka: false has nothing to switch off \(loss 'cross_entropy'"):
+        TaskSpec("c", "classification", labels=["a", "b"], matryoshka=False)
+    with pytest.raises(ValueError, match="matryoshka 'no' must be true or false"):
+        TaskSpec.from_dict({"name": "d", "type": "distillation", "matryoshka": "no"})
+    assert "matryoshka" not in TaskSpec("d", "distillation").to_dict()  # the default leaves saved configs as they were
+    saved = TaskSpec("d", "distillation", matryoshka=False).to_dict()
+    assert saved["matryoshka"] is False and not TaskSpec.from_dict(saved).on_prefixes
+
+
+def test_matryoshka_self_distillation_adds_the_prefixes_against_the_full_embedding(tiny_model, tiny_tokenizer):
+    from sentmtl.task_types import prefix_self_distillation_loss, relational_distillation_loss
+
+    tiny_model.eval()
+    # The task's own loss weighs 0, so the term is the whole loss (a small number, not lost in a larger one's rounding).
+    tiny_model.config.tasks = [TaskSpec("sts", "similarity", loss_weight=0.0).to_dict()]
+    texts = ["the film was good .", "the food was bad .", "the plot was boring .", "the phone was fine ."]
+    batch = tiny_tokenizer(texts, padding=True, return_tensors="pt")
+    pair = tiny_tokenizer(texts[1:] + texts[:1], padding=True, return_tensors="pt")
+    inputs = dict(**batch, pair_input_ids=pair["input_ids"], pair_attention_mask=pair["attention_mask"],
+                  task_labels={"sts": torch.tensor([0.1, 0.9, 0.4, 0.7])})  # fmt: skip
+    size = tiny_model.config.embedding_size
+    with torch.no_grad():
+        tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_weights = [size, 8, 4], [1.0, 1.0, 3.0]
+        without = tiny_model(**inputs)
+        tiny_model.config.matryoshka_self_distillation = 5.0
+        with_term = tiny_model(**inputs)
+    rows = torch.cat([without.embeddings, without.pair_embeddings])  # every sentence of the batch, both sides
+    by_hand = (relational_distillation_loss(rows[:, :8], rows) + 3 * relational_distillation_loss(rows[:, :4], rows)) / 4
+    assert float(without.loss) == 0 and float(by_hand) > 0
+    assert float(with_term.loss) == pytest.approx(5 * float(by_hand), rel=1e-5)
+    # The full embedding is the teacher, held fixed: no gradient reaches the dimensions past the longest prefix.
+    embeddings = F.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(0)), dim=-1).requires_grad_()
+    prefix_self_distillation_loss(embeddings, [(16, 1.0), (8, 1.0), (4, 1.0)]).backward()
+    assert embeddings.grad[:, 8:].abs().max() == 0 and embeddings.grad[:, :8].abs().max() > 0
+
+
+def test_matryoshka_self_distillation_is_checked_when_read():
+    with pytest.raises(ValueError, match="matryoshka_self_distillation without matryoshka_dims"):
+        SentMtlConfig(embedding_size=32, matryoshka_self_distillation=1.0)
+    with pytest.raises(ValueError, match="matryoshka_self_distillation=-1.0 must be a number >= 0"):
+        SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_self_distillation=-1.0)
+    with pytest.raises(ValueError, match="needs a size below the embedding's \\(32\\)"):
+        SentMtlConfig(embedding_size=32, matryoshka_dims=[32], matryoshka_self_distillation=1.0)
+    assert SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_self_distillation=2).matryoshka_self_distillation == 2.0
+
+
 def test_matryoshka_with_cosine_distillation_is_refused_before_anything_loads(tmp_path):
     run_file = tmp_path / "run.yaml"
     run_file.write_text(yaml.safe_dump({"matryoshka_dims": [256, 64], "tasks": [
