@@ -9,7 +9,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy
 
 from .checkpoints import latest_checkpoint
-from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, PROJECTION_INITS, SentMtlConfig
+from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, PROJECTION_INITS, SentMtlConfig, check_self_distillation_weight
 from .corpus import LABEL_NAMES, SOURCES
 from .precision import fast_bf16_available, has_accelerator
 from .sampler import STRATEGIES
@@ -68,7 +68,8 @@ class ModelArguments:
     matryoshka_dims: list[int] | None = field(
         default=None,
         metadata={"help": "Matryoshka embeddings: every loss on the embedding (similarity, contrastive, relational "
-                          "distillation) is the mean over these leading dimensions (re-normalised), e.g. 384 256 128 64 "
+                          "distillation; not a task's with matryoshka: false) is the mean over these leading dimensions "
+                          "(re-normalised), e.g. 384 256 128 64 "
                           "32 (list the full size too). Then encode(..., truncate_dim=64) keeps most of the quality."},
     )
     matryoshka_weights: list[float] | None = field(
@@ -78,7 +79,8 @@ class ModelArguments:
         default=0.0,
         metadata={"help": "With --matryoshka_dims: the weight of a term pulling each shorter prefix's cosine matrix over "
                           "the batch's sentences towards the full embedding's (held fixed): the full size teaches the "
-                          "short ones. 0: off."},
+                          "short ones. 0: off. A training setting: a continued run uses its own value, not its "
+                          "checkpoint's."},
     )
     allow_pickle_weights: bool = field(
         default=False,
@@ -86,11 +88,22 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        # The config owns the rules: building one checks every value before any model loads.
-        SentMtlConfig(**self.config_overrides())
+        # The config owns the rules: building one checks every value before any model loads. A continued run takes
+        # its Matryoshka sizes from its checkpoint, so without --matryoshka_dims the self-distillation weight is
+        # checked here as a number, and against the sizes once the model is built (`loading.build_model`).
+        check_self_distillation_weight(self.matryoshka_self_distillation)
+        SentMtlConfig(**self.checkable_overrides())
         for name in ("classification_loss_weight", "sentiment_loss_weight", "distillation_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{name} {getattr(self, name)} must be >= 0.")
+
+    def checkable_overrides(self) -> dict:
+        """`config_overrides` as far as they can be checked before the model is built: without --matryoshka_dims
+        the sizes may be a checkpoint's, so the self-distillation weight waits for them (`loading.build_model`)."""
+        overrides = self.config_overrides()
+        if overrides["matryoshka_dims"] is None:
+            del overrides["matryoshka_self_distillation"]
+        return overrides
 
     def config_overrides(self) -> dict:
         """The `SentMtlConfig` fields these arguments set (for a fresh model)."""

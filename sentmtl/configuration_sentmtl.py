@@ -70,7 +70,8 @@ class SentMtlConfig(PretrainedConfig):
             With `matryoshka_dims`: the weight of a loss term that pulls each shorter prefix's cosine matrix over
             the batch's sentences (every sentence the batch embeds, whatever its task) towards the full
             embedding's, which is held fixed for it (relational distillation from the model itself). The term is
-            the weighted mean over the listed sizes below `embedding_size`, with `matryoshka_weights`.
+            the weighted mean over the listed sizes below `embedding_size`, with `matryoshka_weights`. Training
+            only (not in the evaluation loss); a continued run sets its own value.
         encoder_name_or_path (`str`, *optional*):
             Where the encoder's pretrained weights came from (informational: the weights themselves are in the
             checkpoint). Model cards and logs quote it.
@@ -173,9 +174,7 @@ class SentMtlConfig(PretrainedConfig):
 
     def _validate_matryoshka(self):
         dims, weights = self.matryoshka_dims, self.matryoshka_weights
-        self_distillation = self.matryoshka_self_distillation
-        if isinstance(self_distillation, bool) or not isinstance(self_distillation, (int, float)) or not self_distillation >= 0:
-            raise ValueError(f"matryoshka_self_distillation={self_distillation!r} must be a number >= 0.")
+        self_distillation = check_self_distillation_weight(self.matryoshka_self_distillation)
         if dims is None:
             if weights is not None or self_distillation:
                 given = "matryoshka_weights" if weights is not None else "matryoshka_self_distillation"
@@ -194,10 +193,12 @@ class SentMtlConfig(PretrainedConfig):
                              "distillation compares it with full-size teacher vectors); use loss: relational, set "
                              "matryoshka: false on the task (its loss on the full embedding only), or drop "
                              "matryoshka_dims.")  # fmt: skip
-        if self_distillation and not any(d < self.embedding_size for d in dims):
+        shorter = [w for d, w in zip(dims, weights or [1.0] * len(dims)) if d < self.embedding_size]
+        if self_distillation and not sum(shorter) > 0:
             raise ValueError(f"matryoshka_self_distillation={self_distillation!r} needs a size below the embedding's "
-                             f"({self.embedding_size}) in matryoshka_dims {dims}: it pulls the shorter prefixes "
-                             "towards the full embedding.")  # fmt: skip
+                             f"({self.embedding_size}) with a weight above 0 in matryoshka_dims {dims} "
+                             f"(matryoshka_weights {weights}): it pulls the shorter prefixes towards the full "
+                             "embedding.")  # fmt: skip
         self.matryoshka_dims = [int(d) for d in dims]
         self.matryoshka_self_distillation = float(self_distillation)
 
@@ -212,6 +213,13 @@ class SentMtlConfig(PretrainedConfig):
     def hidden_size(self) -> int:
         """Width of the encoder's token states, the input of `shared_projection`."""
         return self.encoder_config.hidden_size
+
+
+def check_self_distillation_weight(value) -> float:
+    """`matryoshka_self_distillation` as a float, or a ValueError: a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"matryoshka_self_distillation={value!r} must be a finite number >= 0.")
+    return float(value)
 
 
 # Encoders whose `AutoModel` has a `pooler` (dense + tanh over the first token), as BERT has.

@@ -47,12 +47,19 @@ def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = Fal
     return model, AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
 
 
+# Config fields that are training settings, not architecture: a continued run sets them itself (as it sets its tasks'
+# losses and weights), rather than keeping its checkpoint's.
+RUN_SETTINGS = ("matryoshka_self_distillation",)
+
+
 def refuse_architecture_flags(model_args, config) -> None:
     """A checkpoint's config.json fixes its architecture: a flag set away from its default that the checkpoint does
     not share (`--embedding_size 384` on a 256-d model, `--projection_init identity`, …) would be ignored, so it is
     an error."""
     defaults = type(model_args)(model_name_or_path=model_args.model_name_or_path).config_overrides()
     for name, value in model_args.config_overrides().items():
+        if name in RUN_SETTINGS:
+            continue
         if value != defaults[name] and value != getattr(config, name, None):
             raise ValueError(
                 f"--{name} {value} cannot apply to {model_args.model_name_or_path}: a trained sentmtl checkpoint keeps "
@@ -85,7 +92,9 @@ def build_model(model_args, tasks: list[TaskSpec]):
             raise ValueError(f"{model_args.model_name_or_path} learns one loss weight per task for {len(known)} tasks; "
                              f"this run has {len(merged)}. Continue with the same tasks, or --distillation_weight 0.")  # fmt: skip
         model.config.tasks = merged
-        model.config._validate_matryoshka()  # the checkpoint's Matryoshka sizes against the run's new tasks
+        for name in RUN_SETTINGS:  # the run's value (its default when unset), not the checkpoint's
+            setattr(model.config, name, getattr(model_args, name))
+        model.config._validate_matryoshka()  # the checkpoint's Matryoshka sizes against the run's tasks and settings
         return model, tokenizer
     return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
                                     tasks=[task.to_dict() for task in tasks], **model_args.config_overrides())  # fmt: skip

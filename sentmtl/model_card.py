@@ -56,8 +56,7 @@ def build_model_card(config, eval_metrics: dict, run_config: dict, train_metrics
         f"{' → L2 normalise' if config.normalize else ''}",
         *head_lines,
         f"loss = {_loss_description(config)}",
-        *([f"Matryoshka: every embedding loss also on the first {', '.join(map(str, config.matryoshka_dims))} "
-           "dimensions (re-normalised); truncate with encode(..., truncate_dim=d)."] if config.matryoshka_dims else []),
+        *([_matryoshka_description(config)] if config.matryoshka_dims else []),
         "```", "",
         "## Training data", "",
     ]  # fmt: skip
@@ -150,10 +149,23 @@ def _task_description(task) -> str:
     return task_io(task).describe(task)
 
 
+def _matryoshka_description(config) -> str:
+    full_only = [task.name for task in config.task_specs if not task.matryoshka]
+    return "".join([
+        f"Matryoshka: every embedding loss also on the first {', '.join(map(str, config.matryoshka_dims))} dimensions "
+        "(re-normalised)", f" (not {', '.join(full_only)}: the full embedding only)" if full_only else "",
+        f", and each shorter prefix's cosines pulled to the full embedding's (self-distillation, weight "
+        f"{config.matryoshka_self_distillation:g})" if config.matryoshka_self_distillation else "",
+        "; truncate with encode(..., truncate_dim=d).",
+    ])  # fmt: skip
+
+
 def _loss_description(config) -> str:
+    extra = (f" + {config.matryoshka_self_distillation:g} × Matryoshka self-distillation"
+             if config.matryoshka_dims and config.matryoshka_self_distillation else "")  # fmt: skip
     if config.loss_weighting == "uncertainty":
-        return "uncertainty-weighted sum of the task losses (learned, Kendall et al. 2018)"
-    return " + ".join(f"{task.loss_weight:g} × {task.name}" for task in config.task_specs)
+        return "uncertainty-weighted sum of the task losses (learned, Kendall et al. 2018)" + extra
+    return " + ".join(f"{task.loss_weight:g} × {task.name}" for task in config.task_specs) + extra
 
 
 def _shown(key: str, value) -> str:

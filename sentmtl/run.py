@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None):
             data_args.tasks = tasks_from_file(tasks, model_args, data_args, training_args, where=str(config_file))
             # The model's rules over its tasks (Matryoshka against a loss that needs the full size, …) before any data
             # or model loads.
-            SentMtlConfig(**model_args.config_overrides(), tasks=[task.spec.to_dict() for task in data_args.tasks])
+            SentMtlConfig(**model_args.checkable_overrides(), tasks=[task.spec.to_dict() for task in data_args.tasks])
         return model_args, data_args, training_args
     return parser.parse_args_into_dataclasses(args=argv)
 

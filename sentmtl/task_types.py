@@ -332,8 +332,9 @@ def relational_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -
 def prefix_self_distillation_loss(embeddings: torch.Tensor, sizes: list[tuple[int, float]]) -> torch.Tensor:
     """Matryoshka self-distillation: the weighted mean, over the (size, weight) pairs below the full size, of the
     relational distillation loss between the first `size` dimensions' cosine matrix over these rows and the full
-    embedding's. The full embedding is the teacher and is detached: the tasks alone train it, and the shorter
-    prefixes learn its structure over every sentence of the batch. No size below the full one: 0."""
+    embedding's. The full embedding's matrix is the target and is detached: the term moves the prefixes towards it,
+    never it towards them (the prefixes' gradient still reaches the encoder, which the full size shares). No size
+    below the full one: 0."""
     teacher = embeddings.detach()
     terms = [(weight, relational_distillation_loss(embeddings[:, :size], teacher))
              for size, weight in sizes if size < embeddings.shape[-1]]  # fmt: skip

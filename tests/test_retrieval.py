@@ -346,10 +346,15 @@ def test_matryoshka_self_distillation_adds_the_prefixes_against_the_full_embeddi
 def test_matryoshka_self_distillation_is_checked_when_read():
     with pytest.raises(ValueError, match="matryoshka_self_distillation without matryoshka_dims"):
         SentMtlConfig(embedding_size=32, matryoshka_self_distillation=1.0)
-    with pytest.raises(ValueError, match="matryoshka_self_distillation=-1.0 must be a number >= 0"):
+    with pytest.raises(ValueError, match="matryoshka_self_distillation=-1.0 must be a finite number >= 0"):
         SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_self_distillation=-1.0)
-    with pytest.raises(ValueError, match="needs a size below the embedding's \\(32\\)"):
+    with pytest.raises(ValueError, match="needs a size below the embedding's \\(32\\) with a weight above 0"):
         SentMtlConfig(embedding_size=32, matryoshka_dims=[32], matryoshka_self_distillation=1.0)
+    with pytest.raises(ValueError, match="needs a size below the embedding's \\(32\\) with a weight above 0"):
+        SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_weights=[1.0, 0.0],
+                      matryoshka_self_distillation=1.0)  # fmt: skip
+    with pytest.raises(ValueError, match="must be a finite number >= 0"):
+        SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_self_distillation=float("inf"))
     assert SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_self_distillation=2).matryoshka_self_distillation == 2.0
 
 
@@ -561,6 +566,47 @@ def test_a_continued_matryoshka_model_refuses_an_added_cosine_distillation(tiny_
     tasks = [*tiny_model.tasks, TaskSpec("d", "distillation", loss="cosine")]
     with pytest.raises(ValueError, match="d \\(loss cosine\\) cannot be taken on a truncated embedding"):
         build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), tasks)
+
+
+def test_the_self_distillation_weight_comes_from_a_run_file_and_waits_for_the_sizes(tmp_path, tiny_encoder_dir):
+    run_file = tmp_path / "run.yaml"
+    tasks = [{"name": "sts", "type": "similarity", "data": {"train_file": "nowhere.csv"}}]
+    run_file.write_text(yaml.safe_dump({"matryoshka_dims": [256, 64], "matryoshka_self_distillation": 10, "tasks": tasks}))
+    model_args, _, _ = parse_args([str(run_file), "--output_dir", str(tmp_path / "out")])
+    assert model_args.matryoshka_self_distillation == 10.0
+    assert model_args.config_overrides()["matryoshka_self_distillation"] == 10.0  # what a fresh model is built with
+    # Without sizes the weight may be for a checkpoint's: read, then checked when the model is built.
+    run_file.write_text(yaml.safe_dump({"matryoshka_self_distillation": 10, "tasks": tasks}))
+    model_args, _, _ = parse_args([str(run_file), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(ValueError, match="matryoshka_self_distillation without matryoshka_dims"):
+        sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), **model_args.config_overrides())
+    with pytest.raises(ValueError, match="matryoshka_self_distillation=-1.0 must be a finite number >= 0"):
+        parse_args([str(run_file), "--output_dir", str(tmp_path / "out"), "--matryoshka_self_distillation", "-1"])
+
+
+def test_a_continued_run_sets_its_own_self_distillation_weight(tiny_model, tiny_tokenizer, tmp_path):
+    from sentmtl.arguments import ModelArguments
+    from sentmtl.loading import build_model
+    from sentmtl.model_card import build_model_card
+
+    tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_self_distillation = [16, 8], 10.0
+    tiny_model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    card = build_model_card(tiny_model.config, {}, {})
+    assert "+ 10 × Matryoshka self-distillation" in card and "self-distillation, weight 10" in card
+    # A training setting, like the tasks' loss weights: the run's value, not the checkpoint's (0 when unset).
+    unset, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), tiny_model.tasks)
+    assert unset.config.matryoshka_self_distillation == 0.0
+    five, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m"), matryoshka_self_distillation=5.0),
+                          tiny_model.tasks)  # fmt: skip
+    assert five.config.matryoshka_self_distillation == 5.0
+    # Checked against the checkpoint's sizes: none there, so the weight has nothing to act on.
+    tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_self_distillation = None, 0.0
+    tiny_model.save_pretrained(tmp_path / "plain")
+    tiny_tokenizer.save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="matryoshka_self_distillation without matryoshka_dims"):
+        build_model(ModelArguments(model_name_or_path=str(tmp_path / "plain"), matryoshka_self_distillation=5.0),
+                    tiny_model.tasks)  # fmt: skip
 
 
 def test_prepare_builds_a_contrastive_table_for_the_trainer(tiny_encoder_dir, tmp_path):
