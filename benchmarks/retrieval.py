@@ -2,7 +2,8 @@
 """Retrieval beside the heads: STS-B dev retrieval (two corpora), STS-B dev Spearman at every Matryoshka size, Task A,
 and training time, for the untouched encoder, sentence-transformers' own MultipleNegativesRankingLoss (alone and in
 their MatryoshkaLoss over retrieval_sts.yaml's sizes), and sentmtl's default, multitask_sts and retrieval_sts (with
-and without Matryoshka), in one table.
+and without Matryoshka; and with the short prefixes' recipe, the projection at its own LR and Matryoshka
+self-distillation, with and without Matryoshka), in one table.
 
     python benchmarks/retrieval.py --data_dir ../shared/data/sentiment_labelled_sentences \\
         --stsb_dir ../shared/data/stsbenchmark --seeds 42 43 44 45 46 --max_seeds default=1 multitask_sts=1
@@ -37,9 +38,21 @@ from sentmtl.metrics import retrieval_metrics  # noqa: E402
 from sentmtl.stsb import pair_spearman, read_stsb, stsb_file  # noqa: E402
 
 SCENARIOS = ("untouched", "st_mnrl", "st_mnrl_matryoshka", "default", "multitask_sts", "retrieval_sts",
-             "retrieval_sts_no_matryoshka")  # fmt: skip
-CONFIGS = {"default": None, "multitask_sts": "configs/multitask_sts.yaml", "retrieval_sts": "configs/retrieval_sts.yaml",
-           "retrieval_sts_no_matryoshka": "configs/retrieval_sts.yaml"}  # fmt: skip
+             "retrieval_sts_no_matryoshka", "retrieval_sts_prefixes", "retrieval_sts_prefixes_no_matryoshka")  # fmt: skip
+RETRIEVAL_STS = "configs/retrieval_sts.yaml"
+CONFIGS = {"default": None, "multitask_sts": "configs/multitask_sts.yaml", "retrieval_sts": RETRIEVAL_STS,
+           "retrieval_sts_no_matryoshka": RETRIEVAL_STS, "retrieval_sts_prefixes": RETRIEVAL_STS,
+           "retrieval_sts_prefixes_no_matryoshka": RETRIEVAL_STS}  # fmt: skip
+# The short prefixes' recipe (docs/tasks.md, "Matryoshka embeddings"): the projection at its own LR, so that it turns
+# from its identity start, and Matryoshka self-distillation.
+PREFIXES = {"shared_learning_rate": 1e-3, "matryoshka_self_distillation": 10.0}
+# Variants of a run file: its keys set (None: removed) before the run. "no_matryoshka": the same config without
+# Matryoshka (and so without its self-distillation).
+EDITS = {
+    "retrieval_sts_no_matryoshka": {"matryoshka_dims": None},
+    "retrieval_sts_prefixes": PREFIXES,
+    "retrieval_sts_prefixes_no_matryoshka": {**PREFIXES, "matryoshka_dims": None, "matryoshka_self_distillation": None},
+}
 DIMS = (384, 256, 128, 64, 32, 16)
 MIN_SCORE = 0.8  # 4.0 of 5: read_stsb puts scores on 0–1
 
@@ -139,9 +152,13 @@ def train_st_mnrl(seed: int, args, out: Path, matryoshka: bool = False) -> float
 
 def run_sentmtl(scenario: str, seed: int, args, out: Path) -> None:
     config = CONFIGS[scenario]
-    if scenario == "retrieval_sts_no_matryoshka":  # the same run file without matryoshka_dims
+    if scenario in EDITS:  # the run file with some keys changed
         values = yaml.safe_load((REPO_ROOT / config).read_text())
-        values.pop("matryoshka_dims")
+        for key, value in EDITS[scenario].items():
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = value
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
         config = str(out / "run.yaml")

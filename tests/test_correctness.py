@@ -84,14 +84,19 @@ def encoder_without_dropout(tiny_encoder_dir, tmp_path):
     return path
 
 
+# Matryoshka self-distillation compares the rows of a batch too (each prefix's cosine matrix against the full one's).
+_SELF_DISTILLATION = ["--matryoshka_dims", "16", "8", "4", "--matryoshka_self_distillation", "10"]
+
+
+@pytest.mark.parametrize("extra", [[], _SELF_DISTILLATION], ids=["distillation", "matryoshka_self_distillation"])
 def test_two_processes_with_a_row_comparing_loss_train_and_evaluate_as_one(encoder_without_dropout, synthetic_csv,
-                                                                           tmp_path):  # fmt: skip
+                                                                           tmp_path, extra):  # fmt: skip
     """#20: the relational distillation loss compares the rows of a batch; computed on each process's share it made
     2 processes × 8 rows differ from 1 × 16, and so did the per-row means of a last batch split 2 / 1. Every task's
     loss now sees the gathered global batch (and the evaluation's losses come from gathered outputs): the two runs
     reach the same training loss and the same evaluation."""
     tiny_encoder_dir = encoder_without_dropout
-    flags = ["--distillation_weight", "10", "--eval_strategy", "epoch"]
+    flags = ["--distillation_weight", "10", "--eval_strategy", "epoch", *extra]
     one_flags = exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "one", "--per_device_train_batch_size", "16")
     assert main([*one_flags, *flags]) == 0
     run_two_processes([*exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two"), *flags])
