@@ -39,10 +39,6 @@ from sentmtl.stsb import pair_spearman, read_stsb, stsb_file  # noqa: E402
 
 SCENARIOS = ("untouched", "st_mnrl", "st_mnrl_matryoshka", "default", "multitask_sts", "retrieval_sts",
              "retrieval_sts_no_matryoshka", "retrieval_sts_prefixes", "retrieval_sts_prefixes_no_matryoshka")  # fmt: skip
-RETRIEVAL_STS = "configs/retrieval_sts.yaml"
-CONFIGS = {"default": None, "multitask_sts": "configs/multitask_sts.yaml", "retrieval_sts": RETRIEVAL_STS,
-           "retrieval_sts_no_matryoshka": RETRIEVAL_STS, "retrieval_sts_prefixes": RETRIEVAL_STS,
-           "retrieval_sts_prefixes_no_matryoshka": RETRIEVAL_STS}  # fmt: skip
 # The short prefixes' recipe (docs/tasks.md, "Matryoshka embeddings"): the projection at its own LR, so that it turns
 # from its identity start, and Matryoshka self-distillation.
 PREFIXES = {"shared_learning_rate": 1e-3, "matryoshka_self_distillation": 10.0}
@@ -53,6 +49,9 @@ EDITS = {
     "retrieval_sts_prefixes": PREFIXES,
     "retrieval_sts_prefixes_no_matryoshka": {**PREFIXES, "matryoshka_dims": None, "matryoshka_self_distillation": None},
 }
+# Each sentmtl scenario's run file (the EDITS variants: retrieval_sts.yaml with their keys changed).
+CONFIGS = {"default": None, "multitask_sts": "configs/multitask_sts.yaml", "retrieval_sts": "configs/retrieval_sts.yaml",
+           **dict.fromkeys(EDITS, "configs/retrieval_sts.yaml")}  # fmt: skip
 DIMS = (384, 256, 128, 64, 32, 16)
 MIN_SCORE = 0.8  # 4.0 of 5: read_stsb puts scores on 0–1
 

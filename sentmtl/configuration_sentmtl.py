@@ -193,7 +193,7 @@ class SentMtlConfig(PretrainedConfig):
                              "distillation compares it with full-size teacher vectors); use loss: relational, set "
                              "matryoshka: false on the task (its loss on the full embedding only), or drop "
                              "matryoshka_dims.")  # fmt: skip
-        shorter = [w for d, w in zip(dims, weights or [1.0] * len(dims)) if d < self.embedding_size]
+        shorter = [w for d, w in self.matryoshka() if d < self.embedding_size]
         if self_distillation and not sum(shorter) > 0:
             raise ValueError(f"matryoshka_self_distillation={self_distillation!r} needs a size below the embedding's "
                              f"({self.embedding_size}) with a weight above 0 in matryoshka_dims {dims} "
