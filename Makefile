@@ -16,7 +16,7 @@ RUN_ARGS ?=
 
 STAMP := .make/installed
 
-.PHONY: install run embed test clean
+.PHONY: install run embed test lint format clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
@@ -34,6 +34,15 @@ embed: $(STAMP)
 
 test: $(STAMP)
 	$(if $(DATA_DIR),SENTMTL_DATA_DIR=$(abspath $(DATA_DIR))) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# ruff, pinned in the dev extra: the formatter's check and the linter (rules in pyproject.toml). CI runs it.
+lint: $(STAMP)
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check .
+
+format: $(STAMP)
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
 
 clean:
 	rm -rf .make build *.egg-info .pytest_cache

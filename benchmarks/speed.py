@@ -41,23 +41,43 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=float, default=1.0, help="Training epochs for the speed comparison.")
     parser.add_argument("--batch_size", type=int, default=16, help="Training batch size (both paths).")
     parser.add_argument("--embed_batch_size", type=int, default=64, help="Embedding batch size (both paths).")
-    parser.add_argument("--repeats", type=int, default=7,
-                        help="Timed embedding passes per path, after one untimed warm-up (median and best reported).")
-    parser.add_argument("--st_onnx_python", default=None,
-                        help="A Python with sentence-transformers and its ONNX extra (optimum-onnx, which pins "
-                             "transformers < 5: a separate venv); adds their ONNX fp32 and int8 embedding rows.")  # fmt: skip
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="Timed embedding passes per path, after one untimed warm-up (median and best reported).",
+    )
+    parser.add_argument(
+        "--st_onnx_python",
+        default=None,
+        help="A Python with sentence-transformers and its ONNX extra (optimum-onnx, which pins "
+        "transformers < 5: a separate venv); adds their ONNX fp32 and int8 embedding rows.",
+    )
     parser.add_argument("--seed", type=int, default=42, help="Split and initialisation seed.")
     parser.add_argument("--skip_accuracy_check", action="store_true", help="Skip the full-run accuracy comparison.")
-    parser.add_argument("--steady_steps", nargs=2, type=int, default=None, metavar=("WARM", "WINDOW"),
-                        help="Also time training steps WARM … WARM+WINDOW of a longer run per path (each in its own "
-                             "process; synchronised), beside the end-to-end epochs. Default on a GPU: 50 300.")
-    parser.add_argument("--profile_steps", type=int, default=20,
-                        help="On a GPU, profile this many steps of the steady window: kernels, GPU busy time and "
-                             "host syncs per step.")  # fmt: skip
-    parser.add_argument("--device", default=None,
-                        help="cpu or cuda; both paths run there. Default: the GPU when there is one, else the CPU.")
-    parser.add_argument("--encoder", default=None,
-                        help="Encoder folder for both paths (default: the bundled all-MiniLM-L6-v2).")
+    parser.add_argument(
+        "--steady_steps",
+        nargs=2,
+        type=int,
+        default=None,
+        metavar=("WARM", "WINDOW"),
+        help="Also time training steps WARM … WARM+WINDOW of a longer run per path (each in its own "
+        "process; synchronised), beside the end-to-end epochs. Default on a GPU: 50 300.",
+    )
+    parser.add_argument(
+        "--profile_steps",
+        type=int,
+        default=20,
+        help="On a GPU, profile this many steps of the steady window: kernels, GPU busy time and host syncs per step.",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu or cuda; both paths run there. Default: the GPU when there is one, else the CPU.",
+    )
+    parser.add_argument(
+        "--encoder", default=None, help="Encoder folder for both paths (default: the bundled all-MiniLM-L6-v2)."
+    )
     parser.add_argument("--output_dir", default="results/speed", help="Where speed.json and speed.png go.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one measurement in a child process
     parser.add_argument("--worker_args", default="{}", help=argparse.SUPPRESS)
@@ -107,8 +127,9 @@ def _step_window(device: str, warm: int, window: int, profile_steps: int):
                 sync()
                 self.started = time.perf_counter()
                 if on_gpu and profile_steps:
-                    self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA,
-                                                                       torch.profiler.ProfilerActivity.CPU])  # fmt: skip
+                    self.profiler = torch.profiler.profile(
+                        activities=[torch.profiler.ProfilerActivity.CUDA, torch.profiler.ProfilerActivity.CPU]
+                    )
                     self.profiler.__enter__()
                     self.caught = warnings.catch_warnings(record=True)
                     self.records = self.caught.__enter__()
@@ -123,10 +144,12 @@ def _step_window(device: str, warm: int, window: int, profile_steps: int):
                 self.profiler.__exit__(None, None, None)
                 kernels = [e for e in self.profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
                 syncs = [w for w in self.records if "synchroniz" in str(w.message).lower()]
-                self.result.update(kernels_per_step=len(kernels) / profile_steps,
-                                   gpu_busy_ms_per_step=sum(e.device_time_total for e in kernels) / 1000 / profile_steps,
-                                   host_syncs_per_step=len(syncs) / profile_steps,
-                                   sync_sites=sorted({str(w.filename) + ":" + str(w.lineno) for w in syncs})[:10])  # fmt: skip
+                self.result.update(
+                    kernels_per_step=len(kernels) / profile_steps,
+                    gpu_busy_ms_per_step=sum(e.device_time_total for e in kernels) / 1000 / profile_steps,
+                    host_syncs_per_step=len(syncs) / profile_steps,
+                    sync_sites=sorted({str(w.filename) + ":" + str(w.lineno) for w in syncs})[:10],
+                )
                 self.profiler = None
             if state.global_step == warm + window:
                 sync()
@@ -135,8 +158,9 @@ def _step_window(device: str, warm: int, window: int, profile_steps: int):
     return StepWindow()
 
 
-def worker_train_baseline(data_dir, seed, epochs, batch_size, output_dir, device, encoder, steady=None,
-                          profile_steps=0):  # fmt: skip
+def worker_train_baseline(
+    data_dir, seed, epochs, batch_size, output_dir, device, encoder, steady=None, profile_steps=0
+):
     """The docs' recipe: AutoModelForSequenceClassification + Trainer, fp32, random batches, dynamic padding."""
     import numpy as np
     from transformers import (
@@ -144,7 +168,7 @@ def worker_train_baseline(data_dir, seed, epochs, batch_size, output_dir, device
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainingArguments,  # fmt: skip
+        TrainingArguments,
         set_seed,
     )
 
@@ -157,25 +181,54 @@ def worker_train_baseline(data_dir, seed, epochs, batch_size, output_dir, device
     def tokenize(batch):
         return tokenizer(batch["sentence"], truncation=True, max_length=128)
 
-    data = {name: split.map(tokenize, batched=True).select_columns(["input_ids", "attention_mask", "token_type_ids", "label"])
-            for name, split in splits.items()}  # fmt: skip
+    data = {
+        name: split.map(tokenize, batched=True).select_columns(
+            ["input_ids", "attention_mask", "token_type_ids", "label"]
+        )
+        for name, split in splits.items()
+    }
     window = _step_window(device, *steady, profile_steps) if steady else None
-    args = TrainingArguments(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-                             per_device_eval_batch_size=64, learning_rate=5e-5, eval_strategy="no", save_strategy="no",
-                             report_to="none", use_cpu=device == "cpu", disable_tqdm=True, logging_steps=LOGGING_STEPS,
-                             seed=seed, max_steps=sum(steady) if steady else -1)  # fmt: skip
-    trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
-                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[window] if window else None)  # fmt: skip
+    args = TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=5e-5,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        logging_steps=LOGGING_STEPS,
+        seed=seed,
+        max_steps=sum(steady) if steady else -1,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["test"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[window] if window else None,
+    )
     start = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - start
     if window:  # the steady-state run stops there: no evaluation
-        return {**window.result, "samples_per_s": window.result["steady_steps"] * batch_size / window.result["steady_s"]}
+        return {
+            **window.result,
+            "samples_per_s": window.result["steady_steps"] * batch_size / window.result["steady_s"],
+        }
     predictions = trainer.predict(data["test"])
     accuracy = float((np.argmax(predictions.predictions, -1) == predictions.label_ids).mean())
-    return {"samples_per_s": result.metrics["train_samples_per_second"], "train_s": wall, "accuracy": accuracy,
-            "precision": "fp32", "tokens": sum(_token_lengths(tokenizer, splits["train"]["sentence"])) * epochs,
-            "samples": len(splits["train"]) * epochs}  # fmt: skip
+    return {
+        "samples_per_s": result.metrics["train_samples_per_second"],
+        "train_s": wall,
+        "accuracy": accuracy,
+        "precision": "fp32",
+        "tokens": sum(_token_lengths(tokenizer, splits["train"]["sentence"])) * epochs,
+        "samples": len(splits["train"]) * epochs,
+    }
 
 
 def worker_train_sentmtl(data_dir, seed, epochs, output_dir, device, encoder, extra=(), steady=None, profile_steps=0):
@@ -183,9 +236,26 @@ def worker_train_sentmtl(data_dir, seed, epochs, output_dir, device, encoder, ex
     from sentmtl.run import parse_args as run_parse_args
     from sentmtl.run import run
 
-    flags = ["--data_dir", data_dir, "--output_dir", output_dir, "--seed", str(seed), "--eval_strategy", "no",
-             "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", str(device == "cpu").lower(),
-             "--logging_steps", str(LOGGING_STEPS), *(["--model_name_or_path", encoder] if encoder else []), *extra]  # fmt: skip
+    flags = [
+        "--data_dir",
+        data_dir,
+        "--output_dir",
+        output_dir,
+        "--seed",
+        str(seed),
+        "--eval_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        str(device == "cpu").lower(),
+        "--logging_steps",
+        str(LOGGING_STEPS),
+        *(["--model_name_or_path", encoder] if encoder else []),
+        *extra,
+    ]
     if epochs is not None:  # None: run_mtl.py's default
         flags += ["--num_train_epochs", str(epochs)]
     if steady:
@@ -202,10 +272,15 @@ def worker_train_sentmtl(data_dir, seed, epochs, output_dir, device, encoder, ex
 
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     sentences = _splits(data_dir, seed)["train"]["sentence"]
-    return {"samples_per_s": train["train_samples_per_second"], "train_s": train["train_runtime"],
-            "accuracy": result.metrics["eval_classification_accuracy"], "precision": "bf16" if training_args.bf16 else "fp32",
-            "tokens": sum(_token_lengths(tokenizer, sentences)) * epochs,
-            "samples": len(sentences) * epochs, "epochs": epochs}  # fmt: skip
+    return {
+        "samples_per_s": train["train_samples_per_second"],
+        "train_s": train["train_runtime"],
+        "accuracy": result.metrics["eval_classification_accuracy"],
+        "precision": "bf16" if training_args.bf16 else "fp32",
+        "tokens": sum(_token_lengths(tokenizer, sentences)) * epochs,
+        "samples": len(sentences) * epochs,
+        "epochs": epochs,
+    }
 
 
 def _timed_passes(paths: dict, sentences, repeats: int) -> dict:
@@ -215,7 +290,7 @@ def _timed_passes(paths: dict, sentences, repeats: int) -> dict:
         encode(sentences)
     names, times = list(paths), {name: [] for name in paths}
     for round_ in range(repeats):
-        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             start = time.perf_counter()
             paths[name](sentences)  # returns numpy arrays: the device work is done when it returns
             times[name].append(time.perf_counter() - start)
@@ -268,12 +343,20 @@ def worker_embed(data_dir, batch_size, repeats, device, encoder):
             except ImportError as err:
                 onnx_note = str(err)
         times = _timed_passes(paths, sentences, repeats)
-        reference = sentmtl.encode(model, sentences, tokenizer, batch_size=batch_size, precision="fp32",
-                                   show_progress_bar=False)  # fmt: skip
+        reference = sentmtl.encode(
+            model, sentences, tokenizer, batch_size=batch_size, precision="fp32", show_progress_bar=False
+        )
         quality = {name: _cosines(paths[name](sentences), reference) for name in paths if name != "st"}
     tokens = sum(_token_lengths(tokenizer, sentences, max_length=512))
-    return {"times": times, "quality": quality, "n": len(sentences), "tokens": tokens, "precision": precision,
-            "onnx_note": onnx_note, "min_cosine": quality["ours"]["min_cosine"]}  # fmt: skip
+    return {
+        "times": times,
+        "quality": quality,
+        "n": len(sentences),
+        "tokens": tokens,
+        "precision": precision,
+        "onnx_note": onnx_note,
+        "min_cosine": quality["ours"]["min_cosine"],
+    }
 
 
 def worker_st_onnx(sentences_file, batch_size, repeats, encoder):
@@ -294,18 +377,27 @@ def worker_st_onnx(sentences_file, batch_size, repeats, encoder):
         onnx_fp32 = SentenceTransformer(path, device="cpu", backend="onnx")
         onnx_fp32.save(tmp)
         export_dynamic_quantized_onnx_model(onnx_fp32, "avx512_vnni", tmp)
-        int8 = SentenceTransformer(tmp, device="cpu", backend="onnx",
-                                   model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx"})  # fmt: skip
-        paths = {"st_onnx_fp32": lambda texts: onnx_fp32.encode(texts, batch_size=batch_size),
-                 "st_onnx_int8": lambda texts: int8.encode(texts, batch_size=batch_size)}  # fmt: skip
+        int8 = SentenceTransformer(
+            tmp, device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx"}
+        )
+        paths = {
+            "st_onnx_fp32": lambda texts: onnx_fp32.encode(texts, batch_size=batch_size),
+            "st_onnx_int8": lambda texts: int8.encode(texts, batch_size=batch_size),
+        }
         times = _timed_passes(paths, sentences, repeats)
         quality = {name: _cosines(paths[name](sentences), reference) for name in paths}
     import sentence_transformers
     import transformers
 
-    return {"times": times, "quality": quality, "n": len(sentences),
-            "versions": {"sentence_transformers": sentence_transformers.__version__,
-                         "transformers": transformers.__version__}}  # fmt: skip
+    return {
+        "times": times,
+        "quality": quality,
+        "n": len(sentences),
+        "versions": {
+            "sentence_transformers": sentence_transformers.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
 
 
 def _bundled_path_without_sentmtl() -> str:
@@ -340,18 +432,36 @@ def worker_matmul(device):
     return out
 
 
-WORKERS = {"train_baseline": worker_train_baseline, "train_sentmtl": worker_train_sentmtl, "embed": worker_embed,
-           "st_onnx": worker_st_onnx, "matmul": worker_matmul}  # fmt: skip
+WORKERS = {
+    "train_baseline": worker_train_baseline,
+    "train_sentmtl": worker_train_sentmtl,
+    "embed": worker_embed,
+    "st_onnx": worker_st_onnx,
+    "matmul": worker_matmul,
+}
 
 
 def in_child(name: str, python: str | None = None, **kwargs) -> dict:
     """Run one worker in a fresh Python process (`python`, default this one); its result plus its peak RSS (MiB)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as result_file:
-        command = [python or sys.executable, __file__, "--data_dir", "-", "--worker", name,
-                   "--worker_args", json.dumps({**kwargs, "_result": result_file.name})]  # fmt: skip
+        command = [
+            python or sys.executable,
+            __file__,
+            "--data_dir",
+            "-",
+            "--worker",
+            name,
+            "--worker_args",
+            json.dumps({**kwargs, "_result": result_file.name}),
+        ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-                                   capture_output=True, text=True)  # fmt: skip
+        completed = subprocess.run(
+            command,
+            cwd=REPO_ROOT,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            capture_output=True,
+            text=True,
+        )
         if completed.returncode != 0:
             raise RuntimeError(f"{name} failed:\n{completed.stderr[-4000:]}")
         result = json.loads(Path(result_file.name).read_text())
@@ -393,39 +503,74 @@ def main(argv=None) -> int:
     encoder = str(Path(args.encoder).resolve()) if args.encoder else None
     config = AutoConfig.from_pretrained(_encoder_path(encoder))
     where = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
-    print(f"device: {device} ({where}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)  # fmt: skip
+    print(
+        f"device: {device} ({where}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
     common = {"device": device, "encoder": encoder}
 
     peak = in_child("matmul", device=device)
     peak.pop("peak_rss_mib")  # a GFLOP/s table, not a process measurement
     print("matmul peak: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peak.items()), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        baseline = in_child("train_baseline", data_dir=data_dir, seed=args.seed, epochs=args.epochs,
-                            batch_size=args.batch_size, output_dir=f"{tmp}/baseline", **common)  # fmt: skip
+        baseline = in_child(
+            "train_baseline",
+            data_dir=data_dir,
+            seed=args.seed,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            output_dir=f"{tmp}/baseline",
+            **common,
+        )
         print(f"train baseline: {baseline['samples_per_s']:.1f} samples/s", flush=True)
-        ours = in_child("train_sentmtl", data_dir=data_dir, seed=args.seed, epochs=args.epochs,
-                        output_dir=f"{tmp}/sentmtl", **common,
-                        extra=["--per_device_train_batch_size", str(args.batch_size)])  # fmt: skip
+        ours = in_child(
+            "train_sentmtl",
+            data_dir=data_dir,
+            seed=args.seed,
+            epochs=args.epochs,
+            output_dir=f"{tmp}/sentmtl",
+            **common,
+            extra=["--per_device_train_batch_size", str(args.batch_size)],
+        )
         print(f"train sentmtl: {ours['samples_per_s']:.1f} samples/s", flush=True)
         steady = args.steady_steps or ([50, 300] if device.startswith("cuda") else None)
         steady_rows = {}
         if steady:
-            for name, worker, extra in (("baseline", "train_baseline", {"batch_size": args.batch_size}),
-                                        ("sentmtl", "train_sentmtl",
-                                         {"extra": ["--per_device_train_batch_size", str(args.batch_size)]})):  # fmt: skip
-                steady_rows[name] = in_child(worker, data_dir=data_dir, seed=args.seed, epochs=None if name == "sentmtl" else 1000,
-                                             output_dir=f"{tmp}/steady_{name}", steady=steady,
-                                             profile_steps=args.profile_steps, **extra, **common)  # fmt: skip
-                print(f"train {name}, steps {steady[0]}-{sum(steady)}: {steady_rows[name]['samples_per_s']:.1f} samples/s",
-                      flush=True)  # fmt: skip
+            for name, worker, extra in (
+                ("baseline", "train_baseline", {"batch_size": args.batch_size}),
+                ("sentmtl", "train_sentmtl", {"extra": ["--per_device_train_batch_size", str(args.batch_size)]}),
+            ):
+                steady_rows[name] = in_child(
+                    worker,
+                    data_dir=data_dir,
+                    seed=args.seed,
+                    epochs=None if name == "sentmtl" else 1000,
+                    output_dir=f"{tmp}/steady_{name}",
+                    steady=steady,
+                    profile_steps=args.profile_steps,
+                    **extra,
+                    **common,
+                )
+                print(
+                    f"train {name}, steps {steady[0]}-{sum(steady)}: {steady_rows[name]['samples_per_s']:.1f} samples/s",
+                    flush=True,
+                )
         embed = in_child("embed", data_dir=data_dir, batch_size=args.embed_batch_size, repeats=args.repeats, **common)
         accuracy = None
         if not args.skip_accuracy_check:
-            full = in_child("train_sentmtl", data_dir=data_dir, seed=args.seed, epochs=None, output_dir=f"{tmp}/full",
-                            **common)  # fmt: skip
-            plain = in_child("train_sentmtl", data_dir=data_dir, seed=args.seed, epochs=None, output_dir=f"{tmp}/fp32",
-                             extra=["--bf16", "false", "--train_sampling_strategy", "random"], **common)  # fmt: skip
+            full = in_child(
+                "train_sentmtl", data_dir=data_dir, seed=args.seed, epochs=None, output_dir=f"{tmp}/full", **common
+            )
+            plain = in_child(
+                "train_sentmtl",
+                data_dir=data_dir,
+                seed=args.seed,
+                epochs=None,
+                output_dir=f"{tmp}/fp32",
+                extra=["--bf16", "false", "--train_sampling_strategy", "random"],
+                **common,
+            )
             accuracy = {"default": full, "fp32_random": plain}
 
     def utilisation(samples_per_s, tokens, samples, precision, training):
@@ -439,14 +584,23 @@ def main(argv=None) -> int:
         with tempfile.NamedTemporaryFile("w", suffix=".json") as sentences_file:
             json.dump(list(load_sentiment_corpus(data_dir)["sentence"]), sentences_file)
             sentences_file.flush()
-            st_onnx = in_child("st_onnx", python=args.st_onnx_python, sentences_file=sentences_file.name,
-                               batch_size=args.embed_batch_size, repeats=args.repeats, encoder=encoder)  # fmt: skip
-    labels = {"st": ("SentenceTransformer.encode", "fp32"), "ours": ("sentmtl.encode", embed["precision"]),
-              "onnx_fp32": ("sentmtl ONNX graph (onnxruntime)", "fp32"),
-              "onnx_int8": ("sentmtl ONNX graph (onnxruntime), int8 weight blocks", "int8"),
-              "onnx_int8_dynamic": ("sentmtl ONNX graph (onnxruntime), int8 dynamic", "int8"),
-              "st_onnx_fp32": ("SentenceTransformer backend='onnx'", "fp32"),
-              "st_onnx_int8": ("SentenceTransformer backend='onnx', avx512_vnni", "int8")}  # fmt: skip
+            st_onnx = in_child(
+                "st_onnx",
+                python=args.st_onnx_python,
+                sentences_file=sentences_file.name,
+                batch_size=args.embed_batch_size,
+                repeats=args.repeats,
+                encoder=encoder,
+            )
+    labels = {
+        "st": ("SentenceTransformer.encode", "fp32"),
+        "ours": ("sentmtl.encode", embed["precision"]),
+        "onnx_fp32": ("sentmtl ONNX graph (onnxruntime)", "fp32"),
+        "onnx_int8": ("sentmtl ONNX graph (onnxruntime), int8 weight blocks", "int8"),
+        "onnx_int8_dynamic": ("sentmtl ONNX graph (onnxruntime), int8 dynamic", "int8"),
+        "st_onnx_fp32": ("SentenceTransformer backend='onnx'", "fp32"),
+        "st_onnx_int8": ("SentenceTransformer backend='onnx', avx512_vnni", "int8"),
+    }
     embed_rows = []  # (key, label, precision, median/s, best/s, median s, min cos, mean cos, utilisation)
     for result in filter(None, (embed, st_onnx)):
         for key, seconds in result["times"].items():
@@ -455,18 +609,41 @@ def main(argv=None) -> int:
             quality = result["quality"].get(key, {})
             # No int8 peak is measured: utilisation is left out for the int8 paths (against fp32 it would pass 100%).
             util = utilisation(median, embed["tokens"], embed["n"], precision, False) if precision in peak else None
-            embed_rows.append((key, label, precision, median, best, statistics.median(seconds),
-                               quality.get("min_cosine"), quality.get("mean_cosine"), util))  # fmt: skip
+            embed_rows.append(
+                (
+                    key,
+                    label,
+                    precision,
+                    median,
+                    best,
+                    statistics.median(seconds),
+                    quality.get("min_cosine"),
+                    quality.get("mean_cosine"),
+                    util,
+                )
+            )
     rate = {row[0]: row[3] for row in embed_rows}
     rows = [
-        ("train: Trainer + AutoModelForSequenceClassification (fp32)", baseline["samples_per_s"], baseline["train_s"],
-         baseline["peak_rss_mib"], baseline["accuracy"], "fp32",
-         utilisation(baseline["samples_per_s"], baseline["tokens"], baseline["samples"], "fp32", True)),
-        (f"train: sentmtl default ({ours['precision']}, length-grouped)", ours["samples_per_s"], ours["train_s"],
-         ours["peak_rss_mib"], ours["accuracy"], ours["precision"],
-         utilisation(ours["samples_per_s"], ours["tokens"], ours["samples"], ours["precision"], True)),
+        (
+            "train: Trainer + AutoModelForSequenceClassification (fp32)",
+            baseline["samples_per_s"],
+            baseline["train_s"],
+            baseline["peak_rss_mib"],
+            baseline["accuracy"],
+            "fp32",
+            utilisation(baseline["samples_per_s"], baseline["tokens"], baseline["samples"], "fp32", True),
+        ),
+        (
+            f"train: sentmtl default ({ours['precision']}, length-grouped)",
+            ours["samples_per_s"],
+            ours["train_s"],
+            ours["peak_rss_mib"],
+            ours["accuracy"],
+            ours["precision"],
+            utilisation(ours["samples_per_s"], ours["tokens"], ours["samples"], ours["precision"], True),
+        ),
         *[(f"embed: {row[1]} ({row[2]})", row[3], row[5], None, None, row[2], row[8] or 0.0) for row in embed_rows],
-    ]  # fmt: skip
+    ]
     train_speedup = ours["samples_per_s"] / baseline["samples_per_s"]
     embed_speedup = rate["ours"] / rate["st"]
     # The issue's CPU comparison: sentmtl's fastest path that keeps a minimum cosine >= 0.99 to its fp32 embeddings,
@@ -483,48 +660,75 @@ def main(argv=None) -> int:
         acc_text = f"{acc:.4f}" if acc is not None else "–"
         print(f"| {name} | {sps:.1f} | {seconds:.1f} | {rss_text} | {acc_text} | {precision} | {util:.1%} |")
     if steady_rows:
-        print(f"\nSteady state: training steps {steady[0]}-{sum(steady)} of a longer run, each path in its own process"
-              f"{' (synchronised)' if device.startswith('cuda') else ''}; logging every {LOGGING_STEPS} steps on both.\n")
+        print(
+            f"\nSteady state: training steps {steady[0]}-{sum(steady)} of a longer run, each path in its own process"
+            f"{' (synchronised)' if device.startswith('cuda') else ''}; logging every {LOGGING_STEPS} steps on both.\n"
+        )
         print("| path | samples/s | kernels / step | GPU busy ms / step | host syncs / step |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for name, row in steady_rows.items():
-            cells = [f"{row[k]:.1f}" if k in row else "–" for k in ("kernels_per_step", "gpu_busy_ms_per_step",
-                                                                   "host_syncs_per_step")]  # fmt: skip
+            cells = [
+                f"{row[k]:.1f}" if k in row else "–"
+                for k in ("kernels_per_step", "gpu_busy_ms_per_step", "host_syncs_per_step")
+            ]
             print(f"| {name} | {row['samples_per_s']:.1f} | {' | '.join(cells)} |")
-        print(f"steady_train_speedup: {steady_rows['sentmtl']['samples_per_s'] / steady_rows['baseline']['samples_per_s']:.2f}")
-    print(f"\nEmbedding the corpus's {embed['n']:,} sentences, batch {args.embed_batch_size}: one warm-up, then "
-          f"{args.repeats} passes per path interleaved (order rotated); sentences/s by the median and the best pass. "
-          "Cosine: each sentmtl path against sentmtl.encode in fp32; each sentence-transformers ONNX path against "
-          "SentenceTransformer.encode in fp32.\n")  # fmt: skip
+        print(
+            f"steady_train_speedup: {steady_rows['sentmtl']['samples_per_s'] / steady_rows['baseline']['samples_per_s']:.2f}"
+        )
+    print(
+        f"\nEmbedding the corpus's {embed['n']:,} sentences, batch {args.embed_batch_size}: one warm-up, then "
+        f"{args.repeats} passes per path interleaved (order rotated); sentences/s by the median and the best pass. "
+        "Cosine: each sentmtl path against sentmtl.encode in fp32; each sentence-transformers ONNX path against "
+        "SentenceTransformer.encode in fp32.\n"
+    )
     print("| path | precision | median /s | best /s | median pass (s) | min cosine | mean cosine | FLOP utilisation |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for key, label, precision, median, best, seconds, low, mean, util in embed_rows:
+    for _key, label, precision, median, best, seconds, low, mean, util in embed_rows:
         cos = (f"{low:.4f}", f"{mean:.4f}") if low is not None else ("–", "–")
         util = f"{util:.1%}" if util is not None else "–"
         print(f"| {label} | {precision} | {median:.1f} | {best:.1f} | {seconds:.2f} | {cos[0]} | {cos[1]} | {util} |")
     if embed.get("onnx_note"):
         print(f"(no sentmtl ONNX rows: {embed['onnx_note']})")
     if st_onnx:
-        print(f"(sentence-transformers' ONNX rows ran in {args.st_onnx_python}: {st_onnx['versions']}, in their own "
-              "process after the others)")  # fmt: skip
+        print(
+            f"(sentence-transformers' ONNX rows ran in {args.st_onnx_python}: {st_onnx['versions']}, in their own "
+            "process after the others)"
+        )
     print("\nmatmul peak: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peak.items()))
     print(f"sentmtl.encode's minimum cosine to its fp32 embeddings: {embed['min_cosine']:.6f}")
-    print(f"fastest sentmtl path at min cosine >= 0.99: {fastest_ours[1]} ({fastest_ours[2]}) {fastest_ours[3]:.0f}/s; "
-          f"fastest sentence-transformers path: {fastest_st[1]} ({fastest_st[2]}) {fastest_st[3]:.0f}/s "
-          f"(min cosine {'–' if fastest_st[6] is None else f'{fastest_st[6]:.4f}'})")  # fmt: skip
+    print(
+        f"fastest sentmtl path at min cosine >= 0.99: {fastest_ours[1]} ({fastest_ours[2]}) {fastest_ours[3]:.0f}/s; "
+        f"fastest sentence-transformers path: {fastest_st[1]} ({fastest_st[2]}) {fastest_st[3]:.0f}/s "
+        f"(min cosine {'–' if fastest_st[6] is None else f'{fastest_st[6]:.4f}'})"
+    )
     if accuracy:
-        print(f"full default run ({accuracy['default']['epochs']:g} epochs), Task A "
-              f"accuracy (seed {args.seed}): default {accuracy['default']['accuracy']:.4f} "
-              f"({accuracy['default']['train_s']:.0f} s) vs fp32 random batches {accuracy['fp32_random']['accuracy']:.4f} "
-              f"({accuracy['fp32_random']['train_s']:.0f} s)")  # fmt: skip
+        print(
+            f"full default run ({accuracy['default']['epochs']:g} epochs), Task A "
+            f"accuracy (seed {args.seed}): default {accuracy['default']['accuracy']:.4f} "
+            f"({accuracy['default']['train_s']:.0f} s) vs fp32 random batches {accuracy['fp32_random']['accuracy']:.4f} "
+            f"({accuracy['fp32_random']['train_s']:.0f} s)"
+        )
     embed_vs_fastest = fastest_ours[3] / fastest_st[3]
-    summary = {"device": device, "device_name": where, "matmul_gflops": peak, "train_baseline": baseline, "train_sentmtl": ours, "embed": embed,
-               "st_onnx": st_onnx, "embed_vs_fastest_st": embed_vs_fastest, "steady": steady_rows,
-               "accuracy_3_epochs": accuracy, "train_speedup": train_speedup, "embed_speedup": embed_speedup,
-               "wall_s": time.perf_counter() - started}  # fmt: skip
+    summary = {
+        "device": device,
+        "device_name": where,
+        "matmul_gflops": peak,
+        "train_baseline": baseline,
+        "train_sentmtl": ours,
+        "embed": embed,
+        "st_onnx": st_onnx,
+        "embed_vs_fastest_st": embed_vs_fastest,
+        "steady": steady_rows,
+        "accuracy_3_epochs": accuracy,
+        "train_speedup": train_speedup,
+        "embed_speedup": embed_speedup,
+        "wall_s": time.perf_counter() - started,
+    }
     (output_dir / "speed.json").write_text(json.dumps(summary, indent=2))
     plot(rows, output_dir / "speed.png")
-    print(f"wall time {summary['wall_s'] / 60:.1f} min; wrote {output_dir / 'speed.json'} and {output_dir / 'speed.png'}")
+    print(
+        f"wall time {summary['wall_s'] / 60:.1f} min; wrote {output_dir / 'speed.json'} and {output_dir / 'speed.png'}"
+    )
     print(f"train_speedup: {train_speedup:.2f}")
     print(f"embed_speedup: {embed_speedup:.2f}")
     print(f"embed_vs_fastest_st: {embed_vs_fastest:.2f}")
@@ -540,8 +744,11 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, kind in zip(axes, ("train", "embed")):
         selected = [row for row in rows if row[0].startswith(kind)]
-        ax.barh([row[0].split(": ", 1)[1] for row in selected], [row[1] for row in selected],
-                color=["#1f77b4" if "sentmtl" in row[0] else "#999999" for row in selected])  # fmt: skip
+        ax.barh(
+            [row[0].split(": ", 1)[1] for row in selected],
+            [row[1] for row in selected],
+            color=["#1f77b4" if "sentmtl" in row[0] else "#999999" for row in selected],
+        )
         ax.set_xlabel("samples / s" if kind == "train" else "sentences / s")
         ax.set_title(kind)
     fig.tight_layout()

@@ -9,7 +9,13 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy
 
 from .checkpoints import latest_checkpoint
-from .configuration_sentmtl import LOSS_WEIGHTINGS, POOLING_MODES, PROJECTION_INITS, SentMtlConfig, check_self_distillation_weight
+from .configuration_sentmtl import (
+    LOSS_WEIGHTINGS,
+    POOLING_MODES,
+    PROJECTION_INITS,
+    SentMtlConfig,
+    check_self_distillation_weight,
+)
 from .corpus import LABEL_NAMES, SOURCES
 from .precision import fast_bf16_available, has_accelerator
 from .sampler import STRATEGIES
@@ -21,11 +27,14 @@ def launched_processes() -> int:
     """How many processes this run was launched with (`accelerate launch` / torchrun set WORLD_SIZE)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
+
 FREEZE_CHOICES = ("none", "all", "backbone", "<task>_head")
 # Training ends on the average of the weights; the best checkpoint holds raw weights measured at another point. Either
 # would silently replace the other, so the two are not combined.
-EMA_WITH_BEST_MODEL = ("--ema_decay with --load_best_model_at_end: the run would end on the weight average and "
-                       "replace the best checkpoint (or the reverse), silently. Use one of them.")
+EMA_WITH_BEST_MODEL = (
+    "--ema_decay with --load_best_model_at_end: the run would end on the weight average and "
+    "replace the best checkpoint (or the reverse), silently. Use one of them."
+)
 
 
 @dataclass
@@ -41,8 +50,10 @@ class ModelArguments:
     embedding_size: int = field(default=256, metadata={"help": "Size of the shared projection (the embedding)."})
     projection_init: str = field(
         default="random",
-        metadata={"help": f"How the fresh projection starts: {', '.join(PROJECTION_INITS)} (needs --embedding_size equal "
-                          "to the encoder's hidden size, 384 for the bundled MiniLM; training starts at its similarity)."},
+        metadata={
+            "help": f"How the fresh projection starts: {', '.join(PROJECTION_INITS)} (needs --embedding_size equal "
+            "to the encoder's hidden size, 384 for the bundled MiniLM; training starts at its similarity)."
+        },
     )
     normalize: bool = field(default=True, metadata={"help": "L2-normalise the embeddings."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout on the embedding before the two heads."})
@@ -62,29 +73,37 @@ class ModelArguments:
     )
     head_logit_scale: float = field(
         default=20.0,
-        metadata={"help": "Initial learnable scale of the heads' logits (they read a unit-norm embedding, whose logits "
-                          "are otherwise bounded by ~2). 0: no scale, as models before it had."},
+        metadata={
+            "help": "Initial learnable scale of the heads' logits (they read a unit-norm embedding, whose logits "
+            "are otherwise bounded by ~2). 0: no scale, as models before it had."
+        },
     )
     matryoshka_dims: list[int] | None = field(
         default=None,
-        metadata={"help": "Matryoshka embeddings: every loss on the embedding (similarity, contrastive, relational "
-                          "distillation; not a task's with matryoshka: false) is the mean over these leading dimensions "
-                          "(re-normalised), e.g. 384 256 128 64 "
-                          "32 (list the full size too). Then encode(..., truncate_dim=64) keeps most of the quality."},
+        metadata={
+            "help": "Matryoshka embeddings: every loss on the embedding (similarity, contrastive, relational "
+            "distillation; not a task's with matryoshka: false) is the mean over these leading dimensions "
+            "(re-normalised), e.g. 384 256 128 64 "
+            "32 (list the full size too). Then encode(..., truncate_dim=64) keeps most of the quality."
+        },
     )
     matryoshka_weights: list[float] | None = field(
         default=None, metadata={"help": "One weight per --matryoshka_dims entry (default: 1 each)."}
     )
     matryoshka_self_distillation: float = field(
         default=0.0,
-        metadata={"help": "With --matryoshka_dims: the weight of a term pulling each shorter prefix's cosine matrix over "
-                          "the batch's sentences towards the full embedding's (held fixed): the full size teaches the "
-                          "short ones. 0: off. A training setting: a continued run uses its own value, not its "
-                          "checkpoint's."},
+        metadata={
+            "help": "With --matryoshka_dims: the weight of a term pulling each shorter prefix's cosine matrix over "
+            "the batch's sentences towards the full embedding's (held fixed): the full size teaches the "
+            "short ones. 0: off. A training setting: a continued run uses its own value, not its "
+            "checkpoint's."
+        },
     )
     allow_pickle_weights: bool = field(
         default=False,
-        metadata={"help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."},
+        metadata={
+            "help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."
+        },
     )
 
     def __post_init__(self):
@@ -107,8 +126,17 @@ class ModelArguments:
 
     def config_overrides(self) -> dict:
         """The `SentMtlConfig` fields these arguments set (for a fresh model)."""
-        names = ("pooling", "embedding_size", "projection_init", "normalize", "dropout", "loss_weighting",
-                 "matryoshka_dims", "matryoshka_weights", "matryoshka_self_distillation")  # fmt: skip
+        names = (
+            "pooling",
+            "embedding_size",
+            "projection_init",
+            "normalize",
+            "dropout",
+            "loss_weighting",
+            "matryoshka_dims",
+            "matryoshka_weights",
+            "matryoshka_self_distillation",
+        )
         return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
 
 
@@ -122,14 +150,17 @@ class DataArguments:
         default=None, metadata={"help": f"Corpus sources to use: any of {', '.join(SOURCES)}. Default: all three."}
     )
     train_file: str | None = field(
-        default=None, metadata={"help": "Your own training data (.csv, .tsv, .json, .jsonl, .parquet) instead of the corpus."}
+        default=None,
+        metadata={"help": "Your own training data (.csv, .tsv, .json, .jsonl, .parquet) instead of the corpus."},
     )
     validation_file: str | None = field(
         default=None, metadata={"help": "Your own evaluation data; with --train_file alone, a split of it is used."}
     )
     text_column: str = field(default="sentence", metadata={"help": "Text column of --train_file / --validation_file."})
     label_column: str = field(default="label", metadata={"help": "Label column (ids, or names from --class_names)."})
-    score_column: str = field(default="score", metadata={"help": "Task B score column in [0, 1]; derived from the label if absent."})
+    score_column: str = field(
+        default="score", metadata={"help": "Task B score column in [0, 1]; derived from the label if absent."}
+    )
     class_names: list[str] = field(
         default_factory=lambda: list(LABEL_NAMES),
         metadata={
@@ -139,40 +170,52 @@ class DataArguments:
     )
     test_size: float | None = field(
         default=None,
-        metadata={"help": f"Held-out share for evaluation when the data is split (default {DEFAULT_TEST_SIZE}, the "
-                          "seed's 80/20); not with --validation_file."},
+        metadata={
+            "help": f"Held-out share for evaluation when the data is split (default {DEFAULT_TEST_SIZE}, the "
+            "seed's 80/20); not with --validation_file."
+        },
     )
     max_samples: int | None = field(
-        default=None, metadata={"help": "Use a stratified subset of this many sentences (the seed's Task 4 used 1,000)."}
+        default=None,
+        metadata={"help": "Use a stratified subset of this many sentences (the seed's Task 4 used 1,000)."},
     )
     max_length: int = field(
         default=128, metadata={"help": "Truncate sentences to this many tokens (the corpus's longest is ~100)."}
     )
     skip_bad_lines: bool = field(
-        default=False, metadata={"help": "Skip unreadable corpus lines (with a report) instead of stopping at the first."}
+        default=False,
+        metadata={"help": "Skip unreadable corpus lines (with a report) instead of stopping at the first."},
     )
     sts_eval_file: str | None = field(
         default=None,
-        metadata={"help": "Also measure the trained embedding on these STS-B pairs (e.g. sts-dev.csv): Spearman × 100 "
-                          "of the pair cosines, eval_stsb_spearman. make run passes ../shared's when it is there."},
+        metadata={
+            "help": "Also measure the trained embedding on these STS-B pairs (e.g. sts-dev.csv): Spearman × 100 "
+            "of the pair cosines, eval_stsb_spearman. make run passes ../shared's when it is there."
+        },
     )
     max_eval_samples: int | None = field(
         default=None,
-        metadata={"help": "Evaluate each source on at most this many of its held-out rows (a seeded random subset; "
-                          "--sts_eval_file's pairs too): bounds the final evaluation's time and memory on large data. "
-                          "The results table says how many rows each task's metrics used."},
+        metadata={
+            "help": "Evaluate each source on at most this many of its held-out rows (a seeded random subset; "
+            "--sts_eval_file's pairs too): bounds the final evaluation's time and memory on large data. "
+            "The results table says how many rows each task's metrics used."
+        },
     )
     stream_buffer_size: int = field(
         default=10_000,
-        metadata={"help": "A streamed source's shuffle buffer (rows; data: {..., streaming: true}): its training rows "
-                          "pass through a buffer of this many, drawn at random (seeded). Larger: closer to a full "
-                          "shuffle, more memory."},
+        metadata={
+            "help": "A streamed source's shuffle buffer (rows; data: {..., streaming: true}): its training rows "
+            "pass through a buffer of this many, drawn at random (seeded). Larger: closer to a full "
+            "shuffle, more memory."
+        },
     )
     teacher_cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Where distillation targets (teacher vectors) are cached, keyed by the teacher and the "
-                          "texts, so a second run on the same data reads them instead of embedding every row. "
-                          "Default: <datasets cache>/sentmtl_teacher_vectors. Delete the folder to clear it."},
+        metadata={
+            "help": "Where distillation targets (teacher vectors) are cached, keyed by the teacher and the "
+            "texts, so a second run on the same data reads them instead of embedding every row. "
+            "Default: <datasets cache>/sentmtl_teacher_vectors. Delete the folder to clear it."
+        },
     )
     # The run file's `tasks:` (RunTask objects, `sentmtl.run_tasks`), set by parse_args; not a command-line flag.
     tasks: list | None = field(default=None, init=False)
@@ -190,14 +233,20 @@ class DataArguments:
             corpus_only = [f"--{name}" for name in ("sources", "data_dir") if getattr(self, name) is not None]
             corpus_only += ["--skip_bad_lines"] if self.skip_bad_lines else []
             if corpus_only:
-                raise ValueError(f"{', '.join(corpus_only)} select(s) and read(s) the UCI corpus; with --train_file "
-                                 "the corpus is not used. Drop them, or drop --train_file.")
+                raise ValueError(
+                    f"{', '.join(corpus_only)} select(s) and read(s) the UCI corpus; with --train_file "
+                    "the corpus is not used. Drop them, or drop --train_file."
+                )
         elif len(self.class_names) != 2:
-            raise ValueError(f"--class_names {self.class_names}: the UCI corpus has two classes (negative, "
-                             "positive); more classes need your own --train_file.")
+            raise ValueError(
+                f"--class_names {self.class_names}: the UCI corpus has two classes (negative, "
+                "positive); more classes need your own --train_file."
+            )
         if self.validation_file and self.test_size is not None:
-            raise ValueError("--test_size sets the held-out share of a split; with --validation_file there is no "
-                             "split. Drop one of them.")
+            raise ValueError(
+                "--test_size sets the held-out share of a split; with --validation_file there is no "
+                "split. Drop one of them."
+            )
         if self.stream_buffer_size < 1:
             raise ValueError(f"--stream_buffer_size {self.stream_buffer_size} must be at least 1.")
         if self.max_eval_samples is not None and self.max_eval_samples < 1:
@@ -208,8 +257,10 @@ class DataArguments:
             raise ValueError("--validation_file needs --train_file as well.")
         if self.validation_file and self.max_samples is not None:
             # It would otherwise be ignored: with both files given there is no split to take a subset from.
-            raise ValueError("--max_samples subsets the data before the train/test split; with --validation_file "
-                             "there is no split, so trim your files instead.")
+            raise ValueError(
+                "--max_samples subsets the data before the train/test split; with --validation_file "
+                "there is no split, so trim your files instead."
+            )
 
     @property
     def split_test_size(self) -> float:
@@ -223,19 +274,27 @@ class SentMtlTrainingArguments(TrainingArguments):
     output_dir: str | None = field(default="output/sentmtl", metadata={"help": "Where the model and reports go."})
     num_train_epochs: float = field(
         default=5.0,
-        metadata={"help": "Epochs. 5 measured best on the seed's protocol (benchmarks/reproduce_seed.py); the seed trained 3."},
+        metadata={
+            "help": "Epochs. 5 measured best on the seed's protocol (benchmarks/reproduce_seed.py); the seed trained 3."
+        },
     )
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
     learning_rate: float = field(
         default=5e-5, metadata={"help": "The base LR, used by the backbone unless --backbone_learning_rate is set."}
     )
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (torch's default, as the seed used)."})
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "AdamW weight decay (torch's default, as the seed used)."}
+    )
     warmup_steps: float = field(
         default=0.1, metadata={"help": "LR warmup: a step count, or a ratio of the training steps when below 1."}
     )
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
-    save_strategy: SaveStrategy | str = field(default="no", metadata={"help": "When to save checkpoints: no, steps, epoch or best."})
+    eval_strategy: IntervalStrategy | str = field(
+        default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."}
+    )
+    save_strategy: SaveStrategy | str = field(
+        default="no", metadata={"help": "When to save checkpoints: no, steps, epoch or best."}
+    )
     logging_steps: float = field(default=10, metadata={"help": "Log the training loss every this many steps."})
     bf16: bool | None = field(
         default=None,
@@ -265,15 +324,19 @@ class SentMtlTrainingArguments(TrainingArguments):
     )
     export_onnx: bool = field(
         default=False,
-        metadata={"help": "After the final save, also write <output_dir>/onnx/: the whole model (every head included) as "
-                          "one ONNX graph, fp32 and two int8 variants (run_embed.py --backend onnx); pushed with --push_to_hub; "
-                          "without it, a previous run's onnx/ there is removed. "
-                          "Needs pip install \"sentmtl[onnx]\"."},
-    )  # fmt: skip
+        metadata={
+            "help": "After the final save, also write <output_dir>/onnx/: the whole model (every head included) as "
+            "one ONNX graph, fp32 and two int8 variants (run_embed.py --backend onnx); pushed with --push_to_hub; "
+            "without it, a previous run's onnx/ there is removed. "
+            'Needs pip install "sentmtl[onnx]".'
+        },
+    )
     task_sampling: str = field(
         default="proportional",
-        metadata={"help": f"Which source the next batch comes from when tasks have their own data: "
-                          f"{', '.join(STRATEGIES)} (see sentmtl/sampler.py)."},
+        metadata={
+            "help": f"Which source the next batch comes from when tasks have their own data: "
+            f"{', '.join(STRATEGIES)} (see sentmtl/sampler.py)."
+        },
     )
     task_sampling_temperature: float = field(
         default=2.0, metadata={"help": "T of --task_sampling temperature: a source is drawn ∝ size^(1/T)."}
@@ -293,7 +356,8 @@ class SentMtlTrainingArguments(TrainingArguments):
         metadata={"help": "LR of the shared projection (the seed: 2e-5). null in a YAML config: --learning_rate."},
     )
     head_learning_rate: float | None = field(
-        default=2e-4, metadata={"help": "LR of both task heads (the seed: 2e-5). null in a YAML config: --learning_rate."}
+        default=2e-4,
+        metadata={"help": "LR of both task heads (the seed: 2e-5). null in a YAML config: --learning_rate."},
     )
     loss_weighting_learning_rate: float = field(
         default=1e-2,
@@ -304,7 +368,9 @@ class SentMtlTrainingArguments(TrainingArguments):
     )
     layerwise_lr_decay: float = field(
         default=1.0,
-        metadata={"help": "LLRD: encoder layer k of L trains at backbone LR × decay^(L-k), embeddings lowest. 1.0 = off."},
+        metadata={
+            "help": "LLRD: encoder layer k of L trains at backbone LR × decay^(L-k), embeddings lowest. 1.0 = off."
+        },
     )
     freeze: str = field(
         default="none",
@@ -315,12 +381,15 @@ class SentMtlTrainingArguments(TrainingArguments):
         default=0, metadata={"help": "Freeze the embeddings and the lowest K encoder layers; train the rest."}
     )
     unfreeze_backbone_at_epoch: int | None = field(
-        default=None, metadata={"help": "Gradual unfreezing: a frozen backbone starts training at this epoch (0-based)."}
+        default=None,
+        metadata={"help": "Gradual unfreezing: a frozen backbone starts training at this epoch (0-based)."},
     )
     ema_decay: float | None = field(
         default=None,
-        metadata={"help": "Train on, then evaluate and save, an exponential moving average of the weights with this "
-                          "decay (e.g. 0.99: about the last 100 steps). Unset: the last weights."},
+        metadata={
+            "help": "Train on, then evaluate and save, an exponential moving average of the weights with this "
+            "decay (e.g. 0.99: about the last 100 steps). Unset: the last weights."
+        },
     )
 
     def __post_init__(self):
@@ -331,8 +400,9 @@ class SentMtlTrainingArguments(TrainingArguments):
         if self.freeze not in FREEZE_CHOICES[:3] and not self.freeze.endswith("_head"):
             raise ValueError(f"--freeze {self.freeze!r} is not supported; choose one of {', '.join(FREEZE_CHOICES)}.")
         if self.task_sampling not in STRATEGIES:
-            raise ValueError(f"--task_sampling {self.task_sampling!r} is not supported; choose one of "
-                             f"{', '.join(STRATEGIES)}.")  # fmt: skip
+            raise ValueError(
+                f"--task_sampling {self.task_sampling!r} is not supported; choose one of {', '.join(STRATEGIES)}."
+            )
         if not self.task_sampling_temperature > 0:
             raise ValueError(f"--task_sampling_temperature {self.task_sampling_temperature} must be > 0.")
         for name in ("backbone_learning_rate", "shared_learning_rate", "head_learning_rate"):
@@ -349,23 +419,35 @@ class SentMtlTrainingArguments(TrainingArguments):
             raise ValueError(EMA_WITH_BEST_MODEL)
         if self.freeze_backbone_layers < 0:
             raise ValueError(f"--freeze_backbone_layers {self.freeze_backbone_layers} must be >= 0.")
-        if self.unfreeze_backbone_at_epoch is not None and self.freeze != "backbone" and not self.freeze_backbone_layers:
-            raise ValueError("--unfreeze_backbone_at_epoch needs a frozen backbone (--freeze_backbone or --freeze_backbone_layers).")
+        if (
+            self.unfreeze_backbone_at_epoch is not None
+            and self.freeze != "backbone"
+            and not self.freeze_backbone_layers
+        ):
+            raise ValueError(
+                "--unfreeze_backbone_at_epoch needs a frozen backbone (--freeze_backbone or --freeze_backbone_layers)."
+            )
         if self.loss_weighting_learning_rate <= 0:
             raise ValueError(f"--loss_weighting_learning_rate {self.loss_weighting_learning_rate} must be > 0.")
         if self.unfreeze_backbone_at_epoch is not None and launched_processes() > 1:
             # DDP registers its gradient hooks for the parameters that train when it wraps the model; parameters
             # unfrozen later are never all-reduced, and the replicas drift apart without an error.
-            raise ValueError("--unfreeze_backbone_at_epoch is single-process only: under several processes the "
-                             "unfrozen backbone would not be synchronised. Run it in one process.")
+            raise ValueError(
+                "--unfreeze_backbone_at_epoch is single-process only: under several processes the "
+                "unfrozen backbone would not be synchronised. Run it in one process."
+            )
         hub_strategy = getattr(self.hub_strategy, "value", self.hub_strategy)
         if hub_strategy != "end":
-            raise ValueError(f"--hub_strategy {hub_strategy} is not supported: sentmtl pushes once, after the final "
-                             "local save (`end`). Push checkpoints yourself with python -m sentmtl.hub if needed.")
+            raise ValueError(
+                f"--hub_strategy {hub_strategy} is not supported: sentmtl pushes once, after the final "
+                "local save (`end`). Push checkpoints yourself with python -m sentmtl.hub if needed."
+            )
         # Chosen for the device the run trains on (the CPU under --use_cpu, even on a machine with a GPU).
         self.bf16_chosen_automatically = self.bf16 is None
         if self.bf16 is None:
-            device_type = "cpu" if self.use_cpu or not has_accelerator() else ("cuda" if torch.cuda.is_available() else "mps")
+            device_type = (
+                "cpu" if self.use_cpu or not has_accelerator() else ("cuda" if torch.cuda.is_available() else "mps")
+            )
             self.bf16 = not self.fp16 and fast_bf16_available(device_type)
         if self.export_onnx:  # refused now, not after hours of training
             from .onnx_export import require_onnx

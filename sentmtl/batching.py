@@ -14,10 +14,10 @@ import pyarrow.compute as pc
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from . import task_data
 from .data import NO_SOURCE
 from .fingerprints import combine, tokenizer_fingerprint
 from .run_tasks import DataSpec, RunTask
-from . import task_data
 from .task_data import TARGET_PREFIX, table_columns
 from .task_io import task_io
 from .tasks import TaskSpec
@@ -34,9 +34,12 @@ def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBas
             encoded.update({f"pair_{key}": value for key, value in pair.items()})
         if "negatives" in batch:
             k = len(batch["negatives"][0])
-            flat = tokenizer([text for row in batch["negatives"] for text in row], truncation=True, max_length=max_length)
-            encoded.update({f"negative_{key}": [value[i : i + k] for i in range(0, len(value), k)]
-                            for key, value in flat.items()})  # fmt: skip
+            flat = tokenizer(
+                [text for row in batch["negatives"] for text in row], truncation=True, max_length=max_length
+            )
+            encoded.update(
+                {f"negative_{key}": [value[i : i + k] for i in range(0, len(value), k)] for key, value in flat.items()}
+            )
         return encoded
 
     if isinstance(dataset, datasets.IterableDataset):  # tokenised as the rows arrive
@@ -48,8 +51,13 @@ def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBas
     def tokenized(table, fingerprint):
         # Keyed by what decides the tokens (not by hashing this closure: a called tokenizer hashes differently), so a
         # second run on the same table reads the tokenised cache file.
-        return table.map(tokenize, batched=True, remove_columns=texts, desc="Tokenising",
-                         new_fingerprint=combine("tokenize", 1, fingerprint, *identity))  # fmt: skip
+        return table.map(
+            tokenize,
+            batched=True,
+            remove_columns=texts,
+            desc="Tokenising",
+            new_fingerprint=combine("tokenize", 1, fingerprint, *identity),
+        )
 
     # Teacher vectors (fixed-length float columns) are the bulk of a table: a map would read every one of them to
     # copy it into the tokenised file (each page then counts in the process's memory). Tokenise the other columns and
@@ -84,13 +92,23 @@ def _mapped_table_key(table) -> list | None:
 
 def _is_vector(feature) -> bool:
     """A fixed-length list of floats (a teacher's vectors)."""
-    return (isinstance(feature, datasets.List) and getattr(feature, "length", -1) > 0
-            and getattr(feature.feature, "dtype", "").startswith("float"))  # fmt: skip
+    return (
+        isinstance(feature, datasets.List)
+        and getattr(feature, "length", -1) > 0
+        and getattr(feature.feature, "dtype", "").startswith("float")
+    )
 
 
-def prepare(dataset: datasets.Dataset, tasks: list[TaskSpec], tokenizer: PreTrainedTokenizerBase, max_length: int = 128,
-            text_column: str | None = None, text_pair_column: str | None = None,
-            label_columns: dict[str, str] | None = None, negative_columns: list[str] | None = None) -> datasets.Dataset:  # fmt: skip
+def prepare(
+    dataset: datasets.Dataset,
+    tasks: list[TaskSpec],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int = 128,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_columns: dict[str, str] | None = None,
+    negative_columns: list[str] | None = None,
+) -> datasets.Dataset:
     """A user's own table → a tokenised dataset for `SentMtlTrainer`: each of `tasks` (e.g. `model.tasks`) whose
     column is present gets its targets, parsed by its type's rules (label names, absent cells); the column defaults
     to the type's (`label`, `score`, …), `label_columns` names others by task. A contrastive task takes the table's
@@ -99,16 +117,34 @@ def prepare(dataset: datasets.Dataset, tasks: list[TaskSpec], tokenizer: PreTrai
     label_columns = label_columns or {}
     unknown = sorted(set(label_columns) - {task.name for task in tasks})
     if unknown:
-        raise ValueError(f"label_columns names {unknown}, which are not among the tasks ({', '.join(t.name for t in tasks)}).")
-    members = [RunTask(task, DataSpec("uci", text_column, text_pair_column, label_columns.get(task.name),
-                                      negative_columns=negative_columns if task_io(task).from_texts else None))
-               for task in tasks]  # the data field is unused here: the table is given  # fmt: skip
+        raise ValueError(
+            f"label_columns names {unknown}, which are not among the tasks ({', '.join(t.name for t in tasks)})."
+        )
+    members = [
+        RunTask(
+            task,
+            DataSpec(
+                "uci",
+                text_column,
+                text_pair_column,
+                label_columns.get(task.name),
+                negative_columns=negative_columns if task_io(task).from_texts else None,
+            ),
+        )
+        for task in tasks
+    ]  # the data field is unused here: the table is given
     pair_column = text_pair_column or "sentence2"
-    present = [m for m in members if (task_io(m.spec).column(m) or "") in dataset.column_names
-               or (task_io(m.spec).from_texts and pair_column in dataset.column_names)]  # fmt: skip
+    present = [
+        m
+        for m in members
+        if (task_io(m.spec).column(m) or "") in dataset.column_names
+        or (task_io(m.spec).from_texts and pair_column in dataset.column_names)
+    ]
     if not present:
-        raise ValueError(f"the table has none of the tasks' target columns (columns: {dataset.column_names}); name "
-                         "them with label_columns={task name: column}.")  # fmt: skip
+        raise ValueError(
+            f"the table has none of the tasks' target columns (columns: {dataset.column_names}); name "
+            "them with label_columns={task name: column}."
+        )
     columns, _ = table_columns(dataset, present, "the table")
     return tokenize_source(columns, tokenizer, max_length)
 
@@ -118,9 +154,14 @@ class MultiSourceDataset(torch.utils.data.Dataset):
     within one source, and evaluation measures each source's tasks on it. A plain tokenised dataset is one source whose
     tasks are those with a `target__<task>` column."""
 
-    def __init__(self, parts: list[datasets.Dataset], tasks: list[list[TaskSpec]] | None = None,
-                 domain_names: list[list[str]] | None = None, batch_sizes: list[int | None] | None = None,
-                 batches_per_epoch: list[int | None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        parts: list[datasets.Dataset],
+        tasks: list[list[TaskSpec]] | None = None,
+        domain_names: list[list[str]] | None = None,
+        batch_sizes: list[int | None] | None = None,
+        batches_per_epoch: list[int | None] | None = None,
+    ):
         """`batch_sizes` / `batches_per_epoch`: per part, its own (None: the trainer's / the sampling strategy's)."""
         self.parts = parts
         self.tasks = tasks if tasks is not None else [None] * len(parts)
@@ -194,8 +235,13 @@ class MultiTaskCollator:
 
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec], pad_to_multiple_of: int | None = None,
-                 max_length: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        tasks: list[TaskSpec],
+        pad_to_multiple_of: int | None = None,
+        max_length: int | None = None,
+    ):
         self.tokenizer = tokenizer
         self.dtypes = {task.name: task.kind.target_dtype for task in tasks}
         self.pad_to_multiple_of, self.max_length = pad_to_multiple_of, max_length
@@ -215,17 +261,21 @@ class MultiTaskCollator:
             batch.update({f"pair_{key}": value for key, value in pair.items()})
         if "negative_input_ids" in rows[0]:  # k per row: padded together, then [rows, k, length]
             k = len(rows[0]["negative_input_ids"])
-            flat = [{key: row[f"negative_{key}"][j] for key in self.INPUTS if f"negative_{key}" in row}
-                    for row in rows for j in range(k)]  # fmt: skip
+            flat = [
+                {key: row[f"negative_{key}"][j] for key in self.INPUTS if f"negative_{key}" in row}
+                for row in rows
+                for j in range(k)
+            ]
             negatives = self._pad(flat)
             batch.update({f"negative_{key}": value.reshape(len(rows), k, -1) for key, value in negatives.items()})
         labels = {}
         for key in rows[0]:
             if key.startswith(TARGET_PREFIX):
-                name = key[len(TARGET_PREFIX):]
+                name = key[len(TARGET_PREFIX) :]
                 if name not in self.dtypes:
-                    raise ValueError(f"the data has targets for {name!r}, which is not one of the tasks "
-                                     f"({', '.join(self.dtypes)}).")  # fmt: skip
+                    raise ValueError(
+                        f"the data has targets for {name!r}, which is not one of the tasks ({', '.join(self.dtypes)})."
+                    )
                 labels[name] = torch.as_tensor(np.asarray([row[key] for row in rows]), dtype=self.dtypes[name])
         batch["task_labels"] = labels
         batch["domain"] = torch.tensor([row.get("domain", NO_SOURCE) for row in rows], dtype=torch.long)

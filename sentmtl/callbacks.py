@@ -8,7 +8,6 @@ import signal
 import threading
 
 import torch
-
 from transformers import TrainerCallback
 
 from .memory import RELEASE_EVERY_STEPS, release_memory
@@ -44,7 +43,11 @@ class FreezeCallback(TrainerCallback):
         trainable, total = model.count_parameters()
         logger.warning(
             "Trainable parameters: %s of %s (%.1f%%); freeze=%s, frozen lower layers=%d",
-            f"{trainable:,}", f"{total:,}", 100 * trainable / total, self.freeze, self.freeze_backbone_layers,
+            f"{trainable:,}",
+            f"{total:,}",
+            100 * trainable / total,
+            self.freeze,
+            self.freeze_backbone_layers,
         )
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
@@ -61,8 +64,11 @@ class FreezeCallback(TrainerCallback):
             if all(p.requires_grad for p in unwrap(model).encoder.parameters()):
                 return
             unwrap(model).unfreeze("backbone")
-            logger.warning("Epoch %d: backbone unfrozen (%s trainable parameters).",
-                           self.unfreeze_backbone_at_epoch, f"{unwrap(model).count_parameters()[0]:,}")
+            logger.warning(
+                "Epoch %d: backbone unfrozen (%s trainable parameters).",
+                self.unfreeze_backbone_at_epoch,
+                f"{unwrap(model).count_parameters()[0]:,}",
+            )
 
 
 class InterruptCallback(TrainerCallback):
@@ -90,8 +96,10 @@ class InterruptCallback(TrainerCallback):
             self.restore()
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping now")
         self.received = signum
-        logger.warning("Received %s: saving a checkpoint after this step, then stopping (send it again to stop now).",
-                       signal.Signals(signum).name)
+        logger.warning(
+            "Received %s: saving a checkpoint after this step, then stopping (send it again to stop now).",
+            signal.Signals(signum).name,
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
         if threading.current_thread() is threading.main_thread():  # handlers can only be set from the main thread
@@ -147,8 +155,10 @@ class WeightAveragingCallback(TrainerCallback):
                 raise ValueError(f"{saved}: its weights do not match the model's; was it saved by another model?")
             self.average = {name: stored[name].to(p.device, torch.float32) for name, p in weights.items()}
         elif saved:
-            raise ValueError(f"--ema_decay: {self.resume_from} has no {self.FILE} (saved without --ema_decay?), so "
-                             "the average cannot continue; resume without --ema_decay or start afresh.")  # fmt: skip
+            raise ValueError(
+                f"--ema_decay: {self.resume_from} has no {self.FILE} (saved without --ema_decay?), so "
+                "the average cannot continue; resume without --ema_decay or start afresh."
+            )
         else:
             self.average = {name: p.detach().float().clone() for name, p in weights.items()}
 

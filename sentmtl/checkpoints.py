@@ -12,9 +12,10 @@ def latest_checkpoint(output_dir) -> Path | None:
     if not output_dir.is_dir():
         return None
     complete = [
-        path for path in output_dir.glob("checkpoint-*")
+        path
+        for path in output_dir.glob("checkpoint-*")
         if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
-    ]  # fmt: skip
+    ]
     return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
 
 

@@ -82,9 +82,15 @@ class SentMtlConfig(PretrainedConfig):
     # For a plain `Trainer.predict`: the predictions are (logits, sentiment_scores); the dicts, aliases and
     # embeddings stay out. SentMtlTrainer evaluates every task through `task_outputs` instead.
     keys_to_ignore_at_inference: ClassVar[list[str]] = [
-        "task_losses", "task_logits", "task_outputs", "classification_loss", "sentiment_loss", "sentiment_logits",
-        "embeddings", "pair_embeddings",
-    ]  # fmt: skip
+        "task_losses",
+        "task_logits",
+        "task_outputs",
+        "classification_loss",
+        "sentiment_loss",
+        "sentiment_logits",
+        "embeddings",
+        "pair_embeddings",
+    ]
 
     encoder_config: PretrainedConfig | dict | None = None
     encoder_name_or_path: str | None = None
@@ -113,8 +119,10 @@ class SentMtlConfig(PretrainedConfig):
             self.label2id = {"negative": 0, "positive": 1}
         super().__post_init__(**kwargs)
         if self.tasks is not None:
-            specs = [TaskSpec.from_dict(dict(task), f"tasks[{i}]") if not isinstance(task, TaskSpec) else task
-                     for i, task in enumerate(self.tasks)]  # fmt: skip
+            specs = [
+                TaskSpec.from_dict(dict(task), f"tasks[{i}]") if not isinstance(task, TaskSpec) else task
+                for i, task in enumerate(self.tasks)
+            ]
             check_unique_names(specs)
             self.tasks = [spec.to_dict() for spec in specs]
             first = first_task(specs, "classification")
@@ -129,8 +137,12 @@ class SentMtlConfig(PretrainedConfig):
     def task_specs(self) -> list[TaskSpec]:
         """The tasks, as `TaskSpec`s (the seed's two when `tasks` is unset)."""
         if self.tasks is None:
-            return default_tasks([self.id2label[i] for i in range(self.num_labels)], self.classification_loss_weight,
-                                 self.sentiment_loss_weight, self.classification_label_smoothing)  # fmt: skip
+            return default_tasks(
+                [self.id2label[i] for i in range(self.num_labels)],
+                self.classification_loss_weight,
+                self.sentiment_loss_weight,
+                self.classification_label_smoothing,
+            )
         return [TaskSpec(**task) for task in self.tasks]
 
     def task(self, name: str) -> TaskSpec:
@@ -180,25 +192,40 @@ class SentMtlConfig(PretrainedConfig):
                 given = "matryoshka_weights" if weights is not None else "matryoshka_self_distillation"
                 raise ValueError(f"{given} without matryoshka_dims: give the dimensions it acts on.")
             return
-        if (not isinstance(dims, (list, tuple)) or not dims or len(set(dims)) != len(dims)
-                or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= self.embedding_size for d in dims)):  # fmt: skip
-            raise ValueError(f"matryoshka_dims={dims!r}: a list of distinct integers in 1 … embedding_size "
-                             f"({self.embedding_size}).")  # fmt: skip
-        if weights is not None and (len(weights) != len(dims) or not all(w >= 0 for w in weights) or not sum(weights) > 0):
-            raise ValueError(f"matryoshka_weights={weights!r}: one non-negative weight per dimension in "
-                             f"matryoshka_dims {dims}, not all 0.")  # fmt: skip
-        refused = [f"{t.name} (loss {t.loss})" for t in self.task_specs if t.matryoshka and t.loss in t.kind.prefix_refused]
+        if (
+            not isinstance(dims, (list, tuple))
+            or not dims
+            or len(set(dims)) != len(dims)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= self.embedding_size for d in dims)
+        ):
+            raise ValueError(
+                f"matryoshka_dims={dims!r}: a list of distinct integers in 1 … embedding_size ({self.embedding_size})."
+            )
+        if weights is not None and (
+            len(weights) != len(dims) or not all(w >= 0 for w in weights) or not sum(weights) > 0
+        ):
+            raise ValueError(
+                f"matryoshka_weights={weights!r}: one non-negative weight per dimension in "
+                f"matryoshka_dims {dims}, not all 0."
+            )
+        refused = [
+            f"{t.name} (loss {t.loss})" for t in self.task_specs if t.matryoshka and t.loss in t.kind.prefix_refused
+        ]
         if refused:
-            raise ValueError(f"matryoshka_dims: {', '.join(refused)} cannot be taken on a truncated embedding (cosine "
-                             "distillation compares it with full-size teacher vectors); use loss: relational, set "
-                             "matryoshka: false on the task (its loss on the full embedding only), or drop "
-                             "matryoshka_dims.")  # fmt: skip
+            raise ValueError(
+                f"matryoshka_dims: {', '.join(refused)} cannot be taken on a truncated embedding (cosine "
+                "distillation compares it with full-size teacher vectors); use loss: relational, set "
+                "matryoshka: false on the task (its loss on the full embedding only), or drop "
+                "matryoshka_dims."
+            )
         shorter = [w for d, w in self.matryoshka() if d < self.embedding_size]
         if self_distillation and not sum(shorter) > 0:
-            raise ValueError(f"matryoshka_self_distillation={self_distillation!r} needs a size below the embedding's "
-                             f"({self.embedding_size}) with a weight above 0 in matryoshka_dims {dims} "
-                             f"(matryoshka_weights {weights}): it pulls the shorter prefixes towards the full "
-                             "embedding.")  # fmt: skip
+            raise ValueError(
+                f"matryoshka_self_distillation={self_distillation!r} needs a size below the embedding's "
+                f"({self.embedding_size}) with a weight above 0 in matryoshka_dims {dims} "
+                f"(matryoshka_weights {weights}): it pulls the shorter prefixes towards the full "
+                "embedding."
+            )
         self.matryoshka_dims = [int(d) for d in dims]
         self.matryoshka_self_distillation = float(self_distillation)
 

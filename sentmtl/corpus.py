@@ -315,9 +315,15 @@ def _column_array(dataset: datasets.Dataset, column: str) -> np.ndarray:
     return dataset.with_format("arrow")[column].to_numpy()
 
 
-def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: int = 42, max_samples: int | None = None,
-                     text_column: str | list[str] = "sentence", label_column: str | None = "label",
-                     source_column: str = "source"):  # fmt: skip
+def train_test_split(
+    dataset: datasets.Dataset,
+    test_size: float = 0.2,
+    seed: int = 42,
+    max_samples: int | None = None,
+    text_column: str | list[str] = "sentence",
+    label_column: str | None = "label",
+    source_column: str = "source",
+):
     """A leak-free, stratified `DatasetDict(train, test)`.
 
     Every group of near-duplicates (`near_duplicate_key`: the corpus's 3,000 rows are 2,972 such groups) lands on
@@ -337,7 +343,11 @@ def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: in
     rows = len(group)
     has_labels = label_column is not None and label_column in dataset.column_names
     labels = _column_array(dataset, label_column) if has_labels else np.zeros(rows, dtype=np.int64)
-    sources = _column_array(dataset, source_column) if source_column in dataset.column_names else np.zeros(rows, dtype=np.int64)
+    sources = (
+        _column_array(dataset, source_column)
+        if source_column in dataset.column_names
+        else np.zeros(rows, dtype=np.int64)
+    )
 
     n_all = int(group.max()) + 1 if rows else 0
     first_row = np.full(n_all, rows, dtype=np.int64)
@@ -363,12 +373,17 @@ def train_test_split(dataset: datasets.Dataset, test_size: float = 0.2, seed: in
         group_size = np.minimum(group_size, 1)
 
     n_groups = sum(len(members) for members in groups_by_stratum.values())
-    logger.info("Split: %d rows in %d groups of near-duplicates (case, punctuation and spacing ignored).",
-                int(sum(group_size[g] for members in groups_by_stratum.values() for g in members)), n_groups)
+    logger.info(
+        "Split: %d rows in %d groups of near-duplicates (case, punctuation and spacing ignored).",
+        int(sum(group_size[g] for members in groups_by_stratum.values() for g in members)),
+        n_groups,
+    )
     if n_groups < 2:
-        raise ValueError(f"cannot hold rows out: the {rows} rows form {n_groups} group of near-duplicates "
-                         "(rows sharing a text, in any text column, stay on one side). Give the data a validation "
-                         "file or more distinct rows.")  # fmt: skip
+        raise ValueError(
+            f"cannot hold rows out: the {rows} rows form {n_groups} group of near-duplicates "
+            "(rows sharing a text, in any text column, stay on one side). Give the data a validation "
+            "file or more distinct rows."
+        )
     n_test = min(max(1, round(n_groups * test_size)), n_groups - 1)
     is_test = np.zeros(n_all, dtype=bool)
     is_test[list(_stratified_pick(groups_by_stratum, n_test, rng))] = True

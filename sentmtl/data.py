@@ -20,8 +20,9 @@ def read_table(path, cache_dir=None, streaming: bool = False) -> datasets.Datase
         raise FileNotFoundError(f"{path}: no such file.")
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
     try:
-        return datasets.load_dataset(_LOADERS[suffix], data_files=str(path), split="train", cache_dir=cache_dir,
-                                     streaming=streaming, **kwargs)  # fmt: skip
+        return datasets.load_dataset(
+            _LOADERS[suffix], data_files=str(path), split="train", cache_dir=cache_dir, streaming=streaming, **kwargs
+        )
     except ValueError as err:
         if "corresponds to no data" in str(err):  # datasets' words for a file without rows
             raise ValueError(f"{path}: no rows (a header alone, or an empty file); every source needs data.") from None

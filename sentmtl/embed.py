@@ -64,8 +64,10 @@ def encode(
     if truncate_dim is not None:
         truncate_dim = _as_size(truncate_dim)
         if pooled or truncate_dim is None or not 1 <= truncate_dim <= width:
-            raise ValueError(f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({width}), and not "
-                             "with pooled=True.")  # fmt: skip
+            raise ValueError(
+                f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({width}), and not "
+                "with pooled=True."
+            )
         width = truncate_dim
     if not sentences:
         return np.zeros((0, width), dtype=np.float32)
@@ -74,12 +76,24 @@ def encode(
         # after encoding (distillation targets are computed before training) would fail in its first backward.
         model.to(device)
     with torch.inference_mode():
-        return _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_bar, precision, truncated,
-                       pooled, width, truncate_dim)  # fmt: skip
+        return _encode(
+            model,
+            sentences,
+            tokenizer,
+            batch_size,
+            max_length,
+            show_progress_bar,
+            precision,
+            truncated,
+            pooled,
+            width,
+            truncate_dim,
+        )
 
 
-def tokenize_sentences(tokenizer, sentences: list[str], max_length: int, truncated: list[int] | None = None
-                       ) -> list[list[int]]:  # fmt: skip
+def tokenize_sentences(
+    tokenizer, sentences: list[str], max_length: int, truncated: list[int] | None = None
+) -> list[list[int]]:
     """Token ids of each sentence, cut to `max_length`. The indices of the cut sentences are appended to `truncated`
     when given, else logged: nothing is shortened silently."""
     # Tokenise untruncated first, so over-long sentences are known (and counted), then truncate just those.
@@ -92,8 +106,12 @@ def tokenize_sentences(tokenizer, sentences: list[str], max_length: int, truncat
         if truncated is not None:
             truncated.extend(too_long)
         else:
-            logger.warning("%d of %d sentences are longer than %d tokens and were truncated.",
-                           len(too_long), len(sentences), max_length)
+            logger.warning(
+                "%d of %d sentences are longer than %d tokens and were truncated.",
+                len(too_long),
+                len(sentences),
+                max_length,
+            )
     return tokenized
 
 
@@ -137,8 +155,19 @@ def _as_size(value) -> int | None:
         return None
 
 
-def _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_bar, precision, truncated, pooled,
-            width, truncate_dim=None) -> np.ndarray:  # fmt: skip
+def _encode(
+    model,
+    sentences,
+    tokenizer,
+    batch_size,
+    max_length,
+    show_progress_bar,
+    precision,
+    truncated,
+    pooled,
+    width,
+    truncate_dim=None,
+) -> np.ndarray:
     was_training = model.training
     model.eval()
 
@@ -149,7 +178,9 @@ def _encode(model, sentences, tokenizer, batch_size, max_length, show_progress_b
     # The precision follows the device the model is on, not the best device this machine has.
     use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16_available(target.type))
     autocast = torch.autocast(device_type=target.type, dtype=torch.bfloat16, enabled=use_bf16)
-    for index, input_ids, attention_mask in length_batches(tokenizer, tokenized, batch_size, show_progress_bar, "Embedding"):
+    for index, input_ids, attention_mask in length_batches(
+        tokenizer, tokenized, batch_size, show_progress_bar, "Embedding"
+    ):
         input_ids, attention_mask = torch.from_numpy(input_ids).to(target), torch.from_numpy(attention_mask).to(target)
         with autocast:
             embeddings = forward(input_ids, attention_mask)

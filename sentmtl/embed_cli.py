@@ -7,7 +7,6 @@ a sentence-transformers folder.
     python run_embed.py --model_name_or_path out/ --export_onnx out/onnx        # then --backend onnx
 """
 
-
 import argparse
 import itertools
 import sys
@@ -19,10 +18,6 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from .embed import PRECISIONS, default_max_length, encode
-from .onnx_runtime import VARIANTS
-from .errors import USER_ERRORS, debug_requested, one_line
-from .loading import is_sentmtl_checkpoint, load_model_and_tokenizer
-from .precision import default_device
 from .embed_io import (
     OUTPUT_SUFFIXES,
     EmbeddingWriter,
@@ -30,6 +25,10 @@ from .embed_io import (
     iter_sentences,
     write_embeddings,
 )
+from .errors import USER_ERRORS, debug_requested, one_line
+from .loading import is_sentmtl_checkpoint, load_model_and_tokenizer
+from .onnx_runtime import VARIANTS
+from .precision import default_device
 
 BACKENDS = ("torch", "onnx")
 DEFAULT_SEED = 42
@@ -50,8 +49,9 @@ def positive_int(text: str) -> int:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="run_embed.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="run_embed.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("sentences", nargs="*", help="Sentences to embed (default: the seed's sample sentences).")
     parser.add_argument(
         "--model_name_or_path",
@@ -59,29 +59,50 @@ def parse_args(argv=None):
         help="A sentmtl checkpoint folder, or a plain encoder (name or path) around which a fresh, untrained "
         "projection is built. Default: the bundled all-MiniLM-L6-v2.",
     )
-    parser.add_argument("--input_file", help="Sentences from a file: .txt (one per line), .csv, .tsv or .jsonl; streamed.")
-    parser.add_argument("--text_column", default="sentence", help="Column / field holding the text in CSV or JSONL.")
-    parser.add_argument("--output_file", help="Write the embeddings: .npy ([n, d] float32) or .jsonl (with line numbers).")
     parser.add_argument(
-        "--strict", action="store_true",
+        "--input_file", help="Sentences from a file: .txt (one per line), .csv, .tsv or .jsonl; streamed."
+    )
+    parser.add_argument("--text_column", default="sentence", help="Column / field holding the text in CSV or JSONL.")
+    parser.add_argument(
+        "--output_file", help="Write the embeddings: .npy ([n, d] float32) or .jsonl (with line numbers)."
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
         help="Stop at the first bad input line (empty, not UTF-8, no text field) instead of skipping it with a report.",
-    )  # fmt: skip
+    )
     parser.add_argument("--batch_size", type=int, default=64, help="Sentences per forward pass.")
     parser.add_argument(
-        "--chunk_size", type=int, default=8192,
+        "--chunk_size",
+        type=int,
+        default=8192,
         help="Sentences read, embedded and written at a time from --input_file (bounds memory on huge files).",
-    )  # fmt: skip
-    parser.add_argument("--max_length", type=int, default=None, help="Truncate to this many tokens (default: the encoder's limit).")
-    parser.add_argument("--device", default=None,
-                        help="cpu, cuda, cuda:1, mps … Default: the GPU when there is one, else the CPU.")  # fmt: skip
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bf16 where --device runs it fast (cosine ~0.9999 to fp32), else fp32.")  # fmt: skip
-    parser.add_argument("--truncate_dim", type=positive_int, default=None,
-                        help="Keep the embeddings' first N dimensions, re-normalised (models trained with "
-                             "matryoshka_dims); with --export_sentence_transformer, the export gives them too.")  # fmt: skip
+    )
+    parser.add_argument(
+        "--max_length", type=int, default=None, help="Truncate to this many tokens (default: the encoder's limit)."
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps … Default: the GPU when there is one, else the CPU."
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bf16 where --device runs it fast (cosine ~0.9999 to fp32), else fp32.",
+    )
+    parser.add_argument(
+        "--truncate_dim",
+        type=positive_int,
+        default=None,
+        help="Keep the embeddings' first N dimensions, re-normalised (models trained with "
+        "matryoshka_dims); with --export_sentence_transformer, the export gives them too.",
+    )
     parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")
-    parser.add_argument("--allow_pickle_weights", action="store_true",
-                        help="Also load pickle weights (pytorch_model.bin), which can run code: only if you trust them.")  # fmt: skip
+    parser.add_argument(
+        "--allow_pickle_weights",
+        action="store_true",
+        help="Also load pickle weights (pytorch_model.bin), which can run code: only if you trust them.",
+    )
     parser.add_argument(
         "--export_sentence_transformer",
         metavar="OUTDIR",
@@ -89,21 +110,32 @@ def parse_args(argv=None):
         "→ Normalize) that SentenceTransformer(OUTDIR) loads and that embeds exactly as sentmtl does.",
     )
     parser.add_argument(
-        "--export_onnx", metavar="OUTDIR",
+        "--export_onnx",
+        metavar="OUTDIR",
         help="Instead of embedding, write the whole model (encoder, pooling, projection, normalisation and every head) "
         "as one ONNX graph, fp32 and two int8 variants, with its tokenizer and sentmtl_onnx.json. "
-        "Put it in the run folder's onnx/ to serve it with --backend onnx. Needs pip install \"sentmtl[onnx]\".",
-    )  # fmt: skip
+        'Put it in the run folder\'s onnx/ to serve it with --backend onnx. Needs pip install "sentmtl[onnx]".',
+    )
     parser.add_argument(
-        "--backend", choices=BACKENDS, default="torch",
+        "--backend",
+        choices=BACKENDS,
+        default="torch",
         help="torch: the model itself (--precision applies). onnx: the graph exported with --export_onnx (the "
         "folder --model_name_or_path or its onnx/), run by onnxruntime on the CPU; see --onnx_variant.",
-    )  # fmt: skip
-    parser.add_argument("--onnx_variant", choices=VARIANTS, default=None,
-                        help="With --backend onnx: int8 (the default: 8-bit weight blocks, cosine >= 0.99 to fp32), "
-                             "int8_dynamic (fastest on CPUs; min cosine ~0.96) or fp32 (exact).")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=None,
-                        help=f"Seed for the untrained projection of a plain encoder (default {DEFAULT_SEED}).")
+    )
+    parser.add_argument(
+        "--onnx_variant",
+        choices=VARIANTS,
+        default=None,
+        help="With --backend onnx: int8 (the default: 8-bit weight blocks, cosine >= 0.99 to fp32), "
+        "int8_dynamic (fastest on CPUs; min cosine ~0.96) or fp32 (exact).",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"Seed for the untrained projection of a plain encoder (default {DEFAULT_SEED}).",
+    )
     args = parser.parse_args(argv)
     export = args.export_sentence_transformer or args.export_onnx
     if args.export_sentence_transformer and args.export_onnx:
@@ -113,11 +145,16 @@ def parse_args(argv=None):
         parser.error(f"{option} writes a model; it takes no sentences, --input_file or --output_file")
     if args.export_onnx:
         # The graph is fp32 (int8 variants beside it), full size, and takes up to the encoder's token limit.
-        for flag, given in (("--truncate_dim", args.truncate_dim is not None), ("--max_length", args.max_length is not None),
-                            (f"--precision {args.precision}", args.precision != "auto")):  # fmt: skip
+        for flag, given in (
+            ("--truncate_dim", args.truncate_dim is not None),
+            ("--max_length", args.max_length is not None),
+            (f"--precision {args.precision}", args.precision != "auto"),
+        ):
             if given:
-                parser.error(f"{flag} does not apply to --export_onnx (the graph gives full-size embeddings in fp32 and "
-                             "int8, up to the encoder's token limit); pass it when embedding with --backend onnx")
+                parser.error(
+                    f"{flag} does not apply to --export_onnx (the graph gives full-size embeddings in fp32 and "
+                    "int8, up to the encoder's token limit); pass it when embedding with --backend onnx"
+                )
     if args.onnx_variant is not None and args.backend != "onnx":
         parser.error(f"--onnx_variant {args.onnx_variant} applies to --backend onnx")
     if args.backend == "onnx":
@@ -130,7 +167,9 @@ def parse_args(argv=None):
         if args.precision != "auto":
             parser.error(f"--precision {args.precision} applies to --backend torch; with onnx, choose --onnx_variant")
         if args.device not in (None, "cpu"):
-            parser.error(f"--backend onnx runs on the CPU (onnxruntime's CPU provider); --device {args.device} is not supported")
+            parser.error(
+                f"--backend onnx runs on the CPU (onnxruntime's CPU provider); --device {args.device} is not supported"
+            )
         if args.allow_pickle_weights:
             parser.error("--allow_pickle_weights loads torch weights; --backend onnx reads none")
         if args.seed is not None:
@@ -195,8 +234,10 @@ class Embedder:
             self.size = args.truncate_dim or self.onnx.embedding_size
             self.max_length = args.max_length or self.onnx.manifest["max_length"]
             if args.truncate_dim is not None and args.truncate_dim > self.onnx.embedding_size:
-                raise ValueError(f"--truncate_dim {args.truncate_dim}: the exported embeddings have "
-                                 f"{self.onnx.embedding_size} dimensions.")  # fmt: skip
+                raise ValueError(
+                    f"--truncate_dim {args.truncate_dim}: the exported embeddings have "
+                    f"{self.onnx.embedding_size} dimensions."
+                )
         else:
             self.model, self.tokenizer = load(args)
             self.size = args.truncate_dim or self.model.config.embedding_size
@@ -205,12 +246,25 @@ class Embedder:
     def __call__(self, sentences: list[str], truncated: list[int]) -> np.ndarray:
         args = self.args
         if args.backend == "onnx":
-            return self.onnx.encode(sentences, batch_size=args.batch_size, max_length=self.max_length,
-                                    truncate_dim=args.truncate_dim, show_progress_bar=self.show_progress_bar,
-                                    truncated=truncated)  # fmt: skip
-        return encode(self.model, sentences, self.tokenizer, batch_size=args.batch_size, max_length=self.max_length,
-                      precision=args.precision, show_progress_bar=self.show_progress_bar, truncated=truncated,
-                      truncate_dim=args.truncate_dim)  # fmt: skip
+            return self.onnx.encode(
+                sentences,
+                batch_size=args.batch_size,
+                max_length=self.max_length,
+                truncate_dim=args.truncate_dim,
+                show_progress_bar=self.show_progress_bar,
+                truncated=truncated,
+            )
+        return encode(
+            self.model,
+            sentences,
+            self.tokenizer,
+            batch_size=args.batch_size,
+            max_length=self.max_length,
+            precision=args.precision,
+            show_progress_bar=self.show_progress_bar,
+            truncated=truncated,
+            truncate_dim=args.truncate_dim,
+        )
 
 
 def embed_sentences(args, sentences: list[str]) -> int:
@@ -270,16 +324,23 @@ def report_truncated(indices: list[int], total: int, max_length: int, what: str 
     if indices:
         shown = ", ".join(str(i + 1 if what == "sentence" else i) for i in indices[:10])
         more = ", …" if len(indices) > 10 else ""
-        print(f"Truncated {len(indices)} of {total} sentences longer than {max_length} tokens ({what}s {shown}{more}).",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"Truncated {len(indices)} of {total} sentences longer than {max_length} tokens ({what}s {shown}{more}).",
+            file=sys.stderr,
+        )
 
 
 def export(args) -> int:
     from .export import export_sentence_transformer
 
     model, tokenizer = load(args)
-    out = export_sentence_transformer(model, tokenizer, args.export_sentence_transformer, max_seq_length=args.max_length,
-                                      truncate_dim=args.truncate_dim)  # fmt: skip
+    out = export_sentence_transformer(
+        model,
+        tokenizer,
+        args.export_sentence_transformer,
+        max_seq_length=args.max_length,
+        truncate_dim=args.truncate_dim,
+    )
     print(f"Wrote a sentence-transformers model to {out}: SentenceTransformer({str(out)!r}).encode(sentences)")
     return 0
 
@@ -289,8 +350,10 @@ def export_onnx(args) -> int:
 
     model, tokenizer = load(args)
     out = write_onnx(model, tokenizer, args.export_onnx)
-    print(f"Wrote the ONNX graph (embeddings and {len([t for t in model.tasks if t.has_head])} head(s); fp32, int8, int8_dynamic) "
-          f"to {out}: python run_embed.py --backend onnx --model_name_or_path {out}")  # fmt: skip
+    print(
+        f"Wrote the ONNX graph (embeddings and {len([t for t in model.tasks if t.has_head])} head(s); fp32, int8, int8_dynamic) "
+        f"to {out}: python run_embed.py --backend onnx --model_name_or_path {out}"
+    )
     return 0
 
 
@@ -308,4 +371,3 @@ def print_similarity(embeddings: np.ndarray) -> None:
     print("      " + "".join(f"{j:>8}" for j in range(len(matrix))))
     for i, row in enumerate(matrix):
         print(f"{i:>6}" + "".join(f"{v:8.3f}" for v in row))
-

@@ -67,8 +67,9 @@ def _decoded_lines(path: Path) -> Iterator[str]:
             yield decoder.decode(raw)
 
 
-def iter_sentences(path, text_column: str = "sentence", strict: bool = False,
-                   report: InputReport | None = None) -> Iterator[tuple[int, str]]:  # fmt: skip
+def iter_sentences(
+    path, text_column: str = "sentence", strict: bool = False, report: InputReport | None = None
+) -> Iterator[tuple[int, str]]:
     """(line number, sentence) for each valid line of a `.txt`, `.csv` / `.tsv` or `.jsonl` file, streamed.
 
     Bad lines go to `report.skipped` (or raise `ValueError` naming file and line when `strict`).
@@ -121,7 +122,9 @@ def iter_sentences(path, text_column: str = "sentence", strict: bool = False,
             if text is not None:
                 yield number, text
         if not found_field and report.skipped:
-            raise ValueError(f"{path}: no line has a {text_column!r} field ({report.skipped[0][1]}); set --text_column.")
+            raise ValueError(
+                f"{path}: no line has a {text_column!r} field ({report.skipped[0][1]}); set --text_column."
+            )
     else:
         reader = csv.reader(_decoded_lines(path), delimiter="\t" if suffix == ".tsv" else ",")
         header = next(reader, None) or []
@@ -172,7 +175,8 @@ class EmbeddingWriter:
             self.array[self.rows : self.rows + len(embeddings)] = embeddings
         else:
             self.handle.writelines(
-                json.dumps({"line": line, "sentence": sentence, "embedding": vector.tolist()}, ensure_ascii=False) + "\n"
+                json.dumps({"line": line, "sentence": sentence, "embedding": vector.tolist()}, ensure_ascii=False)
+                + "\n"
                 for line, sentence, vector in zip(lines, sentences, embeddings)
             )
         self.rows += len(embeddings)

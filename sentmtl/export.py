@@ -33,8 +33,9 @@ def _st_modules():
     return SentenceTransformer, Transformer, Pooling, Dense, Normalize
 
 
-def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: int | None = None,
-                                truncate_dim: int | None = None) -> Path:  # fmt: skip
+def export_sentence_transformer(
+    model, tokenizer, output_dir, max_seq_length: int | None = None, truncate_dim: int | None = None
+) -> Path:
     """Write `model`'s embedding path to `output_dir` as a sentence-transformers model; returns the folder.
 
     `truncate_dim`: the export gives the first `truncate_dim` dimensions (re-normalised), as `encode(...,
@@ -53,7 +54,9 @@ def export_sentence_transformer(model, tokenizer, output_dir, max_seq_length: in
     projection = model.shared_projection
     rows = projection.out_features if truncate_dim is None else truncate_dim
     if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 1 <= rows <= projection.out_features:
-        raise ValueError(f"truncate_dim={truncate_dim}: an integer in 1 … the embedding size ({projection.out_features}).")
+        raise ValueError(
+            f"truncate_dim={truncate_dim}: an integer in 1 … the embedding size ({projection.out_features})."
+        )
     rows = int(rows)
     with tempfile.TemporaryDirectory() as encoder_dir:
         # The encoder alone, as a plain transformers checkpoint the Transformer module can load. sentmtl drops

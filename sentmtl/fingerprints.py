@@ -44,8 +44,13 @@ def tokenizer_fingerprint(tokenizer) -> str:
         described = pipeline
     else:  # a slow tokenizer: its vocabulary and its options (do_lower_case, …)
         described = [sorted(tokenizer.get_vocab().items()), tokenizer.init_kwargs]
-    return combine(type(tokenizer).__name__, described, tokenizer.all_special_tokens, tokenizer.padding_side,
-                   list(tokenizer.model_input_names))  # fmt: skip
+    return combine(
+        type(tokenizer).__name__,
+        described,
+        tokenizer.all_special_tokens,
+        tokenizer.padding_side,
+        list(tokenizer.model_input_names),
+    )
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:

@@ -31,8 +31,11 @@ def files_to_upload(output_dir) -> list[str]:
     files = [p for p in output_dir.iterdir() if p.is_file()]
     if (output_dir / ONNX_FOLDER).is_dir():
         files += [p for p in (output_dir / ONNX_FOLDER).iterdir() if p.is_file()]
-    return sorted(p.relative_to(output_dir).as_posix() for p in files
-                  if p.name not in _NEVER_UPLOADED and not p.name.startswith("."))  # fmt: skip
+    return sorted(
+        p.relative_to(output_dir).as_posix()
+        for p in files
+        if p.name not in _NEVER_UPLOADED and not p.name.startswith(".")
+    )
 
 
 def check_hub_reachable(timeout: float = 5.0) -> None:
@@ -48,8 +51,14 @@ def check_hub_reachable(timeout: float = 5.0) -> None:
         raise HubPushError(f"cannot reach {host}:{port} ({reason}).")
 
 
-def push_folder(output_dir, repo_id: str, token: str | None = None, private: bool | None = None,
-                commit_message: str = "Upload sentmtl model", revision: str | None = None) -> str:  # fmt: skip
+def push_folder(
+    output_dir,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload sentmtl model",
+    revision: str | None = None,
+) -> str:
     """Create `repo_id` (and the branch `revision`, when given) if needed and upload `files_to_upload(output_dir)`
     there; returns the repository URL.
 
@@ -57,8 +66,10 @@ def push_folder(output_dir, repo_id: str, token: str | None = None, private: boo
     whose message says the local folder is intact and how to retry; the token never appears in it.
     """
     output_dir = Path(output_dir)
-    retry = (f"The trained model is saved in {output_dir}; push it later with: python -m sentmtl.hub {output_dir} "
-             f"--hub_model_id {repo_id}" + (f" --revision {revision}" if revision else ""))
+    retry = (
+        f"The trained model is saved in {output_dir}; push it later with: python -m sentmtl.hub {output_dir} "
+        f"--hub_model_id {repo_id}" + (f" --revision {revision}" if revision else "")
+    )
     if not (output_dir / "config.json").is_file():
         raise HubPushError(f"{output_dir} holds no saved model (no config.json); nothing to push.")
     files = files_to_upload(output_dir)
@@ -70,8 +81,13 @@ def push_folder(output_dir, repo_id: str, token: str | None = None, private: boo
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=files, commit_message=commit_message,
-                          revision=revision)  # fmt: skip
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=output_dir,
+            allow_patterns=files,
+            commit_message=commit_message,
+            revision=revision,
+        )
     except HubPushError as err:
         raise HubPushError(f"Pushing to {repo_id} failed: {err} {retry}") from None
     except Exception as err:  # network, auth, permission: all leave the local folder as it is

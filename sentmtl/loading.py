@@ -72,8 +72,10 @@ def build_model(model_args, tasks: list[TaskSpec]):
     """A fresh model with `tasks`, or the checkpoint to continue from: its headed tasks must be the run's (same
     type and labels); tasks without a head (similarity, distillation) may be added."""
     if is_sentmtl_checkpoint(model_args.model_name_or_path):
-        logger.warning("Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
-                       model_args.model_name_or_path)
+        logger.warning(
+            "Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
+            model_args.model_name_or_path,
+        )
         model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
         refuse_architecture_flags(model_args, model.config)
         known = {task.name: task for task in model.config.task_specs}
@@ -81,23 +83,31 @@ def build_model(model_args, tasks: list[TaskSpec]):
             mine = known.get(task.name)
             if task.has_head and (mine is None or (mine.type, mine.labels) != (task.type, task.labels)):
                 has = f"{mine.type} with classes {mine.labels}" if mine else "no such task"
-                raise ValueError(f"{model_args.model_name_or_path} has {has} for {task.name!r}, not a {task.type} "
-                                 f"task with classes {task.labels}: continue with the same tasks and names.")  # fmt: skip
+                raise ValueError(
+                    f"{model_args.model_name_or_path} has {has} for {task.name!r}, not a {task.type} "
+                    f"task with classes {task.labels}: continue with the same tasks and names."
+                )
         # The checkpoint's tasks in its order (their heads are in the weights; a learned loss weight is per position)
         # with the run's losses and weights, then the run's new head-less tasks.
         wanted = {task.name: task for task in tasks}
         merged = [wanted.get(name, mine).to_dict() for name, mine in known.items()]
         merged += [task.to_dict() for task in tasks if task.name not in known]
         if model.loss_log_variances is not None and len(merged) != len(known):
-            raise ValueError(f"{model_args.model_name_or_path} learns one loss weight per task for {len(known)} tasks; "
-                             f"this run has {len(merged)}. Continue with the same tasks, or --distillation_weight 0.")  # fmt: skip
+            raise ValueError(
+                f"{model_args.model_name_or_path} learns one loss weight per task for {len(known)} tasks; "
+                f"this run has {len(merged)}. Continue with the same tasks, or --distillation_weight 0."
+            )
         model.config.tasks = merged
         for name in RUN_SETTINGS:  # the run's value (its default when unset), not the checkpoint's
             setattr(model.config, name, getattr(model_args, name))
         model.config._validate_matryoshka()  # the checkpoint's Matryoshka sizes against the run's tasks and settings
         return model, tokenizer
-    return load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights,
-                                    tasks=[task.to_dict() for task in tasks], **model_args.config_overrides())  # fmt: skip
+    return load_model_and_tokenizer(
+        model_args.model_name_or_path,
+        model_args.allow_pickle_weights,
+        tasks=[task.to_dict() for task in tasks],
+        **model_args.config_overrides(),
+    )
 
 
 __all__ = ["build_model", "is_sentmtl_checkpoint", "load_model_and_tokenizer", "resolved_model_type"]

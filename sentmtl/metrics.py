@@ -14,13 +14,16 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+
 def classification_metrics(labels, predicted, num_classes: int = 2, domains=None, domain_names=()) -> dict[str, float]:
     """Accuracy; precision / recall / F1 of the positive class (id 1) with two classes, macro-averaged with more;
     macro and micro F1; the K×K confusion matrix as `confusion_<true id>_<predicted id>`; accuracy per domain
     (`accuracy_<name>`, domain id i named `domain_names[i]`; only where the data names its domains)."""
     ids = list(range(num_classes))
     average = {"average": "binary", "pos_label": 1} if num_classes == 2 else {"average": "macro"}
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=ids, zero_division=0, **average)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predicted, labels=ids, zero_division=0, **average
+    )
     out = {
         "accuracy": float(accuracy_score(labels, predicted)),
         "precision": float(precision),
@@ -65,8 +68,15 @@ def reliability_bins(confidences, outcomes, n_bins: int = 15) -> list[dict]:
     for b in range(n_bins):
         mask = index == b
         if mask.any():
-            bins.append({"low": b / n_bins, "high": (b + 1) / n_bins, "count": int(mask.sum()),
-                         "confidence": float(confidences[mask].mean()), "rate": float(outcomes[mask].mean())})  # fmt: skip
+            bins.append(
+                {
+                    "low": b / n_bins,
+                    "high": (b + 1) / n_bins,
+                    "count": int(mask.sum()),
+                    "confidence": float(confidences[mask].mean()),
+                    "rate": float(outcomes[mask].mean()),
+                }
+            )
     return bins
 
 
@@ -86,8 +96,11 @@ def calibration_metrics(labels, probabilities, n_bins: int = 15) -> dict[str, fl
     confidence = probabilities.max(-1)
     correct = probabilities.argmax(-1) == labels
     true_probability = probabilities[np.arange(len(labels)), labels].clip(1e-12)
-    return {"ece": expected_calibration_error(confidence, correct, n_bins),
-            "log_loss": float(-np.log(true_probability).mean()), "confidence": float(confidence.mean())}  # fmt: skip
+    return {
+        "ece": expected_calibration_error(confidence, correct, n_bins),
+        "log_loss": float(-np.log(true_probability).mean()),
+        "confidence": float(confidence.mean()),
+    }
 
 
 def confusion_cells(metrics: dict, num_classes: int, prefix: str) -> list[list[int]]:
@@ -107,12 +120,18 @@ def multilabel_metrics(targets, predicted) -> dict[str, float]:
 def correlation_metrics(targets, predicted) -> dict[str, float]:
     if len(targets) < 2 or np.ptp(targets) == 0 or np.ptp(predicted) == 0:
         return {}
-    return {"spearman": float(spearmanr(targets, predicted).statistic), "pearson": float(pearsonr(targets, predicted).statistic)}
+    return {
+        "spearman": float(spearmanr(targets, predicted).statistic),
+        "pearson": float(pearsonr(targets, predicted).statistic),
+    }
 
 
 def regression_metrics(targets, predicted) -> dict[str, float]:
-    return {"mse": float(mean_squared_error(targets, predicted)), "mae": float(mean_absolute_error(targets, predicted)),
-            **correlation_metrics(targets, predicted)}  # fmt: skip
+    return {
+        "mse": float(mean_squared_error(targets, predicted)),
+        "mae": float(mean_absolute_error(targets, predicted)),
+        **correlation_metrics(targets, predicted),
+    }
 
 
 def score_metrics(targets, predicted) -> dict[str, float]:

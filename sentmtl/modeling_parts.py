@@ -85,7 +85,9 @@ class ModelParts:
         """Freeze the embeddings and the lowest `num_layers` encoder layers; the layers above keep training."""
         layers = self.encoder_layer_modules()
         if not 0 <= num_layers <= len(layers):
-            raise ValueError(f"freeze_backbone_layers={num_layers} must be between 0 and the encoder's {len(layers)} layers.")
+            raise ValueError(
+                f"freeze_backbone_layers={num_layers} must be between 0 and the encoder's {len(layers)} layers."
+            )
         embeddings = getattr(self.encoder, "embeddings", None)
         for module in ([embeddings] if embeddings is not None else []) + layers[:num_layers]:
             module.requires_grad_(False)

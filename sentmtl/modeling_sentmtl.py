@@ -1,9 +1,9 @@
 """`SentMtlModel`: a pretrained encoder turned into a multi-task sentence transformer.
 
-    encoder ─> pooling ─> shared_projection (hidden → embedding_size) ─> L2 normalise ─> embeddings
-                                                      ├─ <task>_head per classification / multilabel / score / regression
-                                                      │    task (the seed's: classification_head, sentiment_head)
-                                                      └─ similarity and distillation tasks train the embeddings directly
+encoder ─> pooling ─> shared_projection (hidden → embedding_size) ─> L2 normalise ─> embeddings
+                                                  ├─ <task>_head per classification / multilabel / score / regression
+                                                  │    task (the seed's: classification_head, sentiment_head)
+                                                  └─ similarity and distillation tasks train the embeddings directly
 """
 
 from dataclasses import dataclass
@@ -130,7 +130,10 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         # find the sequence-classification view through auto_map (save_pretrained adds the other two entries).
         if first_task(self.tasks, "classification") is not None:
             view = "modeling_sentmtl.SentMtlForSequenceClassification"
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModelForSequenceClassification": view}
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModelForSequenceClassification": view,
+            }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
@@ -205,7 +208,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         if negative_input_ids is not None:
             rows, k = negative_input_ids.shape[:2]
             flat = lambda x: None if x is None else x.reshape(rows * k, -1)  # noqa: E731
-            mask = negative_attention_mask if negative_attention_mask is not None else torch.ones_like(negative_input_ids)
+            mask = (
+                negative_attention_mask if negative_attention_mask is not None else torch.ones_like(negative_input_ids)
+            )
             negative_embeddings = self.embed(flat(negative_input_ids), flat(mask), flat(negative_token_type_ids))
             negative_embeddings = negative_embeddings.reshape(rows, k, -1)
         features = self.dropout(embeddings)
@@ -213,8 +218,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         targets = task_labels or {}
         unknown = sorted(set(targets) - {task.name for task in tasks})
         if unknown:
-            raise ValueError(f"task_labels names {unknown}, which are not tasks of this model "
-                             f"({', '.join(t.name for t in tasks)}).")  # fmt: skip
+            raise ValueError(
+                f"task_labels names {unknown}, which are not tasks of this model ({', '.join(t.name for t in tasks)})."
+            )
 
         task_outputs, task_losses, labelled = {}, {}, {}
         matryoshka = self.config.matryoshka()
@@ -230,20 +236,33 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             if matryoshka and task.on_prefixes:
                 # Matryoshka: the weighted mean of the loss over the embedding's truncated, re-normalised prefixes.
                 total = sum(weight for _, weight in matryoshka)
-                results = [(weight, self._task_loss(task, output if size == self.config.embedding_size else
-                                                    task.kind.output(task, inputs.truncated(size, self.config.normalize)),
-                                                    targets[task.name]))
-                           for size, weight in matryoshka]  # fmt: skip
+                results = [
+                    (
+                        weight,
+                        self._task_loss(
+                            task,
+                            output
+                            if size == self.config.embedding_size
+                            else task.kind.output(task, inputs.truncated(size, self.config.normalize)),
+                            targets[task.name],
+                        ),
+                    )
+                    for size, weight in matryoshka
+                ]
                 task_losses[task.name] = torch.stack([weight * loss for weight, (loss, _) in results]).sum() / total
                 labelled[task.name] = results[0][1][1]  # the same rows at every size
             else:
                 task_losses[task.name], labelled[task.name] = self._task_loss(task, output, targets[task.name])
         loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
         if loss is not None and self.config.matryoshka_self_distillation and matryoshka:
-            every = [embeddings, pair_embeddings,
-                     None if negative_embeddings is None else negative_embeddings.reshape(-1, embeddings.shape[-1])]
+            every = [
+                embeddings,
+                pair_embeddings,
+                None if negative_embeddings is None else negative_embeddings.reshape(-1, embeddings.shape[-1]),
+            ]
             loss = loss + self.config.matryoshka_self_distillation * self.prefix_self_distillation(
-                torch.cat([e for e in every if e is not None]), matryoshka)  # fmt: skip
+                torch.cat([e for e in every if e is not None]), matryoshka
+            )
 
         first = {kind: first_task(tasks, kind) for kind in ("classification", "score")}
         sentiment_logits = task_outputs.get(first["score"].name) if first["score"] else None
@@ -251,7 +270,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             loss=loss,
             task_losses=task_losses or None,
             logits=task_outputs.get(first["classification"].name) if first["classification"] else None,
-            sentiment_scores=first["score"].kind.predict(first["score"], sentiment_logits) if sentiment_logits is not None else None,
+            sentiment_scores=first["score"].kind.predict(first["score"], sentiment_logits)
+            if sentiment_logits is not None
+            else None,
             sentiment_logits=sentiment_logits,
             task_logits={task.name: task_outputs[task.name] for task in tasks if task.has_head},
             task_outputs=task_outputs,
@@ -279,8 +300,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             return scale_for_ddp(task.kind.loss(task, output, targets)), task.kind.present(targets).any()
         return task.kind.loss(task, output, targets), task.kind.present(targets).any()
 
-    def combine_losses(self, task_losses: dict, tasks: list[TaskSpec] | None = None, labelled: dict | None = None
-                       ) -> torch.Tensor:  # fmt: skip
+    def combine_losses(
+        self, task_losses: dict, tasks: list[TaskSpec] | None = None, labelled: dict | None = None
+    ) -> torch.Tensor:
         """The weighted sum of the losses of the tasks present (a dict by task name). `labelled`: {task: whether any
         row carried its target} (a bool, or a bool tensor, so no host sync); a task without one adds nothing."""
         tasks = tasks if tasks is not None else self.tasks
@@ -289,10 +311,15 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             # without bound (which would switch the task off). A batch with no target for a task must not move its
             # s either: its loss is 0, and s/2 alone would push s down, the task's weight up.
             s = self.loss_log_variances.float()
-            flags = {name: torch.as_tensor((labelled or {}).get(name, True), dtype=s.dtype, device=s.device)
-                     for name in task_losses}  # fmt: skip
-            terms = [flags[task.name] * (torch.exp(-s[i]) * task_losses[task.name] + 0.5 * s[i])
-                     for i, task in enumerate(tasks) if task.name in task_losses]  # fmt: skip
+            flags = {
+                name: torch.as_tensor((labelled or {}).get(name, True), dtype=s.dtype, device=s.device)
+                for name in task_losses
+            }
+            terms = [
+                flags[task.name] * (torch.exp(-s[i]) * task_losses[task.name] + 0.5 * s[i])
+                for i, task in enumerate(tasks)
+                if task.name in task_losses
+            ]
         else:
             terms = [task.loss_weight * task_losses[task.name] for task in tasks if task.name in task_losses]
         return torch.stack(terms).sum()
@@ -313,8 +340,12 @@ class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         # **kwargs: the pipeline passes tokenizer outputs and flags (return_dict …) that the model has no use for.
-        out = self.sentmtl(input_ids, attention_mask, token_type_ids,
-                           task_labels={self.task.name: labels} if labels is not None else None)  # fmt: skip
+        out = self.sentmtl(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            task_labels={self.task.name: labels} if labels is not None else None,
+        )
         return SequenceClassifierOutput(loss=out.loss, logits=out.task_outputs[self.task.name])
 
 
@@ -335,5 +366,13 @@ SentMtlModel.register_for_auto_class("AutoModel")
 SentMtlForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 
-__all__ = ["ParameterGroup", "Pooling", "SentMtlForSequenceClassification", "SentMtlModel", "SentMtlOutput", "SentMtlPreTrainedModel",
-           "TaskHead", "register_auto_classes"]
+__all__ = [
+    "ParameterGroup",
+    "Pooling",
+    "SentMtlForSequenceClassification",
+    "SentMtlModel",
+    "SentMtlOutput",
+    "SentMtlPreTrainedModel",
+    "TaskHead",
+    "register_auto_classes",
+]

@@ -51,8 +51,12 @@ FORMAT = 1  # of sentmtl_onnx.json
 INT8_BLOCK = 128  # `int8`: one scale per 128 weights along the input (0.992 minimum cosine here; 32: 0.998, slower)
 INPUTS = ("input_ids", "attention_mask")
 # The export checks itself on these before writing anything else: the graph must give what the torch model gives.
-CHECK_SENTENCES = ["A short one.", "The service was slow, but the food made up for it and we will come back soon.",
-                   "ok", "Not what I ordered."]  # fmt: skip
+CHECK_SENTENCES = [
+    "A short one.",
+    "The service was slow, but the food made up for it and we will come back soon.",
+    "ok",
+    "Not what I ordered.",
+]
 
 
 def require_onnx():
@@ -62,11 +66,14 @@ def require_onnx():
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise ImportError(f"the ONNX path needs the optional extra ({err.name} is missing): "
-                          "pip install \"sentmtl[onnx]\"") from None  # fmt: skip
+        raise ImportError(
+            f'the ONNX path needs the optional extra ({err.name} is missing): pip install "sentmtl[onnx]"'
+        ) from None
     if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 6):
-        raise ImportError(f"the ONNX export needs torch >= 2.6 (its dynamo exporter); this is {torch.__version__}: "
-                          "pip install \"sentmtl[onnx]\"")  # fmt: skip
+        raise ImportError(
+            f"the ONNX export needs torch >= 2.6 (its dynamo exporter); this is {torch.__version__}: "
+            'pip install "sentmtl[onnx]"'
+        )
 
 
 class OnnxGraph(nn.Module):
@@ -92,8 +99,10 @@ def output_names(model) -> list[str]:
     names = ["embeddings", *(task.name for task in model.tasks if task.has_head)]
     clash = sorted(set(names[1:]) & {"embeddings", *INPUTS})
     if clash:
-        raise ValueError(f"tasks named {clash} would clash with the ONNX graph's inputs and outputs ({', '.join(INPUTS)}, "
-                         "embeddings): rename them.")  # fmt: skip
+        raise ValueError(
+            f"tasks named {clash} would clash with the ONNX graph's inputs and outputs ({', '.join(INPUTS)}, "
+            "embeddings): rename them."
+        )
     return names
 
 
@@ -106,9 +115,16 @@ def manifest(model, max_length: int, variants: list[str], shapes: dict[str, tupl
         outputs[name] = {"shape": ["batch", *shape[1:]]}
         if name in tasks:
             outputs[name].update(type=tasks[name].type, labels=list(tasks[name].labels or []))
-    return {"format": FORMAT, "embedding_size": config.embedding_size, "normalize": config.normalize,
-            "max_length": max_length, "matryoshka_dims": config.matryoshka_dims, "inputs": list(INPUTS),
-            "files": {variant: FILES[variant] for variant in variants}, "outputs": outputs}  # fmt: skip
+    return {
+        "format": FORMAT,
+        "embedding_size": config.embedding_size,
+        "normalize": config.normalize,
+        "max_length": max_length,
+        "matryoshka_dims": config.matryoshka_dims,
+        "inputs": list(INPUTS),
+        "files": {variant: FILES[variant] for variant in variants},
+        "outputs": outputs,
+    }
 
 
 def export_onnx(model, tokenizer, output_dir, quantize: bool = True) -> Path:
@@ -134,9 +150,16 @@ def export_onnx(model, tokenizer, output_dir, quantize: bool = True) -> Path:
     try:
         fp32_path = staging / FILES["fp32"]
         with torch.no_grad():
-            program = torch.onnx.export(graph, example, dynamo=True, opset_version=OPSET, input_names=list(INPUTS),
-                                        output_names=names, dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}),
-                                        verbose=False)  # fmt: skip
+            program = torch.onnx.export(
+                graph,
+                example,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=list(INPUTS),
+                output_names=names,
+                dynamic_shapes=({0: batch, 1: sequence}, {0: batch, 1: sequence}),
+                verbose=False,
+            )
         program.save(str(fp32_path))
         shapes = check_parity(graph, fp32_path, tokenizer, max_length, names)
         variants = ["fp32", *(quantize_int8(fp32_path, staging) if quantize else [])]
@@ -156,8 +179,10 @@ def single_sentence_types(tokenizer) -> None:
     a single sentence other types (Funnel's CLS is type 2) would be served wrongly: refused."""
     types = tokenizer("A sentence.").get("token_type_ids")
     if types is not None and any(types):
-        raise ValueError(f"this tokenizer ({type(tokenizer).__name__}) gives a single sentence token types {types}, not "
-                         "all 0; the ONNX graph takes input_ids and attention_mask only, so it cannot be exported.")  # fmt: skip
+        raise ValueError(
+            f"this tokenizer ({type(tokenizer).__name__}) gives a single sentence token types {types}, not "
+            "all 0; the ONNX graph takes input_ids and attention_mask only, so it cannot be exported."
+        )
 
 
 def check_parity(graph: OnnxGraph, path: Path, tokenizer, max_length: int, names: list[str]) -> dict[str, tuple]:
@@ -174,10 +199,15 @@ def check_parity(graph: OnnxGraph, path: Path, tokenizer, max_length: int, names
         want = [t.numpy() for t in graph(torch.from_numpy(ids), torch.from_numpy(mask))]
     cosine = (got[0] * want[0]).sum(-1) / np.linalg.norm(got[0], axis=-1) / np.linalg.norm(want[0], axis=-1)
     # Within 1e-4, or 1e-4 relative for large values (a regression head's fp32 rounding grows with its scale).
-    worst = {name: float((np.abs(g - w) / np.maximum(1.0, np.abs(w))).max()) for name, g, w in zip(names[1:], got[1:], want[1:])}
+    worst = {
+        name: float((np.abs(g - w) / np.maximum(1.0, np.abs(w))).max())
+        for name, g, w in zip(names[1:], got[1:], want[1:])
+    }
     if cosine.min() < 0.9999 or any(v > 1e-4 for v in worst.values()):
-        raise RuntimeError(f"the exported ONNX graph {path} disagrees with the torch model: embeddings cosine "
-                           f"{cosine.min():.6f} (needs >= 0.9999), head differences {worst} (need <= 1e-4).")  # fmt: skip
+        raise RuntimeError(
+            f"the exported ONNX graph {path} disagrees with the torch model: embeddings cosine "
+            f"{cosine.min():.6f} (needs >= 0.9999), head differences {worst} (need <= 1e-4)."
+        )
     return {name: value.shape for name, value in zip(names, got)}
 
 
@@ -189,18 +219,42 @@ def quantize_int8(source: Path, output_dir: Path) -> list[str]:
 
     model = onnx.load(str(source))
     weights = {init.name for init in model.graph.initializer}
-    chosen = [node.name for node in model.graph.node
-              if node.op_type == "MatMul" and any(name in weights for name in node.input)]  # fmt: skip
+    chosen = [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and any(name in weights for name in node.input)
+    ]
     blocks = {"bits": 8, "block_size": INT8_BLOCK, "is_symmetric": True, "accuracy_level": 4}
-    quantizer = MatMulNBitsQuantizer(model, nodes_to_include=chosen, algo_config=DefaultWeightOnlyQuantConfig(
-        op_types_to_quantize=("MatMul",), **blocks), **blocks)  # fmt: skip
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        nodes_to_include=chosen,
+        algo_config=DefaultWeightOnlyQuantConfig(op_types_to_quantize=("MatMul",), **blocks),
+        **blocks,
+    )
     quantizer.process()
     quantizer.model.save_model_to_file(str(output_dir / FILES["int8"]), use_external_data_format=False)
-    quantize_dynamic(str(source), str(output_dir / FILES["int8_dynamic"]), weight_type=QuantType.QInt8,
-                     per_channel=True, op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen)  # fmt: skip
+    quantize_dynamic(
+        str(source),
+        str(output_dir / FILES["int8_dynamic"]),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=chosen,
+    )
     logger.info("int8: %d weight MatMuls quantised in %s", len(chosen), output_dir)
     return ["int8", "int8_dynamic"]
 
 
-__all__ = ["FILES", "FORMAT", "MANIFEST", "ONNX_FOLDER", "OnnxGraph", "check_parity", "export_onnx", "output_names",
-           "quantize_int8", "require_onnx", "single_sentence_types"]
+__all__ = [
+    "FILES",
+    "FORMAT",
+    "MANIFEST",
+    "ONNX_FOLDER",
+    "OnnxGraph",
+    "check_parity",
+    "export_onnx",
+    "output_names",
+    "quantize_int8",
+    "require_onnx",
+    "single_sentence_types",
+]

@@ -29,11 +29,15 @@ def onnx_folder(path) -> Path:
         if (folder / MANIFEST).is_file():
             return folder
     if not path.exists():  # e.g. a Hub id: the runtime reads local folders only
-        raise FileNotFoundError(f"{path} is not a local folder. The ONNX runtime reads local folders: download a pushed "
-                                f"model first (hf download {path} --include 'onnx/*' --local-dir DIR), then pass DIR.")  # fmt: skip
-    raise FileNotFoundError(f"{path} holds no exported ONNX model (no {MANIFEST} in it or in {path / ONNX_FOLDER}): "
-                            f"export one with: python run_embed.py --model_name_or_path {path} --export_onnx "
-                            f"{path / ONNX_FOLDER}")  # fmt: skip
+        raise FileNotFoundError(
+            f"{path} is not a local folder. The ONNX runtime reads local folders: download a pushed "
+            f"model first (hf download {path} --include 'onnx/*' --local-dir DIR), then pass DIR."
+        )
+    raise FileNotFoundError(
+        f"{path} holds no exported ONNX model (no {MANIFEST} in it or in {path / ONNX_FOLDER}): "
+        f"export one with: python run_embed.py --model_name_or_path {path} --export_onnx "
+        f"{path / ONNX_FOLDER}"
+    )
 
 
 class OnnxSentMtl:
@@ -47,19 +51,24 @@ class OnnxSentMtl:
         self.folder = onnx_folder(folder)
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
         if self.manifest.get("format") != FORMAT:
-            raise ValueError(f"{self.folder / MANIFEST}: format {self.manifest.get('format')!r}; this sentmtl reads "
-                             f"format {FORMAT}. Export it again with this version.")  # fmt: skip
+            raise ValueError(
+                f"{self.folder / MANIFEST}: format {self.manifest.get('format')!r}; this sentmtl reads "
+                f"format {FORMAT}. Export it again with this version."
+            )
         files = self.manifest["files"]
         if variant not in files:
-            raise ValueError(f"variant={variant!r}: {self.folder} has {', '.join(files)} (of {', '.join(VARIANTS)}); "
-                             "export with quantisation for the int8 ones.")  # fmt: skip
+            raise ValueError(
+                f"variant={variant!r}: {self.folder} has {', '.join(files)} (of {', '.join(VARIANTS)}); "
+                "export with quantisation for the int8 ones."
+            )
         self.variant = variant
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.folder / files[variant]), options,
-                                            providers=providers or ["CPUExecutionProvider"])  # fmt: skip
+        self.session = ort.InferenceSession(
+            str(self.folder / files[variant]), options, providers=providers or ["CPUExecutionProvider"]
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         self.outputs = list(self.manifest["outputs"])
         self.embedding_size = self.manifest["embedding_size"]
@@ -72,15 +81,30 @@ class OnnxSentMtl:
         """The headed tasks the graph predicts: {name: {"type", "labels", "shape"}}."""
         return {name: spec for name, spec in self.manifest["outputs"].items() if name != "embeddings"}
 
-    def encode(self, sentences, batch_size: int = 64, max_length: int | None = None, truncate_dim: int | None = None,
-               show_progress_bar: bool | None = None, truncated: list[int] | None = None) -> np.ndarray:  # fmt: skip
+    def encode(
+        self,
+        sentences,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        truncate_dim: int | None = None,
+        show_progress_bar: bool | None = None,
+        truncated: list[int] | None = None,
+    ) -> np.ndarray:
         """Embeddings, float32 `[n, embedding_size]` (or `[n, truncate_dim]`, re-normalised), in input order."""
-        return self.predict(sentences, batch_size, max_length, truncate_dim, show_progress_bar, truncated,
-                            outputs=["embeddings"])["embeddings"]  # fmt: skip
+        return self.predict(
+            sentences, batch_size, max_length, truncate_dim, show_progress_bar, truncated, outputs=["embeddings"]
+        )["embeddings"]
 
-    def predict(self, sentences, batch_size: int = 64, max_length: int | None = None, truncate_dim: int | None = None,
-                show_progress_bar: bool | None = None, truncated: list[int] | None = None,
-                outputs: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    def predict(
+        self,
+        sentences,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        truncate_dim: int | None = None,
+        show_progress_bar: bool | None = None,
+        truncated: list[int] | None = None,
+        outputs: list[str] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Every output (or those named in `outputs`) for `sentences`, by name, in input order: `embeddings` and
         each headed task's prediction (`tasks()` says which, with their labels)."""
         from .embed import _as_size, length_batches, tokenize_sentences
@@ -91,13 +115,16 @@ class OnnxSentMtl:
         names = self.outputs if outputs is None else list(outputs)
         unknown = [name for name in names if name not in self.outputs]
         if unknown or not names:
-            raise ValueError(f"outputs={outputs!r}: name some of this graph's outputs ({', '.join(self.outputs)}), or "
-                             "None for all.")  # fmt: skip
+            raise ValueError(
+                f"outputs={outputs!r}: name some of this graph's outputs ({', '.join(self.outputs)}), or None for all."
+            )
         limit = self.manifest["max_length"]
         if max_length is not None and not 1 <= max_length <= limit:
             raise ValueError(f"max_length={max_length!r}: 1 … {limit}, the encoder's token limit.")
         if truncate_dim is not None and not 1 <= (_as_size(truncate_dim) or 0) <= self.embedding_size:
-            raise ValueError(f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({self.embedding_size}).")
+            raise ValueError(
+                f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({self.embedding_size})."
+            )
         max_length = max_length or self.manifest["max_length"]
         shapes = {name: self.manifest["outputs"][name]["shape"][1:] for name in names}
         if truncate_dim is not None and "embeddings" in shapes:
@@ -106,8 +133,9 @@ class OnnxSentMtl:
         if not sentences:
             return results
         tokenized = tokenize_sentences(self.tokenizer, sentences, max_length, truncated)
-        for index, input_ids, attention_mask in length_batches(self.tokenizer, tokenized, batch_size, show_progress_bar,
-                                                               "Embedding (ONNX)"):  # fmt: skip
+        for index, input_ids, attention_mask in length_batches(
+            self.tokenizer, tokenized, batch_size, show_progress_bar, "Embedding (ONNX)"
+        ):
             values = self.session.run(names, {"input_ids": input_ids, "attention_mask": attention_mask})
             for name, value in zip(names, values):
                 if name == "embeddings" and truncate_dim is not None:

@@ -14,8 +14,11 @@ def metric_rows(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> 
     for task in tasks:
         head = f"{prefix}{task.name}_"
         for name in [*task_io(task).shown, "loss", "rows"]:
-            names = ([key[len(head):] for key in metrics if key.startswith(head + name[:-1])] if name.endswith("*")
-                     else [name])  # fmt: skip
+            names = (
+                [key[len(head) :] for key in metrics if key.startswith(head + name[:-1])]
+                if name.endswith("*")
+                else [name]
+            )
             rows += [(task.name, n, metrics[head + n]) for n in names if metrics.get(head + n) is not None]
     if f"{prefix}loss" in metrics:  # the training objective over the tasks' eval losses
         rows.append(("all", "loss (training objective)", metrics[f"{prefix}loss"]))
@@ -24,8 +27,10 @@ def metric_rows(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> 
 
 def format_metrics_table(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> str:
     """A three-column table (task, metric, value) of the metrics present."""
-    rows = [(task, name, str(value) if isinstance(value, int) else f"{value:.4f}")  # counts stay counts
-            for task, name, value in metric_rows(metrics, tasks, prefix)]  # fmt: skip
+    rows = [
+        (task, name, str(value) if isinstance(value, int) else f"{value:.4f}")  # counts stay counts
+        for task, name, value in metric_rows(metrics, tasks, prefix)
+    ]
     if not rows:
         return "(no metrics)"
     width_task = max(len("task"), *(len(r[0]) for r in rows))
@@ -101,11 +106,25 @@ def plot_reliability(confidences, outcomes, path, task: TaskSpec, n_bins: int = 
     rate_name, confidence_name, mark_name = task_io(task).reliability_axes
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.6, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = 1 / n_bins
-    top.bar([b["low"] for b in bins], [b["rate"] for b in bins], width=width, align="edge", edgecolor="black",
-            color="#4c72b0", label=rate_name)  # fmt: skip
+    top.bar(
+        [b["low"] for b in bins],
+        [b["rate"] for b in bins],
+        width=width,
+        align="edge",
+        edgecolor="black",
+        color="#4c72b0",
+        label=rate_name,
+    )
     # The bin's mean confidence drawn over its bar: the gap between marker and bar top is that bin's error.
-    top.plot([(b["low"] + b["high"]) / 2 for b in bins], [b["confidence"] for b in bins], "_", color="#dd8452",
-             markersize=14, markeredgewidth=2.5, label=f"bin mean {mark_name}")  # fmt: skip
+    top.plot(
+        [(b["low"] + b["high"]) / 2 for b in bins],
+        [b["confidence"] for b in bins],
+        "_",
+        color="#dd8452",
+        markersize=14,
+        markeredgewidth=2.5,
+        label=f"bin mean {mark_name}",
+    )
     top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
     top.set_ylim(0, 1)
     top.set_ylabel(rate_name)

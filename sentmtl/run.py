@@ -15,8 +15,8 @@ from transformers import HfArgumentParser, set_seed
 from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
 from .batching import STREAM_PAD_MULTIPLE, MultiSourceDataset, MultiTaskCollator, tokenize_source
 from .callbacks import FreezeCallback, InterruptCallback, ReleaseMemoryCallback, WeightAveragingCallback
-from .configuration_sentmtl import SentMtlConfig
 from .checkpoints import latest_checkpoint, resolve_resume_checkpoint, save_final_model
+from .configuration_sentmtl import SentMtlConfig
 from .embed import default_max_length
 from .errors import USER_ERRORS, debug_requested, one_line
 from .hub import HubPushError, push_folder
@@ -31,8 +31,8 @@ from .run_tasks import DataSpec, RunTask, tasks_from_file, tasks_from_flags
 from .stsb import read_stsb
 from .task_data import Source, bounded, build_sources, table_columns
 from .task_io import task_io
-from .teacher_cache import Teacher
 from .tasks import TaskSpec
+from .teacher_cache import Teacher
 from .trainer import NonFiniteLossError, SentMtlTrainer
 
 logger = logging.getLogger("sentmtl")
@@ -120,8 +120,9 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
             # A stream's targets are computed while the model trains: its teacher must be a frozen copy of the
             # model as the run starts, not the model itself.
             start = copy.deepcopy(model).requires_grad_(False) if streaming and name is None else model
-            teachers[name] = teacher_encoder(start, tokenizer, name, max_length, training_args.device,
-                                             "bf16" if training_args.bf16 else "fp32")  # fmt: skip
+            teachers[name] = teacher_encoder(
+                start, tokenizer, name, max_length, training_args.device, "bf16" if training_args.bf16 else "fp32"
+            )
         return teachers[name]
 
     # Every process reads the data; teacher vectors are computed by one of them while the others wait on the
@@ -134,26 +135,39 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         if streaming:  # one streamed source (check_streaming): its rows are tokenised as the loader reads them
             train_dataset = tokenize_source(sources[0].train, tokenizer, max_length)
         else:
-            train_dataset = MultiSourceDataset([tokenize_source(source.train, tokenizer, max_length) for source in sources],
-                                               [source.tasks for source in sources],
-                                               batch_sizes=[source.batch_size for source in sources],
-                                               batches_per_epoch=[source.batches_per_epoch for source in sources])  # fmt: skip
+            train_dataset = MultiSourceDataset(
+                [tokenize_source(source.train, tokenizer, max_length) for source in sources],
+                [source.tasks for source in sources],
+                batch_sizes=[source.batch_size for source in sources],
+                batches_per_epoch=[source.batches_per_epoch for source in sources],
+            )
         evaluated = [source for source in sources if source.eval is not None] + eval_only
-        eval_dataset = MultiSourceDataset([tokenize_source(source.eval, tokenizer, max_length) for source in evaluated],
-                                          [source.tasks for source in evaluated],
-                                          [source.domain_names for source in evaluated])  # fmt: skip
+        eval_dataset = MultiSourceDataset(
+            [tokenize_source(source.eval, tokenizer, max_length) for source in evaluated],
+            [source.tasks for source in evaluated],
+            [source.domain_names for source in evaluated],
+        )
     for source in sources + eval_only:
         rows = "streamed" if streaming and source in sources else source.train.num_rows if source.train else 0
-        logger.info("Data: %s feeds %s: %s training rows, %d held out.", source.description,
-                    ", ".join(t.name for t in source.tasks), rows,
-                    source.eval.num_rows if source.eval is not None else 0)  # fmt: skip
+        logger.info(
+            "Data: %s feeds %s: %s training rows, %d held out.",
+            source.description,
+            ", ".join(t.name for t in source.tasks),
+            rows,
+            source.eval.num_rows if source.eval is not None else 0,
+        )
 
     interrupt = InterruptCallback()
     eval_tasks = [task for source in eval_only for task in source.tasks]
     # A stream's batches are not grouped by length: padded to a multiple of 8 tokens (STREAM_PAD_MULTIPLE), its
     # training and evaluation batches, so that fewer shapes each keep compiled kernels.
-    collator = MultiTaskCollator(tokenizer, [*model.tasks, *eval_tasks], pad_to_multiple_of=STREAM_PAD_MULTIPLE,
-                                 max_length=max_length) if streaming else None  # fmt: skip
+    collator = (
+        MultiTaskCollator(
+            tokenizer, [*model.tasks, *eval_tasks], pad_to_multiple_of=STREAM_PAD_MULTIPLE, max_length=max_length
+        )
+        if streaming
+        else None
+    )
     averaging = [WeightAveragingCallback(training_args.ema_decay, resume_from)] if training_args.ema_decay else []
     trainer = SentMtlTrainer(
         model=model,
@@ -163,13 +177,17 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         processing_class=tokenizer,
         data_collator=collator,
         callbacks=[FreezeCallback.from_args(training_args), interrupt, *averaging, ReleaseMemoryCallback(), *callbacks],
-        head_learning_rates={t.spec.name: t.data.head_learning_rate for t in tasks if t.data.head_learning_rate is not None},
+        head_learning_rates={
+            t.spec.name: t.data.head_learning_rate for t in tasks if t.data.head_learning_rate is not None
+        },
         eval_tasks=eval_tasks,
     )
     trainable, total = model.count_parameters()
     train_metrics = None
     if trainable == 0:
-        logger.warning("Every parameter is frozen (--freeze %s): nothing to train, evaluating only.", training_args.freeze)
+        logger.warning(
+            "Every parameter is frozen (--freeze %s): nothing to train, evaluating only.", training_args.freeze
+        )
     else:
         try:
             train_result = trainer.train(resume_from_checkpoint=resume_from)
@@ -187,8 +205,12 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
                 "--resume_from_checkpoint auto.",
                 128 + interrupt.received,
             )
-        train_metrics = {**train_result.metrics, "global_step": train_result.global_step,
-                         "trainable_parameters": trainable, "total_parameters": total}  # fmt: skip
+        train_metrics = {
+            **train_result.metrics,
+            "global_step": train_result.global_step,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+        }
         trainer.save_metrics("train", train_metrics)
         # The optimizer's moments (twice the trainable weights) and the gradients are done with: freed before the
         # final evaluation, saving and plots, which would otherwise stack on top of them.
@@ -201,8 +223,9 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     run_config = resolved_run_config(model_args, data_args, training_args)
     if data_args.tasks is not None:
         run_config["tasks"] = [task.to_dict() for task in data_args.tasks]
-    card = build_model_card(model.config, metrics, run_config, train_metrics,
-                            repo_id=training_args.hub_model_id if push_to_hub else None)  # fmt: skip
+    card = build_model_card(
+        model.config, metrics, run_config, train_metrics, repo_id=training_args.hub_model_id if push_to_hub else None
+    )
     save_final_model(trainer, output_dir, extra_files={"README.md": card})
     if trainer.is_world_process_zero():
         if training_args.export_onnx:
@@ -210,10 +233,16 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         elif (output_dir / ONNX_FOLDER / MANIFEST).is_file():
             # A graph of the model this run replaced: served or pushed beside the new weights, it would be wrong.
             shutil.rmtree(output_dir / ONNX_FOLDER)
-            logger.warning("Removed %s: it held the ONNX export of the model this run replaced (--export_onnx true "
-                           "writes a new one).", output_dir / ONNX_FOLDER)  # fmt: skip
-    points = {task.name: task_io(task).reliability(task, *trainer.last_eval_outputs[task.name]) for task in model.tasks
-              if task.name in trainer.last_eval_outputs}  # fmt: skip
+            logger.warning(
+                "Removed %s: it held the ONNX export of the model this run replaced (--export_onnx true "
+                "writes a new one).",
+                output_dir / ONNX_FOLDER,
+            )
+    points = {
+        task.name: task_io(task).reliability(task, *trainer.last_eval_outputs[task.name])
+        for task in model.tasks
+        if task.name in trainer.last_eval_outputs
+    }
     points = {name: value for name, value in points.items() if value is not None}
     if trainer.is_world_process_zero():
         (output_dir / "run_config.yaml").write_text(run_config_yaml(run_config, training_args))
@@ -228,8 +257,13 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         print(format_metrics_table(metrics, [*model.tasks, *trainer.eval_tasks]))
         print(f"Model, tokenizer, model card (README.md) and reports saved in {output_dir}")
         if push_to_hub:
-            url = push_folder(output_dir, training_args.hub_model_id, token=hub_token,
-                              private=training_args.hub_private_repo, revision=training_args.hub_revision)  # fmt: skip
+            url = push_folder(
+                output_dir,
+                training_args.hub_model_id,
+                token=hub_token,
+                private=training_args.hub_private_repo,
+                revision=training_args.hub_revision,
+            )
             print(f"Pushed to {url}")
     files = sorted(p.name for p in output_dir.iterdir() if p.is_file()) if output_dir.is_dir() else []
     reliability = {name: reliability_bins(*value) for name, value in points.items()}
@@ -244,34 +278,53 @@ def check_streaming(tasks: list[RunTask], data_args, training_args) -> bool:
     streamed = [task for task in tasks if task.data.streamed]
     if not streamed:
         if data_args.stream_buffer_size != DataArguments.stream_buffer_size:
-            raise ValueError(f"--stream_buffer_size {data_args.stream_buffer_size}: no task's data is streamed "
-                             "(data: {..., streaming: true}), so it would be ignored. Drop it.")  # fmt: skip
+            raise ValueError(
+                f"--stream_buffer_size {data_args.stream_buffer_size}: no task's data is streamed "
+                "(data: {..., streaming: true}), so it would be ignored. Drop it."
+            )
         return False
     where = f"task {streamed[0].spec.name!r} streams its data"
     if len({task.data.source_key() for task in tasks}) > 1:
-        raise ValueError(f"{where}: a streamed source must be the run's only training source (every task on the same "
-                         "data); sampling across sources picks rows by index, which a stream has not.")  # fmt: skip
+        raise ValueError(
+            f"{where}: a streamed source must be the run's only training source (every task on the same "
+            "data); sampling across sources picks rows by index, which a stream has not."
+        )
     if training_args.max_steps is None or training_args.max_steps <= 0:
         raise ValueError(f"{where}: a stream has no known length, so epochs cannot be counted; give --max_steps.")
     if training_args.world_size > 1:
-        raise ValueError(f"{where}: streamed training runs in one process ({training_args.world_size} were started); "
-                         "run it without torchrun / accelerate launch, or give the data as a file.")  # fmt: skip
+        raise ValueError(
+            f"{where}: streamed training runs in one process ({training_args.world_size} were started); "
+            "run it without torchrun / accelerate launch, or give the data as a file."
+        )
     if training_args.dataloader_num_workers:
-        raise ValueError(f"{where}: --dataloader_num_workers {training_args.dataloader_num_workers}: a stream is "
-                         "read (and its teacher vectors computed) in the training process; drop it.")  # fmt: skip
-    ignored = [flag for flag, given in (("--data_seed", training_args.data_seed is not None),
-                                        ("--unfreeze_backbone_at_epoch", training_args.unfreeze_backbone_at_epoch is not None))
-               if given]  # fmt: skip
+        raise ValueError(
+            f"{where}: --dataloader_num_workers {training_args.dataloader_num_workers}: a stream is "
+            "read (and its teacher vectors computed) in the training process; drop it."
+        )
+    ignored = [
+        flag
+        for flag, given in (
+            ("--data_seed", training_args.data_seed is not None),
+            ("--unfreeze_backbone_at_epoch", training_args.unfreeze_backbone_at_epoch is not None),
+        )
+        if given
+    ]
     if ignored:
-        raise ValueError(f"{where}: {', '.join(ignored)}: a stream is ordered by --seed and has no epochs to count "
-                         "(a pass over it may outlast the run); drop it.")  # fmt: skip
+        raise ValueError(
+            f"{where}: {', '.join(ignored)}: a stream is ordered by --seed and has no epochs to count "
+            "(a pass over it may outlast the run); drop it."
+        )
     if training_args.train_sampling_strategy != "group_by_length":
-        raise ValueError(f"{where}: --train_sampling_strategy {training_args.train_sampling_strategy}: a stream's "
-                         "order is its seeded shuffle buffer (--stream_buffer_size); drop the flag.")  # fmt: skip
+        raise ValueError(
+            f"{where}: --train_sampling_strategy {training_args.train_sampling_strategy}: a stream's "
+            "order is its seeded shuffle buffer (--stream_buffer_size); drop the flag."
+        )
     return True
 
 
-def teacher_encoder(model, tokenizer, teacher: str | None, max_length: int, device=None, precision: str = "fp32") -> Teacher:
+def teacher_encoder(
+    model, tokenizer, teacher: str | None, max_length: int, device=None, precision: str = "fp32"
+) -> Teacher:
     """A distillation teacher (`Teacher`: `encode(sentences) -> pooled vectors` and its cache key): the model as this
     run starts (its encoder, pooled before the projection), or the model at `teacher` (a name or path)."""
     if teacher is not None:
@@ -289,8 +342,10 @@ def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = 
     if not path:
         return []
     if any(task.name == STS_EVAL_TASK for task in tasks):
-        raise ValueError(f"--sts_eval_file reports as the task {STS_EVAL_TASK!r}, and a task of the run already has "
-                         "that name: rename the task.")  # fmt: skip
+        raise ValueError(
+            f"--sts_eval_file reports as the task {STS_EVAL_TASK!r}, and a task of the run already has "
+            "that name: rename the task."
+        )
     spec = TaskSpec(STS_EVAL_TASK, "similarity")
     table, _ = table_columns(read_stsb(path), [RunTask(spec, DataSpec({"stsb": str(path)}))], str(path))
     table = bounded(table, max_eval_samples, str(path))

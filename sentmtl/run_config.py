@@ -35,8 +35,12 @@ def run_config_yaml(run_config: dict, training_args) -> str:
     text = yaml.safe_dump(run_config, sort_keys=False)
     if training_args.bf16_chosen_automatically:
         line = f"bf16: {str(training_args.bf16).lower()}\n"
-        text = text.replace(line, line.rstrip("\n") + "  # chosen automatically: bf16 autocast is fast on this device "
-                            "type only where this says true\n", 1)  # fmt: skip
+        text = text.replace(
+            line,
+            line.rstrip("\n") + "  # chosen automatically: bf16 autocast is fast on this device "
+            "type only where this says true\n",
+            1,
+        )
     return text
 
 
@@ -47,16 +51,52 @@ def _default(f: dataclasses.Field):
 
 # The training fields a run is defined by, saved even at their defaults (a later default must not change a replay).
 _SAVED_TRAINING_FIELDS = {
-    "output_dir", "seed", "data_seed", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-    "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "backbone_learning_rate",
-    "shared_learning_rate", "head_learning_rate", "loss_weighting_learning_rate", "layerwise_lr_decay",
-    "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "warmup_steps", "lr_scheduler_type", "optim",
-    "max_grad_norm", "label_smoothing_factor", "freeze", "freeze_backbone_layers", "unfreeze_backbone_at_epoch",
-    "bf16", "fp16", "gradient_checkpointing", "eval_strategy", "eval_steps", "save_strategy", "save_steps",
-    "logging_steps", "train_sampling_strategy", "torch_compile",
-}  # fmt: skip
+    "output_dir",
+    "seed",
+    "data_seed",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "backbone_learning_rate",
+    "shared_learning_rate",
+    "head_learning_rate",
+    "loss_weighting_learning_rate",
+    "layerwise_lr_decay",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "optim",
+    "max_grad_norm",
+    "label_smoothing_factor",
+    "freeze",
+    "freeze_backbone_layers",
+    "unfreeze_backbone_at_epoch",
+    "bf16",
+    "fp16",
+    "gradient_checkpointing",
+    "eval_strategy",
+    "eval_steps",
+    "save_strategy",
+    "save_steps",
+    "logging_steps",
+    "train_sampling_strategy",
+    "torch_compile",
+}
 # Derived from other arguments by TrainingArguments itself, per machine, or secret.
 _NEVER_SAVED = {
-    "hub_token", "logging_dir", "accelerator_config", "report_to", "debug", "do_eval", "dataloader_pin_memory",
-    "activation_checkpointing", "local_rank",
-}  # fmt: skip
+    "hub_token",
+    "logging_dir",
+    "accelerator_config",
+    "report_to",
+    "debug",
+    "do_eval",
+    "dataloader_pin_memory",
+    "activation_checkpointing",
+    "local_rank",
+}

@@ -34,9 +34,18 @@ logger = logging.getLogger(__name__)
 class TaskBatchSampler(Sampler):
     """Batches of global indices; source k's rows are `offsets[k] … offsets[k] + len(lengths[k]) - 1`."""
 
-    def __init__(self, lengths: list[list[int]], batch_size: int | list[int], strategy: str = "proportional",
-                 temperature: float = 2.0, seed: int = 42, within: str = "group_by_length", min_batch_size: int = 1,
-                 batches_per_epoch: list[int | None] | None = None, keys: list[list | None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        lengths: list[list[int]],
+        batch_size: int | list[int],
+        strategy: str = "proportional",
+        temperature: float = 2.0,
+        seed: int = 42,
+        within: str = "group_by_length",
+        min_batch_size: int = 1,
+        batches_per_epoch: list[int | None] | None = None,
+        keys: list[list | None] | None = None,
+    ):
         """`within`: the order inside a source: `group_by_length`, `random`, or `sequential` (rows in order, and
         the sources' batches one source after the other: nothing is shuffled). `min_batch_size`: a source's last
         batch smaller than this joins the one before it (under W processes every process needs a row of each batch,
@@ -60,8 +69,10 @@ class TaskBatchSampler(Sampler):
         self.offsets = [sum(len(source) for source in lengths[:k]) for k in range(len(lengths))]
         small = [k for k, source in enumerate(lengths) if len(source) < min_batch_size]
         if small:
-            raise ValueError(f"source(s) {small} have fewer rows than the {min_batch_size} processes; every process "
-                             "needs a row of each batch.")  # fmt: skip
+            raise ValueError(
+                f"source(s) {small} have fewer rows than the {min_batch_size} processes; every process "
+                "needs a row of each batch."
+            )
         self.min_batch_size = min_batch_size
         self.batches_per_source = [len(self._sizes(k)) for k in range(len(lengths))]
         self.free = [k for k in range(len(lengths)) if self.fixed[k] is None]  # sources the strategy orders
@@ -110,9 +121,15 @@ class TaskBatchSampler(Sampler):
         batches, repeated = distinct_batches(order, self.keys[k], sizes)
         if repeated and k not in self._warned:  # said once per source
             self._warned.add(k)
-            logger.warning("source %d: %d of its %d rows share a text with a row of every batch that had room for "
-                           "them (epoch %d); they were batched anyway, and the loss leaves the repeated text out of "
-                           "their negatives.", k, repeated, len(order), self.epoch)  # fmt: skip
+            logger.warning(
+                "source %d: %d of its %d rows share a text with a row of every batch that had room for "
+                "them (epoch %d); they were batched anyway, and the loss leaves the repeated text out of "
+                "their negatives.",
+                k,
+                repeated,
+                len(order),
+                self.epoch,
+            )
         return batches
 
     def _fixed_batches(self, k: int, generator: torch.Generator) -> list[list[int]]:
@@ -128,7 +145,11 @@ class TaskBatchSampler(Sampler):
         fixed = {k: self._fixed_batches(k, generator) for k in range(len(self.lengths)) if self.fixed[k] is not None}
         if self.strategy == "proportional":
             tagged = [batch for batches in [*per_source.values(), *fixed.values()] for batch in batches]
-            order = range(len(tagged)) if self.within == "sequential" else torch.randperm(len(tagged), generator=generator).tolist()
+            order = (
+                range(len(tagged))
+                if self.within == "sequential"
+                else torch.randperm(len(tagged), generator=generator).tolist()
+            )
             yield from (tagged[i] for i in order)
             return
         base = list(self._ordered(per_source, generator))
@@ -152,8 +173,10 @@ class TaskBatchSampler(Sampler):
         # ∝ size^(1/T), the size in batches when the sources' batch sizes differ (T = 1: proportional to the steps
         # each would get); with one batch size, rows (the order runs saved before per-source sizes existed replay).
         per_batch = [1.0 if len(set(self.batch_sizes)) == 1 else self.batch_sizes[k] for k in sources]
-        weights = torch.tensor([(len(self.lengths[k]) / b) ** (1.0 / self.temperature) for k, b in zip(sources, per_batch)],
-                               dtype=torch.float64)  # fmt: skip
+        weights = torch.tensor(
+            [(len(self.lengths[k]) / b) ** (1.0 / self.temperature) for k, b in zip(sources, per_batch)],
+            dtype=torch.float64,
+        )
         draws = torch.multinomial(weights, self._free_count(), replacement=True, generator=generator).tolist()
         position = dict.fromkeys(sources, 0)
         for index in draws:

@@ -22,8 +22,10 @@ def read_stsb(path) -> datasets.Dataset:
             continue
         fields = line.rstrip("\r").split("\t")
         if len(fields) < 7:
-            raise ValueError(f"{path}:{number}: {len(fields)} tab-separated fields, expected at least 7 "
-                             "(genre, file, year, id, score, sentence1, sentence2).")  # fmt: skip
+            raise ValueError(
+                f"{path}:{number}: {len(fields)} tab-separated fields, expected at least 7 "
+                "(genre, file, year, id, score, sentence1, sentence2)."
+            )
         try:
             score = float(fields[4])
         except ValueError:

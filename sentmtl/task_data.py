@@ -29,8 +29,8 @@ from .fingerprints import combine
 from .run_tasks import RunTask
 from .stsb import read_stsb, stsb_file
 from .task_io import task_io
-from .teacher_cache import VECTORS, teacher_vectors
 from .tasks import TaskSpec
+from .teacher_cache import VECTORS, teacher_vectors
 
 TARGET_PREFIX = "target__"
 logger = logging.getLogger(__name__)
@@ -54,15 +54,24 @@ class Source:
 def _raw_splits(data, data_args) -> tuple[datasets.DatasetDict, str, str, dict]:
     """(DatasetDict(train, test?), a short name, where it came from, {split: line of its first row} for files)."""
     if data == "uci":
-        corpus = load_sentiment_corpus(data_args.data_dir, data_args.sources,
-                                       on_bad_lines="skip" if data_args.skip_bad_lines else "error")  # fmt: skip
+        corpus = load_sentiment_corpus(
+            data_args.data_dir, data_args.sources, on_bad_lines="skip" if data_args.skip_bad_lines else "error"
+        )
         return datasets.DatasetDict({"train": corpus}), "uci", "UCI corpus", {}
     if "stsb" in data:
         train, dev = stsb_file(data["stsb"], "train"), stsb_file(data["stsb"], "dev")
-        return datasets.DatasetDict({"train": read_stsb(train), "test": read_stsb(dev)}), "stsb", f"STS-B ({train.parent})", {}
+        return (
+            datasets.DatasetDict({"train": read_stsb(train), "test": read_stsb(dev)}),
+            "stsb",
+            f"STS-B ({train.parent})",
+            {},
+        )
     streaming = bool(data.get("streaming"))
     if "train_file" in data:
-        files = {"train": data["train_file"], **({"test": data["validation_file"]} if data.get("validation_file") else {})}
+        files = {
+            "train": data["train_file"],
+            **({"test": data["validation_file"]} if data.get("validation_file") else {}),
+        }
         # A streamed source streams its training rows only: evaluation needs a fixed table.
         out = {split: read_table(file, streaming=streaming and split == "train") for split, file in files.items()}
         return out, Path(data["train_file"]).stem, data["train_file"], {s: first_line(f) for s, f in files.items()}
@@ -94,13 +103,23 @@ def _documents(spec) -> list[str]:
         table = read_stsb(stsb_file(given["stsb"], "train"))
         return [*table["sentence1"], *table["sentence2"]]
     table, path = read_table(given["file"]), given["file"]
-    defaults = list(dict.fromkeys([spec.text_column or "sentence1", "sentence", spec.text_pair_column or "sentence2",
-                                   *(spec.negative_columns or [])]))  # fmt: skip
+    defaults = list(
+        dict.fromkeys(
+            [
+                spec.text_column or "sentence1",
+                "sentence",
+                spec.text_pair_column or "sentence2",
+                *(spec.negative_columns or []),
+            ]
+        )
+    )
     columns = given.get("columns") or [c for c in defaults if c in table.column_names]
     missing = [c for c in columns if c not in table.column_names]
     if missing or not columns:
-        raise ValueError(f"distractors {path}: no column {missing or defaults} (columns: {table.column_names}); name "
-                         "them with distractors: {file: ..., columns: [...]}.")  # fmt: skip
+        raise ValueError(
+            f"distractors {path}: no column {missing or defaults} (columns: {table.column_names}); name "
+            "them with distractors: {file: ..., columns: [...]}."
+        )
     texts = [str(t) for column in columns for t in table[column] if t is not None and str(t).strip()]
     if not texts:
         raise ValueError(f"distractors {path}: no text in columns {columns}.")
@@ -133,7 +152,13 @@ def _named_values(feature, values: list, labels: list[str] | None) -> list:
     the task's labels, so a dataset that orders its classes otherwise cannot swap them; with other names (a renaming,
     as `--class_names` does for the corpus) by its ids, in id order."""
     inner = getattr(feature, "feature", None)
-    class_label = feature if isinstance(feature, datasets.ClassLabel) else inner if isinstance(inner, datasets.ClassLabel) else None
+    class_label = (
+        feature
+        if isinstance(feature, datasets.ClassLabel)
+        else inner
+        if isinstance(inner, datasets.ClassLabel)
+        else None
+    )
     if class_label is None or labels is None or not set(class_label.names) <= set(labels):
         return list(values)
     name = lambda v: class_label.int2str(v) if v is not None and v >= 0 else None  # noqa: E731
@@ -144,8 +169,14 @@ TABLE_FORMAT = 2  # bump when table_columns' output changes: a cached table of a
 BATCH_ROWS = 10_000  # rows converted per step: what a batch needs is all the memory this takes
 
 
-def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str, line_offset: int | None = None,
-                  domain_names: list[str] | None = None, documents: list[str] = ()) -> tuple[datasets.Dataset, list[str]]:  # fmt: skip
+def table_columns(
+    dataset: datasets.Dataset,
+    members: list[RunTask],
+    where: str,
+    line_offset: int | None = None,
+    domain_names: list[str] | None = None,
+    documents: list[str] = (),
+) -> tuple[datasets.Dataset, list[str]]:
     """`text` (`text_pair`, `negatives`), `domain` and one `target__<task>` column per task (distillation targets
     come later), and the domain names (`domain_names`: another split's, extended). `line_offset`: for a file, the
     line of its first row, so messages name the file's line. `documents`: retrieval distractors appended as rows
@@ -167,26 +198,36 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
     pair = (first.text_pair_column or "sentence2") if any(m.spec.kind.pairs for m in members) else None
     label_columns = {m.spec.name: task_io(m.spec).column(m) for m in members}
     defaults = [m.spec.name for m in members if m.data.label_column is None and label_columns[m.spec.name]]
-    shared = sorted({label_columns[n] for n in defaults if [label_columns[d] for d in defaults].count(label_columns[n]) > 1})
+    shared = sorted(
+        {label_columns[n] for n in defaults if [label_columns[d] for d in defaults].count(label_columns[n]) > 1}
+    )
     if shared:
-        raise ValueError(f"{where}: tasks {[n for n in defaults if label_columns[n] in shared]} would all read the column "
-                         f"{shared[0]!r} by default; name each task's label_column.")  # fmt: skip
+        raise ValueError(
+            f"{where}: tasks {[n for n in defaults if label_columns[n] in shared]} would all read the column "
+            f"{shared[0]!r} by default; name each task's label_column."
+        )
     negatives = first.negative_columns or []
     for column in [text, pair, *negatives]:
         if column and column not in dataset.column_names:
-            raise ValueError(f"{where}: no column {column!r} (columns: {dataset.column_names}); set text_column / "
-                             "text_pair_column / negative_columns on the task.")  # fmt: skip
+            raise ValueError(
+                f"{where}: no column {column!r} (columns: {dataset.column_names}); set text_column / "
+                "text_pair_column / negative_columns on the task."
+            )
     ordered = sorted(members, key=lambda m: m.data.score_from is not None)  # derived scores after their source
     for m in ordered:
         column = label_columns[m.spec.name]
         if column is not None and column not in dataset.column_names and m.data.score_from is None:
-            raise ValueError(f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
-                             f"{dataset.column_names}); set its label_column.")  # fmt: skip
+            raise ValueError(
+                f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
+                f"{dataset.column_names}); set its label_column."
+            )
         if column is not None and column not in dataset.column_names and not task_io(m.spec).from_texts:
             source = next((x.spec for x in members if x.spec.name == m.data.score_from), None)
             if source is None or not task_io(source).class_ids:
-                raise ValueError(f"{where}: task {m.spec.name!r} has no column {column!r}, and score_from "
-                                 f"{m.data.score_from!r} is not a classification task of the same data.")  # fmt: skip
+                raise ValueError(
+                    f"{where}: task {m.spec.name!r} has no column {column!r}, and score_from "
+                    f"{m.data.score_from!r} is not a classification task of the same data."
+                )
     streamed = isinstance(dataset, datasets.IterableDataset)
     # A stream names no domains (its distinct `source` values are not known before its end): per-domain metrics
     # are for tables.
@@ -209,7 +250,9 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
             columns["text_pair"] = texts_of(batch[pair], pair, rows)
         if negatives:
             columns["negatives"] = [list(row) for row in zip(*(texts_of(batch[c], c, rows) for c in negatives))]
-        columns["domain"] = [domain_of(v) for v in batch["source"]] if domain_of and "source" in batch else [NO_SOURCE] * len(rows)
+        columns["domain"] = (
+            [domain_of(v) for v in batch["source"]] if domain_of and "source" in batch else [NO_SOURCE] * len(rows)
+        )
         texts = {key: columns[key] for key in ("text", "text_pair", "negatives") if key in columns}
         texts.update(rows=data_rows, ids=ids)
         parsed = {}
@@ -223,8 +266,10 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
                 continue
             elif column not in batch:  # score_from: the classification task's class id / (K − 1)
                 source = next(x.spec for x in members if x.spec.name == m.data.score_from)
-                parsed[m.spec.name] = [label / (len(source.labels) - 1) if label >= 0 else float("nan")
-                                       for label in parsed[m.data.score_from]]  # fmt: skip
+                parsed[m.spec.name] = [
+                    label / (len(source.labels) - 1) if label >= 0 else float("nan")
+                    for label in parsed[m.data.score_from]
+                ]
             else:
                 values = _named_values(features.get(column), batch[column], m.spec.labels)
                 parsed[m.spec.name] = io.parse(m.spec, values, locate)
@@ -234,18 +279,38 @@ def table_columns(dataset: datasets.Dataset, members: list[RunTask], where: str,
     # Contrastive ids number texts across batches (state a cached table would not have), and documents continue them:
     # such a table is always converted anew (retrieval data is small).
     if streamed:  # converted lazily, as the rows arrive; `rows` are the stream's positions (the file's lines)
-        table = dataset.map(lambda batch, rows: convert(batch, rows, len(rows)), batched=True, with_indices=True,
-                            batch_size=STREAM_ROWS, remove_columns=dataset.column_names)  # fmt: skip
+        table = dataset.map(
+            lambda batch, rows: convert(batch, rows, len(rows)),
+            batched=True,
+            with_indices=True,
+            batch_size=STREAM_ROWS,
+            remove_columns=dataset.column_names,
+        )
         return table, domain_names
     stateful = any(task_io(m.spec).from_texts for m in members)
     # Everything the converted table depends on: the data, the tasks, the code that parses them (sentmtl's version,
     # each type's TaskIO source: a registered type of the user's own included), where rows are numbered from.
     parsers = [inspect.getsource(type(task_io(m.spec))) for m in members]
-    fingerprint = combine(TABLE_FORMAT, __version__, parsers, dataset._fingerprint, [m.to_dict() for m in members],
-                          where, line_offset, domain_names)  # fmt: skip
-    table = dataset.map(lambda batch, rows: convert(batch, rows, len(rows)), batched=True, with_indices=True,
-                        batch_size=BATCH_ROWS, remove_columns=dataset.column_names, new_fingerprint=fingerprint,
-                        load_from_cache_file=not stateful, desc=f"Reading {Path(where).name}")  # fmt: skip
+    fingerprint = combine(
+        TABLE_FORMAT,
+        __version__,
+        parsers,
+        dataset._fingerprint,
+        [m.to_dict() for m in members],
+        where,
+        line_offset,
+        domain_names,
+    )
+    table = dataset.map(
+        lambda batch, rows: convert(batch, rows, len(rows)),
+        batched=True,
+        with_indices=True,
+        batch_size=BATCH_ROWS,
+        remove_columns=dataset.column_names,
+        new_fingerprint=fingerprint,
+        load_from_cache_file=not stateful,
+        desc=f"Reading {Path(where).name}",
+    )
     if documents:
         anchors = set(table["text"])
         documents = [d for d in dict.fromkeys(documents) if d not in anchors]
@@ -278,36 +343,61 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
         evaluation = None
         documents = _documents(spec)
         if documents and "test" not in splits:
-            raise ValueError(f"{where}: distractors are added to a source's own evaluation data; give it some "
-                             "(validation_file, stsb, or a dataset's eval_split).")  # fmt: skip
+            raise ValueError(
+                f"{where}: distractors are added to a source's own evaluation data; give it some "
+                "(validation_file, stsb, or a dataset's eval_split)."
+            )
         if "test" in splits:
-            evaluation, domain_names = table_columns(splits["test"], members, f"{where} (eval)", lines.get("test"),
-                                                     domain_names, documents)  # fmt: skip
+            evaluation, domain_names = table_columns(
+                splits["test"], members, f"{where} (eval)", lines.get("test"), domain_names, documents
+            )
             evaluation = add_teacher_targets(evaluation, members, teacher_for, cache_dir)
         else:  # no eval data of its own: a leak-free split, stratified by the first classification task
             stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).class_ids), None)
             # A hard negative must not sit on both sides either: `negatives` (a list per row) counts as text columns.
             texts = [c for c in ("text", "text_pair", "negatives") if c in train.column_names]
-            split = train_test_split(train, data_args.split_test_size, seed, spec.max_samples, text_column=texts,
-                                     label_column=stratify, source_column="domain")  # fmt: skip
+            split = train_test_split(
+                train,
+                data_args.split_test_size,
+                seed,
+                spec.max_samples,
+                text_column=texts,
+                label_column=stratify,
+                source_column="domain",
+            )
             train, evaluation = split["train"], split["test"]
             if spec.max_samples is not None:  # a subset: only its rows are embedded (cached by their texts)
-                train, evaluation = (add_teacher_targets(t, members, teacher_for, cache_dir) for t in (train, evaluation))
+                train, evaluation = (
+                    add_teacher_targets(t, members, teacher_for, cache_dir) for t in (train, evaluation)
+                )
         evaluation = bounded(evaluation, getattr(data_args, "max_eval_samples", None), where)
         if spec.min_score is not None:  # rows below it are not pairs: nothing to train on (evaluation keeps them)
             column = TARGET_PREFIX + members[0].spec.name
             before = train.num_rows
-            train = train.filter(lambda row: row[column][0] == 1, desc="min_score")
-            logger.info("%s: min_score %s keeps %d of %d training rows as pairs.", where, spec.min_score,
-                        train.num_rows, before)  # fmt: skip
+            train = train.filter(lambda row, column=column: row[column][0] == 1, desc="min_score")
+            logger.info(
+                "%s: min_score %s keeps %d of %d training rows as pairs.", where, spec.min_score, train.num_rows, before
+            )
             if train.num_rows == 0:
                 raise ValueError(f"{where}: no training row has a score >= min_score {spec.min_score}.")
-        sources.append(Source(name, [m.spec for m in members], train, evaluation, where, domain_names,
-                              spec.batch_size, spec.batches_per_epoch))
+        sources.append(
+            Source(
+                name,
+                [m.spec for m in members],
+                train,
+                evaluation,
+                where,
+                domain_names,
+                spec.batch_size,
+                spec.batches_per_epoch,
+            )
+        )
         split_any = split_any or "test" not in splits
     if data_args.test_size is not None and not split_any:
-        raise ValueError(f"--test_size {data_args.test_size}: every source has evaluation data of its own, so nothing "
-                         "is split. Drop it.")  # fmt: skip
+        raise ValueError(
+            f"--test_size {data_args.test_size}: every source has evaluation data of its own, so nothing "
+            "is split. Drop it."
+        )
     taken = {}
     for source in sources:  # two sources from different files with the same stem stay apart
         taken[source.name] = taken.get(source.name, 0) + 1
@@ -321,8 +411,9 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
 STREAM_ROWS = 256
 
 
-def stream_source(stream: datasets.IterableDataset, members: list[RunTask], teacher_for, seed: int,
-                  buffer_size: int) -> datasets.IterableDataset:
+def stream_source(
+    stream: datasets.IterableDataset, members: list[RunTask], teacher_for, seed: int, buffer_size: int
+) -> datasets.IterableDataset:
     """A streamed source's training rows: converted as they arrive (`table_columns`), shuffled through a buffer of
     `buffer_size` rows seeded by (seed, epoch) — the same order every time, which is what makes a resumed run exact —
     and, for a distillation task, its teacher's vectors computed batch by batch as the rows are read (a stream
@@ -331,8 +422,11 @@ def stream_source(stream: datasets.IterableDataset, members: list[RunTask], teac
     for member in members:
         if teacher_for is not None and task_io(member.spec).teacher_targets:
             teacher, column = teacher_for(member.data.teacher), TARGET_PREFIX + member.spec.name
-            stream = stream.map(lambda batch, t=teacher, c=column: {c: list(t.encode(list(batch["text"])))},
-                                batched=True, batch_size=STREAM_ROWS)  # fmt: skip
+            stream = stream.map(
+                lambda batch, t=teacher, c=column: {c: list(t.encode(list(batch["text"])))},
+                batched=True,
+                batch_size=STREAM_ROWS,
+            )
     return stream
 
 
@@ -347,7 +441,9 @@ def bounded(dataset: datasets.Dataset | None, limit: int | None, where: str) -> 
     return dataset.select(keep)
 
 
-def add_teacher_targets(table: datasets.Dataset, members: list[RunTask], teacher_for, cache_dir=None) -> datasets.Dataset:
+def add_teacher_targets(
+    table: datasets.Dataset, members: list[RunTask], teacher_for, cache_dir=None
+) -> datasets.Dataset:
     """Distillation targets: for each distillation task, its teacher's pooled vector of every row's text, computed
     once before training and cached on disk (`sentmtl.teacher_cache`), so no second encoder runs per step and a
     second run on the same data reads them. `teacher_for(teacher name or None) -> Teacher`; None: no targets added."""
@@ -356,9 +452,18 @@ def add_teacher_targets(table: datasets.Dataset, members: list[RunTask], teacher
     for member in members:
         if task_io(member.spec).teacher_targets:
             vectors = teacher_vectors(table, "text", teacher_for(member.data.teacher), cache_dir)
-            table = datasets.concatenate_datasets([table, vectors.rename_column(VECTORS, TARGET_PREFIX + member.spec.name)],
-                                                  axis=1)  # fmt: skip
+            table = datasets.concatenate_datasets(
+                [table, vectors.rename_column(VECTORS, TARGET_PREFIX + member.spec.name)], axis=1
+            )
     return table
 
 
-__all__ = ["Source", "TARGET_PREFIX", "add_teacher_targets", "bounded", "build_sources", "stream_source", "table_columns"]
+__all__ = [
+    "Source",
+    "TARGET_PREFIX",
+    "add_teacher_targets",
+    "bounded",
+    "build_sources",
+    "stream_source",
+    "table_columns",
+]

@@ -54,8 +54,10 @@ class LabelMap:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise ValueError(f"{where}: label {shown!r} matches {[self.names[i] for i in matches]} when case (or the "
-                             "way a number is written) is ignored; write it exactly as one of them.")  # fmt: skip
+            raise ValueError(
+                f"{where}: label {shown!r} matches {[self.names[i] for i in matches]} when case (or the "
+                "way a number is written) is ignored; write it exactly as one of them."
+            )
         number = _as_integer(text)
         if number is not None and self.ids_allowed and 0 <= number < len(self.names):
             return number
@@ -65,7 +67,11 @@ class LabelMap:
 
 def _is_absent(value) -> bool:
     value = value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes, list)) else value
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
 
 
 def _as_text(value) -> str:
@@ -125,8 +131,9 @@ class TaskIO:
             try:
                 number = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{where(row)}: {value!r} is not a number (an empty cell marks a row without this "
-                                 "task's target).") from None  # fmt: skip
+                raise ValueError(
+                    f"{where(row)}: {value!r} is not a number (an empty cell marks a row without this task's target)."
+                ) from None
             self.check_value(spec, number, where(row))
             out.append(number)
         return out
@@ -198,8 +205,9 @@ class ClassificationIO(TaskIO):
 
     def parse(self, spec, values, where):
         lookup = LabelMap(spec.labels)
-        return [IGNORE_INDEX if (label := lookup(value, where(row))) is None else label
-                for row, value in enumerate(values)]  # fmt: skip
+        return [
+            IGNORE_INDEX if (label := lookup(value, where(row))) is None else label for row, value in enumerate(values)
+        ]
 
     def labelled(self, targets):
         return np.asarray(targets) != IGNORE_INDEX
@@ -207,8 +215,10 @@ class ClassificationIO(TaskIO):
     def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
         outputs, targets, domains = labelled_rows(spec, outputs, targets, domains)
         labels, probabilities = np.asarray(targets), m.softmax(np.asarray(outputs, np.float64))
-        return {**m.classification_metrics(labels, probabilities.argmax(-1), len(spec.labels), domains, domain_names),
-                **m.calibration_metrics(labels, probabilities)}  # fmt: skip
+        return {
+            **m.classification_metrics(labels, probabilities.argmax(-1), len(spec.labels), domains, domain_names),
+            **m.calibration_metrics(labels, probabilities),
+        }
 
     def describe(self, spec):
         return f"classification over {', '.join(spec.labels)}; {spec.loss}"
@@ -324,8 +334,19 @@ class ContrastiveIO(TaskIO):
     anchors (`metrics.retrieval_metrics`)."""
 
     name, default_column, from_texts, distinct_in_batch = "contrastive", None, True, True
-    shown = ("recall@1", "recall@10", "mrr@10", "ndcg@10", "queries", "documents", "distractors_recall@1",
-             "distractors_recall@10", "distractors_mrr@10", "distractors_ndcg@10", "distractors_documents")  # fmt: skip
+    shown = (
+        "recall@1",
+        "recall@10",
+        "mrr@10",
+        "ndcg@10",
+        "queries",
+        "documents",
+        "distractors_recall@1",
+        "distractors_recall@10",
+        "distractors_mrr@10",
+        "distractors_ndcg@10",
+        "distractors_documents",
+    )
 
     def column(self, member):
         return member.data.label_column or ("score" if member.data.min_score is not None else None)
@@ -342,8 +363,9 @@ class ContrastiveIO(TaskIO):
             else:
                 value = values[row]
                 if _is_absent(value) or _as_number(value) is None:
-                    raise ValueError(f"{where(row)}: {value!r} is not a score, and min_score {threshold} needs one on "
-                                     "every row.")  # fmt: skip
+                    raise ValueError(
+                        f"{where(row)}: {value!r} is not a score, and min_score {threshold} needs one on every row."
+                    )
                 flag = int(_as_number(value) >= threshold)
             out.append([flag, number(anchor), number(positive), *map(number, negatives[row] if negatives else ())])
         return out
@@ -388,5 +410,13 @@ class ContrastiveIO(TaskIO):
         return f"retrieval pairs with in-batch negatives; {spec.loss}, scale {scale:g}"
 
 
-__all__ = ["LabelMap", "TASK_IO", "TaskIO", "labelled_rows", "register_task_io", "reliability_points", "task_io",
-           "task_metrics"]
+__all__ = [
+    "LabelMap",
+    "TASK_IO",
+    "TaskIO",
+    "labelled_rows",
+    "register_task_io",
+    "reliability_points",
+    "task_io",
+    "task_metrics",
+]

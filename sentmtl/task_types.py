@@ -118,7 +118,9 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _filled(targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     # NaN × 0 is NaN: absent targets are replaced before they meet the loss, then masked out of the mean.
-    return torch.where(keep.reshape(len(keep), *([1] * (targets.dim() - 1))), targets, torch.zeros_like(targets)).float()
+    return torch.where(
+        keep.reshape(len(keep), *([1] * (targets.dim() - 1))), targets, torch.zeros_like(targets)
+    ).float()
 
 
 @register_task_type
@@ -136,8 +138,9 @@ class Classification(TaskType):
 
     def loss(self, spec, output, targets):
         targets = targets.view(-1)
-        per_row = F.cross_entropy(output.float(), targets, ignore_index=IGNORE_INDEX, reduction="none",
-                                  label_smoothing=spec.label_smoothing)  # fmt: skip
+        per_row = F.cross_entropy(
+            output.float(), targets, ignore_index=IGNORE_INDEX, reduction="none", label_smoothing=spec.label_smoothing
+        )
         return masked_mean(per_row, self.present(targets))
 
 
@@ -221,8 +224,10 @@ class Distillation(TaskType):
     def loss(self, spec, output, targets):
         if spec.loss == "cosine":
             if output.shape[-1] != targets.shape[-1]:
-                raise ValueError(f"cosine distillation needs the embedding size ({output.shape[-1]}) to equal the "
-                                 f"teacher's ({targets.shape[-1]}); use loss: relational.")  # fmt: skip
+                raise ValueError(
+                    f"cosine distillation needs the embedding size ({output.shape[-1]}) to equal the "
+                    f"teacher's ({targets.shape[-1]}); use loss: relational."
+                )
             keep = self.present(targets)
             per_row = 1 - F.cosine_similarity(output.float(), _filled(targets, keep), dim=-1)
             return masked_mean(per_row, keep)
@@ -248,7 +253,9 @@ class Contrastive(TaskType):
 
     def output(self, spec, inputs):
         if inputs.pair_embeddings is None:
-            raise ValueError(f"task {spec.name!r} (contrastive) needs (anchor, positive) pairs: pair_input_ids is missing.")
+            raise ValueError(
+                f"task {spec.name!r} (contrastive) needs (anchor, positive) pairs: pair_input_ids is missing."
+            )
         parts = [inputs.embeddings.float()[:, None], inputs.pair_embeddings.float()[:, None]]
         if inputs.negative_embeddings is not None:
             parts.append(inputs.negative_embeddings.float())
@@ -262,8 +269,9 @@ class Contrastive(TaskType):
         return in_batch_negatives_loss(output, targets, scale, symmetric=spec.loss == "symmetric_in_batch")
 
 
-def in_batch_negatives_loss(output: torch.Tensor, ids: torch.Tensor, scale: float = DEFAULT_SCALE, symmetric: bool = False
-                            ) -> torch.Tensor:  # fmt: skip
+def in_batch_negatives_loss(
+    output: torch.Tensor, ids: torch.Tensor, scale: float = DEFAULT_SCALE, symmetric: bool = False
+) -> torch.Tensor:
     """Cross-entropy of each anchor over the batch's candidates (every row's positive, then every row's hard
     negatives), the target being its own positive; `output` `[n, 2 + k, d]`, `ids` `[n, 3 + k]` (see `Contrastive`).
     Rows whose flag is not 1 are neither anchors nor candidates. Excluded candidates are −inf (no indexing, no host
@@ -336,13 +344,28 @@ def prefix_self_distillation_loss(embeddings: torch.Tensor, sizes: list[tuple[in
     never it towards them (the prefixes' gradient still reaches the encoder, which the full size shares). No size
     below the full one: 0."""
     teacher = embeddings.detach()
-    terms = [(weight, relational_distillation_loss(embeddings[:, :size], teacher))
-             for size, weight in sizes if size < embeddings.shape[-1]]  # fmt: skip
+    terms = [
+        (weight, relational_distillation_loss(embeddings[:, :size], teacher))
+        for size, weight in sizes
+        if size < embeddings.shape[-1]
+    ]
     total = sum(weight for weight, _ in terms)
     if not total:
         return embeddings.sum() * 0  # keeps the graph (and the device) of a real loss
     return torch.stack([weight * term for weight, term in terms]).sum() / total
 
 
-__all__ = ["DEFAULT_SCALE", "IGNORE_INDEX", "TASK_TYPES", "TaskInputs", "TaskType", "cosent_loss", "in_batch_negatives_loss", "masked_mean",
-           "prefix_self_distillation_loss", "register_task_type", "relational_distillation_loss", "task_type"]
+__all__ = [
+    "DEFAULT_SCALE",
+    "IGNORE_INDEX",
+    "TASK_TYPES",
+    "TaskInputs",
+    "TaskType",
+    "cosent_loss",
+    "in_batch_negatives_loss",
+    "masked_mean",
+    "prefix_self_distillation_loss",
+    "register_task_type",
+    "relational_distillation_loss",
+    "task_type",
+]

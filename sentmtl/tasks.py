@@ -38,32 +38,42 @@ class TaskSpec:
         if kind.min_labels is not None:
             labels = [str(label).strip() for label in self.labels or ()]
             if len(labels) < kind.min_labels or len(set(labels)) != len(labels) or "" in labels:
-                raise ValueError(f"{where}: a {self.type} task needs {kind.min_labels}+ distinct label names (non-empty), "
-                                 f"got {self.labels}.")  # fmt: skip
+                raise ValueError(
+                    f"{where}: a {self.type} task needs {kind.min_labels}+ distinct label names (non-empty), "
+                    f"got {self.labels}."
+                )
             self.labels = labels
         elif self.labels is not None:
             raise ValueError(f"{where}: a {self.type} task takes no labels (got {self.labels}).")
         self.loss = self.loss or kind.losses[0]
         if self.loss not in kind.losses:
-            raise ValueError(f"{where}: loss {self.loss!r} does not fit a {self.type} task; choose one of "
-                             f"{', '.join(kind.losses)}.")  # fmt: skip
+            raise ValueError(
+                f"{where}: loss {self.loss!r} does not fit a {self.type} task; choose one of {', '.join(kind.losses)}."
+            )
         if not self.loss_weight >= 0:
             raise ValueError(f"{where}: loss_weight {self.loss_weight!r} must be >= 0.")
         if not 0.0 <= self.label_smoothing < 1.0 or (self.label_smoothing and not kind.label_smoothing):
             types = ", ".join(name for name, t in TASK_TYPES.items() if t.label_smoothing)
-            raise ValueError(f"{where}: label_smoothing {self.label_smoothing!r} must be in [0, 1), and only {types} "
-                             "tasks take one.")  # fmt: skip
+            raise ValueError(
+                f"{where}: label_smoothing {self.label_smoothing!r} must be in [0, 1), and only {types} tasks take one."
+            )
         if not isinstance(self.matryoshka, bool):
             raise ValueError(f"{where}: matryoshka {self.matryoshka!r} must be true or false.")
         if not self.matryoshka and self.loss not in kind.prefix_losses + kind.prefix_refused:
-            takes = [f"{name} ({', '.join(t.prefix_losses + t.prefix_refused)})" for name, t in TASK_TYPES.items()
-                     if t.prefix_losses or t.prefix_refused]  # fmt: skip
-            raise ValueError(f"{where}: matryoshka: false has nothing to switch off (loss {self.loss!r} does not act on "
-                             f"the embedding); only these losses take it: {'; '.join(takes)}.")  # fmt: skip
+            takes = [
+                f"{name} ({', '.join(t.prefix_losses + t.prefix_refused)})"
+                for name, t in TASK_TYPES.items()
+                if t.prefix_losses or t.prefix_refused
+            ]
+            raise ValueError(
+                f"{where}: matryoshka: false has nothing to switch off (loss {self.loss!r} does not act on "
+                f"the embedding); only these losses take it: {'; '.join(takes)}."
+            )
         if self.scale is not None and (self.loss not in kind.scale_losses or not 0 < self.scale < float("inf")):
             takes = [f"{name} ({', '.join(t.scale_losses)})" for name, t in TASK_TYPES.items() if t.scale_losses]
-            raise ValueError(f"{where}: scale {self.scale!r} must be > 0, and only these losses take one: "
-                             f"{'; '.join(takes)}.")  # fmt: skip
+            raise ValueError(
+                f"{where}: scale {self.scale!r} must be > 0, and only these losses take one: {'; '.join(takes)}."
+            )
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "task") -> "TaskSpec":
@@ -108,15 +118,25 @@ class TaskSpec:
         return dict(enumerate(self.labels or ()))
 
 
-def default_tasks(class_names=("negative", "positive"), classification_loss_weight=1.0, sentiment_loss_weight=1.0,
-                  label_smoothing=0.0, distillation_weight=0.0) -> list[TaskSpec]:  # fmt: skip
+def default_tasks(
+    class_names=("negative", "positive"),
+    classification_loss_weight=1.0,
+    sentiment_loss_weight=1.0,
+    label_smoothing=0.0,
+    distillation_weight=0.0,
+) -> list[TaskSpec]:
     """The seed's model: Task A (`classification`) and Task B (`sentiment`, a score in [0, 1]), and, when
     `distillation_weight` > 0, a `distillation` task that keeps the embedding's similarity structure."""
     tasks = [
-        TaskSpec(DEFAULT_CLASSIFICATION, "classification", labels=list(class_names),
-                 loss_weight=classification_loss_weight, label_smoothing=label_smoothing),
+        TaskSpec(
+            DEFAULT_CLASSIFICATION,
+            "classification",
+            labels=list(class_names),
+            loss_weight=classification_loss_weight,
+            label_smoothing=label_smoothing,
+        ),
         TaskSpec(DEFAULT_SCORE, "score", loss_weight=sentiment_loss_weight),
-    ]  # fmt: skip
+    ]
     if distillation_weight:
         tasks.append(TaskSpec("distillation", "distillation", loss_weight=distillation_weight))
     return tasks

@@ -53,22 +53,37 @@ class Teacher:
     @classmethod
     def from_model(cls, model, tokenizer, name: str, max_length: int, precision: str, device=None) -> "Teacher":
         """The pooled encoder output of a `SentMtlModel` (before its projection)."""
+        from . import __version__  # how encode pools and truncates is part of the vectors
         from .embed import encode  # embed imports the model: not needed to read a cache
 
-        from . import __version__  # how encode pools and truncates is part of the vectors
-
-        key = combine("teacher", __version__, weights_fingerprint(model.encoder), model.config.pooling,
-                      tokenizer_fingerprint(tokenizer), max_length, precision)  # fmt: skip
+        key = combine(
+            "teacher",
+            __version__,
+            weights_fingerprint(model.encoder),
+            model.config.pooling,
+            tokenizer_fingerprint(tokenizer),
+            max_length,
+            precision,
+        )
 
         def run(sentences):
-            return encode(model, sentences, tokenizer, pooled=True, show_progress_bar=False, max_length=max_length,
-                          precision=precision, device=device)  # fmt: skip
+            return encode(
+                model,
+                sentences,
+                tokenizer,
+                pooled=True,
+                show_progress_bar=False,
+                max_length=max_length,
+                precision=precision,
+                device=device,
+            )
 
         return cls(name, key, model.config.hidden_size, run)
 
 
-def teacher_vectors(dataset: datasets.Dataset, column: str, teacher: Teacher, cache_dir=None,
-                    chunk_size: int = CHUNK) -> datasets.Dataset:  # fmt: skip
+def teacher_vectors(
+    dataset: datasets.Dataset, column: str, teacher: Teacher, cache_dir=None, chunk_size: int = CHUNK
+) -> datasets.Dataset:
     """A one-column (`vectors`) memory-mapped dataset: the teacher's vector of each row's `column` text, in order,
     from the cache or computed (with a progress bar) and cached."""
     features = datasets.Features({VECTORS: datasets.List(datasets.Value("float32"), length=teacher.width)})
@@ -103,7 +118,9 @@ def _read(path: Path, record: Path, rows: int, width: int, warn: bool = True) ->
     try:
         saved = json.loads(record.read_text())
         if (saved.get("rows"), saved.get("width")) != (rows, width):
-            raise ValueError(f"it records {saved.get('rows')} rows × {saved.get('width')}, the data needs {rows} × {width}")
+            raise ValueError(
+                f"it records {saved.get('rows')} rows × {saved.get('width')}, the data needs {rows} × {width}"
+            )
         if _checksum(path) != saved.get("checksum"):
             raise ValueError("its checksum does not match its record (truncated or changed)")
         table = datasets.Dataset.from_file(str(path))
@@ -123,13 +140,20 @@ def _write(dataset, column, teacher: Teacher, path: Path, record: Path, features
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     writer = ArrowWriter(features=features, path=str(temporary))
     try:
-        with tqdm(total=dataset.num_rows, unit=" sentences", desc=f"Teacher vectors ({teacher.name})",
-                  disable=dataset.num_rows <= 1000) as bar:  # fmt: skip
+        with tqdm(
+            total=dataset.num_rows,
+            unit=" sentences",
+            desc=f"Teacher vectors ({teacher.name})",
+            disable=dataset.num_rows <= 1000,
+        ) as bar:
             for batch in dataset.select_columns([column]).iter(batch_size=chunk_size):
                 vectors = np.ascontiguousarray(teacher.encode(list(batch[column])), dtype=np.float32)
                 flat = pa.array(vectors.reshape(-1))
-                writer.write_table(pa.table({VECTORS: pa.FixedSizeListArray.from_arrays(flat, teacher.width)},
-                                            schema=features.arrow_schema))  # fmt: skip
+                writer.write_table(
+                    pa.table(
+                        {VECTORS: pa.FixedSizeListArray.from_arrays(flat, teacher.width)}, schema=features.arrow_schema
+                    )
+                )
                 bar.update(len(vectors))
         writer.finalize()
     except BaseException:
@@ -139,8 +163,16 @@ def _write(dataset, column, teacher: Teacher, path: Path, record: Path, features
     writer.close()
     checksum = _checksum(temporary)
     os.replace(temporary, path)
-    record_text = json.dumps({"format": CACHE_FORMAT, "rows": dataset.num_rows, "width": teacher.width,
-                              "checksum": checksum, "teacher": teacher.name}, indent=1)  # fmt: skip
+    record_text = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "rows": dataset.num_rows,
+            "width": teacher.width,
+            "checksum": checksum,
+            "teacher": teacher.name,
+        },
+        indent=1,
+    )
     temporary_record = record.with_name(f"{record.name}.{os.getpid()}.tmp")
     temporary_record.write_text(record_text)
     os.replace(temporary_record, record)

@@ -36,8 +36,12 @@ def build_param_groups(model, args, head_learning_rates: dict[str, float] | None
     if unknown:
         raise ValueError(f"head learning rates for {unknown}, which have no head in this model.")
     include_frozen_backbone = getattr(args, "unfreeze_backbone_at_epoch", None) is not None
-    by_role = {"backbone": lrs["backbone"], "projection": lrs["shared"], "loss_weighting": lrs["loss_weighting"],
-               "head": lrs["head"]}  # fmt: skip
+    by_role = {
+        "backbone": lrs["backbone"],
+        "projection": lrs["shared"],
+        "loss_weighting": lrs["loss_weighting"],
+        "head": lrs["head"],
+    }
     named = {}  # group name → (lr, weight decay, params)
     for part in parts:
         if part.role == "backbone":
@@ -101,12 +105,16 @@ class SentMtlTrainer(Trainer):
         model = kwargs.get("model") or (args[0] if args else None)
         headed = [task.name for task in eval_tasks if task.has_head]
         if headed:
-            raise ValueError(f"eval_tasks {headed} have heads, which only a model's own tasks have; evaluate tasks of "
-                             "the model, or head-less ones (similarity, distillation).")  # fmt: skip
+            raise ValueError(
+                f"eval_tasks {headed} have heads, which only a model's own tasks have; evaluate tasks of "
+                "the model, or head-less ones (similarity, distillation)."
+            )
         if kwargs.get("data_collator") is None:
             if kwargs.get("processing_class") is None:
-                raise ValueError("SentMtlTrainer needs processing_class=tokenizer (for its MultiTaskCollator) or "
-                                 "data_collator=MultiTaskCollator(tokenizer, tasks).")  # fmt: skip
+                raise ValueError(
+                    "SentMtlTrainer needs processing_class=tokenizer (for its MultiTaskCollator) or "
+                    "data_collator=MultiTaskCollator(tokenizer, tasks)."
+                )
             kwargs["data_collator"] = MultiTaskCollator(kwargs["processing_class"], [*unwrap(model).tasks, *eval_tasks])
         super().__init__(*args, **kwargs)
         self.head_learning_rates = dict(head_learning_rates or {})
@@ -117,9 +125,11 @@ class SentMtlTrainer(Trainer):
         smoothing = self.args.label_smoothing_factor
         tasks = unwrap(self.model).tasks
         if smoothing and any(t.kind.label_smoothing and t.label_smoothing != smoothing for t in tasks):
-            raise ValueError(f"--label_smoothing_factor {smoothing}: each task carries its own label_smoothing "
-                             f"({ {t.name: t.label_smoothing for t in tasks if t.kind.label_smoothing} }); set it "
-                             "on the tasks.")  # fmt: skip
+            raise ValueError(
+                f"--label_smoothing_factor {smoothing}: each task carries its own label_smoothing "
+                f"({ {t.name: t.label_smoothing for t in tasks if t.kind.label_smoothing} }); set it "
+                "on the tasks."
+            )
         self.label_smoother = None
 
     def create_optimizer(self, model=None):
@@ -142,17 +152,21 @@ class SentMtlTrainer(Trainer):
         if path and os.path.isfile(path) and self.optimizer is not None:
             saved = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
             if saved and "members" not in saved[0]:
-                raise ValueError(f"--resume_from_checkpoint {checkpoint}: its optimizer predates merged parameter "
-                                 "groups (sentmtl 0.2.x and earlier: one group per layer), so its moments cannot be "
-                                 "matched to this version's groups. Resume with the version that wrote it, or start "
-                                 "from its weights with --model_name_or_path.")  # fmt: skip
+                raise ValueError(
+                    f"--resume_from_checkpoint {checkpoint}: its optimizer predates merged parameter "
+                    "groups (sentmtl 0.2.x and earlier: one group per layer), so its moments cannot be "
+                    "matched to this version's groups. Resume with the version that wrote it, or start "
+                    "from its weights with --model_name_or_path."
+                )
             names = [(group.get("name"), group.get("members")) for group in saved]
             mine = [(group.get("name"), group.get("members")) for group in self.optimizer.param_groups]
             if names != mine:
-                raise ValueError(f"--resume_from_checkpoint {checkpoint}: its optimizer has the parameter groups "
-                                 f"{names}, this run builds {mine} (another version of sentmtl, other head LRs or "
-                                 "freezing). Resume with the same settings and version, or start from its weights "
-                                 "with --model_name_or_path instead.")  # fmt: skip
+                raise ValueError(
+                    f"--resume_from_checkpoint {checkpoint}: its optimizer has the parameter groups "
+                    f"{names}, this run builds {mine} (another version of sentmtl, other head LRs or "
+                    "freezing). Resume with the same settings and version, or start from its weights "
+                    "with --model_name_or_path instead."
+                )
         return super()._load_optimizer_and_scheduler(checkpoint)
 
     def get_train_dataloader(self):
@@ -164,11 +178,18 @@ class SentMtlTrainer(Trainer):
             # order is the same every time (seeded by seed and epoch), so within the first pass over the stream it
             # continues at the exact row (the Trainer counts a resumed stream's steps from its first pass).
             if self.args.world_size > 1:
-                raise ValueError(f"a streamed train_dataset (IterableDataset) trains in one process; "
-                                 f"{self.args.world_size} were started. Give a table (Dataset) to train under DDP.")  # fmt: skip
+                raise ValueError(
+                    f"a streamed train_dataset (IterableDataset) trains in one process; "
+                    f"{self.args.world_size} were started. Give a table (Dataset) to train under DDP."
+                )
             self.train_dataset.set_epoch(0)
-            loader = DataLoader(self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
-                                pin_memory=self.args.dataloader_pin_memory, drop_last=self.args.dataloader_drop_last)  # fmt: skip
+            loader = DataLoader(
+                self.train_dataset,
+                batch_size=self._train_batch_size,
+                collate_fn=self.data_collator,
+                pin_memory=self.args.dataloader_pin_memory,
+                drop_last=self.args.dataloader_drop_last,
+            )
             return self.accelerator.prepare(loader)
         dataset = MultiSourceDataset.wrap(self.train_dataset)
         seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
@@ -176,14 +197,28 @@ class SentMtlTrainer(Trainer):
         # A source's own batch size is per device, as --per_device_train_batch_size is: the global batch is W times it.
         per_device = lambda size: size * max(1, self.args.n_gpu)  # noqa: E731 (DataParallel: one process, n GPUs)
         sizes = [(per_device(size) if size else self._train_batch_size) * world for size in dataset.batch_sizes]
-        sampler = RankBatches(TaskBatchSampler(
-            dataset.lengths(), sizes, strategy=self.args.task_sampling,
-            temperature=self.args.task_sampling_temperature, seed=seed, within=self.args.train_sampling_strategy,
-            min_batch_size=world, batches_per_epoch=dataset.batches_per_epoch,
-            keys=dataset.batch_keys(unwrap(self.model).tasks),
-        ), world, self.args.process_index)  # fmt: skip
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)  # fmt: skip
+        sampler = RankBatches(
+            TaskBatchSampler(
+                dataset.lengths(),
+                sizes,
+                strategy=self.args.task_sampling,
+                temperature=self.args.task_sampling_temperature,
+                seed=seed,
+                within=self.args.train_sampling_strategy,
+                min_batch_size=world,
+                batches_per_epoch=dataset.batches_per_epoch,
+                keys=dataset.batch_keys(unwrap(self.model).tasks),
+            ),
+            world,
+            self.args.process_index,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
         loader = self.accelerator.prepare(loader)
         # accelerate would shard the already per-process batches again (and drop rows): make its wrapper a
         # passthrough, as transformers does for its own rank-aware batch sampler. It still hands the epoch on
@@ -199,8 +234,10 @@ class SentMtlTrainer(Trainer):
         objective over those task losses (learned loss weights included; eval-only tasks excluded)."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
-            raise ValueError("evaluate() needs an eval_dataset (here or when the trainer is built): a tokenised table "
-                             "with target__<task> columns (sentmtl.batching.prepare) or a MultiSourceDataset.")  # fmt: skip
+            raise ValueError(
+                "evaluate() needs an eval_dataset (here or when the trainer is built): a tokenised table "
+                "with target__<task> columns (sentmtl.batching.prepare) or a MultiSourceDataset."
+            )
         dataset = MultiSourceDataset.wrap(dataset)
         model = unwrap(self.model)
         started = time.perf_counter()
@@ -213,8 +250,10 @@ class SentMtlTrainer(Trainer):
             tasks = dataset.part_tasks(k, known)
             twice = sorted(seen & {task.name for task in tasks})
             if twice:
-                raise ValueError(f"evaluation data: tasks {twice} have targets in more than one part; give each task "
-                                 "one evaluation table (concatenate them).")  # fmt: skip
+                raise ValueError(
+                    f"evaluation data: tasks {twice} have targets in more than one part; give each task "
+                    "one evaluation table (concatenate them)."
+                )
             seen |= {task.name for task in tasks}
             collected, domains = self._predict(model, part, tasks)
             for task in tasks:
@@ -225,7 +264,9 @@ class SentMtlTrainer(Trainer):
                 metrics[f"{metric_key_prefix}_{task.name}_rows"] = int(count)  # what its metrics were computed over
                 values = task_io(task).metrics(task, outputs, targets, domains, dataset.domain_names[k])
                 metrics.update({f"{metric_key_prefix}_{task.name}_{key}": value for key, value in values.items()})
-        trained = {name: loss.to(model.device) for name, loss in task_losses.items() if name in {t.name for t in model.tasks}}
+        trained = {
+            name: loss.to(model.device) for name, loss in task_losses.items() if name in {t.name for t in model.tasks}
+        }
         if trained:
             with torch.no_grad():
                 metrics[f"{metric_key_prefix}_loss"] = float(model.combine_losses(trained, labelled=labelled))
@@ -240,8 +281,9 @@ class SentMtlTrainer(Trainer):
         """{task: (outputs, targets, loss, labelled rows)} over one source's rows, gathered from every process, and
         the rows' domains. A loss that compares rows is the mean of its batches' (weighted by their labelled rows),
         as in training; any other is computed once over all the rows that carry a target, what the metrics see."""
-        loader = self.accelerator.prepare(DataLoader(part, batch_size=self.args.eval_batch_size,
-                                                     collate_fn=self.data_collator))  # fmt: skip
+        loader = self.accelerator.prepare(
+            DataLoader(part, batch_size=self.args.eval_batch_size, collate_fn=self.data_collator)
+        )
         parts = {task.name: ([], [], [], []) for task in tasks}  # outputs, targets, batch losses, batch sizes
         domains = []
         for batch in loader:
@@ -277,8 +319,10 @@ class SentMtlTrainer(Trainer):
 
     def predict(self, *args, **kwargs):
         # The Trainer's prediction loop drops the task targets and knows one output; here outputs are per task.
-        raise NotImplementedError("SentMtlTrainer.predict is not supported: use evaluate() for metrics, "
-                                  "sentmtl.encode() for embeddings, or the model's task_outputs.")  # fmt: skip
+        raise NotImplementedError(
+            "SentMtlTrainer.predict is not supported: use evaluate() for metrics, "
+            "sentmtl.encode() for embeddings, or the model's task_outputs."
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `domain` labels rows for per-domain metrics only; the model does not take it.

@@ -131,7 +131,28 @@ def synthetic_csv(tmp_path) -> Path:
 
 def tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra) -> list[str]:
     """run_mtl.py flags for a seconds-long run: the tiny encoder on the synthetic CSV, 2 epochs."""
-    return ["--model_name_or_path", str(tiny_encoder_dir), "--train_file", str(synthetic_csv), "--text_column", "text",
-            "--label_column", "sentiment", "--embedding_size", "16", "--output_dir", str(out), "--num_train_epochs", "2",
-            "--per_device_train_batch_size", "8",
-            "--learning_rate", "1e-3", "--disable_tqdm", "true", "--use_cpu", "true", *extra]  # fmt: skip
+    return [
+        "--model_name_or_path",
+        str(tiny_encoder_dir),
+        "--train_file",
+        str(synthetic_csv),
+        "--text_column",
+        "text",
+        "--label_column",
+        "sentiment",
+        "--embedding_size",
+        "16",
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--learning_rate",
+        "1e-3",
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+        *extra,
+    ]

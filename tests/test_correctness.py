@@ -15,11 +15,11 @@ from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
 from transformers import BertConfig, BertModel, ElectraConfig, ElectraModel, TrainerControl, TrainerState
 
 import sentmtl
+from sentmtl.batching import MultiTaskCollator
 from sentmtl.callbacks import FreezeCallback
 from sentmtl.corpus import near_duplicate_key, train_test_split
-from sentmtl.batching import MultiTaskCollator
-from sentmtl.sampler import TaskBatchSampler
 from sentmtl.run import main, parse_args
+from sentmtl.sampler import TaskBatchSampler
 from sentmtl.trainer import SentMtlTrainer, all_processes_agree
 
 
@@ -30,16 +30,45 @@ def run_results(out, name="train_results.json") -> dict:
 def exact_flags(tiny_encoder_dir, synthetic_csv, out, *extra):
     """Deterministic batches and no dropout, so two runs that see the same data compute the same gradients. Without
     distillation: its loss compares the sentences of a batch with each other, so 2 batches of 8 are not 1 of 16."""
-    return tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--dropout", "0", "--bf16", "false", "--distillation_weight", "0",
-                          "--train_sampling_strategy", "sequential", "--warmup_steps", "0", *extra)  # fmt: skip
+    return tiny_run_flags(
+        tiny_encoder_dir,
+        synthetic_csv,
+        out,
+        "--dropout",
+        "0",
+        "--bf16",
+        "false",
+        "--distillation_weight",
+        "0",
+        "--train_sampling_strategy",
+        "sequential",
+        "--warmup_steps",
+        "0",
+        *extra,
+    )
 
 
 def run_two_processes(flags: list[str]) -> None:
     """run_mtl.py under `accelerate launch` with 2 processes (torchrun over gloo on a machine without GPUs)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "run_mtl.py", *flags]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "run_mtl.py",
+        *flags,
+    ]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -49,9 +78,23 @@ def run_two_processes(flags: list[str]) -> None:
 def test_gradient_accumulation_does_not_scale_the_loss(tiny_encoder_dir, synthetic_csv, tmp_path):
     """The model's `**kwargs` forward made the Trainer skip its division by the accumulation steps: 8 × 2 logged
     (and back-propagated) twice the loss of 16 × 1 on the same data."""
-    assert main(exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "16", "--per_device_train_batch_size", "16")) == 0
-    assert main(exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "8x2", "--per_device_train_batch_size", "8",
-                            "--gradient_accumulation_steps", "2")) == 0  # fmt: skip
+    assert (
+        main(exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "16", "--per_device_train_batch_size", "16")) == 0
+    )
+    assert (
+        main(
+            exact_flags(
+                tiny_encoder_dir,
+                synthetic_csv,
+                tmp_path / "8x2",
+                "--per_device_train_batch_size",
+                "8",
+                "--gradient_accumulation_steps",
+                "2",
+            )
+        )
+        == 0
+    )
     single, accumulated = run_results(tmp_path / "16"), run_results(tmp_path / "8x2")
     assert single["global_step"] == accumulated["global_step"]
     # Equal up to the encoder's own dropout, whose masks differ between 16 rows and 2 × 8 (the bug gave 2×).
@@ -64,7 +107,9 @@ def test_gradient_accumulation_does_not_scale_the_loss(tiny_encoder_dir, synthet
 @pytest.mark.slow
 def test_two_processes_log_the_loss_of_one(tiny_encoder_dir, synthetic_csv, tmp_path):
     """Under DDP the loss was multiplied by the number of processes (`average_tokens_across_devices`)."""
-    assert main(exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "one", "--per_device_train_batch_size", "16")) == 0
+    assert (
+        main(exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "one", "--per_device_train_batch_size", "16")) == 0
+    )
     run_two_processes(exact_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two"))  # 2 × 8 per device = 16 per step
     one, two = run_results(tmp_path / "one"), run_results(tmp_path / "two")
     assert two["global_step"] == one["global_step"]
@@ -89,8 +134,9 @@ _SELF_DISTILLATION = ["--matryoshka_dims", "16", "8", "4", "--matryoshka_self_di
 
 
 @pytest.mark.parametrize("extra", [[], _SELF_DISTILLATION], ids=["distillation", "matryoshka_self_distillation"])
-def test_two_processes_with_a_row_comparing_loss_train_and_evaluate_as_one(encoder_without_dropout, synthetic_csv,
-                                                                           tmp_path, extra):  # fmt: skip
+def test_two_processes_with_a_row_comparing_loss_train_and_evaluate_as_one(
+    encoder_without_dropout, synthetic_csv, tmp_path, extra
+):
     """#20: the relational distillation loss compares the rows of a batch; computed on each process's share it made
     2 processes × 8 rows differ from 1 × 16, and so did the per-row means of a last batch split 2 / 1. Every task's
     loss now sees the gathered global batch (and the evaluation's losses come from gathered outputs): the two runs
@@ -103,8 +149,13 @@ def test_two_processes_with_a_row_comparing_loss_train_and_evaluate_as_one(encod
     one, two = run_results(tmp_path / "one"), run_results(tmp_path / "two")
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
     one, two = (run_results(tmp_path / name, "eval_results.json") for name in ("one", "two"))
-    for key in ("eval_loss", "eval_distillation_loss", "eval_classification_loss", "eval_sentiment_loss",
-                "eval_classification_accuracy"):  # fmt: skip
+    for key in (
+        "eval_loss",
+        "eval_distillation_loss",
+        "eval_classification_loss",
+        "eval_sentiment_loss",
+        "eval_classification_accuracy",
+    ):
         assert two[key] == pytest.approx(one[key], rel=1e-4), key
 
 
@@ -124,9 +175,22 @@ def test_a_sentmtl_model_from_the_hub_cache_loads_as_sentmtl(tiny_encoder_dir, s
     (repo / "refs" / "main").write_text("0" * 40)
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("HF_HUB_CACHE", None)
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "run_embed.py"), "--model_name_or_path",
-                             "someone/tiny-sentmtl", "--device", "cpu", "the movie was great ."],
-                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "run_embed.py"),
+            "--model_name_or_path",
+            "someone/tiny-sentmtl",
+            "--device",
+            "cpu",
+            "the movie was great .",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "size=16" in result.stdout  # the trained 16-d projection, not a fresh one
     assert "plain encoder" not in result.stderr
@@ -189,8 +253,9 @@ def test_label_smoothing_keeps_task_b(tiny_model, tiny_tokenizer, tmp_path):
     from test_training import tokenized_synthetic, training_args
 
     tiny_model.config.dropout = 0.0
-    tiny_model.config.tasks = [{**t.to_dict(), "label_smoothing": 0.1 if t.type == "classification" else 0.0}
-                               for t in tiny_model.tasks]  # fmt: skip
+    tiny_model.config.tasks = [
+        {**t.to_dict(), "label_smoothing": 0.1 if t.type == "classification" else 0.0} for t in tiny_model.tasks
+    ]
     args = training_args(tmp_path, label_smoothing_factor=0.1, max_steps=4, learning_rate=1e-3)
     dataset = tokenized_synthetic(tiny_tokenizer)
     before = tiny_model.sentiment_head.weight.detach().clone()
@@ -202,8 +267,9 @@ def test_label_smoothing_keeps_task_b(tiny_model, tiny_tokenizer, tmp_path):
     tiny_model.eval()
     with torch.no_grad():
         out = tiny_model(**batch)
-        expected = torch.nn.functional.cross_entropy(out.logits, labels, label_smoothing=0.1) + \
-            torch.nn.functional.binary_cross_entropy_with_logits(out.sentiment_logits, scores.float())
+        expected = torch.nn.functional.cross_entropy(
+            out.logits, labels, label_smoothing=0.1
+        ) + torch.nn.functional.binary_cross_entropy_with_logits(out.sentiment_logits, scores.float())
         assert trainer.compute_loss(tiny_model, dict(batch)).item() == pytest.approx(expected.item(), rel=1e-5)
     tiny_model.train()
     trainer.train()
@@ -228,8 +294,10 @@ def three_class_csv(tmp_path):
 def test_three_class_names_reach_config_metrics_plot_and_card(tiny_encoder_dir, three_class_csv, tmp_path):
     """`--class_names` never reached the model (always 2 labels, negative/positive), metrics assumed binary."""
     out = tmp_path / "k3"
-    assert main(tiny_run_flags(tiny_encoder_dir, three_class_csv, out, "--class_names", "negative", "neutral",
-                               "positive")) == 0  # fmt: skip
+    assert (
+        main(tiny_run_flags(tiny_encoder_dir, three_class_csv, out, "--class_names", "negative", "neutral", "positive"))
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
     metrics = run_results(out, "eval_results.json")
@@ -252,8 +320,10 @@ def test_class_names_must_match_the_corpus_or_a_continued_checkpoint(tiny_encode
     flags = tiny_run_flags(trained, numeric, tmp_path / "again", "--class_names", "bad", "good")
     flags.remove("--embedding_size"), flags.remove("16")  # a checkpoint fixes its own size
     assert main(flags) == 1
-    assert "has classification with classes ['negative', 'positive'] for 'classification', not a classification task " \
+    assert (
+        "has classification with classes ['negative', 'positive'] for 'classification', not a classification task "
         "with classes ['bad', 'good']" in capsys.readouterr().err
+    )
 
 
 # -- 6. device and precision -----------------------------------------------------------------------------------------
@@ -284,8 +354,12 @@ def test_run_embed_puts_the_model_on_the_chosen_device(monkeypatch, tiny_encoder
 
     moved = []
     original = torch.nn.Module.to
-    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: (moved.append(str(a[0]) if a else k), original(self, *a, **k))[1])
-    assert run_embed.main(["--model_name_or_path", str(tiny_encoder_dir), "--device", "cpu", "the plot was good ."]) == 0
+    monkeypatch.setattr(
+        torch.nn.Module, "to", lambda self, *a, **k: (moved.append(str(a[0]) if a else k), original(self, *a, **k))[1]
+    )
+    assert (
+        run_embed.main(["--model_name_or_path", str(tiny_encoder_dir), "--device", "cpu", "the plot was good ."]) == 0
+    )
     assert "cpu" in moved
     monkeypatch.setattr("sentmtl.embed_cli.default_device", lambda: torch.device("cpu"))
     moved.clear()
@@ -302,9 +376,15 @@ def test_uncertainty_weights_move_when_one_task_dominates(tiny_encoder_dir, tiny
     from test_training import tokenized_synthetic, training_args
 
     def log_variances_after_100_steps(**lrs):
-        model, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, loss_weighting="uncertainty")
-        trainer = SentMtlTrainer(model=model, args=training_args(tmp_path, **lrs),
-                                 train_dataset=tokenized_synthetic(tiny_tokenizer), processing_class=tiny_tokenizer)  # fmt: skip
+        model, _ = sentmtl.load_model_and_tokenizer(
+            str(tiny_encoder_dir), embedding_size=16, loss_weighting="uncertainty"
+        )
+        trainer = SentMtlTrainer(
+            model=model,
+            args=training_args(tmp_path, **lrs),
+            train_dataset=tokenized_synthetic(tiny_tokenizer),
+            processing_class=tiny_tokenizer,
+        )
         optimizer = trainer.create_optimizer()
         for _ in range(100):  # the task losses held fixed: only the weighting learns
             model.combine_losses({"classification": torch.tensor(5.0), "sentiment": torch.tensor(0.05)}).backward()
@@ -336,8 +416,14 @@ def test_uncertainty_weighting_formula_away_from_zero(tiny_encoder_dir, tiny_tok
 
 def test_pooler_pooling_is_checked_against_the_loaded_encoder(tmp_path, tiny_tokenizer):
     """`--pooling pooler` passed validation for ELECTRA (no pooler) and then crashed in the first forward pass."""
-    small = dict(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                 intermediate_size=37, max_position_embeddings=64)  # fmt: skip
+    small = dict(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     ElectraModel(ElectraConfig(embedding_size=32, **small)).save_pretrained(tmp_path / "electra")
     with pytest.raises(ValueError, match="pooling='pooler' needs an encoder with a pooler layer"):
         sentmtl.SentMtlModel.from_encoder(str(tmp_path / "electra"), pooling="pooler")
@@ -401,9 +487,12 @@ def test_real_corpus_has_2972_near_duplicate_groups_and_none_straddle(data_dir):
         (["--train_file", "a.csv", "--sources", "imdb"], "--sources select"),
         (["--train_file", "a.csv", "--data_dir", "corpus/"], "--data_dir select"),
         (["--train_file", "a.csv", "--skip_bad_lines"], "--skip_bad_lines select"),
-        (["--train_file", "a.csv", "--validation_file", "b.csv", "--test_size", "0.3"], "with --validation_file there is no split"),
+        (
+            ["--train_file", "a.csv", "--validation_file", "b.csv", "--test_size", "0.3"],
+            "with --validation_file there is no split",
+        ),
     ],
-)  # fmt: skip
+)
 def test_flags_that_would_be_ignored_are_refused(flags, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         parse_args(flags + ["--output_dir", str(tmp_path)])
@@ -413,9 +502,12 @@ def test_data_seed_zero_is_a_seed(tiny_model, tiny_tokenizer, tmp_path):
     """`data_seed or seed` treated --data_seed 0 as unset."""
     from test_training import tokenized_synthetic, training_args
 
-    trainer = SentMtlTrainer(model=tiny_model, args=training_args(tmp_path, data_seed=0, seed=42,
-                             train_sampling_strategy="group_by_length"), train_dataset=tokenized_synthetic(tiny_tokenizer),
-                             processing_class=tiny_tokenizer)  # fmt: skip
+    trainer = SentMtlTrainer(
+        model=tiny_model,
+        args=training_args(tmp_path, data_seed=0, seed=42, train_sampling_strategy="group_by_length"),
+        train_dataset=tokenized_synthetic(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
+    )
     sampler = trainer.get_train_dataloader().batch_sampler
     while not isinstance(sampler, TaskBatchSampler):
         sampler = getattr(sampler, "batch_sampler", None) or sampler.sampler
@@ -426,17 +518,39 @@ def test_run_config_replays_the_run(tiny_encoder_dir, synthetic_csv, tmp_path):
     """run_config.yaml dropped data_seed, eval_steps, save_steps, adam_* and gradient_checkpointing, and did not say
     that bf16 had been chosen automatically."""
     out = tmp_path / "run"
-    extra = ["--data_seed", "0", "--eval_steps", "3", "--save_steps", "7", "--adam_beta2", "0.98",
-             "--adam_epsilon", "1e-7", "--gradient_checkpointing", "true", "--label_smoothing_factor", "0.05"]
+    extra = [
+        "--data_seed",
+        "0",
+        "--eval_steps",
+        "3",
+        "--save_steps",
+        "7",
+        "--adam_beta2",
+        "0.98",
+        "--adam_epsilon",
+        "1e-7",
+        "--gradient_checkpointing",
+        "true",
+        "--label_smoothing_factor",
+        "0.05",
+    ]
     flags = [f for f in tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra)]
     assert main(flags) == 0
     text = (out / "run_config.yaml").read_text()
     saved = yaml.safe_load(text)
-    assert {"data_seed": 0, "eval_steps": 3, "save_steps": 7, "adam_beta2": 0.98, "adam_epsilon": 1e-7,
-            "gradient_checkpointing": True, "label_smoothing_factor": 0.05}.items() <= saved.items()  # fmt: skip
+    assert {
+        "data_seed": 0,
+        "eval_steps": 3,
+        "save_steps": 7,
+        "adam_beta2": 0.98,
+        "adam_epsilon": 1e-7,
+        "gradient_checkpointing": True,
+        "label_smoothing_factor": 0.05,
+    }.items() <= saved.items()
     assert "hub_token" not in saved and "logging_dir" not in saved
-    assert [line for line in text.splitlines() if line.startswith("bf16:")][0].endswith("chosen automatically: bf16 "
-                                                                                      "autocast is fast on this device type only where this says true")  # fmt: skip
+    assert [line for line in text.splitlines() if line.startswith("bf16:")][0].endswith(
+        "chosen automatically: bf16 autocast is fast on this device type only where this says true"
+    )
     model_args, data_args, args = parse_args([str(out / "run_config.yaml"), "--output_dir", str(tmp_path / "again")])
     assert (args.data_seed, args.eval_steps, args.adam_beta2, args.gradient_checkpointing) == (0, 3, 0.98, True)
     assert data_args.train_file == str(synthetic_csv) and model_args.embedding_size == 16
@@ -453,7 +567,9 @@ def test_export_without_normalisation_keeps_the_norms(tiny_encoder_dir, syntheti
 
     out = tmp_path / "raw"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--normalize", "false")) == 0
-    assert run_embed.main(["--model_name_or_path", str(out), "--export_sentence_transformer", str(tmp_path / "st")]) == 0
+    assert (
+        run_embed.main(["--model_name_or_path", str(out), "--export_sentence_transformer", str(tmp_path / "st")]) == 0
+    )
     sentences = ["the movie was great .", "the food was awful !"]
     exported = SentenceTransformer(str(tmp_path / "st"), device="cpu").encode(sentences)
     ours = sentmtl.encode(str(out), sentences, precision="fp32", device="cpu")
@@ -482,6 +598,7 @@ def test_expected_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_pat
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert lines == [lines[-1]] and "Offline mode is set" in lines[-1] and "--data_dir" in lines[-1]
-    debug = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**env, "SENTMTL_DEBUG": "1"},
-                           cwd=tmp_path)  # fmt: skip
+    debug = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**env, "SENTMTL_DEBUG": "1"}, cwd=tmp_path
+    )
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConnectionError" in debug.stderr

@@ -9,14 +9,19 @@ from sentmtl.batching import MultiTaskCollator, prepare
 from sentmtl.data import read_table
 from sentmtl.tasks import TaskSpec
 
-SEED_TASKS = [TaskSpec("classification", "classification", labels=["negative", "positive"]), TaskSpec("sentiment", "score")]
+SEED_TASKS = [
+    TaskSpec("classification", "classification", labels=["negative", "positive"]),
+    TaskSpec("sentiment", "score"),
+]
 
 
 def test_tables_are_read_as_they_are(synthetic_csv, tmp_path):
     table = read_table(synthetic_csv)
     assert table.num_rows == 64 and table.column_names == ["text", "sentiment"]
     path = tmp_path / "data.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [{"sentence": "good", "score": 0.8}, {"sentence": "bad", "score": 0.1}]))
+    path.write_text(
+        "\n".join(json.dumps(r) for r in [{"sentence": "good", "score": 0.8}, {"sentence": "bad", "score": 0.1}])
+    )
     assert list(read_table(path)["score"]) == pytest.approx([0.8, 0.1])
 
 
@@ -28,10 +33,17 @@ def test_unsupported_and_missing_files(tmp_path):
 
 
 def test_prepare_tokenises_and_collate_pads_per_batch(tiny_tokenizer):
-    table = datasets.Dataset.from_dict({"sentence": ["the film was good .", "bad .", "the plot was very boring .", "fine ."],
-                                        "label": ["positive", "negative", "Negative", "1"], "score": [0.9, 0.1, 0.2, 0.7]})
+    table = datasets.Dataset.from_dict(
+        {
+            "sentence": ["the film was good .", "bad .", "the plot was very boring .", "fine ."],
+            "label": ["positive", "negative", "Negative", "1"],
+            "score": [0.9, 0.1, 0.2, 0.7],
+        }
+    )
     tokenized = prepare(table, SEED_TASKS, tiny_tokenizer, max_length=32)
-    assert {"input_ids", "attention_mask", "target__classification", "target__sentiment", "domain"} <= set(tokenized.column_names)
+    assert {"input_ids", "attention_mask", "target__classification", "target__sentiment", "domain"} <= set(
+        tokenized.column_names
+    )
     batch = MultiTaskCollator(tiny_tokenizer, SEED_TASKS)([tokenized[i] for i in range(4)])
     longest = max(len(tokenized[i]["input_ids"]) for i in range(4))
     assert batch["input_ids"].shape == (4, longest)

@@ -25,8 +25,11 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DOC_FILES = ["README.md", *sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "docs").glob("*.md")),
-             "results/README.md"]  # fmt: skip
+DOC_FILES = [
+    "README.md",
+    *sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "docs").glob("*.md")),
+    "results/README.md",
+]
 
 # `--name`, hyphenated names included (`--dry-run`, `--no-deps`), not the middle of a word or of `---`.
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]")
@@ -94,13 +97,25 @@ def chunks(path: str) -> list[Chunk]:
 
 
 def code_blocks(lang: str) -> list:
-    return [pytest.param(path, chunk, id=f"{path}:{chunk.line}")
-            for path in DOC_FILES for chunk in chunks(path) if chunk.lang == lang]  # fmt: skip
+    return [
+        pytest.param(path, chunk, id=f"{path}:{chunk.line}")
+        for path in DOC_FILES
+        for chunk in chunks(path)
+        if chunk.lang == lang
+    ]
 
 
 def test_the_doc_files_are_there():
-    for path in ("README.md", "docs/tasks.md", "docs/training.md", "docs/sharing.md", "docs/reliability.md",
-                 "docs/data.md", "docs/performance.md", "results/README.md"):  # fmt: skip
+    for path in (
+        "README.md",
+        "docs/tasks.md",
+        "docs/training.md",
+        "docs/sharing.md",
+        "docs/reliability.md",
+        "docs/data.md",
+        "docs/performance.md",
+        "results/README.md",
+    ):
         assert path in DOC_FILES and (REPO_ROOT / path).is_file(), path
 
 
@@ -109,8 +124,9 @@ def test_the_doc_files_are_there():
 
 def usage_flags(command: list[str]) -> set[str]:
     """The options in a command's `--help` usage block (argparse lists every visible option there)."""
-    result = subprocess.run([sys.executable, *command, "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, *command, "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, f"{' '.join(command)} --help failed:\n{result.stderr[-2000:]}"
     usage = result.stdout.split("\n\n", 1)[0]
     return set(FLAG.findall(usage)) | {"--help"}
@@ -232,8 +248,12 @@ def yaml_key_errors(values, where: str) -> list[str]:
     DataSpec = from_task_modules("DataSpec")
     assert DataSpec is not None, f"no DataSpec in {TASK_MODULES}"
     allowed_data_keys = data_keys()
-    run_keys = {field.name for cls in (ModelArguments, DataArguments, SentMtlTrainingArguments)
-                for field in dataclasses.fields(cls) if field.init or field.name == "tasks"}  # fmt: skip
+    run_keys = {
+        field.name
+        for cls in (ModelArguments, DataArguments, SentMtlTrainingArguments)
+        for field in dataclasses.fields(cls)
+        if field.init or field.name == "tasks"
+    }
     task_keys = {field.name for cls in (TaskSpec, DataSpec) for field in dataclasses.fields(cls)}
     if not isinstance(values, dict):
         return [f"{where}: a run file is a mapping, got {type(values).__name__}"]
@@ -244,8 +264,11 @@ def yaml_key_errors(values, where: str) -> list[str]:
             continue
         errors += [f"{where}: tasks[{i}].{key} is not a task field" for key in task if key not in task_keys]
         if isinstance(task.get("data"), dict):
-            errors += [f"{where}: tasks[{i}].data.{key} is not a data key"
-                       for key in task["data"] if key not in allowed_data_keys]  # fmt: skip
+            errors += [
+                f"{where}: tasks[{i}].data.{key} is not a data key"
+                for key in task["data"]
+                if key not in allowed_data_keys
+            ]
     return errors
 
 
@@ -257,7 +280,9 @@ def test_yaml_keys_exist(path, chunk):
     named = re.match(r"#\s*(configs/[\w.-]+\.ya?ml)\b", chunk.text.lstrip())
     if named:
         config = yaml.safe_load((REPO_ROOT / named.group(1)).read_text())
-        differ = {key: (value, config.get(key, "<missing>")) for key, value in values.items() if config.get(key, ...) != value}
+        differ = {
+            key: (value, config.get(key, "<missing>")) for key, value in values.items() if config.get(key, ...) != value
+        }
         assert not differ, f"{path}:{chunk.line} disagrees with {named.group(1)} (doc, file): {differ}"
 
 
@@ -312,8 +337,13 @@ def test_readme_snippets_run_on_a_trained_folder():
 
 def test_readme_setup_commands_are_the_makefiles():
     targets = set(re.findall(r"^([\w-]+):", (REPO_ROOT / "Makefile").read_text(), flags=re.M))
-    commands = {line.split("#")[0].strip() for chunk in chunks("README.md") if chunk.lang == "bash"
-                for line in chunk.text.splitlines() if line.startswith("make ")}  # fmt: skip
+    commands = {
+        line.split("#")[0].strip()
+        for chunk in chunks("README.md")
+        if chunk.lang == "bash"
+        for line in chunk.text.splitlines()
+        if line.startswith("make ")
+    }
     assert {"make run", "make test"} <= commands
     assert {command.split()[1] for command in commands} <= targets
 
@@ -336,7 +366,9 @@ def test_links_resolve(path):
             broken.append(target)
         elif anchor and resolved.suffix == ".md":
             headings = [chunk for chunk in chunks(str(resolved.resolve().relative_to(REPO_ROOT))) if chunk.lang is None]
-            slugs = {slug(line.lstrip("#")) for chunk in headings for line in chunk.text.splitlines() if line.startswith("#")}
+            slugs = {
+                slug(line.lstrip("#")) for chunk in headings for line in chunk.text.splitlines() if line.startswith("#")
+            }
             if anchor not in slugs:
                 broken.append(target)
     assert not broken, f"{path}: broken links {broken}"

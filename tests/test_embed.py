@@ -67,7 +67,9 @@ def test_pooled_encoder_matches_sentence_transformers(bundled_model, bundled_tok
     bundled_model.eval()
     inputs = bundled_tokenizer(sentences, padding=True, return_tensors="pt")
     with torch.inference_mode():
-        pooled = torch.nn.functional.normalize(bundled_model.pool(inputs["input_ids"], inputs["attention_mask"]), dim=-1)
+        pooled = torch.nn.functional.normalize(
+            bundled_model.pool(inputs["input_ids"], inputs["attention_mask"]), dim=-1
+        )
     cosine = (pooled.numpy() * reference).sum(axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() >= 0.9999
 
@@ -76,9 +78,18 @@ def test_pooled_encoder_matches_sentence_transformers(bundled_model, bundled_tok
 def test_run_embed_writes_unit_rows_offline(tmp_path):
     out = tmp_path / "e.npy"
     result = subprocess.run(
-        [sys.executable, "run_embed.py", "The plot twists were unexpected.", "The service was satisfactory.",
-         "--output_file", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "run_embed.py",
+            "The plot twists were unexpected.",
+            "The service was satisfactory.",
+            "--output_file",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr
     embeddings = np.load(out)

@@ -39,7 +39,9 @@ def run_in_process(flags, callbacks=()):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_mid_epoch_then_resume_gives_the_uninterrupted_metrics(tiny_encoder_dir, synthetic_csv, tmp_path, signum):
+def test_interrupt_mid_epoch_then_resume_gives_the_uninterrupted_metrics(
+    tiny_encoder_dir, synthetic_csv, tmp_path, signum
+):
     from sentmtl.run import RunInterrupted
 
     # 64 rows → 51 train / 8 per batch = 7 steps per epoch, 2 epochs = 14 steps. The signal arrives after step 10
@@ -60,12 +62,26 @@ def test_interrupt_mid_epoch_then_resume_gives_the_uninterrupted_metrics(tiny_en
 
 def test_sigterm_to_a_running_cli_leaves_a_checkpoint_it_resumes_from(tiny_encoder_dir, synthetic_csv, tmp_path):
     out = tmp_path / "cli"
-    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--num_train_epochs", "200", "--logging_steps", "1",
-                           "--eval_strategy", "no")  # fmt: skip
+    flags = tiny_run_flags(
+        tiny_encoder_dir,
+        synthetic_csv,
+        out,
+        "--num_train_epochs",
+        "200",
+        "--logging_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+    )
     stderr_file = tmp_path / "stderr.txt"
     with open(stderr_file, "w") as stderr_handle:
-        process = subprocess.Popen([sys.executable, "run_mtl.py", *flags], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                                   stderr=stderr_handle, text=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "run_mtl.py", *flags],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr_handle,
+            text=True,
+        )
         for line in process.stdout:  # the Trainer prints its log dicts here: training is under way
             if "'loss'" in line:
                 break
@@ -83,7 +99,9 @@ def test_sigterm_to_a_running_cli_leaves_a_checkpoint_it_resumes_from(tiny_encod
 
 
 def test_resume_from_a_missing_checkpoint_is_a_clear_error(tiny_encoder_dir, synthetic_csv, tmp_path, capsys):
-    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "x", "--resume_from_checkpoint", str(tmp_path / "nope"))
+    flags = tiny_run_flags(
+        tiny_encoder_dir, synthetic_csv, tmp_path / "x", "--resume_from_checkpoint", str(tmp_path / "nope")
+    )
     assert main(flags) == 1
     assert "not a complete checkpoint (no trainer_state.json)" in capsys.readouterr().err
 
@@ -98,12 +116,16 @@ def test_trained_output_dir_is_not_overwritten_without_the_flag(tiny_encoder_dir
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--learning_rate", "5e-3")) == 2
     assert "already holds a trained model (config.json). Pass --overwrite_output_dir" in capsys.readouterr().err
     assert (out / "model.safetensors").read_bytes() == before
-    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--learning_rate", "5e-3", "--overwrite_output_dir")) == 0
+    assert (
+        main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--learning_rate", "5e-3", "--overwrite_output_dir"))
+        == 0
+    )
     assert (out / "model.safetensors").read_bytes() != before
 
 
-def test_a_failed_final_save_leaves_the_previous_model_intact(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch,
-                                                              capsys):
+def test_a_failed_final_save_leaves_the_previous_model_intact(
+    tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys
+):
     from sentmtl.trainer import SentMtlTrainer
 
     out = tmp_path / "run"
@@ -117,7 +139,10 @@ def test_a_failed_final_save_leaves_the_previous_model_intact(tiny_encoder_dir, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(SentMtlTrainer, "save_model", failing_save)
-    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--learning_rate", "5e-3", "--overwrite_output_dir")) == 1
+    assert (
+        main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--learning_rate", "5e-3", "--overwrite_output_dir"))
+        == 1
+    )
     assert "No space left on device" in capsys.readouterr().err
     np.testing.assert_array_equal(sentmtl.encode(str(out), ["the movie was great ."]), before)
 
@@ -140,16 +165,20 @@ def no_model_loads(monkeypatch):
     [
         (["--pooling", "max"], "pooling='max' is not supported; choose one of mean, cls, pooler"),
         (["--freeze", "encoder"], "--freeze 'encoder' is not supported; choose one of none, all, backbone"),
-        (["--loss_weighting", "learned"], "loss_weighting='learned' is not supported; choose one of static, uncertainty"),
+        (
+            ["--loss_weighting", "learned"],
+            "loss_weighting='learned' is not supported; choose one of static, uncertainty",
+        ),
         (["--learning_rate", "0"], "--learning_rate 0.0 must be > 0"),
         (["--head_learning_rate=-1e-4"], "--head_learning_rate -0.0001 must be > 0"),
         (["--test_size", "1.5"], "--test_size 1.5 must be between 0 and 1 (exclusive)"),
         (["--max_samples", "5000"], "max_samples=5000 must be between 1 and the 59 distinct sentences available"),
         (["--train_file", "missing.csv"], "missing.csv"),
     ],
-)  # fmt: skip
-def test_bad_arguments_fail_before_any_model_loads(tiny_encoder_dir, synthetic_csv, tmp_path, capsys, no_model_loads,
-                                                   flags, message):  # fmt: skip
+)
+def test_bad_arguments_fail_before_any_model_loads(
+    tiny_encoder_dir, synthetic_csv, tmp_path, capsys, no_model_loads, flags, message
+):
     code = main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "x", *flags))
     assert code in (1, 2)
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
@@ -182,8 +211,9 @@ def test_missing_corpus_folder(tmp_path, capsys, no_model_loads):
 # -- training faults ------------------------------------------------------------------------------------------------
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_encoder_dir, synthetic_csv, tmp_path,
-                                                                           monkeypatch, capsys):  # fmt: skip
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys
+):
     from sentmtl.modeling_sentmtl import SentMtlModel
 
     original = SentMtlModel.combine_losses
@@ -199,8 +229,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_
 
     monkeypatch.setattr(SentMtlModel, "combine_losses", poisoned)
     out = tmp_path / "nan"
-    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--save_strategy", "steps", "--save_steps", "2",
-                           "--eval_strategy", "no")  # fmt: skip
+    flags = tiny_run_flags(
+        tiny_encoder_dir, synthetic_csv, out, "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "no"
+    )
     assert main(flags) == 1
     err = capsys.readouterr().err
     assert "training stopped at step 6 of 14" in err and "the loss is nan" in err
@@ -299,8 +330,22 @@ def test_a_100k_line_file_streams_in_bounded_chunks(embed_flags, tmp_path, monke
 
     monkeypatch.setattr(embed_cli, "encode", spy)
     out = tmp_path / "big.npy"
-    assert run_embed.main([*embed_flags, "--input_file", str(source), "--output_file", str(out), "--batch_size", "256",
-                           "--chunk_size", "20000"]) == 0  # fmt: skip
+    assert (
+        run_embed.main(
+            [
+                *embed_flags,
+                "--input_file",
+                str(source),
+                "--output_file",
+                str(out),
+                "--batch_size",
+                "256",
+                "--chunk_size",
+                "20000",
+            ]
+        )
+        == 0
+    )
     # Never more than one chunk of sentences (and of embeddings) in memory; every line embedded, in order.
     assert seen == [20_000] * 5
     embeddings = np.load(out, mmap_mode="r")

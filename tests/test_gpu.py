@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_run_flags
 
 import sentmtl
-from sentmtl.run import main
 from sentmtl.precision import default_device, fast_bf16_available
+from sentmtl.run import main
 
 pytestmark = [
     pytest.mark.gpu,
@@ -59,7 +59,9 @@ def test_run_embed_runs_on_the_gpu_by_default(tiny_encoder_dir, synthetic_csv, t
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--use_cpu", "false")) == 0
     moved = []
     original = torch.nn.Module.to
-    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: (moved.append(str(a[0]) if a else ""), original(self, *a, **k))[1])
+    monkeypatch.setattr(
+        torch.nn.Module, "to", lambda self, *a, **k: (moved.append(str(a[0]) if a else ""), original(self, *a, **k))[1]
+    )
     assert run_embed.main(["--model_name_or_path", str(out), "--output_file", str(tmp_path / "e.npy"), *SENTENCES]) == 0
     assert "cuda" in moved
     embeddings = np.load(tmp_path / "e.npy")
@@ -91,7 +93,6 @@ def test_training_on_the_gpu_in_each_precision(tiny_encoder_dir, synthetic_csv, 
     assert np.isfinite(train["train_loss"])
 
 
-
 def test_teacher_vectors_and_evaluation_run_on_the_gpu(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
     """#20 item 12: the distillation teacher ran on the CPU (at the CPU's precision) in a GPU run; and the
     evaluation's objective (learned loss weights on the GPU) must combine the tasks' losses there."""
@@ -106,8 +107,22 @@ def test_teacher_vectors_and_evaluation_run_on_the_gpu(tiny_encoder_dir, synthet
 
     monkeypatch.setattr(run_module, "encode", spy)
     out = tmp_path / "run"
-    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--use_cpu", "false", "--bf16", "false",
-                               "--loss_weighting", "uncertainty")) == 0  # fmt: skip
+    assert (
+        main(
+            tiny_run_flags(
+                tiny_encoder_dir,
+                synthetic_csv,
+                out,
+                "--use_cpu",
+                "false",
+                "--bf16",
+                "false",
+                "--loss_weighting",
+                "uncertainty",
+            )
+        )
+        == 0
+    )
     assert seen and all(device.startswith("cuda") and precision == "fp32" for device, precision in seen)
     results = json.loads((out / "eval_results.json").read_text())
     assert np.isfinite(results["eval_loss"]) and np.isfinite(results["eval_distillation_loss"])

@@ -15,10 +15,27 @@ def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
 
     prepared = tmp_path / "prepared"
     script = str(REPO_ROOT / "benchmarks" / "gpu_check.py")
-    subprocess.run([sys.executable, script, "--prepare", "--skip_wheels", "--prepared_dir", str(prepared)], check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
-    result = subprocess.run([sys.executable, script, "--dry-run", "--skip_speed", "--prepared_dir", str(prepared),
-                             "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=900)  # fmt: skip
+    subprocess.run(
+        [sys.executable, script, "--prepare", "--skip_wheels", "--prepared_dir", str(prepared)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--dry-run",
+            "--skip_speed",
+            "--prepared_dir",
+            str(prepared),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert report["dry_run"] and report["gpu_tests"]["exit_code"] == 0

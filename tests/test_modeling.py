@@ -27,11 +27,16 @@ def test_output_shapes_and_unit_norm(tiny_model, tiny_tokenizer):
 def test_combined_loss_is_weighted_sum_of_task_losses(tiny_encoder_dir, tiny_tokenizer):
     model = SentMtlModel.from_encoder(str(tiny_encoder_dir), classification_loss_weight=0.3, sentiment_loss_weight=2.0)
     model.eval()
-    out = model(**batch(tiny_tokenizer), task_labels={"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([1.0, 0.0])})
+    out = model(
+        **batch(tiny_tokenizer),
+        task_labels={"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([1.0, 0.0])},
+    )
     assert list(out.keys())[0] == "loss"
     torch.testing.assert_close(out.loss, 0.3 * out.classification_loss + 2.0 * out.sentiment_loss)
     # Task losses are what their definitions say.
-    torch.testing.assert_close(out.classification_loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 0])))
+    torch.testing.assert_close(
+        out.classification_loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([1, 0]))
+    )
     expected_bce = -(torch.log(out.sentiment_scores[0]) + torch.log(1 - out.sentiment_scores[1])) / 2
     torch.testing.assert_close(out.sentiment_loss, expected_bce)
 
@@ -46,14 +51,20 @@ def test_one_task_alone_gives_its_own_loss(tiny_model, tiny_tokenizer):
 def test_uncertainty_weighting_starts_at_plain_sum_and_learns(tiny_encoder_dir, tiny_tokenizer):
     model = SentMtlModel.from_encoder(str(tiny_encoder_dir), loss_weighting="uncertainty")
     model.eval()
-    out = model(**batch(tiny_tokenizer), task_labels={"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([1.0, 0.0])})
+    out = model(
+        **batch(tiny_tokenizer),
+        task_labels={"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([1.0, 0.0])},
+    )
     torch.testing.assert_close(out.loss, out.classification_loss + out.sentiment_loss)
     out.loss.backward()
     assert model.loss_log_variances.grad is not None and model.loss_log_variances.grad.abs().sum() > 0
 
 
 def test_every_parameter_receives_a_gradient(tiny_model, tiny_tokenizer):
-    out = tiny_model(**batch(tiny_tokenizer), task_labels={"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([1.0, 0.0])})
+    out = tiny_model(
+        **batch(tiny_tokenizer),
+        task_labels={"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([1.0, 0.0])},
+    )
     out.loss.backward()
     missing = [name for name, p in tiny_model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []

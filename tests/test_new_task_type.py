@@ -52,15 +52,48 @@ def hinge_type():
 
 def test_a_new_task_type_runs_end_to_end(hinge_type, tiny_encoder_dir, synthetic_csv, tmp_path, capsys):
     run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump({"tasks": [
-        {"name": "margin", "type": "hinge", "data": {"train_file": str(synthetic_csv)}, "text_column": "text",
-         "label_column": "label01"}]}))  # fmt: skip
+    run_file.write_text(
+        yaml.safe_dump(
+            {
+                "tasks": [
+                    {
+                        "name": "margin",
+                        "type": "hinge",
+                        "data": {"train_file": str(synthetic_csv)},
+                        "text_column": "text",
+                        "label_column": "label01",
+                    }
+                ]
+            }
+        )
+    )
     rows = synthetic_csv.read_text().splitlines()
-    synthetic_csv.write_text("\n".join([rows[0] + ",label01"] + [f"{r},{int(r.endswith('positive'))}" for r in rows[1:]]))
+    synthetic_csv.write_text(
+        "\n".join([rows[0] + ",label01"] + [f"{r},{int(r.endswith('positive'))}" for r in rows[1:]])
+    )
     out = tmp_path / "run"
-    assert main([str(run_file), "--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16",
-                 "--num_train_epochs", "3", "--learning_rate", "1e-3", "--output_dir", str(out), "--use_cpu", "true",
-                 "--disable_tqdm", "true"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                str(run_file),
+                "--model_name_or_path",
+                str(tiny_encoder_dir),
+                "--embedding_size",
+                "16",
+                "--num_train_epochs",
+                "3",
+                "--learning_rate",
+                "1e-3",
+                "--output_dir",
+                str(out),
+                "--use_cpu",
+                "true",
+                "--disable_tqdm",
+                "true",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     metrics = json.loads((out / "eval_results.json").read_text())
     assert {"eval_margin_accuracy", "eval_margin_loss", "eval_loss"} <= set(metrics)
@@ -77,9 +110,22 @@ def test_a_bad_value_of_the_new_type_names_its_place(hinge_type, tiny_encoder_di
     path = tmp_path / "bad.csv"
     path.write_text("sentence,label\nthe film was good .,1\nbad .,0.5\n")
     run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump({"tasks": [{"name": "margin", "type": "hinge", "data": {"train_file": str(path)}}]}))
+    run_file.write_text(
+        yaml.safe_dump({"tasks": [{"name": "margin", "type": "hinge", "data": {"train_file": str(path)}}]})
+    )
     with pytest.raises(ValueError, match=r"bad.csv \(train\), line 3, column 'label': 0.5 is not 0 or 1"):
         from sentmtl.run import parse_args, run
 
-        run(*parse_args([str(run_file), "--model_name_or_path", str(tiny_encoder_dir), "--output_dir", str(tmp_path / "o"),
-                         "--use_cpu", "true"]))  # fmt: skip
+        run(
+            *parse_args(
+                [
+                    str(run_file),
+                    "--model_name_or_path",
+                    str(tiny_encoder_dir),
+                    "--output_dir",
+                    str(tmp_path / "o"),
+                    "--use_cpu",
+                    "true",
+                ]
+            )
+        )

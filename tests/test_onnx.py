@@ -21,13 +21,19 @@ except ImportError:  # the optional extra; CI installs it (".[dev]"), so there i
         raise
     pytest.skip("the onnx extra is not installed (pip install 'sentmtl[onnx]')", allow_module_level=True)
 
+from conftest import tiny_run_flags  # noqa: E402
+
 from sentmtl.onnx_export import FILES, MANIFEST, export_onnx, require_onnx  # noqa: E402
 from sentmtl.onnx_runtime import OnnxSentMtl  # noqa: E402
 
-from conftest import tiny_run_flags  # noqa: E402
-
-SENTENCES = ["the food was great .", "bad", "the movie was really not very good and the plot was boring .", "i love it",
-             "the service was awful , the place was worst .", "fine"]  # fmt: skip
+SENTENCES = [
+    "the food was great .",
+    "bad",
+    "the movie was really not very good and the plot was boring .",
+    "i love it",
+    "the service was awful , the place was worst .",
+    "fine",
+]
 TASKS = [
     {"name": "tone", "type": "classification", "labels": ["neg", "mid", "pos"]},
     {"name": "sentiment", "type": "score"},
@@ -41,8 +47,9 @@ TASKS = [
 def exported(tiny_encoder_dir, tmp_path_factory):
     """A tiny 5-task model (4 heads) with trained-looking heads, exported once."""
     torch.manual_seed(1)
-    model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, tasks=TASKS,
-                                                        matryoshka_dims=[16, 8])  # fmt: skip
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=TASKS, matryoshka_dims=[16, 8]
+    )
     with torch.no_grad():  # heads far from their zero-ish start, so a wrong head or order would show
         for task in ("tone", "sentiment", "tags", "stars"):
             getattr(model, f"{task}_head").weight.normal_(0, 2.0)
@@ -72,8 +79,9 @@ def cosine(a, b):
 
 def test_fp32_graph_gives_the_embedding_and_every_head(exported):
     model, tokenizer, out = exported
-    assert sorted(p.name for p in out.iterdir()) == sorted([*FILES.values(), MANIFEST, "tokenizer.json",
-                                                            "tokenizer_config.json"])  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*FILES.values(), MANIFEST, "tokenizer.json", "tokenizer_config.json"]
+    )
     runtime = OnnxSentMtl.from_pretrained(out, "fp32")
     assert set(runtime.tasks()) == {"tone", "sentiment", "tags", "stars"}  # the similarity task has no head
     assert runtime.tasks()["tone"]["labels"] == ["neg", "mid", "pos"]
@@ -145,26 +153,50 @@ def test_run_embed_exports_and_embeds_with_the_onnx_backend(exported, tmp_path, 
     sentences.write_text("\n".join(SENTENCES) + "\n")
     for variant in FILES:
         output = tmp_path / f"{variant}.npy"
-        assert run_embed.main(["--model_name_or_path", str(model_dir), "--backend", "onnx", "--onnx_variant", variant,
-                               "--input_file", str(sentences), "--output_file", str(output)]) == 0  # fmt: skip
+        assert (
+            run_embed.main(
+                [
+                    "--model_name_or_path",
+                    str(model_dir),
+                    "--backend",
+                    "onnx",
+                    "--onnx_variant",
+                    variant,
+                    "--input_file",
+                    str(sentences),
+                    "--output_file",
+                    str(output),
+                ]
+            )
+            == 0
+        )
         want = OnnxSentMtl.from_pretrained(model_dir, variant).encode(SENTENCES)
         np.testing.assert_allclose(np.load(output), want, atol=1e-6)
     torch_path = sentmtl.encode(model, SENTENCES, tokenizer, precision="fp32")
     assert cosine(np.load(tmp_path / "fp32.npy"), torch_path).min() >= 0.9999
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--export_onnx", "x", "--truncate_dim", "8"], "--truncate_dim does not apply to --export_onnx"),
-    (["--export_onnx", "x", "--max_length", "32"], "--max_length does not apply to --export_onnx"),
-    (["--export_onnx", "x", "--precision", "bf16"], "--precision bf16 does not apply to --export_onnx"),
-    (["--backend", "onnx", "--model_name_or_path", "m", "--precision", "bf16"], "--precision bf16 applies to --backend torch"),
-    (["--backend", "onnx", "--model_name_or_path", "m", "--device", "cuda"], "--backend onnx runs on the CPU"),
-    (["--backend", "onnx"], "--backend onnx needs --model_name_or_path"),
-    (["--backend", "onnx", "--model_name_or_path", "m", "--seed", "3"], "--seed seeds a plain encoder's fresh projection"),
-    (["--onnx_variant", "fp32"], "--onnx_variant fp32 applies to --backend onnx"),
-    (["--backend", "onnx", "--model_name_or_path", "m", "--export_onnx", "x"], "exports read the torch model"),
-    (["--export_onnx", "x", "a sentence"], "--export_onnx writes a model; it takes no sentences"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--export_onnx", "x", "--truncate_dim", "8"], "--truncate_dim does not apply to --export_onnx"),
+        (["--export_onnx", "x", "--max_length", "32"], "--max_length does not apply to --export_onnx"),
+        (["--export_onnx", "x", "--precision", "bf16"], "--precision bf16 does not apply to --export_onnx"),
+        (
+            ["--backend", "onnx", "--model_name_or_path", "m", "--precision", "bf16"],
+            "--precision bf16 applies to --backend torch",
+        ),
+        (["--backend", "onnx", "--model_name_or_path", "m", "--device", "cuda"], "--backend onnx runs on the CPU"),
+        (["--backend", "onnx"], "--backend onnx needs --model_name_or_path"),
+        (
+            ["--backend", "onnx", "--model_name_or_path", "m", "--seed", "3"],
+            "--seed seeds a plain encoder's fresh projection",
+        ),
+        (["--onnx_variant", "fp32"], "--onnx_variant fp32 applies to --backend onnx"),
+        (["--backend", "onnx", "--model_name_or_path", "m", "--export_onnx", "x"], "exports read the torch model"),
+        (["--export_onnx", "x", "a sentence"], "--export_onnx writes a model; it takes no sentences"),
+    ],
+)
 def test_run_embed_refuses_flags_the_onnx_backend_cannot_honour(flags, message, capsys):
     import run_embed
 
@@ -244,8 +276,14 @@ def test_run_mtl_exports_onnx_and_the_push_uploads_it(tiny_encoder_dir, syntheti
     assert {*(f"onnx/{name}" for name in FILES.values()), f"onnx/{MANIFEST}", "onnx/tokenizer.json"} <= set(uploaded)
     assert "model.safetensors" in uploaded and "training_args.bin" not in uploaded
     # Trained again into the same folder without --export_onnx: the old graph must not be served or pushed.
-    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--overwrite_output_dir", "true",
-                               "--num_train_epochs", "1")) == 0  # fmt: skip
+    assert (
+        main(
+            tiny_run_flags(
+                tiny_encoder_dir, synthetic_csv, out, "--overwrite_output_dir", "true", "--num_train_epochs", "1"
+            )
+        )
+        == 0
+    )
     assert not (out / "onnx").exists()
     assert not any(name.startswith("onnx/") for name in files_to_upload(out))
 
@@ -253,17 +291,33 @@ def test_run_mtl_exports_onnx_and_the_push_uploads_it(tiny_encoder_dir, syntheti
 @pytest.mark.parametrize("name", ["embeddings", "input_ids"])
 def test_a_task_named_like_a_graph_input_or_output_is_refused(tiny_encoder_dir, synthetic_csv, tmp_path, name, capsys):
     model, tokenizer = sentmtl.load_model_and_tokenizer(
-        str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": name, "type": "regression"}])
+        str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": name, "type": "regression"}]
+    )
     with pytest.raises(ValueError, match=rf"tasks named \['{name}'\] would clash"):
         export_onnx(model, tokenizer, tmp_path / "x")
     # run_mtl.py --export_onnx refuses it before training, not after.
     from sentmtl.run import main
 
     run_file = tmp_path / "run.yaml"
-    run_file.write_text(f"tasks:\n  - {{name: {name}, type: classification, labels: [negative, positive], "
-                        f"data: {{train_file: {synthetic_csv}}}, text_column: text, label_column: sentiment}}\n")
-    flags = [str(run_file), "--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16", "--output_dir",
-             str(tmp_path / "o"), "--use_cpu", "true", "--disable_tqdm", "true", "--export_onnx", "true"]  # fmt: skip
+    run_file.write_text(
+        f"tasks:\n  - {{name: {name}, type: classification, labels: [negative, positive], "
+        f"data: {{train_file: {synthetic_csv}}}, text_column: text, label_column: sentiment}}\n"
+    )
+    flags = [
+        str(run_file),
+        "--model_name_or_path",
+        str(tiny_encoder_dir),
+        "--embedding_size",
+        "16",
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--export_onnx",
+        "true",
+    ]
     assert main(flags) == 1  # a user error found while building the run
     assert "would clash" in capsys.readouterr().err
     assert not (tmp_path / "o" / "model.safetensors").exists()
@@ -272,7 +326,8 @@ def test_a_task_named_like_a_graph_input_or_output_is_refused(tiny_encoder_dir, 
 def test_a_large_regression_head_exports(tiny_encoder_dir, tmp_path):
     """The parity check is relative for large values: fp32 rounding of a head predicting ~1e4 is not an export bug."""
     model, tokenizer = sentmtl.load_model_and_tokenizer(
-        str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": "price", "type": "regression"}])
+        str(tiny_encoder_dir), embedding_size=16, tasks=[{"name": "price", "type": "regression"}]
+    )
     with torch.no_grad():
         model.price_head.weight.normal_(0, 3e3)
         model.price_head.bias.fill_(2e4)
@@ -322,14 +377,17 @@ def test_runtime_checks_its_arguments_and_manifest_format(exported, tmp_path):
 
 def test_the_default_install_needs_no_onnx_package(tiny_encoder_dir, tmp_path):
     """Without the extra, importing sentmtl and embedding with the torch backend work (onnx is imported lazily)."""
-    script = ("import sys\nfor name in ('onnx', 'onnxruntime', 'onnxscript'):\n    sys.modules[name] = None\n"
-              "import run_embed\nsys.exit(run_embed.main(['--model_name_or_path', sys.argv[1], 'the food was great .']))")
+    script = (
+        "import sys\nfor name in ('onnx', 'onnxruntime', 'onnxscript'):\n    sys.modules[name] = None\n"
+        "import run_embed\nsys.exit(run_embed.main(['--model_name_or_path', sys.argv[1], 'the food was great .']))"
+    )
     import subprocess
 
     from conftest import REPO_ROOT
 
-    done = subprocess.run([sys.executable, "-c", script, str(tiny_encoder_dir)], cwd=REPO_ROOT, capture_output=True,
-                          text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_encoder_dir)], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "size=" in done.stdout
 
@@ -343,9 +401,28 @@ def test_real_encoder_onnx_parity_on_the_corpus_eval_split(data_dir, tmp_path):
     from sentmtl.run import main
 
     out = tmp_path / "real"
-    flags = ["--data_dir", str(data_dir), "--max_samples", "400", "--num_train_epochs", "1", "--output_dir", str(out),
-             "--shared_learning_rate", "5e-4", "--head_learning_rate", "5e-4", "--eval_strategy", "no",
-             "--disable_tqdm", "true", "--use_cpu", "true", "--export_onnx", "true"]  # fmt: skip
+    flags = [
+        "--data_dir",
+        str(data_dir),
+        "--max_samples",
+        "400",
+        "--num_train_epochs",
+        "1",
+        "--output_dir",
+        str(out),
+        "--shared_learning_rate",
+        "5e-4",
+        "--head_learning_rate",
+        "5e-4",
+        "--eval_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+        "--export_onnx",
+        "true",
+    ]
     assert main(flags) == 0
     sentences = list(train_test_split(load_sentiment_corpus(data_dir), 0.2, 42)["test"]["sentence"])
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(out))

@@ -10,8 +10,8 @@ from sentmtl.metrics import (
     reliability_bins,
     score_metrics,
 )
-from sentmtl.task_io import reliability_points
 from sentmtl.report import plot_reliability
+from sentmtl.task_io import reliability_points
 from sentmtl.tasks import TaskSpec
 
 
@@ -69,8 +69,11 @@ def _train_heads_on_separable_data(model, steps=100):
     labels = (torch.arange(64) % 2).long()
     x[labels == 1, 1:3] = 7  # a token pattern that decides the class
     x[labels == 0, 1:3] = 12
-    batch = {"input_ids": x, "attention_mask": torch.ones_like(x),
-             "task_labels": {"classification": labels, "sentiment": labels.float()}}
+    batch = {
+        "input_ids": x,
+        "attention_mask": torch.ones_like(x),
+        "task_labels": {"classification": labels, "sentiment": labels.float()},
+    }
     for p in model.encoder.parameters():
         p.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -93,8 +96,9 @@ def test_trained_heads_can_be_confident_only_with_a_logit_scale(tiny_encoder_dir
     import sentmtl
 
     torch.manual_seed(0)
-    model, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, head_logit_scale=scale,
-                                                 distillation_weight=0)  # fmt: skip
+    model, _ = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, head_logit_scale=scale, distillation_weight=0
+    )
     confidence, scores = _train_heads_on_separable_data(model)
     if scale:
         assert confidence.min() > 0.95
@@ -145,15 +149,21 @@ def test_ema_resumed_run_ends_on_the_uninterrupted_average(tiny_encoder_dir, syn
     assert reference["eval_loss"] != pytest.approx(plain["eval_loss"], abs=1e-6)  # the average is what was evaluated
     out = tmp_path / "interrupted"
     with pytest.raises(RunInterrupted):
-        run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *ema), callbacks=[SignalAtStep(10, signal.SIGINT)])
+        run_in_process(
+            tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *ema), callbacks=[SignalAtStep(10, signal.SIGINT)]
+        )
     assert (latest_checkpoint(out) / "ema_weights.pt").is_file()
-    resumed = run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *ema, "--resume_from_checkpoint", "auto"))
+    resumed = run_in_process(
+        tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *ema, "--resume_from_checkpoint", "auto")
+    )
     for key in ("eval_loss", "eval_classification_accuracy", "eval_sentiment_mse"):
         assert resumed[key] == pytest.approx(reference[key], abs=1e-6), key
     # A checkpoint saved without the average cannot continue one.
     other = tmp_path / "no_ema"
     with pytest.raises(RunInterrupted):
-        run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, other), callbacks=[SignalAtStep(10, signal.SIGINT)])
+        run_in_process(
+            tiny_run_flags(tiny_encoder_dir, synthetic_csv, other), callbacks=[SignalAtStep(10, signal.SIGINT)]
+        )
     with pytest.raises(ValueError, match="has no ema_weights.pt"):
         run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, other, *ema, "--resume_from_checkpoint", "auto"))
 

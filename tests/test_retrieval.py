@@ -92,13 +92,18 @@ def test_repeated_texts_are_not_negatives_and_skipped_rows_take_no_part():
 def test_contrastive_output_and_the_model_forward_with_hard_negatives(tiny_model, tiny_tokenizer):
     tiny_model.config.tasks = [TaskSpec("retrieval", "contrastive").to_dict()]
     batch = tiny_tokenizer(["the film was good ."] * 3, return_tensors="pt")
-    pair = tiny_tokenizer(["the movie was great .", "the food was bad .", "the plot was boring ."], padding=True,
-                          return_tensors="pt")  # fmt: skip
+    pair = tiny_tokenizer(
+        ["the movie was great .", "the food was bad .", "the plot was boring ."], padding=True, return_tensors="pt"
+    )
     negatives = tiny_tokenizer(["the phone was broken ."] * 6, return_tensors="pt")
-    out = tiny_model(**batch, pair_input_ids=pair["input_ids"], pair_attention_mask=pair["attention_mask"],
-                     negative_input_ids=negatives["input_ids"].reshape(3, 2, -1),
-                     negative_attention_mask=negatives["attention_mask"].reshape(3, 2, -1),
-                     task_labels={"retrieval": torch.tensor([[1, 0, 1, 2, 2], [1, 3, 4, 2, 2], [1, 5, 6, 2, 2]])})  # fmt: skip
+    out = tiny_model(
+        **batch,
+        pair_input_ids=pair["input_ids"],
+        pair_attention_mask=pair["attention_mask"],
+        negative_input_ids=negatives["input_ids"].reshape(3, 2, -1),
+        negative_attention_mask=negatives["attention_mask"].reshape(3, 2, -1),
+        task_labels={"retrieval": torch.tensor([[1, 0, 1, 2, 2], [1, 3, 4, 2, 2], [1, 5, 6, 2, 2]])},
+    )
     assert out.task_outputs["retrieval"].shape == (3, 4, 16)
     assert out.loss.requires_grad and torch.isfinite(out.loss)
 
@@ -133,8 +138,9 @@ def test_a_keyed_source_yields_the_length_it_reports_in_every_epoch(strategy):
     per epoch (and sizes it its schedule and resume by it)."""
     keys = [(a, 100 + i) for i, a in enumerate([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 4, 5, 6])]
     for min_batch_size in (1, 2):
-        sampler = TaskBatchSampler([[5] * 13, [5] * 10], [4, 3], strategy=strategy, keys=[keys, None],
-                                   min_batch_size=min_batch_size)  # fmt: skip
+        sampler = TaskBatchSampler(
+            [[5] * 13, [5] * 10], [4, 3], strategy=strategy, keys=[keys, None], min_batch_size=min_batch_size
+        )
         for epoch in range(6):
             sampler.set_epoch(epoch)
             batches = list(sampler)
@@ -152,9 +158,11 @@ def test_a_source_that_cannot_avoid_duplicates_says_so_once(caplog):
         batches = list(sampler) + list(sampler)
     assert [len(batch) for batch in batches] == [3, 3, 3, 3] and len(sampler) == 2  # the plain split's sizes
     warnings = [r.getMessage() for r in caplog.records if "share a text" in r.getMessage()]
-    assert warnings == ["source 0: 4 of its 6 rows share a text with a row of every batch that had room for them "
-                        "(epoch 0); they were batched anyway, and the loss leaves the repeated text out of their "
-                        "negatives."]  # fmt: skip
+    assert warnings == [
+        "source 0: 4 of its 6 rows share a text with a row of every batch that had room for them "
+        "(epoch 0); they were batched anyway, and the loss leaves the repeated text out of their "
+        "negatives."
+    ]
 
 
 def test_per_source_batch_size_and_batches_per_epoch():
@@ -205,8 +213,9 @@ def test_retrieval_metrics_match_hand_computed_ranks():
         dcg = sum(1 / math.log2(i + 2) for i, hit in enumerate(hits) if hit)
         ndcg.append(dcg / sum(1 / math.log2(i + 2) for i in range(min(len(wanted), 10))))
     got = retrieval_metrics(queries, documents, relevant)
-    assert got == pytest.approx({"recall@1": np.mean(recall1), "recall@10": np.mean(recall10), "mrr@10": np.mean(mrr),
-                                 "ndcg@10": np.mean(ndcg)})  # fmt: skip
+    assert got == pytest.approx(
+        {"recall@1": np.mean(recall1), "recall@10": np.mean(recall10), "mrr@10": np.mean(mrr), "ndcg@10": np.mean(ndcg)}
+    )
     assert 0 < got["mrr@10"] < 1  # the fixture is neither trivial nor hopeless
 
 
@@ -223,11 +232,16 @@ def test_retrieval_metrics_match_sentence_transformers_evaluator():
         encode_document = encode_query
 
     evaluator = st_evaluation.InformationRetrievalEvaluator(
-        dict(zip(texts_q, texts_q)), dict(zip(texts_d, texts_d)),
+        dict(zip(texts_q, texts_q)),
+        dict(zip(texts_d, texts_d)),
         {q: {texts_d[d] for d in wanted} for q, wanted in zip(texts_q, relevant)},
-        accuracy_at_k=[1], precision_recall_at_k=[1, 10], mrr_at_k=[10], ndcg_at_k=[10], map_at_k=[10],
+        accuracy_at_k=[1],
+        precision_recall_at_k=[1, 10],
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        map_at_k=[10],
         score_functions={"cosine": pytest.importorskip("sentence_transformers.util").cos_sim},
-    )  # fmt: skip
+    )
     theirs = evaluator.compute_metrices(Lookup())["cosine"]
     ours = retrieval_metrics(queries, documents, relevant)
     assert ours["recall@1"] == pytest.approx(theirs["recall@k"][1])
@@ -259,14 +273,20 @@ def test_matryoshka_loss_is_the_weighted_mean_over_prefixes(tiny_model, tiny_tok
     texts = ["the film was good .", "the food was bad .", "the plot was boring .", "the phone was fine ."]
     batch = tiny_tokenizer(texts, padding=True, return_tensors="pt")
     pair = tiny_tokenizer(texts[1:] + texts[:1], padding=True, return_tensors="pt")
-    inputs = dict(**batch, pair_input_ids=pair["input_ids"], pair_attention_mask=pair["attention_mask"],
-                  task_labels={"retrieval": _ids(4)})  # fmt: skip
+    inputs = dict(
+        **batch,
+        pair_input_ids=pair["input_ids"],
+        pair_attention_mask=pair["attention_mask"],
+        task_labels={"retrieval": _ids(4)},
+    )
     with torch.no_grad():
         plain = tiny_model(**inputs)
         tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_weights = [16, 4], [1.0, 3.0]
         both = tiny_model(**inputs)
     a, p = plain.embeddings, plain.pair_embeddings
-    small = in_batch_negatives_loss(torch.stack([F.normalize(a[:, :4], dim=-1), F.normalize(p[:, :4], dim=-1)], 1), _ids(4))
+    small = in_batch_negatives_loss(
+        torch.stack([F.normalize(a[:, :4], dim=-1), F.normalize(p[:, :4], dim=-1)], 1), _ids(4)
+    )
     assert float(both.loss) == pytest.approx((float(plain.loss) + 3 * float(small)) / 4, rel=1e-5)
     assert float(small) != pytest.approx(float(plain.loss), rel=1e-3)  # the prefix loss is a different number
     # TaskInputs.truncated: the same prefix, re-normalised.
@@ -301,13 +321,16 @@ def test_a_task_with_matryoshka_false_keeps_its_loss_on_the_full_embedding(tiny_
     assert prefixes != pytest.approx(plain, rel=1e-3)  # the flag's default: the prefixes count
     assert full_only == pytest.approx(plain, rel=1e-6)  # matryoshka: false: the full embedding only
     # A cosine distillation, refused on the prefixes, is accepted on the full embedding only.
-    config = SentMtlConfig(tasks=[{"name": "d", "type": "distillation", "loss": "cosine", "matryoshka": False}],
-                           embedding_size=32, matryoshka_dims=[32, 8])  # fmt: skip
+    config = SentMtlConfig(
+        tasks=[{"name": "d", "type": "distillation", "loss": "cosine", "matryoshka": False}],
+        embedding_size=32,
+        matryoshka_dims=[32, 8],
+    )
     assert not config.task_specs[0].on_prefixes
 
 
 def test_the_matryoshka_flag_of_a_task_is_checked_and_saved():
-    with pytest.raises(ValueError, match="matryoshka: false has nothing to switch off \(loss 'cross_entropy'"):
+    with pytest.raises(ValueError, match=r"matryoshka: false has nothing to switch off \(loss 'cross_entropy'"):
         TaskSpec("c", "classification", labels=["a", "b"], matryoshka=False)
     with pytest.raises(ValueError, match="matryoshka 'no' must be true or false"):
         TaskSpec.from_dict({"name": "d", "type": "distillation", "matryoshka": "no"})
@@ -325,8 +348,12 @@ def test_matryoshka_self_distillation_adds_the_prefixes_against_the_full_embeddi
     texts = ["the film was good .", "the food was bad .", "the plot was boring .", "the phone was fine ."]
     batch = tiny_tokenizer(texts, padding=True, return_tensors="pt")
     pair = tiny_tokenizer(texts[1:] + texts[:1], padding=True, return_tensors="pt")
-    inputs = dict(**batch, pair_input_ids=pair["input_ids"], pair_attention_mask=pair["attention_mask"],
-                  task_labels={"sts": torch.tensor([0.1, 0.9, 0.4, 0.7])})  # fmt: skip
+    inputs = dict(
+        **batch,
+        pair_input_ids=pair["input_ids"],
+        pair_attention_mask=pair["attention_mask"],
+        task_labels={"sts": torch.tensor([0.1, 0.9, 0.4, 0.7])},
+    )
     size = tiny_model.config.embedding_size
     with torch.no_grad():
         tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_weights = [size, 8, 4], [1.0, 1.0, 3.0]
@@ -334,7 +361,9 @@ def test_matryoshka_self_distillation_adds_the_prefixes_against_the_full_embeddi
         tiny_model.config.matryoshka_self_distillation = 5.0
         with_term = tiny_model(**inputs)
     rows = torch.cat([without.embeddings, without.pair_embeddings])  # every sentence of the batch, both sides
-    by_hand = (relational_distillation_loss(rows[:, :8], rows) + 3 * relational_distillation_loss(rows[:, :4], rows)) / 4
+    by_hand = (
+        relational_distillation_loss(rows[:, :8], rows) + 3 * relational_distillation_loss(rows[:, :4], rows)
+    ) / 4
     assert float(without.loss) == 0 and float(by_hand) > 0
     assert float(with_term.loss) == pytest.approx(5 * float(by_hand), rel=1e-5)
     # The full embedding is the teacher, held fixed: no gradient reaches the dimensions past the longest prefix.
@@ -351,17 +380,31 @@ def test_matryoshka_self_distillation_is_checked_when_read():
     with pytest.raises(ValueError, match="needs a size below the embedding's \\(32\\) with a weight above 0"):
         SentMtlConfig(embedding_size=32, matryoshka_dims=[32], matryoshka_self_distillation=1.0)
     with pytest.raises(ValueError, match="needs a size below the embedding's \\(32\\) with a weight above 0"):
-        SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_weights=[1.0, 0.0],
-                      matryoshka_self_distillation=1.0)  # fmt: skip
+        SentMtlConfig(
+            embedding_size=32, matryoshka_dims=[32, 8], matryoshka_weights=[1.0, 0.0], matryoshka_self_distillation=1.0
+        )
     with pytest.raises(ValueError, match="must be a finite number >= 0"):
         SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_self_distillation=float("inf"))
-    assert SentMtlConfig(embedding_size=32, matryoshka_dims=[32, 8], matryoshka_self_distillation=2).matryoshka_self_distillation == 2.0
+    assert (
+        SentMtlConfig(
+            embedding_size=32, matryoshka_dims=[32, 8], matryoshka_self_distillation=2
+        ).matryoshka_self_distillation
+        == 2.0
+    )
 
 
 def test_matryoshka_with_cosine_distillation_is_refused_before_anything_loads(tmp_path):
     run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump({"matryoshka_dims": [256, 64], "tasks": [
-        {"name": "d", "type": "distillation", "loss": "cosine", "data": {"train_file": "nowhere.csv"}}]}))  # fmt: skip
+    run_file.write_text(
+        yaml.safe_dump(
+            {
+                "matryoshka_dims": [256, 64],
+                "tasks": [
+                    {"name": "d", "type": "distillation", "loss": "cosine", "data": {"train_file": "nowhere.csv"}}
+                ],
+            }
+        )
+    )
     with pytest.raises(ValueError, match="cannot be taken on a truncated embedding"):
         parse_args([str(run_file), "--output_dir", str(tmp_path / "out")])
 
@@ -376,8 +419,14 @@ def _pair_rows(n, seed):
     rows = []
     for i in range(n):
         topic, word = TOPICS[i % len(TOPICS)], rng.choice(POSITIVE_WORDS + NEGATIVE_WORDS)
-        rows.append({"anchor": f"the {topic} was {word} .", "positive": f"it is a {word} {topic} !",
-                     "negative": f"the {rng.choice(TOPICS)} was not {word} .", "score": round(rng.random(), 2)})  # fmt: skip
+        rows.append(
+            {
+                "anchor": f"the {topic} was {word} .",
+                "positive": f"it is a {word} {topic} !",
+                "negative": f"the {rng.choice(TOPICS)} was not {word} .",
+                "score": round(rng.random(), 2),
+            }
+        )
     return rows
 
 
@@ -396,34 +445,83 @@ def retrieval_files(tmp_path):
     train = _write_csv(tmp_path / "pairs_train.csv", _pair_rows(60, 0))
     dev = _write_csv(tmp_path / "pairs_dev.csv", _pair_rows(24, 1))
     dev_rows = _pair_rows(24, 1)
-    distractors = _write_csv(tmp_path / "distractors.csv",
-                             [{"sentence": f"this {t} is {w} ."} for t in TOPICS for w in POSITIVE_WORDS]
-                             + [{"sentence": dev_rows[0]["anchor"]}])  # a dev anchor: left out  # fmt: skip
+    distractors = _write_csv(
+        tmp_path / "distractors.csv",
+        [{"sentence": f"this {t} is {w} ."} for t in TOPICS for w in POSITIVE_WORDS]
+        + [{"sentence": dev_rows[0]["anchor"]}],
+    )  # a dev anchor: left out
     rows = synthetic_rows(48)
-    labelled = _write_csv(tmp_path / "labelled.csv", [{"sentence": s, "label": ["negative", "positive"][l]}
-                                                      for s, l in zip(rows["sentence"], rows["label"])])  # fmt: skip
+    labelled = _write_csv(
+        tmp_path / "labelled.csv",
+        [
+            {"sentence": s, "label": ["negative", "positive"][label]}
+            for s, label in zip(rows["sentence"], rows["label"])
+        ],
+    )
     return {"train": train, "dev": dev, "distractors": distractors, "labelled": labelled, "dev_rows": dev_rows}
 
 
 def _run_file(tmp_path, files, **retrieval):
-    task = {"name": "retrieval", "type": "contrastive", "text_column": "anchor", "text_pair_column": "positive",
-            "data": {"train_file": str(files["train"]), "validation_file": str(files["dev"])}, **retrieval}  # fmt: skip
+    task = {
+        "name": "retrieval",
+        "type": "contrastive",
+        "text_column": "anchor",
+        "text_pair_column": "positive",
+        "data": {"train_file": str(files["train"]), "validation_file": str(files["dev"])},
+        **retrieval,
+    }
     run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump({"matryoshka_dims": [16, 8], "tasks": [
-        task, {"name": "classification", "type": "classification", "labels": ["negative", "positive"],
-               "data": {"train_file": str(files["labelled"])}}]}))  # fmt: skip
+    run_file.write_text(
+        yaml.safe_dump(
+            {
+                "matryoshka_dims": [16, 8],
+                "tasks": [
+                    task,
+                    {
+                        "name": "classification",
+                        "type": "classification",
+                        "labels": ["negative", "positive"],
+                        "data": {"train_file": str(files["labelled"])},
+                    },
+                ],
+            }
+        )
+    )
     return run_file
 
 
 def _flags(tiny_encoder_dir, out, *extra):
-    return ["--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16", "--output_dir", str(out),
-            "--num_train_epochs", "2", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3",
-            "--use_cpu", "true", "--disable_tqdm", "true", *extra]  # fmt: skip
+    return [
+        "--model_name_or_path",
+        str(tiny_encoder_dir),
+        "--embedding_size",
+        "16",
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--learning_rate",
+        "1e-3",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        *extra,
+    ]
 
 
 def test_a_contrastive_task_trains_beside_a_head_and_is_measured(tiny_encoder_dir, retrieval_files, tmp_path, capsys):
-    run_file = _run_file(tmp_path, retrieval_files, negative_columns=["negative"], min_score=0.3,
-                         distractors={"file": str(retrieval_files["distractors"])}, batch_size=12, batches_per_epoch=2)  # fmt: skip
+    run_file = _run_file(
+        tmp_path,
+        retrieval_files,
+        negative_columns=["negative"],
+        min_score=0.3,
+        distractors={"file": str(retrieval_files["distractors"])},
+        batch_size=12,
+        batches_per_epoch=2,
+    )
     out = tmp_path / "run"
     result = run(*parse_args([str(run_file), *_flags(tiny_encoder_dir, out)]))
     dev = retrieval_files["dev_rows"]
@@ -439,7 +537,7 @@ def test_a_contrastive_task_trains_beside_a_head_and_is_measured(tiny_encoder_di
     # 2 fixed contrastive batches per epoch beside the classification batches, for 2 epochs.
     assert result.train_metrics["global_step"] == 2 * (2 + math.ceil(39 / 8))
     printed = capsys.readouterr().out
-    table = printed[printed.index("Results on the held-out rows"):]
+    table = printed[printed.index("Results on the held-out rows") :]
     assert re.search(rf"retrieval\s+queries\s+{len(queries)}\n", table)  # a count, not 17.0000
     assert re.search(r"retrieval\s+distractors_recall@1\s+\d\.\d{4}\n", table)
     card = (out / "README.md").read_text()
@@ -454,34 +552,69 @@ def test_truncated_embeddings_agree_across_encode_run_embed_and_the_export(tiny_
     import run_embed
 
     out = tmp_path / "run"
-    assert main([str(_run_file(tmp_path, retrieval_files)), *_flags(tiny_encoder_dir, out, "--num_train_epochs", "1")]) == 0
+    assert (
+        main([str(_run_file(tmp_path, retrieval_files)), *_flags(tiny_encoder_dir, out, "--num_train_epochs", "1")])
+        == 0
+    )
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(out))
     sentences = ["the movie was great .", "the food was very awful .", "the phone was fine ."]
     full = sentmtl.encode(model, sentences, tokenizer, precision="fp32")
     small = sentmtl.encode(model, sentences, tokenizer, precision="fp32", truncate_dim=8)
     expected = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
     np.testing.assert_allclose(small, expected, atol=1e-6)
-    assert run_embed.main(["--model_name_or_path", str(out), "--truncate_dim", "8", "--output_file",
-                           str(tmp_path / "e.npy"), "--precision", "fp32", *sentences]) == 0  # fmt: skip
+    assert (
+        run_embed.main(
+            [
+                "--model_name_or_path",
+                str(out),
+                "--truncate_dim",
+                "8",
+                "--output_file",
+                str(tmp_path / "e.npy"),
+                "--precision",
+                "fp32",
+                *sentences,
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), small, atol=1e-6)
-    assert run_embed.main(["--model_name_or_path", str(out), "--export_sentence_transformer", str(tmp_path / "st"),
-                           "--truncate_dim", "8"]) == 0  # fmt: skip
+    assert (
+        run_embed.main(
+            [
+                "--model_name_or_path",
+                str(out),
+                "--export_sentence_transformer",
+                str(tmp_path / "st"),
+                "--truncate_dim",
+                "8",
+            ]
+        )
+        == 0
+    )
     exported = SentenceTransformer(str(tmp_path / "st"), device="cpu").encode(sentences)
     assert exported.shape == (3, 8)
     np.testing.assert_allclose(exported, small, atol=1e-5)
     with pytest.raises(ValueError, match="truncate_dim=17"):
         sentmtl.encode(model, sentences, tokenizer, truncate_dim=17)
     # Without the package: the config (contrastive task, Matryoshka) and the forward with pairs load from the folder.
-    script = ("import sys, json, torch; sys.modules['sentmtl'] = None\n"
-              "from transformers import AutoModel, AutoTokenizer\n"
-              "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
-              "t = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
-              "b = t(json.loads(sys.argv[2]), padding=True, return_tensors='pt')\n"
-              "with torch.no_grad(): o = m(**b, pair_input_ids=b['input_ids'], pair_attention_mask=b['attention_mask'])\n"
-              "print(json.dumps({'dims': m.config.matryoshka_dims, 'shape': list(o.task_outputs['retrieval'].shape),"
-              " 'emb': o.embeddings.tolist()}))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", script, str(out), json.dumps(sentences)], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    script = (
+        "import sys, json, torch; sys.modules['sentmtl'] = None\n"
+        "from transformers import AutoModel, AutoTokenizer\n"
+        "m = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
+        "t = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "b = t(json.loads(sys.argv[2]), padding=True, return_tensors='pt')\n"
+        "with torch.no_grad(): o = m(**b, pair_input_ids=b['input_ids'], pair_attention_mask=b['attention_mask'])\n"
+        "print(json.dumps({'dims': m.config.matryoshka_dims, 'shape': list(o.task_outputs['retrieval'].shape),"
+        " 'emb': o.embeddings.tolist()}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out), json.dumps(sentences)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     remote = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
     assert remote["dims"] == [16, 8] and remote["shape"] == [3, 2, 16]
@@ -510,16 +643,19 @@ def test_a_score_that_is_not_a_number_names_its_place(tiny_encoder_dir, retrieva
         run(*parse_args([str(run_file), *_flags(tiny_encoder_dir, tmp_path / "out")]))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("min_score", 0.5, "min_score: only for contrastive tasks"),
-    ("negative_columns", ["n"], "negative_columns: only for contrastive tasks"),
-    ("distractors", {"stsb": "x"}, "distractors: only for contrastive tasks"),
-    ("distractors", {"path": "x"}, "use {stsb: folder} or {file: path, columns"),
-    ("batch_size", 0, "batch_size 0 must be a positive integer"),
-    ("min_score", "high", "min_score 'high' must be a number"),
-    ("distractors", {"file": "d.csv", "columns": []}, "distractors columns []: a non-empty list"),
-    ("max_samples", 10, "max_samples would cut pairs that share a text apart"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("min_score", 0.5, "min_score: only for contrastive tasks"),
+        ("negative_columns", ["n"], "negative_columns: only for contrastive tasks"),
+        ("distractors", {"stsb": "x"}, "distractors: only for contrastive tasks"),
+        ("distractors", {"path": "x"}, "use {stsb: folder} or {file: path, columns"),
+        ("batch_size", 0, "batch_size 0 must be a positive integer"),
+        ("min_score", "high", "min_score 'high' must be a number"),
+        ("distractors", {"file": "d.csv", "columns": []}, "distractors columns []: a non-empty list"),
+        ("max_samples", 10, "max_samples would cut pairs that share a text apart"),
+    ],
+)
 def test_retrieval_fields_are_checked_when_the_run_file_is_read(tmp_path, field, value, message):
     task = {"name": "t", "type": "similarity", "data": {"train_file": "x.csv"}, field: value}
     if not message.endswith("only for contrastive tasks"):
@@ -571,7 +707,9 @@ def test_a_continued_matryoshka_model_refuses_an_added_cosine_distillation(tiny_
 def test_the_self_distillation_weight_comes_from_a_run_file_and_waits_for_the_sizes(tmp_path, tiny_encoder_dir):
     run_file = tmp_path / "run.yaml"
     tasks = [{"name": "sts", "type": "similarity", "data": {"train_file": "nowhere.csv"}}]
-    run_file.write_text(yaml.safe_dump({"matryoshka_dims": [256, 64], "matryoshka_self_distillation": 10, "tasks": tasks}))
+    run_file.write_text(
+        yaml.safe_dump({"matryoshka_dims": [256, 64], "matryoshka_self_distillation": 10, "tasks": tasks})
+    )
     model_args, _, _ = parse_args([str(run_file), "--output_dir", str(tmp_path / "out")])
     assert model_args.matryoshka_self_distillation == 10.0
     assert model_args.config_overrides()["matryoshka_self_distillation"] == 10.0  # what a fresh model is built with
@@ -597,16 +735,19 @@ def test_a_continued_run_sets_its_own_self_distillation_weight(tiny_model, tiny_
     # A training setting, like the tasks' loss weights: the run's value, not the checkpoint's (0 when unset).
     unset, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), tiny_model.tasks)
     assert unset.config.matryoshka_self_distillation == 0.0
-    five, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m"), matryoshka_self_distillation=5.0),
-                          tiny_model.tasks)  # fmt: skip
+    five, _ = build_model(
+        ModelArguments(model_name_or_path=str(tmp_path / "m"), matryoshka_self_distillation=5.0), tiny_model.tasks
+    )
     assert five.config.matryoshka_self_distillation == 5.0
     # Checked against the checkpoint's sizes: none there, so the weight has nothing to act on.
     tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_self_distillation = None, 0.0
     tiny_model.save_pretrained(tmp_path / "plain")
     tiny_tokenizer.save_pretrained(tmp_path / "plain")
     with pytest.raises(ValueError, match="matryoshka_self_distillation without matryoshka_dims"):
-        build_model(ModelArguments(model_name_or_path=str(tmp_path / "plain"), matryoshka_self_distillation=5.0),
-                    tiny_model.tasks)  # fmt: skip
+        build_model(
+            ModelArguments(model_name_or_path=str(tmp_path / "plain"), matryoshka_self_distillation=5.0),
+            tiny_model.tasks,
+        )
 
 
 def test_prepare_builds_a_contrastive_table_for_the_trainer(tiny_encoder_dir, tmp_path):
@@ -617,15 +758,30 @@ def test_prepare_builds_a_contrastive_table_for_the_trainer(tiny_encoder_dir, tm
     from sentmtl.trainer import SentMtlTrainer
 
     tiny_model, tiny_tokenizer = sentmtl.load_model_and_tokenizer(
-        str(tiny_encoder_dir), embedding_size=16, tasks=[TaskSpec("retrieval", "contrastive").to_dict()])
+        str(tiny_encoder_dir), embedding_size=16, tasks=[TaskSpec("retrieval", "contrastive").to_dict()]
+    )
     rows = _pair_rows(24, 0)
     table = datasets.Dataset.from_dict({key: [r[key] for r in rows] for key in ("anchor", "positive", "negative")})
-    data = prepare(table, tiny_model.tasks, tiny_tokenizer, text_column="anchor", text_pair_column="positive",
-                   negative_columns=["negative"])  # fmt: skip
-    args = SentMtlTrainingArguments(output_dir=str(tmp_path / "t"), max_steps=2, per_device_train_batch_size=8,
-                                    use_cpu=True, report_to="none", disable_tqdm=True, eval_strategy="no")  # fmt: skip
-    trainer = SentMtlTrainer(model=tiny_model, args=args, train_dataset=data, eval_dataset=data,
-                             processing_class=tiny_tokenizer)  # fmt: skip
+    data = prepare(
+        table,
+        tiny_model.tasks,
+        tiny_tokenizer,
+        text_column="anchor",
+        text_pair_column="positive",
+        negative_columns=["negative"],
+    )
+    args = SentMtlTrainingArguments(
+        output_dir=str(tmp_path / "t"),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        eval_strategy="no",
+    )
+    trainer = SentMtlTrainer(
+        model=tiny_model, args=args, train_dataset=data, eval_dataset=data, processing_class=tiny_tokenizer
+    )
     trainer.train()
     metrics = trainer.evaluate()
     assert metrics["eval_retrieval_queries"] == len({r["anchor"] for r in rows}) and "eval_retrieval_mrr@10" in metrics

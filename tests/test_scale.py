@@ -10,6 +10,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run_flags
 
 import sentmtl.embed as embed_module
 import sentmtl.task_data as task_data
@@ -21,8 +22,6 @@ from sentmtl.run_tasks import DataSpec, RunTask
 from sentmtl.tasks import TaskSpec
 from sentmtl.teacher_cache import Teacher, teacher_vectors
 
-from conftest import tiny_run_flags
-
 
 class CountingTeacher(Teacher):
     """A teacher whose vectors are a function of the text, counting the sentences it embeds."""
@@ -33,7 +32,9 @@ class CountingTeacher(Teacher):
         def encode(sentences):
             self.calls.append(len(sentences))
             time.sleep(delay)
-            return np.array([[len(s), s.count(" "), i % 3, 1.0] for i, s in enumerate(sentences)], dtype=np.float32)[:, :width]
+            return np.array([[len(s), s.count(" "), i % 3, 1.0] for i, s in enumerate(sentences)], dtype=np.float32)[
+                :, :width
+            ]
 
         super().__init__("counting", key, width, encode)
 
@@ -64,8 +65,9 @@ def test_a_changed_text_or_teacher_is_a_miss(tmp_path):
 
 
 def test_the_key_follows_the_encoder_weights_and_settings(tiny_model, tiny_tokenizer):
-    key = lambda model, **kw: teacher_encoder(model, tiny_tokenizer, None, kw.get("max_length", 32),  # noqa: E731
-                                              precision=kw.get("precision", "fp32")).key  # fmt: skip
+    def key(model, max_length=32, precision="fp32"):
+        return teacher_encoder(model, tiny_tokenizer, None, max_length, precision=precision).key
+
     same = key(tiny_model)
     assert key(tiny_model) == same
     assert key(tiny_model, max_length=16) != same
@@ -135,15 +137,21 @@ def test_a_second_run_reads_its_teacher_vectors_and_tokens(tiny_encoder_dir, syn
     assert main(flags) == 0
     assert sum(calls) == 64  # every row of the file, once (before the split)
     calls.clear()
-    assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two", "--max_steps", "2", "--seed", "7")) == 0
+    assert (
+        main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "two", "--max_steps", "2", "--seed", "7")) == 0
+    )
     assert calls == []  # another seed splits differently, and still reads the same vectors
 
 
 def test_table_and_token_fingerprints_are_stable(tiny_encoder_dir, synthetic_csv, tiny_tokenizer):
     """The caches are found again only if the same data gives the same fingerprint in the next run, and a called
     tokenizer hashes differently under `datasets`' own hashing."""
-    tasks = [RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
-                     DataSpec({"train_file": str(synthetic_csv)}, text_column="text", label_column="sentiment"))]  # fmt: skip
+    tasks = [
+        RunTask(
+            TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
+            DataSpec({"train_file": str(synthetic_csv)}, text_column="text", label_column="sentiment"),
+        )
+    ]
     first, _ = task_data.table_columns(read_table(synthetic_csv), tasks, "train.csv", 2)
     tokens = tokenize_source(first, tiny_tokenizer, 32)
     tiny_tokenizer(["the film"], truncation=True, max_length=4)
@@ -152,8 +160,12 @@ def test_table_and_token_fingerprints_are_stable(tiny_encoder_dir, synthetic_csv
     assert first.cache_files and second.cache_files == first.cache_files  # on disk, beside the file's Arrow cache
     assert tokenize_source(second, tiny_tokenizer, 32)._fingerprint == tokens._fingerprint
     assert tokenize_source(second, tiny_tokenizer, 16)._fingerprint != tokens._fingerprint
-    other = [RunTask(TaskSpec("sentiment", "score"), DataSpec({"train_file": str(synthetic_csv)}, text_column="text",
-                                                               label_column="sentiment"))]  # fmt: skip
+    other = [
+        RunTask(
+            TaskSpec("sentiment", "score"),
+            DataSpec({"train_file": str(synthetic_csv)}, text_column="text", label_column="sentiment"),
+        )
+    ]
     with pytest.raises(ValueError, match="is not a number"):
         task_data.table_columns(read_table(synthetic_csv), other, "train.csv", 2)  # other tasks: not the cached table
 
@@ -163,26 +175,48 @@ def test_batches_give_the_same_columns_as_one_batch(tmp_path, monkeypatch):
     batch's."""
     rows = [(f"q{i % 7}", f"d{i % 5}", f"n{i % 3}", i / 20) for i in range(20)]
     path = _write_csv(tmp_path / "pairs.csv", rows, ("anchor", "positive", "negative", "score"))
-    task = RunTask(TaskSpec("r", "contrastive"), DataSpec({"train_file": str(path)}, text_column="anchor",
-                                                          text_pair_column="positive", negative_columns=["negative"],
-                                                          min_score=0.2))  # fmt: skip
+    task = RunTask(
+        TaskSpec("r", "contrastive"),
+        DataSpec(
+            {"train_file": str(path)},
+            text_column="anchor",
+            text_pair_column="positive",
+            negative_columns=["negative"],
+            min_score=0.2,
+        ),
+    )
     whole, _ = task_data.table_columns(read_table(path), [task], "pairs.csv", 2, documents=["extra", "q1"])
     monkeypatch.setattr(task_data, "BATCH_ROWS", 3)
     batched, _ = task_data.table_columns(read_table(path), [task], "pairs.csv", 2, documents=["extra", "q1"])
     assert batched["target__r"] == whole["target__r"] and batched["text"] == whole["text"]
     assert whole.num_rows == 21 and whole["target__r"][-1][0] == 2  # "q1" is an anchor: only "extra" joins
     bad = _write_csv(tmp_path / "bad.csv", [(f"s{i}", "positive" if i != 7 else "maybe") for i in range(10)])
-    label = RunTask(TaskSpec("c", "classification", labels=["negative", "positive"]), DataSpec({"train_file": str(bad)}))
+    label = RunTask(
+        TaskSpec("c", "classification", labels=["negative", "positive"]), DataSpec({"train_file": str(bad)})
+    )
     with pytest.raises(ValueError, match=r"bad.csv \(train\), line 9, column 'label': label 'maybe'"):
         task_data.build_sources([label], DataArguments(), seed=0)
 
 
 def test_max_eval_samples_bounds_every_evaluated_source(tiny_encoder_dir, synthetic_csv, tmp_path, capsys):
     stsb = tmp_path / "sts-dev.csv"
-    stsb.write_text("".join(f"g\tf\t2015\t{i}\t{i % 5}.0\tthe film was good .\tthe {w} was bad .\n"
-                            for i, w in enumerate(["movie", "food", "place", "story", "phone", "plot"] * 3)))  # fmt: skip
-    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "out", "--max_steps", "1", "--max_eval_samples",
-                           "5", "--sts_eval_file", str(stsb))  # fmt: skip
+    stsb.write_text(
+        "".join(
+            f"g\tf\t2015\t{i}\t{i % 5}.0\tthe film was good .\tthe {w} was bad .\n"
+            for i, w in enumerate(["movie", "food", "place", "story", "phone", "plot"] * 3)
+        )
+    )
+    flags = tiny_run_flags(
+        tiny_encoder_dir,
+        synthetic_csv,
+        tmp_path / "out",
+        "--max_steps",
+        "1",
+        "--max_eval_samples",
+        "5",
+        "--sts_eval_file",
+        str(stsb),
+    )
     assert main(flags) == 0
     import json
 
@@ -205,7 +239,9 @@ def test_the_split_joins_rows_through_a_column_of_lists():
 
     texts = [f"sentence {i}" for i in range(20)]
     partner = [i + 1 if i % 2 == 0 else i - 1 for i in range(20)]  # rows 2k and 2k + 1 name each other
-    table = datasets.Dataset.from_dict({"text": texts, "negatives": [[texts[p], f"other {i}"] for i, p in enumerate(partner)]})
+    table = datasets.Dataset.from_dict(
+        {"text": texts, "negatives": [[texts[p], f"other {i}"] for i, p in enumerate(partner)]}
+    )
     for seed in range(5):
         split = train_test_split(table, 0.3, seed, text_column=["text", "negatives"])
         train = {int(t.split()[1]) for t in split["train"]["text"]}
@@ -232,25 +268,56 @@ def _stream_run_file(tmp_path, train, dev, **data):
 
     source = {"train_file": str(train), "validation_file": str(dev), "streaming": True, **data}
     path = tmp_path / "stream.yaml"
-    path.write_text(yaml.safe_dump({"tasks": [
-        {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source},
-        {"name": "distillation", "type": "distillation", "data": source}]}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tasks": [
+                    {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source},
+                    {"name": "distillation", "type": "distillation", "data": source},
+                ]
+            }
+        )
+    )
     return path
 
 
 def _stream_flags(tiny_encoder_dir, run_file, out, *extra):
-    return [str(run_file), "--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16", "--output_dir",
-            str(out), "--max_steps", "10", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3",
-            "--stream_buffer_size", "32", "--use_cpu", "true", "--disable_tqdm", "true", *extra]  # fmt: skip
+    return [
+        str(run_file),
+        "--model_name_or_path",
+        str(tiny_encoder_dir),
+        "--embedding_size",
+        "16",
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "10",
+        "--per_device_train_batch_size",
+        "8",
+        "--learning_rate",
+        "1e-3",
+        "--stream_buffer_size",
+        "32",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        *extra,
+    ]
 
 
 def test_a_stream_is_read_in_a_seeded_order(tmp_path, stream_files):
     from sentmtl.task_data import build_sources
 
     train, dev = stream_files
-    task = RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
-                   DataSpec({"train_file": str(train), "validation_file": str(dev), "streaming": True}))  # fmt: skip
-    order = lambda seed: [row["text"] for row in build_sources([task], DataArguments(stream_buffer_size=32), seed)[0].train]  # noqa: E731
+    task = RunTask(
+        TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
+        DataSpec({"train_file": str(train), "validation_file": str(dev), "streaming": True}),
+    )
+
+    def order(seed):
+        return [row["text"] for row in build_sources([task], DataArguments(stream_buffer_size=32), seed)[0].train]
+
     first = order(0)
     assert sorted(first) == sorted(str(s) for s in read_table(train)["sentence"])  # every row once, none lost
     assert order(0) == first and order(1) != first
@@ -297,18 +364,21 @@ def test_a_streamed_teacher_is_the_starting_encoder_frozen(tiny_encoder_dir, tmp
     assert len(seen) >= 10 and len(set(seen)) == 1  # every batch's teacher had the same (starting) weights
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"data": {"validation_file": None}}, "a streamed source is read once, in order, and never split"),
-    ({"data": {"batches_per_epoch": 3}}, "a stream has no epochs"),
-    ({"data": {"batch_size": 4}}, "drop its batch_size"),
-    ({"flags": ["--data_seed", "3"]}, "--data_seed: a stream is ordered by --seed"),
-    ({"flags": ["--unfreeze_backbone_at_epoch", "1", "--freeze", "backbone"]}, "--unfreeze_backbone_at_epoch"),
-    ({"flags": ["--max_steps", "-1", "--num_train_epochs", "1"]}, "give --max_steps"),
-    ({"flags": ["--dataloader_num_workers", "2"]}, "--dataloader_num_workers 2"),
-    ({"flags": ["--train_sampling_strategy", "random"]}, "its seeded shuffle buffer"),
-    ({"second_source": True}, "must be the run's only training source"),
-    ({"contrastive": True}, "a stream has no whole table"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"data": {"validation_file": None}}, "a streamed source is read once, in order, and never split"),
+        ({"data": {"batches_per_epoch": 3}}, "a stream has no epochs"),
+        ({"data": {"batch_size": 4}}, "drop its batch_size"),
+        ({"flags": ["--data_seed", "3"]}, "--data_seed: a stream is ordered by --seed"),
+        ({"flags": ["--unfreeze_backbone_at_epoch", "1", "--freeze", "backbone"]}, "--unfreeze_backbone_at_epoch"),
+        ({"flags": ["--max_steps", "-1", "--num_train_epochs", "1"]}, "give --max_steps"),
+        ({"flags": ["--dataloader_num_workers", "2"]}, "--dataloader_num_workers 2"),
+        ({"flags": ["--train_sampling_strategy", "random"]}, "its seeded shuffle buffer"),
+        ({"second_source": True}, "must be the run's only training source"),
+        ({"contrastive": True}, "a stream has no whole table"),
+    ],
+)
 def test_what_a_stream_cannot_honour_is_refused(tiny_encoder_dir, tmp_path, stream_files, change, message):
     import yaml
 
@@ -316,17 +386,26 @@ def test_what_a_stream_cannot_honour_is_refused(tiny_encoder_dir, tmp_path, stre
 
     train, dev = stream_files
     source = {"train_file": str(train), "validation_file": str(dev), "streaming": True}
-    own = {key: change.get("data", {}).pop(key) for key in ("batches_per_epoch", "batch_size") if key in change.get("data", {})}
+    own = {
+        key: change.get("data", {}).pop(key)
+        for key in ("batches_per_epoch", "batch_size")
+        if key in change.get("data", {})
+    }
     source.update({k: v for k, v in change.get("data", {}).items() if v is not None})
     for key, value in change.get("data", {}).items():
         if value is None:
             source.pop(key)
-    task = {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source,
-            **own}  # fmt: skip
+    task = {"name": "sentiment", "type": "classification", "labels": ["negative", "positive"], "data": source, **own}
     tasks = [task]
     if change.get("second_source"):
-        tasks.append({"name": "other", "type": "classification", "labels": ["negative", "positive"],
-                      "data": {"train_file": str(train)}})  # fmt: skip
+        tasks.append(
+            {
+                "name": "other",
+                "type": "classification",
+                "labels": ["negative", "positive"],
+                "data": {"train_file": str(train)},
+            }
+        )
     if change.get("contrastive"):
         tasks = [{"name": "r", "type": "contrastive", "text_pair_column": "label", "data": source}]
     run_file = tmp_path / "refused.yaml"
@@ -349,35 +428,51 @@ def test_a_bad_row_in_a_stream_names_its_line(tmp_path, stream_files):
     lines = train.read_text().splitlines()
     lines[41] = "the film was good .,maybe"  # file line 42
     train.write_text("\n".join(lines) + "\n")
-    task = RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
-                   DataSpec({"train_file": str(train), "validation_file": str(dev), "streaming": True}))  # fmt: skip
+    task = RunTask(
+        TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
+        DataSpec({"train_file": str(train), "validation_file": str(dev), "streaming": True}),
+    )
     stream = build_sources([task], DataArguments(), 0)[0].train
     with pytest.raises(ValueError, match=r"train.csv \(train\), line 42, column 'label': label 'maybe'"):
         list(stream)
 
 
-def test_tokenising_keeps_the_teacher_vectors_where_they_lie(tiny_encoder_dir, synthetic_csv, tiny_tokenizer, tiny_model):
+def test_tokenising_keeps_the_teacher_vectors_where_they_lie(
+    tiny_encoder_dir, synthetic_csv, tiny_tokenizer, tiny_model
+):
     """The vector columns are joined back beside the tokens (memory-mapped from the teacher cache), not copied
     through the tokenising map; the rows are those a plain map gives, split selection included."""
     from sentmtl.batching import tokenize_source
 
-    tasks = [RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
-                     DataSpec({"train_file": str(synthetic_csv)}, text_column="text", label_column="sentiment")),
-             RunTask(TaskSpec("distillation", "distillation"), DataSpec({"train_file": str(synthetic_csv)}, text_column="text"))]  # fmt: skip
+    tasks = [
+        RunTask(
+            TaskSpec("sentiment", "classification", labels=["negative", "positive"]),
+            DataSpec({"train_file": str(synthetic_csv)}, text_column="text", label_column="sentiment"),
+        ),
+        RunTask(
+            TaskSpec("distillation", "distillation"), DataSpec({"train_file": str(synthetic_csv)}, text_column="text")
+        ),
+    ]
     teacher = teacher_encoder(tiny_model, tiny_tokenizer, None, 32)
     source = task_data.build_sources(tasks, DataArguments(), 0, lambda name: teacher)[0]
     for split in (source.train, source.eval):
         joined = tokenize_source(split, tiny_tokenizer, 32)
-        plain = split.map(lambda b: dict(tiny_tokenizer(b["text"], truncation=True, max_length=32)), batched=True,
-                          remove_columns=["text"])  # fmt: skip
+        plain = split.map(
+            lambda b: dict(tiny_tokenizer(b["text"], truncation=True, max_length=32)),
+            batched=True,
+            remove_columns=["text"],
+        )
         assert joined.num_rows == plain.num_rows == split.num_rows
         for i in (0, split.num_rows - 1):
             assert joined[i] == plain[i]
         files = [f["filename"] for f in joined.cache_files]
         teacher_files = [f for f in files if f.startswith(str(task_data_cache_dir()))]
         assert teacher_files  # the vectors are read from the teacher cache's own file
-        assert all("target__distillation" not in datasets.Dataset.from_file(f).column_names
-                   for f in files if f not in teacher_files)  # and are in no other file  # fmt: skip
+        assert all(
+            "target__distillation" not in datasets.Dataset.from_file(f).column_names
+            for f in files
+            if f not in teacher_files
+        )  # and are in no other file
 
 
 def task_data_cache_dir():
@@ -405,7 +500,9 @@ def test_a_selection_of_an_in_memory_table_keeps_its_own_targets(tiny_model, tin
 
 def test_an_empty_file_is_an_error_that_names_it(tmp_path):
     empty = _write_csv(tmp_path / "empty.csv", [])
-    task = RunTask(TaskSpec("c", "classification", labels=["negative", "positive"]), DataSpec({"train_file": str(empty)}))
+    task = RunTask(
+        TaskSpec("c", "classification", labels=["negative", "positive"]), DataSpec({"train_file": str(empty)})
+    )
     with pytest.raises(ValueError, match=r"empty.csv: no rows \(a header alone"):
         task_data.build_sources([task], DataArguments(), seed=0)
 
@@ -414,11 +511,18 @@ def test_max_samples_embeds_only_the_subset(tiny_encoder_dir, tiny_model, tiny_t
     from conftest import synthetic_rows
 
     rows = synthetic_rows(60)
-    path = _write_csv(tmp_path / "train.csv", [(f"{s} {i}", ["negative", "positive"][label]) for i, (s, label)
-                                               in enumerate(zip(rows["sentence"], rows["label"]))])  # fmt: skip
+    path = _write_csv(
+        tmp_path / "train.csv",
+        [
+            (f"{s} {i}", ["negative", "positive"][label])
+            for i, (s, label) in enumerate(zip(rows["sentence"], rows["label"]))
+        ],
+    )
     data = DataSpec({"train_file": str(path)}, max_samples=20)
-    tasks = [RunTask(TaskSpec("c", "classification", labels=["negative", "positive"]), data),
-             RunTask(TaskSpec("d", "distillation"), data)]  # fmt: skip
+    tasks = [
+        RunTask(TaskSpec("c", "classification", labels=["negative", "positive"]), data),
+        RunTask(TaskSpec("d", "distillation"), data),
+    ]
     calls = []
     teacher = teacher_encoder(tiny_model, tiny_tokenizer, None, 32)
     counting = Teacher(teacher.name, teacher.key, teacher.width, lambda s: calls.append(len(s)) or teacher.encode(s))
@@ -478,8 +582,14 @@ def test_release_memory_returns_a_freed_heap_to_the_system():
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         pytest.skip("not glibc: nothing to trim")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
-    done = subprocess.run([sys.executable, "-c", FREED_HEAP], capture_output=True, text=True, timeout=120, env=env,
-                          cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", FREED_HEAP],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 200e6  # of the 256 MB freed
 
@@ -502,8 +612,16 @@ def test_a_streamed_run_pads_its_batches_to_a_multiple_of_8(tiny_encoder_dir, tm
     with open(train) as handle:  # rows one or two tokens longer: most batches pad past their longest row
         header, *rows = list(csv.reader(handle))
     longer = [(f"{text} the" + " the" * (i % 2), label) for i, (text, label) in enumerate(rows)]
-    assert main(_stream_flags(tiny_encoder_dir, _stream_run_file(tmp_path, _write_csv(tmp_path / "s.csv", longer), dev),
-                              tmp_path / "s")) == 0  # fmt: skip
+    assert (
+        main(
+            _stream_flags(
+                tiny_encoder_dir,
+                _stream_run_file(tmp_path, _write_csv(tmp_path / "s.csv", longer), dev),
+                tmp_path / "s",
+            )
+        )
+        == 0
+    )
     assert STREAM_PAD_MULTIPLE == 8 and lengths
     assert all(padded % 8 == 0 and longest <= padded < longest + 8 for padded, longest in lengths), lengths
     assert any(padded > longest for padded, longest in lengths)  # padding was added
@@ -519,9 +637,17 @@ def test_padding_to_a_multiple_keeps_pairs_negatives_and_the_length_limit(tiny_t
     def encoded(n):
         return {"input_ids": list(range(1, n + 1)), "attention_mask": [1] * n, "token_type_ids": [0] * n}
 
-    rows = [{**encoded(n), **{f"pair_{k}": v for k, v in encoded(n + 1).items()},
-             **{f"negative_{k}": [encoded(n + 2)[k], encoded(3)[k]] for k in ("input_ids", "attention_mask", "token_type_ids")}}
-            for n in (5, 7)]  # fmt: skip
+    rows = [
+        {
+            **encoded(n),
+            **{f"pair_{k}": v for k, v in encoded(n + 1).items()},
+            **{
+                f"negative_{k}": [encoded(n + 2)[k], encoded(3)[k]]
+                for k in ("input_ids", "attention_mask", "token_type_ids")
+            },
+        }
+        for n in (5, 7)
+    ]
     batch = MultiTaskCollator(tiny_tokenizer, [], pad_to_multiple_of=8)(rows)
     assert batch["input_ids"].shape == (2, 8) and batch["pair_input_ids"].shape == (2, 8)
     assert batch["negative_input_ids"].shape == (2, 2, 16)  # rows, k, 9 tokens padded to 16
@@ -541,8 +667,12 @@ def test_the_trainer_refuses_a_stream_under_several_processes(tiny_model, tiny_t
     from sentmtl.trainer import SentMtlTrainer
 
     stream = datasets.Dataset.from_dict({"text": ["a", "b"]}).to_iterable_dataset()
-    trainer = SentMtlTrainer(model=tiny_model, args=training_args(tmp_path, max_steps=2), train_dataset=stream,
-                             processing_class=tiny_tokenizer)  # fmt: skip
+    trainer = SentMtlTrainer(
+        model=tiny_model,
+        args=training_args(tmp_path, max_steps=2),
+        train_dataset=stream,
+        processing_class=tiny_tokenizer,
+    )
     monkeypatch.setattr(type(trainer.args), "world_size", property(lambda self: 2))
     with pytest.raises(ValueError, match="trains in one process; 2 were started"):
         trainer.get_train_dataloader()

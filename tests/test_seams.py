@@ -34,16 +34,26 @@ def write_csv(path, header, rows):
 
 
 def args_for(tmp_path, **overrides):
-    values = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, per_device_eval_batch_size=2,
-                  max_steps=2, learning_rate=1e-3, eval_strategy="no", use_cpu=True, disable_tqdm=True, report_to="none")  # fmt: skip
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=2,
+        max_steps=2,
+        learning_rate=1e-3,
+        eval_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        report_to="none",
+    )
     values.update(overrides)
     return SentMtlTrainingArguments(**values)
 
 
 def model_with(tiny_encoder_dir, tasks, **config):
     torch.manual_seed(0)
-    model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16,
-                                                        tasks=[t.to_dict() for t in tasks], **config)  # fmt: skip
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=[t.to_dict() for t in tasks], **config
+    )
     return model, tokenizer
 
 
@@ -59,7 +69,9 @@ def test_item_1_digit_and_case_class_names_get_the_right_ids(tmp_path):
     assert [cased(v, "x") for v in ("B", "b", "C", " c ")] == [0, 1, 2, 2]
     with pytest.raises(ValueError, match=r"f.csv, line 3: label 'ab' matches \['Ab', 'aB'\] when case"):
         LabelMap(["Ab", "aB"])("ab", "f.csv, line 3")
-    with pytest.raises(ValueError, match=r"label 7 is not one of the names \['1', '2', '3', '4', '5'\] \(numbers are names"):
+    with pytest.raises(
+        ValueError, match=r"label 7 is not one of the names \['1', '2', '3', '4', '5'\] \(numbers are names"
+    ):
         stars(7, "x")
     assert LabelMap(["neg", "pos"])(1, "x") == 1  # no name is an integer: an integer is a class id
     # Multilabel takes the same rule.
@@ -67,9 +79,25 @@ def test_item_1_digit_and_case_class_names_get_the_right_ids(tmp_path):
     assert task_io(tags).parse(tags, ["1", "0,1", ""], lambda row: f"row {row}")[:2] == [[1.0, 0.0], [1.0, 1.0]]
     # The --class_names path is a task definition like any other: star ratings 1..5 map to their own names, and the
     # derived score is id / (K − 1).
-    path = write_csv(tmp_path / "stars.csv", ["sentence", "label"], [[f"the film was good {i} .", i] for i in range(1, 6)] * 4)
-    model_args, data_args, training_args = parse_args(["--train_file", str(path), "--class_names", "1", "2", "3", "4", "5",
-                                                       "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"])  # fmt: skip
+    path = write_csv(
+        tmp_path / "stars.csv", ["sentence", "label"], [[f"the film was good {i} .", i] for i in range(1, 6)] * 4
+    )
+    model_args, data_args, training_args = parse_args(
+        [
+            "--train_file",
+            str(path),
+            "--class_names",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--use_cpu",
+            "true",
+        ]
+    )
     source = build_sources(tasks_from_flags(model_args, data_args, training_args), data_args, 0)[0]
     rows = source.train.to_list() + source.eval.to_list()
     for row in rows:
@@ -83,12 +111,44 @@ def test_item_1_digit_and_case_class_names_get_the_right_ids(tmp_path):
 
 def test_item_2_a_tasks_label_smoothing_survives_the_trainer(tiny_encoder_dir, synthetic_csv, tmp_path):
     run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump({"tasks": [
-        {"name": "tone", "type": "classification", "labels": ["negative", "positive"], "label_smoothing": 0.2,
-         "data": {"train_file": str(synthetic_csv)}, "text_column": "text", "label_column": "sentiment"}]}))  # fmt: skip
+    run_file.write_text(
+        yaml.safe_dump(
+            {
+                "tasks": [
+                    {
+                        "name": "tone",
+                        "type": "classification",
+                        "labels": ["negative", "positive"],
+                        "label_smoothing": 0.2,
+                        "data": {"train_file": str(synthetic_csv)},
+                        "text_column": "text",
+                        "label_column": "sentiment",
+                    }
+                ]
+            }
+        )
+    )
     out = tmp_path / "run"
-    assert main([str(run_file), "--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16", "--max_steps", "2",
-                 "--output_dir", str(out), "--use_cpu", "true", "--disable_tqdm", "true"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                str(run_file),
+                "--model_name_or_path",
+                str(tiny_encoder_dir),
+                "--embedding_size",
+                "16",
+                "--max_steps",
+                "2",
+                "--output_dir",
+                str(out),
+                "--use_cpu",
+                "true",
+                "--disable_tqdm",
+                "true",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["tasks"][0]["label_smoothing"] == 0.2
     assert yaml.safe_load((out / "run_config.yaml").read_text())["tasks"][0]["label_smoothing"] == 0.2
     # A run-wide --label_smoothing_factor beside tasks is refused, not silently applied or dropped.
@@ -100,8 +160,22 @@ def test_item_2_a_tasks_label_smoothing_survives_the_trainer(tiny_encoder_dir, s
 
 def test_item_3_ema_with_load_best_model_at_end_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--ema_decay with --load_best_model_at_end"):
-        parse_args(["--ema_decay", "0.99", "--load_best_model_at_end", "true", "--eval_strategy", "epoch",
-                    "--save_strategy", "epoch", "--output_dir", str(tmp_path), "--use_cpu", "true"])  # fmt: skip
+        parse_args(
+            [
+                "--ema_decay",
+                "0.99",
+                "--load_best_model_at_end",
+                "true",
+                "--eval_strategy",
+                "epoch",
+                "--save_strategy",
+                "epoch",
+                "--output_dir",
+                str(tmp_path),
+                "--use_cpu",
+                "true",
+            ]
+        )
 
 
 # -- 4, 5, 6. one evaluation path ---------------------------------------------------------------------------------------
@@ -136,12 +210,17 @@ def test_item_5_evaluate_honours_the_dataset_it_is_given(tiny_encoder_dir, tmp_p
 
 
 def test_item_6_eval_loss_is_the_learned_weighting_training_minimises(tiny_encoder_dir, tmp_path):
-    tasks = [TaskSpec("classification", "classification", labels=["negative", "positive"]), TaskSpec("val", "regression")]
+    tasks = [
+        TaskSpec("classification", "classification", labels=["negative", "positive"]),
+        TaskSpec("val", "regression"),
+    ]
     model, tokenizer = model_with(tiny_encoder_dir, tasks, loss_weighting="uncertainty")
     with torch.no_grad():
         model.loss_log_variances.copy_(torch.tensor([1.0, -0.5]))
     table = prepare(regression_table(8), tasks, tokenizer, label_columns={"val": "value"})
-    metrics = SentMtlTrainer(model=model, args=args_for(tmp_path), eval_dataset=table, processing_class=tokenizer).evaluate()
+    metrics = SentMtlTrainer(
+        model=model, args=args_for(tmp_path), eval_dataset=table, processing_class=tokenizer
+    ).evaluate()
     a, b = metrics["eval_classification_loss"], metrics["eval_val_loss"]
     expected = math.exp(-1.0) * a + 0.5 + math.exp(0.5) * b - 0.25
     assert metrics["eval_loss"] == pytest.approx(expected, rel=1e-5)
@@ -152,10 +231,15 @@ def test_item_6_eval_loss_is_the_learned_weighting_training_minimises(tiny_encod
 
 
 def test_item_7_tasks_sharing_a_file_read_their_own_text_columns(tmp_path):
-    path = write_csv(tmp_path / "posts.csv", ["title", "body", "label"],
-                     [[f"title {i}", f"the body of post {i}", ["neg", "pos"][i % 2]] for i in range(20)])
-    tasks = [RunTask(TaskSpec("a", "classification", labels=["neg", "pos"]), DataSpec({"train_file": str(path)}, "title")),
-             RunTask(TaskSpec("b", "classification", labels=["neg", "pos"]), DataSpec({"train_file": str(path)}, "body"))]
+    path = write_csv(
+        tmp_path / "posts.csv",
+        ["title", "body", "label"],
+        [[f"title {i}", f"the body of post {i}", ["neg", "pos"][i % 2]] for i in range(20)],
+    )
+    tasks = [
+        RunTask(TaskSpec("a", "classification", labels=["neg", "pos"]), DataSpec({"train_file": str(path)}, "title")),
+        RunTask(TaskSpec("b", "classification", labels=["neg", "pos"]), DataSpec({"train_file": str(path)}, "body")),
+    ]
     sources = build_sources(tasks, DataArguments(), seed=0)
     assert [[t.name for t in s.tasks] for s in sources] == [["a"], ["b"]]
     assert all(text.startswith("title") for text in sources[0].train["text"])
@@ -165,15 +249,30 @@ def test_item_7_tasks_sharing_a_file_read_their_own_text_columns(tmp_path):
 # -- 8. flags a tasks: file would leave unused ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--distillation_weight", "0"], "--distillation_weight would be ignored"),
-    (["--max_samples", "10"], r"no task reads the UCI corpus \(data: uci\), so --max_samples would be ignored"),
-    (["--sources", "imdb"], r"no task reads the UCI corpus \(data: uci\), so --sources would be ignored"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--distillation_weight", "0"], "--distillation_weight would be ignored"),
+        (["--max_samples", "10"], r"no task reads the UCI corpus \(data: uci\), so --max_samples would be ignored"),
+        (["--sources", "imdb"], r"no task reads the UCI corpus \(data: uci\), so --sources would be ignored"),
+    ],
+)
 def test_item_8_flags_a_tasks_file_overrides_are_refused(synthetic_csv, tmp_path, flags, message):
     run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump({"tasks": [{"name": "tone", "type": "classification", "labels": ["a", "b"],
-                                                   "data": {"train_file": str(synthetic_csv)}}]}))  # fmt: skip
+    run_file.write_text(
+        yaml.safe_dump(
+            {
+                "tasks": [
+                    {
+                        "name": "tone",
+                        "type": "classification",
+                        "labels": ["a", "b"],
+                        "data": {"train_file": str(synthetic_csv)},
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(ValueError, match=message):
         parse_args([str(run_file), *flags, "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"])
 
@@ -196,16 +295,20 @@ def test_item_9_binary_score_metrics_are_not_reported_for_soft_targets():
 def test_item_10_an_integer_source_column_is_not_named_amazon_imdb_yelp(tmp_path):
     rows = [[f"the film was {['bad', 'good'][i % 2]} {i} .", i % 2, i % 3] for i in range(30)]
     numbers = write_csv(tmp_path / "numbers.csv", ["sentence", "label", "source"], rows)
-    names = write_csv(tmp_path / "names.csv", ["sentence", "label", "source"],
-                      [[s, l, ["shop", "blog", "news"][d]] for s, l, d in rows])  # fmt: skip
+    names = write_csv(
+        tmp_path / "names.csv",
+        ["sentence", "label", "source"],
+        [[s, label, ["shop", "blog", "news"][d]] for s, label, d in rows],
+    )
     task = TaskSpec("tone", "classification", labels=["neg", "pos"])
     for path, expected in ((numbers, []), (names, ["blog", "news", "shop"])):
         source = build_sources([RunTask(task, DataSpec({"train_file": str(path)}))], DataArguments(), seed=0)[0]
         assert source.domain_names == expected
         targets = np.array(source.eval[TARGET_PREFIX + "tone"])
         metrics = task_metrics(task, np.eye(2)[targets], targets, np.array(source.eval["domain"]), source.domain_names)
-        assert {k for k in metrics if k.startswith("accuracy_")} == {f"accuracy_{n}" for n in expected
-                                                                     if n in {expected[d] for d in source.eval["domain"]}}
+        assert {k for k in metrics if k.startswith("accuracy_")} == {
+            f"accuracy_{n}" for n in expected if n in {expected[d] for d in source.eval["domain"]}
+        }
 
 
 # -- 11. a batch without targets for a task ---------------------------------------------------------------------------
@@ -215,8 +318,12 @@ def test_item_11_a_batch_where_no_row_has_a_tasks_target_trains_on(all_types_mod
     model, tokenizer = all_types_model
     batch = tokenizer(["the food was great .", "bad ."], padding=True, return_tensors="pt")
     nan = float("nan")
-    targets = {"sentiment3": torch.tensor([-100, -100]), "tags": torch.full((2, 2), nan),
-               "rating": torch.tensor([nan, nan]), "stars": torch.tensor([nan, nan])}  # fmt: skip
+    targets = {
+        "sentiment3": torch.tensor([-100, -100]),
+        "tags": torch.full((2, 2), nan),
+        "rating": torch.tensor([nan, nan]),
+        "stars": torch.tensor([nan, nan]),
+    }
     out = model(**batch, task_labels=targets)
     assert torch.isfinite(out.loss) and all(float(v) == 0.0 for v in out.task_losses.values())
     out.loss.backward()
@@ -225,9 +332,12 @@ def test_item_11_a_batch_where_no_row_has_a_tasks_target_trains_on(all_types_mod
 
 @pytest.fixture
 def all_types_model(tiny_encoder_dir):
-    tasks = [TaskSpec("sentiment3", "classification", labels=["neg", "mid", "pos"]),
-             TaskSpec("tags", "multilabel", labels=["food", "service"]), TaskSpec("rating", "score"),
-             TaskSpec("stars", "regression")]  # fmt: skip
+    tasks = [
+        TaskSpec("sentiment3", "classification", labels=["neg", "mid", "pos"]),
+        TaskSpec("tags", "multilabel", labels=["food", "service"]),
+        TaskSpec("rating", "score"),
+        TaskSpec("stars", "regression"),
+    ]
     return model_with(tiny_encoder_dir, tasks)
 
 
@@ -245,9 +355,24 @@ def test_item_12_teacher_vectors_follow_the_runs_precision(tiny_encoder_dir, syn
         return original(*args, **kwargs)
 
     monkeypatch.setattr(embed_module, "encode", spy)  # the teacher's (sentmtl.teacher_cache.Teacher.from_model)
-    flags = ["--model_name_or_path", str(tiny_encoder_dir), "--train_file", str(synthetic_csv), "--text_column", "text",
-             "--label_column", "sentiment", "--embedding_size", "16", "--max_steps", "1", "--use_cpu", "true",
-             "--disable_tqdm", "true"]  # fmt: skip
+    flags = [
+        "--model_name_or_path",
+        str(tiny_encoder_dir),
+        "--train_file",
+        str(synthetic_csv),
+        "--text_column",
+        "text",
+        "--label_column",
+        "sentiment",
+        "--embedding_size",
+        "16",
+        "--max_steps",
+        "1",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+    ]
     for bf16, expected in (("false", "fp32"), ("true", "bf16")):
         seen.clear()
         assert main([*flags, "--bf16", bf16, "--output_dir", str(tmp_path / bf16)]) == 0
@@ -291,7 +416,9 @@ def test_item_14_the_reliability_diagram_of_four_classes_shows_confidences_below
 
     limits = []
     original = matplotlib.axes.Axes.set_xlim
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlim", lambda self, *a, **k: limits.append(a) or original(self, *a, **k))
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "set_xlim", lambda self, *a, **k: limits.append(a) or original(self, *a, **k)
+    )
     task = TaskSpec("topic", "classification", labels=["a", "b", "c", "d"])
     logits = np.array([[0.5, 0.4, 0.3, 0.2], [0.1, 0.9, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.3, 0.2]])
     confidences, outcomes = reliability_points(task, logits, np.array([0, 1, 2, 2]))
@@ -305,13 +432,21 @@ def test_item_14_the_reliability_diagram_of_four_classes_shows_confidences_below
 
 
 def test_item_15_the_python_path_on_a_users_own_table_trains_and_evaluates(tiny_encoder_dir, tmp_path):
-    tasks = [TaskSpec("classification", "classification", labels=["negative", "positive"]), TaskSpec("sentiment", "score")]
+    tasks = [
+        TaskSpec("classification", "classification", labels=["negative", "positive"]),
+        TaskSpec("sentiment", "score"),
+    ]
     model, tokenizer = model_with(tiny_encoder_dir, tasks)
     rows = synthetic_rows(24)
     table = datasets.Dataset.from_dict({**rows, "score": [float(label) for label in rows["label"]]})
     data = prepare(table, model.tasks, tokenizer)
-    trainer = SentMtlTrainer(model=model, args=args_for(tmp_path, max_steps=3), train_dataset=data, eval_dataset=data,
-                             processing_class=tokenizer)  # fmt: skip
+    trainer = SentMtlTrainer(
+        model=model,
+        args=args_for(tmp_path, max_steps=3),
+        train_dataset=data,
+        eval_dataset=data,
+        processing_class=tokenizer,
+    )
     trainer.train()
     metrics = trainer.evaluate()
     assert {"eval_classification_accuracy", "eval_sentiment_roc_auc", "eval_loss"} <= set(metrics)
@@ -322,19 +457,31 @@ def test_item_15_the_python_path_on_a_users_own_table_trains_and_evaluates(tiny_
 
 def test_item_16_empty_cells_mark_rows_without_a_target(tiny_encoder_dir, tmp_path):
     rows = synthetic_rows(20)
-    path = write_csv(tmp_path / "mixed.csv", ["sentence", "label", "rating"],
-                     [[s, ["negative", "positive"][l] if i % 3 else "", f"{l * 0.8 + 0.1:.1f}" if i % 2 else ""]
-                      for i, (s, l) in enumerate(zip(rows["sentence"], rows["label"]))])  # fmt: skip
-    tasks = [RunTask(TaskSpec("tone", "classification", labels=["negative", "positive"]), DataSpec({"train_file": str(path)})),
-             RunTask(TaskSpec("rating", "score"), DataSpec({"train_file": str(path)}, label_column="rating"))]
+    path = write_csv(
+        tmp_path / "mixed.csv",
+        ["sentence", "label", "rating"],
+        [
+            [s, ["negative", "positive"][label] if i % 3 else "", f"{label * 0.8 + 0.1:.1f}" if i % 2 else ""]
+            for i, (s, label) in enumerate(zip(rows["sentence"], rows["label"]))
+        ],
+    )
+    tasks = [
+        RunTask(
+            TaskSpec("tone", "classification", labels=["negative", "positive"]), DataSpec({"train_file": str(path)})
+        ),
+        RunTask(TaskSpec("rating", "score"), DataSpec({"train_file": str(path)}, label_column="rating")),
+    ]
     source = build_sources(tasks, DataArguments(), seed=0)[0]
     table = datasets.concatenate_datasets([source.train, source.eval])
     assert sum(v == -100 for v in table[TARGET_PREFIX + "tone"]) == 7  # rows 0, 3, …, 18
     assert sum(math.isnan(v) for v in table[TARGET_PREFIX + "rating"]) == 10
     bad = write_csv(tmp_path / "bad.csv", ["sentence", "rating"], [["fine .", "high"]])
     with pytest.raises(ValueError, match=r"bad.csv \(train\), line 2, column 'rating': 'high' is not a number"):
-        build_sources([RunTask(TaskSpec("rating", "score"), DataSpec({"train_file": str(bad)}, label_column="rating"))],
-                      DataArguments(), seed=0)
+        build_sources(
+            [RunTask(TaskSpec("rating", "score"), DataSpec({"train_file": str(bad)}, label_column="rating"))],
+            DataArguments(),
+            seed=0,
+        )
 
 
 # -- the open points -------------------------------------------------------------------------------------------------------
@@ -459,9 +606,30 @@ def test_a_run_config_of_0_1_replays_with_the_seed_flags_as_tasks(tiny_encoder_d
 
 def test_resuming_a_checkpoint_whose_optimizer_groups_differ_is_refused(tiny_encoder_dir, synthetic_csv, tmp_path):
     out = tmp_path / "run"
-    flags = ["--model_name_or_path", str(tiny_encoder_dir), "--train_file", str(synthetic_csv), "--text_column", "text",
-             "--label_column", "sentiment", "--embedding_size", "16", "--max_steps", "2", "--save_strategy", "steps",
-             "--save_steps", "1", "--use_cpu", "true", "--disable_tqdm", "true", "--output_dir", str(out)]  # fmt: skip
+    flags = [
+        "--model_name_or_path",
+        str(tiny_encoder_dir),
+        "--train_file",
+        str(synthetic_csv),
+        "--text_column",
+        "text",
+        "--label_column",
+        "sentiment",
+        "--embedding_size",
+        "16",
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(out),
+    ]
     assert main(flags) == 0
     optimizer_file = out / "checkpoint-1" / "optimizer.pt"
     state = torch.load(optimizer_file, weights_only=True)
@@ -484,9 +652,12 @@ def test_review_float_like_names_match_by_number():
 
 
 def test_review_a_class_label_column_is_read_by_its_names(tiny_tokenizer):
-    features = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["pos", "neg"])})
-    table = datasets.Dataset.from_dict({"sentence": ["the place was best .", "the place was worst ."], "label": [0, 1]},
-                                       features=features)  # fmt: skip
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["pos", "neg"])}
+    )
+    table = datasets.Dataset.from_dict(
+        {"sentence": ["the place was best .", "the place was worst ."], "label": [0, 1]}, features=features
+    )
     tone = TaskSpec("tone", "classification", labels=["neg", "pos"])
     assert prepare(table, [tone], tiny_tokenizer)["target__tone"] == [1, 0]  # pos, neg in the task's order
     renamed = TaskSpec("tone", "classification", labels=["good", "bad"])  # other names: a renaming, by id
@@ -494,12 +665,18 @@ def test_review_a_class_label_column_is_read_by_its_names(tiny_tokenizer):
 
 
 def test_review_domain_ids_mean_the_same_domain_in_train_and_eval(tmp_path):
-    train = write_csv(tmp_path / "train.csv", ["sentence", "label", "source"],
-                      [[f"row {i}", i % 2, ["amazon", "imdb", "yelp"][i % 3]] for i in range(12)])
-    valid = write_csv(tmp_path / "valid.csv", ["sentence", "label", "source"], [[f"eval {i}", i % 2, "yelp"] for i in range(4)])
+    train = write_csv(
+        tmp_path / "train.csv",
+        ["sentence", "label", "source"],
+        [[f"row {i}", i % 2, ["amazon", "imdb", "yelp"][i % 3]] for i in range(12)],
+    )
+    valid = write_csv(
+        tmp_path / "valid.csv", ["sentence", "label", "source"], [[f"eval {i}", i % 2, "yelp"] for i in range(4)]
+    )
     task = TaskSpec("tone", "classification", labels=["neg", "pos"])
-    source = build_sources([RunTask(task, DataSpec({"train_file": str(train), "validation_file": str(valid)}))],
-                           DataArguments(), seed=0)[0]  # fmt: skip
+    source = build_sources(
+        [RunTask(task, DataSpec({"train_file": str(train), "validation_file": str(valid)}))], DataArguments(), seed=0
+    )[0]
     names = [source.domain_names[d] for d in source.eval["domain"]]
     assert names == ["yelp"] * 4
 
@@ -523,7 +700,8 @@ def test_review_row_comparing_eval_losses_weigh_batches_by_their_labelled_rows(t
     args = args_for(tmp_path, per_device_eval_batch_size=4)
     full = SentMtlTrainer(model=model, args=args, processing_class=tokenizer).evaluate(prepare(table, tasks, tokenizer))
     labelled = SentMtlTrainer(model=model, args=args, processing_class=tokenizer).evaluate(
-        prepare(table.select(range(4, 8)), tasks, tokenizer))
+        prepare(table.select(range(4, 8)), tasks, tokenizer)
+    )
     assert full["eval_sim_loss"] == pytest.approx(labelled["eval_sim_loss"], rel=1e-5)
 
 
@@ -541,8 +719,12 @@ def test_review_trainer_refusals_are_clear(tiny_encoder_dir, tmp_path):
     with pytest.raises(ValueError, match="needs processing_class=tokenizer"):
         SentMtlTrainer(model=model, args=args_for(tmp_path))
     with pytest.raises(ValueError, match=r"eval_tasks \['extra'\] have heads"):
-        SentMtlTrainer(model=model, args=args_for(tmp_path), processing_class=tokenizer,
-                       eval_tasks=[TaskSpec("extra", "regression")])  # fmt: skip
+        SentMtlTrainer(
+            model=model,
+            args=args_for(tmp_path),
+            processing_class=tokenizer,
+            eval_tasks=[TaskSpec("extra", "regression")],
+        )
     part = prepare(regression_table(6), tasks, tokenizer, label_columns={"val": "value"})
     trainer = SentMtlTrainer(model=model, args=args_for(tmp_path), processing_class=tokenizer)
     with pytest.raises(ValueError, match=r"tasks \['val'\] have targets in more than one part"):
@@ -567,12 +749,15 @@ def test_review_relational_distillation_leaves_out_rows_without_a_teacher():
 
 
 def test_review_file_flags_with_the_corpus_and_an_unused_test_size_are_refused(tmp_path):
-    model_args, data_args, training_args = parse_args(["--score_column", "rating", "--output_dir", str(tmp_path),
-                                                       "--use_cpu", "true"])  # fmt: skip
+    model_args, data_args, training_args = parse_args(
+        ["--score_column", "rating", "--output_dir", str(tmp_path), "--use_cpu", "true"]
+    )
     with pytest.raises(ValueError, match="--score_column name\\(s\\) columns of --train_file"):
         tasks_from_flags(model_args, data_args, training_args)
     train = write_csv(tmp_path / "t.csv", ["sentence", "label"], [["a", 0], ["b", 1]])
-    task = RunTask(TaskSpec("tone", "classification", labels=["neg", "pos"]),
-                   DataSpec({"train_file": str(train), "validation_file": str(train)}))  # fmt: skip
+    task = RunTask(
+        TaskSpec("tone", "classification", labels=["neg", "pos"]),
+        DataSpec({"train_file": str(train), "validation_file": str(train)}),
+    )
     with pytest.raises(ValueError, match="--test_size 0.3: every source has evaluation data of its own"):
         build_sources([task], DataArguments(test_size=0.3), seed=0)

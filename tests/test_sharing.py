@@ -49,8 +49,10 @@ def trained_dir(tmp_path_factory, tiny_encoder_dir):
     tmp = tmp_path_factory.mktemp("shared")
     csv = tmp / "train.csv"
     rows = synthetic_rows(64)
-    csv.write_text("text,sentiment\n" + "".join(f"{s},{['negative', 'positive'][l]}\n"
-                                                 for s, l in zip(rows["sentence"], rows["label"])))  # fmt: skip
+    csv.write_text(
+        "text,sentiment\n"
+        + "".join(f"{s},{['negative', 'positive'][label]}\n" for s, label in zip(rows["sentence"], rows["label"]))
+    )
     out = tmp / "model"
     assert main(tiny_run_flags(tiny_encoder_dir, csv, out)) == 0
     return out
@@ -58,11 +60,19 @@ def trained_dir(tmp_path_factory, tiny_encoder_dir):
 
 def test_save_writes_auto_map_and_code_files(trained_dir):
     config = json.loads((trained_dir / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_sentmtl.SentMtlConfig",
-                                  "AutoModel": "modeling_sentmtl.SentMtlModel",
-                                  "AutoModelForSequenceClassification": "modeling_sentmtl.SentMtlForSequenceClassification"}  # fmt: skip
-    for name in ("modeling_sentmtl.py", "configuration_sentmtl.py", "encoders.py", "tasks.py", "task_types.py",
-                 "distributed.py"):
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_sentmtl.SentMtlConfig",
+        "AutoModel": "modeling_sentmtl.SentMtlModel",
+        "AutoModelForSequenceClassification": "modeling_sentmtl.SentMtlForSequenceClassification",
+    }
+    for name in (
+        "modeling_sentmtl.py",
+        "configuration_sentmtl.py",
+        "encoders.py",
+        "tasks.py",
+        "task_types.py",
+        "distributed.py",
+    ):
         assert (trained_dir / name).is_file(), name
 
 
@@ -70,8 +80,12 @@ def test_trust_remote_code_load_without_the_package(trained_dir, tmp_path):
     resaved = tmp_path / "resaved"
     result = subprocess.run(
         [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(trained_dir), json.dumps(SENTENCES), str(resaved)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["class"].startswith("transformers_modules.")  # the copied code, not the package
@@ -87,8 +101,9 @@ def test_package_load_needs_no_trust_remote_code(trained_dir):
     assert type(model) is sentmtl.SentMtlModel
 
 
-def test_continue_from_a_checkpoint_keeps_the_trained_heads(trained_dir, tiny_encoder_dir, synthetic_csv, tmp_path,
-                                                            capsys):
+def test_continue_from_a_checkpoint_keeps_the_trained_heads(
+    trained_dir, tiny_encoder_dir, synthetic_csv, tmp_path, capsys
+):
     # Evaluation-only on the same data: identical metrics prove the heads (not fresh ones) were loaded.
     flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "eval", "--freeze", "all")
     flags[flags.index("--model_name_or_path") + 1] = str(trained_dir)
@@ -97,7 +112,12 @@ def test_continue_from_a_checkpoint_keeps_the_trained_heads(trained_dir, tiny_en
     before = json.loads((trained_dir / "eval_results.json").read_text())
     again = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     # (Not eval_loss: its distillation term measures against the encoder as each run starts.)
-    for key in ("eval_classification_accuracy", "eval_classification_loss", "eval_sentiment_loss", "eval_sentiment_mse"):
+    for key in (
+        "eval_classification_accuracy",
+        "eval_classification_loss",
+        "eval_sentiment_loss",
+        "eval_sentiment_mse",
+    ):
         assert again[key] == pytest.approx(before[key], abs=1e-6)
     # And training continues from there (e.g. on another domain).
     flags = [f if f != "all" else "none" for f in flags] + ["--classification_loss_weight", "2"]
@@ -113,8 +133,11 @@ def test_continue_from_a_checkpoint_keeps_the_trained_heads(trained_dir, tiny_en
     assert not (tmp_path / "refused" / "model.safetensors").exists()
     # The checkpoint fixes the heads; the run's losses and weights apply (they were silently the checkpoint's).
     tasks = json.loads((tmp_path / "continued" / "config.json").read_text())["tasks"]
-    assert [(t["name"], t["loss_weight"]) for t in tasks] == [("classification", 2.0), ("sentiment", 1.0),
-                                                               ("distillation", 10.0)]
+    assert [(t["name"], t["loss_weight"]) for t in tasks] == [
+        ("classification", 2.0),
+        ("sentiment", 1.0),
+        ("distillation", 10.0),
+    ]
 
 
 def test_model_card_reports_the_measured_metrics(trained_dir):
@@ -132,9 +155,24 @@ def test_model_card_reports_the_measured_metrics(trained_dir):
 @pytest.mark.real_encoder
 def test_model_card_on_the_corpus_has_citation_license_and_sources(data_dir, tiny_encoder_dir, tmp_path):
     out = tmp_path / "uci"
-    flags = ["--model_name_or_path", str(tiny_encoder_dir), "--data_dir", str(data_dir), "--max_samples", "300",
-             "--embedding_size", "16", "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "true",
-             "--use_cpu", "true"]  # fmt: skip
+    flags = [
+        "--model_name_or_path",
+        str(tiny_encoder_dir),
+        "--data_dir",
+        str(data_dir),
+        "--max_samples",
+        "300",
+        "--embedding_size",
+        "16",
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+    ]
     assert main(flags) == 0
     card = (out / "README.md").read_text()
     metrics = json.loads((out / "eval_results.json").read_text())
@@ -147,13 +185,25 @@ SECRET = "hf_sentmtlTestTokenThatMustNeverBeWritten"
 ENV_SECRET = "hf_sentmtlEnvTokenThatMustNeverBeWritten"
 
 
-def test_push_offline_fails_after_the_local_save_and_writes_no_token(tiny_encoder_dir, synthetic_csv, tmp_path,
-                                                                      monkeypatch, capsys, caplog):  # fmt: skip
+def test_push_offline_fails_after_the_local_save_and_writes_no_token(
+    tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys, caplog
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_TOKEN", ENV_SECRET)
     out = tmp_path / "pushed"
-    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--push_to_hub", "true", "--hub_model_id",
-                           "someone/sentmtl-test", "--hub_token", SECRET, "--save_strategy", "epoch")  # fmt: skip
+    flags = tiny_run_flags(
+        tiny_encoder_dir,
+        synthetic_csv,
+        out,
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "someone/sentmtl-test",
+        "--hub_token",
+        SECRET,
+        "--save_strategy",
+        "epoch",
+    )
     assert main(flags) == 1
     captured = capsys.readouterr()
     assert "Pushing to someone/sentmtl-test failed: HF_HUB_OFFLINE is set" in captured.err
@@ -202,8 +252,18 @@ def test_push_uploads_the_complete_model_folder(trained_dir, monkeypatch, revisi
     assert calls["create_repo"] == ("someone/model", None, True) and calls["token"] == "tok"
     uploaded = calls["upload"][2]
     assert uploaded == files_to_upload(trained_dir)
-    needed = {"config.json", "model.safetensors", "modeling_sentmtl.py", "configuration_sentmtl.py", "encoders.py",
-              "tokenizer.json", "tokenizer_config.json", "README.md", "eval_results.json", "run_config.yaml"}  # fmt: skip
+    needed = {
+        "config.json",
+        "model.safetensors",
+        "modeling_sentmtl.py",
+        "configuration_sentmtl.py",
+        "encoders.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "eval_results.json",
+        "run_config.yaml",
+    }
     assert needed <= set(uploaded)
     assert "training_args.bin" not in uploaded and not any(name.startswith("checkpoint-") for name in uploaded)
 
@@ -224,7 +284,10 @@ def test_sentence_transformers_export_round_trip(trained_dir, tmp_path):
     import run_embed
 
     export_dir = tmp_path / "st"
-    assert run_embed.main(["--model_name_or_path", str(trained_dir), "--export_sentence_transformer", str(export_dir)]) == 0
+    assert (
+        run_embed.main(["--model_name_or_path", str(trained_dir), "--export_sentence_transformer", str(export_dir)])
+        == 0
+    )
     st_embeddings = SentenceTransformer(str(export_dir), device="cpu").encode(SENTENCES)
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(trained_dir))
     ours = sentmtl.encode(model, SENTENCES, tokenizer, precision="fp32")  # the exact path (bf16 is an approximation)

@@ -27,8 +27,9 @@ ALL_TYPES = [
 @pytest.fixture
 def all_types_model(tiny_encoder_dir):
     torch.manual_seed(0)
-    model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, tasks=ALL_TYPES,
-                                                        head_logit_scale=20.0)  # fmt: skip
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=ALL_TYPES, head_logit_scale=20.0
+    )
     return model, tokenizer
 
 
@@ -75,9 +76,14 @@ def test_absent_targets_are_masked(all_types_model):
     model, tokenizer = all_types_model
     model.eval()
     batch = _batch(tokenizer, ["the food was great .", "bad .", "fine ."])
-    full = model(**batch, task_labels={"sentiment3": torch.tensor([2, 0, -100]), "rating": torch.tensor([1.0, 0.0, float("nan")])})
-    part = model(**{k: v[:2] for k, v in batch.items()},
-                 task_labels={"sentiment3": torch.tensor([2, 0]), "rating": torch.tensor([1.0, 0.0])})  # fmt: skip
+    full = model(
+        **batch,
+        task_labels={"sentiment3": torch.tensor([2, 0, -100]), "rating": torch.tensor([1.0, 0.0, float("nan")])},
+    )
+    part = model(
+        **{k: v[:2] for k, v in batch.items()},
+        task_labels={"sentiment3": torch.tensor([2, 0]), "rating": torch.tensor([1.0, 0.0])},
+    )
     torch.testing.assert_close(full.task_losses["sentiment3"], part.task_losses["sentiment3"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(full.task_losses["rating"], part.task_losses["rating"], rtol=1e-4, atol=1e-5)
 
@@ -153,31 +159,71 @@ def two_datasets(tmp_path):
     """A 3-class file and a pair-similarity file: two tasks, each with its own data."""
     rows = synthetic_rows(48)
     three = tmp_path / "three.csv"
-    three.write_text("text,tone\n" + "".join(f"{s},{['neg', 'pos'][l]}\n" for s, l in zip(rows["sentence"], rows["label"]))
-                     + "".join(f"the plot was fine number {i} .,mid\n" for i in range(12)))  # fmt: skip
+    three.write_text(
+        "text,tone\n"
+        + "".join(f"{s},{['neg', 'pos'][label]}\n" for s, label in zip(rows["sentence"], rows["label"]))
+        + "".join(f"the plot was fine number {i} .,mid\n" for i in range(12))
+    )
     pairs = tmp_path / "pairs.jsonl"
     with open(pairs, "w") as handle:
         # Disjoint pairs: a chain (s0, s1), (s1, s2), … would be one group for the leak-free split.
         for i, (a, b) in enumerate(zip(rows["sentence"][::2], rows["sentence"][1::2])):
             handle.write(json.dumps({"a": a, "b": b, "sim": round((i % 5) / 4, 2)}) + "\n")
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "task_sampling": "round_robin",
-        "tasks": [
-            {"name": "tone", "type": "classification", "labels": ["neg", "mid", "pos"],
-             "data": {"train_file": str(three)}, "text_column": "text", "label_column": "tone", "head_learning_rate": 5e-3},
-            {"name": "sim", "type": "similarity", "data": {"train_file": str(pairs)}, "text_column": "a",
-             "text_pair_column": "b", "label_column": "sim", "loss": "cosine_mse"},
-            {"name": "keep", "type": "distillation", "data": {"train_file": str(three)}, "text_column": "text",
-             "loss_weight": 5},
-        ],
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "num_train_epochs": 2,
+                "per_device_train_batch_size": 8,
+                "learning_rate": 1e-3,
+                "task_sampling": "round_robin",
+                "tasks": [
+                    {
+                        "name": "tone",
+                        "type": "classification",
+                        "labels": ["neg", "mid", "pos"],
+                        "data": {"train_file": str(three)},
+                        "text_column": "text",
+                        "label_column": "tone",
+                        "head_learning_rate": 5e-3,
+                    },
+                    {
+                        "name": "sim",
+                        "type": "similarity",
+                        "data": {"train_file": str(pairs)},
+                        "text_column": "a",
+                        "text_pair_column": "b",
+                        "label_column": "sim",
+                        "loss": "cosine_mse",
+                    },
+                    {
+                        "name": "keep",
+                        "type": "distillation",
+                        "data": {"train_file": str(three)},
+                        "text_column": "text",
+                        "loss_weight": 5,
+                    },
+                ],
+            }
+        )
+    )
     return config
 
 
 def tiny_task_flags(tiny_encoder_dir, out, *extra):
-    return ["--model_name_or_path", str(tiny_encoder_dir), "--embedding_size", "16", "--output_dir", str(out),
-            "--disable_tqdm", "true", "--use_cpu", "true", *extra]  # fmt: skip
+    return [
+        "--model_name_or_path",
+        str(tiny_encoder_dir),
+        "--embedding_size",
+        "16",
+        "--output_dir",
+        str(out),
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+        *extra,
+    ]
 
 
 def test_a_run_file_with_tasks_trains_each_on_its_own_data(tiny_encoder_dir, two_datasets, tmp_path, capsys):
@@ -186,8 +232,13 @@ def test_a_run_file_with_tasks_trains_each_on_its_own_data(tiny_encoder_dir, two
     out = tmp_path / "run"
     assert main([str(two_datasets), *tiny_task_flags(tiny_encoder_dir, out)]) == 0
     metrics = json.loads((out / "eval_results.json").read_text())
-    assert {"eval_tone_accuracy", "eval_tone_confusion_1_1", "eval_sim_spearman", "eval_keep_structure_spearman",
-            "eval_loss"} <= set(metrics)  # fmt: skip
+    assert {
+        "eval_tone_accuracy",
+        "eval_tone_confusion_1_1",
+        "eval_sim_spearman",
+        "eval_keep_structure_spearman",
+        "eval_loss",
+    } <= set(metrics)
     config = json.loads((out / "config.json").read_text())
     assert [t["name"] for t in config["tasks"]] == ["tone", "sim", "keep"]
     assert config["id2label"] == {"0": "neg", "1": "mid", "2": "pos"}
@@ -217,7 +268,9 @@ def test_run_file_task_errors_name_the_field_file_and_column(tiny_encoder_dir, t
     assert main([str(tmp_path / "bad2.yaml"), *tiny_task_flags(tiny_encoder_dir, tmp_path / "o2")]) == 1
     err = capsys.readouterr().err
     assert "three.csv (train): no column 'mood' for task 'tone'" in err and "set its label_column" in err
-    assert main([str(two_datasets), "--class_names", "a", "b", *tiny_task_flags(tiny_encoder_dir, tmp_path / "o3")]) == 2
+    assert (
+        main([str(two_datasets), "--class_names", "a", "b", *tiny_task_flags(tiny_encoder_dir, tmp_path / "o3")]) == 2
+    )
     assert "--class_names would be ignored. Move them into the tasks." in capsys.readouterr().err
     bad["tasks"][0]["label_column"] = "tone"
     bad["tasks"][1]["head_learning_rate"] = 1e-3  # a similarity task has no head: the LR would apply to nothing
@@ -250,8 +303,10 @@ def three_task_dir(tmp_path_factory, tiny_encoder_dir):
     tmp = tmp_path_factory.mktemp("n-tasks")
     rows = synthetic_rows(64)
     csv = tmp / "train.csv"
-    csv.write_text("text,sentiment\n" + "".join(f"{s},{['negative', 'positive'][l]}\n"
-                                                 for s, l in zip(rows["sentence"], rows["label"])))  # fmt: skip
+    csv.write_text(
+        "text,sentiment\n"
+        + "".join(f"{s},{['negative', 'positive'][label]}\n" for s, label in zip(rows["sentence"], rows["label"]))
+    )
     out = tmp / "model"
     assert main(tiny_run_flags(tiny_encoder_dir, csv, out)) == 0  # classification + sentiment + distillation
     return out
@@ -264,7 +319,9 @@ def test_n_task_round_trip_with_the_package(three_task_dir):
     rebuilt.load_state_dict(model.state_dict())
     batch = _batch(tokenizer, ["the movie was great ."])
     model.eval(), rebuilt.eval()
-    torch.testing.assert_close(model(**batch).task_logits["classification"], rebuilt(**batch).task_logits["classification"])
+    torch.testing.assert_close(
+        model(**batch).task_logits["classification"], rebuilt(**batch).task_logits["classification"]
+    )
 
 
 def test_n_task_model_loads_without_the_package(three_task_dir, tmp_path):
@@ -276,9 +333,15 @@ def test_n_task_model_loads_without_the_package(three_task_dir, tmp_path):
         f"t = AutoTokenizer.from_pretrained({str(three_task_dir)!r})\n"
         "out = m(**t(['the movie was great .'], return_tensors='pt'))\n"
         "print(sorted(out.task_logits), [x.name for x in m.tasks])\n"
-    )  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "['classification', 'sentiment'] ['classification', 'sentiment', 'distillation']" in result.stdout
 
@@ -303,9 +366,15 @@ def test_text_classification_pipeline_without_the_package(three_task_dir, tmp_pa
         "from transformers import pipeline\n"
         f"print(pipeline('text-classification', model={str(three_task_dir)!r}, trust_remote_code=True, device='cpu')"
         "('the movie was great .'))\n"
-    )  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "'label': 'positive'" in result.stdout or "'label': 'negative'" in result.stdout
 
@@ -315,7 +384,12 @@ def test_export_of_an_n_task_model(three_task_dir, tmp_path):
 
     import run_embed
 
-    assert run_embed.main(["--model_name_or_path", str(three_task_dir), "--export_sentence_transformer", str(tmp_path / "st")]) == 0
+    assert (
+        run_embed.main(
+            ["--model_name_or_path", str(three_task_dir), "--export_sentence_transformer", str(tmp_path / "st")]
+        )
+        == 0
+    )
     sentences = ["the movie was great .", "the food was awful !"]
     exported = SentenceTransformer(str(tmp_path / "st"), device="cpu").encode(sentences)
     ours = sentmtl.encode(str(three_task_dir), sentences, precision="fp32", device="cpu")
@@ -349,9 +423,23 @@ def test_real_encoder_two_datasets_corpus_and_stsb(data_dir, tmp_path):
             pytest.fail(f"CI needs STS-B at {stsb}")
         pytest.skip(f"STS-B not found at {stsb}")
     out = tmp_path / "real"
-    flags = [str(REPO_ROOT / "configs" / "multitask_sts.yaml"), "--data_dir", str(data_dir), "--max_samples", "320",
-             "--num_train_epochs", "1", "--output_dir", str(out), "--disable_tqdm", "true", "--use_cpu", "true",
-             "--sts_eval_file", str(stsb / "sts-dev.csv")]  # fmt: skip
+    flags = [
+        str(REPO_ROOT / "configs" / "multitask_sts.yaml"),
+        "--data_dir",
+        str(data_dir),
+        "--max_samples",
+        "320",
+        "--num_train_epochs",
+        "1",
+        "--output_dir",
+        str(out),
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+        "--sts_eval_file",
+        str(stsb / "sts-dev.csv"),
+    ]
     cwd = os.getcwd()
     os.chdir(REPO_ROOT)  # the config names STS-B relative to the repository
     try:
@@ -362,7 +450,10 @@ def test_real_encoder_two_datasets_corpus_and_stsb(data_dir, tmp_path):
     assert metrics["eval_classification_accuracy"] >= 0.75
     assert metrics["eval_sts_spearman"] >= 0.8 and metrics["eval_stsb_spearman"] >= 0.8
     # Both corpora are distilled: the STS-B sentences keep the starting encoder's structure too.
-    assert metrics["eval_distillation_structure_spearman"] > 0.5 and metrics["eval_sts_distillation_structure_spearman"] > 0.5
+    assert (
+        metrics["eval_distillation_structure_spearman"] > 0.5
+        and metrics["eval_sts_distillation_structure_spearman"] > 0.5
+    )
     # The config's model keys reach the saved model: the 384-d projection that started as the identity.
     config = json.loads((out / "config.json").read_text())
     assert (config["embedding_size"], config["projection_init"]) == (384, "identity")
@@ -375,8 +466,10 @@ def test_a_bad_value_names_the_file_line_and_column(tmp_path):
 
     path = tmp_path / "tone.csv"
     path.write_text("text,tone\nthe food was great .,pos\nthe plot was bad .,angry\n")
-    task = RunTask(TaskSpec("tone", "classification", labels=["neg", "pos"]),
-                   DataSpec({"train_file": str(path)}, text_column="text", label_column="tone"))  # fmt: skip
+    task = RunTask(
+        TaskSpec("tone", "classification", labels=["neg", "pos"]),
+        DataSpec({"train_file": str(path)}, text_column="text", label_column="tone"),
+    )
     with pytest.raises(ValueError, match=r"tone.csv \(train\), line 3, column 'tone': label 'angry' is not one of"):
         build_sources([task], DataArguments(), seed=0)
 

@@ -11,9 +11,9 @@ import torch
 from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
 from transformers import TrainerCallback
 
-from sentmtl.arguments import DataArguments, SentMtlTrainingArguments
-from sentmtl.callbacks import FreezeCallback
+from sentmtl.arguments import SentMtlTrainingArguments
 from sentmtl.batching import prepare
+from sentmtl.callbacks import FreezeCallback
 from sentmtl.run import main, parse_args, run
 from sentmtl.run_tasks import tasks_from_flags
 from sentmtl.task_data import build_sources
@@ -23,8 +23,15 @@ from sentmtl.trainer import SentMtlTrainer, build_param_groups
 
 
 def training_args(tmp_path, **overrides):
-    values = dict(output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=8,
-                  logging_steps=1, eval_strategy="no", use_cpu=True, disable_tqdm=True)  # fmt: skip
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=1,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        eval_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     values.update(overrides)
     return SentMtlTrainingArguments(**values)
 
@@ -32,9 +39,11 @@ def training_args(tmp_path, **overrides):
 def tokenized_synthetic(tokenizer, n=32, tasks=None):
     """The seed's two tasks' targets on synthetic sentences, through the documented Python path (`prepare`)."""
     rows = synthetic_rows(n)
-    dataset = datasets.Dataset.from_dict({**rows, "score": [float(l) for l in rows["label"]]})
-    tasks = tasks or [TaskSpec("classification", "classification", labels=["negative", "positive"]),
-                      TaskSpec("sentiment", "score")]  # fmt: skip
+    dataset = datasets.Dataset.from_dict({**rows, "score": [float(label) for label in rows["label"]]})
+    tasks = tasks or [
+        TaskSpec("classification", "classification", labels=["negative", "positive"]),
+        TaskSpec("sentiment", "score"),
+    ]
     return prepare(dataset, tasks, tokenizer, max_length=32)
 
 
@@ -99,8 +108,17 @@ def test_merged_groups_train_the_same_loss_curve(tiny_encoder_dir, synthetic_csv
     for merge in (True, False):
         if not merge:
             monkeypatch.setattr(sentmtl.trainer, "merge_param_groups", lambda groups: groups)
-        flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / f"merge_{merge}", "--logging_steps", "1",
-                               "--bf16", "false", "--eval_strategy", "no")  # fmt: skip
+        flags = tiny_run_flags(
+            tiny_encoder_dir,
+            synthetic_csv,
+            tmp_path / f"merge_{merge}",
+            "--logging_steps",
+            "1",
+            "--bf16",
+            "false",
+            "--eval_strategy",
+            "no",
+        )
         result = run(*parse_args(flags))
         curves.append([entry["loss"] for entry in result.log_history if "loss" in entry])
     assert len(curves[0]) >= 8
@@ -157,7 +175,9 @@ def test_freeze_lower_backbone_layers(tiny_model):
 
 def test_gradual_unfreezing_trains_the_backbone_after_the_given_epoch(tiny_model, tiny_tokenizer, tmp_path):
     embeddings = tiny_model.encoder.embeddings.word_embeddings.weight
-    args = training_args(tmp_path, freeze="backbone", unfreeze_backbone_at_epoch=1, num_train_epochs=2, learning_rate=1e-3)
+    args = training_args(
+        tmp_path, freeze="backbone", unfreeze_backbone_at_epoch=1, num_train_epochs=2, learning_rate=1e-3
+    )
     callback = FreezeCallback.from_args(args)
     snapshots = []
 
@@ -166,8 +186,13 @@ def test_gradual_unfreezing_trains_the_backbone_after_the_given_epoch(tiny_model
             snapshots.append(embeddings.detach().clone())
 
     before = embeddings.detach().clone()
-    SentMtlTrainer(model=tiny_model, args=args, train_dataset=tokenized_synthetic(tiny_tokenizer),
-                   processing_class=tiny_tokenizer, callbacks=[callback, Snapshot()]).train()  # fmt: skip
+    SentMtlTrainer(
+        model=tiny_model,
+        args=args,
+        train_dataset=tokenized_synthetic(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
+        callbacks=[callback, Snapshot()],
+    ).train()
     assert torch.equal(snapshots[0], before)  # epoch 0: frozen
     assert not torch.equal(snapshots[1], before)  # epoch 1: training
 
@@ -186,7 +211,11 @@ def test_task_metrics_against_hand_computed_values():
     m = task_io(task_a).metrics(task_a, logits, labels, domains, ["amazon", "imdb", "yelp"])
     # TP = 2 (rows 1, 4), FP = 1 (row 2), FN = 1 (row 3), TN = 2
     assert m["accuracy"] == pytest.approx(4 / 6)
-    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
+    assert (
+        m["precision"] == pytest.approx(2 / 3)
+        and m["recall"] == pytest.approx(2 / 3)
+        and m["f1"] == pytest.approx(2 / 3)
+    )
     assert m["macro_f1"] == pytest.approx(2 / 3)  # both classes: P = R = 2/3
     assert (m["confusion_0_0"], m["confusion_0_1"], m["confusion_1_0"], m["confusion_1_1"]) == (2, 1, 1, 2)
     assert (m["accuracy_amazon"], m["accuracy_imdb"], m["accuracy_yelp"]) == (1.0, 0.0, 1.0)
@@ -247,16 +276,38 @@ def test_bad_arguments_are_one_line_errors(flags, message, tmp_path):
 def test_tiny_end_to_end_run_leaves_every_output(tiny_encoder_dir, synthetic_csv, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out)) == 0
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "eval_results.json", "train_results.json",
-                 "run_config.yaml", "loss_curve.png", "confusion_classification.png", "reliability_classification.png",
-                 "reliability_sentiment.png"):  # fmt: skip
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "eval_results.json",
+        "train_results.json",
+        "run_config.yaml",
+        "loss_curve.png",
+        "confusion_classification.png",
+        "reliability_classification.png",
+        "reliability_sentiment.png",
+    ):
         assert (out / name).is_file(), name
     results = json.loads((out / "eval_results.json").read_text())
-    assert {"eval_classification_accuracy", "eval_classification_precision", "eval_classification_recall",
-            "eval_classification_f1", "eval_sentiment_mse", "eval_distillation_loss", "eval_classification_ece",
-            "eval_classification_log_loss", "eval_sentiment_brier", "eval_sentiment_ece"} <= set(results)  # fmt: skip
+    assert {
+        "eval_classification_accuracy",
+        "eval_classification_precision",
+        "eval_classification_recall",
+        "eval_classification_f1",
+        "eval_sentiment_mse",
+        "eval_distillation_loss",
+        "eval_classification_ece",
+        "eval_classification_log_loss",
+        "eval_sentiment_brier",
+        "eval_sentiment_ece",
+    } <= set(results)
     printed = capsys.readouterr().out
-    assert "classification  accuracy" in printed and "classification  ece" in printed and "sentiment       brier" in printed
+    assert (
+        "classification  accuracy" in printed
+        and "classification  ece" in printed
+        and "sentiment       brier" in printed
+    )
     # The saved run config repeats the run (elsewhere: the trained model in `out` is not overwritten).
     _, _, args = parse_args([str(out / "run_config.yaml"), "--output_dir", str(tmp_path / "again")])
     assert args.learning_rate == 1e-3 and args.num_train_epochs == 2
@@ -285,13 +336,29 @@ def test_two_process_accelerate_run(tiny_encoder_dir, synthetic_csv, tmp_path, e
     out = tmp_path / "ddp"
     # `--multi_gpu` makes accelerate start the processes with torchrun; on a machine without GPUs they run on the
     # CPU over gloo. (`--cpu --num_processes 2` starts ONE process unless it runs under mpirun.)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "run_mtl.py",
-               *tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra)]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "run_mtl.py",
+        *tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra),
+    ]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {"eval_classification_accuracy", "eval_classification_f1"} <= set(json.loads((out / "eval_results.json").read_text()))
+    assert {"eval_classification_accuracy", "eval_classification_f1"} <= set(
+        json.loads((out / "eval_results.json").read_text())
+    )
     train = json.loads((out / "train_results.json").read_text())
     # 2 processes × 8 per device = 16 sentences per step (one process would take 8 per step).
     model_args, data_args, training_args_ = parse_args(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "x"))
@@ -306,9 +373,26 @@ def test_two_process_accelerate_run(tiny_encoder_dir, synthetic_csv, tmp_path, e
 @pytest.mark.slow
 def test_real_encoder_on_a_corpus_slice_lands_well_above_chance(data_dir, tmp_path):
     out = tmp_path / "real"
-    flags = ["--data_dir", str(data_dir), "--max_samples", "400", "--num_train_epochs", "2", "--output_dir", str(out),
-             "--backbone_learning_rate", "5e-5", "--shared_learning_rate", "5e-4", "--head_learning_rate", "5e-4",
-             "--disable_tqdm", "true", "--use_cpu", "true"]  # fmt: skip
+    flags = [
+        "--data_dir",
+        str(data_dir),
+        "--max_samples",
+        "400",
+        "--num_train_epochs",
+        "2",
+        "--output_dir",
+        str(out),
+        "--backbone_learning_rate",
+        "5e-5",
+        "--shared_learning_rate",
+        "5e-4",
+        "--head_learning_rate",
+        "5e-4",
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+    ]
     assert main(flags) == 0
     results = json.loads((out / "eval_results.json").read_text())
     assert results["eval_classification_accuracy"] >= 0.8, results
@@ -319,10 +403,22 @@ def test_fast_path_trains_to_the_same_place_as_the_plain_one(tiny_encoder_dir, s
     if torch.cuda.is_available():
         pytest.skip("checks the CPU path")
     assert SentMtlTrainingArguments(output_dir=str(tmp_path), bf16=True).use_cpu  # no GPU: bf16 autocast on the CPU
-    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "fp32", "--bf16", "false",
-                        "--train_sampling_strategy", "random"))  # fmt: skip
-    main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "bf16", "--bf16", "true",
-                        "--train_sampling_strategy", "group_by_length"))  # fmt: skip
+    main(
+        tiny_run_flags(
+            tiny_encoder_dir, synthetic_csv, tmp_path / "fp32", "--bf16", "false", "--train_sampling_strategy", "random"
+        )
+    )
+    main(
+        tiny_run_flags(
+            tiny_encoder_dir,
+            synthetic_csv,
+            tmp_path / "bf16",
+            "--bf16",
+            "true",
+            "--train_sampling_strategy",
+            "group_by_length",
+        )
+    )
     fp32, bf16 = (json.loads((tmp_path / run / "eval_results.json").read_text()) for run in ("fp32", "bf16"))
     assert np.isfinite(bf16["eval_loss"])
     assert abs(bf16["eval_loss"] - fp32["eval_loss"]) < 0.1
@@ -334,15 +430,28 @@ def test_task_batches_are_seeded_per_epoch(tiny_encoder_dir, synthetic_csv, tmp_
 
     epochs = []
     original = TaskBatchSampler.set_epoch
-    monkeypatch.setattr(TaskBatchSampler, "set_epoch", lambda self, epoch: (epochs.append(int(epoch)), original(self, epoch)))
+    monkeypatch.setattr(
+        TaskBatchSampler, "set_epoch", lambda self, epoch: (epochs.append(int(epoch)), original(self, epoch))
+    )
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "o", "--num_train_epochs", "3")) == 0
     assert list(dict.fromkeys(epochs)) == [0, 1, 2]  # (both the Trainer and accelerate pass it on)
 
 
 def test_a_checkpoint_from_before_merged_groups_is_refused_with_the_reason(tiny_encoder_dir, synthetic_csv, tmp_path):
     out = tmp_path / "run"
-    flags = tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--max_steps", "2", "--save_strategy", "steps",
-                           "--save_steps", "1", "--eval_strategy", "no")  # fmt: skip
+    flags = tiny_run_flags(
+        tiny_encoder_dir,
+        synthetic_csv,
+        out,
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+    )
     assert main(flags) == 0
     optimizer_file = out / "checkpoint-1" / "optimizer.pt"
     state = torch.load(optimizer_file, weights_only=True)
