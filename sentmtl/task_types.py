@@ -279,9 +279,11 @@ def in_batch_negatives_loss(
     n, width, size = output.shape
     keep = ids[:, 0] == 1
     anchor_id, positive_id, negative_id = ids[:, 1], ids[:, 2], ids[:, 3:].reshape(-1)
-    anchors = F.normalize(output[:, 0].float(), dim=-1)
-    positives = F.normalize(output[:, 1].float(), dim=-1)
-    candidates = torch.cat([positives, F.normalize(output[:, 2:].float(), dim=-1).reshape(-1, size)])
+    # At least float32 (half-precision embeddings are upcast; float64 ones stay float64).
+    output = output.to(torch.promote_types(output.dtype, torch.float32))
+    anchors = F.normalize(output[:, 0], dim=-1)
+    positives = F.normalize(output[:, 1], dim=-1)
+    candidates = torch.cat([positives, F.normalize(output[:, 2:], dim=-1).reshape(-1, size)])
     rows = torch.arange(n, device=output.device)
     candidate_row = torch.cat([rows, rows.repeat_interleave(width - 2)])  # the row each candidate comes from
     candidate_id = torch.cat([positive_id, negative_id])

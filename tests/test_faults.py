@@ -32,6 +32,23 @@ class SignalAtStep(TrainerCallback):
             os.kill(os.getpid(), self.signum)
 
 
+def _sentinel_handler(signum, frame):  # pragma: no cover - never called: it only marks what was installed before
+    raise AssertionError("the sentinel handler ran")
+
+
+@pytest.fixture
+def known_handlers():
+    """SIGINT and SIGTERM set to a handler of the test's own before the run, and put back after: a test that asks
+    whether the run gave the handlers back must not depend on what the shell that started pytest passed down (a
+    background job starts with SIGINT ignored)."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in saved:
+        signal.signal(signum, _sentinel_handler)
+    yield _sentinel_handler
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
 def run_in_process(flags, callbacks=()):
     from sentmtl.run import parse_args, run
 
@@ -40,7 +57,7 @@ def run_in_process(flags, callbacks=()):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_mid_epoch_then_resume_gives_the_uninterrupted_metrics(
-    tiny_encoder_dir, synthetic_csv, tmp_path, signum
+    tiny_encoder_dir, synthetic_csv, tmp_path, signum, known_handlers
 ):
     from sentmtl.run import RunInterrupted
 
@@ -53,7 +70,7 @@ def test_interrupt_mid_epoch_then_resume_gives_the_uninterrupted_metrics(
     assert stopped.value.exit_code == 128 + signum
     assert latest_checkpoint(out) == out / "checkpoint-11"
     assert not (out / "config.json").exists()  # no final model from a run that did not finish
-    assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # handlers given back
+    assert signal.getsignal(signum) is known_handlers  # the handler from before the run is given back
 
     resumed = run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--resume_from_checkpoint", "auto"))
     for key in ("eval_loss", "eval_classification_accuracy", "eval_classification_f1", "eval_sentiment_mse"):
@@ -212,7 +229,7 @@ def test_missing_corpus_folder(tmp_path, capsys, no_model_loads):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-    tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys
+    tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys, known_handlers
 ):
     from sentmtl.modeling_sentmtl import SentMtlModel
 
@@ -237,7 +254,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     assert "training stopped at step 6 of 14" in err and "the loss is nan" in err
     assert f"The last good checkpoint is {out / 'checkpoint-4'}" in err
     assert not (out / "config.json").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again after the failure
+    assert signal.getsignal(signal.SIGINT) is known_handlers  # the handler from before is back after the failure
     model, _ = sentmtl.load_model_and_tokenizer(str(out / "checkpoint-4"))
     assert all(bool(p.isfinite().all()) for p in model.parameters())
 

@@ -254,8 +254,9 @@ def test_yaml_unknown_key_lists_the_valid_ones(tmp_path):
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml")))
-def test_shipped_configs_parse(config):
-    parse_args([str(REPO_ROOT / "configs" / config)])
+def test_shipped_configs_parse(config, tmp_path):
+    # Into the test's own folder: the configs' output folders (output/…) may hold what `make run` trained there.
+    parse_args([str(REPO_ROOT / "configs" / config), "--output_dir", str(tmp_path / "out")])
 
 
 @pytest.mark.parametrize(
