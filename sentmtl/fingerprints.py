@@ -35,7 +35,7 @@ def texts_fingerprint(dataset, column: str, batch_size: int = 50_000) -> str:
 def tokenizer_fingerprint(tokenizer) -> str:
     """What a tokenizer does to text: a fast tokenizer's pipeline (normaliser, pre-tokeniser, vocabulary,
     post-processor) without its call-time truncation / padding state; a slow one's class, vocabulary and special
-    tokens."""
+    tokens; and for both the sides they pad and truncate on."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         pipeline = json.loads(backend.to_str())
@@ -44,11 +44,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
         described = pipeline
     else:  # a slow tokenizer: its vocabulary and its options (do_lower_case, …)
         described = [sorted(tokenizer.get_vocab().items()), tokenizer.init_kwargs]
+    # The sides are applied at call time (not part of the pipeline above): a left-truncating tokenizer keeps other
+    # tokens of a long text than a right-truncating one.
     return combine(
         type(tokenizer).__name__,
         described,
         tokenizer.all_special_tokens,
         tokenizer.padding_side,
+        tokenizer.truncation_side,
         list(tokenizer.model_input_names),
     )
 

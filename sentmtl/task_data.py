@@ -28,7 +28,7 @@ from .data import NO_SOURCE, first_line, read_table
 from .fingerprints import combine
 from .run_tasks import RunTask
 from .stsb import read_stsb, stsb_file
-from .task_io import task_io
+from .task_io import LabelMap, task_io
 from .tasks import TaskSpec
 from .teacher_cache import VECTORS, teacher_vectors
 
@@ -147,10 +147,11 @@ def _domain_index(dataset: datasets.Dataset, names: list[str] | None = None):
     return (lambda v: index[name] if (name := as_name(v)) is not None else NO_SOURCE), names
 
 
-def _named_values(feature, values: list, labels: list[str] | None) -> list:
-    """A column's values for parsing: a `ClassLabel` column (or a list of them) by its names when they are all among
-    the task's labels, so a dataset that orders its classes otherwise cannot swap them; with other names (a renaming,
-    as `--class_names` does for the corpus) by its ids, in id order."""
+def _named_values(feature, values: list, labels: list[str] | None, where: str = "") -> list:
+    """A column's values for parsing: a `ClassLabel` column (or a list of them) by its names when every name is one
+    of the task's labels by the label rule (`LabelMap`: exactly, or case-insensitively), so a dataset that orders or
+    writes its classes otherwise cannot swap them; when none is (a renaming, as `--class_names` does for the corpus)
+    by its ids, in id order. Some names matching and others not is refused: neither reading is safe."""
     inner = getattr(feature, "feature", None)
     class_label = (
         feature
@@ -159,9 +160,23 @@ def _named_values(feature, values: list, labels: list[str] | None) -> list:
         if isinstance(inner, datasets.ClassLabel)
         else None
     )
-    if class_label is None or labels is None or not set(class_label.names) <= set(labels):
+    if class_label is None or labels is None:
         return list(values)
-    name = lambda v: class_label.int2str(v) if v is not None and v >= 0 else None  # noqa: E731
+    lookup = LabelMap(labels)
+    matched = [lookup.by_name(name, where) for name in class_label.names]
+    if all(label is None for label in matched):
+        return list(values)
+    if any(label is None for label in matched):
+        unmatched = [name for name, label in zip(class_label.names, matched) if label is None]
+        raise ValueError(
+            f"{where}: the ClassLabel names {class_label.names} are partly the task's labels {labels} ({unmatched} "
+            "are not): read by name or by id, classes could be swapped. Use the task's labels as the column's names, "
+            "or rename every class."
+        )
+
+    def name(value):
+        return labels[matched[value]] if value is not None and value >= 0 else None
+
     return [[name(v) for v in value] if isinstance(value, list) else name(value) for value in values]
 
 
@@ -271,7 +286,9 @@ def table_columns(
                     for label in parsed[m.data.score_from]
                 ]
             else:
-                values = _named_values(features.get(column), batch[column], m.spec.labels)
+                values = _named_values(
+                    features.get(column), batch[column], m.spec.labels, f"{where}, column {column!r}"
+                )
                 parsed[m.spec.name] = io.parse(m.spec, values, locate)
         columns.update({TARGET_PREFIX + name: values for name, values in parsed.items()})
         return columns

@@ -25,7 +25,7 @@ class LabelMap:
     4. else an integer value (1, "1", 1.0) is a class id 0 … K−1, but only when no label name is a number;
     5. anything else is an error naming the place, the value and the names.
     An empty cell, None or NaN means "no target on this row" (`None` is returned). A `ClassLabel` column is read by
-    its names (`task_data.table_columns`), so a dataset's own class order cannot swap classes.
+    its names through rules 1–3 (`task_data.table_columns`), so a dataset's own class order cannot swap classes.
     """
 
     def __init__(self, names: list[str]):
@@ -48,21 +48,27 @@ class LabelMap:
         if isinstance(value, bool):
             value = str(value).lower()  # True is not the id 1: it matches a name "true" or nothing
         text = _as_text(value)
-        if text in self.exact:
-            return self.exact[text]
-        matches = self.folded.get(text.casefold(), []) or self.numbers.get(_as_number(text), [])
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise ValueError(
-                f"{where}: label {shown!r} matches {[self.names[i] for i in matches]} when case (or the "
-                "way a number is written) is ignored; write it exactly as one of them."
-            )
+        named = self.by_name(text, where, shown)
+        if named is not None:
+            return named
         number = _as_integer(text)
         if number is not None and self.ids_allowed and 0 <= number < len(self.names):
             return number
         ids = f" or a class id 0–{len(self.names) - 1}" if self.ids_allowed else " (numbers are names here, not ids)"
         raise ValueError(f"{where}: label {shown!r} is not one of the names {self.names}{ids}.")
+
+    def by_name(self, text: str, where: str, shown=None) -> int | None:
+        """Rules 1–3 alone: the class id `text` names, or None when it names none (an ambiguous match is an error)."""
+        text = _as_text(text)
+        if text in self.exact:
+            return self.exact[text]
+        matches = self.folded.get(text.casefold(), []) or self.numbers.get(_as_number(text), [])
+        if len(matches) > 1:
+            raise ValueError(
+                f"{where}: label {text if shown is None else shown!r} matches {[self.names[i] for i in matches]} when "
+                "case (or the way a number is written) is ignored; write it exactly as one of them."
+            )
+        return matches[0] if matches else None
 
 
 def _is_absent(value) -> bool:

@@ -79,6 +79,24 @@ def test_the_key_follows_the_encoder_weights_and_settings(tiny_model, tiny_token
     assert key(tiny_model) != same
 
 
+def test_the_key_follows_the_side_the_tokenizer_truncates(tiny_model, tiny_tokenizer):
+    """Issue 31, finding 4: a left-truncating tokenizer got the right-truncated vectors (and token ids) cached before."""
+    import copy
+
+    from sentmtl.fingerprints import tokenizer_fingerprint
+
+    left = copy.deepcopy(tiny_tokenizer)
+    left.truncation_side = "left"
+    long_text = "the movie was good and the food was bad and the phone was fine " * 4
+    assert (
+        left(long_text, truncation=True, max_length=8)["input_ids"]
+        != tiny_tokenizer(long_text, truncation=True, max_length=8)["input_ids"]
+    )  # the two keep other tokens: one cache entry cannot serve both
+    assert tokenizer_fingerprint(left) != tokenizer_fingerprint(tiny_tokenizer)  # the token cache's key
+    keys = {teacher_encoder(tiny_model, t, None, 8, precision="fp32").key for t in (tiny_tokenizer, left)}
+    assert len(keys) == 2  # the teacher vectors' key
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "record"])
 def test_a_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, damage):
     teacher = CountingTeacher()

@@ -664,6 +664,21 @@ def test_review_a_class_label_column_is_read_by_its_names(tiny_tokenizer):
     assert prepare(table, [renamed], tiny_tokenizer)["target__tone"] == [0, 1]
 
 
+def test_a_class_label_column_whose_names_differ_by_case_is_read_by_its_names(tiny_tokenizer):
+    """Issue 31, finding 1: names equal to the labels but for case were read by id, swapping the classes."""
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["POS", "NEG"])}
+    )
+    table = datasets.Dataset.from_dict(
+        {"sentence": ["the place was best .", "the place was worst ."], "label": [0, 1]}, features=features
+    )
+    tone = TaskSpec("tone", "classification", labels=["neg", "pos"])
+    assert prepare(table, [tone], tiny_tokenizer)["target__tone"] == [1, 0]  # POS is pos (id 1), NEG is neg (id 0)
+    partly = TaskSpec("tone", "classification", labels=["neg", "good"])  # NEG is a label, POS is not: refused
+    with pytest.raises(ValueError, match=r"ClassLabel names \['POS', 'NEG'\] are partly the task's labels"):
+        prepare(table, [partly], tiny_tokenizer)
+
+
 def test_review_domain_ids_mean_the_same_domain_in_train_and_eval(tmp_path):
     train = write_csv(
         tmp_path / "train.csv",
