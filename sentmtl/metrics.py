@@ -16,7 +16,8 @@ from sklearn.metrics import (
 
 
 def classification_metrics(labels, predicted, num_classes: int = 2, domains=None, domain_names=()) -> dict[str, float]:
-    """Accuracy; precision / recall / F1 of the positive class (id 1) with two classes, macro-averaged with more;
+    """Accuracy; precision / recall / F1 of class id 1 with two classes (the task names it: `f1_<label>`),
+    macro-averaged with more;
     macro and micro F1; the K×K confusion matrix as `confusion_<true id>_<predicted id>`; accuracy per domain
     (`accuracy_<name>`, domain id i named `domain_names[i]`; only where the data names its domains)."""
     ids = list(range(num_classes))

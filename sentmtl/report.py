@@ -13,7 +13,7 @@ def metric_rows(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> 
     rows = []
     for task in tasks:
         head = f"{prefix}{task.name}_"
-        for name in [*task_io(task).shown, "loss", "rows"]:
+        for name in [*task_io(task).shown_for(task), "loss", "rows"]:
             names = (
                 [key[len(head) :] for key in metrics if key.startswith(head + name[:-1])]
                 if name.endswith("*")

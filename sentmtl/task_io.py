@@ -71,6 +71,12 @@ class LabelMap:
         return matches[0] if matches else None
 
 
+def metric_label(name: str) -> str:
+    """A label name as it appears in a metric's key (`f1_positive`): characters other than letters, digits, `-`
+    and `.` become `_`."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in str(name).strip())
+
+
 def _is_absent(value) -> bool:
     value = value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes, list)) else value
     return (
@@ -111,6 +117,10 @@ class TaskIO:
     distinct_in_batch: ClassVar[bool] = False  # its training batches must not repeat a key (`batch_keys`)
     # A reliability diagram's (observed rate, x axis, bin mark) names.
     reliability_axes: ClassVar[tuple[str, str, str]] = ("fraction positive", "score (P positive)", "score")
+
+    def shown_for(self, spec) -> tuple[str, ...]:
+        """The metrics the table and the card show for this task (default: the type's `shown`)."""
+        return self.shown
 
     def column(self, member) -> str | None:
         """The column a run task's targets are read from (None: none)."""
@@ -218,13 +228,24 @@ class ClassificationIO(TaskIO):
     def labelled(self, targets):
         return np.asarray(targets) != IGNORE_INDEX
 
+    def shown_for(self, spec):
+        if len(spec.labels) != 2:
+            return self.shown
+        # Two classes: precision / recall / F1 are the second label's, and the table and the card say which.
+        named = {name: f"{name}_{metric_label(spec.labels[1])}" for name in ("precision", "recall", "f1")}
+        return tuple(named.get(name, name) for name in self.shown)
+
     def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
         outputs, targets, domains = labelled_rows(spec, outputs, targets, domains)
         labels, probabilities = np.asarray(targets), m.softmax(np.asarray(outputs, np.float64))
-        return {
+        out = {
             **m.classification_metrics(labels, probabilities.argmax(-1), len(spec.labels), domains, domain_names),
             **m.calibration_metrics(labels, probabilities),
         }
+        if len(spec.labels) == 2:  # `precision`, `recall`, `f1` stay as aliases (a metric_for_best_model of 0.2)
+            positive = metric_label(spec.labels[1])
+            out.update({f"{name}_{positive}": out[name] for name in ("precision", "recall", "f1")})
+        return out
 
     def describe(self, spec):
         return f"classification over {', '.join(spec.labels)}; {spec.loss}"
@@ -421,6 +442,7 @@ __all__ = [
     "TASK_IO",
     "TaskIO",
     "labelled_rows",
+    "metric_label",
     "register_task_io",
     "reliability_points",
     "task_io",

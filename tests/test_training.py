@@ -238,6 +238,22 @@ def test_task_metrics_against_hand_computed_values():
 # -- configs and the CLI ---------------------------------------------------------------------------------------
 
 
+def test_binary_precision_recall_f1_name_their_class():
+    """Issue 31, finding 5: with two classes precision / recall / F1 are class id 1's whatever its name; the keys, the
+    table and the card now name it (the unnamed keys stay as aliases)."""
+    from sentmtl.report import format_metrics_table
+
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0]])  # predicted 0, 1, 1, 0
+    labels = np.array([0, 1, 0, 0])  # id 1 predicted twice, right once: its precision 1/2, recall 1
+    task = TaskSpec("tone", "classification", labels=["good", "bad"])  # id 1 is "bad", not a positive class
+    m = task_io(task).metrics(task, logits, labels)
+    assert m["precision_bad"] == m["precision"] == pytest.approx(1 / 2)
+    assert m["recall_bad"] == m["recall"] == 1.0 and m["f1_bad"] == m["f1"] == pytest.approx(2 / 3)
+    table = format_metrics_table({f"eval_tone_{k}": v for k, v in m.items()}, [task])
+    assert "f1_bad" in table and "precision_bad" in table and " f1 " not in table  # the card uses the same rows
+    assert task_io(task).shown_for(TaskSpec("t", "classification", labels=["a", "b", "c"])).count("f1") == 1  # macro
+
+
 def test_yaml_gives_the_run_and_flags_override_it(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("num_train_epochs: 2\nbackbone_learning_rate: 1e-5\npooling: cls\nmax_samples: 100\n")
