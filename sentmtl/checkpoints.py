@@ -5,6 +5,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .modeling_sentmtl import remove_stale_export
+
 
 def latest_checkpoint(output_dir) -> Path | None:
     """The newest *complete* `checkpoint-<step>` (trainer_state.json is written last), or None."""
@@ -54,3 +56,4 @@ def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> 
             shutil.rmtree(target)
         os.replace(staging / name, target)
     staging.rmdir()
+    remove_stale_export(output_dir)  # an onnx/ beside the replaced weights was made from them

@@ -6,6 +6,7 @@ decides the output, and nothing else, so the same data and model give the same k
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,14 +57,76 @@ def tokenizer_fingerprint(tokenizer) -> str:
     )
 
 
+# torch dtypes by the names safetensors writes in its header, so a module in memory and its saved file hash alike.
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
 def weights_fingerprint(module: torch.nn.Module) -> str:
-    """A hash of a module's parameters and buffers: names, dtypes, shapes and bytes."""
+    """A hash of a module's parameters and buffers: names, dtypes, shapes and bytes. Equal to
+    `safetensors_fingerprint` of the folder its `save_pretrained` writes (the ONNX export records it)."""
+    state = module.state_dict()
+    return _tensors_fingerprint(
+        (name, SAFETENSORS_DTYPES.get(tensor.dtype, str(tensor.dtype)), list(tensor.shape), tensor)
+        for name, tensor in sorted(state.items())
+    )
+
+
+def safetensors_fingerprint(folder) -> str | None:
+    """`weights_fingerprint` of the weights saved in `folder` (`model.safetensors`, or the shards its index names),
+    read without torch; None when the folder holds no safetensors weights."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        return None
+    entries = []
+    for name in files:
+        with open(folder / name, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+        header.pop("__metadata__", None)
+        entries += [(key, value, folder / name, 8 + size) for key, value in header.items()]
+
+    def read(path, start, end):
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            return handle.read(end - start)
+
+    return _tensors_fingerprint(
+        (
+            key,
+            value["dtype"],
+            list(value["shape"]),
+            read(path, base + value["data_offsets"][0], base + value["data_offsets"][1]),
+        )
+        for key, value, path, base in sorted(entries, key=lambda entry: entry[0])
+    )
+
+
+def _tensors_fingerprint(tensors) -> str:
+    """(name, dtype name, shape, tensor or raw bytes) in name order → one hex key."""
     digest = xxhash.xxh3_128()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    for name, dtype, shape, data in tensors:
+        digest.update(f"{name}:{dtype}:{tuple(shape)}".encode())
+        if isinstance(data, torch.Tensor):
+            data = data.detach().to("cpu").contiguous().reshape(-1)
+            data = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
+        digest.update(data)
     return digest.hexdigest()
 
 
-__all__ = ["combine", "texts_fingerprint", "tokenizer_fingerprint", "weights_fingerprint"]
+__all__ = ["combine", "safetensors_fingerprint", "texts_fingerprint", "tokenizer_fingerprint", "weights_fingerprint"]

@@ -6,7 +6,10 @@ encoder ─> pooling ─> shared_projection (hidden → embedding_size) ─> L2 
                                                   └─ similarity and distillation tasks train the embeddings directly
 """
 
+import logging
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +46,26 @@ class SentMtlPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
         if isinstance(module, TaskHead) and module.logit_scale is not None:
             nn.init.constant_(module.logit_scale, self.config.head_logit_scale)
+
+
+# Where a model folder keeps its ONNX export (`sentmtl.onnx_export`), and the file that marks one. Here, beside the
+# weights, because every save of new weights must remove the export of the old ones.
+ONNX_FOLDER = "onnx"
+MANIFEST = "sentmtl_onnx.json"
+logger = logging.getLogger(__name__)
+
+
+def remove_stale_export(folder) -> bool:
+    """Remove `folder/onnx/` when it holds an export: it was made from the weights just replaced, and served or pushed
+    beside the new ones it would give the old model's outputs. Returns whether one was removed."""
+    export = Path(folder) / ONNX_FOLDER
+    if not (export / MANIFEST).is_file():
+        return False
+    shutil.rmtree(export)
+    logger.warning(
+        "Removed %s: it held the ONNX export of the weights this save replaced (export again for a new one).", export
+    )
+    return True
 
 
 @dataclass
@@ -134,7 +157,10 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModelForSequenceClassification": view,
             }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            remove_stale_export(save_directory)
+        return saved
 
     @classmethod
     def from_encoder(cls, name_or_path=None, allow_pickle_weights: bool = False, **config_overrides) -> "SentMtlModel":

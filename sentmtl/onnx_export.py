@@ -39,12 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fingerprints import weights_fingerprint
+from .modeling_sentmtl import MANIFEST, ONNX_FOLDER  # noqa: F401 (ONNX_FOLDER: a run folder's export, pushed with it)
 from .task_types import TaskInputs
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "sentmtl_onnx.json"
-ONNX_FOLDER = "onnx"  # where a run folder keeps its export (run_mtl.py --export_onnx; pushed with the model)
 FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "int8_dynamic": "model_int8_dynamic.onnx"}
 OPSET = 18
 FORMAT = 1  # of sentmtl_onnx.json
@@ -124,6 +124,8 @@ def manifest(model, max_length: int, variants: list[str], shapes: dict[str, tupl
         "inputs": list(INPUTS),
         "files": {variant: FILES[variant] for variant in variants},
         "outputs": outputs,
+        # The weights the graph was made from: the runtime refuses the graph beside any other weights.
+        "weights_fingerprint": weights_fingerprint(model),
     }
 
 

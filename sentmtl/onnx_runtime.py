@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fingerprints import safetensors_fingerprint
 from .onnx_export import FILES, FORMAT, MANIFEST, ONNX_FOLDER, require_onnx
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,25 @@ def onnx_folder(path) -> Path:
     )
 
 
+def check_weights(folder: Path, manifest: dict) -> None:
+    """An export inside a model folder (`<model>/onnx/`) must have been made from the weights beside it: a save of new
+    weights removes the old export, but a folder put together by hand (or a 0.2 export, which recorded no fingerprint)
+    would serve the old model's outputs. A folder with no weights beside it has nothing to disagree with."""
+    model_folder = folder.parent if folder.name == ONNX_FOLDER else None
+    saved = safetensors_fingerprint(model_folder) if model_folder is not None else None
+    if saved is None or manifest.get("weights_fingerprint") == saved:
+        return
+    reason = (
+        "records no fingerprint of the weights it was made from (an export of sentmtl 0.2)"
+        if manifest.get("weights_fingerprint") is None
+        else f"was made from other weights than those in {model_folder}"
+    )
+    raise ValueError(
+        f"{folder}: the ONNX export {reason}; serving it would give another model's outputs. Export it again: "
+        f"python run_embed.py --model_name_or_path {model_folder} --export_onnx {folder}"
+    )
+
+
 class OnnxSentMtl:
     """An exported model and its tokenizer, run by onnxruntime on the CPU (or the providers given)."""
 
@@ -55,6 +75,7 @@ class OnnxSentMtl:
                 f"{self.folder / MANIFEST}: format {self.manifest.get('format')!r}; this sentmtl reads "
                 f"format {FORMAT}. Export it again with this version."
             )
+        check_weights(self.folder, self.manifest)
         files = self.manifest["files"]
         if variant not in files:
             raise ValueError(

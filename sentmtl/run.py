@@ -3,7 +3,6 @@
 import copy
 import dataclasses
 import logging
-import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from .loading import build_model, load_model_and_tokenizer
 from .memory import release_memory
 from .metrics import reliability_bins
 from .model_card import build_model_card
-from .onnx_export import MANIFEST, ONNX_FOLDER, export_onnx, output_names, single_sentence_types
+from .onnx_export import ONNX_FOLDER, export_onnx, output_names, single_sentence_types
 from .report import format_metrics_table, plot_confusion_matrix, plot_loss_curve, plot_reliability
 from .run_config import resolved_run_config, run_config_yaml
 from .run_tasks import DataSpec, RunTask, tasks_from_file, tasks_from_flags
@@ -230,14 +229,6 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     if trainer.is_world_process_zero():
         if training_args.export_onnx:
             export_onnx(model, tokenizer, output_dir / ONNX_FOLDER)
-        elif (output_dir / ONNX_FOLDER / MANIFEST).is_file():
-            # A graph of the model this run replaced: served or pushed beside the new weights, it would be wrong.
-            shutil.rmtree(output_dir / ONNX_FOLDER)
-            logger.warning(
-                "Removed %s: it held the ONNX export of the model this run replaced (--export_onnx true "
-                "writes a new one).",
-                output_dir / ONNX_FOLDER,
-            )
     points = {
         task.name: task_io(task).reliability(task, *trainer.last_eval_outputs[task.name])
         for task in model.tasks

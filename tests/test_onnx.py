@@ -1,8 +1,10 @@
 """The whole-model ONNX path: export (encoder, pooling, projection, normalisation, every head), int8, the runtime,
 run_embed.py --export_onnx / --backend onnx, run_mtl.py --export_onnx and the push of onnx/."""
 
+import copy
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -23,6 +25,7 @@ except ImportError:  # the optional extra; CI installs it (".[dev]"), so there i
 
 from conftest import tiny_run_flags  # noqa: E402
 
+from sentmtl.arguments import SentMtlTrainingArguments  # noqa: E402
 from sentmtl.onnx_export import FILES, MANIFEST, export_onnx, require_onnx  # noqa: E402
 from sentmtl.onnx_runtime import OnnxSentMtl  # noqa: E402
 
@@ -373,6 +376,56 @@ def test_runtime_checks_its_arguments_and_manifest_format(exported, tmp_path):
         OnnxSentMtl.from_pretrained(copy)
     with pytest.raises(FileNotFoundError, match="is not a local folder"):
         OnnxSentMtl.from_pretrained("someone/model-on-the-hub")
+
+
+def _model_folder_with_export(exported, folder):
+    """`folder`: the exported model saved, and its graph in `folder/onnx`, as run_mtl.py --export_onnx leaves it."""
+    model, tokenizer, out = exported
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    shutil.copytree(out, folder / "onnx")
+    return model, folder
+
+
+def test_every_save_removes_the_export_of_the_weights_it_replaces(exported, tmp_path, synthetic_csv):
+    """Issue 31, finding 2: save_pretrained / SentMtlTrainer.save_model over a folder with onnx/ kept the old graph,
+    and --backend onnx then served the old model (cosine 0.24–0.28 to the new one)."""
+    from sentmtl.trainer import SentMtlTrainer
+
+    model, folder = _model_folder_with_export(exported, tmp_path / "model")
+    assert OnnxSentMtl.from_pretrained(folder, "fp32").encode(SENTENCES).shape[0] == len(SENTENCES)
+    model.save_pretrained(folder)
+    assert not (folder / "onnx").exists()
+
+    _model_folder_with_export(exported, tmp_path / "trainer")
+    args = SentMtlTrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, eval_strategy="no")
+    trainer = SentMtlTrainer(model=model, args=args, processing_class=exported[1])
+    trainer.save_model(str(tmp_path / "trainer"))
+    assert not (tmp_path / "trainer" / "onnx").exists()
+
+
+def test_the_runtime_refuses_a_graph_beside_other_weights(exported, tmp_path):
+    model, folder = _model_folder_with_export(exported, tmp_path / "model")
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.shared_projection.weight.add_(0.5)
+    saved = folder / "model.safetensors"
+    new_weights = tmp_path / "new"
+    changed.save_pretrained(new_weights)
+    shutil.copy(new_weights / "model.safetensors", saved)  # weights replaced by hand: no save removed onnx/
+    with pytest.raises(ValueError, match=r"was made from other weights than those in .*--export_onnx .*onnx"):
+        OnnxSentMtl.from_pretrained(folder)
+    model.save_pretrained(tmp_path / "old")
+    shutil.copy(tmp_path / "old" / "model.safetensors", saved)  # the export's own weights: served
+    OnnxSentMtl.from_pretrained(folder, "fp32")
+    manifest = json.loads((folder / "onnx" / MANIFEST).read_text())
+    del manifest["weights_fingerprint"]  # as sentmtl 0.2 wrote it
+    (folder / "onnx" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(
+        ValueError, match=r"records no fingerprint .*sentmtl 0.2.*python run_embed.py --model_name_or_path"
+    ):
+        OnnxSentMtl.from_pretrained(folder)
+    OnnxSentMtl.from_pretrained(exported[2])  # an export folder with no weights beside it: nothing to disagree with
 
 
 def test_the_default_install_needs_no_onnx_package(tiny_encoder_dir, tmp_path):
