@@ -7,9 +7,11 @@ import time
 import datasets
 import numpy as np
 import torch
+import transformers
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import Trainer
+from transformers import Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 
 from .batching import MultiSourceDataset, MultiTaskCollator
 from .sampler import RankBatches, TaskBatchSampler
@@ -17,6 +19,16 @@ from .task_io import task_io
 from .task_types import TaskInputs
 
 logger = logging.getLogger(__name__)
+
+
+def stream_position(checkpoint: str, gradient_accumulation_steps: int = 1) -> tuple[int, int]:
+    """Where a streamed run's checkpoint stopped: (its pass over the stream, from 0; the batches trained in that pass).
+    The Trainer counts a stream's passes as its epochs, each `max_steps` × accumulation batches long for want of a
+    length, and saves `epoch` = pass + batches / that (with the `max_steps` of the run that saved it): both come back
+    exactly."""
+    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    per_pass = max(1, state.max_steps * gradient_accumulation_steps)
+    return divmod(round((state.epoch or 0) * per_pass), per_pass)
 
 
 def build_param_groups(model, args, head_learning_rates: dict[str, float] | None = None) -> list[dict]:
@@ -147,7 +159,19 @@ class SentMtlTrainer(Trainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         """Resuming: the checkpoint's optimizer must have the groups this run builds, in order (their names are saved
-        with them); loading another layout would pair the wrong parameters with the wrong moments, silently."""
+        with them); loading another layout would pair the wrong parameters with the wrong moments, silently. A stream
+        stopped after its first pass resumes through `_init_training_state`, which an older transformers lacks."""
+        if (
+            not hasattr(Trainer, "_init_training_state")
+            and self._resumes_stream(checkpoint)
+            and stream_position(checkpoint, self.args.gradient_accumulation_steps)[0]
+        ):
+            raise ValueError(
+                f"--resume_from_checkpoint {checkpoint}: it stopped after the stream's first pass, and transformers "
+                f"{transformers.__version__} counts a resumed stream's steps from its first pass (it has no "
+                "Trainer._init_training_state for sentmtl to correct that), which would train a different model. "
+                "Upgrade transformers to resume it."
+            )
         path = os.path.join(checkpoint, "optimizer.pt") if checkpoint else None
         if path and os.path.isfile(path) and self.optimizer is not None:
             saved = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
@@ -169,14 +193,38 @@ class SentMtlTrainer(Trainer):
                 )
         return super()._load_optimizer_and_scheduler(checkpoint)
 
+    def _init_training_state(
+        self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+    ) -> tuple[int, int]:
+        """(epochs to pass over, batches to skip in the next) for a resumed run. A stream's epochs are its passes,
+        each counted by the Trainer as `max_steps` steps long (its length is not known), so the Trainer would take a
+        checkpoint in a later pass to be in the first: it would skip that many batches of the first pass (all of
+        it, and short), then retrain the later pass from its start. A stream resumes in the checkpoint's pass
+        instead, reshuffled as that pass was (`set_epoch`), past the batches it trained there."""
+        epochs_trained, skipped = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        if self._resumes_stream(resume_from_checkpoint):
+            passes, batches = stream_position(resume_from_checkpoint, self.args.gradient_accumulation_steps)
+            if passes:  # within the first pass the Trainer's own count is already the stream's
+                epochs_trained, skipped = passes, 0 if self.args.ignore_data_skip else batches
+        return epochs_trained, skipped
+
+    def _resumes_stream(self, checkpoint) -> bool:
+        return (
+            isinstance(self.train_dataset, datasets.IterableDataset)
+            and checkpoint is not None
+            and os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        )
+
     def get_train_dataloader(self):
         """Batches from one source at a time (`TaskBatchSampler`); every process takes its share of the same global
         batch, so all train the same source at the same step."""
         if isinstance(self.train_dataset, datasets.IterableDataset):
             # A stream (one source, one process: `run.check_streaming`): batches in the stream's (shuffled) order.
-            # A resumed run reads the stream again from its start and skips the batches already trained on: the
-            # order is the same every time (seeded by seed and epoch), so within the first pass over the stream it
-            # continues at the exact row (the Trainer counts a resumed stream's steps from its first pass).
+            # A resumed run reads the stream again from the start of the checkpoint's pass and skips the batches
+            # already trained on in it: each pass's order is the same every time (seeded by seed and pass, the
+            # Trainer's epoch), so it continues at the exact row (`_init_training_state`).
             if self.args.world_size > 1:
                 raise ValueError(
                     f"a streamed train_dataset (IterableDataset) trains in one process; "

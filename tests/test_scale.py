@@ -360,6 +360,75 @@ def test_an_interrupted_streamed_run_resumes_at_the_right_row(tiny_encoder_dir, 
     assert other["eval_sentiment_log_loss"] != pytest.approx(reference["eval_sentiment_log_loss"], abs=1e-6)
 
 
+@pytest.mark.parametrize("stop", [6, 11])
+def test_a_streamed_run_resumed_after_its_first_pass_is_exact(
+    tiny_encoder_dir, tmp_path, stream_files, monkeypatch, stop
+):
+    """36 rows, 8 a batch: 5 batches a pass (the last of 4 rows), so 12 steps are 2 passes and 2 batches of a third.
+    Stopped after the first batch of the second pass (6) or in the third (11), the resumed run trains the batches the
+    uninterrupted one did, in its order — not the later pass from its start — and ends on the same model."""
+    import hashlib
+    import signal
+
+    from conftest import synthetic_rows
+    from test_faults import SignalAtStep, run_in_process
+
+    from sentmtl.run import RunInterrupted
+    from sentmtl.trainer import SentMtlTrainer
+
+    trained = []
+    training_step = SentMtlTrainer.training_step
+
+    def recording(self, model, inputs, *args, **kwargs):
+        trained.append(hashlib.sha1(inputs["input_ids"].numpy().tobytes()).hexdigest()[:8])  # the batch, by its rows
+        return training_step(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(SentMtlTrainer, "training_step", recording)
+    rows = synthetic_rows(36)
+    labelled = [(s, ["negative", "positive"][label]) for s, label in zip(rows["sentence"], rows["label"])]
+    train = _write_csv(tmp_path / "short.csv", labelled)
+    run_file = _stream_run_file(tmp_path, train, stream_files[1])
+
+    def flags(out, *extra):
+        return _stream_flags(tiny_encoder_dir, run_file, tmp_path / out, "--max_steps", "12", *extra)
+
+    reference = run_in_process(flags("reference"))
+    uninterrupted, trained[:] = list(trained), []
+    assert len(uninterrupted) == 12 and uninterrupted[5:10] != uninterrupted[:5]  # each pass reshuffled
+    with pytest.raises(RunInterrupted, match=f"stopped at step {stop} of 12"):
+        run_in_process(flags("interrupted"), callbacks=[SignalAtStep(stop - 1, signal.SIGINT)])
+    resumed = run_in_process(flags("interrupted", "--resume_from_checkpoint", "auto"))
+    assert trained == uninterrupted
+    for key in ("eval_loss", "eval_sentiment_accuracy", "eval_sentiment_log_loss", "eval_distillation_loss"):
+        assert resumed[key] == pytest.approx(reference[key], abs=1e-6), key
+
+
+def test_a_transformers_without_the_pass_hook_refuses_a_stream_past_its_first_pass(
+    tiny_model, tiny_tokenizer, tmp_path, monkeypatch
+):
+    """The pass and the batches in it, read back from the Trainer's epoch; a Trainer without `_init_training_state`
+    (where the pass is set) cannot resume a stream past its first pass exactly, and says so."""
+    from test_training import training_args
+    from transformers import Trainer, TrainerState
+
+    from sentmtl.trainer import SentMtlTrainer, stream_position
+
+    checkpoint = tmp_path / "checkpoint-9"
+    checkpoint.mkdir()
+    TrainerState(epoch=2 + 3 / 24, global_step=9, max_steps=12).save_to_json(str(checkpoint / "trainer_state.json"))
+    assert stream_position(str(checkpoint), gradient_accumulation_steps=2) == (2, 3)
+    stream = datasets.Dataset.from_dict({"text": ["a", "b"]}).to_iterable_dataset()
+    trainer = SentMtlTrainer(
+        model=tiny_model,
+        args=training_args(tmp_path, max_steps=12),
+        train_dataset=stream,
+        processing_class=tiny_tokenizer,
+    )
+    monkeypatch.delattr(Trainer, "_init_training_state")
+    with pytest.raises(ValueError, match="stopped after the stream's first pass.*Upgrade transformers"):
+        trainer._load_optimizer_and_scheduler(str(checkpoint))
+
+
 def test_a_streamed_teacher_is_the_starting_encoder_frozen(tiny_encoder_dir, tmp_path, stream_files):
     """The targets of rows read late in the run are the starting encoder's, not the trained model's."""
     from sentmtl.run import parse_args, run
