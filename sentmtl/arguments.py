@@ -299,9 +299,9 @@ class SentMtlTrainingArguments(TrainingArguments):
     bf16: bool | None = field(
         default=None,
         metadata={
-            "help": "bfloat16 autocast. Default: on where it was measured faster for this encoder (CPUs with AVX-512 "
-            "BF16 or AMX), off elsewhere, GPUs included (launch-bound there: see README Performance). Weights and "
-            "the optimizer stay fp32."
+            "help": "bfloat16 autocast. Default: on where it is measured faster on this machine (on a CPU with "
+            "AVX-512 BF16 / AMX, a short probe at first use, cached; SENTMTL_CPU_BF16=1/0 skips it), off elsewhere, "
+            "GPUs included (launch-bound there: see README Performance). Weights and the optimizer stay fp32."
         },
     )
     train_sampling_strategy: str = field(
@@ -458,8 +458,8 @@ class SentMtlTrainingArguments(TrainingArguments):
         self._check_output_dir()
         self.use_cpu_chosen_automatically = False
         if self.bf16 and not self.use_cpu and not has_accelerator():
-            # transformers refuses bf16 without a GPU unless told to use the CPU; CPUs with AVX-512 BF16 (or AMX)
-            # run bf16 autocast well, so say it for the user.
+            # transformers refuses bf16 without a GPU unless told to use the CPU; bf16 asked for on a machine
+            # without one means the CPU, so say it for the user.
             self.use_cpu = True
             self.use_cpu_chosen_automatically = True
         super().__post_init__()

@@ -42,7 +42,8 @@ def encode(
     Sentences are sorted by token count so each batch pads only to its own longest member, then put back.
     `device`: where to run (default: where the model already is; a model given as a path goes to the GPU when there
     is one). `precision`: `fp32`, `bf16` (autocast; weights stay fp32) or `auto` — bf16 where the device runs it fast
-    (CPUs with AVX-512 BF16 / AMX; not CUDA GPUs, where this small encoder measured slower in bf16), else fp32. bf16 embeddings keep a cosine similarity of
+    (CPUs where a short probe measured it faster, `fast_bf16_available`; not CUDA GPUs, where this small encoder
+    measured slower in bf16), else fp32. bf16 embeddings keep a cosine similarity of
     about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). `pooled=True` returns the encoder's pooled
     vectors `[n, hidden]` before the projection (distillation targets). Sentences longer than `max_length` tokens
     (default: the encoder's limit) are truncated: their indices are appended to `truncated` when given, else logged.

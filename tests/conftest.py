@@ -34,6 +34,15 @@ def _own_teacher_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(sentmtl.teacher_cache, "default_cache_dir", lambda: tmp_path / "teacher_cache")
 
 
+@pytest.fixture(autouse=True)
+def _own_bf16_probe_cache(tmp_path, monkeypatch):
+    """The CPU bf16 probe's verdicts (`auto` precision on CPUs with native bf16) go to the test's tmp_path, not the
+    user's datasets cache."""
+    import sentmtl.precision
+
+    monkeypatch.setattr(sentmtl.precision, "probe_cache_dir", lambda: tmp_path / "bf16_probe")
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 32) and its tokenizer, saved like any Hub encoder."""
