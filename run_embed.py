@@ -9,7 +9,7 @@ python run_embed.py --help                          # every option, with help
 
 import sys
 
-from sentmtl.embed_cli import main
+from sentmtl.serving.embed_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

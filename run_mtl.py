@@ -9,7 +9,7 @@ python run_mtl.py --help                            # every option, with help
 
 import sys
 
-from sentmtl.run import main
+from sentmtl.training.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

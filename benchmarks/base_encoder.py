@@ -95,7 +95,7 @@ def untrained_stsb_spearman(folder: Path, sts_file: str) -> float:
     """The untouched encoder's STS-B Spearman × 100 (mean pooling, cosine): what fine-tuning should keep."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import sentmtl
-    from sentmtl.stsb import stsb_spearman
+    from sentmtl.data.stsb import stsb_spearman
 
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(folder))
     return 100 * stsb_spearman(model, tokenizer, sts_file, pooled=True)

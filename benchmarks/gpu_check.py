@@ -77,7 +77,7 @@ def prepare(prepared: Path, wheels: bool = True) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from sentmtl.encoders import bundled_encoder_path
+    from sentmtl.model.encoders import bundled_encoder_path
 
     source = bundled_encoder_path()
     encoder = prepared / "encoder"

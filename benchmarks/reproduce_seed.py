@@ -145,8 +145,8 @@ def parse_args(argv=None):
 
 
 def run_sentmtl(flags: list[str], data_dir: str, seed: int, run_dir: Path, keep_model: bool, extra=()) -> dict:
-    from sentmtl.run import parse_args as run_parse_args
-    from sentmtl.run import run
+    from sentmtl.training.run import parse_args as run_parse_args
+    from sentmtl.training.run import run
 
     config, rest = (flags[:1], flags[1:]) if flags and flags[0].endswith(".yaml") else ([], flags)
     model_dir = run_dir / "model"
@@ -217,8 +217,8 @@ def run_baseline(variant: str, data_dir: str, seed: int) -> dict:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
 
-    from sentmtl.corpus import SOURCES, load_sentiment_corpus, train_test_split
-    from sentmtl.metrics import classification_metrics
+    from sentmtl.data.corpus import SOURCES, load_sentiment_corpus, train_test_split
+    from sentmtl.tasks.metrics import classification_metrics
 
     splits = train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)
     train_x, test_x = list(splits["train"]["sentence"]), list(splits["test"]["sentence"])
@@ -518,7 +518,7 @@ def plot_embeddings(model_dir: Path, seed: int, data_dir: str, path: Path) -> No
     from sklearn.decomposition import PCA
 
     import sentmtl
-    from sentmtl.corpus import SOURCES, load_sentiment_corpus, train_test_split
+    from sentmtl.data.corpus import SOURCES, load_sentiment_corpus, train_test_split
 
     test = train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)["test"]
     sentences = list(test["sentence"])

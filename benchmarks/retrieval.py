@@ -34,8 +34,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from sentmtl.metrics import retrieval_metrics  # noqa: E402
-from sentmtl.stsb import pair_spearman, read_stsb, stsb_file  # noqa: E402
+from sentmtl.data.stsb import pair_spearman, read_stsb, stsb_file  # noqa: E402
+from sentmtl.tasks.metrics import retrieval_metrics  # noqa: E402
 
 SCENARIOS = (
     "untouched",

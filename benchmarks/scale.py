@@ -79,8 +79,8 @@ def build_rows(
     """`count` distinct rows: a corpus sentence + the first 3–6 words of an STS-B sentence; the corpus label. With
     `dev_path`, `dev_rows` more (none of them in the first file) go there."""
     sys.path.insert(0, str(REPO_ROOT))
-    from sentmtl.corpus import load_sentiment_corpus
-    from sentmtl.stsb import read_stsb, stsb_file
+    from sentmtl.data.corpus import load_sentiment_corpus
+    from sentmtl.data.stsb import read_stsb, stsb_file
 
     corpus = load_sentiment_corpus(data_dir)
     sentences, labels = list(corpus["sentence"]), np.asarray(corpus["label"])
@@ -128,11 +128,11 @@ def run_file(data: Path, path: Path, validation: Path | None = None) -> Path:
 
 
 def worker(run_path, output_dir, marker, flags, interrupt_at=None) -> None:
-    """One run (`sentmtl.run.run`) with a callback that writes when the first and the last training step began."""
+    """One run (`sentmtl.training.run.run`) with a callback that writes when the first and the last training step began."""
     from transformers import TrainerCallback
 
-    from sentmtl.run import parse_args as run_args
-    from sentmtl.run import run
+    from sentmtl.training.run import parse_args as run_args
+    from sentmtl.training.run import run
 
     times = {"start": float(os.environ["SCALE_STARTED"])}
 
@@ -149,7 +149,7 @@ def worker(run_path, output_dir, marker, flags, interrupt_at=None) -> None:
         def on_train_end(self, args, state, control, **kwargs):
             times["train_end"] = time.time()
 
-    from sentmtl.run import RunInterrupted
+    from sentmtl.training.run import RunInterrupted
 
     try:
         result = run(*run_args([run_path, "--output_dir", output_dir, *flags.split()]), callbacks=[Timer()])

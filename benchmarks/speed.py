@@ -3,7 +3,7 @@
 
     python benchmarks/speed.py --data_dir ../shared/data/sentiment_labelled_sentences
 
-1. Training: run_mtl.py's default path (sentmtl.run.run with its defaults: bf16 autocast where the hardware has it,
+1. Training: run_mtl.py's default path (sentmtl.training.run.run with its defaults: bf16 autocast where the hardware has it,
    length-grouped batches) vs the Hugging Face docs' recipe: Trainer + AutoModelForSequenceClassification on the
    same encoder and split, DataCollatorWithPadding, batch size 16, fp32. Each runs in its own process, so peak RSS
    is its own. Both train --epochs epochs (default 1) and report Task A accuracy on the same test split.
@@ -88,7 +88,7 @@ def parse_args(argv=None):
 
 
 def _splits(data_dir, seed):
-    from sentmtl.corpus import load_sentiment_corpus, train_test_split
+    from sentmtl.data.corpus import load_sentiment_corpus, train_test_split
 
     return train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)
 
@@ -98,7 +98,7 @@ def _token_lengths(tokenizer, sentences, max_length=128):
 
 
 def _encoder_path(encoder):
-    from sentmtl.encoders import bundled_encoder_path
+    from sentmtl.model.encoders import bundled_encoder_path
 
     return encoder or str(bundled_encoder_path())
 
@@ -233,8 +233,8 @@ def worker_train_baseline(
 
 def worker_train_sentmtl(data_dir, seed, epochs, output_dir, device, encoder, extra=(), steady=None, profile_steps=0):
     """run_mtl.py's default path, in-process (the same `run()` the CLI calls)."""
-    from sentmtl.run import parse_args as run_parse_args
-    from sentmtl.run import run
+    from sentmtl.training.run import parse_args as run_parse_args
+    from sentmtl.training.run import run
 
     flags = [
         "--data_dir",
@@ -314,8 +314,8 @@ def worker_embed(data_dir, batch_size, repeats, device, encoder):
 
     warnings.filterwarnings("ignore")
     import sentmtl
-    from sentmtl.corpus import load_sentiment_corpus
-    from sentmtl.precision import fast_bf16_available
+    from sentmtl.data.corpus import load_sentiment_corpus
+    from sentmtl.serving.precision import fast_bf16_available
 
     sentences = list(load_sentiment_corpus(data_dir)["sentence"])
     torch.manual_seed(0)
@@ -333,8 +333,8 @@ def worker_embed(data_dir, batch_size, repeats, device, encoder):
     with tempfile.TemporaryDirectory() as tmp:
         if device == "cpu":
             try:
-                from sentmtl.onnx_export import export_onnx
-                from sentmtl.onnx_runtime import OnnxSentMtl
+                from sentmtl.serving.onnx_export import export_onnx
+                from sentmtl.serving.onnx_runtime import OnnxSentMtl
 
                 export_onnx(model, tokenizer, tmp)
                 for variant in ("fp32", "int8", "int8_dynamic"):
@@ -493,7 +493,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoConfig
 
-    from sentmtl.precision import default_device
+    from sentmtl.serving.precision import default_device
 
     started = time.perf_counter()
     data_dir = str(Path(args.data_dir).resolve())
@@ -579,7 +579,7 @@ def main(argv=None) -> int:
 
     st_onnx = None
     if args.st_onnx_python:
-        from sentmtl.corpus import load_sentiment_corpus
+        from sentmtl.data.corpus import load_sentiment_corpus
 
         with tempfile.NamedTemporaryFile("w", suffix=".json") as sentences_file:
             json.dump(list(load_sentiment_corpus(data_dir)["sentence"]), sentences_file)

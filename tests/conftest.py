@@ -29,18 +29,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def _own_teacher_cache(tmp_path, monkeypatch):
     """Each test its own teacher vector cache: a run must not read vectors an earlier test computed (tests that
     count teacher calls, or change a model in place under the same name, would see the other's)."""
-    import sentmtl.teacher_cache
+    import sentmtl.data.teacher_cache
 
-    monkeypatch.setattr(sentmtl.teacher_cache, "default_cache_dir", lambda: tmp_path / "teacher_cache")
+    monkeypatch.setattr(sentmtl.data.teacher_cache, "default_cache_dir", lambda: tmp_path / "teacher_cache")
 
 
 @pytest.fixture(autouse=True)
 def _own_bf16_probe_cache(tmp_path, monkeypatch):
     """The CPU bf16 probe's verdicts (`auto` precision on CPUs with native bf16) go to the test's tmp_path, not the
     user's datasets cache."""
-    import sentmtl.precision
+    import sentmtl.serving.precision
 
-    monkeypatch.setattr(sentmtl.precision, "probe_cache_dir", lambda: tmp_path / "bf16_probe")
+    monkeypatch.setattr(sentmtl.serving.precision, "probe_cache_dir", lambda: tmp_path / "bf16_probe")
 
 
 @pytest.fixture(scope="session")

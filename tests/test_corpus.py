@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from sentmtl.corpus import (
+from sentmtl.data.corpus import (
     CorpusFormatError,
     SentimentSentences,
     load_sentiment_corpus,
@@ -113,7 +113,7 @@ def test_load_errors_on_a_bad_line_by_default(tmp_path):
 
 def test_skip_reports_how_many_and_why(tmp_path, caplog):
     folder = write_corpus(tmp_path / "data", yelp=b"Cold food.\t0\nNo label here\nOdd.\t7\n")
-    with caplog.at_level(logging.WARNING, logger="sentmtl.corpus"):
+    with caplog.at_level(logging.WARNING, logger="sentmtl.data.corpus"):
         dataset = load_sentiment_corpus(data_dir=folder, cache_dir=tmp_path / "cache", on_bad_lines="skip")
     assert dataset.num_rows == 4
     assert (
@@ -121,7 +121,7 @@ def test_skip_reports_how_many_and_why(tmp_path, caplog):
         in caplog.text
     )
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sentmtl.corpus"):
+    with caplog.at_level(logging.WARNING, logger="sentmtl.data.corpus"):
         load_sentiment_corpus(data_dir=folder, cache_dir=tmp_path / "cache", on_bad_lines="skip")
     assert "Skipped 2" in caplog.text  # reported again on a cached load: nothing is dropped silently
 

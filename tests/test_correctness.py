@@ -15,12 +15,12 @@ from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
 from transformers import BertConfig, BertModel, ElectraConfig, ElectraModel, TrainerControl, TrainerState
 
 import sentmtl
-from sentmtl.batching import MultiTaskCollator
-from sentmtl.callbacks import FreezeCallback
-from sentmtl.corpus import near_duplicate_key, train_test_split
-from sentmtl.run import main, parse_args
-from sentmtl.sampler import TaskBatchSampler
-from sentmtl.trainer import SentMtlTrainer, all_processes_agree
+from sentmtl.data.batching import MultiTaskCollator
+from sentmtl.data.sampler import TaskBatchSampler
+from sentmtl.data.split import near_duplicate_key, train_test_split
+from sentmtl.training.callbacks import FreezeCallback
+from sentmtl.training.run import main, parse_args
+from sentmtl.training.trainer import SentMtlTrainer, all_processes_agree
 
 
 def run_results(out, name="train_results.json") -> dict:
@@ -333,7 +333,7 @@ def test_auto_precision_follows_the_device_not_the_machine(monkeypatch):
     """`is_bf16_supported()` counts emulation, so GPUs that only emulate bf16 got it as "fast"; and embedding on the
     CPU of a GPU machine used the GPU's answer. On CUDA `auto` now means fp32 (bf16 autocast measured slower there
     for this encoder, emulated or native), on the CPU it follows the CPU's own instructions."""
-    from sentmtl import precision
+    from sentmtl.serving import precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
@@ -361,7 +361,7 @@ def test_run_embed_puts_the_model_on_the_chosen_device(monkeypatch, tiny_encoder
         run_embed.main(["--model_name_or_path", str(tiny_encoder_dir), "--device", "cpu", "the plot was good ."]) == 0
     )
     assert "cpu" in moved
-    monkeypatch.setattr("sentmtl.embed_cli.default_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr("sentmtl.serving.embed_cli.default_device", lambda: torch.device("cpu"))
     moved.clear()
     assert run_embed.main(["--model_name_or_path", str(tiny_encoder_dir), "the plot was good ."]) == 0
     assert "cpu" in moved  # no --device: the default device, picked once
@@ -468,7 +468,7 @@ def test_split_keeps_near_duplicates_on_one_side():
 
 
 def test_real_corpus_has_2972_near_duplicate_groups_and_none_straddle(data_dir):
-    from sentmtl.corpus import load_sentiment_corpus
+    from sentmtl.data.corpus import load_sentiment_corpus
 
     corpus = load_sentiment_corpus(data_dir)
     assert len({near_duplicate_key(s) for s in corpus["sentence"]}) == 2972

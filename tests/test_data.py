@@ -5,9 +5,9 @@ import json
 import datasets
 import pytest
 
-from sentmtl.batching import MultiTaskCollator, prepare
-from sentmtl.data import read_table
-from sentmtl.tasks import TaskSpec
+from sentmtl.data.batching import MultiTaskCollator, prepare
+from sentmtl.data.files import read_table
+from sentmtl.model.task_spec import TaskSpec
 
 SEED_TASKS = [
     TaskSpec("classification", "classification", labels=["negative", "positive"]),

@@ -1,5 +1,5 @@
 """Row-comparing losses see the global batch under DDP: two gloo processes on CPU with an uneven split of 5 rows give
-the same loss and the same gradients as one process with all 5 (sentmtl/distributed.py)."""
+the same loss and the same gradients as one process with all 5 (sentmtl/model/distributed.py)."""
 
 import ast
 import datetime
@@ -21,9 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_file(name):
-    """sentmtl/<name>.py loaded as a file, without the sentmtl package: distributed.py must import torch and the
+    """sentmtl/model/<name>.py loaded as a file, without the sentmtl package: distributed.py must import torch and the
     standard library only (it is copied beside saved weights), and a spawned rank skips importing transformers."""
-    spec = importlib.util.spec_from_file_location(f"_standalone_{name}", REPO_ROOT / "sentmtl" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_standalone_{name}", REPO_ROOT / "sentmtl" / "model" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -33,7 +33,7 @@ def _find_losses():
     """The row-comparing losses from wherever sentmtl keeps them (task_types.py, formerly losses.py): as a file
     where it imports torch only, else through the package."""
     for name in ("task_types", "losses"):
-        for load in (_load_file, lambda name: importlib.import_module(f"sentmtl.{name}")):
+        for load in (_load_file, lambda name: importlib.import_module(f"sentmtl.model.{name}")):
             try:
                 module = load(name)
                 return module.cosent_loss, module.relational_distillation_loss, module.in_batch_negatives_loss
@@ -48,7 +48,7 @@ gather_rows, scale_for_ddp, world = _distributed.gather_rows, _distributed.scale
 _found = _find_losses()
 if _found is not None:
     cosent_loss, relational_distillation_loss, in_batch_negatives_loss = _found
-else:  # sentmtl's losses mid-refactor: the same math here, so sentmtl.distributed is still tested
+else:  # sentmtl's losses mid-refactor: the same math here, so sentmtl.model.distributed is still tested
 
     def cosent_loss(cosines, scores, scale: float = 20.0):
         differences = scale * (cosines[None, :] - cosines[:, None])
@@ -336,7 +336,7 @@ def test_identities_in_one_process():
 
 def test_distributed_imports_only_torch_and_the_standard_library():
     """It is copied beside saved weights, where neither sentmtl nor transformers need be installed."""
-    tree = ast.parse((REPO_ROOT / "sentmtl" / "distributed.py").read_text())
+    tree = ast.parse((REPO_ROOT / "sentmtl" / "model" / "distributed.py").read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

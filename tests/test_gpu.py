@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_run_flags
 
 import sentmtl
-from sentmtl.precision import default_device, fast_bf16_available
-from sentmtl.run import main
+from sentmtl.serving.precision import default_device, fast_bf16_available
+from sentmtl.training.run import main
 
 pytestmark = [
     pytest.mark.gpu,
@@ -21,7 +21,7 @@ SENTENCES = ["the movie was great .", "the food was awful !", "it was not bad ."
 
 def test_the_gpu_is_the_default_device_and_auto_precision_is_fp32_there():
     assert default_device().type == "cuda"
-    assert not fast_bf16_available("cuda")  # measured slower for this encoder on an H100 (sentmtl/precision.py)
+    assert not fast_bf16_available("cuda")  # measured slower for this encoder on an H100 (sentmtl/serving/precision.py)
 
 
 def test_forward_on_the_gpu_matches_the_cpu(tiny_model, tiny_tokenizer):
@@ -71,7 +71,7 @@ def test_run_embed_runs_on_the_gpu_by_default(tiny_encoder_dir, synthetic_csv, t
 def test_sentence_transformers_export_of_a_gpu_model(tiny_encoder_dir, synthetic_csv, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from sentmtl.export import export_sentence_transformer
+    from sentmtl.serving.st_export import export_sentence_transformer
 
     out = tmp_path / "trained"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--use_cpu", "false")) == 0
@@ -96,7 +96,7 @@ def test_training_on_the_gpu_in_each_precision(tiny_encoder_dir, synthetic_csv, 
 def test_teacher_vectors_and_evaluation_run_on_the_gpu(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
     """#20 item 12: the distillation teacher ran on the CPU (at the CPU's precision) in a GPU run; and the
     evaluation's objective (learned loss weights on the GPU) must combine the tasks' losses there."""
-    import sentmtl.run as run_module
+    import sentmtl.training.run as run_module
 
     seen = []
     original = run_module.encode

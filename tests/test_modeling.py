@@ -3,7 +3,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from sentmtl import SentMtlConfig, SentMtlModel
-from sentmtl.modeling_sentmtl import Pooling
+from sentmtl.model.modeling_sentmtl import Pooling
 
 SENTENCES = ["the movie was great !", "the service was really very bad and boring ."]
 

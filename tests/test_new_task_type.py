@@ -10,9 +10,9 @@ import torch
 import yaml
 
 import sentmtl
-from sentmtl.run import main
-from sentmtl.task_io import TASK_IO, TaskIO, register_task_io
-from sentmtl.task_types import TASK_TYPES, TaskType, masked_mean, register_task_type
+from sentmtl.model.task_types import TASK_TYPES, TaskType, masked_mean, register_task_type
+from sentmtl.tasks.io import TASK_IO, TaskIO, register_task_io
+from sentmtl.training.run import main
 
 
 class Hinge(TaskType):
@@ -114,7 +114,7 @@ def test_a_bad_value_of_the_new_type_names_its_place(hinge_type, tiny_encoder_di
         yaml.safe_dump({"tasks": [{"name": "margin", "type": "hinge", "data": {"train_file": str(path)}}]})
     )
     with pytest.raises(ValueError, match=r"bad.csv \(train\), line 3, column 'label': 0.5 is not 0 or 1"):
-        from sentmtl.run import parse_args, run
+        from sentmtl.training.run import parse_args, run
 
         run(
             *parse_args(

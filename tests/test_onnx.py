@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import sentmtl
-from sentmtl.embed import pad_ids
+from sentmtl.serving.embed import pad_ids
 
 try:
     import onnx  # noqa: F401
@@ -25,9 +25,9 @@ except ImportError:  # the optional extra; CI installs it (".[dev]"), so there i
 
 from conftest import tiny_run_flags  # noqa: E402
 
-from sentmtl.arguments import SentMtlTrainingArguments  # noqa: E402
-from sentmtl.onnx_export import FILES, MANIFEST, export_onnx, require_onnx  # noqa: E402
-from sentmtl.onnx_runtime import OnnxSentMtl  # noqa: E402
+from sentmtl.serving.onnx_export import FILES, MANIFEST, export_onnx, require_onnx  # noqa: E402
+from sentmtl.serving.onnx_runtime import OnnxSentMtl  # noqa: E402
+from sentmtl.training.arguments import SentMtlTrainingArguments  # noqa: E402
 
 SENTENCES = [
     "the food was great .",
@@ -230,7 +230,7 @@ def test_a_variant_that_was_not_exported_is_named(exported, tmp_path):
 
 
 def test_missing_extra_is_refused_before_training(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys):
-    from sentmtl.run import main
+    from sentmtl.training.run import main
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install \"sentmtl\[onnx\]\""):
@@ -244,8 +244,8 @@ def test_run_mtl_exports_onnx_and_the_push_uploads_it(tiny_encoder_dir, syntheti
     """onnx/ reaches the repository: the file list handed to the Hub client, filtered the way the client filters it."""
     from huggingface_hub.utils import filter_repo_objects
 
-    from sentmtl.hub import files_to_upload, push_folder
-    from sentmtl.run import main
+    from sentmtl.serving.hub import files_to_upload, push_folder
+    from sentmtl.training.run import main
 
     out = tmp_path / "run"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--export_onnx", "true")) == 0
@@ -272,7 +272,7 @@ def test_run_mtl_exports_onnx_and_the_push_uploads_it(tiny_encoder_dir, syntheti
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setattr("sentmtl.hub.check_hub_reachable", lambda: None)
+    monkeypatch.setattr("sentmtl.serving.hub.check_hub_reachable", lambda: None)
     push_folder(out, "someone/model")
     uploaded = calls["uploaded"]
     assert uploaded == files_to_upload(out)
@@ -299,7 +299,7 @@ def test_a_task_named_like_a_graph_input_or_output_is_refused(tiny_encoder_dir, 
     with pytest.raises(ValueError, match=rf"tasks named \['{name}'\] would clash"):
         export_onnx(model, tokenizer, tmp_path / "x")
     # run_mtl.py --export_onnx refuses it before training, not after.
-    from sentmtl.run import main
+    from sentmtl.training.run import main
 
     run_file = tmp_path / "run.yaml"
     run_file.write_text(
@@ -341,7 +341,7 @@ def test_a_large_regression_head_exports(tiny_encoder_dir, tmp_path):
 
 
 def test_a_failed_export_leaves_the_previous_one_whole(exported, tmp_path, monkeypatch):
-    import sentmtl.onnx_export
+    import sentmtl.serving.onnx_export
 
     model, tokenizer, _ = exported
     out = export_onnx(model, tokenizer, tmp_path / "onnx", quantize=False)
@@ -349,7 +349,9 @@ def test_a_failed_export_leaves_the_previous_one_whole(exported, tmp_path, monke
     with torch.no_grad():
         model.tone_head.bias.add_(1.0)  # a different model, whose export then fails its check
     try:
-        monkeypatch.setattr(sentmtl.onnx_export, "check_parity", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+        monkeypatch.setattr(
+            sentmtl.serving.onnx_export, "check_parity", lambda *a: (_ for _ in ()).throw(RuntimeError("boom"))
+        )
         with pytest.raises(RuntimeError, match="boom"):
             export_onnx(model, tokenizer, out, quantize=False)
     finally:
@@ -390,7 +392,7 @@ def _model_folder_with_export(exported, folder):
 def test_every_save_removes_the_export_of_the_weights_it_replaces(exported, tmp_path, synthetic_csv):
     """Issue 31, finding 2: save_pretrained / SentMtlTrainer.save_model over a folder with onnx/ kept the old graph,
     and --backend onnx then served the old model (cosine 0.24–0.28 to the new one)."""
-    from sentmtl.trainer import SentMtlTrainer
+    from sentmtl.training.trainer import SentMtlTrainer
 
     model, folder = _model_folder_with_export(exported, tmp_path / "model")
     assert OnnxSentMtl.from_pretrained(folder, "fp32").encode(SENTENCES).shape[0] == len(SENTENCES)
@@ -450,8 +452,9 @@ def test_the_default_install_needs_no_onnx_package(tiny_encoder_dir, tmp_path):
 def test_real_encoder_onnx_parity_on_the_corpus_eval_split(data_dir, tmp_path):
     """The bundled MiniLM trained on a corpus slice, exported by the run: fp32 graph = torch; int8 close enough to
     serve Task A (agreement on the full corpus's held-out split, 600 sentences)."""
-    from sentmtl.corpus import load_sentiment_corpus, train_test_split
-    from sentmtl.run import main
+    from sentmtl.data.corpus import load_sentiment_corpus
+    from sentmtl.data.split import train_test_split
+    from sentmtl.training.run import main
 
     out = tmp_path / "real"
     flags = [

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sentmtl import precision
+from sentmtl.serving import precision
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -224,7 +224,7 @@ def test_the_environment_decides_without_a_probe(probe, monkeypatch, value, expe
 
 def test_an_unknown_environment_value_is_ignored_with_a_warning(probe, monkeypatch, caplog):
     monkeypatch.setenv(precision.ENV_OVERRIDE, "maybe")
-    with caplog.at_level(logging.WARNING, logger="sentmtl.precision"):
+    with caplog.at_level(logging.WARNING, logger="sentmtl.serving.precision"):
         assert fresh() is True
     assert probe.calls == 1
     assert "SENTMTL_CPU_BF16='maybe'" in caplog.text
@@ -232,7 +232,7 @@ def test_an_unknown_environment_value_is_ignored_with_a_warning(probe, monkeypat
 
 def test_the_decision_is_logged_once_per_process(probe, caplog):
     probe.timings = {"fp32_s": 0.0775, "bf16_s": 0.1551}
-    with caplog.at_level(logging.INFO, logger="sentmtl.precision"):
+    with caplog.at_level(logging.INFO, logger="sentmtl.serving.precision"):
         for _ in range(3):
             precision.fast_bf16_available("cpu")
     decisions = [r.getMessage() for r in caplog.records if "`auto` precision on the CPU" in r.getMessage()]
@@ -240,7 +240,7 @@ def test_the_decision_is_logged_once_per_process(probe, caplog):
     assert decisions[0].startswith("`auto` precision on the CPU: fp32 (avx512_bf16; bf16 autocast ran")
     assert "0.50×" in decisions[0] and "measured now" in decisions[0]
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="sentmtl.precision"):
+    with caplog.at_level(logging.INFO, logger="sentmtl.serving.precision"):
         assert fresh() is False
     assert "cached" in caplog.text
 
@@ -251,8 +251,8 @@ def test_auto_precision_in_encode_and_training_follows_the_probe(
 ):
     """encode() and the training arguments both ask fast_bf16_available for the CPU."""
     import sentmtl
-    import sentmtl.embed
-    from sentmtl.arguments import SentMtlTrainingArguments
+    import sentmtl.serving.embed
+    from sentmtl.training.arguments import SentMtlTrainingArguments
 
     probe.timings = {"fp32_s": 0.010, "bf16_s": 0.005 if bf16_faster else 0.020}
     seen = []
@@ -262,9 +262,9 @@ def test_auto_precision_in_encode_and_training_follows_the_probe(
         seen.append(kwargs.get("enabled"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sentmtl.embed.torch, "autocast", recording_autocast)
+    monkeypatch.setattr(sentmtl.serving.embed.torch, "autocast", recording_autocast)
     sentmtl.encode(tiny_model, ["the movie was good ."], tiny_tokenizer, device="cpu", show_progress_bar=False)
-    monkeypatch.setattr(sentmtl.embed.torch, "autocast", original)
+    monkeypatch.setattr(sentmtl.serving.embed.torch, "autocast", original)
     assert seen[0] is bf16_faster  # encode's own autocast (the model runs its projection in fp32 inside)
     assert SentMtlTrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True).bf16 is bf16_faster
     assert probe.calls == 1

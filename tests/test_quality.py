@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from sentmtl.metrics import (
+from sentmtl.model.task_spec import TaskSpec
+from sentmtl.tasks.io import reliability_points
+from sentmtl.tasks.metrics import (
     calibration_metrics,
     expected_calibration_error,
     reliability_bins,
     score_metrics,
 )
-from sentmtl.report import plot_reliability
-from sentmtl.task_io import reliability_points
-from sentmtl.tasks import TaskSpec
+from sentmtl.training.report import plot_reliability
 
 
 def test_ece_by_hand():
@@ -113,7 +113,7 @@ def test_trained_heads_can_be_confident_only_with_a_logit_scale(tiny_encoder_dir
 def test_ema_follows_the_warmed_up_decay_and_ends_training_on_the_average():
     from types import SimpleNamespace
 
-    from sentmtl.callbacks import WeightAveragingCallback
+    from sentmtl.training.callbacks import WeightAveragingCallback
 
     model = torch.nn.Linear(1, 1, bias=False)
     model.weight.data.fill_(0.0)
@@ -140,8 +140,8 @@ def test_ema_resumed_run_ends_on_the_uninterrupted_average(tiny_encoder_dir, syn
     from conftest import tiny_run_flags
     from test_faults import SignalAtStep, run_in_process
 
-    from sentmtl.checkpoints import latest_checkpoint
-    from sentmtl.run import RunInterrupted
+    from sentmtl.training.checkpoints import latest_checkpoint
+    from sentmtl.training.run import RunInterrupted
 
     ema = ("--ema_decay", "0.8")
     reference = run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "reference", *ema))
@@ -171,7 +171,7 @@ def test_ema_resumed_run_ends_on_the_uninterrupted_average(tiny_encoder_dir, syn
 def test_rows_without_the_task_target_are_left_out_of_its_metrics():
     """-100 (classification) and NaN (scores) mark rows that do not carry the task: the losses skip them, and so
     must the metrics (a -100 label would otherwise index the probabilities from the end)."""
-    from sentmtl.task_io import task_metrics
+    from sentmtl.tasks.io import task_metrics
 
     task = TaskSpec(name="classification", type="classification", labels=["negative", "positive"])
     logits = np.array([[2.0, 0.0], [0.0, 2.0], [5.0, 0.0], [0.0, 1.0]])

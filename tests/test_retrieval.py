@@ -17,13 +17,13 @@ import yaml
 from conftest import NEGATIVE_WORDS, POSITIVE_WORDS, TOPICS, synthetic_rows
 
 import sentmtl
-from sentmtl.configuration_sentmtl import SentMtlConfig
-from sentmtl.metrics import retrieval_metrics
-from sentmtl.run import main, parse_args, run
-from sentmtl.sampler import TaskBatchSampler, distinct_batches
-from sentmtl.task_io import task_io
-from sentmtl.task_types import TaskInputs, in_batch_negatives_loss
-from sentmtl.tasks import TaskSpec
+from sentmtl.data.sampler import TaskBatchSampler, distinct_batches
+from sentmtl.model.configuration_sentmtl import SentMtlConfig
+from sentmtl.model.task_spec import TaskSpec
+from sentmtl.model.task_types import TaskInputs, in_batch_negatives_loss
+from sentmtl.tasks.io import task_io
+from sentmtl.tasks.metrics import retrieval_metrics
+from sentmtl.training.run import main, parse_args, run
 
 # -- the loss, by hand ------------------------------------------------------------------------------------------------
 
@@ -187,7 +187,7 @@ def test_rows_that_share_an_anchor_never_share_a_batch_when_the_count_allows(str
     positives = [100 + i for i in range(40)]
     positives[20] = positives[30] = positives[39] = 500
     keys = list(zip(anchors, positives))
-    with caplog.at_level(logging.WARNING, logger="sentmtl.sampler"):
+    with caplog.at_level(logging.WARNING, logger="sentmtl.data.sampler"):
         sampler = TaskBatchSampler(
             [list(range(5, 45))], 4, strategy=strategy, within=within, seed=7, keys=[keys], min_batch_size=2
         )
@@ -201,7 +201,7 @@ def test_an_anchor_on_more_rows_than_batches_is_spread_evenly(within, caplog):
     """48 pairs in 6 batches of 8, 30 of them with anchor 0: repeats cannot be avoided, so every batch gets its even
     share, 5 rows of anchor 0 and 3 others (piled into the last batches, their rows would have no negatives)."""
     keys = [(0 if i < 30 else i, 100 + i) for i in range(48)]
-    with caplog.at_level(logging.WARNING, logger="sentmtl.sampler"):
+    with caplog.at_level(logging.WARNING, logger="sentmtl.data.sampler"):
         sampler = TaskBatchSampler([[5] * 48], 8, within=within, keys=[keys])
         assert len(sampler) == 6
         _each_batch_checked(sampler, keys, epochs=4, distinct=False)
@@ -263,7 +263,7 @@ def test_a_source_that_cannot_avoid_duplicates_says_so_once(caplog):
     """Six pairs with one anchor text: every batch holds only that anchor's pairs, so its loss has no negatives but
     hard negatives, whatever the batching. The run says so once, in the words docs/tasks.md quotes."""
     keys = [(0, i + 1) for i in range(6)]
-    with caplog.at_level(logging.WARNING, logger="sentmtl.sampler"):
+    with caplog.at_level(logging.WARNING, logger="sentmtl.data.sampler"):
         sampler = TaskBatchSampler([[5] * 6], 3, keys=[keys], min_batch_size=2)
         batches = list(sampler) + list(sampler)
     assert [len(batch) for batch in batches] == [3, 3, 3, 3] and len(sampler) == 2  # the plain split's sizes
@@ -453,7 +453,7 @@ def test_the_matryoshka_flag_of_a_task_is_checked_and_saved():
 
 
 def test_matryoshka_self_distillation_adds_the_prefixes_against_the_full_embedding(tiny_model, tiny_tokenizer):
-    from sentmtl.task_types import prefix_self_distillation_loss, relational_distillation_loss
+    from sentmtl.model.task_types import prefix_self_distillation_loss, relational_distillation_loss
 
     tiny_model.eval()
     # The task's own loss weighs 0, so the term is the whole loss (a small number, not lost in a larger one's rounding).
@@ -791,7 +791,7 @@ def test_distractors_need_evaluation_data_of_the_source(tiny_encoder_dir, retrie
 def test_the_split_keeps_each_hard_negative_on_one_side(tiny_encoder_dir, retrieval_files, tmp_path):
     """A source without evaluation data of its own is split leak-free over every text of a row, hard negatives
     included: a train row's hard negative is never an evaluation query or document."""
-    from sentmtl.task_data import build_sources
+    from sentmtl.data.sources import build_sources
 
     run_file = _run_file(tmp_path, retrieval_files, negative_columns=["negative"])
     config = yaml.safe_load(run_file.read_text())
@@ -806,8 +806,8 @@ def test_the_split_keeps_each_hard_negative_on_one_side(tiny_encoder_dir, retrie
 
 
 def test_a_continued_matryoshka_model_refuses_an_added_cosine_distillation(tiny_model, tiny_tokenizer, tmp_path):
-    from sentmtl.arguments import ModelArguments
-    from sentmtl.loading import build_model
+    from sentmtl.serving.loading import build_model
+    from sentmtl.training.arguments import ModelArguments
 
     tiny_model.config.matryoshka_dims = [16, 8]
     tiny_model.save_pretrained(tmp_path / "m")
@@ -836,9 +836,9 @@ def test_the_self_distillation_weight_comes_from_a_run_file_and_waits_for_the_si
 
 
 def test_a_continued_run_sets_its_own_self_distillation_weight(tiny_model, tiny_tokenizer, tmp_path):
-    from sentmtl.arguments import ModelArguments
-    from sentmtl.loading import build_model
-    from sentmtl.model_card import build_model_card
+    from sentmtl.serving.loading import build_model
+    from sentmtl.training.arguments import ModelArguments
+    from sentmtl.training.model_card import build_model_card
 
     tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_self_distillation = [16, 8], 10.0
     tiny_model.save_pretrained(tmp_path / "m")
@@ -866,9 +866,9 @@ def test_a_continued_run_sets_its_own_self_distillation_weight(tiny_model, tiny_
 def test_prepare_builds_a_contrastive_table_for_the_trainer(tiny_encoder_dir, tmp_path):
     import datasets
 
-    from sentmtl.arguments import SentMtlTrainingArguments
-    from sentmtl.batching import prepare
-    from sentmtl.trainer import SentMtlTrainer
+    from sentmtl.data.batching import prepare
+    from sentmtl.training.arguments import SentMtlTrainingArguments
+    from sentmtl.training.trainer import SentMtlTrainer
 
     tiny_model, tiny_tokenizer = sentmtl.load_model_and_tokenizer(
         str(tiny_encoder_dir), embedding_size=16, tasks=[TaskSpec("retrieval", "contrastive").to_dict()]

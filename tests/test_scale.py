@@ -12,15 +12,15 @@ import pytest
 import torch
 from conftest import tiny_run_flags
 
-import sentmtl.embed as embed_module
-import sentmtl.task_data as task_data
-from sentmtl.arguments import DataArguments
-from sentmtl.batching import tokenize_source
-from sentmtl.data import read_table
-from sentmtl.run import main, teacher_encoder
-from sentmtl.run_tasks import DataSpec, RunTask
-from sentmtl.tasks import TaskSpec
-from sentmtl.teacher_cache import Teacher, teacher_vectors
+import sentmtl.data.sources as task_data
+import sentmtl.serving.embed as embed_module
+from sentmtl.data.batching import tokenize_source
+from sentmtl.data.files import read_table
+from sentmtl.data.plan import DataSpec, RunTask
+from sentmtl.data.teacher_cache import Teacher, teacher_vectors
+from sentmtl.model.task_spec import TaskSpec
+from sentmtl.training.arguments import DataArguments
+from sentmtl.training.run import main, teacher_encoder
 
 
 class CountingTeacher(Teacher):
@@ -83,7 +83,7 @@ def test_the_key_follows_the_side_the_tokenizer_truncates(tiny_model, tiny_token
     """Issue 31, finding 4: a left-truncating tokenizer got the right-truncated vectors (and token ids) cached before."""
     import copy
 
-    from sentmtl.fingerprints import tokenizer_fingerprint
+    from sentmtl.utils.fingerprints import tokenizer_fingerprint
 
     left = copy.deepcopy(tiny_tokenizer)
     left.truncation_side = "left"
@@ -109,7 +109,7 @@ def test_a_corrupt_cache_file_is_rebuilt_with_a_warning(tmp_path, caplog, damage
         arrow.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
     else:
         arrow.with_suffix(".json").unlink()
-    with caplog.at_level(logging.WARNING, logger="sentmtl.teacher_cache"):
+    with caplog.at_level(logging.WARNING, logger="sentmtl.data.teacher_cache"):
         rebuilt = teacher_vectors(_texts(30), "text", teacher, tmp_path)
     assert "unreadable" in caplog.text and "rebuilding" in caplog.text
     assert len(teacher.calls) == 2  # computed again
@@ -253,7 +253,7 @@ def test_max_eval_samples_bounds_every_evaluated_source(tiny_encoder_dir, synthe
 def test_the_split_joins_rows_through_a_column_of_lists():
     """A hard negative that is another row's anchor joins the two rows' groups (a column of lists counts as one text
     column per position), as the add-a-column-per-negative version did."""
-    from sentmtl.corpus import train_test_split
+    from sentmtl.data.split import train_test_split
 
     texts = [f"sentence {i}" for i in range(20)]
     partner = [i + 1 if i % 2 == 0 else i - 1 for i in range(20)]  # rows 2k and 2k + 1 name each other
@@ -325,7 +325,7 @@ def _stream_flags(tiny_encoder_dir, run_file, out, *extra):
 
 
 def test_a_stream_is_read_in_a_seeded_order(tmp_path, stream_files):
-    from sentmtl.task_data import build_sources
+    from sentmtl.data.sources import build_sources
 
     train, dev = stream_files
     task = RunTask(
@@ -346,7 +346,7 @@ def test_an_interrupted_streamed_run_resumes_at_the_right_row(tiny_encoder_dir, 
 
     from test_faults import SignalAtStep, run_in_process
 
-    from sentmtl.run import RunInterrupted
+    from sentmtl.training.run import RunInterrupted
 
     run_file = _stream_run_file(tmp_path, *stream_files)
     reference = run_in_process(_stream_flags(tiny_encoder_dir, run_file, tmp_path / "reference"))
@@ -373,8 +373,8 @@ def test_a_streamed_run_resumed_after_its_first_pass_is_exact(
     from conftest import synthetic_rows
     from test_faults import SignalAtStep, run_in_process
 
-    from sentmtl.run import RunInterrupted
-    from sentmtl.trainer import SentMtlTrainer
+    from sentmtl.training.run import RunInterrupted
+    from sentmtl.training.trainer import SentMtlTrainer
 
     trained = []
     training_step = SentMtlTrainer.training_step
@@ -411,7 +411,7 @@ def test_a_transformers_without_the_pass_hook_refuses_a_stream_past_its_first_pa
     from test_training import training_args
     from transformers import Trainer, TrainerState
 
-    from sentmtl.trainer import SentMtlTrainer, stream_position
+    from sentmtl.training.trainer import SentMtlTrainer, stream_position
 
     checkpoint = tmp_path / "checkpoint-9"
     checkpoint.mkdir()
@@ -431,7 +431,7 @@ def test_a_transformers_without_the_pass_hook_refuses_a_stream_past_its_first_pa
 
 def test_a_streamed_teacher_is_the_starting_encoder_frozen(tiny_encoder_dir, tmp_path, stream_files):
     """The targets of rows read late in the run are the starting encoder's, not the trained model's."""
-    from sentmtl.run import parse_args, run
+    from sentmtl.training.run import parse_args, run
 
     run_file = _stream_run_file(tmp_path, *stream_files)
     seen = []
@@ -469,7 +469,7 @@ def test_a_streamed_teacher_is_the_starting_encoder_frozen(tiny_encoder_dir, tmp
 def test_what_a_stream_cannot_honour_is_refused(tiny_encoder_dir, tmp_path, stream_files, change, message):
     import yaml
 
-    from sentmtl.run import parse_args, run
+    from sentmtl.training.run import parse_args, run
 
     train, dev = stream_files
     source = {"train_file": str(train), "validation_file": str(dev), "streaming": True}
@@ -503,13 +503,13 @@ def test_what_a_stream_cannot_honour_is_refused(tiny_encoder_dir, tmp_path, stre
 
 def test_stream_buffer_size_without_a_stream_is_refused(tiny_encoder_dir, synthetic_csv, tmp_path):
     with pytest.raises(ValueError, match="no task's data is streamed"):
-        from sentmtl.run import parse_args, run
+        from sentmtl.training.run import parse_args, run
 
         run(*parse_args(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "out", "--stream_buffer_size", "5")))
 
 
 def test_a_bad_row_in_a_stream_names_its_line(tmp_path, stream_files):
-    from sentmtl.task_data import build_sources
+    from sentmtl.data.sources import build_sources
 
     train, dev = stream_files
     lines = train.read_text().splitlines()
@@ -529,7 +529,7 @@ def test_tokenising_keeps_the_teacher_vectors_where_they_lie(
 ):
     """The vector columns are joined back beside the tokens (memory-mapped from the teacher cache), not copied
     through the tokenising map; the rows are those a plain map gives, split selection included."""
-    from sentmtl.batching import tokenize_source
+    from sentmtl.data.batching import tokenize_source
 
     tasks = [
         RunTask(
@@ -563,16 +563,16 @@ def test_tokenising_keeps_the_teacher_vectors_where_they_lie(
 
 
 def task_data_cache_dir():
-    import sentmtl.teacher_cache
+    import sentmtl.data.teacher_cache
 
-    return sentmtl.teacher_cache.default_cache_dir()
+    return sentmtl.data.teacher_cache.default_cache_dir()
 
 
 def test_a_selection_of_an_in_memory_table_keeps_its_own_targets(tiny_model, tiny_tokenizer, tmp_path):
     """Two tables with the same texts (so the same cached teacher vectors) and different targets: each selection's
     tokens carry its own table's targets (a key made of the teacher file alone would hand back the first's)."""
-    from sentmtl.batching import tokenize_source
-    from sentmtl.task_data import add_teacher_targets, bounded
+    from sentmtl.data.batching import tokenize_source
+    from sentmtl.data.sources import add_teacher_targets, bounded
 
     teacher = teacher_encoder(tiny_model, tiny_tokenizer, None, 32)
     member = [RunTask(TaskSpec("d", "distillation"))]
@@ -621,9 +621,9 @@ def test_max_samples_embeds_only_the_subset(tiny_encoder_dir, tiny_model, tiny_t
 def test_training_hands_freed_memory_back_every_few_steps(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
     """The heap is trimmed every RELEASE_EVERY_STEPS steps of a run (without the cycle collector, too slow to run
     that often), and once after preparing the data and once after training (with it)."""
-    import sentmtl.callbacks as callbacks
-    import sentmtl.run as run_module
-    from sentmtl.memory import RELEASE_EVERY_STEPS
+    import sentmtl.training.callbacks as callbacks
+    import sentmtl.training.run as run_module
+    from sentmtl.utils.memory import RELEASE_EVERY_STEPS
 
     during, around = [], []
     monkeypatch.setattr(callbacks, "release_memory", lambda collect=True: during.append(collect))
@@ -638,7 +638,7 @@ def test_training_hands_freed_memory_back_every_few_steps(tiny_encoder_dir, synt
 
 FREED_HEAP = """
 import ctypes
-from sentmtl.memory import release_memory
+from sentmtl.utils.memory import release_memory
 libc = ctypes.CDLL("libc.so.6")
 def anonymous():
     status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
@@ -684,7 +684,7 @@ def test_release_memory_returns_a_freed_heap_to_the_system():
 def test_a_streamed_run_pads_its_batches_to_a_multiple_of_8(tiny_encoder_dir, tmp_path, stream_files, monkeypatch):
     """Fewer batch shapes for a stream's unsorted lengths (STREAM_PAD_MULTIPLE); a table's batches are padded to
     their longest row, as before."""
-    from sentmtl.batching import STREAM_PAD_MULTIPLE, MultiTaskCollator
+    from sentmtl.data.batching import STREAM_PAD_MULTIPLE, MultiTaskCollator
 
     lengths = []
     original = MultiTaskCollator.__call__
@@ -719,7 +719,7 @@ def test_a_streamed_run_pads_its_batches_to_a_multiple_of_8(tiny_encoder_dir, tm
 
 
 def test_padding_to_a_multiple_keeps_pairs_negatives_and_the_length_limit(tiny_tokenizer):
-    from sentmtl.batching import MultiTaskCollator
+    from sentmtl.data.batching import MultiTaskCollator
 
     def encoded(n):
         return {"input_ids": list(range(1, n + 1)), "attention_mask": [1] * n, "token_type_ids": [0] * n}
@@ -751,7 +751,7 @@ def test_the_trainer_refuses_a_stream_under_several_processes(tiny_model, tiny_t
     """A hand-built trainer (not run_mtl.py, which refuses earlier) given a streamed train_dataset under DDP."""
     from test_training import training_args
 
-    from sentmtl.trainer import SentMtlTrainer
+    from sentmtl.training.trainer import SentMtlTrainer
 
     stream = datasets.Dataset.from_dict({"text": ["a", "b"]}).to_iterable_dataset()
     trainer = SentMtlTrainer(

@@ -13,16 +13,16 @@ import yaml
 from conftest import synthetic_rows
 
 import sentmtl
-from sentmtl.arguments import DataArguments, SentMtlTrainingArguments
-from sentmtl.batching import prepare
-from sentmtl.corpus import train_test_split
-from sentmtl.run import main, parse_args
-from sentmtl.run_tasks import DataSpec, RunTask, tasks_from_flags
-from sentmtl.task_data import TARGET_PREFIX, build_sources
-from sentmtl.task_io import LabelMap, reliability_points, task_io, task_metrics
-from sentmtl.task_types import relational_distillation_loss
-from sentmtl.tasks import TaskSpec
-from sentmtl.trainer import SentMtlTrainer
+from sentmtl.data.batching import prepare
+from sentmtl.data.plan import DataSpec, RunTask, tasks_from_flags
+from sentmtl.data.sources import TARGET_PREFIX, build_sources
+from sentmtl.data.split import train_test_split
+from sentmtl.model.task_spec import TaskSpec
+from sentmtl.model.task_types import relational_distillation_loss
+from sentmtl.tasks.io import LabelMap, reliability_points, task_io, task_metrics
+from sentmtl.training.arguments import DataArguments, SentMtlTrainingArguments
+from sentmtl.training.run import main, parse_args
+from sentmtl.training.trainer import SentMtlTrainer
 
 
 def write_csv(path, header, rows):
@@ -345,7 +345,7 @@ def all_types_model(tiny_encoder_dir):
 
 
 def test_item_12_teacher_vectors_follow_the_runs_precision(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
-    import sentmtl.embed as embed_module
+    import sentmtl.serving.embed as embed_module
 
     seen = []
     original = embed_module.encode
@@ -354,7 +354,7 @@ def test_item_12_teacher_vectors_follow_the_runs_precision(tiny_encoder_dir, syn
         seen.append((kwargs.get("precision"), str(kwargs.get("device"))))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(embed_module, "encode", spy)  # the teacher's (sentmtl.teacher_cache.Teacher.from_model)
+    monkeypatch.setattr(embed_module, "encode", spy)  # the teacher's (sentmtl.data.teacher_cache.Teacher.from_model)
     flags = [
         "--model_name_or_path",
         str(tiny_encoder_dir),
@@ -412,7 +412,7 @@ def test_item_13_relational_distillation_leaves_out_the_diagonal():
 def test_item_14_the_reliability_diagram_of_four_classes_shows_confidences_below_one_half(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from sentmtl.report import plot_reliability
+    from sentmtl.training.report import plot_reliability
 
     limits = []
     original = matplotlib.axes.Axes.set_xlim
@@ -503,8 +503,8 @@ def test_open_point_pairs_are_split_by_both_sentences():
 
 def test_open_point_the_distillation_teacher_is_a_choice(tiny_encoder_dir, tmp_path):
     """Unset: the model as the run starts (a continued run: the checkpoint's encoder); `teacher:` names another."""
-    from sentmtl.embed import encode
-    from sentmtl.run import teacher_encoder
+    from sentmtl.serving.embed import encode
+    from sentmtl.training.run import teacher_encoder
 
     model, tokenizer = model_with(tiny_encoder_dir, [TaskSpec("d", "distillation")])
     with torch.no_grad():
@@ -636,7 +636,7 @@ def test_resuming_a_checkpoint_whose_optimizer_groups_differ_is_refused(tiny_enc
     state["param_groups"][-1]["name"] = "heads.from_another_layout"
     torch.save(state, optimizer_file)
     with pytest.raises(ValueError, match=r"its optimizer has the parameter groups .*heads.from_another_layout"):
-        from sentmtl.run import run
+        from sentmtl.training.run import run
 
         run(*parse_args([*flags, "--resume_from_checkpoint", str(out / "checkpoint-1"), "--max_steps", "3"]))
 
@@ -727,7 +727,7 @@ def test_review_two_tasks_never_share_a_default_column_silently(tiny_tokenizer):
 
 
 def test_review_trainer_refusals_are_clear(tiny_encoder_dir, tmp_path):
-    from sentmtl.batching import MultiSourceDataset
+    from sentmtl.data.batching import MultiSourceDataset
 
     tasks = [TaskSpec("val", "regression")]
     model, tokenizer = model_with(tiny_encoder_dir, tasks)

@@ -13,8 +13,8 @@ from conftest import tiny_run_flags
 from transformers import AutoModel
 
 import sentmtl
-from sentmtl.hub import HubPushError, files_to_upload, push_folder
-from sentmtl.run import main
+from sentmtl.serving.hub import HubPushError, files_to_upload, push_folder
+from sentmtl.training.run import main
 
 SENTENCES = ["the movie was great .", "the food was very awful .", "the phone was fine .", "the plot was boring ."]
 
@@ -69,7 +69,7 @@ def test_save_writes_auto_map_and_code_files(trained_dir):
         "modeling_sentmtl.py",
         "configuration_sentmtl.py",
         "encoders.py",
-        "tasks.py",
+        "task_spec.py",
         "task_types.py",
         "distributed.py",
     ):
@@ -207,7 +207,7 @@ def test_push_offline_fails_after_the_local_save_and_writes_no_token(
     assert main(flags) == 1
     captured = capsys.readouterr()
     assert "Pushing to someone/sentmtl-test failed: HF_HUB_OFFLINE is set" in captured.err
-    assert f"python -m sentmtl.hub {out} --hub_model_id someone/sentmtl-test" in captured.err
+    assert f"python -m sentmtl.serving.hub {out} --hub_model_id someone/sentmtl-test" in captured.err
     # Nothing trained was lost: the folder is complete and loads.
     model, _ = sentmtl.load_model_and_tokenizer(str(out))
     assert model.config.embedding_size == 16
@@ -244,7 +244,7 @@ def test_push_uploads_the_complete_model_folder(trained_dir, monkeypatch, revisi
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setattr("sentmtl.hub.check_hub_reachable", lambda: None)
+    monkeypatch.setattr("sentmtl.serving.hub.check_hub_reachable", lambda: None)
     url = push_folder(trained_dir, "someone/model", token="tok", revision=revision)
     assert url == "https://huggingface.co/someone/model"
     assert calls["revision"] == revision
@@ -297,7 +297,7 @@ def test_sentence_transformers_export_round_trip(trained_dir, tmp_path):
 
 
 def test_export_refuses_pooler_pooling(tiny_encoder_dir, tmp_path):
-    from sentmtl.export import export_sentence_transformer
+    from sentmtl.serving.st_export import export_sentence_transformer
 
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), pooling="pooler")
     with pytest.raises(ValueError, match="pooling='pooler' has no sentence-transformers equivalent"):

@@ -11,8 +11,8 @@ import yaml
 from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
 
 import sentmtl
-from sentmtl.sampler import TaskBatchSampler
-from sentmtl.tasks import TaskSpec
+from sentmtl.data.sampler import TaskBatchSampler
+from sentmtl.model.task_spec import TaskSpec
 
 ALL_TYPES = [
     {"name": "sentiment3", "type": "classification", "labels": ["neg", "mid", "pos"]},
@@ -89,7 +89,7 @@ def test_absent_targets_are_masked(all_types_model):
 
 
 def test_cosent_and_cosine_mse_reward_the_right_order():
-    from sentmtl.task_types import cosent_loss, relational_distillation_loss, task_type
+    from sentmtl.model.task_types import cosent_loss, relational_distillation_loss, task_type
 
     scores = torch.tensor([0.9, 0.1, 0.5])
     assert cosent_loss(torch.tensor([0.8, 0.1, 0.4]), scores) < cosent_loss(torch.tensor([0.1, 0.8, 0.4]), scores)
@@ -227,7 +227,7 @@ def tiny_task_flags(tiny_encoder_dir, out, *extra):
 
 
 def test_a_run_file_with_tasks_trains_each_on_its_own_data(tiny_encoder_dir, two_datasets, tmp_path, capsys):
-    from sentmtl.run import main
+    from sentmtl.training.run import main
 
     out = tmp_path / "run"
     assert main([str(two_datasets), *tiny_task_flags(tiny_encoder_dir, out)]) == 0
@@ -248,14 +248,14 @@ def test_a_run_file_with_tasks_trains_each_on_its_own_data(tiny_encoder_dir, two
     # The run file is replayed from run_config.yaml, tasks included.
     saved = yaml.safe_load((out / "run_config.yaml").read_text())
     assert [t["name"] for t in saved["tasks"]] == ["tone", "sim", "keep"]
-    from sentmtl.run import parse_args
+    from sentmtl.training.run import parse_args
 
     _, data_args, _ = parse_args([str(out / "run_config.yaml"), "--output_dir", str(tmp_path / "again")])
     assert [t.spec.name for t in data_args.tasks] == ["tone", "sim", "keep"]
 
 
 def test_run_file_task_errors_name_the_field_file_and_column(tiny_encoder_dir, two_datasets, tmp_path, capsys):
-    from sentmtl.run import main
+    from sentmtl.training.run import main
 
     bad = yaml.safe_load(two_datasets.read_text())
     bad["tasks"][0]["colour"] = "red"
@@ -280,8 +280,8 @@ def test_run_file_task_errors_name_the_field_file_and_column(tiny_encoder_dir, t
 
 
 def test_freeze_a_task_head_and_give_a_head_its_own_lr(tiny_encoder_dir, two_datasets, tmp_path):
-    from sentmtl.arguments import SentMtlTrainingArguments
-    from sentmtl.trainer import build_param_groups
+    from sentmtl.training.arguments import SentMtlTrainingArguments
+    from sentmtl.training.trainer import build_param_groups
 
     model, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, tasks=ALL_TYPES[:3])
     args = SentMtlTrainingArguments(output_dir=str(tmp_path), use_cpu=True, head_learning_rate=1e-4)
@@ -298,7 +298,7 @@ def test_freeze_a_task_head_and_give_a_head_its_own_lr(tiny_encoder_dir, two_dat
 
 @pytest.fixture(scope="module")
 def three_task_dir(tmp_path_factory, tiny_encoder_dir):
-    from sentmtl.run import main
+    from sentmtl.training.run import main
 
     tmp = tmp_path_factory.mktemp("n-tasks")
     rows = synthetic_rows(64)
@@ -415,7 +415,7 @@ def test_a_checkpoint_saved_before_tasks_still_loads(tiny_encoder_dir, tmp_path)
 @pytest.mark.slow
 def test_real_encoder_two_datasets_corpus_and_stsb(data_dir, tmp_path):
     """The bundled encoder on the corpus and STS-B pairs together (a short slice of configs/multitask_sts.yaml)."""
-    from sentmtl.run import main
+    from sentmtl.training.run import main
 
     stsb = REPO_ROOT.parent / "shared" / "data" / "stsbenchmark"
     if not (stsb / "sts-train.csv").is_file():
@@ -460,9 +460,9 @@ def test_real_encoder_two_datasets_corpus_and_stsb(data_dir, tmp_path):
 
 
 def test_a_bad_value_names_the_file_line_and_column(tmp_path):
-    from sentmtl.arguments import DataArguments
-    from sentmtl.run_tasks import DataSpec, RunTask
-    from sentmtl.task_data import build_sources
+    from sentmtl.data.plan import DataSpec, RunTask
+    from sentmtl.data.sources import build_sources
+    from sentmtl.training.arguments import DataArguments
 
     path = tmp_path / "tone.csv"
     path.write_text("text,tone\nthe food was great .,pos\nthe plot was bad .,angry\n")
@@ -477,7 +477,7 @@ def test_a_bad_value_names_the_file_line_and_column(tmp_path):
 def test_each_process_takes_its_share_of_the_same_global_batch():
     """Under DDP every process trains the same source at the same step, and 2 × b rows are the rows of one batch of
     2b (accelerate's own sharding gave processes different sources' batches and never advanced the epoch)."""
-    from sentmtl.sampler import RankBatches
+    from sentmtl.data.sampler import RankBatches
 
     inner = TaskBatchSampler(LENGTHS, 8, "round_robin", seed=1)
     shares = [list(RankBatches(inner, 2, rank)) for rank in (0, 1)]

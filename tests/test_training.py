@@ -11,15 +11,15 @@ import torch
 from conftest import REPO_ROOT, synthetic_rows, tiny_run_flags
 from transformers import TrainerCallback
 
-from sentmtl.arguments import SentMtlTrainingArguments
-from sentmtl.batching import prepare
-from sentmtl.callbacks import FreezeCallback
-from sentmtl.run import main, parse_args, run
-from sentmtl.run_tasks import tasks_from_flags
-from sentmtl.task_data import build_sources
-from sentmtl.task_io import task_io
-from sentmtl.tasks import TaskSpec
-from sentmtl.trainer import SentMtlTrainer, build_param_groups
+from sentmtl.data.batching import prepare
+from sentmtl.data.plan import tasks_from_flags
+from sentmtl.data.sources import build_sources
+from sentmtl.model.task_spec import TaskSpec
+from sentmtl.tasks.io import task_io
+from sentmtl.training.arguments import SentMtlTrainingArguments
+from sentmtl.training.callbacks import FreezeCallback
+from sentmtl.training.run import main, parse_args, run
+from sentmtl.training.trainer import SentMtlTrainer, build_param_groups
 
 
 def training_args(tmp_path, **overrides):
@@ -88,7 +88,7 @@ def test_llrd_decays_downwards(tiny_model, tmp_path):
 
 
 def test_merged_groups_hold_each_parameter_once_with_its_lr_and_decay(tiny_model, tmp_path):
-    from sentmtl.trainer import merge_param_groups
+    from sentmtl.training.trainer import merge_param_groups
 
     args = training_args(tmp_path, backbone_learning_rate=1e-4, layerwise_lr_decay=0.5, weight_decay=0.01)
     groups = build_param_groups(tiny_model, args)
@@ -102,12 +102,12 @@ def test_merged_groups_hold_each_parameter_once_with_its_lr_and_decay(tiny_model
 
 def test_merged_groups_train_the_same_loss_curve(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
     """Merging the optimizer groups that share (LR, weight decay) changes nothing but the launch count."""
-    import sentmtl.trainer
+    import sentmtl.training.trainer
 
     curves = []
     for merge in (True, False):
         if not merge:
-            monkeypatch.setattr(sentmtl.trainer, "merge_param_groups", lambda groups: groups)
+            monkeypatch.setattr(sentmtl.training.trainer, "merge_param_groups", lambda groups: groups)
         flags = tiny_run_flags(
             tiny_encoder_dir,
             synthetic_csv,
@@ -241,7 +241,7 @@ def test_task_metrics_against_hand_computed_values():
 def test_binary_precision_recall_f1_name_their_class():
     """Issue 31, finding 5: with two classes precision / recall / F1 are class id 1's whatever its name; the keys, the
     table and the card now name it (the unnamed keys stay as aliases)."""
-    from sentmtl.report import format_metrics_table
+    from sentmtl.training.report import format_metrics_table
 
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 3.0], [1.0, 0.0]])  # predicted 0, 1, 1, 0
     labels = np.array([0, 1, 0, 0])  # id 1 predicted twice, right once: its precision 1/2, recall 1
@@ -443,7 +443,7 @@ def test_fast_path_trains_to_the_same_place_as_the_plain_one(tiny_encoder_dir, s
 
 def test_task_batches_are_seeded_per_epoch(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
     """The Trainer must hand every epoch to the sampler (else each epoch would repeat the first one's order)."""
-    from sentmtl.sampler import TaskBatchSampler
+    from sentmtl.data.sampler import TaskBatchSampler
 
     epochs = []
     original = TaskBatchSampler.set_epoch
@@ -482,7 +482,7 @@ def test_a_checkpoint_from_before_merged_groups_is_refused_with_the_reason(tiny_
 def test_getitems_reads_a_batch_as_getitem_does_across_parts():
     """`MultiSourceDataset.__getitems__` (one read per part and batch) returns what row-by-row reading returns, in the
     order asked, across parts."""
-    from sentmtl.batching import MultiSourceDataset
+    from sentmtl.data.batching import MultiSourceDataset
 
     first = datasets.Dataset.from_dict({"input_ids": [[1, 2], [3], [4, 5, 6]], "target__a": [0.5, 1.0, 0.0]})
     second = datasets.Dataset.from_dict({"input_ids": [[7], [8, 9]], "target__b": [[0.25, 0.5], [0.75, 1.0]]})

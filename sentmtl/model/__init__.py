@@ -1,0 +1,4 @@
+"""The half of sentmtl that travels beside the weights: the config, the model, its parts, the task types' model half,
+the DDP helpers and the encoder checks. `save_pretrained` copies these files next to the weights so that
+`AutoModel.from_pretrained(dir, trust_remote_code=True)` works without sentmtl: they import only each other (by
+`from .x import`), torch, transformers and the standard library. Nothing here imports from the rest of the package."""

@@ -1,0 +1,404 @@
+"""`SentMtlModel`: a pretrained encoder turned into a multi-task sentence transformer.
+
+encoder ─> pooling ─> shared_projection (hidden → embedding_size) ─> L2 normalise ─> embeddings
+                                                  ├─ <task>_head per classification / multilabel / score / regression
+                                                  │    task (the seed's: classification_head, sentiment_head)
+                                                  └─ similarity and distillation tasks train the embeddings directly
+"""
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_sentmtl import SentMtlConfig
+from .distributed import gather_rows, scale_for_ddp, world
+from .modeling_parts import ModelParts, ParameterGroup, Pooling, TaskHead
+from .task_spec import TaskSpec, first_task
+from .task_types import TaskInputs, prefix_self_distillation_loss
+
+
+class SentMtlPreTrainedModel(PreTrainedModel):
+    config_class = SentMtlConfig
+    config: SentMtlConfig
+    base_model_prefix = "sentmtl"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    # The losses are per-batch means. Left to introspection, the Trainer would see a `**kwargs` forward, assume the
+    # model normalises by `num_items_in_batch` itself, and then skip its division by the gradient accumulation steps
+    # and multiply by the number of processes: GA× / N× too large a loss.
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module):
+        # The encoder is a `PreTrainedModel` of its own and initialises itself; this covers the heads.
+        super()._init_weights(module)
+        if isinstance(module, SentMtlModel) and module.loss_log_variances is not None:
+            nn.init.zeros_(module.loss_log_variances)  # s_i = 0: every task starts at weight exp(0) = 1, the plain sum
+        if module is getattr(self, "shared_projection", None) and self.config.projection_init == "identity":
+            nn.init.eye_(module.weight)
+            nn.init.zeros_(module.bias)
+        if isinstance(module, TaskHead) and module.logit_scale is not None:
+            nn.init.constant_(module.logit_scale, self.config.head_logit_scale)
+
+
+# Where a model folder keeps its ONNX export (`sentmtl.serving.onnx_export`), and the file that marks one. Here, beside the
+# weights, because every save of new weights must remove the export of the old ones.
+ONNX_FOLDER = "onnx"
+MANIFEST = "sentmtl_onnx.json"
+logger = logging.getLogger(__name__)
+
+
+def remove_stale_export(folder) -> bool:
+    """Remove `folder/onnx/` when it holds an export: it was made from the weights just replaced, and served or pushed
+    beside the new ones it would give the old model's outputs. Returns whether one was removed."""
+    export = Path(folder) / ONNX_FOLDER
+    if not (export / MANIFEST).is_file():
+        return False
+    shutil.rmtree(export)
+    logger.warning(
+        "Removed %s: it held the ONNX export of the weights this save replaced (export again for a new one).", export
+    )
+    return True
+
+
+@dataclass
+class SentMtlOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, returned when targets are given):
+        The combined loss: the weighted sum of the losses of the tasks present (see `SentMtlConfig.loss_weighting`).
+    task_losses (`dict[str, torch.FloatTensor]`, returned when targets are given):
+        Each present task's loss, by task name. Tasks without targets in the batch are not computed.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        The first classification task's class logits (Task A in the seed's model).
+    sentiment_scores (`torch.FloatTensor` of shape `(batch_size,)`):
+        The first score task's value in [0, 1] (Task B in the seed's model): `sigmoid(sentiment_logits)`.
+    sentiment_logits (`torch.FloatTensor` of shape `(batch_size,)`):
+        That score before the sigmoid.
+    task_logits (`dict[str, torch.FloatTensor]`):
+        Every headed task's output by name: `(batch_size, K)` for classification / multilabel, `(batch_size,)` for
+        score (the logit) and regression (the value).
+    task_outputs (`dict[str, torch.FloatTensor]`):
+        What each task's loss and metrics read, by name: `task_logits` for headed tasks, the pair cosines
+        `(batch_size,)` for similarity (when pairs are given), the embeddings for distillation.
+    embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`):
+        The sentence embeddings (unit norm when `config.normalize`).
+    pair_embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`, returned for sentence pairs):
+        The second sentences' embeddings.
+    classification_loss / sentiment_loss (`torch.FloatTensor` of shape `()`):
+        The first classification / score task's loss, the seed's names (aliases of `task_losses` entries).
+    """
+
+    loss: torch.FloatTensor | None = None
+    task_losses: dict | None = None
+    logits: torch.FloatTensor | None = None
+    sentiment_scores: torch.FloatTensor | None = None
+    sentiment_logits: torch.FloatTensor | None = None
+    task_logits: dict | None = None
+    task_outputs: dict | None = None
+    embeddings: torch.FloatTensor | None = None
+    pair_embeddings: torch.FloatTensor | None = None
+    classification_loss: torch.FloatTensor | None = None
+    sentiment_loss: torch.FloatTensor | None = None
+
+
+class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
+    def __init__(self, config: SentMtlConfig, encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder_config)
+        # One config object for the whole model, so edits to `model.config.encoder_config` reach the encoder.
+        config.encoder_config._attn_implementation = self.encoder.config._attn_implementation
+        self.encoder.config = config.encoder_config
+        if config.pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
+            raise ValueError(
+                f"pooling='pooler' needs an encoder with a pooler layer; this {type(self.encoder).__name__} has none: "
+                "use 'mean' or 'cls'."
+            )
+        if config.pooling != "pooler" and getattr(self.encoder, "pooler", None) is not None:
+            # An unused pooler would get no gradients: dead weights, and an error under DDP.
+            self.encoder.pooler = None
+        self.pooling = Pooling(config.pooling)
+        if config.projection_init == "identity" and config.embedding_size != config.hidden_size:
+            # Checked here, not in the config: only the encoder knows its hidden size for sure.
+            raise ValueError(
+                f"projection_init='identity' needs embedding_size equal to the encoder's hidden size "
+                f"({config.hidden_size}); got embedding_size={config.embedding_size}."
+            )
+        self.shared_projection = nn.Linear(config.hidden_size, config.embedding_size)
+        self.dropout = nn.Dropout(config.dropout)
+        for task in self.tasks:
+            if task.has_head:
+                scale = config.head_logit_scale if task.kind.scaled_head else None
+                setattr(self, f"{task.name}_head", TaskHead(config.embedding_size, task.head_size, scale))
+        if config.loss_weighting == "uncertainty":
+            self.loss_log_variances = nn.Parameter(torch.zeros(len(self.tasks)))
+        else:
+            self.loss_log_variances = None
+        self.post_init()
+
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        """The model's tasks, read from the config (which owns them: a continued run or label smoothing edits the
+        config, and the model follows)."""
+        return self.config.task_specs
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # With a classification task, the Hub's text-classification widget and `pipeline(..., trust_remote_code=True)`
+        # find the sequence-classification view through auto_map (save_pretrained adds the other two entries).
+        if first_task(self.tasks, "classification") is not None:
+            view = "modeling_sentmtl.SentMtlForSequenceClassification"
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModelForSequenceClassification": view,
+            }
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            remove_stale_export(save_directory)
+        return saved
+
+    @classmethod
+    def from_encoder(cls, name_or_path=None, allow_pickle_weights: bool = False, **config_overrides) -> "SentMtlModel":
+        """A fresh multi-task model around a pretrained encoder's weights (the heads start untrained).
+
+        With no name, the bundled all-MiniLM-L6-v2 is used (its weights are checked against their sha256 once).
+        `config_overrides` are `SentMtlConfig` fields, e.g. `pooling="cls", embedding_size=128, tasks=[...]`. Weights
+        load from safetensors only unless `allow_pickle_weights`.
+        """
+        from .encoders import (
+            DEFAULT_ENCODER_NAME,
+            resolve_encoder,
+            weights_loading_kwargs,
+        )
+
+        path = resolve_encoder(name_or_path)
+        encoder = AutoModel.from_pretrained(path, **weights_loading_kwargs(path, allow_pickle_weights))
+        config_overrides.setdefault("encoder_name_or_path", str(name_or_path or DEFAULT_ENCODER_NAME))
+        config = SentMtlConfig(encoder_config=encoder.config.to_dict(), **config_overrides)
+        return cls(config, encoder=encoder)
+
+    def pool(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """The encoder's pooled sentence vector `[batch, hidden]`, before the projection."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.encoder(**kwargs)
+        return self.pooling(out.last_hidden_state, attention_mask, getattr(out, "pooler_output", None))
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """Sentence embeddings `[batch, embedding_size]`: pooled, projected and (by default) L2-normalised."""
+        pooled = self.pool(input_ids, attention_mask, token_type_ids)
+        # The projection and the normalisation run in fp32 even under bf16 / fp16 autocast: they are ~0.5% of the
+        # FLOPs, and rounding the 256 outputs (and their norm) to bf16 alone costs ~0.004 of cosine similarity.
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            embeddings = self.shared_projection(pooled.float())
+            return F.normalize(embeddings, p=2, dim=-1) if self.config.normalize else embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        task_labels: dict[str, torch.Tensor] | None = None,
+        pair_input_ids: torch.Tensor | None = None,
+        pair_attention_mask: torch.Tensor | None = None,
+        pair_token_type_ids: torch.Tensor | None = None,
+        negative_input_ids: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        negative_token_type_ids: torch.Tensor | None = None,
+    ) -> SentMtlOutput:
+        r"""
+        task_labels (`dict[str, torch.Tensor]`, *optional*): targets by task name, in each type's layout (see
+            `sentmtl.model.task_types`); only the tasks named here are computed, and within a task the rows whose target
+            is absent (-100 for class ids, NaN otherwise) are left out. The seed's model:
+            `{"classification": class ids, "sentiment": scores in [0, 1]}`.
+        pair_input_ids / pair_attention_mask / pair_token_type_ids (*optional*): the second sentence of each pair,
+            for similarity and contrastive tasks.
+        negative_input_ids / negative_attention_mask / negative_token_type_ids (*optional*): `[batch, k, length]`,
+            k hard negatives per row, for contrastive tasks.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeddings = self.embed(input_ids, attention_mask, token_type_ids)
+        pair_embeddings = None
+        if pair_input_ids is not None:
+            if pair_attention_mask is None:
+                pair_attention_mask = torch.ones_like(pair_input_ids)
+            pair_embeddings = self.embed(pair_input_ids, pair_attention_mask, pair_token_type_ids)
+        negative_embeddings = None
+        if negative_input_ids is not None:
+            rows, k = negative_input_ids.shape[:2]
+            flat = lambda x: None if x is None else x.reshape(rows * k, -1)  # noqa: E731
+            mask = (
+                negative_attention_mask if negative_attention_mask is not None else torch.ones_like(negative_input_ids)
+            )
+            negative_embeddings = self.embed(flat(negative_input_ids), flat(mask), flat(negative_token_type_ids))
+            negative_embeddings = negative_embeddings.reshape(rows, k, -1)
+        features = self.dropout(embeddings)
+        tasks = self.tasks  # read from the config once per forward
+        targets = task_labels or {}
+        unknown = sorted(set(targets) - {task.name for task in tasks})
+        if unknown:
+            raise ValueError(
+                f"task_labels names {unknown}, which are not tasks of this model ({', '.join(t.name for t in tasks)})."
+            )
+
+        task_outputs, task_losses, labelled = {}, {}, {}
+        matryoshka = self.config.matryoshka()
+        for task in tasks:
+            if task.kind.pairs and pair_embeddings is None and task.name not in targets:
+                continue  # a pair task without pairs: nothing to show, nothing asked
+            head = getattr(self, f"{task.name}_head")(features) if task.has_head else None
+            inputs = TaskInputs(embeddings, pair_embeddings, head, negative_embeddings)
+            output = task.kind.output(task, inputs)
+            task_outputs[task.name] = output
+            if task.name not in targets:
+                continue
+            if matryoshka and task.on_prefixes:
+                # Matryoshka: the weighted mean of the loss over the embedding's truncated, re-normalised prefixes.
+                total = sum(weight for _, weight in matryoshka)
+                results = [
+                    (
+                        weight,
+                        self._task_loss(
+                            task,
+                            output
+                            if size == self.config.embedding_size
+                            else task.kind.output(task, inputs.truncated(size, self.config.normalize)),
+                            targets[task.name],
+                        ),
+                    )
+                    for size, weight in matryoshka
+                ]
+                task_losses[task.name] = torch.stack([weight * loss for weight, (loss, _) in results]).sum() / total
+                labelled[task.name] = results[0][1][1]  # the same rows at every size
+            else:
+                task_losses[task.name], labelled[task.name] = self._task_loss(task, output, targets[task.name])
+        loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
+        if loss is not None and self.config.matryoshka_self_distillation and matryoshka:
+            every = [
+                embeddings,
+                pair_embeddings,
+                None if negative_embeddings is None else negative_embeddings.reshape(-1, embeddings.shape[-1]),
+            ]
+            loss = loss + self.config.matryoshka_self_distillation * self.prefix_self_distillation(
+                torch.cat([e for e in every if e is not None]), matryoshka
+            )
+
+        first = {kind: first_task(tasks, kind) for kind in ("classification", "score")}
+        sentiment_logits = task_outputs.get(first["score"].name) if first["score"] else None
+        return SentMtlOutput(
+            loss=loss,
+            task_losses=task_losses or None,
+            logits=task_outputs.get(first["classification"].name) if first["classification"] else None,
+            sentiment_scores=first["score"].kind.predict(first["score"], sentiment_logits)
+            if sentiment_logits is not None
+            else None,
+            sentiment_logits=sentiment_logits,
+            task_logits={task.name: task_outputs[task.name] for task in tasks if task.has_head},
+            task_outputs=task_outputs,
+            embeddings=embeddings,
+            pair_embeddings=pair_embeddings,
+            classification_loss=task_losses.get(first["classification"].name) if first["classification"] else None,
+            sentiment_loss=task_losses.get(first["score"].name) if first["score"] else None,
+        )
+
+    def prefix_self_distillation(self, embeddings: torch.Tensor, matryoshka: list[tuple[int, float]]) -> torch.Tensor:
+        """`prefix_self_distillation_loss` over these rows; under DDP over the gathered global batch, as the tasks'
+        losses are."""
+        if self.training and world()[0] > 1:
+            return scale_for_ddp(prefix_self_distillation_loss(gather_rows(embeddings), matryoshka))
+        return prefix_self_distillation_loss(embeddings, matryoshka)
+
+    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor):
+        """(loss, whether any row carried a target) over the rows the loss sees."""
+        if self.training and world()[0] > 1:
+            # Under DDP this process holds a share of the global batch. A loss that compares rows must see all of
+            # them, and a mean over rows must count every process's rows alike (shares can differ by a row, and DDP
+            # averages the processes' gradients as equals): so every task's loss is taken over the gathered batch.
+            # The gradient flows to the local rows only and is scaled back to the one-process gradient.
+            output, targets = gather_rows(output), gather_rows(targets)
+            return scale_for_ddp(task.kind.loss(task, output, targets)), task.kind.present(targets).any()
+        return task.kind.loss(task, output, targets), task.kind.present(targets).any()
+
+    def combine_losses(
+        self, task_losses: dict, tasks: list[TaskSpec] | None = None, labelled: dict | None = None
+    ) -> torch.Tensor:
+        """The weighted sum of the losses of the tasks present (a dict by task name). `labelled`: {task: whether any
+        row carried its target} (a bool, or a bool tensor, so no host sync); a task without one adds nothing."""
+        tasks = tasks if tasks is not None else self.tasks
+        if self.loss_log_variances is not None:
+            # Kendall et al. 2018: exp(-s) = 1/sigma^2 weighs each task; s/2 = log(sigma) stops s from growing
+            # without bound (which would switch the task off). A batch with no target for a task must not move its
+            # s either: its loss is 0, and s/2 alone would push s down, the task's weight up.
+            s = self.loss_log_variances.float()
+            flags = {
+                name: torch.as_tensor((labelled or {}).get(name, True), dtype=s.dtype, device=s.device)
+                for name in task_losses
+            }
+            terms = [
+                flags[task.name] * (torch.exp(-s[i]) * task_losses[task.name] + 0.5 * s[i])
+                for i, task in enumerate(tasks)
+                if task.name in task_losses
+            ]
+        else:
+            terms = [task.loss_weight * task_losses[task.name] for task in tasks if task.name in task_losses]
+        return torch.stack(terms).sum()
+
+
+class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
+    """The first classification task as a plain sequence classifier, so `pipeline("text-classification", model=dir)`,
+    `AutoModelForSequenceClassification` and the Hub widget work on a sentmtl checkpoint. The checkpoint's keys load
+    under `sentmtl.` (the base model prefix), as a BERT checkpoint loads into BertForSequenceClassification."""
+
+    def __init__(self, config: SentMtlConfig):
+        super().__init__(config)
+        self.sentmtl = SentMtlModel(config)
+        self.task = first_task(self.sentmtl.model.task_spec, "classification")
+        if self.task is None:
+            raise ValueError("this sentmtl model has no classification task to serve as a sequence classifier.")
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        # **kwargs: the pipeline passes tokenizer outputs and flags (return_dict …) that the model has no use for.
+        out = self.sentmtl(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            task_labels={self.task.name: labels} if labels is not None else None,
+        )
+        return SequenceClassifierOutput(loss=out.loss, logits=out.task_outputs[self.task.name])
+
+
+def register_auto_classes() -> None:
+    """Make `AutoConfig` / `AutoModel` / `AutoModelForSequenceClassification` resolve `model_type="sentmtl"` without
+    `trust_remote_code`."""
+    AutoConfig.register(SentMtlConfig.model_type, SentMtlConfig, exist_ok=True)
+    AutoModel.register(SentMtlConfig, SentMtlModel, exist_ok=True)
+    AutoModelForSequenceClassification.register(SentMtlConfig, SentMtlForSequenceClassification, exist_ok=True)
+
+
+# `save_pretrained` writes `auto_map` into config.json and copies this file and the modules it imports (recursively:
+# configuration, tasks, task types, parts, distributed, encoders) beside the weights, so `AutoModel.from_pretrained(dir, trust_remote_code=True)`
+# works where sentmtl is not installed. The code files stay free of imports outside torch / transformers / stdlib
+# (transformers refuses remote code whose imports are missing; optional ones sit in try blocks).
+SentMtlConfig.register_for_auto_class()
+SentMtlModel.register_for_auto_class("AutoModel")
+SentMtlForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+
+__all__ = [
+    "ParameterGroup",
+    "Pooling",
+    "SentMtlForSequenceClassification",
+    "SentMtlModel",
+    "SentMtlOutput",
+    "SentMtlPreTrainedModel",
+    "TaskHead",
+    "register_auto_classes",
+]

@@ -1,0 +1,193 @@
+"""`encode(...)`: sentences in, unit-norm float32 embeddings out (batched by length, order restored)."""
+
+import logging
+import operator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from ..model.modeling_sentmtl import SentMtlModel
+from .loading import load_model_and_tokenizer
+from .precision import default_device, fast_bf16_available
+
+logger = logging.getLogger(__name__)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def default_max_length(tokenizer: PreTrainedTokenizerBase, model: SentMtlModel) -> int:
+    """The longest input the encoder accepts (tokenizers often report a huge `model_max_length` sentinel)."""
+    limit = getattr(model.config.encoder_config, "max_position_embeddings", 512)
+    return min(tokenizer.model_max_length, limit)
+
+
+def encode(
+    model,
+    sentences: list[str],
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    show_progress_bar: bool | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    truncated: list[int] | None = None,
+    pooled: bool = False,
+    truncate_dim: int | None = None,
+) -> np.ndarray:
+    """Embed `sentences` with a `SentMtlModel` (or a path to one); returns float32 `[n, embedding_size]` in input order.
+
+    Sentences are sorted by token count so each batch pads only to its own longest member, then put back.
+    `device`: where to run (default: where the model already is; a model given as a path goes to the GPU when there
+    is one). `precision`: `fp32`, `bf16` (autocast; weights stay fp32) or `auto` — bf16 where the device runs it fast
+    (CPUs where a short probe measured it faster, `fast_bf16_available`; not CUDA GPUs, where this small encoder
+    measured slower in bf16), else fp32. bf16 embeddings keep a cosine similarity of
+    about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). `pooled=True` returns the encoder's pooled
+    vectors `[n, hidden]` before the projection (distillation targets). Sentences longer than `max_length` tokens
+    (default: the encoder's limit) are truncated: their indices are appended to `truncated` when given, else logged.
+    `truncate_dim`: the embeddings' first `truncate_dim` dimensions, re-normalised (for a model trained with
+    `matryoshka_dims`; sentence-transformers' `truncate_dim`).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}.")
+    if isinstance(model, (str, Path)):
+        model, loaded_tokenizer = load_model_and_tokenizer(model)
+        tokenizer = tokenizer or loaded_tokenizer
+        device = device or default_device()
+    if tokenizer is None:
+        raise ValueError("encode() needs the tokenizer that goes with the model (or a checkpoint path as `model`).")
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    sentences = list(sentences)
+    width = model.config.hidden_size if pooled else model.config.embedding_size
+    if truncate_dim is not None:
+        truncate_dim = _as_size(truncate_dim)
+        if pooled or truncate_dim is None or not 1 <= truncate_dim <= width:
+            raise ValueError(
+                f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({width}), and not "
+                "with pooled=True."
+            )
+        width = truncate_dim
+    if not sentences:
+        return np.zeros((0, width), dtype=np.float32)
+    if device is not None:
+        # Outside inference mode: parameters moved inside it would become inference tensors, and a model trained
+        # after encoding (distillation targets are computed before training) would fail in its first backward.
+        model.to(device)
+    with torch.inference_mode():
+        return _encode(
+            model,
+            sentences,
+            tokenizer,
+            batch_size,
+            max_length,
+            show_progress_bar,
+            precision,
+            truncated,
+            pooled,
+            width,
+            truncate_dim,
+        )
+
+
+def tokenize_sentences(
+    tokenizer, sentences: list[str], max_length: int, truncated: list[int] | None = None
+) -> list[list[int]]:
+    """Token ids of each sentence, cut to `max_length`. The indices of the cut sentences are appended to `truncated`
+    when given, else logged: nothing is shortened silently."""
+    # Tokenise untruncated first, so over-long sentences are known (and counted), then truncate just those.
+    tokenized = tokenizer(sentences, truncation=False, verbose=False)["input_ids"]
+    too_long = [i for i, ids in enumerate(tokenized) if len(ids) > max_length]
+    if too_long:
+        shortened = tokenizer([sentences[i] for i in too_long], truncation=True, max_length=max_length)["input_ids"]
+        for i, ids in zip(too_long, shortened):
+            tokenized[i] = ids
+        if truncated is not None:
+            truncated.extend(too_long)
+        else:
+            logger.warning(
+                "%d of %d sentences are longer than %d tokens and were truncated.",
+                len(too_long),
+                len(sentences),
+                max_length,
+            )
+    return tokenized
+
+
+def pad_ids(batch: list[list[int]], tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """`(input_ids, attention_mask)` int64 `[len(batch), longest]`, padded on the tokenizer's side with its pad id:
+    numpy filling instead of `tokenizer.pad`, whose per-row Python work showed in every embedding batch. No
+    token_type_ids, as `encode` never passed them: the encoder's default (0) is what single sentences get from BERT-like
+    tokenizers (the ONNX export refuses a tokenizer that gives them other types)."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError(f"the tokenizer ({type(tokenizer).__name__}) has no pad token: set tokenizer.pad_token.")
+    lengths = np.fromiter((len(ids) for ids in batch), dtype=np.int64, count=len(batch))
+    width = int(lengths.max()) if len(batch) else 0
+    positions = np.arange(width)
+    if tokenizer.padding_side == "left":
+        mask = positions[None, :] >= (width - lengths)[:, None]
+    else:
+        mask = positions[None, :] < lengths[:, None]
+    input_ids = np.full((len(batch), width), tokenizer.pad_token_id, dtype=np.int64)
+    input_ids[mask] = np.fromiter((t for ids in batch for t in ids), dtype=np.int64, count=int(lengths.sum()))
+    return input_ids, mask.astype(np.int64)
+
+
+def length_batches(tokenizer, tokenized: list[list[int]], batch_size: int, show_progress_bar: bool | None, desc: str):
+    """`(row indices, input_ids, attention_mask)` per batch, longest sentences first, each batch padded only to its
+    own longest member (`pad_ids`); the caller puts the rows back by their indices. A progress bar on long inputs."""
+    order = np.argsort([-len(ids) for ids in tokenized], kind="stable")
+    if show_progress_bar is None:
+        show_progress_bar = len(tokenized) > 10 * batch_size
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress_bar):
+        index = order[start : start + batch_size]
+        yield (index, *pad_ids([tokenized[i] for i in index], tokenizer))
+
+
+def _as_size(value) -> int | None:
+    """An integer size (numpy integers included; not a bool, not 2.5), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _encode(
+    model,
+    sentences,
+    tokenizer,
+    batch_size,
+    max_length,
+    show_progress_bar,
+    precision,
+    truncated,
+    pooled,
+    width,
+    truncate_dim=None,
+) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+
+    tokenized = tokenize_sentences(tokenizer, sentences, max_length or default_max_length(tokenizer, model), truncated)
+    out = np.empty((len(sentences), width), dtype=np.float32)
+    forward = model.pool if pooled else model.embed
+    target = next(model.parameters()).device
+    # The precision follows the device the model is on, not the best device this machine has.
+    use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16_available(target.type))
+    autocast = torch.autocast(device_type=target.type, dtype=torch.bfloat16, enabled=use_bf16)
+    for index, input_ids, attention_mask in length_batches(
+        tokenizer, tokenized, batch_size, show_progress_bar, "Embedding"
+    ):
+        input_ids, attention_mask = torch.from_numpy(input_ids).to(target), torch.from_numpy(attention_mask).to(target)
+        with autocast:
+            embeddings = forward(input_ids, attention_mask)
+        if truncate_dim is not None:  # a prefix of the unit vector, made unit again (when the model normalises)
+            embeddings = embeddings.float()[:, :truncate_dim]
+            embeddings = F.normalize(embeddings, dim=-1) if model.config.normalize else embeddings
+        out[index] = embeddings.float().cpu().numpy()
+    model.train(was_training)
+    return out

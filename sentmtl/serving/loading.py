@@ -1,0 +1,113 @@
+"""The one place that loads models: a sentmtl checkpoint (folder or Hub id) or a fresh model around a plain encoder,
+and the model a run trains (a fresh one with the run's tasks, or a checkpoint continued with them)."""
+
+import logging
+
+from transformers import AutoTokenizer, PretrainedConfig
+
+from ..model.configuration_sentmtl import SentMtlConfig
+from ..model.encoders import resolve_encoder, weights_loading_kwargs
+from ..model.modeling_sentmtl import SentMtlModel
+from ..model.task_spec import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+
+def resolved_model_type(name_or_path) -> str | None:
+    """`model_type` of the config that `from_pretrained(name_or_path)` would read: a folder, or a Hub id resolved
+    through the Hub cache (offline too). None when there is no config to read."""
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(resolve_encoder(name_or_path))
+    except (OSError, ValueError):
+        return None
+    return config_dict.get("model_type")
+
+
+def is_sentmtl_checkpoint(name_or_path) -> bool:
+    """True for a model saved by `SentMtlModel.save_pretrained`, local or on the Hub (decided by its config's
+    `model_type`, not by where it lives)."""
+    return name_or_path is not None and resolved_model_type(name_or_path) == SentMtlConfig.model_type
+
+
+def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = False, **config_overrides):
+    """A `SentMtlModel` and its tokenizer from a sentmtl checkpoint, or a fresh model around a plain encoder.
+
+    `None` means the bundled all-MiniLM-L6-v2. Only a fresh model takes `config_overrides`. Weights load from
+    safetensors only, unless `allow_pickle_weights` (a pickle can run code when loaded).
+    """
+    if is_sentmtl_checkpoint(name_or_path):
+        if config_overrides:
+            raise ValueError(
+                f"{name_or_path} is a trained sentmtl checkpoint: its architecture is fixed by its config.json, "
+                f"so {sorted(config_overrides)} cannot be overridden."
+            )
+        model = SentMtlModel.from_pretrained(name_or_path, **weights_loading_kwargs(name_or_path, allow_pickle_weights))
+        return model, AutoTokenizer.from_pretrained(name_or_path)
+    model = SentMtlModel.from_encoder(name_or_path, allow_pickle_weights=allow_pickle_weights, **config_overrides)
+    return model, AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
+
+
+# Config fields that are training settings, not architecture: a continued run sets them itself (as it sets its tasks'
+# losses and weights), rather than keeping its checkpoint's.
+RUN_SETTINGS = ("matryoshka_self_distillation",)
+
+
+def refuse_architecture_flags(model_args, config) -> None:
+    """A checkpoint's config.json fixes its architecture: a flag set away from its default that the checkpoint does
+    not share (`--embedding_size 384` on a 256-d model, `--projection_init identity`, …) would be ignored, so it is
+    an error."""
+    defaults = type(model_args)(model_name_or_path=model_args.model_name_or_path).config_overrides()
+    for name, value in model_args.config_overrides().items():
+        if name in RUN_SETTINGS:
+            continue
+        if value != defaults[name] and value != getattr(config, name, None):
+            raise ValueError(
+                f"--{name} {value} cannot apply to {model_args.model_name_or_path}: a trained sentmtl checkpoint keeps "
+                f"the architecture in its config.json ({name}={getattr(config, name, None)!r}). Drop the flag, or "
+                "start from a plain encoder."
+            )
+
+
+def build_model(model_args, tasks: list[TaskSpec]):
+    """A fresh model with `tasks`, or the checkpoint to continue from: its headed tasks must be the run's (same
+    type and labels); tasks without a head (similarity, distillation) may be added."""
+    if is_sentmtl_checkpoint(model_args.model_name_or_path):
+        logger.warning(
+            "Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
+            model_args.model_name_or_path,
+        )
+        model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
+        refuse_architecture_flags(model_args, model.config)
+        known = {task.name: task for task in model.config.task_specs}
+        for task in tasks:
+            mine = known.get(task.name)
+            if task.has_head and (mine is None or (mine.type, mine.labels) != (task.type, task.labels)):
+                has = f"{mine.type} with classes {mine.labels}" if mine else "no such task"
+                raise ValueError(
+                    f"{model_args.model_name_or_path} has {has} for {task.name!r}, not a {task.type} "
+                    f"task with classes {task.labels}: continue with the same tasks and names."
+                )
+        # The checkpoint's tasks in its order (their heads are in the weights; a learned loss weight is per position)
+        # with the run's losses and weights, then the run's new head-less tasks.
+        wanted = {task.name: task for task in tasks}
+        merged = [wanted.get(name, mine).to_dict() for name, mine in known.items()]
+        merged += [task.to_dict() for task in tasks if task.name not in known]
+        if model.loss_log_variances is not None and len(merged) != len(known):
+            raise ValueError(
+                f"{model_args.model_name_or_path} learns one loss weight per task for {len(known)} tasks; "
+                f"this run has {len(merged)}. Continue with the same tasks, or --distillation_weight 0."
+            )
+        model.config.tasks = merged
+        for name in RUN_SETTINGS:  # the run's value (its default when unset), not the checkpoint's
+            setattr(model.config, name, getattr(model_args, name))
+        model.config._validate_matryoshka()  # the checkpoint's Matryoshka sizes against the run's tasks and settings
+        return model, tokenizer
+    return load_model_and_tokenizer(
+        model_args.model_name_or_path,
+        model_args.allow_pickle_weights,
+        tasks=[task.to_dict() for task in tasks],
+        **model_args.config_overrides(),
+    )
+
+
+__all__ = ["build_model", "is_sentmtl_checkpoint", "load_model_and_tokenizer", "resolved_model_type"]

@@ -1,0 +1,59 @@
+"""Checkpoints on disk: finding the `checkpoint-<step>` folders the Trainer writes (for `--resume_from_checkpoint`),
+and the final model's atomic save."""
+
+import os
+import shutil
+from pathlib import Path
+
+from ..model.modeling_sentmtl import remove_stale_export
+
+
+def latest_checkpoint(output_dir) -> Path | None:
+    """The newest *complete* `checkpoint-<step>` (trainer_state.json is written last), or None."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    complete = [
+        path
+        for path in output_dir.glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
+
+
+def resolve_resume_checkpoint(value: str | None, output_dir) -> str | None:
+    """`--resume_from_checkpoint`: a folder (checked), `auto` (the newest complete one, if any) or None."""
+    if value is None:
+        return None
+    if value == "auto":
+        found = latest_checkpoint(output_dir)
+        return None if found is None else str(found)
+    if not (Path(value) / "trainer_state.json").is_file():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {value}: not a complete checkpoint (no trainer_state.json); give a "
+            "checkpoint-<step> folder, or auto for the newest one in --output_dir."
+        )
+    return value
+
+
+def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> None:
+    """Model, tokenizer, code files and `extra_files`, written to a staging folder and then moved into place.
+
+    Each file lands with an atomic rename and config.json lands last, so an interrupted save never leaves a
+    folder that looks like a loadable model but holds half-written weights.
+    """
+    staging = output_dir / ".staging-final-model"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))  # every process takes part (sharded models); the main one writes
+    if not trainer.is_world_process_zero():
+        return
+    for name, text in extra_files.items():
+        (staging / name).write_text(text)
+    for name in sorted((p.name for p in staging.iterdir()), key=lambda name: (name == "config.json", name)):
+        target = output_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    staging.rmdir()
+    remove_stale_export(output_dir)  # an onnx/ beside the replaced weights was made from them

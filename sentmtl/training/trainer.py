@@ -1,0 +1,414 @@
+"""Layer-wise learning rates as a pure function, and the `Trainer` that trains and evaluates every task."""
+
+import logging
+import os
+import time
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+
+from ..data.batching import MultiSourceDataset, MultiTaskCollator
+from ..data.sampler import RankBatches, TaskBatchSampler
+from ..model.task_types import TaskInputs
+from ..tasks.io import task_io
+
+logger = logging.getLogger(__name__)
+
+
+def stream_position(checkpoint: str, gradient_accumulation_steps: int = 1) -> tuple[int, int]:
+    """Where a streamed run's checkpoint stopped: (its pass over the stream, from 0; the batches trained in that pass).
+    The Trainer counts a stream's passes as its epochs, each `max_steps` × accumulation batches long for want of a
+    length, and saves `epoch` = pass + batches / that (with the `max_steps` of the run that saved it): both come back
+    exactly."""
+    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    per_pass = max(1, state.max_steps * gradient_accumulation_steps)
+    return divmod(round((state.epoch or 0) * per_pass), per_pass)
+
+
+def build_param_groups(model, args, head_learning_rates: dict[str, float] | None = None) -> list[dict]:
+    """AdamW parameter groups from the model's own parts (`model.parameter_groups()`), each with its LR.
+
+    Encoder part at depth d below the top layer gets `backbone LR × decay^d` (layer k of L: d = L − k; the
+    embeddings: d = L, the lowest). The shared projection, the heads and the learned loss weights take their own LRs;
+    `head_learning_rates` gives a task's head its own (its own group), the other heads share one. Biases, LayerNorm
+    weights and other 1-D parameters get no weight decay. Frozen parameters are left out, except a backbone
+    scheduled to unfreeze (`unfreeze_backbone_at_epoch`), which must already be in the optimizer when it starts to
+    receive gradients.
+    """
+    lrs = args.learning_rates()
+    parts = model.parameter_groups()
+    own = {task: lr for task, lr in (head_learning_rates or {}).items() if lr is not None}
+    unknown = sorted(set(own) - {part.task for part in parts if part.role == "head"})
+    if unknown:
+        raise ValueError(f"head learning rates for {unknown}, which have no head in this model.")
+    include_frozen_backbone = getattr(args, "unfreeze_backbone_at_epoch", None) is not None
+    by_role = {
+        "backbone": lrs["backbone"],
+        "projection": lrs["shared"],
+        "loss_weighting": lrs["loss_weighting"],
+        "head": lrs["head"],
+    }
+    named = {}  # group name → (lr, weight decay, params)
+    for part in parts:
+        if part.role == "backbone":
+            name, lr = part.name, lrs["backbone"] * args.layerwise_lr_decay**part.depth
+        elif part.role == "head":
+            name, lr = (part.name, own[part.task]) if part.task in own else ("heads", lrs["head"])
+        else:
+            name, lr = part.name, by_role[part.role]
+        for _, param in part.params:
+            if not param.requires_grad and not (part.role == "backbone" and include_frozen_backbone):
+                continue
+            no_decay = param.ndim < 2
+            key = f"{name}{'.no_decay' if no_decay else ''}"
+            named.setdefault(key, (lr, 0.0 if no_decay else args.weight_decay, []))[2].append(param)
+    return [
+        {"name": key, "params": params, "lr": lr, "weight_decay": weight_decay}
+        for key, (lr, weight_decay, params) in named.items()
+    ]
+
+
+def merge_param_groups(groups: list[dict]) -> list[dict]:
+    """One optimizer group per distinct (LR, weight decay), in first-appearance order: at the default
+    `layerwise_lr_decay=1.0` the ~18 groups of `build_param_groups` hold 2–4 distinct pairs, and each group costs the
+    optimizer its own kernel launches every step. AdamW treats every parameter alike within a group, so the updates
+    are the same (tested: the same loss curve). A merged group is named after its first member and keeps the
+    members' names in `members` (a resumed run checks them)."""
+    merged: dict[tuple, dict] = {}
+    for group in groups:
+        key = (group["lr"], group["weight_decay"])
+        if key not in merged:
+            merged[key] = {**group, "params": list(group["params"]), "members": [group["name"]]}
+        else:
+            merged[key]["params"] += group["params"]
+            merged[key]["members"].append(group["name"])
+    for group in merged.values():
+        if len(group["members"]) > 1:
+            group["name"] = f"{group['members'][0]} (+{len(group['members']) - 1})"
+    return list(merged.values())
+
+
+def describe_param_groups(groups: list[dict]) -> str:
+    """A small table: group, parameter count, LR, weight decay."""
+    lines = [f"{'group':<28}{'params':>12}{'lr':>11}{'wd':>7}"]
+    for group in groups:
+        count = sum(p.numel() for p in group["params"])
+        lines.append(f"{group['name']:<28}{count:>12,}{group['lr']:>11.2e}{group['weight_decay']:>7.3f}")
+    return "\n".join(lines)
+
+
+class SentMtlTrainer(Trainer):
+    """A `Trainer` whose optimizer has the layer-wise groups of `build_param_groups`, whose batches each come from
+    one source, and whose `evaluate` measures every task on its own data.
+
+    `train_dataset` / `eval_dataset`: a `MultiSourceDataset` (what `run_mtl.py` builds) or one tokenised table with
+    `target__<task>` columns (`sentmtl.data.files.batching.prepare`). `head_learning_rates`: {task: LR} for heads with their own.
+    The data collator defaults to `MultiTaskCollator` over the model's tasks (and `eval_tasks`, tasks measured but not
+    trained, such as STS-B dev).
+    """
+
+    def __init__(self, *args, head_learning_rates: dict[str, float] | None = None, eval_tasks=(), **kwargs):
+        model = kwargs.get("model") or (args[0] if args else None)
+        headed = [task.name for task in eval_tasks if task.has_head]
+        if headed:
+            raise ValueError(
+                f"eval_tasks {headed} have heads, which only a model's own tasks have; evaluate tasks of "
+                "the model, or head-less ones (similarity, distillation)."
+            )
+        if kwargs.get("data_collator") is None:
+            if kwargs.get("processing_class") is None:
+                raise ValueError(
+                    "SentMtlTrainer needs processing_class=tokenizer (for its MultiTaskCollator) or "
+                    "data_collator=MultiTaskCollator(tokenizer, tasks)."
+                )
+            kwargs["data_collator"] = MultiTaskCollator(kwargs["processing_class"], [*unwrap(model).tasks, *eval_tasks])
+        super().__init__(*args, **kwargs)
+        self.head_learning_rates = dict(head_learning_rates or {})
+        self.eval_tasks = list(eval_tasks)
+        self.last_eval_outputs = {}
+        # Each classification task smooths its own labels (its `label_smoothing`) inside the model's loss; the
+        # Trainer's label smoother would replace the whole multi-task loss with one task's.
+        smoothing = self.args.label_smoothing_factor
+        tasks = unwrap(self.model).tasks
+        if smoothing and any(t.kind.label_smoothing and t.label_smoothing != smoothing for t in tasks):
+            raise ValueError(
+                f"--label_smoothing_factor {smoothing}: each task carries its own label_smoothing "
+                f"({ {t.name: t.label_smoothing for t in tasks if t.kind.label_smoothing} }); set it "
+                "on the tasks."
+            )
+        self.label_smoother = None
+
+    def create_optimizer(self, model=None):
+        # transformers passes `model` positionally on some paths (e.g. with FSDP / DeepSpeed).
+        model = model if model is not None else self.model
+        if self.optimizer is None:
+            groups = merge_param_groups(build_param_groups(unwrap(model), self.args, self.head_learning_rates))
+            if not groups:
+                raise ValueError("Nothing to train: every parameter is frozen.")
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            if self.args.should_log:
+                logger.warning("Optimizer parameter groups:\n%s", describe_param_groups(groups))
+        return self.optimizer
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """Resuming: the checkpoint's optimizer must have the groups this run builds, in order (their names are saved
+        with them); loading another layout would pair the wrong parameters with the wrong moments, silently. A stream
+        stopped after its first pass resumes through `_init_training_state`, which an older transformers lacks."""
+        if (
+            not hasattr(Trainer, "_init_training_state")
+            and self._resumes_stream(checkpoint)
+            and stream_position(checkpoint, self.args.gradient_accumulation_steps)[0]
+        ):
+            raise ValueError(
+                f"--resume_from_checkpoint {checkpoint}: it stopped after the stream's first pass, and transformers "
+                f"{transformers.__version__} counts a resumed stream's steps from its first pass (it has no "
+                "Trainer._init_training_state for sentmtl to correct that), which would train a different model. "
+                "Upgrade transformers to resume it."
+            )
+        path = os.path.join(checkpoint, "optimizer.pt") if checkpoint else None
+        if path and os.path.isfile(path) and self.optimizer is not None:
+            saved = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
+            if saved and "members" not in saved[0]:
+                raise ValueError(
+                    f"--resume_from_checkpoint {checkpoint}: its optimizer predates merged parameter "
+                    "groups (sentmtl 0.2.x and earlier: one group per layer), so its moments cannot be "
+                    "matched to this version's groups. Resume with the version that wrote it, or start "
+                    "from its weights with --model_name_or_path."
+                )
+            names = [(group.get("name"), group.get("members")) for group in saved]
+            mine = [(group.get("name"), group.get("members")) for group in self.optimizer.param_groups]
+            if names != mine:
+                raise ValueError(
+                    f"--resume_from_checkpoint {checkpoint}: its optimizer has the parameter groups "
+                    f"{names}, this run builds {mine} (another version of sentmtl, other head LRs or "
+                    "freezing). Resume with the same settings and version, or start from its weights "
+                    "with --model_name_or_path instead."
+                )
+        return super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _init_training_state(
+        self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+    ) -> tuple[int, int]:
+        """(epochs to pass over, batches to skip in the next) for a resumed run. A stream's epochs are its passes,
+        each counted by the Trainer as `max_steps` steps long (its length is not known), so the Trainer would take a
+        checkpoint in a later pass to be in the first: it would skip that many batches of the first pass (all of
+        it, and short), then retrain the later pass from its start. A stream resumes in the checkpoint's pass
+        instead, reshuffled as that pass was (`set_epoch`), past the batches it trained there."""
+        epochs_trained, skipped = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        if self._resumes_stream(resume_from_checkpoint):
+            passes, batches = stream_position(resume_from_checkpoint, self.args.gradient_accumulation_steps)
+            if passes:  # within the first pass the Trainer's own count is already the stream's
+                epochs_trained, skipped = passes, 0 if self.args.ignore_data_skip else batches
+        return epochs_trained, skipped
+
+    def _resumes_stream(self, checkpoint) -> bool:
+        return (
+            isinstance(self.train_dataset, datasets.IterableDataset)
+            and checkpoint is not None
+            and os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        )
+
+    def get_train_dataloader(self):
+        """Batches from one source at a time (`TaskBatchSampler`); every process takes its share of the same global
+        batch, so all train the same source at the same step."""
+        if isinstance(self.train_dataset, datasets.IterableDataset):
+            # A stream (one source, one process: `run.check_streaming`): batches in the stream's (shuffled) order.
+            # A resumed run reads the stream again from the start of the checkpoint's pass and skips the batches
+            # already trained on in it: each pass's order is the same every time (seeded by seed and pass, the
+            # Trainer's epoch), so it continues at the exact row (`_init_training_state`).
+            if self.args.world_size > 1:
+                raise ValueError(
+                    f"a streamed train_dataset (IterableDataset) trains in one process; "
+                    f"{self.args.world_size} were started. Give a table (Dataset) to train under DDP."
+                )
+            self.train_dataset.set_epoch(0)
+            loader = DataLoader(
+                self.train_dataset,
+                batch_size=self._train_batch_size,
+                collate_fn=self.data_collator,
+                pin_memory=self.args.dataloader_pin_memory,
+                drop_last=self.args.dataloader_drop_last,
+            )
+            return self.accelerator.prepare(loader)
+        dataset = MultiSourceDataset.wrap(self.train_dataset)
+        seed = self.args.seed if self.args.data_seed is None else self.args.data_seed  # --data_seed 0 is a seed
+        world = self.args.world_size
+        # A source's own batch size is per device, as --per_device_train_batch_size is: the global batch is W times it.
+        per_device = lambda size: size * max(1, self.args.n_gpu)  # noqa: E731 (DataParallel: one process, n GPUs)
+        sizes = [(per_device(size) if size else self._train_batch_size) * world for size in dataset.batch_sizes]
+        sampler = RankBatches(
+            TaskBatchSampler(
+                dataset.lengths(),
+                sizes,
+                strategy=self.args.task_sampling,
+                temperature=self.args.task_sampling_temperature,
+                seed=seed,
+                within=self.args.train_sampling_strategy,
+                min_batch_size=world,
+                batches_per_epoch=dataset.batches_per_epoch,
+                keys=dataset.batch_keys(unwrap(self.model).tasks),
+            ),
+            world,
+            self.args.process_index,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        loader = self.accelerator.prepare(loader)
+        # accelerate would shard the already per-process batches again (and drop rows): make its wrapper a
+        # passthrough, as transformers does for its own rank-aware batch sampler. It still hands the epoch on
+        # (to `RankBatches.sampler`).
+        shard = getattr(loader, "batch_sampler", None)
+        if shard is not sampler and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return loader
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Every task on its source's rows of `eval_dataset` (default: the run's eval split): `<prefix>_<task>_<metric>`,
+        `<prefix>_<task>_loss` over the same rows as the metrics, and `<prefix>_loss`, the model's training
+        objective over those task losses (learned loss weights included; eval-only tasks excluded)."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError(
+                "evaluate() needs an eval_dataset (here or when the trainer is built): a tokenised table "
+                "with target__<task> columns (sentmtl.data.files.batching.prepare) or a MultiSourceDataset."
+            )
+        dataset = MultiSourceDataset.wrap(dataset)
+        model = unwrap(self.model)
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        known = [*model.tasks, *self.eval_tasks]
+        metrics, task_losses, labelled, seen = {}, {}, {}, set()
+        self.last_eval_outputs = {}  # {task: (outputs, targets)} of this evaluation, for the run's plots
+        for k, part in enumerate(dataset.parts):
+            tasks = dataset.part_tasks(k, known)
+            twice = sorted(seen & {task.name for task in tasks})
+            if twice:
+                raise ValueError(
+                    f"evaluation data: tasks {twice} have targets in more than one part; give each task "
+                    "one evaluation table (concatenate them)."
+                )
+            seen |= {task.name for task in tasks}
+            collected, domains = self._predict(model, part, tasks)
+            for task in tasks:
+                outputs, targets, loss, count = collected[task.name]
+                self.last_eval_outputs[task.name] = (outputs, targets)
+                task_losses[task.name], labelled[task.name] = loss, count > 0
+                metrics[f"{metric_key_prefix}_{task.name}_loss"] = float(loss)
+                metrics[f"{metric_key_prefix}_{task.name}_rows"] = int(count)  # what its metrics were computed over
+                values = task_io(task).metrics(task, outputs, targets, domains, dataset.domain_names[k])
+                metrics.update({f"{metric_key_prefix}_{task.name}_{key}": value for key, value in values.items()})
+        trained = {
+            name: loss.to(model.device) for name, loss in task_losses.items() if name in {t.name for t in model.tasks}
+        }
+        if trained:
+            with torch.no_grad():
+                metrics[f"{metric_key_prefix}_loss"] = float(model.combine_losses(trained, labelled=labelled))
+        model.train(was_training)
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - started, 4)  # as the Trainer's own
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    @torch.inference_mode()
+    def _predict(self, model, part, tasks) -> tuple[dict, np.ndarray]:
+        """{task: (outputs, targets, loss, labelled rows)} over one source's rows, gathered from every process, and
+        the rows' domains. A loss that compares rows is the mean of its batches' (weighted by their labelled rows),
+        as in training; any other is computed once over all the rows that carry a target, what the metrics see."""
+        loader = self.accelerator.prepare(
+            DataLoader(part, batch_size=self.args.eval_batch_size, collate_fn=self.data_collator)
+        )
+        parts = {task.name: ([], [], [], []) for task in tasks}  # outputs, targets, batch losses, batch sizes
+        domains = []
+        for batch in loader:
+            domains.append(self.accelerator.gather_for_metrics(batch.pop("domain")).cpu())
+            targets = batch.pop("task_labels")
+            # The run's precision whether or not training wrapped the model's forward (an evaluation-only run
+            # never does): the same checkpoint must measure the same.
+            with self.accelerator.autocast():
+                out = model(**batch)
+            for task in tasks:
+                value = out.task_outputs.get(task.name)
+                if value is None:  # a task the model does not train (eval only): its type reads the embeddings
+                    value = task.kind.output(task, TaskInputs(out.embeddings, out.pair_embeddings))
+                output = self.accelerator.gather_for_metrics(value.float())
+                target = self.accelerator.gather_for_metrics(targets[task.name])
+                outputs, all_targets, losses, sizes = parts[task.name]
+                outputs.append(output.cpu())
+                all_targets.append(target.cpu())
+                if task.kind.compares_rows:
+                    losses.append(float(task.kind.loss(task, output, target)))
+                    sizes.append(int(task.kind.present(target).sum()))
+        result = {}
+        for task in tasks:
+            outputs, targets, losses, sizes = parts[task.name]
+            outputs, targets = torch.cat(outputs), torch.cat(targets)
+            count = int(task.kind.present(targets).sum())
+            if losses:
+                loss = float(np.average(losses, weights=sizes)) if sum(sizes) else 0.0
+            else:
+                loss = float(task.kind.loss(task, outputs, targets))
+            result[task.name] = (outputs.numpy(), targets.numpy(), torch.tensor(loss), count)
+        return result, torch.cat(domains).numpy()
+
+    def predict(self, *args, **kwargs):
+        # The Trainer's prediction loop drops the task targets and knows one output; here outputs are per task.
+        raise NotImplementedError(
+            "SentMtlTrainer.predict is not supported: use evaluate() for metrics, "
+            "sentmtl.encode() for embeddings, or the model's task_outputs."
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # `domain` labels rows for per-domain metrics only; the model does not take it.
+        inputs = {key: value for key, value in inputs.items() if key != "domain"}
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # A NaN / inf loss poisons every weight at the next optimizer step, silently: stop before that step, so
+        # the model in memory and every checkpoint on disk are still good ones. Checked after the backward pass,
+        # where the Trainer reads the loss anyway (its NaN filter): checking between forward and backward would
+        # stall a GPU at every step while the CPU waits to queue the backward kernels.
+        if not all_processes_agree(torch.isfinite(loss).all()):
+            raise NonFiniteLossError(
+                f"training stopped at step {self.state.global_step + 1} of {self.state.max_steps} "
+                f"(epoch {self.state.epoch or 0:.2f}): the loss is {loss.float().item()}. No update was applied "
+                "with it. Lower the learning rates, or use --bf16 instead of --fp16."
+            )
+        return loss
+
+
+def all_processes_agree(flag: torch.Tensor | bool, device=None) -> bool:
+    """`flag` (a boolean, or a boolean scalar tensor) on this process AND on every other one. Under several processes
+    each must take the same decision at the same step, or the ones that go on wait forever for the ones that
+    stopped. In one process this is `bool(flag)`: no tensor is made for a plain bool."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.as_tensor(flag, device=device if not isinstance(flag, torch.Tensor) else flag.device)
+        flag = flag.to(torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; raised before the optimizer step that would apply it."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model under DDP / compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
