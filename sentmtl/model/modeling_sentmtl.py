@@ -359,7 +359,7 @@ class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
     def __init__(self, config: SentMtlConfig):
         super().__init__(config)
         self.sentmtl = SentMtlModel(config)
-        self.task = first_task(self.sentmtl.model.task_spec, "classification")
+        self.task = first_task(self.sentmtl.tasks, "classification")
         if self.task is None:
             raise ValueError("this sentmtl model has no classification task to serve as a sequence classifier.")
         self.post_init()

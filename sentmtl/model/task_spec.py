@@ -2,7 +2,7 @@
 
 The model config stores the list (`SentMtlConfig.tasks`), so `from_pretrained` rebuilds every head and each task owns
 its label names. What a type *does* is its `TaskType`'s business (`sentmtl.model.task_types`); where a task's data comes
-from is a run's (`sentmtl.data.files.sources`), not the model's.
+from is a run's (`sentmtl.data.sources`), not the model's.
 """
 
 from dataclasses import asdict, dataclass, fields

@@ -217,7 +217,7 @@ class DataArguments:
             "Default: <datasets cache>/sentmtl_teacher_vectors. Delete the folder to clear it."
         },
     )
-    # The run file's `tasks:` (RunTask objects, `sentmtl.data.files.plan`), set by parse_args; not a command-line flag.
+    # The run file's `tasks:` (RunTask objects, `sentmtl.data.plan`), set by parse_args; not a command-line flag.
     tasks: list | None = field(default=None, init=False)
 
     def __post_init__(self):

@@ -4,7 +4,7 @@ Freed memory does not leave a process by itself: glibc's heap keeps freed blocks
 tensors of ever-different sizes fragment it, so they are seldom reused whole), Arrow's pool likewise. Measured on a
 5M-row streamed run (benchmarks/scale.py's memory timeline): resident anonymous memory climbed from 1.6 to 2.1 GB
 over 2,000 steps; trimmed every 10 steps, the run's floor and peak came down (peak 2.19 -> 2.03 GB) but a slower
-growth remained (compiled CPU kernels kept per batch shape: `sentmtl.data.files.batching.STREAM_PAD_MULTIPLE`).
+growth remained (compiled CPU kernels kept per batch shape: `sentmtl.data.batching.STREAM_PAD_MULTIPLE`).
 """
 
 import ctypes
