@@ -174,7 +174,8 @@ def no_model_loads(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were validated")
 
-    monkeypatch.setattr("sentmtl.training.run.load_model_and_tokenizer", forbidden)
+    monkeypatch.setattr("sentmtl.training.run.build_model", forbidden)
+    monkeypatch.setattr("sentmtl.serving.loading.load_model_and_tokenizer", forbidden)
 
 
 @pytest.mark.parametrize(
@@ -189,8 +190,6 @@ def no_model_loads(monkeypatch):
         (["--learning_rate", "0"], "--learning_rate 0.0 must be > 0"),
         (["--head_learning_rate=-1e-4"], "--head_learning_rate -0.0001 must be > 0"),
         (["--test_size", "1.5"], "--test_size 1.5 must be between 0 and 1 (exclusive)"),
-        (["--max_samples", "5000"], "max_samples=5000 must be between 1 and the 59 distinct sentences available"),
-        (["--train_file", "missing.csv"], "missing.csv"),
     ],
 )
 def test_bad_arguments_fail_before_any_model_loads(
@@ -200,6 +199,24 @@ def test_bad_arguments_fail_before_any_model_loads(
     assert code in (1, 2)
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line.startswith("run_mtl.py: error:") and message in last_line  # one line
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max_samples", "5000"], "max_samples=5000 must be between 1 and the 59 distinct sentences available"),
+        (["--train_file", "missing.csv"], "missing.csv"),
+    ],
+)
+def test_bad_data_fails_in_one_line_before_training(tiny_encoder_dir, synthetic_csv, tmp_path, capsys, flags, message):
+    """Errors in the data are found while the data is read, after the model is built (a distillation task's teacher
+    vectors need it), and before anything trains or is written."""
+    out = tmp_path / "x"
+    code = main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *flags))
+    assert code in (1, 2)
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("run_mtl.py: error:") and message in last_line  # one line
+    assert not (out / "config.json").exists()
 
 
 def test_unknown_yaml_key_and_missing_config_file(tmp_path, capsys, no_model_loads):
@@ -220,7 +237,7 @@ def test_wrong_type_in_yaml_names_the_value(tmp_path, capsys, no_model_loads):
     assert "invalid float value: 'three'" in capsys.readouterr().err
 
 
-def test_missing_corpus_folder(tmp_path, capsys, no_model_loads):
+def test_missing_corpus_folder(tmp_path, capsys):  # found when the data is read, after the model is built
     assert main(["--data_dir", str(tmp_path / "no-corpus"), "--output_dir", str(tmp_path / "o")]) in (1, 2)
     assert "no-corpus" in capsys.readouterr().err
 

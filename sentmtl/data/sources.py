@@ -4,7 +4,7 @@ Tasks whose `DataSpec` has the same data and text columns share one *source*: on
 all of them (the seed's Task A, Task B and distillation ride on the same corpus batches). Sources:
 
 - `uci`: the UCI corpus (`--data_dir`, `--sources`, `--skip_bad_lines` apply);
-- `{train_file: …, validation_file: …}`: CSV / TSV / JSON / JSONL / Parquet (`sentmtl.data.files.files.read_table`);
+- `{train_file: …, validation_file: …}`: CSV / TSV / JSON / JSONL / Parquet (`sentmtl.data.files.read_table`);
 - `{stsb: folder}`: STS Benchmark sentence pairs (train from sts-train.csv, eval from sts-dev.csv);
 - `{dataset: folder or name, train_split: train, eval_split: validation}`: a `datasets` dataset (`save_to_disk`
   folder, or a Hub name where the Hub is reachable).
@@ -463,7 +463,7 @@ def add_teacher_targets(
     table: datasets.Dataset, members: list[RunTask], teacher_for, cache_dir=None
 ) -> datasets.Dataset:
     """Distillation targets: for each distillation task, its teacher's pooled vector of every row's text, computed
-    once before training and cached on disk (`sentmtl.data.files.teacher_cache`), so no second encoder runs per step and a
+    once before training and cached on disk (`sentmtl.data.teacher_cache`), so no second encoder runs per step and a
     second run on the same data reads them. `teacher_for(teacher name or None) -> Teacher`; None: no targets added."""
     if teacher_for is None:
         return table

@@ -81,6 +81,45 @@ class Teacher:
         return cls(name, key, model.config.hidden_size, run)
 
 
+def teacher_encoder(
+    model, tokenizer, teacher: str | None, max_length: int, device=None, precision: str = "fp32"
+) -> Teacher:
+    """A distillation teacher (`Teacher`: `encode(sentences) -> pooled vectors` and its cache key): the model as this
+    run starts (its encoder, pooled before the projection), or the model at `teacher` (a name or path)."""
+    if teacher is not None:
+        from ..serving.loading import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(teacher)
+    return Teacher.from_model(model, tokenizer, teacher or "the starting encoder", max_length, precision, device)
+
+
+class Teachers:
+    """The run's teachers by name (None: the model as the run starts), each built on first use, on the run's device
+    and precision (teacher vectors are computed where and how training runs). `streamed`: the targets of a stream
+    are computed while the model trains, so the starting model's teacher is a frozen copy, not the model itself."""
+
+    def __init__(self, model, tokenizer, max_length: int, device, precision: str, streamed: bool = False):
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+        self.device, self.precision, self.streamed = device, precision, streamed
+        self.built: dict[str | None, Teacher] = {}
+
+    def __call__(self, name: str | None) -> Teacher:
+        if name not in self.built:
+            model = self.model
+            if self.streamed and name is None:
+                import copy
+
+                model = copy.deepcopy(model).requires_grad_(False)
+            self.built[name] = teacher_encoder(
+                model, self.tokenizer, name, self.max_length, self.device, self.precision
+            )
+        return self.built[name]
+
+    def clear(self) -> None:
+        """Drop the teachers (a teacher loaded from a path is not needed once the data is prepared)."""
+        self.built.clear()
+
+
 def teacher_vectors(
     dataset: datasets.Dataset, column: str, teacher: Teacher, cache_dir=None, chunk_size: int = CHUNK
 ) -> datasets.Dataset:

@@ -174,6 +174,12 @@ class TaskIO:
         """(confidences, outcomes) for a reliability diagram, or None when the type has none."""
         return None
 
+    def figures(self, spec, outputs, targets) -> dict:
+        """What the run draws for this task, from its evaluation arrays: {kind: data}, kinds `reliability`
+        ((confidences, outcomes)) and `confusion` (the K×K matrix, rows the true class); `report` draws each."""
+        points = self.reliability(spec, outputs, targets)
+        return {} if points is None else {"reliability": points}
+
     def reliability_range(self, spec) -> tuple[float, float]:
         """The x range of the diagram: where confidences can lie."""
         return 0.0, 1.0
@@ -257,6 +263,14 @@ class ClassificationIO(TaskIO):
 
     def reliability_range(self, spec):
         return 1.0 / len(spec.labels), 1.0  # the top-label probability of K classes is at least 1/K
+
+    def figures(self, spec, outputs, targets):
+        kept, labels, _ = labelled_rows(spec, outputs, targets)
+        predicted = np.asarray(kept).argmax(-1)
+        return {
+            **super().figures(spec, outputs, targets),
+            "confusion": m.confusion(labels, predicted, len(spec.labels)),
+        }
 
 
 @register_task_io

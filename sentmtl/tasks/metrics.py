@@ -33,7 +33,7 @@ def classification_metrics(labels, predicted, num_classes: int = 2, domains=None
         "macro_f1": float(f1_score(labels, predicted, labels=ids, average="macro", zero_division=0)),
         "micro_f1": float(f1_score(labels, predicted, labels=ids, average="micro", zero_division=0)),
     }
-    cells = confusion_matrix(labels, predicted, labels=ids)
+    cells = confusion(labels, predicted, num_classes)
     out.update({f"confusion_{i}_{j}": int(cells[i, j]) for i in ids for j in ids})
     if domains is not None and len(domain_names):
         domains = np.asarray(domains)
@@ -104,9 +104,9 @@ def calibration_metrics(labels, probabilities, n_bins: int = 15) -> dict[str, fl
     }
 
 
-def confusion_cells(metrics: dict, num_classes: int, prefix: str) -> list[list[int]]:
-    """The K×K confusion matrix back from the flat `<prefix>confusion_<i>_<j>` metrics (rows: true class)."""
-    return [[metrics[f"{prefix}confusion_{i}_{j}"] for j in range(num_classes)] for i in range(num_classes)]
+def confusion(labels, predicted, num_classes: int) -> np.ndarray:
+    """The K×K confusion matrix (rows: the true class, columns: the predicted one)."""
+    return confusion_matrix(labels, predicted, labels=list(range(num_classes)))
 
 
 def multilabel_metrics(targets, predicted) -> dict[str, float]:

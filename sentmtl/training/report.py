@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ..model.task_spec import TaskSpec
 from ..tasks.io import task_io
-from ..tasks.metrics import confusion_cells, expected_calibration_error, reliability_bins
+from ..tasks.metrics import expected_calibration_error, reliability_bins
 
 
 def metric_rows(metrics: dict, tasks: list[TaskSpec], prefix: str = "eval_") -> list[tuple[str, str, float]]:
@@ -67,29 +67,50 @@ def plot_loss_curve(log_history: list[dict], path) -> Path | None:
     return Path(path)
 
 
-def plot_confusion_matrix(metrics: dict, path, task: TaskSpec, prefix: str = "eval_") -> Path:
-    """A classification task's K×K confusion matrix, axes labelled with its class names."""
+def plot_confusion_matrix(cells, path, task: TaskSpec) -> Path:
+    """A classification task's K×K confusion matrix (rows: the true class), axes labelled with its class names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names, k = task.labels, len(task.labels)
-    cells = confusion_cells(metrics, k, f"{prefix}{task.name}_")
     fig, ax = plt.subplots(figsize=(2.4 + 0.9 * k, 2.0 + 0.8 * k))
     ax.imshow(cells, cmap="Blues")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cells[i][j]), ha="center", va="center", fontsize=14 if k <= 4 else 9)
+            ax.text(j, i, str(int(cells[i][j])), ha="center", va="center", fontsize=14 if k <= 4 else 9)
     ax.set_xticks(range(k), names, rotation=30 if k > 3 else 0)
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{task.name} (accuracy {metrics[f'{prefix}{task.name}_accuracy']:.3f})")
+    total = sum(sum(row) for row in cells)
+    accuracy = sum(cells[i][i] for i in range(k)) / total if total else float("nan")
+    ax.set_title(f"{task.name} (accuracy {accuracy:.3f})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def write_reports(output_dir: Path, log_history: list, tasks: list[TaskSpec], outputs: dict, draw: bool = True) -> dict:
+    """The run's plots: the loss curve, and each task's figures from its evaluation arrays (`outputs`: {task:
+    (outputs, targets)}; `TaskIO.figures` says what each type draws). Returns {task: reliability bins};
+    `draw=False` (processes other than the main one) only computes them."""
+    if draw:
+        plot_loss_curve(log_history, output_dir / "loss_curve.png")
+    reliability = {}
+    for task in tasks:
+        if task.name not in outputs:
+            continue
+        figures = task_io(task).figures(task, *outputs[task.name])
+        if draw and "confusion" in figures:
+            plot_confusion_matrix(figures["confusion"], output_dir / f"confusion_{task.name}.png", task)
+        if "reliability" in figures:
+            if draw:
+                plot_reliability(*figures["reliability"], output_dir / f"reliability_{task.name}.png", task)
+            reliability[task.name] = reliability_bins(*figures["reliability"])
+    return reliability
 
 
 def plot_reliability(confidences, outcomes, path, task: TaskSpec, n_bins: int = 15) -> Path:

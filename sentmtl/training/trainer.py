@@ -108,7 +108,7 @@ class SentMtlTrainer(Trainer):
     one source, and whose `evaluate` measures every task on its own data.
 
     `train_dataset` / `eval_dataset`: a `MultiSourceDataset` (what `run_mtl.py` builds) or one tokenised table with
-    `target__<task>` columns (`sentmtl.data.files.batching.prepare`). `head_learning_rates`: {task: LR} for heads with their own.
+    `target__<task>` columns (`sentmtl.data.batching.prepare`). `head_learning_rates`: {task: LR} for heads with their own.
     The data collator defaults to `MultiTaskCollator` over the model's tasks (and `eval_tasks`, tasks measured but not
     trained, such as STS-B dev).
     """
@@ -131,7 +131,6 @@ class SentMtlTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.head_learning_rates = dict(head_learning_rates or {})
         self.eval_tasks = list(eval_tasks)
-        self.last_eval_outputs = {}
         # Each classification task smooths its own labels (its `label_smoothing`) inside the model's loss; the
         # Trainer's label smoother would replace the whole multi-task loss with one task's.
         smoothing = self.args.label_smoothing_factor
@@ -221,7 +220,7 @@ class SentMtlTrainer(Trainer):
         """Batches from one source at a time (`TaskBatchSampler`); every process takes its share of the same global
         batch, so all train the same source at the same step."""
         if isinstance(self.train_dataset, datasets.IterableDataset):
-            # A stream (one source, one process: `run.check_streaming`): batches in the stream's (shuffled) order.
+            # A stream (one source, one process: `run_checks.check_streaming`): batches in the stream's (shuffled) order.
             # A resumed run reads the stream again from the start of the checkpoint's pass and skips the batches
             # already trained on in it: each pass's order is the same every time (seeded by seed and pass, the
             # Trainer's epoch), so it continues at the exact row (`_init_training_state`).
@@ -280,11 +279,16 @@ class SentMtlTrainer(Trainer):
         """Every task on its source's rows of `eval_dataset` (default: the run's eval split): `<prefix>_<task>_<metric>`,
         `<prefix>_<task>_loss` over the same rows as the metrics, and `<prefix>_loss`, the model's training
         objective over those task losses (learned loss weights included; eval-only tasks excluded)."""
+        return self.evaluate_outputs(eval_dataset, metric_key_prefix)[0]
+
+    def evaluate_outputs(self, eval_dataset=None, metric_key_prefix: str = "eval") -> tuple[dict, dict]:
+        """`evaluate`, and each task's `(outputs, targets)` over the rows its metrics were computed from (what the
+        run's plots are drawn from)."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError(
                 "evaluate() needs an eval_dataset (here or when the trainer is built): a tokenised table "
-                "with target__<task> columns (sentmtl.data.files.batching.prepare) or a MultiSourceDataset."
+                "with target__<task> columns (sentmtl.data.batching.prepare) or a MultiSourceDataset."
             )
         dataset = MultiSourceDataset.wrap(dataset)
         model = unwrap(self.model)
@@ -293,7 +297,7 @@ class SentMtlTrainer(Trainer):
         model.eval()
         known = [*model.tasks, *self.eval_tasks]
         metrics, task_losses, labelled, seen = {}, {}, {}, set()
-        self.last_eval_outputs = {}  # {task: (outputs, targets)} of this evaluation, for the run's plots
+        task_outputs = {}
         for k, part in enumerate(dataset.parts):
             tasks = dataset.part_tasks(k, known)
             twice = sorted(seen & {task.name for task in tasks})
@@ -306,7 +310,7 @@ class SentMtlTrainer(Trainer):
             collected, domains = self._predict(model, part, tasks)
             for task in tasks:
                 outputs, targets, loss, count = collected[task.name]
-                self.last_eval_outputs[task.name] = (outputs, targets)
+                task_outputs[task.name] = (outputs, targets)
                 task_losses[task.name], labelled[task.name] = loss, count > 0
                 metrics[f"{metric_key_prefix}_{task.name}_loss"] = float(loss)
                 metrics[f"{metric_key_prefix}_{task.name}_rows"] = int(count)  # what its metrics were computed over
@@ -322,7 +326,7 @@ class SentMtlTrainer(Trainer):
         metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - started, 4)  # as the Trainer's own
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
+        return metrics, task_outputs
 
     @torch.inference_mode()
     def _predict(self, model, part, tasks) -> tuple[dict, np.ndarray]:
