@@ -18,13 +18,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import yaml
+from helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [
     "README.md",
     *sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "docs").glob("*.md")),
