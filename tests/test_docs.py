@@ -45,6 +45,7 @@ FOREIGN_FLAGS = {
     "--system-site-packages": "venv",  # python -m venv --system-site-packages (a venv for sentence-transformers' ONNX rows)
     "--include": "hf download",  # hf download user/name --include 'onnx/*'
     "--local-dir": "hf download",  # hf download ... --local-dir DIR
+    "--ignore": "pytest",  # python -m pytest tests --ignore=tests/e2e (the fast subset, docs/development.md)
 }
 
 # Where the task definitions live: sentmtl.data.sources, or the module the refactor moves them to.

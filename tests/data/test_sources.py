@@ -50,7 +50,8 @@ def test_tasks_sharing_a_file_read_their_own_text_columns(tmp_path):
 
 
 def test_an_integer_source_column_is_not_named_amazon_imdb_yelp(tmp_path):
-    """Issue #20, item 10: an integer `source` column keeps its own ids; only the UCI corpus's are amazon, imdb, yelp."""
+    """Issue #20, item 10: an integer `source` column keeps its own ids; only the UCI corpus's are amazon, imdb,
+    yelp."""
     rows = [[f"the film was {['bad', 'good'][i % 2]} {i} .", i % 2, i % 3] for i in range(30)]
     numbers = write_csv(tmp_path / "numbers.csv", ["sentence", "label", "source"], rows)
     names = write_csv(
@@ -199,7 +200,6 @@ def test_batches_give_the_same_columns_as_one_batch(tmp_path, monkeypatch):
 
 
 def test_max_samples_embeds_only_the_subset(tiny_encoder_dir, tiny_model, tiny_tokenizer, tmp_path):
-
     rows = synthetic_rows(60)
     path = write_csv(
         tmp_path / "train.csv",

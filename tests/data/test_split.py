@@ -66,7 +66,6 @@ def test_split_keeps_near_duplicates_on_one_side():
 
 
 def test_real_corpus_has_2972_near_duplicate_groups_and_none_straddle(data_dir):
-
     corpus = load_sentiment_corpus(data_dir)
     assert len({near_duplicate_key(s) for s in corpus["sentence"]}) == 2972
     split = train_test_split(corpus, 0.2, 42)
@@ -75,7 +74,8 @@ def test_real_corpus_has_2972_near_duplicate_groups_and_none_straddle(data_dir):
 
 
 def test_pairs_are_split_by_both_sentences():
-    """Issue #20, open point: A second sentence that is another pair's first (or second) sentence keeps both pairs on one side."""
+    """Issue #20, open point: a second sentence that is another pair's first (or second) sentence keeps both pairs on
+    one side."""
     first = [f"sentence {i}" for i in range(40)]
     second = [f"other {i}" for i in range(40)]
     second[7] = first[3]  # pair 7 shares a sentence with pair 3

@@ -590,7 +590,6 @@ def test_a_checkpoint_from_before_merged_groups_is_refused_with_the_reason(tiny_
 def test_a_failed_final_save_leaves_the_previous_model_intact(
     tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, capsys
 ):
-
     out = tmp_path / "run"
     assert main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out)) == 0
     before = sentmtl.encode(str(out), ["the movie was great ."])

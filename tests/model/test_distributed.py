@@ -1,5 +1,6 @@
 """sentmtl/model/distributed.py in one process: gather_rows and scale_for_ddp are identities, and the file imports
-only torch and the standard library (it travels beside saved weights). Two processes: tests/e2e/test_distributed_gloo.py."""
+only torch and the standard library (it travels beside saved weights). Two processes:
+tests/e2e/test_distributed_gloo.py."""
 
 import ast
 import sys

@@ -1,5 +1,6 @@
-"""sentmtl/model/task_types.py: the losses by hand: CoSENT and cosine MSE, the relational distillation loss (its diagonal
-and rows without a teacher left out), in-batch negatives (hard negatives, the symmetric form, repeated texts)."""
+"""sentmtl/model/task_types.py: the losses by hand: CoSENT and cosine MSE, the relational distillation loss (its
+diagonal and rows without a teacher left out), in-batch negatives (hard negatives, the symmetric form, repeated
+texts)."""
 
 import math
 

@@ -34,8 +34,9 @@ def test_encode_restores_training_mode(tiny_model, tiny_tokenizer):
 
 
 def test_encode_moves_the_model_outside_inference_mode(tiny_model, tiny_tokenizer):
-    """Issue #20, item 12. Found on the GPU: the teacher's `encode(device=cuda)` moved the model inside inference mode, its parameters
-    became inference tensors, and the first training step failed ("Inference tensors cannot be saved for backward")."""
+    """Issue #20, item 12, found on the GPU: the teacher's `encode(device=cuda)` moved the model inside inference
+    mode, its parameters became inference tensors, and the first training step failed ("Inference tensors cannot be
+    saved for backward")."""
     seen = []
     move = tiny_model.to
     tiny_model.to = lambda *a, **k: seen.append(torch.is_inference_mode_enabled()) or move(*a, **k)

@@ -60,7 +60,8 @@ def test_missing_corpus_folder(tmp_path, capsys, no_model_loads):
 
 
 def test_the_distillation_teacher_is_a_choice(tiny_encoder_dir, tmp_path):
-    """Issue #20, open point: Unset: the model as the run starts (a continued run: the checkpoint's encoder); `teacher:` names another."""
+    """Issue #20, open point, the distillation teacher: unset, the model as the run starts (a continued run: the
+    checkpoint's encoder); `teacher:` names another."""
     from sentmtl.serving.embed import encode
 
     model, tokenizer = model_with(tiny_encoder_dir, [TaskSpec("d", "distillation")])
