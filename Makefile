@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    installs what is missing, then trains, evaluates and saves (run_mtl.py) on the bundled encoder
 #   make test   installs what is missing, then runs the test suite
+# In the edit loop, `make test-fast` runs the fast subset (docs/development.md#tests).
 PYTHON ?= python3
 # Installed only when no torch is importable. The CPU wheel keeps a fresh set-up small; set TORCH_SPEC=torch
 # (or a CUDA build) on a GPU machine.
@@ -16,7 +17,7 @@ RUN_ARGS ?=
 
 STAMP := .make/installed
 
-.PHONY: install run embed test lint format clean
+.PHONY: install run embed test test-fast lint format clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
@@ -34,6 +35,13 @@ embed: $(STAMP)
 
 test: $(STAMP)
 	$(if $(DATA_DIR),SENTMTL_DATA_DIR=$(abspath $(DATA_DIR))) $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The edit loop's subset: the tests beside each module, without tests/e2e/ (subprocesses, two processes, the real
+# encoder, whole runs), tests/test_docs.py and the slow, real-encoder and GPU marks; it stops at the first failure.
+# `make test` (CI) runs everything.
+FAST_ARGS := tests --ignore=tests/e2e --ignore=tests/test_docs.py -m "not slow and not real_encoder and not gpu" -x -q
+test-fast: $(STAMP)
+	$(if $(DATA_DIR),SENTMTL_DATA_DIR=$(abspath $(DATA_DIR))) $(PYTHON) -m pytest $(FAST_ARGS) $(PYTEST_ARGS)
 
 # ruff, pinned in the dev extra: the formatter's check and the linter (rules in pyproject.toml). CI runs it.
 lint: $(STAMP)

@@ -12,7 +12,7 @@ encoder's fp32 weights (90 MB) and the corpus in ../shared do not travel. So the
 
 The run:
 1. prints the device, torch / CUDA / transformers versions;
-2. runs `pytest -m gpu` (tests/test_gpu.py: moves, autocast, encode and run_embed on the GPU, the export);
+2. runs `pytest -m gpu` (tests/e2e/test_gpu.py: moves, autocast, encode and run_embed on the GPU, the export);
 3. trains the default configuration (run_mtl.py's defaults on the full corpus) in fp32, bf16 and fp16, reporting
    samples/s and Task A accuracy for each;
 4. runs benchmarks/speed.py on the same device (training vs the plain Trainer, embedding vs
@@ -262,7 +262,18 @@ def main(argv=None) -> int:
     if not args.skip_tests:
         code, output, seconds = step(
             "pytest -m gpu",
-            [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_gpu.py"],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-m",
+                "gpu",
+                "-q",
+                "-rs",
+                "-p",
+                "no:cacheprovider",
+                "tests/e2e/test_gpu.py",
+            ],
             timeout=600,
         )
         tail = [line for line in output.splitlines() if " passed" in line or " skipped" in line or " failed" in line]

@@ -64,7 +64,7 @@ def parse_args(argv=None):
         type=int,
         default=300,
         help="The second streamed run is interrupted (SIGINT) after this step, then resumed (0: no "
-        "second run; tests/test_scale.py checks the resume on small data).",
+        "second run; tests/e2e/test_interrupt_and_resume.py checks the resume on small data).",
     )
     # The worker: one run in this process, timing its first training step.
     parser.add_argument("--worker", nargs=3, metavar=("RUN_FILE", "OUTPUT_DIR", "MARKER"), help=argparse.SUPPRESS)

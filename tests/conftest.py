@@ -1,16 +1,28 @@
-"""Shared fixtures: a tiny random BERT (fast tests), the real bundled encoder (a few tests), the real corpus."""
+"""Shared fixtures: a tiny random BERT (fast tests), the real bundled encoder (a few tests), the real corpus, a tiny
+model trained once, its ONNX export, and the files of retrieval and streamed runs. Plain helpers: helpers.py."""
 
 import copy
 import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import (
+    POSITIVE_WORDS,
+    REPO_ROOT,
+    TOPICS,
+    pair_rows,
+    synthetic_rows,
+    tiny_run_flags,
+    write_csv,
+    write_dict_csv,
+)
 from transformers import BertConfig, BertModel, BertTokenizer
 
 import sentmtl
 
-# A vocabulary the tests write themselves: enough words for the synthetic sentences below.
+# A vocabulary the tests write themselves: enough words for the synthetic sentences (helpers.synthetic_rows).
 TINY_VOCAB = (
     "[PAD] [UNK] [CLS] [SEP] [MASK] . ! , the a it this was is i and not very really "
     "good great love excellent wonderful happy best fine "
@@ -18,11 +30,27 @@ TINY_VOCAB = (
     "movie film plot food service phone place battery acting story"
 ).split()
 
-POSITIVE_WORDS = ["good", "great", "love", "excellent", "wonderful", "happy", "best", "fine"]
-NEGATIVE_WORDS = ["bad", "awful", "hate", "terrible", "worst", "boring", "poor", "broken"]
-TOPICS = ["movie", "film", "plot", "food", "service", "phone", "place", "battery", "acting", "story"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+@pytest.fixture(scope="session", autouse=True)
+def _own_datasets_cache(tmp_path_factory):
+    """`datasets`' cache (the Arrow files of every table read, the corpus build) and the copies of remote code in the
+    session's temporary folder, for this process and every process a test starts: the tests neither read what an
+    earlier run left in the user's caches nor write there."""
+    import datasets.config
+
+    root = tmp_path_factory.mktemp("hf_caches")
+    cache = root / "datasets"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_DATASETS_CACHE", str(cache))
+        patch.setenv("HF_MODULES_CACHE", str(root / "modules"))
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+        patch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", cache / datasets.config.DOWNLOADED_DATASETS_DIR)
+        patch.setattr(
+            datasets.config,
+            "EXTRACTED_DATASETS_PATH",
+            cache / datasets.config.DOWNLOADED_DATASETS_DIR / datasets.config.EXTRACTED_DATASETS_DIR,
+        )
+        yield root
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +69,9 @@ def _own_bf16_probe_cache(tmp_path, monkeypatch):
     import sentmtl.serving.precision
 
     monkeypatch.setattr(sentmtl.serving.precision, "probe_cache_dir", lambda: tmp_path / "bf16_probe")
+
+
+# -- models -----------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +130,69 @@ def bundled_tokenizer(_bundled_model_and_tokenizer):
 
 
 @pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory, tiny_encoder_dir):
+    """A tiny model trained by run_mtl.py on the synthetic rows (classification + sentiment + distillation), once for
+    the session: several tests read it, none writes to it. Its teacher vectors and probe verdicts stay in the
+    session's temporary folder, as the per-test fixtures above keep them in each test's."""
+    import sentmtl.data.teacher_cache
+    import sentmtl.serving.precision
+    from sentmtl.training.run import main
+
+    tmp = tmp_path_factory.mktemp("trained")
+    csv = tmp / "train.csv"
+    rows = synthetic_rows(64)
+    csv.write_text(
+        "text,sentiment\n"
+        + "".join(f"{s},{['negative', 'positive'][label]}\n" for s, label in zip(rows["sentence"], rows["label"]))
+    )
+    out = tmp / "model"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sentmtl.data.teacher_cache, "default_cache_dir", lambda: tmp / "teacher_cache")
+        patch.setattr(sentmtl.serving.precision, "probe_cache_dir", lambda: tmp / "bf16_probe")
+        assert main(tiny_run_flags(tiny_encoder_dir, csv, out)) == 0
+    return out
+
+
+# Five tasks, four with a head: the ONNX graph's outputs.
+ONNX_TASKS = [
+    {"name": "tone", "type": "classification", "labels": ["neg", "mid", "pos"]},
+    {"name": "sentiment", "type": "score"},
+    {"name": "tags", "type": "multilabel", "labels": ["food", "movie"]},
+    {"name": "stars", "type": "regression"},
+    {"name": "sts", "type": "similarity"},
+]
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_encoder_dir, tmp_path_factory):
+    """A tiny 5-task model (4 heads) with trained-looking heads, exported once: (model, tokenizer, onnx folder).
+    Needs the onnx extra (the test files that use it skip without it)."""
+    from sentmtl.serving.onnx_export import export_onnx
+
+    torch.manual_seed(1)
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=ONNX_TASKS, matryoshka_dims=[16, 8]
+    )
+    with torch.no_grad():  # heads far from their zero-ish start, so a wrong head or order would show
+        for task in ("tone", "sentiment", "tags", "stars"):
+            getattr(model, f"{task}_head").weight.normal_(0, 2.0)
+    out = export_onnx(model, tokenizer, tmp_path_factory.mktemp("onnx"))
+    return model, tokenizer, out
+
+
+@pytest.fixture
+def embed_flags(tiny_model, tiny_tokenizer, tmp_path):
+    """A saved tiny sentmtl checkpoint (embedding size 16): run_embed loads it with fixed weights."""
+    checkpoint = tmp_path / "checkpoint"
+    tiny_model.save_pretrained(checkpoint)
+    tiny_tokenizer.save_pretrained(checkpoint)
+    return ["--model_name_or_path", str(checkpoint)]
+
+
+# -- data -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The UCI corpus beside the project (never committed into it); SENTMTL_DATA_DIR overrides."""
     default = REPO_ROOT.parent / "shared" / "data" / "sentiment_labelled_sentences"
@@ -110,18 +204,12 @@ def data_dir() -> Path:
     return path
 
 
-def synthetic_rows(n: int, seed: int = 0) -> dict:
-    """Sentences whose sentiment is carried by one word of the tiny vocabulary: learnable in a few steps."""
-    import random
+@pytest.fixture(scope="module")
+def corpus(data_dir, tmp_path_factory):
+    """The real corpus, built into a cache of the module's own."""
+    from sentmtl.data.corpus import load_sentiment_corpus
 
-    rng = random.Random(seed)
-    rows = {"sentence": [], "label": []}
-    for i in range(n):
-        label = i % 2
-        word = rng.choice(POSITIVE_WORDS if label else NEGATIVE_WORDS)
-        rows["sentence"].append(f"the {rng.choice(TOPICS)} was {rng.choice(['', 'very ', 'really '])}{word} .")
-        rows["label"].append(label)
-    return rows
+    return load_sentiment_corpus(data_dir=data_dir, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture
@@ -138,30 +226,64 @@ def synthetic_csv(tmp_path) -> Path:
     return path
 
 
-def tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra) -> list[str]:
-    """run_mtl.py flags for a seconds-long run: the tiny encoder on the synthetic CSV, 2 epochs."""
-    return [
-        "--model_name_or_path",
-        str(tiny_encoder_dir),
-        "--train_file",
-        str(synthetic_csv),
-        "--text_column",
-        "text",
-        "--label_column",
-        "sentiment",
-        "--embedding_size",
-        "16",
-        "--output_dir",
-        str(out),
-        "--num_train_epochs",
-        "2",
-        "--per_device_train_batch_size",
-        "8",
-        "--learning_rate",
-        "1e-3",
-        "--disable_tqdm",
-        "true",
-        "--use_cpu",
-        "true",
-        *extra,
-    ]
+@pytest.fixture
+def retrieval_files(tmp_path):
+    """Retrieval pairs to train on and to evaluate, distractor sentences, and a labelled file for a task beside."""
+    train = write_dict_csv(tmp_path / "pairs_train.csv", pair_rows(60, 0))
+    dev = write_dict_csv(tmp_path / "pairs_dev.csv", pair_rows(24, 1))
+    dev_rows = pair_rows(24, 1)
+    distractors = write_dict_csv(
+        tmp_path / "distractors.csv",
+        [{"sentence": f"this {t} is {w} ."} for t in TOPICS for w in POSITIVE_WORDS]
+        + [{"sentence": dev_rows[0]["anchor"]}],
+    )  # a dev anchor: left out
+    rows = synthetic_rows(48)
+    labelled = write_dict_csv(
+        tmp_path / "labelled.csv",
+        [
+            {"sentence": s, "label": ["negative", "positive"][label]}
+            for s, label in zip(rows["sentence"], rows["label"])
+        ],
+    )
+    return {"train": train, "dev": dev, "distractors": distractors, "labelled": labelled, "dev_rows": dev_rows}
+
+
+@pytest.fixture
+def stream_files(tmp_path):
+    """160 labelled rows to stream and 40 to evaluate on."""
+    rows = synthetic_rows(200)
+    labelled = [(s, ["negative", "positive"][label]) for s, label in zip(rows["sentence"], rows["label"])]
+    train = write_csv(tmp_path / "train.csv", ("sentence", "label"), labelled[:160])
+    dev = write_csv(tmp_path / "dev.csv", ("sentence", "label"), labelled[160:])
+    return train, dev
+
+
+# -- runs -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Any attempt to load a model fails the test: validation must come first."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were validated")
+
+    monkeypatch.setattr("sentmtl.training.run.build_model", forbidden)
+    monkeypatch.setattr("sentmtl.serving.loading.load_model_and_tokenizer", forbidden)
+
+
+def _sentinel_handler(signum, frame):  # pragma: no cover - never called: it only marks what was installed before
+    raise AssertionError("the sentinel handler ran")
+
+
+@pytest.fixture
+def known_handlers():
+    """SIGINT and SIGTERM set to a handler of the test's own before the run, and put back after: a test that asks
+    whether the run gave the handlers back must not depend on what the shell that started pytest passed down (a
+    background job starts with SIGINT ignored)."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in saved:
+        signal.signal(signum, _sentinel_handler)
+    yield _sentinel_handler
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)

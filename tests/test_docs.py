@@ -18,13 +18,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import yaml
+from helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [
     "README.md",
     *sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "docs").glob("*.md")),
@@ -46,6 +45,7 @@ FOREIGN_FLAGS = {
     "--system-site-packages": "venv",  # python -m venv --system-site-packages (a venv for sentence-transformers' ONNX rows)
     "--include": "hf download",  # hf download user/name --include 'onnx/*'
     "--local-dir": "hf download",  # hf download ... --local-dir DIR
+    "--ignore": "pytest",  # python -m pytest tests --ignore=tests/e2e (the fast subset, docs/development.md)
 }
 
 # Where the task definitions live: sentmtl.data.sources, or the module the refactor moves them to.

@@ -1,15 +1,16 @@
 """The package's layout: the layers import only downwards, the half that travels beside the weights imports only
-itself, and the 0.2 module paths still import (the same module objects, with a DeprecationWarning)."""
+itself, the 0.2 module paths still import (the same module objects, with a DeprecationWarning), and nothing is
+required that is never imported."""
 
 import ast
 import importlib
 import pickle
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
+from helpers import REPO_ROOT
 
 import sentmtl
 from sentmtl._moved import MOVED
@@ -101,11 +102,7 @@ def test_a_pickle_that_names_a_02_module_loads():
     assert pickle.loads(old) == pickle.loads(data)
 
 
-def test_importing_sentmtl_imports_no_02_path_and_no_run_side_module():
-    """`import sentmtl` stays light: the model half only (and the alias finder)."""
-    code = (
-        "import sys, warnings; warnings.simplefilter('error', DeprecationWarning); import sentmtl; "
-        "print(sorted(m for m in sys.modules if m.startswith('sentmtl.')))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "sentmtl.training" not in loaded and "sentmtl.data." not in loaded, loaded
+def test_no_unused_install_requirements():
+    """`evaluate` was required and never imported (metrics are scikit-learn, offline)."""
+    requirements = (REPO_ROOT / "setup.cfg").read_text().split("install_requires =")[1].split("\n\n")[0]
+    assert "evaluate" not in requirements

@@ -10,8 +10,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from ..data.plan import tasks_from_file, tasks_from_flags
-from ..data.run_data import STS_EVAL_TASK, build_run_data, sts_eval_source  # noqa: F401 (0.2 imported them here)
-from ..data.teacher_cache import teacher_encoder  # noqa: F401 (0.2 imported it from here)
+from ..data.run_data import build_run_data
 from ..model.configuration_sentmtl import SentMtlConfig
 from ..serving.embed import default_max_length
 from ..serving.hub import HubPushError, push_folder
@@ -20,7 +19,7 @@ from ..serving.onnx_export import ONNX_FOLDER, export_onnx
 from ..utils.errors import USER_ERRORS, debug_requested, one_line
 from .arguments import DataArguments, ModelArguments, SentMtlTrainingArguments
 from .callbacks import FreezeCallback, InterruptCallback, ReleaseMemoryCallback, WeightAveragingCallback
-from .checkpoints import latest_checkpoint, resolve_resume_checkpoint, save_final_model  # noqa: F401
+from .checkpoints import resolve_resume_checkpoint, save_final_model
 from .model_card import build_model_card
 from .report import format_metrics_table, write_reports
 from .run_checks import check_export, check_streaming

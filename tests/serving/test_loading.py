@@ -1,0 +1,46 @@
+"""sentmtl/serving/loading.py (`build_model`): a continued model takes the run's own Matryoshka settings, checked
+against the checkpoint's sizes. Continuing a trained checkpoint through a run: tests/e2e/test_run_mtl.py."""
+
+import pytest
+
+from sentmtl.model.task_spec import TaskSpec
+
+
+def test_a_continued_matryoshka_model_refuses_an_added_cosine_distillation(tiny_model, tiny_tokenizer, tmp_path):
+    from sentmtl.serving.loading import build_model
+    from sentmtl.training.arguments import ModelArguments
+
+    tiny_model.config.matryoshka_dims = [16, 8]
+    tiny_model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    tasks = [*tiny_model.tasks, TaskSpec("d", "distillation", loss="cosine")]
+    with pytest.raises(ValueError, match="d \\(loss cosine\\) cannot be taken on a truncated embedding"):
+        build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), tasks)
+
+
+def test_a_continued_run_sets_its_own_self_distillation_weight(tiny_model, tiny_tokenizer, tmp_path):
+    from sentmtl.serving.loading import build_model
+    from sentmtl.training.arguments import ModelArguments
+    from sentmtl.training.model_card import build_model_card
+
+    tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_self_distillation = [16, 8], 10.0
+    tiny_model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer.save_pretrained(tmp_path / "m")
+    card = build_model_card(tiny_model.config, {}, {})
+    assert "+ 10 × Matryoshka self-distillation" in card and "self-distillation, weight 10" in card
+    # A training setting, like the tasks' loss weights: the run's value, not the checkpoint's (0 when unset).
+    unset, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), tiny_model.tasks)
+    assert unset.config.matryoshka_self_distillation == 0.0
+    five, _ = build_model(
+        ModelArguments(model_name_or_path=str(tmp_path / "m"), matryoshka_self_distillation=5.0), tiny_model.tasks
+    )
+    assert five.config.matryoshka_self_distillation == 5.0
+    # Checked against the checkpoint's sizes: none there, so the weight has nothing to act on.
+    tiny_model.config.matryoshka_dims, tiny_model.config.matryoshka_self_distillation = None, 0.0
+    tiny_model.save_pretrained(tmp_path / "plain")
+    tiny_tokenizer.save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="matryoshka_self_distillation without matryoshka_dims"):
+        build_model(
+            ModelArguments(model_name_or_path=str(tmp_path / "plain"), matryoshka_self_distillation=5.0),
+            tiny_model.tasks,
+        )
