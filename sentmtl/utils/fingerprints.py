@@ -100,21 +100,20 @@ def safetensors_fingerprint(folder) -> str | None:
             header = json.loads(handle.read(size))
         header.pop("__metadata__", None)
         entries += [(key, value, folder / name, 8 + size) for key, value in header.items()]
-
-    def read(path, start, end):
-        with open(path, "rb") as handle:
-            handle.seek(start)
-            return handle.read(end - start)
-
-    return _tensors_fingerprint(
-        (
-            key,
-            value["dtype"],
-            list(value["shape"]),
-            read(path, base + value["data_offsets"][0], base + value["data_offsets"][1]),
+    handles = {path: open(path, "rb") for path in {entry[2] for entry in entries}}  # one handle per file
+    try:
+        return _tensors_fingerprint(
+            (key, value["dtype"], list(value["shape"]), _read(handles[path], base, *value["data_offsets"]))
+            for key, value, path, base in sorted(entries, key=lambda entry: entry[0])
         )
-        for key, value, path, base in sorted(entries, key=lambda entry: entry[0])
-    )
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def _read(handle, base: int, start: int, end: int) -> bytes:
+    handle.seek(base + start)
+    return handle.read(end - start)
 
 
 def _tensors_fingerprint(tensors) -> str:

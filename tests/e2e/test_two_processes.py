@@ -26,28 +26,7 @@ from sentmtl.training.trainer import all_processes_agree
 @pytest.mark.parametrize("extra", [[], ["--freeze_backbone"]])
 def test_two_process_accelerate_run(tiny_encoder_dir, synthetic_csv, tmp_path, extra):
     out = tmp_path / "ddp"
-    # `--multi_gpu` makes accelerate start the processes with torchrun; on a machine without GPUs they run on the
-    # CPU over gloo. (`--cpu --num_processes 2` starts ONE process unless it runs under mpirun.)
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "run_mtl.py",
-        *tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra),
-    ]
-    result = subprocess.run(
-        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_two_processes(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *extra))
     assert {"eval_classification_accuracy", "eval_classification_f1"} <= set(
         json.loads((out / "eval_results.json").read_text())
     )
@@ -62,7 +41,9 @@ def test_two_process_accelerate_run(tiny_encoder_dir, synthetic_csv, tmp_path, e
 
 
 def run_two_processes(flags: list[str]) -> None:
-    """run_mtl.py under `accelerate launch` with 2 processes (torchrun over gloo on a machine without GPUs)."""
+    """run_mtl.py under `accelerate launch` with 2 processes. `--multi_gpu` makes accelerate start them with
+    torchrun; on a machine without GPUs they run on the CPU over gloo (`--cpu --num_processes 2` starts ONE process
+    unless it runs under mpirun)."""
     command = [
         sys.executable,
         "-m",
