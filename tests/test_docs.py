@@ -256,7 +256,10 @@ def yaml_key_errors(values, where: str) -> list[str]:
         for field in dataclasses.fields(cls)
         if field.init or field.name == "tasks"
     }
+    from sentmtl.tasks.io import TASK_IO
+
     task_keys = {field.name for cls in (TaskSpec, DataSpec) for field in dataclasses.fields(cls)}
+    task_keys |= {"head_learning_rate"}
     if not isinstance(values, dict):
         return [f"{where}: a run file is a mapping, got {type(values).__name__}"]
     errors = [f"{where}: {key!r} is not a run argument" for key in values if key not in run_keys]
@@ -264,7 +267,8 @@ def yaml_key_errors(values, where: str) -> list[str]:
         if not isinstance(task, dict):
             errors.append(f"{where}: tasks[{i}] is not a mapping")
             continue
-        errors += [f"{where}: tasks[{i}].{key} is not a task field" for key in task if key not in task_keys]
+        own = TASK_IO[task["type"]].options if task.get("type") in TASK_IO else {}  # the type's data options
+        errors += [f"{where}: tasks[{i}].{key} is not a task field" for key in task if key not in task_keys | set(own)]
         if isinstance(task.get("data"), dict):
             errors += [
                 f"{where}: tasks[{i}].data.{key} is not a data key"

@@ -123,23 +123,15 @@ def prepare(
     members = [
         RunTask(
             task,
-            DataSpec(
-                "uci",
-                text_column,
-                text_pair_column,
-                label_columns.get(task.name),
-                negative_columns=negative_columns if task_io(task).from_texts else None,
-            ),
+            DataSpec({"train_file": "the table"}, text_column, text_pair_column, label_columns.get(task.name)),
+            # `negative_columns` is the option of the type that declares it (contrastive), for its tasks only.
+            {"negative_columns": negative_columns}
+            if negative_columns and "negative_columns" in task_io(task).options
+            else {},
         )
         for task in tasks
-    ]  # the data field is unused here: the table is given
-    pair_column = text_pair_column or "sentence2"
-    present = [
-        m
-        for m in members
-        if (task_io(m.spec).column(m) or "") in dataset.column_names
-        or (task_io(m.spec).from_texts and pair_column in dataset.column_names)
-    ]
+    ]  # the data field only says "not the corpus": the table is given
+    present = [m for m in members if task_io(m.spec).present(m, dataset.column_names)]
     if not present:
         raise ValueError(
             f"the table has none of the tasks' target columns (columns: {dataset.column_names}); name "
@@ -213,8 +205,8 @@ class MultiSourceDataset(torch.utils.data.Dataset):
         for k, part in enumerate(self.parts):
             keys = None
             for task in self.part_tasks(k, known):
-                if task_io(task).distinct_in_batch:
-                    keys = task_io(task).batch_keys(task, part[TARGET_PREFIX + task.name])
+                keys = task_io(task).batch_keys(task, lambda p=part, t=task: p[TARGET_PREFIX + t.name])
+                if keys is not None:
                     break
             out.append(keys)
         return out

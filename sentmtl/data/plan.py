@@ -7,12 +7,11 @@ at argument time. After that there is one way data is loaded, split, tokenised, 
 """
 
 import json
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, InitVar, dataclass, field, fields
 
 from ..model.task_spec import DEFAULT_CLASSIFICATION, DEFAULT_SCORE, TaskSpec, check_unique_names, default_tasks
-from ..tasks.io import task_io
-from .corpus import LABEL_NAMES, SOURCES
+from ..tasks.io import option_owners, task_io
+from .corpus import SOURCES
 
 # The keys a task's `data:` mapping may have, by kind of source (see sentmtl/data/sources.py).
 DATA_KEYS = {
@@ -24,28 +23,16 @@ DATA_KEYS = {
 
 @dataclass
 class DataSpec:
-    """Where a task's examples come from (`uci`, `{train_file, validation_file}`, `{stsb}`, `{dataset}`) and which
-    columns hold them. Tasks with the same data *and* the same text columns share a source (and its batches)."""
+    """Where a task's examples come from (`uci`, `{train_file, validation_file}`, `{stsb}`, `{dataset}`), which
+    columns hold them and how the source is sampled. Options of one task type (a contrastive task's negatives, a
+    distillation task's teacher …) are that type's (`TaskIO.options`), kept on the `RunTask`. Tasks with the same
+    data *and* the same text columns share a source (and its batches)."""
 
     data: object = "uci"
     text_column: str | None = None  # default: sentence (sentence1 for STS-B)
     text_pair_column: str | None = None  # pair tasks only; default: sentence2
     label_column: str | None = None  # default: the type's (label, labels, score, …)
-    head_learning_rate: float | None = None  # this task's head LR (default: --head_learning_rate)
     max_samples: int | None = None  # a stratified subset of this many distinct sentences, before the split
-    # A score task whose column is missing from the data takes this classification task's class id / (K − 1): the
-    # seed's --train_file without a score column (negative → 0.0, positive → 1.0).
-    score_from: str | None = None
-    # Distillation: the teacher whose pooled vectors are the targets — a model name or path; unset: the model as
-    # this run starts (for a continued run, the checkpoint's encoder, not the original one).
-    teacher: str | None = None
-    # Contrastive: columns of hard negatives (one text each, every row filled); rows whose score (label_column,
-    # default `score`) is below min_score are not pairs (training drops them; evaluation keeps their second text as a
-    # retrieval document); distractors: more documents for the evaluation's second, harder corpus —
-    # {stsb: folder} (every sentence of its train split) or {file: path, columns: [...]}.
-    negative_columns: list | None = None
-    min_score: float | None = None
-    distractors: dict | None = None
     # Sampling of this source: its own batch size (per device; default --per_device_train_batch_size), and a fixed
     # number of batches per epoch placed among the other sources' (default: what --task_sampling gives it).
     batch_size: int | None = None
@@ -66,35 +53,6 @@ class DataSpec:
                     f"task data {data!r}: unknown key(s) {unknown}; a {kinds[0]} source takes "
                     f"{', '.join(DATA_KEYS[kinds[0]])}."
                 )
-        if self.negative_columns is not None and (
-            not isinstance(self.negative_columns, list)
-            or not self.negative_columns
-            or not all(isinstance(c, str) for c in self.negative_columns)
-        ):
-            raise ValueError(f"negative_columns {self.negative_columns!r}: a list of column names.")
-        if self.distractors is not None:
-            ok = isinstance(self.distractors, dict) and (
-                set(self.distractors) == {"stsb"}
-                or ("file" in self.distractors and set(self.distractors) <= {"file", "columns"})
-            )
-            if not ok:
-                raise ValueError(
-                    f"distractors {self.distractors!r}: use {{stsb: folder}} or {{file: path, columns: "
-                    "[...]} (columns default to the task's text columns)."
-                )
-            columns = self.distractors.get("columns")
-            if columns is not None and (
-                not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns)
-            ):
-                raise ValueError(
-                    f"distractors columns {columns!r}: a non-empty list of column names (or leave it out)."
-                )
-        if self.min_score is not None and (
-            isinstance(self.min_score, bool)
-            or not isinstance(self.min_score, (int, float))
-            or not math.isfinite(self.min_score)
-        ):
-            raise ValueError(f"min_score {self.min_score!r} must be a number (on the score column's scale).")
         for name in ("batch_size", "batches_per_epoch"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -134,84 +92,113 @@ class DataSpec:
         data = self.data if isinstance(self.data, dict) else {}
         return bool(data.get("validation_file") or "stsb" in data or data.get("eval_split"))
 
-    def source_key(self) -> str:
-        """Tasks with the same key share one source: the same rows (data, text columns, subset, filter, documents),
-        batched the same way."""
-        return json.dumps(
-            [
-                self.data,
-                self.text_column,
-                self.text_pair_column,
-                self.max_samples,
-                self.negative_columns,
-                self.min_score,
-                self.distractors,
-                self.batch_size,
-                self.batches_per_epoch,
-            ],
-            sort_keys=True,
-        )
+    def key_parts(self) -> list:
+        """What decides the rows of a source (data, text columns, subset) and how they are batched."""
+        return [
+            self.data,
+            self.text_column,
+            self.text_pair_column,
+            self.max_samples,
+            self.batch_size,
+            self.batches_per_epoch,
+        ]
 
 
 @dataclass
 class RunTask:
+    """One task of a run: the model's side (`spec`), where its rows come from (`data`), the data options of its
+    type's own (`options`, checked by the type: `TaskIO.options`) and its head's learning rate (None: the run's
+    --head_learning_rate)."""
+
     spec: TaskSpec
     data: DataSpec = field(default_factory=DataSpec)
+    options: dict = field(default_factory=dict)
+    head_learning_rate: float | None = None
+    where: InitVar[str] = ""  # how errors name the task (a run file's `tasks[i]`)
+
+    def __post_init__(self, where):
+        self.check(where or f"task {self.spec.name!r}")
+
+    def check(self, where: str) -> None:
+        io = task_io(self.spec)
+        for name, value in self.options.items():
+            if name not in io.options:
+                owners = option_owners(name)
+                raise ValueError(
+                    f"{where}: {name}: only for {' or '.join(owners) or 'no'} tasks (a {self.spec.type} task "
+                    f"takes {', '.join(sorted(io.options)) or 'no data option of its own'})."
+                )
+            try:
+                io.options[name].check(value)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+        if self.head_learning_rate is not None and not self.spec.has_head:
+            raise ValueError(
+                f"{where}: head_learning_rate: a {self.spec.type} task has no head (it trains the embedding)."
+            )
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise ValueError(
+                f"{where}: head_learning_rate {self.head_learning_rate} must be > 0 (to keep a head "
+                "fixed, --freeze <task>_head)."
+            )
+        if self.spec.kind.pairs and self.data.data == "uci":
+            raise ValueError(
+                f"{where}: a {self.spec.type} task needs sentence pairs; give it data (e.g. {{stsb: path}})."
+            )
+        io.check_data(self, where)
 
     @classmethod
     def from_dict(cls, values: dict, where: str) -> "RunTask":
-        """A `tasks:` entry of a run file: the `TaskSpec` fields plus the `DataSpec` fields."""
+        """A `tasks:` entry of a run file: the `TaskSpec` fields, the `DataSpec` fields, `head_learning_rate` and the
+        data options of the task's type, all at one level."""
         if not isinstance(values, dict):
             raise ValueError(f"{where}: expected a mapping of task fields, got {values!r}.")
         spec_fields = {f.name for f in fields(TaskSpec)}
         data_fields = {f.name for f in fields(DataSpec)}
-        unknown = sorted(set(values) - spec_fields - data_fields)
+        known = spec_fields | data_fields | {"head_learning_rate"}
+        unknown = sorted(k for k in set(values) - known if not option_owners(k))
         if unknown:
             raise ValueError(
-                f"{where}: unknown task field(s) {unknown}; valid: {', '.join(sorted(spec_fields | data_fields))}."
+                f"{where}: unknown task field(s) {unknown}; valid: {', '.join(sorted(known))}, and a task type's "
+                "own data options (docs/tasks.md)."
             )
         spec = TaskSpec.from_dict({k: v for k, v in values.items() if k in spec_fields}, where)
         try:
             data = DataSpec(**{k: v for k, v in values.items() if k in data_fields})
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
-        if data.head_learning_rate is not None and not spec.has_head:
-            raise ValueError(f"{where}: head_learning_rate: a {spec.type} task has no head (it trains the embedding).")
-        if data.head_learning_rate is not None and not data.head_learning_rate > 0:
-            raise ValueError(
-                f"{where}: head_learning_rate {data.head_learning_rate} must be > 0 (to keep a head "
-                "fixed, --freeze <task>_head)."
-            )
-        if spec.kind.pairs and data.data == "uci":
-            raise ValueError(f"{where}: a {spec.type} task needs sentence pairs; give it data (e.g. {{stsb: path}}).")
-        if data.teacher is not None and not task_io(spec).teacher_targets:
-            raise ValueError(f"{where}: teacher is for distillation tasks only.")
-        if data.streamed and task_io(spec).distinct_in_batch:
-            raise ValueError(
-                f"{where}: a {spec.type} task numbers the distinct texts of its whole table and keeps "
-                "repeats out of a batch; a stream has no whole table. Give it a file without streaming."
-            )
-        if data.max_samples is not None and task_io(spec).from_texts:
-            raise ValueError(
-                f"{where}: max_samples would cut pairs that share a text apart (a subset keeps whole groups "
-                "of near-duplicates, not rows); give a smaller file instead."
-            )
-        retrieval = [
-            name for name in ("negative_columns", "min_score", "distractors") if getattr(data, name) is not None
-        ]
-        if retrieval and not task_io(spec).from_texts:
-            raise ValueError(
-                f"{where}: {', '.join(retrieval)}: only for contrastive tasks (a {spec.type} task's rows "
-                "are not retrieval pairs)."
-            )
-        return cls(spec, data)
+        options = {k: v for k, v in values.items() if k not in known and v is not None}
+        return cls(spec, data, options, values.get("head_learning_rate"), where)
 
     def to_dict(self) -> dict:
+        """The `tasks:` entry this task replays from (`from_dict`'s input)."""
         out = self.spec.to_dict()
         out.update(
             {f.name: getattr(self.data, f.name) for f in fields(DataSpec) if getattr(self.data, f.name) is not None}
         )
+        if self.head_learning_rate is not None:
+            out["head_learning_rate"] = self.head_learning_rate
+        out.update(self.options)
         return out
+
+    def source_key(self) -> str:
+        """Tasks with the same key share one source: the same rows (data, text columns, subset, and the type options
+        that change rows: a filter, documents, negatives), batched the same way."""
+        io = task_io(self.spec)
+        shaping = {name: value for name, value in self.options.items() if io.options[name].shapes_rows}
+        return json.dumps([*self.data.key_parts(), shaping], sort_keys=True)
+
+
+def changed(arguments, names) -> list[str]:
+    """The names among `names` whose value differs from its field's default in the arguments' dataclass: the
+    defaults live in one place, the argument definitions (`sentmtl.training.arguments`)."""
+    defaults = {}
+    for f in fields(arguments):
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = f.default_factory()
+    return [name for name in names if getattr(arguments, name) != defaults[name]]
 
 
 def tasks_from_flags(model_args, data_args, training_args) -> list[RunTask]:
@@ -237,16 +224,12 @@ def tasks_from_flags(model_args, data_args, training_args) -> list[RunTask]:
                     text_column=data_args.text_column,
                     label_column=columns.get(spec.name),
                     max_samples=data_args.max_samples,
-                    score_from=DEFAULT_CLASSIFICATION if spec.name == DEFAULT_SCORE else None,
                 ),
+                {"score_from": DEFAULT_CLASSIFICATION} if spec.name == DEFAULT_SCORE else {},
             )
             for spec in specs
         ]
-    file_only = [
-        f"--{name}"
-        for name, default in (("text_column", "sentence"), ("label_column", "label"), ("score_column", "score"))
-        if getattr(data_args, name) != default
-    ]
+    file_only = [f"--{name}" for name in changed(data_args, ("text_column", "label_column", "score_column"))]
     if file_only:
         raise ValueError(
             f"{', '.join(file_only)} name(s) columns of --train_file; the corpus has its own "
@@ -262,27 +245,10 @@ def tasks_from_file(tasks, model_args, data_args, training_args, where: str) -> 
         raise ValueError(f"{where}: `tasks` must be a non-empty list of task mappings.")
     run_tasks = [RunTask.from_dict(task, f"{where}: tasks[{i}]") for i, task in enumerate(tasks)]
     check_unique_names([task.spec for task in run_tasks])
-    ignored = [name for name in ("train_file", "validation_file") if getattr(data_args, name)]
-    ignored += [
-        name
-        for name, default in (
-            ("class_names", list(LABEL_NAMES)),
-            ("label_column", "label"),
-            ("score_column", "score"),
-            ("text_column", "sentence"),
-        )
-        if getattr(data_args, name) != default
-    ]
-    ignored += [
-        name
-        for name, default in (
-            ("classification_loss_weight", 1.0),
-            ("sentiment_loss_weight", 1.0),
-            ("distillation_weight", 10.0),
-        )
-        if getattr(model_args, name) != default
-    ]
-    ignored += ["label_smoothing_factor"] if training_args.label_smoothing_factor else []
+    ignored = changed(data_args, ("train_file", "validation_file", "class_names", "label_column", "score_column"))
+    ignored += changed(data_args, ("text_column",))
+    ignored += changed(model_args, ("classification_loss_weight", "sentiment_loss_weight", "distillation_weight"))
+    ignored += changed(training_args, ("label_smoothing_factor",))
     if ignored:
         raise ValueError(
             f"{where}: with `tasks:` each task names its own data, labels, weight and label_smoothing; "
@@ -299,8 +265,7 @@ def tasks_from_file(tasks, model_args, data_args, training_args, where: str) -> 
                 )
             task.data.max_samples = data_args.max_samples
     if not corpus_tasks:
-        corpus_only = [name for name in ("data_dir", "sources", "max_samples") if getattr(data_args, name) is not None]
-        corpus_only += ["skip_bad_lines"] if data_args.skip_bad_lines else []
+        corpus_only = changed(data_args, ("data_dir", "sources", "max_samples", "skip_bad_lines"))
         if corpus_only:
             raise ValueError(
                 f"{where}: no task reads the UCI corpus (data: uci), so --{', --'.join(corpus_only)} "

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..model.task_spec import TaskSpec
-from ..tasks.io import LabelMap, task_io
+from ..tasks.io import DEFAULT_TEXT_PAIR_COLUMN, LabelMap, Readers, task_io
 from ..utils.fingerprints import combine
 from .corpus import load_sentiment_corpus
 from .files import NO_SOURCE, first_line, read_table
@@ -95,36 +95,13 @@ def _raw_splits(data, data_args) -> tuple[datasets.DatasetDict, str, str, dict]:
     return out, Path(location).name, location, {}
 
 
-def _documents(spec) -> list[str]:
-    """A contrastive source's `distractors`: more retrieval documents for its evaluation."""
-    given = spec.distractors
-    if not given:
-        return []
-    if "stsb" in given:
-        table = read_stsb(stsb_file(given["stsb"], "train"))
-        return [*table["sentence1"], *table["sentence2"]]
-    table, path = read_table(given["file"]), given["file"]
-    defaults = list(
-        dict.fromkeys(
-            [
-                spec.text_column or "sentence1",
-                "sentence",
-                spec.text_pair_column or "sentence2",
-                *(spec.negative_columns or []),
-            ]
-        )
-    )
-    columns = given.get("columns") or [c for c in defaults if c in table.column_names]
-    missing = [c for c in columns if c not in table.column_names]
-    if missing or not columns:
-        raise ValueError(
-            f"distractors {path}: no column {missing or defaults} (columns: {table.column_names}); name "
-            "them with distractors: {file: ..., columns: [...]}."
-        )
-    texts = [str(t) for column in columns for t in table[column] if t is not None and str(t).strip()]
-    if not texts:
-        raise ValueError(f"distractors {path}: no text in columns {columns}.")
-    return texts
+def _stsb_texts(folder) -> list[str]:
+    table = read_stsb(stsb_file(folder, "train"))
+    return [*table["sentence1"], *table["sentence2"]]
+
+
+# The readers a task type may use for files of its own (`TaskIO.documents`).
+READERS = Readers(table=read_table, stsb_texts=_stsb_texts)
 
 
 def _domain_index(dataset: datasets.Dataset, names: list[str] | None = None):
@@ -211,7 +188,7 @@ def table_columns(
         raise ValueError(f"{where}: no rows (columns: {dataset.column_names}); every source needs data.")
     first = members[0].data
     text = first.text_column or ("sentence1" if "sentence1" in dataset.column_names else "sentence")
-    pair = (first.text_pair_column or "sentence2") if any(m.spec.kind.pairs for m in members) else None
+    pair = (first.text_pair_column or DEFAULT_TEXT_PAIR_COLUMN) if any(m.spec.kind.pairs for m in members) else None
     label_columns = {m.spec.name: task_io(m.spec).column(m) for m in members}
     defaults = [m.spec.name for m in members if m.data.label_column is None and label_columns[m.spec.name]]
     shared = sorted(
@@ -222,28 +199,18 @@ def table_columns(
             f"{where}: tasks {[n for n in defaults if label_columns[n] in shared]} would all read the column "
             f"{shared[0]!r} by default; name each task's label_column."
         )
-    negatives = first.negative_columns or []
+    negatives = next((columns for m in members if (columns := task_io(m.spec).negative_columns(m))), [])
     for column in [text, pair, *negatives]:
         if column and column not in dataset.column_names:
             raise ValueError(
                 f"{where}: no column {column!r} (columns: {dataset.column_names}); set text_column / "
                 "text_pair_column / negative_columns on the task."
             )
-    ordered = sorted(members, key=lambda m: m.data.score_from is not None)  # derived scores after their source
+    # Targets made from another task's (a score from a class id) are read after it.
+    ordered = sorted(members, key=lambda m: bool(task_io(m.spec).depends_on(m)))
+    specs = {m.spec.name: m.spec for m in members}
     for m in ordered:
-        column = label_columns[m.spec.name]
-        if column is not None and column not in dataset.column_names and m.data.score_from is None:
-            raise ValueError(
-                f"{where}: no column {column!r} for task {m.spec.name!r} (columns: "
-                f"{dataset.column_names}); set its label_column."
-            )
-        if column is not None and column not in dataset.column_names and not task_io(m.spec).from_texts:
-            source = next((x.spec for x in members if x.spec.name == m.data.score_from), None)
-            if source is None or not task_io(source).class_ids:
-                raise ValueError(
-                    f"{where}: task {m.spec.name!r} has no column {column!r}, and score_from "
-                    f"{m.data.score_from!r} is not a classification task of the same data."
-                )
+        task_io(m.spec).check_columns(m, dataset.column_names, specs, where)
     streamed = isinstance(dataset, datasets.IterableDataset)
     # A stream names no domains (its distinct `source` values are not known before its end): per-domain metrics
     # are for tables.
@@ -270,27 +237,19 @@ def table_columns(
             [domain_of(v) for v in batch["source"]] if domain_of and "source" in batch else [NO_SOURCE] * len(rows)
         )
         texts = {key: columns[key] for key in ("text", "text_pair", "negatives") if key in columns}
-        texts.update(rows=data_rows, ids=ids)
         parsed = {}
+        texts.update(rows=data_rows, ids=ids, targets=parsed, tasks=specs)
         for m in ordered:
-            column, io = label_columns[m.spec.name], task_io(m.spec)
-            locate = lambda row, c=column: at(rows[row], c)  # noqa: E731
-            if io.from_texts:
-                values = _named_values(features.get(column), batch[column], None) if column in batch else None
-                parsed[m.spec.name] = io.targets(m, texts, values, locate)
-            elif column is None:
-                continue
-            elif column not in batch:  # score_from: the classification task's class id / (K − 1)
-                source = next(x.spec for x in members if x.spec.name == m.data.score_from)
-                parsed[m.spec.name] = [
-                    label / (len(source.labels) - 1) if label >= 0 else float("nan")
-                    for label in parsed[m.data.score_from]
-                ]
-            else:
+            column = label_columns[m.spec.name]
+            values = None
+            if column is not None and column in batch:
                 values = _named_values(
                     features.get(column), batch[column], m.spec.labels, f"{where}, column {column!r}"
                 )
-                parsed[m.spec.name] = io.parse(m.spec, values, locate)
+            locate = lambda row, c=column: at(rows[row], c)  # noqa: E731
+            targets = task_io(m.spec).targets(m, texts, values, locate)
+            if targets is not None:
+                parsed[m.spec.name] = targets
         columns.update({TARGET_PREFIX + name: values for name, values in parsed.items()})
         return columns
 
@@ -305,7 +264,7 @@ def table_columns(
             remove_columns=dataset.column_names,
         )
         return table, domain_names
-    stateful = any(task_io(m.spec).from_texts for m in members)
+    stateful = any(task_io(m.spec).numbers_texts(m.spec) for m in members)
     # Everything the converted table depends on: the data, the tasks, the code that parses them (sentmtl's version,
     # each type's TaskIO source: a registered type of the user's own included), where rows are numbered from.
     parsers = [inspect.getsource(type(task_io(m.spec))) for m in members]
@@ -347,7 +306,7 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
     when `teacher_for(teacher name or None) -> Teacher` is given) and split it once."""
     groups: dict[str, list[RunTask]] = {}
     for task in run_tasks:
-        groups.setdefault(task.data.source_key(), []).append(task)
+        groups.setdefault(task.source_key(), []).append(task)
     sources, split_any = [], False
     for members in groups.values():
         spec = members[0].data
@@ -359,7 +318,7 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
         elif spec.max_samples is None:  # the whole table's vectors: another seed or test share reuses them
             train = add_teacher_targets(train, members, teacher_for, cache_dir)
         evaluation = None
-        documents = _documents(spec)
+        documents = [text for m in members for text in task_io(m.spec).documents(m, READERS)]
         if documents and "test" not in splits:
             raise ValueError(
                 f"{where}: distractors are added to a source's own evaluation data; give it some "
@@ -371,7 +330,7 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
             )
             evaluation = add_teacher_targets(evaluation, members, teacher_for, cache_dir)
         else:  # no eval data of its own: a leak-free split, stratified by the first classification task
-            stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).class_ids), None)
+            stratify = next((TARGET_PREFIX + m.spec.name for m in members if task_io(m.spec).stratify_by(m.spec)), None)
             # A hard negative must not sit on both sides either: `negatives` (a list per row) counts as text columns.
             texts = [c for c in ("text", "text_pair", "negatives") if c in train.column_names]
             split = train_test_split(
@@ -389,15 +348,13 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
                     add_teacher_targets(t, members, teacher_for, cache_dir) for t in (train, evaluation)
                 )
         evaluation = bounded(evaluation, getattr(data_args, "max_eval_samples", None), where)
-        if spec.min_score is not None:  # rows below it are not pairs: nothing to train on (evaluation keeps them)
-            column = TARGET_PREFIX + members[0].spec.name
-            before = train.num_rows
-            train = train.filter(lambda row, column=column: row[column][0] == 1, desc="min_score")
-            logger.info(
-                "%s: min_score %s keeps %d of %d training rows as pairs.", where, spec.min_score, train.num_rows, before
-            )
-            if train.num_rows == 0:
-                raise ValueError(f"{where}: no training row has a score >= min_score {spec.min_score}.")
+        for m in members:  # a type may leave rows out of training (evaluation keeps them: a contrastive task's
+            # rows below min_score are retrieval documents, not pairs)
+            column = TARGET_PREFIX + m.spec.name
+            keep = task_io(m.spec).training_rows(m, lambda t=train, c=column: t[c], where)
+            if keep is not None and not keep.all():
+                before, train = train.num_rows, train.select(np.flatnonzero(keep))
+                logger.info("%s: task %r trains on %d of %d rows.", where, m.spec.name, train.num_rows, before)
         sources.append(
             Source(
                 name,
@@ -438,8 +395,9 @@ def stream_source(
     cannot be embedded ahead: `teacher_for` must give a frozen teacher, not the model being trained)."""
     stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
     for member in members:
-        if teacher_for is not None and task_io(member.spec).teacher_targets:
-            teacher, column = teacher_for(member.data.teacher), TARGET_PREFIX + member.spec.name
+        request = task_io(member.spec).teacher(member)
+        if teacher_for is not None and request is not None:
+            teacher, column = teacher_for(request.name), TARGET_PREFIX + member.spec.name
             stream = stream.map(
                 lambda batch, t=teacher, c=column: {c: list(t.encode(list(batch["text"])))},
                 batched=True,
@@ -468,8 +426,9 @@ def add_teacher_targets(
     if teacher_for is None:
         return table
     for member in members:
-        if task_io(member.spec).teacher_targets:
-            vectors = teacher_vectors(table, "text", teacher_for(member.data.teacher), cache_dir)
+        request = task_io(member.spec).teacher(member)
+        if request is not None:
+            vectors = teacher_vectors(table, "text", teacher_for(request.name), cache_dir)
             table = datasets.concatenate_datasets(
                 [table, vectors.rename_column(VECTORS, TARGET_PREFIX + member.spec.name)], axis=1
             )

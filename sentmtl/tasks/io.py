@@ -3,106 +3,76 @@
 Registered under the same names as the model half (`sentmtl.model.task_types`); scikit-learn and scipy are allowed here,
 since this half never travels beside the weights. A new task type is a `TaskType` plus a `TaskIO` (docs/design.md).
 
-Label names map values with one rule (`LabelMap`), for classification, multilabel and `--class_names` alike.
+A type owns its data, not only its targets: the data options of its own that a `tasks:` entry may set (`options`,
+each checked by the type), and its row protocol — which column it reads (`column`), whether a given table feeds it
+(`present`), what it computes rather than reads (`teacher`), which rows train (`training_rows`), what a training
+batch must not repeat (`batch_keys`), whether it stratifies a split (`stratify_by`). The data layer
+(`sentmtl.data.sources`, `sentmtl.data.plan`, `sentmtl.data.batching`) asks these and never branches on a type. The
+built-in types' run halves are in `sentmtl.tasks.builtin`.
 """
 
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..model.task_types import DEFAULT_SCALE, IGNORE_INDEX
-from . import metrics as m
+from .labels import LabelMap, is_absent, metric_label  # noqa: F401 (LabelMap, metric_label: their 0.3.0.dev0 place)
+
+DEFAULT_TEXT_PAIR_COLUMN = "sentence2"  # a pair's second text, when a task names no text_pair_column
 
 
-class LabelMap:
-    """Values → class ids, by one documented rule:
+@dataclass(frozen=True)
+class DataOption:
+    """A data field a task type adds to its `tasks:` entries, beside `DataSpec`'s location, columns and sampling.
+    `check(value)` raises a ValueError saying what would be accepted; `shapes_rows`: the option changes the
+    source's rows (tasks share a source only when such options agree)."""
 
-    1. a value matches a label name exactly (both trimmed);
-    2. else it matches one name case-insensitively, where only one does;
-    3. else a number matches the one name that is the same number (names "0.5" … "2.5": the value 2.0 is "2.0";
-       names "1" … "5": the value 1 is the class *named* "1");
-    4. else an integer value (1, "1", 1.0) is a class id 0 … K−1, but only when no label name is a number;
-    5. anything else is an error naming the place, the value and the names.
-    An empty cell, None or NaN means "no target on this row" (`None` is returned). A `ClassLabel` column is read by
-    its names through rules 1–3 (`task_data.table_columns`), so a dataset's own class order cannot swap classes.
-    """
-
-    def __init__(self, names: list[str]):
-        self.names = list(names)
-        self.exact = {name: i for i, name in enumerate(self.names)}
-        folded: dict[str, list[int]] = {}
-        numbers: dict[float, list[int]] = {}
-        for i, name in enumerate(self.names):
-            folded.setdefault(name.casefold(), []).append(i)
-            if _as_number(name) is not None:
-                numbers.setdefault(_as_number(name), []).append(i)
-        self.folded, self.numbers = folded, numbers
-        self.ids_allowed = not numbers
-
-    def __call__(self, value, where: str) -> int | None:
-        shown = value
-        value = value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value  # numpy
-        if _is_absent(value):
-            return None
-        if isinstance(value, bool):
-            value = str(value).lower()  # True is not the id 1: it matches a name "true" or nothing
-        text = _as_text(value)
-        named = self.by_name(text, where, shown)
-        if named is not None:
-            return named
-        number = _as_integer(text)
-        if number is not None and self.ids_allowed and 0 <= number < len(self.names):
-            return number
-        ids = f" or a class id 0–{len(self.names) - 1}" if self.ids_allowed else " (numbers are names here, not ids)"
-        raise ValueError(f"{where}: label {shown!r} is not one of the names {self.names}{ids}.")
-
-    def by_name(self, text: str, where: str, shown=None) -> int | None:
-        """Rules 1–3 alone: the class id `text` names, or None when it names none (an ambiguous match is an error)."""
-        text = _as_text(text)
-        if text in self.exact:
-            return self.exact[text]
-        matches = self.folded.get(text.casefold(), []) or self.numbers.get(_as_number(text), [])
-        if len(matches) > 1:
-            raise ValueError(
-                f"{where}: label {text if shown is None else shown!r} matches {[self.names[i] for i in matches]} when "
-                "case (or the way a number is written) is ignored; write it exactly as one of them."
-            )
-        return matches[0] if matches else None
+    check: Callable[[object], None]
+    help: str
+    shapes_rows: bool = False
 
 
-def metric_label(name: str) -> str:
-    """A label name as it appears in a metric's key (`f1_positive`): characters other than letters, digits, `-`
-    and `.` become `_`."""
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in str(name).strip())
+@dataclass(frozen=True)
+class TeacherRequest:
+    """Targets the run computes with a teacher encoder: `name` a model name or path; None the model as the run
+    starts (for a continued run, the checkpoint's encoder)."""
+
+    name: str | None
 
 
-def _is_absent(value) -> bool:
-    value = value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes, list)) else value
-    return (
-        value is None
-        or (isinstance(value, float) and math.isnan(value))
-        or (isinstance(value, str) and not value.strip())
-    )
+class Readers(NamedTuple):
+    """What the data layer lends a type that reads files of its own (a contrastive task's distractors): `table(path)`
+    a `datasets.Dataset` of a CSV / TSV / JSON / Parquet file, `stsb_texts(folder)` every sentence of STS-B's train
+    split."""
+
+    table: Callable[[str], object]
+    stsb_texts: Callable[[str], list[str]]
 
 
-def _as_text(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # a CSV column with an empty cell is read as floats: 1.0 is the label "1"
-    return str(value).strip()
+def check_column_list(name: str) -> Callable[[object], None]:
+    def check(value):
+        if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+            raise ValueError(f"{name} {value!r}: a list of column names.")
+
+    return check
 
 
-def _as_number(text) -> float | None:
-    try:
-        number = float(str(text).strip())
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
+def check_number(name: str, scale: str) -> Callable[[object], None]:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} {value!r} must be a number ({scale}).")
+
+    return check
 
 
-def _as_integer(text: str) -> int | None:
-    text = str(text).strip()
-    return int(text) if text.lstrip("+-").isdigit() else None
+def check_text(name: str, what: str) -> Callable[[object], None]:
+    def check(value):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} {value!r}: {what}.")
+
+    return check
 
 
 class TaskIO:
@@ -111,37 +81,91 @@ class TaskIO:
     name: ClassVar[str]
     default_column: ClassVar[str | None] = "label"  # the target column when the task names none (None: no column)
     shown: ClassVar[tuple[str, ...]] = ()  # the metrics in the printed table and the card, in order
-    class_ids: ClassVar[bool] = False  # its targets are class ids 0 … K−1: a split is stratified by the first such task
-    teacher_targets: ClassVar[bool] = False  # its targets are a teacher's vectors, computed by the run
-    from_texts: ClassVar[bool] = False  # its targets come from the row's texts (`targets`), a column optional
-    distinct_in_batch: ClassVar[bool] = False  # its training batches must not repeat a key (`batch_keys`)
+    options: ClassVar[dict[str, DataOption]] = {}  # the data options of this type's own (none by default)
     # A reliability diagram's (observed rate, x axis, bin mark) names.
     reliability_axes: ClassVar[tuple[str, str, str]] = ("fraction positive", "score (P positive)", "score")
 
-    def shown_for(self, spec) -> tuple[str, ...]:
-        """The metrics the table and the card show for this task (default: the type's `shown`)."""
-        return self.shown
+    # -- data: what a `tasks:` entry may say, and how the type's rows are read --------------------------------------
+
+    def check_data(self, member, where: str) -> None:
+        """Refuse a data setting this type cannot honour (`member`: a `RunTask`), when the run file is read."""
 
     def column(self, member) -> str | None:
         """The column a run task's targets are read from (None: none)."""
         return member.data.label_column or self.default_column
 
-    def targets(self, member, texts: dict, values: list | None, where) -> list:
-        """A table's targets for a run task (`member`: its `TaskSpec` and `DataSpec`): its column parsed. `texts`:
-        the rows' `text` (`text_pair`, `negatives`), `rows`, the number of data rows among them (rows after
-        those are retrieval documents, for types that take them), and `ids`, a mapping that numbers a table's
-        distinct texts across its batches (for types that number them)."""
-        return self.parse(member.spec, values, where)
+    def present(self, member, column_names) -> bool:
+        """Whether a table with these columns feeds this task (`sentmtl.data.batching.prepare`)."""
+        column = self.column(member)
+        return column is not None and column in column_names
 
-    def batch_keys(self, spec, targets) -> list | None:
-        """Per row, the keys that no two rows of one training batch may share (None: no such rule)."""
+    def check_columns(self, member, column_names, tasks: dict, where: str) -> None:
+        """Refuse a table that lacks a column this task reads; `tasks`: the source's tasks by name."""
+        column = self.column(member)
+        if column is not None and column not in column_names:
+            raise ValueError(
+                f"{where}: no column {column!r} for task {member.spec.name!r} (columns: {list(column_names)}); "
+                "set its label_column."
+            )
+
+    def depends_on(self, member) -> tuple[str, ...]:
+        """Tasks of the same source whose targets this one's are made from (read first)."""
+        return ()
+
+    def negative_columns(self, member) -> list[str]:
+        """Columns of more texts per row (a row's hard negatives), read into the source's `negatives`."""
+        return []
+
+    def documents(self, member, readers: Readers) -> list[str]:
+        """More texts for the source's evaluation split, as rows without targets (retrieval distractors)."""
+        return []
+
+    def targets(self, member, texts: dict, values: list | None, where) -> list | None:
+        """A table's targets for a run task (`member`: its `TaskSpec` and `DataSpec`), or None when the table gives
+        none (`values` is None: its column is absent). `texts`: the rows' `text` (`text_pair`, `negatives`), `rows`,
+        the number of data rows among them (rows after those are retrieval documents, for types that take them),
+        `ids`, a mapping that numbers a table's distinct texts across its batches (for types that number them),
+        `targets`, those already read by name (`depends_on`), and `tasks`, the source's `TaskSpec`s by name."""
+        return None if values is None else self.parse(member.spec, values, where)
+
+    def numbers_texts(self, spec) -> bool:
+        """Whether the targets number the table's distinct texts across its batches: state a cached table would
+        lack, so such a table is converted anew each time."""
+        return False
+
+    def as_score(self, spec, targets) -> list | None:
+        """The targets as a score in [0, 1] (what a score task with `score_from` this task takes), or None."""
         return None
+
+    def stratify_by(self, spec) -> bool:
+        """Whether a split of this task's source keeps its targets' proportions (the first such task decides)."""
+        return False
+
+    def teacher(self, member) -> TeacherRequest | None:
+        """The teacher whose vectors the run computes as this task's targets (None: they are read from data)."""
+        return None
+
+    def training_rows(self, member, read_targets: Callable[[], list], where: str) -> np.ndarray | None:
+        """Which training rows the source keeps for this task (a bool mask), or None for all; `read_targets()`
+        gives the training split's targets."""
+        return None
+
+    def batch_keys(self, spec, read_targets: Callable[[], list]) -> list | None:
+        """Per row, the keys that no two rows of one training batch may share (None: no such rule);
+        `read_targets()` gives the rows' targets."""
+        return None
+
+    # -- targets: parsing, presence, metrics and figures ------------------------------------------------------------
+
+    def shown_for(self, spec) -> tuple[str, ...]:
+        """The metrics the table and the card show for this task (default: the type's `shown`)."""
+        return self.shown
 
     def parse(self, spec, values: list, where) -> list:
         """A raw column → targets, row by row; `where(row)` names a row in an error. Absent rows → NaN."""
         out = []
         for row, value in enumerate(values):
-            if _is_absent(value):
+            if is_absent(value):
                 out.append(float("nan"))
                 continue
             try:
@@ -199,6 +223,11 @@ def task_io(spec) -> TaskIO:
     return TASK_IO[spec.type]
 
 
+def option_owners(name: str) -> list[str]:
+    """The registered types that declare the data option `name`."""
+    return sorted(type_name for type_name, io in TASK_IO.items() if name in io.options)
+
+
 def task_metrics(spec, outputs, targets, domains=None, domain_names=()) -> dict[str, float]:
     """One task's metrics, unprefixed (`accuracy`, `mse`, `spearman`, …), over the rows that carry its target."""
     return task_io(spec).metrics(spec, outputs, targets, domains, domain_names)
@@ -218,245 +247,20 @@ def labelled_rows(spec, outputs, targets, domains=None):
     return outputs[keep], targets[keep], (np.asarray(domains)[keep] if domains is not None else None)
 
 
-@register_task_io
-class ClassificationIO(TaskIO):
-    name = "classification"
-    shown = ("accuracy", "precision", "recall", "f1", "macro_f1", "accuracy_*", "ece", "log_loss", "confidence")
-    reliability_axes = ("accuracy", "top-label confidence", "confidence")
-    class_ids = True
-
-    def parse(self, spec, values, where):
-        lookup = LabelMap(spec.labels)
-        return [
-            IGNORE_INDEX if (label := lookup(value, where(row))) is None else label for row, value in enumerate(values)
-        ]
-
-    def labelled(self, targets):
-        return np.asarray(targets) != IGNORE_INDEX
-
-    def shown_for(self, spec):
-        if len(spec.labels) != 2:
-            return self.shown
-        # Two classes: precision / recall / F1 are the second label's, and the table and the card say which.
-        named = {name: f"{name}_{metric_label(spec.labels[1])}" for name in ("precision", "recall", "f1")}
-        return tuple(named.get(name, name) for name in self.shown)
-
-    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
-        outputs, targets, domains = labelled_rows(spec, outputs, targets, domains)
-        labels, probabilities = np.asarray(targets), m.softmax(np.asarray(outputs, np.float64))
-        out = {
-            **m.classification_metrics(labels, probabilities.argmax(-1), len(spec.labels), domains, domain_names),
-            **m.calibration_metrics(labels, probabilities),
-        }
-        if len(spec.labels) == 2:  # `precision`, `recall`, `f1` stay as aliases (a metric_for_best_model of 0.2)
-            positive = metric_label(spec.labels[1])
-            out.update({f"{name}_{positive}": out[name] for name in ("precision", "recall", "f1")})
-        return out
-
-    def describe(self, spec):
-        return f"classification over {', '.join(spec.labels)}; {spec.loss}"
-
-    def reliability(self, spec, outputs, targets):
-        outputs, targets, _ = labelled_rows(spec, outputs, targets)
-        probabilities = m.softmax(np.asarray(outputs, np.float64))
-        return probabilities.max(-1), (probabilities.argmax(-1) == np.asarray(targets)).astype(float)
-
-    def reliability_range(self, spec):
-        return 1.0 / len(spec.labels), 1.0  # the top-label probability of K classes is at least 1/K
-
-    def figures(self, spec, outputs, targets):
-        kept, labels, _ = labelled_rows(spec, outputs, targets)
-        predicted = np.asarray(kept).argmax(-1)
-        return {
-            **super().figures(spec, outputs, targets),
-            "confusion": m.confusion(labels, predicted, len(spec.labels)),
-        }
-
-
-@register_task_io
-class MultilabelIO(TaskIO):
-    name, default_column = "multilabel", "labels"
-    shown = ("micro_f1", "macro_f1", "subset_accuracy")
-
-    def parse(self, spec, values, where):
-        lookup, out = LabelMap(spec.labels), []
-        for row, cell in enumerate(values):
-            if _is_absent(cell):
-                out.append([float("nan")] * len(spec.labels))
-                continue
-            vector = [0.0] * len(spec.labels)  # an empty list is a row with no label set, not an absent one
-            for value in cell if isinstance(cell, list) else str(cell).split(","):
-                label = lookup(value, where(row))
-                if label is not None:
-                    vector[label] = 1.0
-            out.append(vector)
-        return out
-
-    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
-        outputs, targets, _ = labelled_rows(spec, outputs, targets)
-        return m.multilabel_metrics(np.asarray(targets), np.asarray(outputs) > 0)
-
-    def describe(self, spec):
-        return f"multi-label over {', '.join(spec.labels)}; {spec.loss}"
-
-
-@register_task_io
-class ScoreIO(TaskIO):
-    name, default_column = "score", "score"
-    shown = ("accuracy", "roc_auc", "mse", "mae", "brier", "ece", "pearson", "spearman")
-
-    def check_value(self, spec, number, where):
-        if not 0.0 <= number <= 1.0:
-            raise ValueError(f"{where}: {number} is outside [0, 1] (a score target).")
-
-    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
-        outputs, targets, _ = labelled_rows(spec, outputs, targets)
-        return m.score_metrics(np.asarray(targets, np.float64), m.sigmoid(np.asarray(outputs, np.float64)))
-
-    def describe(self, spec):
-        return f"a score in [0, 1]; {spec.loss}"
-
-    def reliability(self, spec, outputs, targets):
-        # The score read as P(positive): meaningful only against binary targets.
-        outputs, targets, _ = labelled_rows(spec, outputs, targets)
-        targets = np.asarray(targets, np.float64)
-        if not m.is_binary(targets):
-            return None
-        return m.sigmoid(np.asarray(outputs, np.float64)), targets
-
-
-@register_task_io
-class RegressionIO(TaskIO):
-    name = "regression"
-    shown = ("mse", "mae", "pearson", "spearman")
-
-    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
-        outputs, targets, _ = labelled_rows(spec, outputs, targets)
-        return m.regression_metrics(np.asarray(targets, np.float64), np.asarray(outputs, np.float64))
-
-
-@register_task_io
-class SimilarityIO(TaskIO):
-    name, default_column = "similarity", "score"
-    shown = ("spearman", "pearson")
-
-    def check_value(self, spec, number, where):
-        if not 0.0 <= number <= 1.0:
-            raise ValueError(f"{where}: {number} is outside [0, 1] (a similarity target).")
-
-    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
-        outputs, targets, _ = labelled_rows(spec, outputs, targets)
-        return m.correlation_metrics(np.asarray(targets, np.float64), np.asarray(outputs, np.float64))
-
-    def describe(self, spec):
-        return f"sentence-pair similarity through the embedding's cosine; {spec.loss}"
-
-
-@register_task_io
-class DistillationIO(TaskIO):
-    name, default_column, teacher_targets = "distillation", None, True  # no column: the run computes the targets
-    shown = ("structure_spearman",)
-
-    def labelled(self, targets):
-        return np.ones(len(targets), dtype=bool)
-
-    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
-        return m.distillation_metrics(outputs, targets)
-
-    def describe(self, spec):
-        return f"keeps the starting encoder's similarity structure; {spec.loss}"
-
-
-@register_task_io
-class ContrastiveIO(TaskIO):
-    """Targets: per row `[flag, anchor id, positive id, negative ids …]`, ids numbering the split's distinct texts.
-    flag 1: a pair; 0: a row below the source's `min_score` (evaluation keeps its positive as a retrieval document,
-    training drops it); 2: a distractor document (`distractors`). Metrics: retrieval of the positives by the
-    anchors (`metrics.retrieval_metrics`)."""
-
-    name, default_column, from_texts, distinct_in_batch = "contrastive", None, True, True
-    shown = (
-        "recall@1",
-        "recall@10",
-        "mrr@10",
-        "ndcg@10",
-        "queries",
-        "documents",
-        "distractors_recall@1",
-        "distractors_recall@10",
-        "distractors_mrr@10",
-        "distractors_ndcg@10",
-        "distractors_documents",
-    )
-
-    def column(self, member):
-        return member.data.label_column or ("score" if member.data.min_score is not None else None)
-
-    def targets(self, member, texts, values, where):
-        ids: dict[str, int] = texts.get("ids", {})  # given: the numbering continues across a table's batches
-        number = lambda text: ids.setdefault(text, len(ids))  # noqa: E731
-        negatives, threshold, out = texts.get("negatives"), member.data.min_score, []
-        for row, (anchor, positive) in enumerate(zip(texts["text"], texts["text_pair"])):
-            if row >= texts["rows"]:
-                flag = 2
-            elif threshold is None:
-                flag = 1
-            else:
-                value = values[row]
-                if _is_absent(value) or _as_number(value) is None:
-                    raise ValueError(
-                        f"{where(row)}: {value!r} is not a score, and min_score {threshold} needs one on every row."
-                    )
-                flag = int(_as_number(value) >= threshold)
-            out.append([flag, number(anchor), number(positive), *map(number, negatives[row] if negatives else ())])
-        return out
-
-    def labelled(self, targets):
-        return np.asarray(targets)[:, 0] == 1
-
-    def batch_keys(self, spec, targets):
-        return [tuple(row[1:]) for row in targets]
-
-    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
-        outputs, ids = np.asarray(outputs, np.float32), np.asarray(targets)
-        flag, texts = ids[:, 0], ids[:, 1:]
-        # One vector per distinct text: its first occurrence (ids number texts in order of first appearance).
-        unique, first = np.unique(texts.reshape(-1), return_index=True)
-        vectors = dict(zip(unique.tolist(), outputs.reshape(-1, outputs.shape[-1])[first]))
-        query_ids, relevant = [], {}
-        for anchor, positive in ids[flag == 1][:, 1:3].tolist():  # a query asked twice is one query: its positives
-            if anchor not in relevant:
-                query_ids.append(anchor)
-            relevant.setdefault(anchor, set()).add(positive)
-        corpus = np.unique(texts[(flag == 0) | (flag == 1)][:, 1:]).tolist()
-        out = {"queries": len(query_ids), "documents": len(corpus)}
-        if not query_ids:
-            return out
-        queries = np.stack([vectors[q] for q in query_ids])
-        in_corpus = set(corpus)
-        distractors = [d for d in np.unique(texts[flag == 2][:, 1]).tolist() if d not in in_corpus]
-        for prefix, documents in (("", corpus), ("distractors_", corpus + distractors)):
-            if prefix and not distractors:
-                break
-            position = {doc: i for i, doc in enumerate(documents)}
-            wanted = [{position[d] for d in relevant[q]} for q in query_ids]
-            scores = m.retrieval_metrics(queries, np.stack([vectors[d] for d in documents]), wanted)
-            out.update({f"{prefix}{name}": value for name, value in scores.items()})
-            if prefix:
-                out["distractors_documents"] = len(documents)
-        return out
-
-    def describe(self, spec):
-        scale = spec.scale if spec.scale is not None else DEFAULT_SCALE
-        return f"retrieval pairs with in-batch negatives; {spec.loss}, scale {scale:g}"
-
-
 __all__ = [
+    "DEFAULT_TEXT_PAIR_COLUMN",
     "LabelMap",
+    "DataOption",
+    "Readers",
     "TASK_IO",
     "TaskIO",
+    "TeacherRequest",
+    "check_column_list",
+    "check_number",
+    "check_text",
     "labelled_rows",
     "metric_label",
+    "option_owners",
     "register_task_io",
     "reliability_points",
     "task_io",

@@ -99,7 +99,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
 
     interrupt = InterruptCallback()
     averaging = [WeightAveragingCallback(training_args.ema_decay, resume_from)] if training_args.ema_decay else []
-    head_learning_rates = {t.spec.name: t.data.head_learning_rate for t in tasks if t.data.head_learning_rate}
+    head_learning_rates = {t.spec.name: t.head_learning_rate for t in tasks if t.head_learning_rate}
     trainer = SentMtlTrainer(
         model=model,
         args=training_args,

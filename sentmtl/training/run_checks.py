@@ -20,7 +20,7 @@ def check_streaming(tasks: list[RunTask], data_args, training_args) -> bool:
             )
         return False
     where = f"task {streamed[0].spec.name!r} streams its data"
-    if len({task.data.source_key() for task in tasks}) > 1:
+    if len({task.source_key() for task in tasks}) > 1:
         raise ValueError(
             f"{where}: a streamed source must be the run's only training source (every task on the same "
             "data); sampling across sources picks rows by index, which a stream has not."

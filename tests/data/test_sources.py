@@ -180,9 +180,8 @@ def test_batches_give_the_same_columns_as_one_batch(tmp_path, monkeypatch):
             {"train_file": str(path)},
             text_column="anchor",
             text_pair_column="positive",
-            negative_columns=["negative"],
-            min_score=0.2,
         ),
+        {"negative_columns": ["negative"], "min_score": 0.2},
     )
     whole, _ = task_data.table_columns(read_table(path), [task], "pairs.csv", 2, documents=["extra", "q1"])
     monkeypatch.setattr(task_data, "BATCH_ROWS", 3)

@@ -93,5 +93,5 @@ def test_the_distillation_teacher_is_a_choice(tiny_encoder_dir, tmp_path):
     np.testing.assert_allclose(own, encode(model, sentences, tokenizer, pooled=True, **kwargs), rtol=1e-6)
     np.testing.assert_allclose(original, encode(fresh, sentences, fresh_tokenizer, pooled=True, **kwargs), rtol=1e-6)
     assert not np.allclose(own, original)
-    with pytest.raises(ValueError, match="teacher is for distillation tasks only"):
+    with pytest.raises(ValueError, match="teacher: only for distillation tasks"):
         RunTask.from_dict({"name": "a", "type": "regression", "teacher": "x"}, "tasks[0]")

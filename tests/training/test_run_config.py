@@ -127,4 +127,4 @@ def test_a_run_config_of_0_1_replays_with_the_seed_flags_as_tasks(tiny_encoder_d
     tasks = {task.spec.name: task for task in tasks_from_flags(model_args, data_args, training_args)}
     assert tasks["classification"].spec.label_smoothing == 0.1 and tasks["distillation"].spec.loss_weight == 10.0
     assert tasks["classification"].data.data == {"train_file": str(synthetic_csv)}
-    assert tasks["sentiment"].data.score_from == "classification"  # the file has no score column: derived
+    assert tasks["sentiment"].options["score_from"] == "classification"  # the file has no score column: derived

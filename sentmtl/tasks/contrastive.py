@@ -1,0 +1,192 @@
+"""The contrastive task type's run half: retrieval pairs, their data options (hard-negative columns, a minimum score,
+distractor documents) and row protocol (ids numbering a table's distinct texts, rows below the score left out of
+training, no text twice in a batch), and the retrieval metrics of its evaluation."""
+
+import numpy as np
+
+from ..model.task_types import DEFAULT_SCALE
+from . import metrics as m
+from .io import DEFAULT_TEXT_PAIR_COLUMN, DataOption, TaskIO, check_column_list, check_number, register_task_io
+from .labels import as_number, is_absent
+
+
+def _check_distractors(value) -> None:
+    ok = isinstance(value, dict) and (set(value) == {"stsb"} or ("file" in value and set(value) <= {"file", "columns"}))
+    if not ok:
+        raise ValueError(
+            f"distractors {value!r}: use {{stsb: folder}} or {{file: path, columns: [...]}} (columns default to "
+            "the task's text columns)."
+        )
+    columns = value.get("columns")
+    if columns is not None and (
+        not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns)
+    ):
+        raise ValueError(f"distractors columns {columns!r}: a non-empty list of column names (or leave it out).")
+
+
+@register_task_io
+class ContrastiveIO(TaskIO):
+    """Targets: per row `[flag, anchor id, positive id, negative ids …]`, ids numbering the split's distinct texts.
+    flag 1: a pair; 0: a row below the source's `min_score` (evaluation keeps its positive as a retrieval document,
+    training drops it); 2: a distractor document (`distractors`). Metrics: retrieval of the positives by the
+    anchors (`metrics.retrieval_metrics`)."""
+
+    name, default_column = "contrastive", None  # no column needed: the targets come from the row's texts
+    shown = (
+        "recall@1",
+        "recall@10",
+        "mrr@10",
+        "ndcg@10",
+        "queries",
+        "documents",
+        "distractors_recall@1",
+        "distractors_recall@10",
+        "distractors_mrr@10",
+        "distractors_ndcg@10",
+        "distractors_documents",
+    )
+
+    options = {
+        "negative_columns": DataOption(
+            check_column_list("negative_columns"),
+            "columns of hard negatives (one text each, every row filled)",
+            shapes_rows=True,
+        ),
+        "min_score": DataOption(
+            check_number("min_score", "on the score column's scale"),
+            "rows whose score (label_column, default `score`) is below it are not pairs: training drops them, "
+            "evaluation keeps their second text as a retrieval document",
+            shapes_rows=True,
+        ),
+        "distractors": DataOption(
+            _check_distractors,
+            "more documents for the evaluation's second, harder corpus: {stsb: folder} (every sentence of its "
+            "train split) or {file: path, columns: [...]}",
+            shapes_rows=True,
+        ),
+    }
+
+    def check_data(self, member, where):
+        if member.data.streamed:
+            raise ValueError(
+                f"{where}: a {member.spec.type} task numbers the distinct texts of its whole table and keeps "
+                "repeats out of a batch; a stream has no whole table. Give it a file without streaming."
+            )
+        if member.data.max_samples is not None:
+            raise ValueError(
+                f"{where}: max_samples would cut pairs that share a text apart (a subset keeps whole groups "
+                "of near-duplicates, not rows); give a smaller file instead."
+            )
+
+    def column(self, member):
+        return member.data.label_column or ("score" if member.options.get("min_score") is not None else None)
+
+    def present(self, member, column_names):
+        pair = member.data.text_pair_column or DEFAULT_TEXT_PAIR_COLUMN
+        return super().present(member, column_names) or pair in column_names
+
+    def check_columns(self, member, column_names, tasks, where):
+        if member.options.get("min_score") is not None or member.data.label_column is not None:
+            super().check_columns(member, column_names, tasks, where)
+
+    def negative_columns(self, member):
+        return list(member.options.get("negative_columns") or [])
+
+    def documents(self, member, readers):
+        given = member.options.get("distractors")
+        if not given:
+            return []
+        if "stsb" in given:
+            return readers.stsb_texts(given["stsb"])
+        table, path, data = readers.table(given["file"]), given["file"], member.data
+        defaults = list(
+            dict.fromkeys(
+                [
+                    data.text_column or "sentence1",
+                    "sentence",
+                    data.text_pair_column or DEFAULT_TEXT_PAIR_COLUMN,
+                    *self.negative_columns(member),
+                ]
+            )
+        )
+        columns = given.get("columns") or [c for c in defaults if c in table.column_names]
+        missing = [c for c in columns if c not in table.column_names]
+        if missing or not columns:
+            raise ValueError(
+                f"distractors {path}: no column {missing or defaults} (columns: {table.column_names}); name "
+                "them with distractors: {file: ..., columns: [...]}."
+            )
+        texts = [str(t) for column in columns for t in table[column] if t is not None and str(t).strip()]
+        if not texts:
+            raise ValueError(f"distractors {path}: no text in columns {columns}.")
+        return texts
+
+    def numbers_texts(self, spec):
+        return True
+
+    def training_rows(self, member, read_targets, where):
+        threshold = member.options.get("min_score")
+        if threshold is None:
+            return None
+        keep = self.labelled(read_targets())  # rows below it are not pairs: nothing to train on
+        if not keep.any():
+            raise ValueError(f"{where}: no training row has a score >= min_score {threshold}.")
+        return keep
+
+    def targets(self, member, texts, values, where):
+        ids: dict[str, int] = texts.get("ids", {})  # given: the numbering continues across a table's batches
+        number = lambda text: ids.setdefault(text, len(ids))  # noqa: E731
+        negatives, threshold, out = texts.get("negatives"), member.options.get("min_score"), []
+        for row, (anchor, positive) in enumerate(zip(texts["text"], texts["text_pair"])):
+            if row >= texts["rows"]:
+                flag = 2
+            elif threshold is None:
+                flag = 1
+            else:
+                value = values[row]
+                if is_absent(value) or as_number(value) is None:
+                    raise ValueError(
+                        f"{where(row)}: {value!r} is not a score, and min_score {threshold} needs one on every row."
+                    )
+                flag = int(as_number(value) >= threshold)
+            out.append([flag, number(anchor), number(positive), *map(number, negatives[row] if negatives else ())])
+        return out
+
+    def labelled(self, targets):
+        return np.asarray(targets)[:, 0] == 1
+
+    def batch_keys(self, spec, read_targets):
+        return [tuple(row[1:]) for row in read_targets()]  # a text twice in a batch would be a false negative
+
+    def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
+        outputs, ids = np.asarray(outputs, np.float32), np.asarray(targets)
+        flag, texts = ids[:, 0], ids[:, 1:]
+        # One vector per distinct text: its first occurrence (ids number texts in order of first appearance).
+        unique, first = np.unique(texts.reshape(-1), return_index=True)
+        vectors = dict(zip(unique.tolist(), outputs.reshape(-1, outputs.shape[-1])[first]))
+        query_ids, relevant = [], {}
+        for anchor, positive in ids[flag == 1][:, 1:3].tolist():  # a query asked twice is one query: its positives
+            if anchor not in relevant:
+                query_ids.append(anchor)
+            relevant.setdefault(anchor, set()).add(positive)
+        corpus = np.unique(texts[(flag == 0) | (flag == 1)][:, 1:]).tolist()
+        out = {"queries": len(query_ids), "documents": len(corpus)}
+        if not query_ids:
+            return out
+        queries = np.stack([vectors[q] for q in query_ids])
+        in_corpus = set(corpus)
+        distractors = [d for d in np.unique(texts[flag == 2][:, 1]).tolist() if d not in in_corpus]
+        for prefix, documents in (("", corpus), ("distractors_", corpus + distractors)):
+            if prefix and not distractors:
+                break
+            position = {doc: i for i, doc in enumerate(documents)}
+            wanted = [{position[d] for d in relevant[q]} for q in query_ids]
+            scores = m.retrieval_metrics(queries, np.stack([vectors[d] for d in documents]), wanted)
+            out.update({f"{prefix}{name}": value for name, value in scores.items()})
+            if prefix:
+                out["distractors_documents"] = len(documents)
+        return out
+
+    def describe(self, spec):
+        scale = spec.scale if spec.scale is not None else DEFAULT_SCALE
+        return f"retrieval pairs with in-batch negatives; {spec.loss}, scale {scale:g}"
