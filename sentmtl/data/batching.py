@@ -17,10 +17,10 @@ from transformers import PreTrainedTokenizerBase
 from ..model.task_spec import TaskSpec
 from ..tasks.io import task_io
 from ..utils.fingerprints import combine, tokenizer_fingerprint
-from . import sources as task_data
+from . import columns
+from .columns import TARGET_PREFIX, table_columns
 from .files import NO_SOURCE
 from .plan import DataSpec, RunTask
-from .sources import TARGET_PREFIX, table_columns
 
 
 def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
@@ -44,7 +44,7 @@ def tokenize_source(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBas
 
     if isinstance(dataset, datasets.IterableDataset):  # tokenised as the rows arrive
         texts = [c for c in ("text", "text_pair", "negatives") if c in (dataset.column_names or ["text"])]
-        return dataset.map(tokenize, batched=True, batch_size=task_data.STREAM_ROWS, remove_columns=texts)
+        return dataset.map(tokenize, batched=True, batch_size=columns.STREAM_ROWS, remove_columns=texts)
     texts = [c for c in ("text", "text_pair", "negatives") if c in dataset.column_names]
     identity = (tokenizer_fingerprint(tokenizer), max_length)
 

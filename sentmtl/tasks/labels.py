@@ -14,7 +14,7 @@ class LabelMap:
     4. else an integer value (1, "1", 1.0) is a class id 0 … K−1, but only when no label name is a number;
     5. anything else is an error naming the place, the value and the names.
     An empty cell, None or NaN means "no target on this row" (`None` is returned). A `ClassLabel` column is read by
-    its names through rules 1–3 (`sentmtl.data.sources.table_columns`), so a dataset's own class order cannot swap classes.
+    its names through rules 1–3 (`sentmtl.data.columns.table_columns`), so a dataset's own class order cannot swap classes.
     """
 
     def __init__(self, names: list[str]):

@@ -39,7 +39,7 @@ from transformers import (
 )
 
 import sentmtl
-import sentmtl.data.sources as task_data
+import sentmtl.data.columns
 import sentmtl.serving.embed as embed_module
 from sentmtl.data.batching import MultiTaskCollator
 from sentmtl.data.sampler import TaskBatchSampler
@@ -685,7 +685,7 @@ def test_a_streamed_teacher_is_the_starting_encoder_frozen(tiny_encoder_dir, tmp
 
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(embed_module, "encode", spy)
-    monkeypatch.setattr(task_data, "STREAM_ROWS", 8)  # read ahead by one training batch
+    monkeypatch.setattr(sentmtl.data.columns, "STREAM_ROWS", 8)  # read ahead by one training batch
     try:
         run(*parse_args(stream_flags(tiny_encoder_dir, run_file, tmp_path / "out")))
     finally:
