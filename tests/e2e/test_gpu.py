@@ -96,16 +96,16 @@ def test_training_on_the_gpu_in_each_precision(tiny_encoder_dir, synthetic_csv, 
 def test_teacher_vectors_and_evaluation_run_on_the_gpu(tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch):
     """#20 item 12: the distillation teacher ran on the CPU (at the CPU's precision) in a GPU run; and the
     evaluation's objective (learned loss weights on the GPU) must combine the tasks' losses there."""
-    import sentmtl.training.run as run_module
+    import sentmtl.serving.embed as embed_module
 
     seen = []
-    original = run_module.encode
+    original = embed_module.encode
 
     def spy(*args, **kwargs):
         seen.append((str(kwargs.get("device")), kwargs.get("precision")))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "encode", spy)
+    monkeypatch.setattr(embed_module, "encode", spy)  # the teacher's (sentmtl.data.teacher_cache.Teacher.from_model)
     out = tmp_path / "run"
     assert (
         main(
