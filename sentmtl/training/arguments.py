@@ -1,4 +1,6 @@
-"""Command-line arguments: `ModelArguments`, `DataArguments`, `SentMtlTrainingArguments`."""
+"""Command-line arguments: `SentMtlTrainingArguments` (the Trainer's, with layer-wise LRs, freezing, the task sampling
+and this task's defaults) and their checks. `ModelArguments` (`model_arguments.py`) and `DataArguments`
+(`data_arguments.py`) are importable from here too: run_mtl.py parses the three together."""
 
 import os
 from dataclasses import dataclass, field
@@ -8,19 +10,11 @@ import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy
 
-from ..data.corpus import LABEL_NAMES, SOURCES
 from ..data.sampler import STRATEGIES
-from ..model.configuration_sentmtl import (
-    LOSS_WEIGHTINGS,
-    POOLING_MODES,
-    PROJECTION_INITS,
-    SentMtlConfig,
-    check_self_distillation_weight,
-)
 from ..serving.precision import fast_bf16_available, has_accelerator
 from .checkpoints import latest_checkpoint
-
-DEFAULT_TEST_SIZE = 0.2
+from .data_arguments import DEFAULT_TEST_SIZE, DataArguments
+from .model_arguments import ModelArguments
 
 
 def launched_processes() -> int:
@@ -35,236 +29,6 @@ EMA_WITH_BEST_MODEL = (
     "--ema_decay with --load_best_model_at_end: the run would end on the weight average and "
     "replace the best checkpoint (or the reverse), silently. Use one of them."
 )
-
-
-@dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "A pretrained encoder (Hub name or folder) to build a fresh multi-task model around, or a sentmtl "
-            "checkpoint to continue from. Default: the bundled all-MiniLM-L6-v2."
-        },
-    )
-    pooling: str = field(default="mean", metadata={"help": f"Token pooling: {', '.join(POOLING_MODES)}."})
-    embedding_size: int = field(default=256, metadata={"help": "Size of the shared projection (the embedding)."})
-    projection_init: str = field(
-        default="random",
-        metadata={
-            "help": f"How the fresh projection starts: {', '.join(PROJECTION_INITS)} (needs --embedding_size equal "
-            "to the encoder's hidden size, 384 for the bundled MiniLM; training starts at its similarity)."
-        },
-    )
-    normalize: bool = field(default=True, metadata={"help": "L2-normalise the embeddings."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout on the embedding before the two heads."})
-    loss_weighting: str = field(
-        default="static",
-        metadata={"help": f"How the task losses combine: {', '.join(LOSS_WEIGHTINGS)} (learned, Kendall et al. 2018)."},
-    )
-    classification_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task A loss."})
-    sentiment_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task B loss."})
-    distillation_weight: float = field(
-        default=10.0,
-        metadata={
-            "help": "Weight of the `distillation` task the seed's run adds: MSE between each batch's embedding cosine "
-            "matrix and the starting encoder's (computed once before training), so that fine-tuning on a small "
-            "labelled set keeps general sentence similarity. 0 turns it off (the seed's two tasks alone)."
-        },
-    )
-    head_logit_scale: float = field(
-        default=20.0,
-        metadata={
-            "help": "Initial learnable scale of the heads' logits (they read a unit-norm embedding, whose logits "
-            "are otherwise bounded by ~2). 0: no scale, as models before it had."
-        },
-    )
-    matryoshka_dims: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "Matryoshka embeddings: every loss on the embedding (similarity, contrastive, relational "
-            "distillation; not a task's with matryoshka: false) is the mean over these leading dimensions "
-            "(re-normalised), e.g. 384 256 128 64 "
-            "32 (list the full size too). Then encode(..., truncate_dim=64) keeps most of the quality."
-        },
-    )
-    matryoshka_weights: list[float] | None = field(
-        default=None, metadata={"help": "One weight per --matryoshka_dims entry (default: 1 each)."}
-    )
-    matryoshka_self_distillation: float = field(
-        default=0.0,
-        metadata={
-            "help": "With --matryoshka_dims: the weight of a term pulling each shorter prefix's cosine matrix over "
-            "the batch's sentences towards the full embedding's (held fixed): the full size teaches the "
-            "short ones. 0: off. A training setting: a continued run uses its own value, not its "
-            "checkpoint's."
-        },
-    )
-    allow_pickle_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."
-        },
-    )
-
-    def __post_init__(self):
-        # The config owns the rules: building one checks every value before any model loads. A continued run takes
-        # its Matryoshka sizes from its checkpoint, so without --matryoshka_dims the self-distillation weight is
-        # checked here as a number, and against the sizes once the model is built (`loading.build_model`).
-        check_self_distillation_weight(self.matryoshka_self_distillation)
-        SentMtlConfig(**self.checkable_overrides())
-        for name in ("classification_loss_weight", "sentiment_loss_weight", "distillation_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"--{name} {getattr(self, name)} must be >= 0.")
-
-    def checkable_overrides(self) -> dict:
-        """`config_overrides` as far as they can be checked before the model is built: without --matryoshka_dims
-        the sizes may be a checkpoint's, so the self-distillation weight waits for them (`loading.build_model`)."""
-        overrides = self.config_overrides()
-        if overrides["matryoshka_dims"] is None:
-            del overrides["matryoshka_self_distillation"]
-        return overrides
-
-    def config_overrides(self) -> dict:
-        """The `SentMtlConfig` fields these arguments set (for a fresh model)."""
-        names = (
-            "pooling",
-            "embedding_size",
-            "projection_init",
-            "normalize",
-            "dropout",
-            "loss_weighting",
-            "matryoshka_dims",
-            "matryoshka_weights",
-            "matryoshka_self_distillation",
-        )
-        return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
-
-
-@dataclass
-class DataArguments:
-    data_dir: str | None = field(
-        default=None,
-        metadata={"help": "The UCI corpus: its unzipped folder or the zip. Default: download the official zip."},
-    )
-    sources: list[str] | None = field(
-        default=None, metadata={"help": f"Corpus sources to use: any of {', '.join(SOURCES)}. Default: all three."}
-    )
-    train_file: str | None = field(
-        default=None,
-        metadata={"help": "Your own training data (.csv, .tsv, .json, .jsonl, .parquet) instead of the corpus."},
-    )
-    validation_file: str | None = field(
-        default=None, metadata={"help": "Your own evaluation data; with --train_file alone, a split of it is used."}
-    )
-    text_column: str = field(default="sentence", metadata={"help": "Text column of --train_file / --validation_file."})
-    label_column: str = field(default="label", metadata={"help": "Label column (ids, or names from --class_names)."})
-    score_column: str = field(
-        default="score", metadata={"help": "Task B score column in [0, 1]; derived from the label if absent."}
-    )
-    class_names: list[str] = field(
-        default_factory=lambda: list(LABEL_NAMES),
-        metadata={
-            "help": "Task A class names in id order (two or more); string labels in your files are mapped through "
-            "them, and the model's id2label, metrics, plots and card use them. The corpus takes two (a renaming)."
-        },
-    )
-    test_size: float | None = field(
-        default=None,
-        metadata={
-            "help": f"Held-out share for evaluation when the data is split (default {DEFAULT_TEST_SIZE}, the "
-            "seed's 80/20); not with --validation_file."
-        },
-    )
-    max_samples: int | None = field(
-        default=None,
-        metadata={"help": "Use a stratified subset of this many sentences (the seed's Task 4 used 1,000)."},
-    )
-    max_length: int = field(
-        default=128, metadata={"help": "Truncate sentences to this many tokens (the corpus's longest is ~100)."}
-    )
-    skip_bad_lines: bool = field(
-        default=False,
-        metadata={"help": "Skip unreadable corpus lines (with a report) instead of stopping at the first."},
-    )
-    sts_eval_file: str | None = field(
-        default=None,
-        metadata={
-            "help": "Also measure the trained embedding on these STS-B pairs (e.g. sts-dev.csv): Spearman × 100 "
-            "of the pair cosines, eval_stsb_spearman. make run passes ../shared's when it is there."
-        },
-    )
-    max_eval_samples: int | None = field(
-        default=None,
-        metadata={
-            "help": "Evaluate each source on at most this many of its held-out rows (a seeded random subset; "
-            "--sts_eval_file's pairs too): bounds the final evaluation's time and memory on large data. "
-            "The results table says how many rows each task's metrics used."
-        },
-    )
-    stream_buffer_size: int = field(
-        default=10_000,
-        metadata={
-            "help": "A streamed source's shuffle buffer (rows; data: {..., streaming: true}): its training rows "
-            "pass through a buffer of this many, drawn at random (seeded). Larger: closer to a full "
-            "shuffle, more memory."
-        },
-    )
-    teacher_cache_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where distillation targets (teacher vectors) are cached, keyed by the teacher and the "
-            "texts, so a second run on the same data reads them instead of embedding every row. "
-            "Default: <datasets cache>/sentmtl_teacher_vectors. Delete the folder to clear it."
-        },
-    )
-    # The run file's `tasks:` (RunTask objects, `sentmtl.data.plan`), set by parse_args; not a command-line flag.
-    tasks: list | None = field(default=None, init=False)
-
-    def __post_init__(self):
-        unknown = [source for source in self.sources or () if source not in SOURCES]
-        if unknown:
-            raise ValueError(f"--sources {unknown} not known; choose from {', '.join(SOURCES)}.")
-        if self.test_size is not None and not 0.0 < self.test_size < 1.0:
-            raise ValueError(f"--test_size {self.test_size} must be between 0 and 1 (exclusive).")
-        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
-            raise ValueError(f"--class_names {self.class_names}: give two or more distinct names, in id order.")
-        # Flags that only mean something for the corpus or for a split would otherwise be silently ignored.
-        if self.train_file:
-            corpus_only = [f"--{name}" for name in ("sources", "data_dir") if getattr(self, name) is not None]
-            corpus_only += ["--skip_bad_lines"] if self.skip_bad_lines else []
-            if corpus_only:
-                raise ValueError(
-                    f"{', '.join(corpus_only)} select(s) and read(s) the UCI corpus; with --train_file "
-                    "the corpus is not used. Drop them, or drop --train_file."
-                )
-        elif len(self.class_names) != 2:
-            raise ValueError(
-                f"--class_names {self.class_names}: the UCI corpus has two classes (negative, "
-                "positive); more classes need your own --train_file."
-            )
-        if self.validation_file and self.test_size is not None:
-            raise ValueError(
-                "--test_size sets the held-out share of a split; with --validation_file there is no "
-                "split. Drop one of them."
-            )
-        if self.stream_buffer_size < 1:
-            raise ValueError(f"--stream_buffer_size {self.stream_buffer_size} must be at least 1.")
-        if self.max_eval_samples is not None and self.max_eval_samples < 1:
-            raise ValueError(f"--max_eval_samples {self.max_eval_samples} must be at least 1.")
-        if self.max_samples is not None and self.max_samples < 2:
-            raise ValueError(f"--max_samples {self.max_samples} must be at least 2.")
-        if self.validation_file and not self.train_file:
-            raise ValueError("--validation_file needs --train_file as well.")
-        if self.validation_file and self.max_samples is not None:
-            # It would otherwise be ignored: with both files given there is no split to take a subset from.
-            raise ValueError(
-                "--max_samples subsets the data before the train/test split; with --validation_file "
-                "there is no split, so trim your files instead."
-            )
-
-    @property
-    def split_test_size(self) -> float:
-        return DEFAULT_TEST_SIZE if self.test_size is None else self.test_size
 
 
 @dataclass
@@ -488,3 +252,14 @@ class SentMtlTrainingArguments(TrainingArguments):
             "head": self.head_learning_rate or self.learning_rate,
             "loss_weighting": self.loss_weighting_learning_rate,
         }
+
+
+__all__ = [
+    "DEFAULT_TEST_SIZE",
+    "EMA_WITH_BEST_MODEL",
+    "FREEZE_CHOICES",
+    "DataArguments",
+    "ModelArguments",
+    "SentMtlTrainingArguments",
+    "launched_processes",
+]

@@ -1,5 +1,6 @@
-"""sentmtl/training/arguments.py: the flag checks: one-line errors, flags that would be ignored, combinations refused,
-the seed configs' learning rates. The overwrite guard on a trained folder: tests/e2e/test_run_mtl.py."""
+"""sentmtl/training/arguments.py, with model_arguments.py and data_arguments.py (parsed together): the flag
+checks: one-line errors, flags that would be ignored, combinations refused, the seed configs' learning rates. The
+overwrite guard on a trained folder: tests/e2e/test_run_mtl.py."""
 
 import pytest
 import yaml

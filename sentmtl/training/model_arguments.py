@@ -1,0 +1,115 @@
+"""`ModelArguments`: the flags that build the model (pooling, embedding size, projection, loss weighting, Matryoshka)
+and their checks, which `SentMtlConfig` owns: building one checks every value before any model loads."""
+
+from dataclasses import dataclass, field
+
+from ..model.configuration_sentmtl import (
+    LOSS_WEIGHTINGS,
+    POOLING_MODES,
+    PROJECTION_INITS,
+    SentMtlConfig,
+    check_self_distillation_weight,
+)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A pretrained encoder (Hub name or folder) to build a fresh multi-task model around, or a sentmtl "
+            "checkpoint to continue from. Default: the bundled all-MiniLM-L6-v2."
+        },
+    )
+    pooling: str = field(default="mean", metadata={"help": f"Token pooling: {', '.join(POOLING_MODES)}."})
+    embedding_size: int = field(default=256, metadata={"help": "Size of the shared projection (the embedding)."})
+    projection_init: str = field(
+        default="random",
+        metadata={
+            "help": f"How the fresh projection starts: {', '.join(PROJECTION_INITS)} (needs --embedding_size equal "
+            "to the encoder's hidden size, 384 for the bundled MiniLM; training starts at its similarity)."
+        },
+    )
+    normalize: bool = field(default=True, metadata={"help": "L2-normalise the embeddings."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout on the embedding before the two heads."})
+    loss_weighting: str = field(
+        default="static",
+        metadata={"help": f"How the task losses combine: {', '.join(LOSS_WEIGHTINGS)} (learned, Kendall et al. 2018)."},
+    )
+    classification_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task A loss."})
+    sentiment_loss_weight: float = field(default=1.0, metadata={"help": "Static weight of the Task B loss."})
+    distillation_weight: float = field(
+        default=10.0,
+        metadata={
+            "help": "Weight of the `distillation` task the seed's run adds: MSE between each batch's embedding cosine "
+            "matrix and the starting encoder's (computed once before training), so that fine-tuning on a small "
+            "labelled set keeps general sentence similarity. 0 turns it off (the seed's two tasks alone)."
+        },
+    )
+    head_logit_scale: float = field(
+        default=20.0,
+        metadata={
+            "help": "Initial learnable scale of the heads' logits (they read a unit-norm embedding, whose logits "
+            "are otherwise bounded by ~2). 0: no scale, as models before it had."
+        },
+    )
+    matryoshka_dims: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Matryoshka embeddings: every loss on the embedding (similarity, contrastive, relational "
+            "distillation; not a task's with matryoshka: false) is the mean over these leading dimensions "
+            "(re-normalised), e.g. 384 256 128 64 "
+            "32 (list the full size too). Then encode(..., truncate_dim=64) keeps most of the quality."
+        },
+    )
+    matryoshka_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per --matryoshka_dims entry (default: 1 each)."}
+    )
+    matryoshka_self_distillation: float = field(
+        default=0.0,
+        metadata={
+            "help": "With --matryoshka_dims: the weight of a term pulling each shorter prefix's cosine matrix over "
+            "the batch's sentences towards the full embedding's (held fixed): the full size teaches the "
+            "short ones. 0: off. A training setting: a continued run uses its own value, not its "
+            "checkpoint's."
+        },
+    )
+    allow_pickle_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."
+        },
+    )
+
+    def __post_init__(self):
+        # The config owns the rules: building one checks every value before any model loads. A continued run takes
+        # its Matryoshka sizes from its checkpoint, so without --matryoshka_dims the self-distillation weight is
+        # checked here as a number, and against the sizes once the model is built (`loading.build_model`).
+        check_self_distillation_weight(self.matryoshka_self_distillation)
+        SentMtlConfig(**self.checkable_overrides())
+        for name in ("classification_loss_weight", "sentiment_loss_weight", "distillation_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name} {getattr(self, name)} must be >= 0.")
+
+    def checkable_overrides(self) -> dict:
+        """`config_overrides` as far as they can be checked before the model is built: without --matryoshka_dims
+        the sizes may be a checkpoint's, so the self-distillation weight waits for them (`loading.build_model`)."""
+        overrides = self.config_overrides()
+        if overrides["matryoshka_dims"] is None:
+            del overrides["matryoshka_self_distillation"]
+        return overrides
+
+    def config_overrides(self) -> dict:
+        """The `SentMtlConfig` fields these arguments set (for a fresh model)."""
+        names = (
+            "pooling",
+            "embedding_size",
+            "projection_init",
+            "normalize",
+            "dropout",
+            "loss_weighting",
+            "matryoshka_dims",
+            "matryoshka_weights",
+            "matryoshka_self_distillation",
+        )
+        return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
