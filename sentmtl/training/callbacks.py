@@ -11,7 +11,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..utils.memory import RELEASE_EVERY_STEPS, release_memory
-from .trainer import all_processes_agree, unwrap
+from .processes import all_processes_agree, unwrap
 
 logger = logging.getLogger(__name__)
 

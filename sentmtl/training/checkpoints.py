@@ -1,9 +1,12 @@
 """Checkpoints on disk: finding the `checkpoint-<step>` folders the Trainer writes (for `--resume_from_checkpoint`),
-and the final model's atomic save."""
+where a streamed run's checkpoint stopped, and the final model's atomic save."""
 
 import os
 import shutil
 from pathlib import Path
+
+from transformers import TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 
 from ..model.modeling_sentmtl import remove_stale_export
 
@@ -34,6 +37,16 @@ def resolve_resume_checkpoint(value: str | None, output_dir) -> str | None:
             "checkpoint-<step> folder, or auto for the newest one in --output_dir."
         )
     return value
+
+
+def stream_position(checkpoint: str, gradient_accumulation_steps: int = 1) -> tuple[int, int]:
+    """Where a streamed run's checkpoint stopped: (its pass over the stream, from 0; the batches trained in that pass).
+    The Trainer counts a stream's passes as its epochs, each `max_steps` × accumulation batches long for want of a
+    length, and saves `epoch` = pass + batches / that (with the `max_steps` of the run that saved it): both come back
+    exactly."""
+    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+    per_pass = max(1, state.max_steps * gradient_accumulation_steps)
+    return divmod(round((state.epoch or 0) * per_pass), per_pass)
 
 
 def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> None:

@@ -1,4 +1,7 @@
-"""Layer-wise learning rates as a pure function, and the `Trainer` that trains and evaluates every task."""
+"""`SentMtlTrainer`: the `Trainer` that trains every task (optimizer groups from `param_groups`, batches one source at
+a time, a stream resumed exactly, a non-finite loss stopped) and evaluates every task on its own data. The parameter
+group functions, `stream_position` (`checkpoints`), `unwrap` and `all_processes_agree` (`processes`) are importable
+from here too."""
 
 import logging
 import os
@@ -8,99 +11,19 @@ import datasets
 import numpy as np
 import torch
 import transformers
-from torch import nn
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerState
+from transformers import Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 
 from ..data.batching import MultiSourceDataset, MultiTaskCollator
 from ..data.sampler import RankBatches, TaskBatchSampler
 from ..model.task_types import TaskInputs
 from ..tasks.io import task_io
+from .checkpoints import stream_position
+from .param_groups import build_param_groups, check_resumed_groups, describe_param_groups, merge_param_groups
+from .processes import all_processes_agree, unwrap
 
 logger = logging.getLogger(__name__)
-
-
-def stream_position(checkpoint: str, gradient_accumulation_steps: int = 1) -> tuple[int, int]:
-    """Where a streamed run's checkpoint stopped: (its pass over the stream, from 0; the batches trained in that pass).
-    The Trainer counts a stream's passes as its epochs, each `max_steps` × accumulation batches long for want of a
-    length, and saves `epoch` = pass + batches / that (with the `max_steps` of the run that saved it): both come back
-    exactly."""
-    state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
-    per_pass = max(1, state.max_steps * gradient_accumulation_steps)
-    return divmod(round((state.epoch or 0) * per_pass), per_pass)
-
-
-def build_param_groups(model, args, head_learning_rates: dict[str, float] | None = None) -> list[dict]:
-    """AdamW parameter groups from the model's own parts (`model.parameter_groups()`), each with its LR.
-
-    Encoder part at depth d below the top layer gets `backbone LR × decay^d` (layer k of L: d = L − k; the
-    embeddings: d = L, the lowest). The shared projection, the heads and the learned loss weights take their own LRs;
-    `head_learning_rates` gives a task's head its own (its own group), the other heads share one. Biases, LayerNorm
-    weights and other 1-D parameters get no weight decay. Frozen parameters are left out, except a backbone
-    scheduled to unfreeze (`unfreeze_backbone_at_epoch`), which must already be in the optimizer when it starts to
-    receive gradients.
-    """
-    lrs = args.learning_rates()
-    parts = model.parameter_groups()
-    own = {task: lr for task, lr in (head_learning_rates or {}).items() if lr is not None}
-    unknown = sorted(set(own) - {part.task for part in parts if part.role == "head"})
-    if unknown:
-        raise ValueError(f"head learning rates for {unknown}, which have no head in this model.")
-    include_frozen_backbone = getattr(args, "unfreeze_backbone_at_epoch", None) is not None
-    by_role = {
-        "backbone": lrs["backbone"],
-        "projection": lrs["shared"],
-        "loss_weighting": lrs["loss_weighting"],
-        "head": lrs["head"],
-    }
-    named = {}  # group name → (lr, weight decay, params)
-    for part in parts:
-        if part.role == "backbone":
-            name, lr = part.name, lrs["backbone"] * args.layerwise_lr_decay**part.depth
-        elif part.role == "head":
-            name, lr = (part.name, own[part.task]) if part.task in own else ("heads", lrs["head"])
-        else:
-            name, lr = part.name, by_role[part.role]
-        for _, param in part.params:
-            if not param.requires_grad and not (part.role == "backbone" and include_frozen_backbone):
-                continue
-            no_decay = param.ndim < 2
-            key = f"{name}{'.no_decay' if no_decay else ''}"
-            named.setdefault(key, (lr, 0.0 if no_decay else args.weight_decay, []))[2].append(param)
-    return [
-        {"name": key, "params": params, "lr": lr, "weight_decay": weight_decay}
-        for key, (lr, weight_decay, params) in named.items()
-    ]
-
-
-def merge_param_groups(groups: list[dict]) -> list[dict]:
-    """One optimizer group per distinct (LR, weight decay), in first-appearance order: at the default
-    `layerwise_lr_decay=1.0` the ~18 groups of `build_param_groups` hold 2–4 distinct pairs, and each group costs the
-    optimizer its own kernel launches every step. AdamW treats every parameter alike within a group, so the updates
-    are the same (tested: the same loss curve). A merged group is named after its first member and keeps the
-    members' names in `members` (a resumed run checks them)."""
-    merged: dict[tuple, dict] = {}
-    for group in groups:
-        key = (group["lr"], group["weight_decay"])
-        if key not in merged:
-            merged[key] = {**group, "params": list(group["params"]), "members": [group["name"]]}
-        else:
-            merged[key]["params"] += group["params"]
-            merged[key]["members"].append(group["name"])
-    for group in merged.values():
-        if len(group["members"]) > 1:
-            group["name"] = f"{group['members'][0]} (+{len(group['members']) - 1})"
-    return list(merged.values())
-
-
-def describe_param_groups(groups: list[dict]) -> str:
-    """A small table: group, parameter count, LR, weight decay."""
-    lines = [f"{'group':<28}{'params':>12}{'lr':>11}{'wd':>7}"]
-    for group in groups:
-        count = sum(p.numel() for p in group["params"])
-        lines.append(f"{group['name']:<28}{count:>12,}{group['lr']:>11.2e}{group['weight_decay']:>7.3f}")
-    return "\n".join(lines)
 
 
 class SentMtlTrainer(Trainer):
@@ -174,22 +97,7 @@ class SentMtlTrainer(Trainer):
         path = os.path.join(checkpoint, "optimizer.pt") if checkpoint else None
         if path and os.path.isfile(path) and self.optimizer is not None:
             saved = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
-            if saved and "members" not in saved[0]:
-                raise ValueError(
-                    f"--resume_from_checkpoint {checkpoint}: its optimizer predates merged parameter "
-                    "groups (sentmtl 0.2.x and earlier: one group per layer), so its moments cannot be "
-                    "matched to this version's groups. Resume with the version that wrote it, or start "
-                    "from its weights with --model_name_or_path."
-                )
-            names = [(group.get("name"), group.get("members")) for group in saved]
-            mine = [(group.get("name"), group.get("members")) for group in self.optimizer.param_groups]
-            if names != mine:
-                raise ValueError(
-                    f"--resume_from_checkpoint {checkpoint}: its optimizer has the parameter groups "
-                    f"{names}, this run builds {mine} (another version of sentmtl, other head LRs or "
-                    "freezing). Resume with the same settings and version, or start from its weights "
-                    "with --model_name_or_path instead."
-                )
+            check_resumed_groups(checkpoint, saved, self.optimizer.param_groups)
         return super()._load_optimizer_and_scheduler(checkpoint)
 
     def _init_training_state(
@@ -396,23 +304,18 @@ class SentMtlTrainer(Trainer):
         return loss
 
 
-def all_processes_agree(flag: torch.Tensor | bool, device=None) -> bool:
-    """`flag` (a boolean, or a boolean scalar tensor) on this process AND on every other one. Under several processes
-    each must take the same decision at the same step, or the ones that go on wait forever for the ones that
-    stopped. In one process this is `bool(flag)`: no tensor is made for a plain bool."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        flag = torch.as_tensor(flag, device=device if not isinstance(flag, torch.Tensor) else flag.device)
-        flag = flag.to(torch.int32)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-    return bool(flag)
-
-
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; raised before the optimizer step that would apply it."""
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model under DDP / compile wrappers."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
+__all__ = [
+    "NonFiniteLossError",
+    "SentMtlTrainer",
+    "all_processes_agree",
+    "build_param_groups",
+    "check_resumed_groups",
+    "describe_param_groups",
+    "merge_param_groups",
+    "stream_position",
+    "unwrap",
+]
