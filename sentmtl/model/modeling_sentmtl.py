@@ -4,22 +4,22 @@ encoder ─> pooling ─> shared_projection (hidden → embedding_size) ─> L2 
                                                   ├─ <task>_head per classification / multilabel / score / regression
                                                   │    task (the seed's: classification_head, sentiment_head)
                                                   └─ similarity and distillation tasks train the embeddings directly
-"""
 
-import logging
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
+Its output (`modeling_outputs.SentMtlOutput`), how the task losses combine (`loss_weighting`) and the folder's ONNX
+export that a save removes (`model_folder`) have modules of their own, their names importable from here too.
+"""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.utils import ModelOutput
 
 from .configuration_sentmtl import SentMtlConfig
 from .distributed import gather_rows, scale_for_ddp, world
+from .loss_weighting import combine_task_losses
+from .model_folder import MANIFEST, ONNX_FOLDER, remove_stale_export
+from .modeling_outputs import SentMtlOutput
 from .modeling_parts import ModelParts, ParameterGroup, Pooling, TaskHead
 from .task_spec import TaskSpec, first_task
 from .task_types import TaskInputs, prefix_self_distillation_loss
@@ -46,66 +46,6 @@ class SentMtlPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
         if isinstance(module, TaskHead) and module.logit_scale is not None:
             nn.init.constant_(module.logit_scale, self.config.head_logit_scale)
-
-
-# Where a model folder keeps its ONNX export (`sentmtl.serving.onnx_export`), and the file that marks one. Here, beside the
-# weights, because every save of new weights must remove the export of the old ones.
-ONNX_FOLDER = "onnx"
-MANIFEST = "sentmtl_onnx.json"
-logger = logging.getLogger(__name__)
-
-
-def remove_stale_export(folder) -> bool:
-    """Remove `folder/onnx/` when it holds an export: it was made from the weights just replaced, and served or pushed
-    beside the new ones it would give the old model's outputs. Returns whether one was removed."""
-    export = Path(folder) / ONNX_FOLDER
-    if not (export / MANIFEST).is_file():
-        return False
-    shutil.rmtree(export)
-    logger.warning(
-        "Removed %s: it held the ONNX export of the weights this save replaced (export again for a new one).", export
-    )
-    return True
-
-
-@dataclass
-class SentMtlOutput(ModelOutput):
-    r"""
-    loss (`torch.FloatTensor` of shape `()`, returned when targets are given):
-        The combined loss: the weighted sum of the losses of the tasks present (see `SentMtlConfig.loss_weighting`).
-    task_losses (`dict[str, torch.FloatTensor]`, returned when targets are given):
-        Each present task's loss, by task name. Tasks without targets in the batch are not computed.
-    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
-        The first classification task's class logits (Task A in the seed's model).
-    sentiment_scores (`torch.FloatTensor` of shape `(batch_size,)`):
-        The first score task's value in [0, 1] (Task B in the seed's model): `sigmoid(sentiment_logits)`.
-    sentiment_logits (`torch.FloatTensor` of shape `(batch_size,)`):
-        That score before the sigmoid.
-    task_logits (`dict[str, torch.FloatTensor]`):
-        Every headed task's output by name: `(batch_size, K)` for classification / multilabel, `(batch_size,)` for
-        score (the logit) and regression (the value).
-    task_outputs (`dict[str, torch.FloatTensor]`):
-        What each task's loss and metrics read, by name: `task_logits` for headed tasks, the pair cosines
-        `(batch_size,)` for similarity (when pairs are given), the embeddings for distillation.
-    embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`):
-        The sentence embeddings (unit norm when `config.normalize`).
-    pair_embeddings (`torch.FloatTensor` of shape `(batch_size, embedding_size)`, returned for sentence pairs):
-        The second sentences' embeddings.
-    classification_loss / sentiment_loss (`torch.FloatTensor` of shape `()`):
-        The first classification / score task's loss, the seed's names (aliases of `task_losses` entries).
-    """
-
-    loss: torch.FloatTensor | None = None
-    task_losses: dict | None = None
-    logits: torch.FloatTensor | None = None
-    sentiment_scores: torch.FloatTensor | None = None
-    sentiment_logits: torch.FloatTensor | None = None
-    task_logits: dict | None = None
-    task_outputs: dict | None = None
-    embeddings: torch.FloatTensor | None = None
-    pair_embeddings: torch.FloatTensor | None = None
-    classification_loss: torch.FloatTensor | None = None
-    sentiment_loss: torch.FloatTensor | None = None
 
 
 class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
@@ -332,23 +272,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         """The weighted sum of the losses of the tasks present (a dict by task name). `labelled`: {task: whether any
         row carried its target} (a bool, or a bool tensor, so no host sync); a task without one adds nothing."""
         tasks = tasks if tasks is not None else self.tasks
-        if self.loss_log_variances is not None:
-            # Kendall et al. 2018: exp(-s) = 1/sigma^2 weighs each task; s/2 = log(sigma) stops s from growing
-            # without bound (which would switch the task off). A batch with no target for a task must not move its
-            # s either: its loss is 0, and s/2 alone would push s down, the task's weight up.
-            s = self.loss_log_variances.float()
-            flags = {
-                name: torch.as_tensor((labelled or {}).get(name, True), dtype=s.dtype, device=s.device)
-                for name in task_losses
-            }
-            terms = [
-                flags[task.name] * (torch.exp(-s[i]) * task_losses[task.name] + 0.5 * s[i])
-                for i, task in enumerate(tasks)
-                if task.name in task_losses
-            ]
-        else:
-            terms = [task.loss_weight * task_losses[task.name] for task in tasks if task.name in task_losses]
-        return torch.stack(terms).sum()
+        return combine_task_losses(task_losses, tasks, self.loss_log_variances, labelled)
 
 
 class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
@@ -384,15 +308,18 @@ def register_auto_classes() -> None:
 
 
 # `save_pretrained` writes `auto_map` into config.json and copies this file and the modules it imports (recursively:
-# configuration, tasks, task types, parts, distributed, encoders) beside the weights, so `AutoModel.from_pretrained(dir, trust_remote_code=True)`
-# works where sentmtl is not installed. The code files stay free of imports outside torch / transformers / stdlib
-# (transformers refuses remote code whose imports are missing; optional ones sit in try blocks).
+# configuration, task spec, task types and their losses, parts, outputs, loss weighting, model folder, distributed,
+# encoders) beside the weights, so `AutoModel.from_pretrained(dir, trust_remote_code=True)` works where sentmtl is not
+# installed. The code files stay free of imports outside torch / transformers / stdlib (transformers refuses remote
+# code whose imports are missing; optional ones sit in try blocks).
 SentMtlConfig.register_for_auto_class()
 SentMtlModel.register_for_auto_class("AutoModel")
 SentMtlForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 
 __all__ = [
+    "MANIFEST",
+    "ONNX_FOLDER",
     "ParameterGroup",
     "Pooling",
     "SentMtlForSequenceClassification",
@@ -401,4 +328,5 @@ __all__ = [
     "SentMtlPreTrainedModel",
     "TaskHead",
     "register_auto_classes",
+    "remove_stale_export",
 ]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model.modeling_sentmtl import MANIFEST, ONNX_FOLDER  # noqa: F401 (ONNX_FOLDER: a run folder's export, pushed with it)
+from ..model.model_folder import MANIFEST, ONNX_FOLDER  # noqa: F401 (ONNX_FOLDER: a run folder's export, pushed with it)
 from ..model.task_types import TaskInputs
 from ..utils.fingerprints import weights_fingerprint
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 
-from ..model.modeling_sentmtl import remove_stale_export
+from ..model.model_folder import remove_stale_export
 
 
 def latest_checkpoint(output_dir) -> Path | None:
