@@ -2,9 +2,10 @@
 
 A task type owns everything about its kind of task. This half is what the model needs (head size, the output that
 losses and metrics read, the target's dtype and "absent" marker, the loss); it travels beside the saved weights, so
-it imports torch and the standard library only. The run half (reading targets from data, metrics, what the report
-and the model card show) is `sentmtl.model.task_spec.io`, registered under the same names. Nothing else branches on a task's
-type: a new type is one `TaskType` subclass here (or in user code) plus its `TaskIO` — see docs/design.md.
+it imports torch, the standard library and its sibling `losses.py` only. The run half (reading targets from data,
+metrics, what the report and the model card show) is `sentmtl.model.task_spec.io`, registered under the same names.
+Nothing else branches on a task's type: a new type is one `TaskType` subclass here (or in user code) plus its `TaskIO`
+— see docs/design.md.
 
 | type           | head                    | target per row (absent marker)       | losses (default first)                 |
 | -------------- | ----------------------- | ------------------------------------ | -------------------------------------- |
@@ -16,11 +17,10 @@ type: a new type is one `TaskType` subclass here (or in user code) plus its `Tas
 | distillation   | none: the embedding     | the teacher's vector of the sentence | relational, cosine                     |
 | contrastive    | none: the embedding     | the row's text ids (flag ≠ 1)        | in_batch, symmetric_in_batch           |
 
-Every loss is a mean over the rows that carry a target: a batch where no row does gives 0 for that task (not NaN),
-and the mean is taken with a mask rather than by indexing, so it needs no device-to-host copy. Under DDP the model
-computes every loss over the gathered global batch (`sentmtl.model.distributed.gather_rows`), so no loss depends on the
-number of processes; `compares_rows` marks the losses that compare a batch's rows with each other (CoSENT,
-relational distillation), which evaluation averages batch by batch rather than over all rows at once.
+The loss arithmetic (CoSENT, relational distillation, in-batch negatives, Matryoshka self-distillation, the masked
+mean over the rows that carry a target) is `losses.py`, its names importable from here too. `compares_rows` marks the
+losses that compare a batch's rows with each other (CoSENT, relational distillation), which evaluation averages batch
+by batch rather than over all rows at once.
 """
 
 from dataclasses import dataclass
@@ -29,8 +29,17 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from .losses import (
+    DEFAULT_SCALE,
+    _filled,
+    cosent_loss,
+    in_batch_negatives_loss,
+    masked_mean,
+    prefix_self_distillation_loss,
+    relational_distillation_loss,
+)
+
 IGNORE_INDEX = -100  # an absent class id (the convention of torch's cross-entropy and transformers' labels)
-DEFAULT_SCALE = 20.0  # cosine × 20: CoSENT's and sentence-transformers' in-batch-negatives default
 
 
 @dataclass
@@ -108,19 +117,6 @@ def task_type(name: str) -> TaskType:
     if name not in TASK_TYPES:
         raise ValueError(f"task type {name!r} is not supported; choose one of {', '.join(TASK_TYPES)}.")
     return TASK_TYPES[name]
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values[mask]` without boolean indexing; 0 (still attached to the graph) when no row is kept."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-def _filled(targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    # NaN × 0 is NaN: absent targets are replaced before they meet the loss, then masked out of the mean.
-    return torch.where(
-        keep.reshape(len(keep), *([1] * (targets.dim() - 1))), targets, torch.zeros_like(targets)
-    ).float()
 
 
 @register_task_type
@@ -267,94 +263,6 @@ class Contrastive(TaskType):
     def loss(self, spec, output, targets):
         scale = spec.scale if spec.scale is not None else DEFAULT_SCALE
         return in_batch_negatives_loss(output, targets, scale, symmetric=spec.loss == "symmetric_in_batch")
-
-
-def in_batch_negatives_loss(
-    output: torch.Tensor, ids: torch.Tensor, scale: float = DEFAULT_SCALE, symmetric: bool = False
-) -> torch.Tensor:
-    """Cross-entropy of each anchor over the batch's candidates (every row's positive, then every row's hard
-    negatives), the target being its own positive; `output` `[n, 2 + k, d]`, `ids` `[n, 3 + k]` (see `Contrastive`).
-    Rows whose flag is not 1 are neither anchors nor candidates. Excluded candidates are −inf (no indexing, no host
-    sync). `symmetric`: the mean with each positive's cross-entropy over the anchors."""
-    n, width, size = output.shape
-    keep = ids[:, 0] == 1
-    anchor_id, positive_id, negative_id = ids[:, 1], ids[:, 2], ids[:, 3:].reshape(-1)
-    # At least float32 (half-precision embeddings are upcast; float64 ones stay float64).
-    output = output.to(torch.promote_types(output.dtype, torch.float32))
-    anchors = F.normalize(output[:, 0], dim=-1)
-    positives = F.normalize(output[:, 1], dim=-1)
-    candidates = torch.cat([positives, F.normalize(output[:, 2:], dim=-1).reshape(-1, size)])
-    rows = torch.arange(n, device=output.device)
-    candidate_row = torch.cat([rows, rows.repeat_interleave(width - 2)])  # the row each candidate comes from
-    candidate_id = torch.cat([positive_id, negative_id])
-    own = F.one_hot(rows, len(candidate_row)).bool()  # [i, i]: row i's own positive
-    # Anchor i's positive texts: the positives of every pair whose anchor is the same text (`same_anchor @ positive_text`
-    # as a boolean matrix product, no indexing). A candidate that is one of them, or the anchor's own text, is no
-    # negative for i.
-    same_anchor = (anchor_id[None, :] == anchor_id[:, None]) & keep[None, :]  # [i, r]
-    positive_text = (positive_id[:, None] == candidate_id[None, :]).float()  # [r, c]
-    relevant = (same_anchor.float() @ positive_text) > 0
-    excluded = ((relevant | (candidate_id[None, :] == anchor_id[:, None])) & ~own) | ~keep[candidate_row][None, :]
-    loss = _cross_entropy_to_own(scale * anchors @ candidates.T, excluded, keep)
-    if symmetric:  # positive i → anchor i among the batch's anchors
-        # The anchors positive i answers: those of every pair whose positive is the same text; and i's own text.
-        same_positive = (positive_id[None, :] == positive_id[:, None]) & keep[None, :]  # [i, r]
-        anchor_text = (anchor_id[:, None] == anchor_id[None, :]).float()  # [r, j]
-        relevant = (same_positive.float() @ anchor_text) > 0
-        excluded = ((relevant | (anchor_id[None, :] == positive_id[:, None])) & ~own[:, :n]) | ~keep[None, :]
-        loss = (loss + _cross_entropy_to_own(scale * positives @ anchors.T, excluded, keep)) / 2
-    return loss
-
-
-def _cross_entropy_to_own(logits: torch.Tensor, excluded: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Mean over the kept rows i of −log softmax(logits[i])[i], excluded entries left out."""
-    logits = logits.masked_fill(excluded, float("-inf"))
-    own = logits.diagonal()
-    # A skipped row's own entry is −inf too (−inf − −inf = NaN): replaced before the masked mean.
-    per_row = torch.where(keep, torch.logsumexp(logits, dim=-1) - own, torch.zeros_like(own))
-    return masked_mean(per_row, keep)
-
-
-def cosent_loss(cosines: torch.Tensor, scores: torch.Tensor, scale: float = DEFAULT_SCALE) -> torch.Tensor:
-    """CoSENT (Su 2022): for every two pairs whose gold scores are ordered, penalise the cosines ordered the other
-    way: log(1 + Σ exp(scale · (cos_j − cos_i))) over pairs with score_i > score_j. Only the order matters, so scores
-    on any scale work. A NaN score (an absent target) is ordered against nothing, so its pair drops out. Masked
-    rather than indexed (no host sync); excluded entries are −inf, which logsumexp ignores."""
-    differences = scale * (cosines[None, :] - cosines[:, None])  # [i, j] = s·(cos_j − cos_i)
-    ordered = scores[:, None] > scores[None, :]
-    differences = differences.masked_fill(~ordered, float("-inf")).reshape(-1)
-    zero = torch.zeros(1, device=cosines.device, dtype=differences.dtype)  # the "1 +" inside the log
-    return torch.logsumexp(torch.cat([zero, differences]), dim=0)
-
-
-def relational_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """MSE between the batch's pairwise cosine matrix and the teacher's, over the off-diagonal entries: keeps which
-    sentences are close to which, whatever the two sizes (a 256-d embedding against a 384-d teacher). The diagonal
-    is 1 = 1 in both and carried no signal; counting it made the loss's weight (B − 1)/B, smaller for short batches.
-    A batch of one row has no pair: 0."""
-    keep = ~torch.isnan(teacher).any(dim=-1)  # rows without a teacher vector (NaN) are left out, rows and columns
-    s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(_filled(teacher, keep), dim=-1)
-    pairs = keep[:, None] & keep[None, :] & ~torch.eye(len(s), dtype=torch.bool, device=s.device)
-    return masked_mean(((s @ s.T - t @ t.T) ** 2).reshape(-1), pairs.reshape(-1))
-
-
-def prefix_self_distillation_loss(embeddings: torch.Tensor, sizes: list[tuple[int, float]]) -> torch.Tensor:
-    """Matryoshka self-distillation: the weighted mean, over the (size, weight) pairs below the full size, of the
-    relational distillation loss between the first `size` dimensions' cosine matrix over these rows and the full
-    embedding's. The full embedding's matrix is the target and is detached: the term moves the prefixes towards it,
-    never it towards them (the prefixes' gradient still reaches the encoder, which the full size shares). No size
-    below the full one: 0."""
-    teacher = embeddings.detach()
-    terms = [
-        (weight, relational_distillation_loss(embeddings[:, :size], teacher))
-        for size, weight in sizes
-        if size < embeddings.shape[-1]
-    ]
-    total = sum(weight for weight, _ in terms)
-    if not total:
-        return embeddings.sum() * 0  # keeps the graph (and the device) of a real loss
-    return torch.stack([weight * term for weight, term in terms]).sum() / total
 
 
 __all__ = [

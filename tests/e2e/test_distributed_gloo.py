@@ -17,9 +17,9 @@ from helpers import load_model_file
 
 
 def _find_losses():
-    """The row-comparing losses from wherever sentmtl keeps them (task_types.py, formerly losses.py): as a file
+    """The row-comparing losses from wherever sentmtl keeps them (losses.py; task_types.py before it): as a file
     where it imports torch only, else through the package."""
-    for name in ("task_types", "losses"):
+    for name in ("losses", "task_types"):
         for load in (load_model_file, lambda name: importlib.import_module(f"sentmtl.model.{name}")):
             try:
                 module = load(name)
@@ -115,8 +115,8 @@ def _contrastive_step(model, x1, x2, negatives, ids):
 
 
 # Matryoshka self-distillation: the prefixes' cosine matrices against the (detached) full embedding's. Loaded without
-# a fallback: task_types.py imports torch only, and a missing function must fail the test, not skip it.
-prefix_self_distillation_loss = load_model_file("task_types").prefix_self_distillation_loss
+# a fallback: losses.py imports torch only, and a missing function must fail the test, not skip it.
+prefix_self_distillation_loss = load_model_file("losses").prefix_self_distillation_loss
 
 
 def _self_distillation_step(model, x):

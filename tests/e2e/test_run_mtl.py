@@ -979,6 +979,11 @@ def test_save_writes_auto_map_and_code_files(trained_dir):
         "encoders.py",
         "task_spec.py",
         "task_types.py",
+        "losses.py",
+        "modeling_parts.py",
+        "modeling_outputs.py",
+        "loss_weighting.py",
+        "model_folder.py",
         "distributed.py",
     ):
         assert (trained_dir / name).is_file(), name
