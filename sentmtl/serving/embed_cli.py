@@ -1,37 +1,28 @@
-"""The command line behind `run_embed.py`: embed sentences (from the command line or a file), or export the model as
-a sentence-transformers folder.
+"""The commands behind `run_embed.py` (`main`): embed sentences from the command line or a file (with the torch model
+or an exported ONNX graph, `Embedder`), print them and their similarities, or export the model as a
+sentence-transformers folder or an ONNX graph. Its arguments (`parse_args`) are `embed_args.py`, importable from here
+too."""
 
-    python run_embed.py "The plot twists were unexpected." "The service was satisfactory."
-    python run_embed.py --input_file sentences.txt --output_file embeddings.npy --model_name_or_path out/
-    python run_embed.py --model_name_or_path out/ --export_sentence_transformer out-st/
-    python run_embed.py --model_name_or_path out/ --export_onnx out/onnx        # then --backend onnx
-"""
-
-import argparse
 import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 from transformers import set_seed
 
 from ..utils.errors import USER_ERRORS, debug_requested, one_line
-from .embed import PRECISIONS, default_max_length, encode
+from .embed import default_max_length, encode
+from .embed_args import BACKENDS, DEFAULT_SEED, parse_args, positive_int
 from .embed_io import (
-    OUTPUT_SUFFIXES,
     EmbeddingWriter,
     InputReport,
     iter_sentences,
     write_embeddings,
 )
 from .loading import is_sentmtl_checkpoint, load_model_and_tokenizer
-from .onnx_runtime import VARIANTS
 from .precision import default_device
 
-BACKENDS = ("torch", "onnx")
-DEFAULT_SEED = 42
 # The seed write-up's examples, embedded when no sentence is given.
 SAMPLE_SENTENCES = [
     "The plot twists were unexpected.",
@@ -39,155 +30,6 @@ SAMPLE_SENTENCES = [
     "This phone broke after two days, what a waste of money.",
     "I would happily eat here again.",
 ]
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="run_embed.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("sentences", nargs="*", help="Sentences to embed (default: the seed's sample sentences).")
-    parser.add_argument(
-        "--model_name_or_path",
-        default=None,
-        help="A sentmtl checkpoint folder, or a plain encoder (name or path) around which a fresh, untrained "
-        "projection is built. Default: the bundled all-MiniLM-L6-v2.",
-    )
-    parser.add_argument(
-        "--input_file", help="Sentences from a file: .txt (one per line), .csv, .tsv or .jsonl; streamed."
-    )
-    parser.add_argument("--text_column", default="sentence", help="Column / field holding the text in CSV or JSONL.")
-    parser.add_argument(
-        "--output_file", help="Write the embeddings: .npy ([n, d] float32) or .jsonl (with line numbers)."
-    )
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="Stop at the first bad input line (empty, not UTF-8, no text field) instead of skipping it with a report.",
-    )
-    parser.add_argument("--batch_size", type=int, default=64, help="Sentences per forward pass.")
-    parser.add_argument(
-        "--chunk_size",
-        type=int,
-        default=8192,
-        help="Sentences read, embedded and written at a time from --input_file (bounds memory on huge files).",
-    )
-    parser.add_argument(
-        "--max_length", type=int, default=None, help="Truncate to this many tokens (default: the encoder's limit)."
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, mps … Default: the GPU when there is one, else the CPU."
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto: bf16 where --device runs it fast (cosine ~0.9999 to fp32), else fp32.",
-    )
-    parser.add_argument(
-        "--truncate_dim",
-        type=positive_int,
-        default=None,
-        help="Keep the embeddings' first N dimensions, re-normalised (models trained with "
-        "matryoshka_dims); with --export_sentence_transformer, the export gives them too.",
-    )
-    parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")
-    parser.add_argument(
-        "--allow_pickle_weights",
-        action="store_true",
-        help="Also load pickle weights (pytorch_model.bin), which can run code: only if you trust them.",
-    )
-    parser.add_argument(
-        "--export_sentence_transformer",
-        metavar="OUTDIR",
-        help="Instead of embedding, write the model as a sentence-transformers folder (Transformer → Pooling → Dense "
-        "→ Normalize) that SentenceTransformer(OUTDIR) loads and that embeds exactly as sentmtl does.",
-    )
-    parser.add_argument(
-        "--export_onnx",
-        metavar="OUTDIR",
-        help="Instead of embedding, write the whole model (encoder, pooling, projection, normalisation and every head) "
-        "as one ONNX graph, fp32 and two int8 variants, with its tokenizer and sentmtl_onnx.json. "
-        'Put it in the run folder\'s onnx/ to serve it with --backend onnx. Needs pip install "sentmtl[onnx]".',
-    )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="torch",
-        help="torch: the model itself (--precision applies). onnx: the graph exported with --export_onnx (the "
-        "folder --model_name_or_path or its onnx/), run by onnxruntime on the CPU; see --onnx_variant.",
-    )
-    parser.add_argument(
-        "--onnx_variant",
-        choices=VARIANTS,
-        default=None,
-        help="With --backend onnx: int8 (the default: 8-bit weight blocks, cosine >= 0.99 to fp32), "
-        "int8_dynamic (fastest on CPUs; min cosine ~0.96) or fp32 (exact).",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help=f"Seed for the untrained projection of a plain encoder (default {DEFAULT_SEED}).",
-    )
-    args = parser.parse_args(argv)
-    export = args.export_sentence_transformer or args.export_onnx
-    if args.export_sentence_transformer and args.export_onnx:
-        parser.error("--export_sentence_transformer and --export_onnx: one export per command")
-    if export and (args.sentences or args.input_file or args.output_file):
-        option = "--export_onnx" if args.export_onnx else "--export_sentence_transformer"
-        parser.error(f"{option} writes a model; it takes no sentences, --input_file or --output_file")
-    if args.export_onnx:
-        # The graph is fp32 (int8 variants beside it), full size, and takes up to the encoder's token limit.
-        for flag, given in (
-            ("--truncate_dim", args.truncate_dim is not None),
-            ("--max_length", args.max_length is not None),
-            (f"--precision {args.precision}", args.precision != "auto"),
-        ):
-            if given:
-                parser.error(
-                    f"{flag} does not apply to --export_onnx (the graph gives full-size embeddings in fp32 and "
-                    "int8, up to the encoder's token limit); pass it when embedding with --backend onnx"
-                )
-    if args.onnx_variant is not None and args.backend != "onnx":
-        parser.error(f"--onnx_variant {args.onnx_variant} applies to --backend onnx")
-    if args.backend == "onnx":
-        args.onnx_variant = args.onnx_variant or "int8"
-        # Flags the ONNX runtime cannot honour are refused rather than ignored.
-        if export:
-            parser.error("--backend onnx embeds with an exported graph; exports read the torch model (leave --backend)")
-        if args.model_name_or_path is None:
-            parser.error("--backend onnx needs --model_name_or_path: a run folder with onnx/ (made by --export_onnx)")
-        if args.precision != "auto":
-            parser.error(f"--precision {args.precision} applies to --backend torch; with onnx, choose --onnx_variant")
-        if args.device not in (None, "cpu"):
-            parser.error(
-                f"--backend onnx runs on the CPU (onnxruntime's CPU provider); --device {args.device} is not supported"
-            )
-        if args.allow_pickle_weights:
-            parser.error("--allow_pickle_weights loads torch weights; --backend onnx reads none")
-        if args.seed is not None:
-            parser.error("--seed seeds a plain encoder's fresh projection; --backend onnx serves an exported model")
-    args.seed = DEFAULT_SEED if args.seed is None else args.seed
-    if args.sentences and args.input_file:
-        parser.error("give sentences on the command line or --input_file, not both")
-    if args.device is not None:
-        try:
-            torch.device(args.device)
-        except RuntimeError:
-            parser.error(f"--device {args.device!r} is not a device; use e.g. cpu, cuda, cuda:1 or mps")
-    for name in ("batch_size", "chunk_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} {getattr(args, name)} must be >= 1")
-    if args.output_file and not args.output_file.lower().endswith(OUTPUT_SUFFIXES):
-        parser.error(f"--output_file {args.output_file}: use one of {', '.join(OUTPUT_SUFFIXES)}")
-    return args
 
 
 def main(argv=None) -> int:
@@ -371,3 +213,22 @@ def print_similarity(embeddings: np.ndarray) -> None:
     print("      " + "".join(f"{j:>8}" for j in range(len(matrix))))
     for i, row in enumerate(matrix):
         print(f"{i:>6}" + "".join(f"{v:8.3f}" for v in row))
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_SEED",
+    "SAMPLE_SENTENCES",
+    "Embedder",
+    "embed_file",
+    "embed_sentences",
+    "export",
+    "export_onnx",
+    "load",
+    "main",
+    "parse_args",
+    "positive_int",
+    "print_embeddings",
+    "print_similarity",
+    "report_truncated",
+]
