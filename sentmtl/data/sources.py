@@ -11,7 +11,7 @@ all of them (the seed's Task A, Task B and distillation ride on the same corpus 
 
 A source without eval data of its own is split once, leak-free (`split.train_test_split`: near-duplicates of any of
 its texts on one side), stratified by its first classification task; `max_samples` takes a stratified subset first.
-Each task type reads its own target column (`sentmtl.model.task_spec.io`); an empty cell means "no target on this row".
+Each task type reads its own target column and data options (`sentmtl.tasks.io.TaskIO`); an empty cell means "no target on this row".
 """
 
 import logging

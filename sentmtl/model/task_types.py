@@ -3,7 +3,7 @@
 A task type owns everything about its kind of task. This half is what the model needs (head size, the output that
 losses and metrics read, the target's dtype and "absent" marker, the loss); it travels beside the saved weights, so
 it imports torch, the standard library and its sibling `losses.py` only. The run half (reading targets from data,
-metrics, what the report and the model card show) is `sentmtl.model.task_spec.io`, registered under the same names.
+metrics, what the report and the model card show) is `sentmtl.tasks.io` (the built-in types in `sentmtl.tasks.builtin` and `sentmtl.tasks.contrastive`), registered under the same names.
 Nothing else branches on a task's type: a new type is one `TaskType` subclass here (or in user code) plus its `TaskIO`
 — see docs/design.md.
 
@@ -238,7 +238,7 @@ class Contrastive(TaskType):
     anchor direction (their MultipleNegativesSymmetricRankingLoss).
 
     The output is `[batch, 2 + k, size]`: anchor, positive and the k hard negatives' embeddings. The target is the
-    row's text ids `[flag, anchor, positive, negative 1 … k]` (`sentmtl.model.task_spec.io`): flag 1 marks a pair, anything else
+    row's text ids `[flag, anchor, positive, negative 1 … k]` (`sentmtl.tasks.contrastive`): flag 1 marks a pair, anything else
     a row the loss skips (a retrieval document only, or another source's row). Texts with the same id are the same
     text: a candidate that is the anchor's own text, its positive's text or another positive of the same anchor is
     not used as a negative (a false negative), even where a batch holds duplicates."""

@@ -1,5 +1,5 @@
 """Offline metrics as pure functions of arrays (scikit-learn and scipy, no Hub fetch). Which of them a task reports is
-its type's business (`sentmtl.model.task_spec.io`)."""
+its type's business (`sentmtl.tasks.io`)."""
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr

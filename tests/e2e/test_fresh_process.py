@@ -60,7 +60,7 @@ def test_trust_remote_code_load_without_the_package(trained_dir, tmp_path):
 
 
 def test_n_task_model_loads_without_the_package(trained_dir, tmp_path):
-    """trust_remote_code: the code files (tasks.py and losses.py too) travel with the weights."""
+    """trust_remote_code: the code files (task_spec.py and losses.py too) travel with the weights."""
     script = (
         "import sys; sys.modules['sentmtl'] = None\n"
         "from transformers import AutoModel, AutoTokenizer\n"
