@@ -149,13 +149,27 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
                     add_teacher_targets(t, members, teacher_for, cache_dir) for t in (train, evaluation)
                 )
         evaluation = bounded(evaluation, getattr(data_args, "max_eval_samples", None), where)
-        for m in members:  # a type may leave rows out of training (evaluation keeps them: a contrastive task's
-            # rows below min_score are retrieval documents, not pairs)
-            column = TARGET_PREFIX + m.spec.name
-            keep = task_io(m.spec).training_rows(m, lambda t=train, c=column: t[c], where)
-            if keep is not None and not keep.all():
+        # A type may leave rows out of training (evaluation keeps them: a contrastive task's rows below min_score
+        # are retrieval documents, not pairs). Tasks sharing the source keep a row when any of them trains on it;
+        # each task's loss still skips the rows it has no target on.
+        masks = [
+            (m.spec.name, keep)
+            for m in members
+            if (keep := task_io(m.spec).training_rows(m, lambda t=train, c=TARGET_PREFIX + m.spec.name: t[c], where))
+            is not None
+        ]
+        if masks:
+            keep = np.logical_or.reduce([mask for _, mask in masks])
+            if not keep.all():
                 before, train = train.num_rows, train.select(np.flatnonzero(keep))
-                logger.info("%s: task %r trains on %d of %d rows.", where, m.spec.name, train.num_rows, before)
+                names = ", ".join(repr(name) for name, _ in masks)
+                logger.info(
+                    "%s: training on %d of %d rows (the rows task(s) %s train on).",
+                    where,
+                    train.num_rows,
+                    before,
+                    names,
+                )
         sources.append(
             Source(
                 name,

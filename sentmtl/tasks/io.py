@@ -212,7 +212,24 @@ class TaskIO:
 TASK_IO: dict[str, TaskIO] = {}
 
 
+# The capability flags of 0.2's TaskIO and what replaced each: a user type that still sets one would silently lose
+# the behaviour (a split no longer stratified, no teacher vectors), so it is refused.
+REMOVED_FLAGS = {
+    "class_ids": "stratify_by(spec) (and as_score, for score_from)",
+    "teacher_targets": "teacher(member) -> TeacherRequest",
+    "from_texts": "present / check_columns / targets (and numbers_texts)",
+    "distinct_in_batch": "batch_keys(spec, read_targets)",
+}
+
+
 def register_task_io(cls: type[TaskIO]) -> type[TaskIO]:
+    old = [name for name in REMOVED_FLAGS if hasattr(cls, name)]
+    if old:
+        raise TypeError(
+            f"{cls.__name__} sets {', '.join(old)}, a TaskIO flag that sentmtl no longer reads; override "
+            + "; ".join(f"{name} → {REMOVED_FLAGS[name]}" for name in old)
+            + " (docs/design.md)."
+        )
     TASK_IO[cls.name] = cls()
     return cls
 
@@ -251,6 +268,7 @@ __all__ = [
     "DEFAULT_TEXT_PAIR_COLUMN",
     "LabelMap",
     "DataOption",
+    "REMOVED_FLAGS",
     "Readers",
     "TASK_IO",
     "TaskIO",

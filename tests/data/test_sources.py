@@ -297,3 +297,24 @@ def test_stream_buffer_size_without_a_stream_is_refused(tiny_encoder_dir, synthe
         from sentmtl.training.run import parse_args, run
 
         run(*parse_args(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "out", "--stream_buffer_size", "5")))
+
+
+def test_contrastive_tasks_sharing_a_source_keep_every_row_either_trains_on(tmp_path):
+    """Review of the type-owned data (F1): two contrastive tasks on one file and one min_score, each reading its own
+    score column, share a source; its training rows are those either task keeps (a row below one task's threshold
+    is still the other's pair), and each task's targets still flag only its own pairs."""
+    rows = [(f"q{i}", f"d{i}", float(i % 2), float(i % 3 == 0)) for i in range(12)]
+    path = write_csv(tmp_path / "pairs.csv", ("anchor", "positive", "score", "score3"), rows)
+    data = DataSpec({"train_file": str(path), "validation_file": str(path)}, "anchor", "positive")
+    tasks = [
+        RunTask(TaskSpec("odd", "contrastive"), data, {"min_score": 0.5}),
+        RunTask(
+            TaskSpec("third", "contrastive"), DataSpec(**{**vars(data), "label_column": "score3"}), {"min_score": 0.5}
+        ),
+    ]
+    assert tasks[0].source_key() == tasks[1].source_key()
+    (source,) = build_sources(tasks, DataArguments(), seed=0)
+    wanted = [i for i in range(12) if i % 2 or i % 3 == 0]
+    assert source.train["text"] == [f"q{i}" for i in wanted]
+    assert [row[0] for row in source.train[TARGET_PREFIX + "odd"]] == [i % 2 for i in wanted]
+    assert [row[0] for row in source.train[TARGET_PREFIX + "third"]] == [int(i % 3 == 0) for i in wanted]

@@ -162,3 +162,15 @@ def test_contrastive_metrics_merge_repeated_queries_and_keep_filtered_rows_as_do
     # Base ranking of q: c (0.995), a (0.99), b (0): a and b relevant.
     assert got["recall@1"] == 0.0 and got["recall@10"] == 1.0 and got["mrr@10"] == pytest.approx(0.5)
     assert got["distractors_recall@1"] == 0.0 and got["distractors_mrr@10"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("flag", ["class_ids", "teacher_targets", "from_texts", "distinct_in_batch"])
+def test_a_type_setting_a_removed_flag_is_refused(flag):
+    """Review of the type-owned data (F2): 0.2's capability flags are no longer read; a user type that sets one
+    would silently lose its behaviour (an unstratified split, no teacher vectors), so registering it fails."""
+    from sentmtl.tasks.io import TASK_IO, TaskIO, register_task_io
+
+    legacy = type("LegacyIO", (TaskIO,), {"name": "legacy", flag: True})
+    with pytest.raises(TypeError, match=rf"LegacyIO sets {flag}, a TaskIO flag that sentmtl no longer reads"):
+        register_task_io(legacy)
+    assert "legacy" not in TASK_IO
