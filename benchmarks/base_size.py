@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""A base-size encoder beside MiniLM: configs/multitask_sts.yaml and configs/retrieval_sts.yaml on all-mpnet-base-v2
+(110M parameters), fully fine-tuned and with LoRA adapters, plus retrieval_sts with mined hard negatives.
+
+    python benchmarks/base_size.py --data_dir ../shared/data/sentiment_labelled_sentences \\
+        --stsb_dir ../shared/data/stsbenchmark --seeds 42 43 44
+
+An mpnet run costs about five MiniLM runs on a 2-core CPU (~30 min for multitask_sts here), so every (scenario, seed)
+writes its `result.json` into --runs_dir as soon as it finishes, and a run with one is skipped: stop and continue at
+will. `--only` runs a subset of the scenarios (the table shows every finished run).
+
+Both run files are used as they are, except what mpnet's width changes: the projection starts as the identity, so
+`embedding_size` is mpnet's 768, and retrieval_sts's Matryoshka sizes become 768 / 512 / 256 / 128 / 64 (the
+MiniLM file's 384 … 32 scaled by two). Each row reports Task A accuracy, Task B ROC-AUC, STS-B dev Spearman (the run's
+own evaluation), retrieval on STS-B dev with and without distractors (measured as benchmarks/retrieval.py measures
+it), trainable parameters, peak anonymous memory of the training process (RssAnon sampled every 0.2 s, as
+benchmarks/scale.py measures it), seconds per training step and the saved folder's size. Writes `base_size.md`,
+`summary.json` and `base_size.png` to --output_dir.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+import retrieval  # noqa: E402  (its retrieval sets and measurement, so the rows compare with its table)
+
+MPNET = {"embedding_size": 768}
+MPNET_MATRYOSHKA = {"matryoshka_dims": [768, 512, 256, 128, 64]}
+# LoRA's settings, chosen on seed 0 (not reported): results/README.md "A base-size encoder" gives the search.
+LORA = ["--lora_r", "16", "--lora_alpha", "32", "--learning_rate", "1e-4"]
+# Mined negatives for the contrastive task (sentence-transformers' defaults for a first try: the top candidates
+# below the positive's own score; the miner is the run's starting model).
+MINING = {"hard_negatives": {"num_negatives": 1, "range_max": 50, "relative_margin": 0.05, "sampling_strategy": "top"}}
+SCENARIOS = {  # name → (run file, run-file edits, extra flags)
+    "full/multitask_sts": ("configs/multitask_sts.yaml", MPNET, []),
+    "lora/multitask_sts": ("configs/multitask_sts.yaml", MPNET, LORA),
+    "full/retrieval_sts": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA}, []),
+    "lora/retrieval_sts": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA}, LORA),
+    "full/retrieval_sts_mined": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA, "mine": MINING}, []),
+}
+# Seeds per scenario beyond which a scenario is not run (the mined row is one seed).
+MAX_SEEDS = {"full/retrieval_sts_mined": 1}
+COLUMNS = {  # column → (key, scale, digits)
+    "Task A %": ("eval_classification_accuracy", 100, 1),
+    "Task B AUC": ("eval_sentiment_roc_auc", 1, 3),
+    "STS-B dev": ("eval_stsb_spearman", 1, 1),
+    "R@1": ("recall@1", 1, 1),
+    "MRR@10": ("mrr@10", 1, 1),
+    "R@1 +distr.": ("distractors_recall@1", 1, 1),
+    "MRR@10 +distr.": ("distractors_mrr@10", 1, 1),
+    "trainable params": ("trainable_parameters", 1, 0),
+    "peak anon GB": ("peak_anon_gb", 1, 2),
+    "s/step": ("step_s", 1, 2),
+    "saved MB": ("saved_mb", 1, 0),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True, help="The UCI corpus folder.")
+    parser.add_argument("--stsb_dir", required=True, help="The STS Benchmark folder (sts-train.csv, sts-dev.csv).")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="One run per seed and scenario.")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS), help="Scenarios to run (else: all)."
+    )
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="The base-size encoder's folder (default: all-mpnet-base-v2 built by benchmarks/base_encoder.py).",
+    )
+    parser.add_argument("--runs_dir", default="results/runs/base_size", help="Per-run folders (not committed).")
+    parser.add_argument("--output_dir", default="results/base_size", help="Where the table, summary and plot go.")
+    parser.add_argument(
+        "--table_only", action="store_true", help="Train nothing: print the table of the runs already finished."
+    )
+    return parser.parse_args(argv)
+
+
+def run_file(scenario: str, args, out: Path) -> Path:
+    """The scenario's run file: the config with mpnet's edits (and the STS-B folder the caller gave)."""
+    config, edits, _ = SCENARIOS[scenario]
+    values = yaml.safe_load((REPO_ROOT / config).read_text())
+    edits = dict(edits)
+    mine = edits.pop("mine", None)
+    values.update(edits)
+    values["sts_eval_file"] = str(Path(args.stsb_dir).resolve() / "sts-dev.csv")
+    for task in values["tasks"]:
+        for key in ("data", "distractors"):
+            if isinstance(task.get(key), dict) and "stsb" in task[key]:
+                task[key] = {"stsb": str(Path(args.stsb_dir).resolve())}
+        if mine and task["type"] == "contrastive":
+            task.update(mine)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "run.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def train(command: list[str], log: Path) -> float:
+    """Run `command`; sample its RssAnon every 0.2 s; return the peak in GB (or raise with the log's tail)."""
+    peak = 0
+    with open(log, "w") as handle:  # a file, not a pipe: progress output would fill a pipe and block the run
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
+        while process.poll() is None:
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                anon = next(line for line in status.splitlines() if line.startswith("RssAnon:"))
+                peak = max(peak, int(anon.split()[1]) * 1024)
+            except (OSError, StopIteration):  # starting or gone
+                pass
+            time.sleep(0.2)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
+    return peak / 1e9
+
+
+def folder_mb(folder: Path) -> float:
+    """What the model folder holds (the files a user would push), checkpoints and logs left out."""
+    skip = {"checkpoint", "runs", "onnx"}
+    files = [p for p in folder.rglob("*") if p.is_file() and not any(part.split("-")[0] in skip for part in p.parts)]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
+    out = Path(args.runs_dir) / scenario / f"seed{seed}"
+    result = out / "result.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    if args.table_only:
+        return {}
+    model_dir = out / "model"
+    command = [
+        sys.executable,
+        "run_mtl.py",
+        str(run_file(scenario, args, out)),
+        "--model_name_or_path",
+        encoder,
+        "--data_dir",
+        args.data_dir,
+        "--seed",
+        str(seed),
+        "--output_dir",
+        str(model_dir),
+        "--overwrite_output_dir",
+        "--disable_tqdm",
+        "true",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        *SCENARIOS[scenario][2],
+    ]
+    started = time.perf_counter()
+    values = {"peak_anon_gb": train(command, out / "train.log")}
+    for name in ("eval_results.json", "train_results.json"):
+        values.update(json.loads((model_dir / name).read_text()))
+    values["step_s"] = 1 / values["train_steps_per_second"]
+    values["saved_mb"] = folder_mb(model_dir)
+    embed, _ = retrieval.sentmtl_embedder(model_dir)
+    values.update(retrieval.measure(embed, args.stsb_dir, [768]))
+    values["wall_s"] = time.perf_counter() - started
+    result.write_text(json.dumps(values, indent=2))
+    print(f"  {scenario} seed {seed}: {values['wall_s']:.0f} s", flush=True)
+    return values
+
+
+def table(runs: dict, seeds: list[int]) -> str:
+    lines = ["| scenario | n | " + " | ".join(COLUMNS) + " |", "| --- | ---: |" + " ---: |" * len(COLUMNS)]
+    for scenario, results in runs.items():
+        cells = []
+        for column, (key, scale, digits) in COLUMNS.items():
+            values = [r[key] for r in results if key in r]
+            if column in ("trainable params",) and values:
+                cells.append(f"{statistics.median(values):,.0f}")
+            else:
+                median = column in ("s/step", "peak anon GB", "saved MB")
+                cells.append(retrieval.cell(values, scale, digits, median=median))
+        lines.append(f"| {scenario} | {len(results)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"all-mpnet-base-v2; mean ± std over seeds ({', '.join(map(str, seeds))}; n per row); s/step, peak anonymous "
+        "memory and saved size: median. R@1 / MRR@10 × 100 on STS-B dev (benchmarks/retrieval.py's sets).",
+    ]
+    return "\n".join(lines)
+
+
+def plot(runs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    names = [s for s, r in runs.items() if r]
+    for axis, (label, key, scale) in zip(
+        axes,
+        [
+            ("Task A accuracy %", "eval_classification_accuracy", 100),
+            ("STS-B dev Spearman × 100", "eval_stsb_spearman", 1),
+            ("peak anonymous memory (GB)", "peak_anon_gb", 1),
+        ],
+    ):
+        means = [statistics.mean(r[key] * scale for r in runs[s]) for s in names]
+        axis.barh(names, means, color="tab:blue")
+        axis.set_xlabel(label)
+        axis.set_xlim(min(means) * 0.98 if key != "peak_anon_gb" else 0, max(means) * 1.01)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    encoder = args.encoder
+    if encoder is None and not args.table_only:
+        import base_encoder
+
+        encoder = str(base_encoder.ensure_mpnet())
+    runs = {}
+    for scenario in SCENARIOS:
+        seeds = args.seeds[: MAX_SEEDS.get(scenario, len(args.seeds))]
+        todo = scenario in args.only
+        runs[scenario] = [
+            r
+            for seed in seeds
+            for r in [run_one(scenario, seed, args if todo else argparse.Namespace(**{**vars(args), "table_only": True}), encoder)]
+            if r
+        ]
+    runs = {s: r for s, r in runs.items() if r}
+    if not runs:
+        print("no finished runs yet")
+        return 0
+    text = table(runs, args.seeds)
+    print(text)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "base_size.md").write_text(text + "\n")
+    (output_dir / "summary.json").write_text(json.dumps(runs, indent=2))
+    plot(runs, output_dir / "base_size.png")
+    print(f"\nwrote {output_dir / 'base_size.md'}, summary.json and base_size.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
