@@ -231,7 +231,11 @@ def main(argv=None) -> int:
         runs[scenario] = [
             r
             for seed in seeds
-            for r in [run_one(scenario, seed, args if todo else argparse.Namespace(**{**vars(args), "table_only": True}), encoder)]
+            for r in [
+                run_one(
+                    scenario, seed, args if todo else argparse.Namespace(**{**vars(args), "table_only": True}), encoder
+                )
+            ]
             if r
         ]
     runs = {s: r for s, r in runs.items() if r}

@@ -11,6 +11,7 @@ from pathlib import Path
 import datasets
 
 from .. import __version__
+from ..model.prompts import ROLES
 from ..tasks.io import DEFAULT_TEXT_PAIR_COLUMN, LabelMap, task_io
 from ..utils.fingerprints import combine
 from .files import NO_SOURCE
@@ -76,6 +77,25 @@ def _named_values(feature, values: list, labels: list[str] | None, where: str = 
     return [[name(v) for v in value] if isinstance(value, list) else name(value) for value in values]
 
 
+def role_prefixes(members: list[RunTask], prompt_for, where: str) -> dict[str, str]:
+    """{column: prompt} for the text columns (`text`, `text_pair`, `negatives`) of tasks sharing a source, from
+    `prompt_for(spec, role)` (the model config's). One forward embeds a row's text once for every task, so tasks that
+    read the same texts must give them the same prompt."""
+    if prompt_for is None:
+        return {}
+    prefixes = {}
+    for role in ROLES:
+        given = {m.spec.name: prompt_for(m.spec, role) for m in members if role in m.spec.kind.text_roles}
+        if len(set(given.values())) > 1:
+            raise ValueError(
+                f"{where}: tasks {sorted(given)} read the same {role} texts with different prompts {given}; a text is "
+                "embedded once for all of its tasks. Give them the same prompt, or each its own data."
+            )
+        if given and (prefix := next(iter(given.values()))):
+            prefixes[role] = prefix
+    return prefixes
+
+
 TABLE_FORMAT = 2  # bump when table_columns' output changes: a cached table of another layout is then not reused
 BATCH_ROWS = 10_000  # rows converted per step: what a batch needs is all the memory this takes
 
@@ -87,11 +107,14 @@ def table_columns(
     line_offset: int | None = None,
     domain_names: list[str] | None = None,
     documents: list[str] = (),
+    prompt_for=None,
 ) -> tuple[datasets.Dataset, list[str]]:
     """`text` (`text_pair`, `negatives`), `domain` and one `target__<task>` column per task (distillation targets
     come later), and the domain names (`domain_names`: another split's, extended). `line_offset`: for a file, the
     line of its first row, so messages name the file's line. `documents`: retrieval distractors appended as rows
-    (an evaluation split of contrastive tasks), leaving out any that is one of the split's anchors.
+    (an evaluation split of contrastive tasks), leaving out any that is one of the split's anchors. `prompt_for(spec,
+    role) -> str`: each text column's prompt (`role_prefixes`), prepended here, so that everything after (targets
+    numbering texts, teacher vectors and their cache key, tokens) reads the texts as the model will.
 
     Converted batch by batch (`Dataset.map`): a table on disk (a file's, a `datasets` cache's) gives a table on disk,
     memory-mapped, and is reused by the next run on the same file and tasks (a fingerprint of both)."""
@@ -134,23 +157,27 @@ def table_columns(
     # are for tables.
     domain_of, domain_names = (None, list(domain_names or [])) if streamed else _domain_index(dataset, domain_names)
     features = dataset.features or {}
+    prefixes = role_prefixes(members, prompt_for, where)
     ids: dict[str, int] = {}  # a contrastive task numbers the distinct texts of the whole table, batch after batch
 
-    def texts_of(values, column, rows):
+    def texts_of(values, column, rows, role):
         values = [str(t) if t is not None else "" for t in values]
         for row, sentence in zip(rows, values):
             if not sentence.strip():
                 raise ValueError(f"{at(row, column)}: empty text; every row needs text in this column.")
-        return values
+        prefix = prefixes.get(role)
+        return [prefix + value for value in values] if prefix else values
 
     def convert(batch: dict, rows: list[int], data_rows: int) -> dict:
         """One batch of rows (`rows`: their positions in the table) → the columns; rows from `data_rows` on are
         retrieval documents (their texts in every text column, no targets)."""
-        columns = {"text": texts_of(batch[text], text, rows)}
+        columns = {"text": texts_of(batch[text], text, rows, "text")}
         if pair:
-            columns["text_pair"] = texts_of(batch[pair], pair, rows)
+            columns["text_pair"] = texts_of(batch[pair], pair, rows, "text_pair")
         if negatives:
-            columns["negatives"] = [list(row) for row in zip(*(texts_of(batch[c], c, rows) for c in negatives))]
+            columns["negatives"] = [
+                list(row) for row in zip(*(texts_of(batch[c], c, rows, "negatives") for c in negatives))
+            ]
         columns["domain"] = (
             [domain_of(v) for v in batch["source"]] if domain_of and "source" in batch else [NO_SOURCE] * len(rows)
         )
@@ -195,6 +222,7 @@ def table_columns(
         where,
         line_offset,
         domain_names,
+        prefixes,
     )
     table = dataset.map(
         lambda batch, rows: convert(batch, rows, len(rows)),
@@ -207,8 +235,8 @@ def table_columns(
         desc=f"Reading {Path(where).name}",
     )
     if documents:
-        anchors = set(table["text"])
-        documents = [d for d in dict.fromkeys(documents) if d not in anchors]
+        anchors = set(table["text"])  # prompted: a document that is an anchor's own text is compared as one
+        documents = [d for d in dict.fromkeys(documents) if prefixes.get("text", "") + d not in anchors]
         batch = {text: documents, **({pair: documents} if pair else {}), **{c: documents for c in negatives}}
         for m in ordered:  # a document has no target: its rows carry what the task type makes of none
             column = label_columns[m.spec.name]
@@ -219,4 +247,4 @@ def table_columns(
     return table, domain_names
 
 
-__all__ = ["BATCH_ROWS", "STREAM_ROWS", "TABLE_FORMAT", "TARGET_PREFIX", "table_columns"]
+__all__ = ["BATCH_ROWS", "STREAM_ROWS", "TABLE_FORMAT", "TARGET_PREFIX", "role_prefixes", "table_columns"]

@@ -34,10 +34,12 @@ def build_run_data(tasks: list[RunTask], model, tokenizer, data_args, training_a
     file lock and then read them (a lock, not a barrier: a long first computation cannot time out DDP)."""
     precision = "bf16" if training_args.bf16 else "fp32"
     teachers = Teachers(model, tokenizer, max_length, training_args.device, precision, streamed=streaming)
-    sources = build_sources(tasks, data_args, training_args.seed, teachers)
+    sources = build_sources(tasks, data_args, training_args.seed, teachers, model.config.prompt_for)
     teachers.clear()
     release_memory()  # what preparing the data freed, before training allocates its own
-    eval_only = sts_eval_source(data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples)
+    eval_only = sts_eval_source(
+        data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples, model.config.prompt_for
+    )
     with training_args.main_process_first(desc="tokenising"):
         if streaming:  # one streamed source (run_checks.check_streaming): tokenised as the loader reads it
             train_dataset = tokenize_source(sources[0].train, tokenizer, max_length)
@@ -69,10 +71,10 @@ def build_run_data(tasks: list[RunTask], model, tokenizer, data_args, training_a
     return RunData(sources, evaluated, eval_tasks, train_dataset, eval_dataset, collator)
 
 
-def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = None) -> list[Source]:
+def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = None, prompt_for=None) -> list[Source]:
     """`--sts_eval_file`: STS-B pairs as an evaluation-only source of a similarity task `stsb` that the model does
     not train, measured by the same evaluation as every task (`eval_stsb_spearman`, 0–1); at most
-    `max_eval_samples` of them."""
+    `max_eval_samples` of them. Both sentences take the model's default prompt (`prompt_for`), as `encode` would."""
     if not path:
         return []
     if any(task.name == STS_EVAL_TASK for task in tasks):
@@ -81,6 +83,7 @@ def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = 
             "that name: rename the task."
         )
     spec = TaskSpec(STS_EVAL_TASK, "similarity")
-    table, _ = table_columns(read_stsb(path), [RunTask(spec, DataSpec({"stsb": str(path)}))], str(path))
+    member = RunTask(spec, DataSpec({"stsb": str(path)}))
+    table, _ = table_columns(read_stsb(path), [member], str(path), prompt_for=prompt_for)
     table = bounded(table, max_eval_samples, str(path))
     return [Source(STS_EVAL_TASK, [spec], None, table, f"STS-B ({path}, evaluation only)")]

@@ -24,7 +24,7 @@ import numpy as np
 from ..model.task_spec import TaskSpec
 from ..tasks.io import Readers, task_io
 from . import columns
-from .columns import TARGET_PREFIX, table_columns  # noqa: F401 (TARGET_PREFIX: imported from here before)
+from .columns import TARGET_PREFIX, role_prefixes, table_columns  # noqa: F401 (TARGET_PREFIX: imported from here before)
 from .corpus import load_sentiment_corpus
 from .files import first_line, read_table
 from .plan import RunTask
@@ -102,9 +102,10 @@ def _stsb_texts(folder) -> list[str]:
 READERS = Readers(table=read_table, stsb_texts=_stsb_texts)
 
 
-def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=None) -> list[Source]:
+def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=None, prompt_for=None) -> list[Source]:
     """Group the tasks by their data, load each source once, give it its columns (distillation targets included,
-    when `teacher_for(teacher name or None) -> Teacher` is given) and split it once."""
+    when `teacher_for(teacher name or None) -> Teacher` is given; prompted texts, when `prompt_for(spec, role) ->
+    str` is: `table_columns`) and split it once."""
     groups: dict[str, list[RunTask]] = {}
     for task in run_tasks:
         groups.setdefault(task.source_key(), []).append(task)
@@ -112,7 +113,9 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
     for members in groups.values():
         spec = members[0].data
         splits, name, where, lines = _raw_splits(spec.data, data_args)
-        train, domain_names = table_columns(splits["train"], members, f"{where} (train)", lines.get("train"))
+        train, domain_names = table_columns(
+            splits["train"], members, f"{where} (train)", lines.get("train"), prompt_for=prompt_for
+        )
         cache_dir = getattr(data_args, "teacher_cache_dir", None)
         if spec.streamed:
             train = stream_source(train, members, teacher_for, seed, getattr(data_args, "stream_buffer_size", 10_000))
@@ -127,7 +130,7 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
             )
         if "test" in splits:
             evaluation, domain_names = table_columns(
-                splits["test"], members, f"{where} (eval)", lines.get("test"), domain_names, documents
+                splits["test"], members, f"{where} (eval)", lines.get("test"), domain_names, documents, prompt_for
             )
             evaluation = add_teacher_targets(evaluation, members, teacher_for, cache_dir)
         else:  # no eval data of its own: a leak-free split, stratified by the first classification task
@@ -142,6 +145,8 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
                 text_column=texts,
                 label_column=stratify,
                 source_column="domain",
+                # A sentence prompted one way as an anchor and another as a positive is still one sentence.
+                strip_prefixes=role_prefixes(members, prompt_for, where),
             )
             train, evaluation = split["train"], split["test"]
             if spec.max_samples is not None:  # a subset: only its rows are embedded (cached by their texts)

@@ -52,20 +52,34 @@ def near_duplicate_key(sentence: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", sentence.casefold()).split())
 
 
+def _unprompted(text: str, prefix: str) -> str:
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
 def _key_hash(text) -> int:
     return xxhash.xxh3_64_intdigest(near_duplicate_key(str(text)).encode("utf-8", "surrogatepass"))
 
 
-def _group_ids(dataset: datasets.Dataset, columns: list[str], batch_size: int = 50_000) -> np.ndarray:
+def _group_ids(
+    dataset: datasets.Dataset, columns: list[str], batch_size: int = 50_000, strip_prefixes: dict | None = None
+) -> np.ndarray:
     """One group id per row (int64), numbered in order of first appearance: rows with the same near-duplicate key
     share one; with several text columns (a column of lists, such as hard negatives, counts each position as one),
     rows sharing a key in any column are joined (union-find). Keys are 64-bit hashes, read batch by batch: memory
-    grows by 8 bytes a row, not by a Python string per row."""
+    grows by 8 bytes a row, not by a Python string per row. `strip_prefixes`: {column: prompt} removed from its texts
+    first (a prompted column's texts compare as the sentences they are)."""
     hashes = []
+    strip_prefixes = strip_prefixes or {}
     for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
         per_column = []
         for column in columns:
             values = batch[column]
+            prefix = strip_prefixes.get(column)
+            if prefix:
+                values = [
+                    [_unprompted(t, prefix) for t in v] if isinstance(v, list) else _unprompted(v, prefix)
+                    for v in values
+                ]
             if values and isinstance(values[0], list):  # k texts per row: k key columns
                 per_column += [[row[j] for row in values] for j in range(len(values[0]))]
             else:
@@ -107,6 +121,7 @@ def train_test_split(
     text_column: str | list[str] = "sentence",
     label_column: str | None = "label",
     source_column: str = "source",
+    strip_prefixes: dict | None = None,
 ):
     """A leak-free, stratified `DatasetDict(train, test)`.
 
@@ -118,12 +133,13 @@ def train_test_split(
     seed's 1,000-sentence runs). Same seed → same split. `label_column=None` (or a dataset without it): not
     stratified by label. Worked out on arrays (group ids, labels, sources), so a million rows take seconds and
     tens of megabytes; the result selects rows of the table, which stays where it is (on disk, for a file's).
+    `strip_prefixes`: {text column: prompt} left out of the comparison (prompted columns).
     """
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size={test_size!r} must be between 0 and 1 (exclusive).")
     rng = np.random.default_rng(seed)
     text_columns = [text_column] if isinstance(text_column, str) else list(text_column)
-    group = _group_ids(dataset, text_columns)
+    group = _group_ids(dataset, text_columns, strip_prefixes=strip_prefixes)
     rows = len(group)
     has_labels = label_column is not None and label_column in dataset.column_names
     labels = _column_array(dataset, label_column) if has_labels else np.zeros(rows, dtype=np.int64)

@@ -76,6 +76,7 @@ class Teacher:
                 max_length=max_length,
                 precision=precision,
                 device=device,
+                prompt="",  # the texts come prompted as the task's texts are (`table_columns`)
             )
 
         return cls(name, key, model.config.hidden_size, run)

@@ -5,6 +5,7 @@ from typing import ClassVar
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .prompts import check_prompts, prompt_token_ids
 from .task_spec import TaskSpec, check_unique_names, default_tasks, first_task
 
 POOLING_MODES = ("mean", "cls", "pooler")
@@ -72,6 +73,16 @@ class SentMtlConfig(PretrainedConfig):
             embedding's, which is held fixed for it (relational distillation from the model itself). The term is
             the weighted mean over the listed sizes below `embedding_size`, with `matryoshka_weights`. Training
             only (not in the evaluation loss); a continued run sets its own value.
+        prompts (`dict[str, str]`, *optional*):
+            Named prefixes the model's texts take, e.g. `{"query": "query: ", "document": "passage: "}`
+            (`sentmtl.model.prompts`): a task names the prompt of its texts (`prompt` in its entry), `encode` takes
+            `prompt_name=`. Pooling includes the prompt's tokens on every path.
+        default_prompt_name (`str`, *optional*):
+            The prompt a text takes when nothing names another: a task without `prompt`, `encode` without
+            `prompt_name` (sentence-transformers' `default_prompt_name`).
+        prompt_token_ids (`dict[str, list[int]]`, *optional*):
+            Filled when saved with a tokenizer: the token ids of the prompt the first classification task's texts take,
+            which the sequence-classification view inserts into a pipeline's inputs.
         encoder_name_or_path (`str`, *optional*):
             Where the encoder's pretrained weights came from (informational: the weights themselves are in the
             checkpoint). Model cards and logs quote it.
@@ -108,6 +119,9 @@ class SentMtlConfig(PretrainedConfig):
     matryoshka_dims: list | None = None
     matryoshka_weights: list | None = None
     matryoshka_self_distillation: float = 0.0
+    prompts: dict | None = None
+    default_prompt_name: str | None = None
+    prompt_token_ids: dict | None = None
 
     def __post_init__(self, **kwargs):
         # The seed's class names, for configs of the seed's model (no `tasks`, or a classification task that sets
@@ -132,6 +146,38 @@ class SentMtlConfig(PretrainedConfig):
                 self.id2label = first.id2label
                 self.label2id = {label: i for i, label in first.id2label.items()}
         self._validate_choices()
+        self._validate_prompts()
+
+    def _validate_prompts(self):
+        self.prompts = check_prompts(self.prompts, self.default_prompt_name)
+        for spec in self.task_specs:
+            unknown = sorted(set(spec.prompt_names.values()) - set(self.prompts or ()))
+            if unknown:
+                known = ", ".join(self.prompts) if self.prompts else "none"
+                raise ValueError(f"task {spec.name!r} names the prompt(s) {unknown}; the model's prompts: {known}.")
+
+    def prompt_for(self, spec: TaskSpec, role: str) -> str:
+        """The prefix of a task's `role` texts (`sentmtl.model.prompts.ROLES`): the task's prompt for it (hard
+        negatives are documents: without their own, they take the positives'), else the default prompt, else none."""
+        names = spec.prompt_names
+        if role == "negatives" and role not in names and "text_pair" in names:
+            role = "text_pair"
+        name = names.get(role, self.default_prompt_name)
+        return self.prompts[name] if name and self.prompts else ""
+
+    def pipeline_prompt_name(self) -> str | None:
+        """The prompt of the first classification task's texts: what the sequence-classification view (the
+        text-classification pipeline) inserts into its inputs. None without one."""
+        first = first_task(self.task_specs, "classification")
+        if first is None:
+            return None
+        return first.prompt_names.get("text", self.default_prompt_name)
+
+    def set_prompt_token_ids(self, tokenizer) -> None:
+        """`prompt_token_ids` for the pipeline's prompt, from the model's tokenizer (checked to split where the text
+        starts, `prompts.prompt_token_ids`)."""
+        name = self.pipeline_prompt_name()
+        self.prompt_token_ids = {name: prompt_token_ids(tokenizer, self.prompts[name])} if name else None
 
     @property
     def task_specs(self) -> list[TaskSpec]:

@@ -21,6 +21,7 @@ from .loss_weighting import combine_task_losses
 from .model_folder import MANIFEST, ONNX_FOLDER, remove_stale_export
 from .modeling_outputs import SentMtlOutput
 from .modeling_parts import ModelParts, ParameterGroup, Pooling, TaskHead
+from .prompts import with_pipeline_prompt
 from .task_spec import TaskSpec, first_task
 from .task_types import TaskInputs, prefix_self_distillation_loss
 
@@ -290,6 +291,10 @@ class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         # **kwargs: the pipeline passes tokenizer outputs and flags (return_dict …) that the model has no use for.
+        # The pipeline tokenises without the task's prompt: the model adds it (`prompts.with_pipeline_prompt`).
+        input_ids, attention_mask, token_type_ids = with_pipeline_prompt(
+            self.config, input_ids, attention_mask, token_type_ids
+        )
         out = self.sentmtl(
             input_ids,
             attention_mask,

@@ -7,6 +7,7 @@ from is a run's (`sentmtl.data.sources`), not the model's.
 
 from dataclasses import asdict, dataclass, fields
 
+from .prompts import task_prompt_names
 from .task_types import TASK_TYPES, task_type
 
 # The seed's two tasks keep their names: checkpoints name their heads `classification_head`, `sentiment_head`.
@@ -27,6 +28,9 @@ class TaskSpec:
     # Under the model's `matryoshka_dims`: whether this task's embedding loss is also taken on the truncated prefixes
     # (False: on the full embedding only, e.g. a distillation that should keep the full size close to its teacher).
     matryoshka: bool = True
+    # The prompt its texts take (`sentmtl.model.prompts`): a prompt name for every text its type reads, or
+    # {role: name} (roles: text, text_pair, negatives); None: the model's default prompt.
+    prompt: str | dict | None = None
 
     def __post_init__(self):
         where = f"task {self.name!r}"
@@ -74,6 +78,7 @@ class TaskSpec:
             raise ValueError(
                 f"{where}: scale {self.scale!r} must be > 0, and only these losses take one: {'; '.join(takes)}."
             )
+        task_prompt_names(self.prompt, kind.text_roles, where)
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "task") -> "TaskSpec":
@@ -93,7 +98,14 @@ class TaskSpec:
             del out["scale"]
         if out["matryoshka"]:  # the default: left out for the same reason
             del out["matryoshka"]
+        if out["prompt"] is None:
+            del out["prompt"]
         return out
+
+    @property
+    def prompt_names(self) -> dict[str, str]:
+        """{role: prompt name} for the texts whose prompt this task names (the others take the default)."""
+        return task_prompt_names(self.prompt, self.kind.text_roles, f"task {self.name!r}")
 
     @property
     def kind(self):

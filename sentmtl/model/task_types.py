@@ -74,6 +74,7 @@ class TaskType:
     has_head: ClassVar[bool] = True
     scaled_head: ClassVar[bool] = True  # multiply the head's output by the learnable logit scale (logits only)
     pairs: ClassVar[bool] = False  # rows are sentence pairs (text, text_pair)
+    negatives: ClassVar[bool] = False  # rows may carry hard negatives
     compares_rows: ClassVar[bool] = False  # the loss compares the rows of a batch (evaluated batch by batch)
     target_dtype: ClassVar[torch.dtype] = torch.float32
     label_smoothing: ClassVar[bool] = False  # accepts a label_smoothing
@@ -82,6 +83,11 @@ class TaskType:
     # on its truncated prefixes. A loss that acts on the embedding but cannot (`prefix_refused`) is refused.
     prefix_losses: ClassVar[tuple[str, ...]] = ()
     prefix_refused: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def text_roles(self) -> tuple[str, ...]:
+        """The texts of a row this type reads, each of which may take a prompt (`sentmtl.model.prompts.ROLES`)."""
+        return ("text",) + (("text_pair",) if self.pairs else ()) + (("negatives",) if self.negatives else ())
 
     def head_size(self, spec) -> int:
         return 1
@@ -244,7 +250,7 @@ class Contrastive(TaskType):
     not used as a negative (a false negative), even where a batch holds duplicates."""
 
     name, losses, has_head, pairs, compares_rows = "contrastive", ("in_batch", "symmetric_in_batch"), False, True, True
-    target_dtype = torch.long
+    target_dtype, negatives = torch.long, True
     prefix_losses = scale_losses = ("in_batch", "symmetric_in_batch")
 
     def output(self, spec, inputs):

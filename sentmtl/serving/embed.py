@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ..model.modeling_sentmtl import SentMtlModel
+from ..model.prompts import check_prompt_room, resolve_prompt
 from .loading import load_model_and_tokenizer
 from .precision import default_device, fast_bf16_available
 
@@ -36,6 +37,8 @@ def encode(
     truncated: list[int] | None = None,
     pooled: bool = False,
     truncate_dim: int | None = None,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
 ) -> np.ndarray:
     """Embed `sentences` with a `SentMtlModel` (or a path to one); returns float32 `[n, embedding_size]` in input order.
 
@@ -48,7 +51,9 @@ def encode(
     vectors `[n, hidden]` before the projection (distillation targets). Sentences longer than `max_length` tokens
     (default: the encoder's limit) are truncated: their indices are appended to `truncated` when given, else logged.
     `truncate_dim`: the embeddings' first `truncate_dim` dimensions, re-normalised (for a model trained with
-    `matryoshka_dims`; sentence-transformers' `truncate_dim`).
+    `matryoshka_dims`; sentence-transformers' `truncate_dim`). `prompt_name`: one of the model's prompts
+    (`config.prompts`) prepended to every sentence; `prompt`: a prefix given as text; neither: the model's
+    `default_prompt_name` if it has one (sentence-transformers' rule). `prompt=""` embeds the sentences as they are.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}.")
@@ -60,6 +65,10 @@ def encode(
         raise ValueError("encode() needs the tokenizer that goes with the model (or a checkpoint path as `model`).")
     if isinstance(sentences, str):
         sentences = [sentences]
+    prefix = resolve_prompt(model.config.prompts, model.config.default_prompt_name, prompt_name, prompt)
+    if prefix:
+        check_prompt_room({"prompt": prefix}, tokenizer, max_length or default_max_length(tokenizer, model))
+        sentences = [prefix + sentence for sentence in sentences]
     sentences = list(sentences)
     width = model.config.hidden_size if pooled else model.config.embedding_size
     if truncate_dim is not None:

@@ -78,6 +78,17 @@ def parse_args(argv=None):
         help="Keep the embeddings' first N dimensions, re-normalised (models trained with "
         "matryoshka_dims); with --export_sentence_transformer, the export gives them too.",
     )
+    parser.add_argument(
+        "--prompt_name",
+        default=None,
+        help="One of the model's prompts (its config's `prompts`, e.g. query or document) prepended to every sentence "
+        "(default: the model's default prompt, if it has one).",
+    )
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="A prefix given as text instead of --prompt_name ('' embeds the sentences as they are).",
+    )
     parser.add_argument("--similarity", action="store_true", help="Print the cosine-similarity matrix.")
     parser.add_argument(
         "--allow_pickle_weights",
@@ -124,6 +135,11 @@ def parse_args(argv=None):
     if export and (args.sentences or args.input_file or args.output_file):
         option = "--export_onnx" if args.export_onnx else "--export_sentence_transformer"
         parser.error(f"{option} writes a model; it takes no sentences, --input_file or --output_file")
+    if export and (args.prompt_name is not None or args.prompt is not None):
+        parser.error(
+            "--prompt_name / --prompt apply when embedding; an export keeps the model's prompts (its config's) "
+            "and takes them by name at encode time"
+        )
     if args.export_onnx:
         # The graph is fp32 (int8 variants beside it), full size, and takes up to the encoder's token limit.
         for flag, given in (

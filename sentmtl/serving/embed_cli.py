@@ -95,6 +95,8 @@ class Embedder:
                 truncate_dim=args.truncate_dim,
                 show_progress_bar=self.show_progress_bar,
                 truncated=truncated,
+                prompt_name=args.prompt_name,
+                prompt=args.prompt,
             )
         return encode(
             self.model,
@@ -106,6 +108,8 @@ class Embedder:
             show_progress_bar=self.show_progress_bar,
             truncated=truncated,
             truncate_dim=args.truncate_dim,
+            prompt_name=args.prompt_name,
+            prompt=args.prompt,
         )
 
 

@@ -44,7 +44,9 @@ def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = Fal
         model = SentMtlModel.from_pretrained(name_or_path, **weights_loading_kwargs(name_or_path, allow_pickle_weights))
         return model, AutoTokenizer.from_pretrained(name_or_path)
     model = SentMtlModel.from_encoder(name_or_path, allow_pickle_weights=allow_pickle_weights, **config_overrides)
-    return model, AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
+    model.config.set_prompt_token_ids(tokenizer)  # the pipeline's prompt, as ids (`SentMtlConfig.prompt_token_ids`)
+    return model, tokenizer
 
 
 # Config fields that are training settings, not architecture: a continued run sets them itself (as it sets its tasks'
@@ -101,6 +103,8 @@ def build_model(model_args, tasks: list[TaskSpec]):
         for name in RUN_SETTINGS:  # the run's value (its default when unset), not the checkpoint's
             setattr(model.config, name, getattr(model_args, name))
         model.config._validate_matryoshka()  # the checkpoint's Matryoshka sizes against the run's tasks and settings
+        model.config._validate_prompts()  # the run's tasks name the checkpoint's prompts
+        model.config.set_prompt_token_ids(tokenizer)
         return model, tokenizer
     return load_model_and_tokenizer(
         model_args.model_name_or_path,

@@ -115,12 +115,17 @@ def manifest(model, max_length: int, variants: list[str], shapes: dict[str, tupl
         outputs[name] = {"shape": ["batch", *shape[1:]]}
         if name in tasks:
             outputs[name].update(type=tasks[name].type, labels=list(tasks[name].labels or []))
+            # The prompt the head's texts were trained with (None: none), for `predict(prompt_name=...)`.
+            outputs[name]["prompt"] = tasks[name].prompt_names.get("text", config.default_prompt_name)
     return {
         "format": FORMAT,
         "embedding_size": config.embedding_size,
         "normalize": config.normalize,
         "max_length": max_length,
         "matryoshka_dims": config.matryoshka_dims,
+        # The runtime prepends them to the text, as `encode` does (the graph takes token ids).
+        "prompts": config.prompts,
+        "default_prompt_name": config.default_prompt_name,
         "inputs": list(INPUTS),
         "files": {variant: FILES[variant] for variant in variants},
         "outputs": outputs,

@@ -110,10 +110,21 @@ class OnnxSentMtl:
         truncate_dim: int | None = None,
         show_progress_bar: bool | None = None,
         truncated: list[int] | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray:
-        """Embeddings, float32 `[n, embedding_size]` (or `[n, truncate_dim]`, re-normalised), in input order."""
+        """Embeddings, float32 `[n, embedding_size]` (or `[n, truncate_dim]`, re-normalised), in input order;
+        `prompt_name` / `prompt` as `sentmtl.encode` takes them."""
         return self.predict(
-            sentences, batch_size, max_length, truncate_dim, show_progress_bar, truncated, outputs=["embeddings"]
+            sentences,
+            batch_size,
+            max_length,
+            truncate_dim,
+            show_progress_bar,
+            truncated,
+            outputs=["embeddings"],
+            prompt_name=prompt_name,
+            prompt=prompt,
         )["embeddings"]
 
     def predict(
@@ -125,14 +136,22 @@ class OnnxSentMtl:
         show_progress_bar: bool | None = None,
         truncated: list[int] | None = None,
         outputs: list[str] | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Every output (or those named in `outputs`) for `sentences`, by name, in input order: `embeddings` and
-        each headed task's prediction (`tasks()` says which, with their labels)."""
+        each headed task's prediction (`tasks()` says which, with their labels). `prompt_name` / `prompt`: the
+        prefix, as `sentmtl.encode` takes it (default: the model's default prompt); a head reads what it was trained
+        on when its task's prompt is given (`tasks()` names it)."""
+        from ..model.prompts import check_prompt_room, resolve_prompt
         from .embed import _as_size, length_batches, tokenize_sentences
 
         if isinstance(sentences, str):
             sentences = [sentences]
-        sentences = list(sentences)
+        prefix = resolve_prompt(
+            self.manifest.get("prompts"), self.manifest.get("default_prompt_name"), prompt_name, prompt
+        )
+        sentences = [prefix + sentence for sentence in sentences]
         names = self.outputs if outputs is None else list(outputs)
         unknown = [name for name in names if name not in self.outputs]
         if unknown or not names:
@@ -147,6 +166,8 @@ class OnnxSentMtl:
                 f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({self.embedding_size})."
             )
         max_length = max_length or self.manifest["max_length"]
+        if prefix:
+            check_prompt_room({"prompt": prefix}, self.tokenizer, max_length)
         shapes = {name: self.manifest["outputs"][name]["shape"][1:] for name in names}
         if truncate_dim is not None and "embeddings" in shapes:
             shapes["embeddings"] = [int(truncate_dim)]

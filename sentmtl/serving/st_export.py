@@ -87,6 +87,13 @@ def export_sentence_transformer(
         ]
         if model.config.normalize:
             modules.append(Normalize())
-        st_model = SentenceTransformer(modules=modules, device="cpu")
+        # The model's prompts, so that `encode(prompt_name=...)` and the default prompt work as in sentmtl. Pooling
+        # keeps the prompt's tokens (include_prompt, its default), as sentmtl pools them.
+        st_model = SentenceTransformer(
+            modules=modules,
+            device="cpu",
+            prompts=dict(model.config.prompts or {}),
+            default_prompt_name=model.config.default_prompt_name,
+        )
         st_model.save(str(output_dir))
     return output_dir

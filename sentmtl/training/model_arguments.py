@@ -74,6 +74,22 @@ class ModelArguments:
             "checkpoint's."
         },
     )
+    prompts: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Named prompts (text prefixes) saved with the model, as name=text items, e.g. --prompts "
+            "'query=query: ' 'document=passage: ' (a run file: prompts: {query: 'query: ', ...}). A task names its "
+            "texts' prompt with `prompt:` in its entry; encode(prompt_name=...) and run_embed.py --prompt_name use "
+            "them."
+        },
+    )
+    default_prompt_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The prompt every text takes unless its task or the caller names another (training, evaluation "
+            "and encode). Without it, texts take no prompt unless one is named."
+        },
+    )
     allow_pickle_weights: bool = field(
         default=False,
         metadata={
@@ -82,6 +98,7 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        self.prompts = parse_prompts(self.prompts)
         # The config owns the rules: building one checks every value before any model loads. A continued run takes
         # its Matryoshka sizes from its checkpoint, so without --matryoshka_dims the self-distillation weight is
         # checked here as a number, and against the sizes once the model is built (`loading.build_model`).
@@ -111,5 +128,22 @@ class ModelArguments:
             "matryoshka_dims",
             "matryoshka_weights",
             "matryoshka_self_distillation",
+            "prompts",
+            "default_prompt_name",
         )
         return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
+
+
+def parse_prompts(value) -> dict | None:
+    """--prompts as {name: text}: a run file's mapping as it is, flags' `name=text` items split at the first `=`."""
+    if value is None or isinstance(value, dict):
+        return value
+    prompts = {}
+    for item in value:
+        name, sep, text = str(item).partition("=")
+        if not sep:
+            raise ValueError(f"--prompts {item!r}: give name=text, e.g. 'query=query: '.")
+        if name in prompts:
+            raise ValueError(f"--prompts names {name!r} twice.")
+        prompts[name] = text
+    return prompts

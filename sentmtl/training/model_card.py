@@ -165,12 +165,18 @@ def build_model_card(
         "",
         "## Usage",
         "",
+        *_prompts_section(config),
         "With the sentmtl package (no `trust_remote_code`):",
         "",
         "```python",
         "import sentmtl",
         f'model, tokenizer = sentmtl.load_model_and_tokenizer("{name}")',
         'embeddings = sentmtl.encode(model, ["I loved it.", "Never again."], tokenizer)  # unit rows',
+        *(
+            [f'queries = sentmtl.encode(model, ["I loved it."], tokenizer, prompt_name="{next(iter(config.prompts))}")']
+            if config.prompts
+            else []
+        ),
         *(
             [
                 f'small = sentmtl.encode(model, ["I loved it."], tokenizer, truncate_dim={min(config.matryoshka_dims)})'
@@ -230,6 +236,34 @@ def build_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _prompts_section(config) -> list[str]:
+    """The prompts this model's texts take: which, where, and that every client applies them by name."""
+    if not config.prompts:
+        return []
+    lines = ["**Prompts.** This model's texts take these prefixes (pooling includes their tokens):", ""]
+    lines += [f"- `{name}`: {text!r}" for name, text in config.prompts.items()]
+    default = config.default_prompt_name
+    lines += [
+        "",
+        f"Default prompt: `{default}` (what a text takes unless told otherwise)."
+        if default
+        else "No default prompt: name one with `prompt_name=` where the tasks did.",
+    ]
+    for task in config.task_specs:
+        names = {role: config.prompt_for(task, role) for role in task.kind.text_roles}
+        if any(names.values()):
+            shown = ", ".join(f"{role} {text!r}" for role, text in names.items() if text)
+            lines.append(f"- task `{task.name}` was trained with: {shown}")
+    lines += [
+        "",
+        "`sentmtl.encode(..., prompt_name=...)`, `run_embed.py --prompt_name`, the sentence-transformers export "
+        "(`encode(prompt_name=...)`) and the ONNX runtime apply them by name; the text-classification pipeline adds "
+        "its task's prompt itself.",
+        "",
+    ]
+    return lines
 
 
 def _task_description(task) -> str:

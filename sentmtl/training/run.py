@@ -9,6 +9,7 @@ from transformers import set_seed
 
 from ..data.plan import tasks_from_flags
 from ..data.run_data import build_run_data
+from ..model.prompts import check_prompt_room
 from ..serving.embed import default_max_length
 from ..serving.hub import HubPushError
 from ..serving.loading import build_model
@@ -43,6 +44,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
         check_export(model, tokenizer)
     # The encoder's position limit too: tokenizers often report a huge `model_max_length` sentinel.
     max_length = min(data_args.max_length, default_max_length(tokenizer, model))
+    check_prompt_room(model.config.prompts, tokenizer, max_length)
     data = build_run_data(tasks, model, tokenizer, data_args, training_args, streaming, max_length)
 
     interrupt = InterruptCallback()

@@ -67,3 +67,50 @@ def test_batches_give_the_same_columns_as_one_batch(tmp_path, monkeypatch):
     )
     with pytest.raises(ValueError, match=r"bad.csv \(train\), line 9, column 'label': label 'maybe'"):
         task_data.build_sources([label], DataArguments(), seed=0)
+
+
+def _prompted(tasks):
+    from sentmtl.model.configuration_sentmtl import SentMtlConfig
+
+    config = SentMtlConfig(
+        prompts={"query": "query: ", "document": "passage: "}, tasks=[t.spec.to_dict() for t in tasks]
+    )
+    return config.prompt_for
+
+
+def test_prompts_prefix_each_text_column_and_number_the_texts_as_the_model_reads_them(tmp_path):
+    """The contrastive anchor takes the query prompt, positives and negatives the document one; the ids number the
+    prompted texts, so a sentence asked as a query and kept as a document is two inputs, two ids. A distractor that
+    is an anchor's own sentence is still left out."""
+    path = write_csv(
+        tmp_path / "pairs.csv",
+        ["anchor", "positive", "negative"],
+        [["good film", "great movie", "bad food"], ["great movie", "good film", "poor phone"]],
+    )
+    spec = TaskSpec("retrieval", "contrastive", prompt={"text": "query", "text_pair": "document"})
+    task = RunTask(spec, DataSpec({"train_file": str(path)}, text_column="anchor", text_pair_column="positive"))
+    task.options["negative_columns"] = ["negative"]
+    table, _ = columns.table_columns(
+        read_table(path), [task], "pairs.csv", 2, documents=["good film", "other text"], prompt_for=_prompted([task])
+    )
+    assert table["text"] == ["query: good film", "query: great movie", "query: other text"]
+    assert table["text_pair"] == ["passage: great movie", "passage: good film", "passage: other text"]
+    assert table["negatives"][:2] == [["passage: bad food"], ["passage: poor phone"]]
+    targets = table[columns.TARGET_PREFIX + "retrieval"]
+    assert targets[0][1:] == [0, 1, 2] and targets[1][1:] == [3, 4, 5]  # six distinct inputs, no shared id
+    plain, _ = columns.table_columns(read_table(path), [task], "pairs.csv", 2)
+    assert plain["text"] == ["good film", "great movie"] and plain._fingerprint != table._fingerprint
+
+
+def test_tasks_sharing_texts_with_different_prompts_are_refused(synthetic_csv):
+    data = DataSpec({"train_file": str(synthetic_csv)}, text_column="text", label_column="sentiment")
+    texts = DataSpec({"train_file": str(synthetic_csv)}, text_column="text")
+    tasks = [
+        RunTask(TaskSpec("sentiment", "classification", labels=["negative", "positive"], prompt="query"), data),
+        RunTask(TaskSpec("distillation", "distillation"), texts),
+    ]
+    with pytest.raises(ValueError, match=r"tasks \['distillation', 'sentiment'\] read the same text texts"):
+        columns.table_columns(read_table(synthetic_csv), tasks, "train.csv", 2, prompt_for=_prompted(tasks))
+    tasks[1] = RunTask(TaskSpec("distillation", "distillation", prompt="query"), texts)
+    table, _ = columns.table_columns(read_table(synthetic_csv), tasks, "train.csv", 2, prompt_for=_prompted(tasks))
+    assert all(text.startswith("query: ") for text in table["text"])

@@ -103,3 +103,23 @@ def test_the_split_joins_rows_through_a_column_of_lists():
         train = {int(t.split()[1]) for t in split["train"]["text"]}
         assert all((i in train) == (partner[i] in train) for i in range(20))
         assert split["test"].num_rows == 6  # 10 groups of 2 rows, 3 held out
+
+
+def test_prompted_columns_are_compared_without_their_prompts():
+    """A sentence that is one pair's anchor ("query: " …) and another pair's positive ("passage: " …) is one sentence:
+    both pairs stay on one side, as without prompts."""
+    first = [f"query: sentence {i}" for i in range(40)]
+    second = [f"passage: other {i}" for i in range(40)]
+    second[7] = "passage: sentence 3"  # pair 7's positive is pair 3's anchor
+    table = datasets.Dataset.from_dict({"text": first, "text_pair": second, "label": [i % 2 for i in range(40)]})
+    prefixes = {"text": "query: ", "text_pair": "passage: "}
+    apart = 0
+    for seed in range(10):
+        split = train_test_split(
+            table, 0.3, seed, text_column=["text", "text_pair"], label_column="label", strip_prefixes=prefixes
+        )
+        test = set(split["test"]["text"])
+        assert ("query: sentence 3" in test) == ("query: sentence 7" in test)
+        plain = train_test_split(table, 0.3, seed, text_column=["text", "text_pair"], label_column="label")
+        apart += ("query: sentence 3" in set(plain["test"]["text"])) != ("query: sentence 7" in plain["test"]["text"])
+    assert apart  # compared with their prompts, the two pairs could land apart

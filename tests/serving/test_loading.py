@@ -44,3 +44,23 @@ def test_a_continued_run_sets_its_own_self_distillation_weight(tiny_model, tiny_
             ModelArguments(model_name_or_path=str(tmp_path / "plain"), matryoshka_self_distillation=5.0),
             tiny_model.tasks,
         )
+
+
+def test_a_continued_prompted_model_keeps_its_prompts_and_refuses_others(tiny_encoder_dir, tmp_path):
+    from sentmtl.serving.loading import build_model, load_model_and_tokenizer
+    from sentmtl.training.arguments import ModelArguments
+
+    prompts = {"query": "i really ", "document": "this is a "}
+    model, tokenizer = load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, prompts=prompts)
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    classify = TaskSpec("classification", "classification", labels=["negative", "positive"], prompt="query")
+    continued, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), [classify])
+    assert continued.config.prompts == prompts
+    assert continued.config.prompt_token_ids == {"query": tokenizer("i really ", add_special_tokens=False)["input_ids"]}
+    with pytest.raises(ValueError, match="--prompts .* cannot apply"):
+        build_model(ModelArguments(model_name_or_path=str(tmp_path / "m"), prompts=["query=q: "]), [classify])
+    with pytest.raises(ValueError, match=r"names the prompt\(s\) \['passage'\]"):
+        build_model(
+            ModelArguments(model_name_or_path=str(tmp_path / "m")), [TaskSpec("s", "similarity", prompt="passage")]
+        )

@@ -1,0 +1,153 @@
+"""Prompts: their checks, which prompt a task's texts take, the pipeline's token-id insertion and the room left for text."""
+
+import pytest
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from sentmtl.model.configuration_sentmtl import SentMtlConfig
+from sentmtl.model.prompts import (
+    check_prompt_room,
+    check_prompts,
+    insert_prompt_ids,
+    prompt_token_ids,
+    resolve_prompt,
+    task_prompt_names,
+)
+from sentmtl.model.task_spec import TaskSpec
+
+PROMPTS = {"query": "i really ", "document": "this is a "}
+
+
+@pytest.mark.parametrize(
+    "prompts, default, message",
+    [
+        ({"query": ""}, None, "non-empty prefix"),
+        ({"a query": "q: "}, None, "identifier"),
+        ({"query": 3}, None, "not a text"),
+        (["query: "], None, "mapping of prompt names"),
+        ({"query": "q: "}, "document", "not one of the prompts"),
+        (None, "query", "names no prompt"),
+    ],
+)
+def test_bad_prompts_are_refused_with_what_is_accepted(prompts, default, message):
+    with pytest.raises(ValueError, match=message):
+        check_prompts(prompts, default)
+
+
+def test_a_prompt_name_covers_every_text_its_type_reads_and_a_mapping_names_some():
+    assert task_prompt_names("query", ("text", "text_pair"), "t") == {"text": "query", "text_pair": "query"}
+    assert task_prompt_names({"text_pair": "document"}, ("text", "text_pair"), "t") == {"text_pair": "document"}
+    with pytest.raises(ValueError, match=r"roles \['text_pair'\]: this task's type reads only text"):
+        TaskSpec("c", "classification", labels=["a", "b"], prompt={"text_pair": "query"})
+    with pytest.raises(ValueError, match="reads no text"):
+        task_prompt_names("query", (), "t")
+    with pytest.raises(ValueError, match="a prompt name, or"):
+        TaskSpec("c", "classification", labels=["a", "b"], prompt=["query"])
+
+
+def test_the_config_resolves_each_texts_prompt_with_the_default_and_negatives_as_documents():
+    config = SentMtlConfig(
+        prompts=PROMPTS,
+        default_prompt_name="query",
+        tasks=[
+            {"name": "retrieval", "type": "contrastive", "prompt": {"text_pair": "document"}},
+            {"name": "classification", "type": "classification", "labels": ["n", "p"]},
+        ],
+    )
+    retrieval, classification = config.task_specs
+    assert config.prompt_for(retrieval, "text") == "i really "  # the default
+    assert config.prompt_for(retrieval, "text_pair") == "this is a "
+    assert config.prompt_for(retrieval, "negatives") == "this is a "  # hard negatives are documents
+    assert config.prompt_for(classification, "text") == "i really "
+    assert config.pipeline_prompt_name() == "query"
+    # Saved and loaded: the config keeps them, and a task naming an unknown prompt is refused.
+    assert SentMtlConfig.from_dict(config.to_dict()).prompts == PROMPTS
+    with pytest.raises(ValueError, match=r"names the prompt\(s\) \['passage'\]; the model's prompts: query, document"):
+        SentMtlConfig(prompts=PROMPTS, tasks=[{"name": "s", "type": "similarity", "prompt": "passage"}])
+
+
+def test_a_task_without_a_prompt_keeps_its_config_unchanged():
+    assert "prompt" not in TaskSpec("s", "similarity").to_dict()
+    assert TaskSpec("s", "similarity", prompt="query").to_dict()["prompt"] == "query"
+
+
+def test_resolve_prompt_follows_sentence_transformers_rule():
+    assert resolve_prompt(PROMPTS, "query") == "i really "
+    assert resolve_prompt(PROMPTS, "query", prompt_name="document") == "this is a "
+    assert resolve_prompt(PROMPTS, "query", prompt="") == ""  # as given: no prompt
+    assert resolve_prompt(None, None) == ""
+    with pytest.raises(ValueError, match="not both"):
+        resolve_prompt(PROMPTS, None, prompt_name="query", prompt="x")
+    with pytest.raises(
+        ValueError, match=r"prompt_name='passage' is not one of the model's prompts \(query, document\)"
+    ):
+        resolve_prompt(PROMPTS, None, prompt_name="passage")
+    with pytest.raises(ValueError, match="trained without prompts"):
+        resolve_prompt(None, None, prompt_name="query")
+
+
+def test_prompt_token_ids_are_the_start_of_every_prompted_text(tiny_tokenizer):
+    ids = prompt_token_ids(tiny_tokenizer, "i really ")
+    for text in ("the movie was good", "bad"):
+        joined = tiny_tokenizer("i really " + text, add_special_tokens=False)["input_ids"]
+        assert joined[: len(ids)] == ids and len(ids) == 2
+
+
+def _byte_level_bpe():
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["query: the Hello world 1999 don't"] * 20, vocab_size=300, min_frequency=1)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer)
+
+
+def test_a_prompt_whose_end_merges_with_the_text_is_refused_for_the_pipeline():
+    """A byte-level BPE joins "query: " 's space with the next word ("Ġthe"): inserting the prompt's own ids would
+    give the pipeline other tokens than the prompted text. Without the space, it splits where the text starts."""
+    tokenizer = _byte_level_bpe()
+    with pytest.raises(ValueError, match="joins its end with the next word"):
+        prompt_token_ids(tokenizer, "query: ")
+    assert prompt_token_ids(tokenizer, "query:")
+
+
+def test_a_prompt_that_leaves_no_room_for_text_is_refused(tiny_tokenizer):
+    check_prompt_room(PROMPTS, tiny_tokenizer, 8)
+    with pytest.raises(ValueError, match=r"prompt 'document' \('this is a '\) takes 5 of the 5 tokens"):
+        check_prompt_room(PROMPTS, tiny_tokenizer, 5)
+    tiny_tokenizer.truncation_side = "left"
+    try:
+        with pytest.raises(ValueError, match="truncates on the left"):
+            check_prompt_room(PROMPTS, tiny_tokenizer, 64)
+    finally:
+        tiny_tokenizer.truncation_side = "right"
+
+
+def test_insert_prompt_ids_adds_them_after_the_first_token_of_rows_without_them(tiny_tokenizer):
+    prompt = prompt_token_ids(tiny_tokenizer, "i really ")
+    plain = ["the movie was good", "bad"]
+    prompted = tiny_tokenizer(["i really " + t for t in plain], padding=True, return_tensors="pt")
+    mixed = tiny_tokenizer([plain[0], "i really " + plain[1]], padding=True, return_tensors="pt")
+    batch = tiny_tokenizer(plain, padding=True, return_tensors="pt")
+    for given in (batch, mixed, prompted):  # none, one or every row already prompted
+        ids, mask, types = insert_prompt_ids(
+            given["input_ids"], given["attention_mask"], given["token_type_ids"], prompt, 64
+        )
+        assert torch.equal(ids, prompted["input_ids"]) and torch.equal(mask, prompted["attention_mask"])
+        assert torch.equal(types, prompted["token_type_ids"])
+
+
+def test_insert_prompt_ids_keeps_left_padding_and_cuts_text_not_the_prompt(tiny_tokenizer):
+    prompt = prompt_token_ids(tiny_tokenizer, "i really ")
+    tiny_tokenizer.padding_side = "left"
+    try:
+        batch = tiny_tokenizer(["the movie was good", "bad"], padding=True, return_tensors="pt")
+        expected = tiny_tokenizer(["i really the movie was good", "i really bad"], padding=True, return_tensors="pt")
+    finally:
+        tiny_tokenizer.padding_side = "right"
+    ids, mask, _ = insert_prompt_ids(batch["input_ids"], batch["attention_mask"], None, prompt, 64)
+    assert torch.equal(ids, expected["input_ids"]) and torch.equal(mask, expected["attention_mask"])
+    # A row at the position limit loses text before its end token, never the prompt.
+    long = tiny_tokenizer(["the movie was good"], return_tensors="pt")  # [CLS] 4 words [SEP]: 6 tokens
+    ids, mask, _ = insert_prompt_ids(long["input_ids"], long["attention_mask"], None, prompt, 6)
+    words = tiny_tokenizer.convert_ids_to_tokens(ids[0])
+    assert words == ["[CLS]", "i", "really", "the", "movie", "[SEP]"] and mask.sum() == 6
