@@ -1,0 +1,52 @@
+"""benchmarks/base_size.py: each scenario's run file (mpnet's width, the STS-B folder given, mined negatives on the
+contrastive task), a finished run skipped, and the table over what is finished."""
+
+import json
+import sys
+
+import yaml
+from helpers import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import base_size  # noqa: E402
+
+
+def _args(tmp_path, *extra):
+    return base_size.parse_args(
+        ["--data_dir", "corpus", "--stsb_dir", str(tmp_path / "stsb"), "--runs_dir", str(tmp_path / "runs"), *extra]
+    )
+
+
+def test_each_scenario_runs_its_config_at_mpnets_width(tmp_path):
+    args = _args(tmp_path)
+    full = yaml.safe_load(base_size.run_file("full/multitask_sts", args, tmp_path / "a").read_text())
+    config = yaml.safe_load((REPO_ROOT / "configs/multitask_sts.yaml").read_text())
+    assert full["embedding_size"] == 768 and full["projection_init"] == "identity"
+    assert [t["name"] for t in full["tasks"]] == [t["name"] for t in config["tasks"]]
+    assert full["tasks"][3]["data"] == {"stsb": str((tmp_path / "stsb").resolve())}
+    assert full["sts_eval_file"].endswith("stsb/sts-dev.csv")
+    mined = yaml.safe_load(base_size.run_file("full/retrieval_sts_mined", args, tmp_path / "b").read_text())
+    retrieval = next(t for t in mined["tasks"] if t["type"] == "contrastive")
+    assert retrieval["hard_negatives"]["num_negatives"] >= 1 and mined["matryoshka_dims"][0] == 768
+    plain = yaml.safe_load(base_size.run_file("full/retrieval_sts", args, tmp_path / "c").read_text())
+    assert "hard_negatives" not in next(t for t in plain["tasks"] if t["type"] == "contrastive")
+    assert base_size.SCENARIOS["lora/multitask_sts"][2][:1] == ["--lora_r"]
+
+
+def test_finished_runs_are_skipped_and_tabled(tmp_path, monkeypatch, capsys):
+    def fake(*_):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(base_size, "train", fake)
+    values = {"eval_classification_accuracy": 0.95, "eval_stsb_spearman": 88.0, "peak_anon_gb": 3.0, "step_s": 1.5}
+    for seed, accuracy in ((42, 0.95), (43, 0.97)):
+        folder = tmp_path / "runs" / "full" / "multitask_sts" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({**values, "eval_classification_accuracy": accuracy}))
+    out = tmp_path / "out"
+    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs"), "--output_dir", str(out)]
+    assert base_size.main([*flags, "--table_only", "--seeds", "42", "43"]) == 0
+    table = (out / "base_size.md").read_text()
+    assert "| full/multitask_sts | 2 | 96.0 ± 1.4 |" in table
+    assert "lora/multitask_sts" not in table  # nothing finished there
+    assert (out / "base_size.png").is_file()
