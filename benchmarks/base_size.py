@@ -82,6 +82,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--table_only", action="store_true", help="Train nothing: print the table of the runs already finished."
     )
+    parser.add_argument(
+        "--measure", default=None, help="(internal) Print the retrieval measurement of this model folder as JSON."
+    )
     return parser.parse_args(argv)
 
 
@@ -160,13 +163,25 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
         *SCENARIOS[scenario][2],
     ]
     started = time.perf_counter()
-    values = {"peak_anon_gb": train(command, out / "train.log")}
+    trained = out / "trained.json"  # training done: a measurement that failed is retried without training again
+    if not trained.is_file() or not (model_dir / "eval_results.json").is_file():
+        trained.write_text(json.dumps({"peak_anon_gb": train(command, out / "train.log")}))
+    values = json.loads(trained.read_text())
     for name in ("eval_results.json", "train_results.json"):
         values.update(json.loads((model_dir / name).read_text()))
     values["step_s"] = 1 / values["train_steps_per_second"]
     values["saved_mb"] = folder_mb(model_dir)
-    embed, _ = retrieval.sentmtl_embedder(model_dir)
-    values.update(retrieval.measure(embed, args.stsb_dir, [768]))
+    # Measured in a process of its own: this one imported sentmtl when the sweep began (hours before), and a model
+    # loads with the code of the run that saved it.
+    measured = subprocess.run(
+        [sys.executable, __file__, "--measure", str(model_dir), "--data_dir", "-", "--stsb_dir", args.stsb_dir],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if measured.returncode != 0:
+        raise RuntimeError(f"measuring {model_dir} failed:\n{measured.stderr[-3000:]}")
+    values.update(json.loads(measured.stdout.strip().splitlines()[-1]))
     values["wall_s"] = time.perf_counter() - started
     result.write_text(json.dumps(values, indent=2))
     print(f"  {scenario} seed {seed}: {values['wall_s']:.0f} s", flush=True)
@@ -178,7 +193,7 @@ def table(runs: dict, seeds: list[int]) -> str:
     for scenario, results in runs.items():
         cells = []
         for column, (key, scale, digits) in COLUMNS.items():
-            values = [r[key] for r in results if key in r]
+            values = [r[key] for r in results if r.get(key) is not None]  # a run may lack one (not recorded)
             if column in ("trainable params",) and values:
                 cells.append(f"{statistics.median(values):,.0f}")
             else:
@@ -209,7 +224,7 @@ def plot(runs: dict, path: Path) -> None:
             ("peak anonymous memory (GB)", "peak_anon_gb", 1),
         ],
     ):
-        means = [statistics.mean(r[key] * scale for r in runs[s]) for s in names]
+        means = [statistics.mean([r[key] * scale for r in runs[s] if r.get(key) is not None] or [0.0]) for s in names]
         axis.barh(names, means, color="tab:blue")
         axis.set_xlabel(label)
         axis.set_xlim(min(means) * 0.98 if key != "peak_anon_gb" else 0, max(means) * 1.01)
@@ -219,6 +234,10 @@ def plot(runs: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.measure:
+        embed, _ = retrieval.sentmtl_embedder(Path(args.measure))
+        print(json.dumps(retrieval.measure(embed, args.stsb_dir, [768])))
+        return 0
     encoder = args.encoder
     if encoder is None and not args.table_only:
         import base_encoder
