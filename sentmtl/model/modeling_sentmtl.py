@@ -9,6 +9,8 @@ Its output (`modeling_outputs.SentMtlOutput`), how the task losses combine (`los
 export that a save removes (`model_folder`) have modules of their own, their names importable from here too.
 """
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +19,16 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_sentmtl import SentMtlConfig
 from .distributed import gather_rows, scale_for_ddp, world
+from .lora import (
+    adapter_folder_config,
+    adapter_state_dict,
+    add_lora,
+    has_lora,
+    load_adapter_folder,
+    merge_lora,
+    remove_stale_adapter,
+    save_peft_files,
+)
 from .loss_weighting import combine_task_losses
 from .model_folder import MANIFEST, ONNX_FOLDER, remove_stale_export
 from .modeling_outputs import SentMtlOutput
@@ -81,6 +93,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         else:
             self.loss_log_variances = None
         self.post_init()
+        if config.lora is not None:
+            # After post_init, whose weight initialisation would overwrite the adapters' (B = 0: they start as no-ops).
+            add_lora(self)
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -97,10 +112,30 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModelForSequenceClassification": view,
             }
+        if has_lora(self):
+            # An adapter folder: the frozen encoder's weights come from the base encoder the config names.
+            kwargs["state_dict"] = adapter_state_dict(self, kwargs.get("state_dict"))
         saved = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
+            if has_lora(self):
+                save_peft_files(self, save_directory)
+            else:
+                remove_stale_adapter(save_directory)
             remove_stale_export(save_directory)
         return saved
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # A LoRA adapter folder holds no encoder weights: `load_adapter_folder` loads its base encoder by name and
+        # checks it is the one the adapters were trained on. Any other folder loads as transformers loads it.
+        config = adapter_folder_config(cls.config_class, pretrained_model_name_or_path, kwargs)
+        if config is not None:
+            return load_adapter_folder(cls, pretrained_model_name_or_path, config, *args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters into the encoder's weights, in place (a no-op without them): a plain sentmtl model."""
+        merge_lora(self)
 
     @classmethod
     def from_encoder(cls, name_or_path=None, allow_pickle_weights: bool = False, **config_overrides) -> "SentMtlModel":
@@ -118,7 +153,10 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
 
         path = resolve_encoder(name_or_path)
         encoder = AutoModel.from_pretrained(path, **weights_loading_kwargs(path, allow_pickle_weights))
-        config_overrides.setdefault("encoder_name_or_path", str(name_or_path or DEFAULT_ENCODER_NAME))
+        name = str(name_or_path or DEFAULT_ENCODER_NAME)
+        if config_overrides.get("lora") is not None and os.path.isdir(name):
+            name = os.path.abspath(name)  # an adapter folder loads its base encoder from here, read from anywhere
+        config_overrides.setdefault("encoder_name_or_path", name)
         config = SentMtlConfig(encoder_config=encoder.config.to_dict(), **config_overrides)
         return cls(config, encoder=encoder)
 
@@ -287,6 +325,16 @@ class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
         if self.task is None:
             raise ValueError("this sentmtl model has no classification task to serve as a sequence classifier.")
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # An adapter folder's weights are not all in its model.safetensors: load it as a SentMtlModel, then view it.
+        if adapter_folder_config(cls.config_class, pretrained_model_name_or_path, kwargs) is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = SentMtlModel.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        view = cls(model.config)
+        view.sentmtl.load_state_dict(model.state_dict())
+        return view.eval()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         # **kwargs: the pipeline passes tokenizer outputs and flags (return_dict …) that the model has no use for.
