@@ -223,7 +223,8 @@ def describe_lora(model) -> str | None:
 def adapter_folder_config(config_class, name_or_path, kwargs: dict):
     """The config of an adapter folder at `name_or_path` (None for any other folder)."""
     config = kwargs.get("config")
-    if not isinstance(config, config_class):
+    # Any config object counts: remote code may hold the config class of another copy of these files.
+    if not hasattr(config, "to_dict"):
         hub = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         try:
             config = config_class.from_pretrained(config or name_or_path, **hub)
