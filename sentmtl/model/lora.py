@@ -135,6 +135,9 @@ def add_lora(model) -> None:
     settings = model.config.lora
     if "base_fingerprint" not in settings:
         settings["base_fingerprint"] = weights_fingerprint(model.encoder)
+        name = model.config.encoder_name_or_path
+        if name and os.path.isdir(name):  # an adapter folder loads its base encoder from here, read from anywhere
+            model.config.encoder_name_or_path = os.path.abspath(name)
     settings["target_modules"] = resolve_targets(model, settings.get("target_modules"))
     config = LoraConfig(
         r=settings["r"],
@@ -160,6 +163,22 @@ def adapter_state_dict(model, state_dict: dict | None = None) -> dict:
     """What an adapter folder's model.safetensors holds: every weight but the frozen encoder's."""
     state = state_dict if state_dict is not None else model.state_dict()
     return {key: value for key, value in state.items() if not is_base_weight(key)}
+
+
+def save_kwargs(model, kwargs: dict) -> dict:
+    """`save_pretrained`'s keyword arguments: a LoRA model saves every weight but the frozen encoder's."""
+    if has_lora(model):
+        kwargs = {**kwargs, "state_dict": adapter_state_dict(model, kwargs.get("state_dict"))}
+    return kwargs
+
+
+def after_save(model, folder) -> None:
+    """After `save_pretrained`: a LoRA model's adapter in peft's format; any other model's folder loses the adapter/
+    of an earlier save."""
+    if has_lora(model):
+        save_peft_files(model, folder)
+    else:
+        remove_stale_adapter(folder)
 
 
 def save_peft_files(model, folder) -> None:
@@ -231,6 +250,23 @@ def adapter_folder_config(config_class, name_or_path, kwargs: dict):
         except (OSError, ValueError):
             return None
     return config if getattr(config, "lora", None) is not None else None
+
+
+def load_if_adapter_folder(cls, name_or_path, args, kwargs):
+    """`cls.from_pretrained(name_or_path)` of an adapter folder; None for any other folder."""
+    config = adapter_folder_config(cls.config_class, name_or_path, kwargs)
+    return None if config is None else load_adapter_folder(cls, name_or_path, config, *args, **kwargs)
+
+
+def view_if_adapter_folder(view_cls, model_cls, name_or_path, args, kwargs):
+    """`view_cls` (the sequence-classification view) around an adapter folder loaded as `model_cls`; None for any
+    other folder."""
+    model = load_if_adapter_folder(model_cls, name_or_path, args, kwargs)
+    if model is None:
+        return None
+    view = view_cls(model.config)
+    view.sentmtl.load_state_dict(model.state_dict())
+    return view.eval()
 
 
 def load_adapter_folder(cls, name_or_path, folder_config, *args, base_encoder=None, **kwargs):

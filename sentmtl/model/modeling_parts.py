@@ -1,5 +1,5 @@
 """The parts of `SentMtlModel` (blocks first, as in transformers' modeling files): pooling, a task head, and what the
-model knows about its own parts — which can be frozen, and how they group for the optimizer.
+model knows about its own parts — which can be frozen, how they group for the optimizer, merging LoRA adapters.
 
 Copied beside saved weights with modeling_sentmtl.py: torch and the standard library only.
 """
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .configuration_sentmtl import POOLING_MODES
+from .lora import merge_lora
 
 
 class Pooling(nn.Module):
@@ -91,6 +92,10 @@ class ModelParts:
         embeddings = getattr(self.encoder, "embeddings", None)
         for module in ([embeddings] if embeddings is not None else []) + layers[:num_layers]:
             module.requires_grad_(False)
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters into the encoder's weights, in place (a no-op without them): a plain sentmtl model."""
+        merge_lora(self)
 
     def parameter_groups(self) -> list["ParameterGroup"]:
         """The model's parts for the optimizer, each with its role: the embeddings and each encoder layer (with its

@@ -9,8 +9,6 @@ Its output (`modeling_outputs.SentMtlOutput`), how the task losses combine (`los
 export that a save removes (`model_folder`) have modules of their own, their names importable from here too.
 """
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,16 +17,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_sentmtl import SentMtlConfig
 from .distributed import gather_rows, scale_for_ddp, world
-from .lora import (
-    adapter_folder_config,
-    adapter_state_dict,
-    add_lora,
-    has_lora,
-    load_adapter_folder,
-    merge_lora,
-    remove_stale_adapter,
-    save_peft_files,
-)
+from .lora import add_lora, after_save, load_if_adapter_folder, save_kwargs, view_if_adapter_folder
 from .loss_weighting import combine_task_losses
 from .model_folder import MANIFEST, ONNX_FOLDER, remove_stale_export
 from .modeling_outputs import SentMtlOutput
@@ -112,30 +101,18 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModelForSequenceClassification": view,
             }
-        if has_lora(self):
-            # An adapter folder: the frozen encoder's weights come from the base encoder the config names.
-            kwargs["state_dict"] = adapter_state_dict(self, kwargs.get("state_dict"))
+        kwargs = save_kwargs(self, kwargs)  # LoRA: every weight but the frozen encoder's (it comes from its base)
         saved = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            if has_lora(self):
-                save_peft_files(self, save_directory)
-            else:
-                remove_stale_adapter(save_directory)
+            after_save(self, save_directory)  # LoRA: the adapter in peft's format; else a stale adapter/ removed
             remove_stale_export(save_directory)
         return saved
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        # A LoRA adapter folder holds no encoder weights: `load_adapter_folder` loads its base encoder by name and
-        # checks it is the one the adapters were trained on. Any other folder loads as transformers loads it.
-        config = adapter_folder_config(cls.config_class, pretrained_model_name_or_path, kwargs)
-        if config is not None:
-            return load_adapter_folder(cls, pretrained_model_name_or_path, config, *args, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    def merge_lora(self) -> None:
-        """Fold LoRA adapters into the encoder's weights, in place (a no-op without them): a plain sentmtl model."""
-        merge_lora(self)
+        # A LoRA adapter folder holds no encoder weights: `lora` loads them from its base encoder, checked.
+        model = load_if_adapter_folder(cls, pretrained_model_name_or_path, args, kwargs)
+        return model if model is not None else super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
     def from_encoder(cls, name_or_path=None, allow_pickle_weights: bool = False, **config_overrides) -> "SentMtlModel":
@@ -153,10 +130,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
 
         path = resolve_encoder(name_or_path)
         encoder = AutoModel.from_pretrained(path, **weights_loading_kwargs(path, allow_pickle_weights))
-        name = str(name_or_path or DEFAULT_ENCODER_NAME)
-        if config_overrides.get("lora") is not None and os.path.isdir(name):
-            name = os.path.abspath(name)  # an adapter folder loads its base encoder from here, read from anywhere
-        config_overrides.setdefault("encoder_name_or_path", name)
+        config_overrides.setdefault("encoder_name_or_path", str(name_or_path or DEFAULT_ENCODER_NAME))
         config = SentMtlConfig(encoder_config=encoder.config.to_dict(), **config_overrides)
         return cls(config, encoder=encoder)
 
@@ -328,13 +302,9 @@ class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        # An adapter folder's weights are not all in its model.safetensors: load it as a SentMtlModel, then view it.
-        if adapter_folder_config(cls.config_class, pretrained_model_name_or_path, kwargs) is None:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = SentMtlModel.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        view = cls(model.config)
-        view.sentmtl.load_state_dict(model.state_dict())
-        return view.eval()
+        # An adapter folder's weights are not all in its model.safetensors: loaded as a SentMtlModel, then viewed.
+        view = view_if_adapter_folder(cls, SentMtlModel, pretrained_model_name_or_path, args, kwargs)
+        return view if view is not None else super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         # **kwargs: the pipeline passes tokenizer outputs and flags (return_dict …) that the model has no use for.
