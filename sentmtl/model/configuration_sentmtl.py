@@ -5,6 +5,7 @@ from typing import ClassVar
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .lora import check_lora_settings
 from .prompts import check_prompts, prompt_token_ids
 from .task_spec import TaskSpec, check_unique_names, default_tasks, first_task
 
@@ -85,7 +86,10 @@ class SentMtlConfig(PretrainedConfig):
             which the sequence-classification view inserts into a pipeline's inputs.
         encoder_name_or_path (`str`, *optional*):
             Where the encoder's pretrained weights came from (informational: the weights themselves are in the
-            checkpoint). Model cards and logs quote it.
+            checkpoint, except in a LoRA adapter folder, which loads them from here). Model cards and logs quote it.
+        lora (`dict`, *optional*):
+            LoRA adapters in the encoder (`sentmtl.model.lora`, needs peft): `r`, `alpha`, `dropout`,
+            `target_modules` and `base_fingerprint` (which encoder weights they adapt). Unset: no adapters.
     """
 
     model_type = "sentmtl"
@@ -122,6 +126,7 @@ class SentMtlConfig(PretrainedConfig):
     prompts: dict | None = None
     default_prompt_name: str | None = None
     prompt_token_ids: dict | None = None
+    lora: dict | None = None
 
     def __post_init__(self, **kwargs):
         # The seed's class names, for configs of the seed's model (no `tasks`, or a classification task that sets
@@ -224,6 +229,7 @@ class SentMtlConfig(PretrainedConfig):
         if self.head_logit_scale is not None and not self.head_logit_scale > 0:
             raise ValueError(f"head_logit_scale={self.head_logit_scale!r} must be > 0 (or unset: no scale).")
         self._validate_matryoshka()
+        self.lora = check_lora_settings(self.lora)
         if self.pooling == "pooler" and self.encoder_config.model_type not in _ENCODERS_WITH_POOLER:
             raise ValueError(
                 f"pooling='pooler' needs an encoder with a pooler layer ({', '.join(_ENCODERS_WITH_POOLER)}); "

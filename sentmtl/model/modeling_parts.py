@@ -1,5 +1,5 @@
 """The parts of `SentMtlModel` (blocks first, as in transformers' modeling files): pooling, a task head, and what the
-model knows about its own parts — which can be frozen, and how they group for the optimizer.
+model knows about its own parts — which can be frozen, how they group for the optimizer, merging LoRA adapters.
 
 Copied beside saved weights with modeling_sentmtl.py: torch and the standard library only.
 """
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .configuration_sentmtl import POOLING_MODES
+from .lora import merge_lora
 
 
 class Pooling(nn.Module):
@@ -61,6 +62,16 @@ class ModelParts:
     """Mixed into `SentMtlModel`: the model knows *how* to freeze its parts and hands out its parameter groups; the
     callback decides *when*, the trainer turns groups into optimizer groups."""
 
+    def embed_negatives(self, input_ids, attention_mask=None, token_type_ids=None):
+        """`[batch, k, embedding_size]`: the embeddings of k hard negatives per row (`[batch, k, length]` inputs), or
+        None without them."""
+        if input_ids is None:
+            return None
+        rows, k = input_ids.shape[:2]
+        flat = lambda x: None if x is None else x.reshape(rows * k, -1)  # noqa: E731
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        return self.embed(flat(input_ids), flat(mask), flat(token_type_ids)).reshape(rows, k, -1)
+
     @property
     def freezable_parts(self) -> tuple[str, ...]:
         """`all`, `backbone` and one `<task>_head` per headed task."""
@@ -91,6 +102,10 @@ class ModelParts:
         embeddings = getattr(self.encoder, "embeddings", None)
         for module in ([embeddings] if embeddings is not None else []) + layers[:num_layers]:
             module.requires_grad_(False)
+
+    def merge_lora(self) -> None:
+        """Fold LoRA adapters into the encoder's weights, in place (a no-op without them): a plain sentmtl model."""
+        merge_lora(self)
 
     def parameter_groups(self) -> list["ParameterGroup"]:
         """The model's parts for the optimizer, each with its role: the embeddings and each encoder layer (with its

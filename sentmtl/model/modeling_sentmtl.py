@@ -17,6 +17,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_sentmtl import SentMtlConfig
 from .distributed import gather_rows, scale_for_ddp, world
+from .lora import add_lora, after_save, load_if_adapter_folder, save_kwargs, view_if_adapter_folder
 from .loss_weighting import combine_task_losses
 from .model_folder import MANIFEST, ONNX_FOLDER, remove_stale_export
 from .modeling_outputs import SentMtlOutput
@@ -82,6 +83,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         else:
             self.loss_log_variances = None
         self.post_init()
+        if config.lora is not None:
+            # After post_init, whose weight initialisation would overwrite the adapters' (B = 0: they start as no-ops).
+            add_lora(self)
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -98,10 +102,18 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModelForSequenceClassification": view,
             }
+        kwargs = save_kwargs(self, kwargs)  # LoRA: every weight but the frozen encoder's (it comes from its base)
         saved = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
+            after_save(self, save_directory)  # LoRA: the adapter in peft's format; else a stale adapter/ removed
             remove_stale_export(save_directory)
         return saved
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # A LoRA adapter folder holds no encoder weights: `lora` loads them from its base encoder, checked.
+        model = load_if_adapter_folder(cls, pretrained_model_name_or_path, args, kwargs)
+        return model if model is not None else super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
     def from_encoder(cls, name_or_path=None, allow_pickle_weights: bool = False, **config_overrides) -> "SentMtlModel":
@@ -171,15 +183,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             if pair_attention_mask is None:
                 pair_attention_mask = torch.ones_like(pair_input_ids)
             pair_embeddings = self.embed(pair_input_ids, pair_attention_mask, pair_token_type_ids)
-        negative_embeddings = None
-        if negative_input_ids is not None:
-            rows, k = negative_input_ids.shape[:2]
-            flat = lambda x: None if x is None else x.reshape(rows * k, -1)  # noqa: E731
-            mask = (
-                negative_attention_mask if negative_attention_mask is not None else torch.ones_like(negative_input_ids)
-            )
-            negative_embeddings = self.embed(flat(negative_input_ids), flat(mask), flat(negative_token_type_ids))
-            negative_embeddings = negative_embeddings.reshape(rows, k, -1)
+        negative_embeddings = self.embed_negatives(negative_input_ids, negative_attention_mask, negative_token_type_ids)
         features = self.dropout(embeddings)
         tasks = self.tasks  # read from the config once per forward
         targets = task_labels or {}
@@ -288,6 +292,12 @@ class SentMtlForSequenceClassification(SentMtlPreTrainedModel):
         if self.task is None:
             raise ValueError("this sentmtl model has no classification task to serve as a sequence classifier.")
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # An adapter folder's weights are not all in its model.safetensors: loaded as a SentMtlModel, then viewed.
+        view = view_if_adapter_folder(cls, SentMtlModel, pretrained_model_name_or_path, args, kwargs)
+        return view if view is not None else super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
         # **kwargs: the pipeline passes tokenizer outputs and flags (return_dict …) that the model has no use for.

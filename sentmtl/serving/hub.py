@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..model.lora import ADAPTER_FOLDER
 from ..utils.network import offline_flag, unreachable
 from .onnx_export import ONNX_FOLDER
 
@@ -23,14 +24,15 @@ class HubPushError(RuntimeError):
 def files_to_upload(output_dir) -> list[str]:
     """The files of a run folder that belong in the model repository (paths relative to it, sorted).
 
-    The top-level files (model, config, code files, tokenizer, README.md (the card), metrics, plots, run_config.yaml)
-    and the ONNX export in `onnx/` when there is one (`--export_onnx`). Not the `checkpoint-*` folders (optimizer
-    state, for resuming) or training_args.bin.
+    The top-level files (model, config, code files, tokenizer, README.md (the card), metrics, plots, run_config.yaml),
+    the ONNX export in `onnx/` when there is one (`--export_onnx`) and a LoRA adapter folder's `adapter/` (the adapter
+    in peft's format). Not the `checkpoint-*` folders (optimizer state, for resuming) or training_args.bin.
     """
     output_dir = Path(output_dir)
     files = [p for p in output_dir.iterdir() if p.is_file()]
-    if (output_dir / ONNX_FOLDER).is_dir():
-        files += [p for p in (output_dir / ONNX_FOLDER).iterdir() if p.is_file()]
+    for folder in (ONNX_FOLDER, ADAPTER_FOLDER):
+        if (output_dir / folder).is_dir():
+            files += [p for p in (output_dir / folder).iterdir() if p.is_file()]
     return sorted(
         p.relative_to(output_dir).as_posix()
         for p in files

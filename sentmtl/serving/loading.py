@@ -80,6 +80,7 @@ def build_model(model_args, tasks: list[TaskSpec]):
         )
         model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
         refuse_architecture_flags(model_args, model.config)
+        check_continued_adapters(model_args, model.config)
         known = {task.name: task for task in model.config.task_specs}
         for task in tasks:
             mine = known.get(task.name)
@@ -110,8 +111,39 @@ def build_model(model_args, tasks: list[TaskSpec]):
         model_args.model_name_or_path,
         model_args.allow_pickle_weights,
         tasks=[task.to_dict() for task in tasks],
+        lora=model_args.lora_settings(),
         **model_args.config_overrides(),
     )
 
 
-__all__ = ["build_model", "is_sentmtl_checkpoint", "load_model_and_tokenizer", "resolved_model_type"]
+def check_continued_adapters(model_args, config) -> None:
+    """Continuing a checkpoint: an adapter folder continues its adapters with the same LoRA flags; LoRA flags on a
+    checkpoint without adapters are refused (adapters are trained over a plain encoder, which it is not)."""
+    mine, wanted = config.lora, model_args.lora_settings()
+    where = model_args.model_name_or_path
+    if mine is None and wanted is not None:
+        raise ValueError(
+            f"--lora_r {wanted['r']}: {where} is a trained sentmtl model without LoRA adapters, and adapters are "
+            "trained over a plain encoder. Start from an encoder (--model_name_or_path), or continue it without "
+            "--lora_r."
+        )
+    if mine is None:
+        return
+    flags = f"--lora_r {mine['r']} --lora_alpha {mine['alpha']:g} --lora_dropout {mine['dropout']:g}"
+    same = wanted is not None and all(wanted[key] == mine[key] for key in ("r", "alpha", "dropout"))
+    targets = wanted and wanted["target_modules"]
+    if not same or (targets and sorted(targets) != sorted(mine["target_modules"])):
+        raise ValueError(
+            f"{where} holds LoRA adapters ({flags} --lora_target_modules {' '.join(mine['target_modules'])}): "
+            "continue them with those flags, or merge them first (SentMtlModel.from_pretrained(folder), "
+            ".merge_lora(), .save_pretrained(new folder)) and continue the merged model without --lora_r."
+        )
+
+
+__all__ = [
+    "build_model",
+    "check_continued_adapters",
+    "is_sentmtl_checkpoint",
+    "load_model_and_tokenizer",
+    "resolved_model_type",
+]

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..model.lora import adapter_state_dict, has_lora, merged
 from ..model.model_folder import MANIFEST, ONNX_FOLDER  # noqa: F401 (ONNX_FOLDER: a run folder's export, pushed with it)
 from ..model.task_types import TaskInputs
 from ..utils.fingerprints import weights_fingerprint
@@ -130,7 +131,8 @@ def manifest(model, max_length: int, variants: list[str], shapes: dict[str, tupl
         "files": {variant: FILES[variant] for variant in variants},
         "outputs": outputs,
         # The weights the graph was made from: the runtime refuses the graph beside any other weights.
-        "weights_fingerprint": weights_fingerprint(model),
+        # What the folder's model.safetensors holds: an adapter folder's is every weight but the frozen encoder's.
+        "weights_fingerprint": weights_fingerprint(adapter_state_dict(model) if has_lora(model) else model),
     }
 
 
@@ -147,7 +149,7 @@ def export_onnx(model, tokenizer, output_dir, quantize: bool = True) -> Path:
     names = output_names(model)
     single_sentence_types(tokenizer)
     max_length = default_max_length(tokenizer, model)
-    graph = OnnxGraph(copy.deepcopy(model).float().cpu()).eval()
+    graph = OnnxGraph(copy.deepcopy(merged(model)).float().cpu()).eval()  # LoRA adapters folded in
     # Two rows of different lengths: the traced shapes are symbolic in both axes (a size of 1 would be specialised).
     ids, mask = pad_ids(tokenize_sentences(tokenizer, CHECK_SENTENCES[:2], max_length), tokenizer)
     example = (torch.from_numpy(ids), torch.from_numpy(mask))

@@ -8,6 +8,7 @@ import numbers
 import tempfile
 from pathlib import Path
 
+from ..model.lora import merged
 from .embed import default_max_length
 
 # sentmtl pooling → sentence-transformers pooling mode. BERT's trained pooler has no sentence-transformers module.
@@ -40,7 +41,8 @@ def export_sentence_transformer(
 
     `truncate_dim`: the export gives the first `truncate_dim` dimensions (re-normalised), as `encode(...,
     truncate_dim=)` does: the Dense layer keeps the projection's first rows, so the truncation is in the saved model
-    itself (no setting a client must remember), and the Normalize module (a model with `normalize`) re-normalises."""
+    itself (no setting a client must remember), and the Normalize module (a model with `normalize`) re-normalises.
+    A model with LoRA adapters exports merged."""
     import torch
 
     if model.config.pooling not in _ST_POOLING:
@@ -49,6 +51,7 @@ def export_sentence_transformer(
             f"export supports {', '.join(_ST_POOLING)}."
         )
     SentenceTransformer, Transformer, Pooling, Dense, Normalize = _st_modules()
+    model = merged(model)  # a LoRA model exports with its adapters folded into the encoder
     output_dir = Path(output_dir)
     max_seq_length = max_seq_length or default_max_length(tokenizer, model)
     projection = model.shared_projection

@@ -1,6 +1,8 @@
 """Checkpoints on disk: finding the `checkpoint-<step>` folders the Trainer writes (for `--resume_from_checkpoint`),
-where a streamed run's checkpoint stopped, and the final model's atomic save."""
+where a streamed run's checkpoint stopped, whether a checkpoint's LoRA adapters are this run's, and the final model's
+atomic save."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 from transformers import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 
+from ..model.lora import ADAPTER_FOLDER, is_base_weight
 from ..model.model_folder import remove_stale_export
 
 
@@ -49,6 +52,39 @@ def stream_position(checkpoint: str, gradient_accumulation_steps: int = 1) -> tu
     return divmod(round((state.epoch or 0) * per_pass), per_pass)
 
 
+def check_resumed_adapters(checkpoint, model) -> None:
+    """Resuming: the checkpoint's LoRA adapters (its config.json's `lora`) must be the ones this run builds, over the
+    same base encoder; another rank would not load, and other targets, alpha or base would load into a different
+    model, silently."""
+    config_file = Path(checkpoint) / "config.json"
+    if not config_file.is_file():
+        return
+    saved, mine = json.loads(config_file.read_text()).get("lora"), model.config.lora
+    describe = lambda s: (  # noqa: E731
+        "no LoRA adapters"
+        if s is None
+        else f"LoRA r={s['r']}, alpha={s['alpha']:g}, dropout={s['dropout']:g} on {' '.join(s['target_modules'])} "
+        f"over the encoder with fingerprint {s['base_fingerprint']}"
+    )
+    if saved != mine:
+        raise ValueError(
+            f"--resume_from_checkpoint {checkpoint}: it was saved with {describe(saved)}; this run builds "
+            f"{describe(mine)}. Resume with the flags it was saved with (--lora_r, --lora_alpha, --lora_dropout, "
+            "--lora_target_modules, --model_name_or_path), or start afresh."
+        )
+
+
+def check_adapter_load(load_result) -> None:
+    """After a LoRA model loaded a checkpoint's model.safetensors (strict=False): only the frozen encoder's weights,
+    which come from the base encoder, may be missing; an adapter or head left at its fresh value would be silent."""
+    missing = [key for key in load_result.missing_keys if not is_base_weight(key)]
+    if missing or load_result.unexpected_keys:
+        raise ValueError(
+            f"the checkpoint does not fit this LoRA model: missing {missing[:5]}, unexpected "
+            f"{load_result.unexpected_keys[:5]}."
+        )
+
+
 def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> None:
     """Model, tokenizer, code files and `extra_files`, written to a staging folder and then moved into place.
 
@@ -63,6 +99,8 @@ def save_final_model(trainer, output_dir: Path, extra_files: dict[str, str]) -> 
         return
     for name, text in extra_files.items():
         (staging / name).write_text(text)
+    if not (staging / ADAPTER_FOLDER).exists() and (output_dir / ADAPTER_FOLDER).is_dir():
+        shutil.rmtree(output_dir / ADAPTER_FOLDER)  # a previous adapter folder's: not beside these weights
     for name in sorted((p.name for p in staging.iterdir()), key=lambda name: (name == "config.json", name)):
         target = output_dir / name
         if target.is_dir():

@@ -1,5 +1,6 @@
-"""`ModelArguments`: the flags that build the model (pooling, embedding size, projection, loss weighting, Matryoshka)
-and their checks, which `SentMtlConfig` owns: building one checks every value before any model loads."""
+"""`ModelArguments`: the flags that build the model (pooling, embedding size, projection, loss weighting, Matryoshka,
+LoRA adapters) and their checks, which `SentMtlConfig` owns: building one checks every value before any model
+loads."""
 
 from dataclasses import dataclass, field
 
@@ -10,6 +11,7 @@ from ..model.configuration_sentmtl import (
     SentMtlConfig,
     check_self_distillation_weight,
 )
+from ..model.lora import DEFAULT_TARGET_MODULES, PEFT_INSTALL, check_lora_settings, require_peft
 
 
 @dataclass
@@ -90,6 +92,34 @@ class ModelArguments:
             "and encode). Without it, texts take no prompt unless one is named."
         },
     )
+    lora_r: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train LoRA adapters of this rank (e.g. 8 or 16) inside the encoder instead of the encoder itself: "
+            "its weights stay frozen, the projection and heads train fully, and the adapters take the "
+            f"backbone LRs of their layers. Unset: no adapters. Needs {PEFT_INSTALL}."
+        },
+    )
+    lora_alpha: float | None = field(
+        default=None,
+        metadata={"help": "LoRA's scale numerator: the update B·A is scaled by alpha / r. Default: 2 × --lora_r."},
+    )
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the adapters' input (training only)."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The encoder's linear layers to adapt, by name or name suffix. Default: "
+            f"{' '.join(DEFAULT_TARGET_MODULES)}, every attention and feed-forward projection of BERT-, RoBERTa- and "
+            "MPNet-style encoders (another architecture is refused, with its layers' names to set here)."
+        },
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "Save the final model with the adapters folded into the encoder: a plain sentmtl model, loadable "
+            "without peft. Default: an adapter folder (adapters, projection and heads; the base encoder by name)."
+        },
+    )
     allow_pickle_weights: bool = field(
         default=False,
         metadata={
@@ -107,6 +137,35 @@ class ModelArguments:
         for name in ("classification_loss_weight", "sentiment_loss_weight", "distillation_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{name} {getattr(self, name)} must be >= 0.")
+        self._check_lora()
+
+    def _check_lora(self) -> None:
+        if self.lora_r is None:
+            given = [
+                f"--{name}"
+                for name in ("lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora")
+                if getattr(self, name) != getattr(type(self), name, None)
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} without --lora_r: there are no LoRA adapters to shape or merge; add "
+                    "--lora_r (e.g. 8) or drop the flag."
+                )
+            return
+        check_lora_settings(self.lora_settings())
+        require_peft()  # an ImportError naming the extra, before any data or model loads
+
+    def lora_settings(self) -> dict | None:
+        """The config's `lora` for a fresh model (None: no adapters)."""
+        if self.lora_r is None:
+            return None
+        alpha = self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
+        return {
+            "r": self.lora_r,
+            "alpha": alpha,
+            "dropout": self.lora_dropout,
+            "target_modules": self.lora_target_modules,
+        }
 
     def checkable_overrides(self) -> dict:
         """`config_overrides` as far as they can be checked before the model is built: without --matryoshka_dims

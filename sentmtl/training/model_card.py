@@ -85,6 +85,7 @@ def build_model_card(
         *head_lines,
         f"loss = {_loss_description(config)}",
         *([_matryoshka_description(config)] if config.matryoshka_dims else []),
+        *([_lora_description(config, run_config)] if config.lora else []),
         "```",
         "",
         "## Training data",
@@ -134,6 +135,10 @@ def build_model_card(
             lines.append(f"| trainable parameters | {trained:,} of {total:,} |")
         if "train_runtime" in train_metrics:
             lines.append(f"| training time | {train_metrics['train_runtime']:.0f} s |")
+    if config.lora:
+        lines.append(
+            f"| LoRA | r={config.lora['r']}, alpha={config.lora['alpha']:g}, dropout={config.lora['dropout']:g} |"
+        )
     lines += ["", "## Evaluation", ""]
     rows = metric_rows(eval_metrics, tasks)
     if not rows:
@@ -166,6 +171,16 @@ def build_model_card(
         "## Usage",
         "",
         *_prompts_section(config),
+        *(
+            [
+                f"This folder holds LoRA adapters, not the encoder they adapt: loading it needs peft (`pip install "
+                f'"sentmtl[peft]"`) and reads the base encoder `{encoder}` (checked against the weights the adapters '
+                "were trained on).",
+                "",
+            ]
+            if config.lora and not run_config.get("merge_lora")
+            else []
+        ),
         "With the sentmtl package (no `trust_remote_code`):",
         "",
         "```python",
@@ -283,6 +298,19 @@ def _matryoshka_description(config) -> str:
             else "",
             "; truncate with encode(..., truncate_dim=d).",
         ]
+    )
+
+
+def _lora_description(config, run_config: dict) -> str:
+    lora = config.lora
+    saved = (
+        "saved merged into the encoder (a plain model)"
+        if run_config.get("merge_lora")
+        else "saved as an adapter folder (adapters, projection, heads)"
+    )
+    return (
+        f"LoRA adapters (r={lora['r']}, alpha={lora['alpha']:g}) in the encoder's {', '.join(lora['target_modules'])} "
+        f"layers trained, the encoder's own weights frozen; {saved}"
     )
 
 

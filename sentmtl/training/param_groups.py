@@ -67,9 +67,11 @@ def merge_param_groups(groups: list[dict]) -> list[dict]:
     return list(merged.values())
 
 
-def describe_param_groups(groups: list[dict]) -> str:
-    """A small table: group, parameter count, LR, weight decay."""
-    lines = [f"{'group':<28}{'params':>12}{'lr':>11}{'wd':>7}"]
+def describe_param_groups(groups: list[dict], lora: str | None = None) -> str:
+    """A small table: group, parameter count, LR, weight decay; `lora` (`lora.describe_lora`) heads it in a LoRA run,
+    whose backbone groups hold the adapters (an adapter takes the LR of its encoder layer)."""
+    lines = [f"{lora}; the backbone groups are the adapters"] if lora else []
+    lines += [f"{'group':<28}{'params':>12}{'lr':>11}{'wd':>7}"]
     for group in groups:
         count = sum(p.numel() for p in group["params"])
         lines.append(f"{group['name']:<28}{count:>12,}{group['lr']:>11.2e}{group['weight_decay']:>7.3f}")

@@ -29,7 +29,8 @@ class RunResult:
 
 
 def finish_run(trainer, model, tokenizer, data, arguments, metrics, outputs, train_metrics, hub) -> RunResult:
-    """Save the trained model with its card (atomically), then — on the main process — the ONNX export and
+    """Save the trained model with its card (atomically; with `--merge_lora`, its LoRA adapters folded into the
+    encoder, else an adapter folder), then — on the main process — the ONNX export (of the merged model) and
     run_config.yaml, the reports and the metrics table, and the Hub push. `arguments`: (model, data, training)
     arguments; `hub`: the push settings `run` took out of the training arguments (None: no push)."""
     model_args, data_args, training_args = arguments
@@ -39,6 +40,8 @@ def finish_run(trainer, model, tokenizer, data, arguments, metrics, outputs, tra
         run_config["tasks"] = [task.to_dict() for task in data_args.tasks]
     repo_id = training_args.hub_model_id if hub else None
     card = build_model_card(model.config, metrics, run_config, train_metrics, repo_id=repo_id)
+    if model_args.merge_lora:
+        model.merge_lora()  # the saved folder is a plain sentmtl model; the card (above) tells of the adapters
     save_final_model(trainer, output_dir, extra_files={"README.md": card})
     main_process = trainer.is_world_process_zero()
     if main_process:

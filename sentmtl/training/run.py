@@ -18,7 +18,7 @@ from .callbacks import FreezeCallback, InterruptCallback, ReleaseMemoryCallback,
 from .checkpoints import resolve_resume_checkpoint
 from .parse import ARGUMENT_CLASSES, parse_args  # noqa: F401 (imported from here by callers and benchmarks)
 from .results import RunResult, finish_run
-from .run_checks import check_export, check_streaming
+from .run_checks import check_export, check_lora, check_streaming
 from .stopping import RunInterrupted, train_to_the_end
 from .trainer import NonFiniteLossError, SentMtlTrainer
 
@@ -39,6 +39,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     set_seed(training_args.seed)  # before the heads are initialised, so the same seed gives the same run
     tasks = data_args.tasks if data_args.tasks is not None else tasks_from_flags(model_args, data_args, training_args)
     streaming = check_streaming(tasks, data_args, training_args)
+    check_lora(model_args, training_args)
     model, tokenizer = build_model(model_args, [task.spec for task in tasks])
     if training_args.export_onnx:
         check_export(model, tokenizer)

@@ -1,5 +1,6 @@
-"""What a run refuses before it loads data or trains: a stream beside what it cannot honour, an ONNX export the end
-of the run would refuse. (The flags' own checks live with the flags, in `arguments.py`; a task list's in `data/plan`.)"""
+"""What a run refuses before it loads data or trains: a stream beside what it cannot honour, LoRA beside freezing the
+encoder it adapts, an ONNX export the end of the run would refuse. (The flags' own checks live with the flags, in
+`arguments.py`; a task list's in `data/plan`.)"""
 
 from ..data.plan import RunTask
 from ..serving.onnx_export import output_names, single_sentence_types
@@ -63,3 +64,30 @@ def check_export(model, tokenizer) -> None:
     single-sentence token types), refused before training."""
     single_sentence_types(tokenizer)
     output_names(model)
+
+
+def check_lora(model_args, training_args) -> None:
+    """LoRA adapters train inside a frozen encoder: freezing the backbone would freeze the adapters too (nothing of
+    the encoder would train) and unfreezing it later would train the whole encoder beside them: both are refused.
+    (`--freeze_backbone_layers K` freezes the adapters of the lowest K layers; `--ema_decay` averages the adapters,
+    projection and heads as it averages any weight.)"""
+    if model_args.lora_r is None:
+        return
+    refused = [
+        (flag, why)
+        for flag, given, why in (
+            ("--freeze_backbone", training_args.freeze == "backbone", "it would freeze the adapters as well"),
+            (
+                "--unfreeze_backbone_at_epoch",
+                training_args.unfreeze_backbone_at_epoch is not None,
+                "it would train the whole encoder beside its adapters",
+            ),
+        )
+        if given
+    ]
+    if refused:
+        flag, why = refused[0]
+        raise ValueError(
+            f"{flag} with --lora_r {model_args.lora_r}: LoRA keeps the encoder's weights frozen and trains its "
+            f"adapters, and {why}. Drop {flag} (LoRA alone trains adapters, projection and heads), or drop --lora_r."
+        )

@@ -17,9 +17,10 @@ from transformers.trainer import TRAINER_STATE_NAME
 
 from ..data.batching import MultiSourceDataset, MultiTaskCollator
 from ..data.sampler import RankBatches, TaskBatchSampler
+from ..model.lora import describe_lora, has_lora
 from ..model.task_types import TaskInputs
 from ..tasks.io import task_io
-from .checkpoints import stream_position
+from .checkpoints import check_adapter_load, check_resumed_adapters, stream_position
 from .param_groups import build_param_groups, check_resumed_groups, describe_param_groups, merge_param_groups
 from .processes import all_processes_agree, unwrap
 
@@ -76,7 +77,8 @@ class SentMtlTrainer(Trainer):
             optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
             if self.args.should_log:
-                logger.warning("Optimizer parameter groups:\n%s", describe_param_groups(groups))
+                lora = describe_lora(unwrap(model))
+                logger.warning("Optimizer parameter groups:\n%s", describe_param_groups(groups, lora))
         return self.optimizer
 
     def _load_optimizer_and_scheduler(self, checkpoint):
@@ -99,6 +101,16 @@ class SentMtlTrainer(Trainer):
             saved = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
             check_resumed_groups(checkpoint, saved, self.optimizer.param_groups)
         return super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        check_resumed_adapters(resume_from_checkpoint, unwrap(model if model is not None else self.model))
+        return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _issue_warnings_after_load(self, load_result):
+        # A LoRA checkpoint holds every weight but the frozen encoder's, which the run loaded from the same base.
+        if has_lora(unwrap(self.model)):
+            return check_adapter_load(load_result)
+        return super()._issue_warnings_after_load(load_result)
 
     def _init_training_state(
         self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial

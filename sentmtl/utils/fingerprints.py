@@ -72,10 +72,10 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """A hash of a module's parameters and buffers: names, dtypes, shapes and bytes. Equal to
+def weights_fingerprint(module: torch.nn.Module | dict) -> str:
+    """A hash of a module's parameters and buffers (or of a state dict): names, dtypes, shapes and bytes. Equal to
     `safetensors_fingerprint` of the folder its `save_pretrained` writes (the ONNX export records it)."""
-    state = module.state_dict()
+    state = module if isinstance(module, dict) else module.state_dict()
     return _tensors_fingerprint(
         (name, SAFETENSORS_DTYPES.get(tensor.dtype, str(tensor.dtype)), list(tensor.shape), tensor)
         for name, tensor in sorted(state.items())

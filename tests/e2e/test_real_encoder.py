@@ -224,3 +224,28 @@ def test_model_card_on_the_corpus_has_citation_license_and_sources(data_dir, tin
     for source in ("amazon", "imdb", "yelp"):
         assert f"| accuracy_{source} | {metrics[f'eval_classification_accuracy_{source}']:.4f} |" in card
     assert "CC BY 4.0" in card and "kotzias2015group" in card and "a stratified subset of 300 sentences" in card
+
+
+@pytest.mark.real_encoder
+@pytest.mark.slow
+def test_lora_on_the_bundled_encoder_saves_an_adapter_and_a_merged_model_that_embed_alike(tmp_path, synthetic_csv):
+    """A few LoRA steps on the real MiniLM (the bundled encoder as the adapters' base): the adapter folder is small
+    (no encoder weights), and it and the merged folder reload to the embeddings of the model that trained."""
+    from sentmtl.model.lora import ADAPTER_FOLDER
+
+    flags = ["--train_file", str(synthetic_csv), "--text_column", "text", "--label_column", "sentiment"]
+    flags += ["--lora_r", "8", "--max_steps", "6", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"]
+    flags += ["--use_cpu", "true", "--disable_tqdm", "true", "--eval_strategy", "no", "--bf16", "false"]
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    assert main([*flags, "--output_dir", str(adapter)]) == 0
+    assert main([*flags, "--output_dir", str(merged), "--merge_lora", "true"]) == 0
+    assert (adapter / ADAPTER_FOLDER / "adapter_model.safetensors").is_file()
+    assert (adapter / "model.safetensors").stat().st_size < (merged / "model.safetensors").stat().st_size / 20
+    sentences = ["The plot twists were unexpected.", "The service was satisfactory.", "Worst phone ever!!"]
+    results = {}
+    for folder in (adapter, merged):
+        model, tokenizer = sentmtl.load_model_and_tokenizer(str(folder))
+        results[folder.name] = sentmtl.encode(model, sentences, tokenizer, precision="fp32")
+    assert cosine(results["adapter"], results["merged"]).min() >= 0.9999
+    lora = json.loads((adapter / "config.json").read_text())["lora"]
+    assert lora["target_modules"] == ["query", "key", "value", "dense"]  # every projection of MiniLM's BERT layers

@@ -164,3 +164,24 @@ def test_processes_sharing_a_cache_compute_once(tmp_path):
     assert [line.split()[0] for line in lines] == ["0", "1"]  # one computed, the other read
     assert len({line.split()[1] for line in lines}) == 1  # the same vectors
     assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_two_processes_train_lora_adapters_as_one(encoder_without_dropout, synthetic_csv, tmp_path):
+    """LoRA under DDP: the adapters (and the projection and heads) of 2 processes × 8 rows end as those of one process
+    with the same global batch of 16. The frozen encoder is not in DDP's reducer; the adapters are."""
+    from safetensors.torch import load_file
+
+    lora = ["--lora_r", "4", "--lora_dropout", "0"]
+    one_flags = exact_flags(
+        encoder_without_dropout, synthetic_csv, tmp_path / "one", "--per_device_train_batch_size", "16"
+    )
+    assert main([*one_flags, *lora]) == 0
+    run_two_processes([*exact_flags(encoder_without_dropout, synthetic_csv, tmp_path / "two"), *lora])
+    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    assert sorted(one) == sorted(two) and any("lora_B" in key for key in one)
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=key)
+    assert any(float(one[key].abs().max()) > 0 for key in one if "lora_B" in key)  # the adapters did train
+    assert run_results(tmp_path / "two")["train_loss"] == pytest.approx(
+        run_results(tmp_path / "one")["train_loss"], rel=1e-4
+    )

@@ -1,0 +1,46 @@
+"""sentmtl/training/run_checks.py and the LoRA flags of model_arguments.py: what a LoRA run refuses before any model
+loads, each in one line naming the flag and what is accepted. Without peft installed: tests/e2e/test_lora_runs.py."""
+
+import re
+
+import pytest
+from helpers import tiny_run_flags
+
+from sentmtl.training.run import main, parse_args
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lora_r", "4", "--freeze_backbone"], "--freeze_backbone with --lora_r 4: LoRA keeps the encoder's weights"),
+        (
+            ["--lora_r", "4", "--freeze_backbone_layers", "1", "--unfreeze_backbone_at_epoch", "1"],
+            "--unfreeze_backbone_at_epoch with --lora_r 4: .* it would train the whole encoder",
+        ),
+        (["--merge_lora", "true"], "--merge_lora without --lora_r: there are no LoRA adapters"),
+        (["--lora_alpha", "16", "--lora_dropout", "0"], "--lora_alpha, --lora_dropout without --lora_r"),
+        (["--lora_r", "0"], "--lora_r 0 must be a positive integer"),
+        (["--lora_r", "4", "--lora_dropout", "1"], r"--lora_dropout 1.0 must be in \[0, 1\)"),
+    ],
+)
+def test_lora_combinations_are_refused_before_any_model_loads(
+    tiny_encoder_dir, synthetic_csv, tmp_path, capsys, no_model_loads, flags, message
+):
+    code = main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "x", *flags))
+    assert code in (1, 2)
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("run_mtl.py: error:")
+    assert re.search(message, last_line), last_line
+
+
+def test_lora_flags_and_their_defaults(tmp_path):
+    model_args, _, _ = parse_args(["--lora_r", "8", "--output_dir", str(tmp_path)])
+    assert model_args.lora_settings() == {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None}
+    model_args, _, _ = parse_args(
+        ["--lora_r", "8", "--lora_alpha", "8", "--lora_target_modules", "query", "value", "--output_dir", str(tmp_path)]
+    )
+    assert model_args.lora_settings()["alpha"] == 8 and model_args.lora_settings()["target_modules"] == [
+        "query",
+        "value",
+    ]
+    assert parse_args(["--output_dir", str(tmp_path)])[0].lora_settings() is None
