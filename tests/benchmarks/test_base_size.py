@@ -30,7 +30,21 @@ def test_each_scenario_runs_its_config_at_mpnets_width(tmp_path):
     assert retrieval["hard_negatives"]["num_negatives"] >= 1 and mined["matryoshka_dims"][0] == 768
     plain = yaml.safe_load(base_size.run_file("full/retrieval_sts", args, tmp_path / "c").read_text())
     assert "hard_negatives" not in next(t for t in plain["tasks"] if t["type"] == "contrastive")
-    assert base_size.SCENARIOS["lora/multitask_sts"][2][:1] == ["--lora_r"]
+
+
+def test_lora_is_chosen_on_seed_0_by_task_a_and_sts_b(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="LoRA is not chosen yet"):
+        base_size.lora_flags(tmp_path)
+    for (r, lr), (accuracy, stsb) in zip(base_size.LORA_GRID, [(0.95, 88.0), (0.96, 88.5)]):
+        folder = tmp_path / "tune" / f"lora_r{r}_lr{lr}" / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(
+            json.dumps({"eval_classification_accuracy": accuracy, "eval_stsb_spearman": stsb})
+        )
+    r, lr = base_size.LORA_GRID[1]
+    assert base_size.lora_flags(tmp_path) == ["--lora_r", r, "--backbone_learning_rate", lr]
 
 
 def test_finished_runs_are_skipped_and_tabled(tmp_path, monkeypatch, capsys):
