@@ -47,12 +47,19 @@ SCENARIOS = (
     "retrieval_sts_no_matryoshka",
     "retrieval_sts_prefixes",
     "retrieval_sts_prefixes_no_matryoshka",
+    "retrieval_sts_mined",
 )
 # The short prefixes' recipe (docs/tasks.md, "Matryoshka embeddings"): the projection at its own LR, so that it turns
 # from its identity start, and Matryoshka self-distillation.
 PREFIXES = {"shared_learning_rate": 1e-3, "matryoshka_self_distillation": 10.0}
 # Variants of a run file: its keys set (None: removed) before the run. "no_matryoshka": the same config without
 # Matryoshka (and so without its self-distillation).
+# Mined hard negatives for the contrastive task (docs/tasks.md, "Mined hard negatives"): one per pair, the most similar
+# document of the training pairs that is not a positive of the anchor, kept below the positive's own similarity by a
+# relative margin of 5% (sentence-transformers' suggested setting), the miner being the starting encoder.
+MINING = {"num_negatives": 1, "range_max": 50, "relative_margin": 0.05, "sampling_strategy": "top"}
+# Edits of one task of the run file: scenario → {task name: {key: value}}.
+TASK_EDITS = {"retrieval_sts_mined": {"retrieval": {"hard_negatives": MINING}}}
 EDITS = {
     "retrieval_sts_no_matryoshka": {"matryoshka_dims": None},
     "retrieval_sts_prefixes": PREFIXES,
@@ -63,7 +70,7 @@ CONFIGS = {
     "default": None,
     "multitask_sts": "configs/multitask_sts.yaml",
     "retrieval_sts": "configs/retrieval_sts.yaml",
-    **dict.fromkeys(EDITS, "configs/retrieval_sts.yaml"),
+    **dict.fromkeys([*EDITS, *TASK_EDITS], "configs/retrieval_sts.yaml"),
 }
 DIMS = (384, 256, 128, 64, 32, 16)
 MIN_SCORE = 0.8  # 4.0 of 5: read_stsb puts scores on 0–1
@@ -183,13 +190,15 @@ def train_st_mnrl(seed: int, args, out: Path, matryoshka: bool = False) -> float
 
 def run_sentmtl(scenario: str, seed: int, args, out: Path) -> None:
     config = CONFIGS[scenario]
-    if scenario in EDITS:  # the run file with some keys changed
+    if scenario in EDITS or scenario in TASK_EDITS:  # the run file with some keys changed
         values = yaml.safe_load((REPO_ROOT / config).read_text())
-        for key, value in EDITS[scenario].items():
+        for key, value in EDITS.get(scenario, {}).items():
             if value is None:
                 values.pop(key, None)
             else:
                 values[key] = value
+        for task in values["tasks"]:
+            task.update(TASK_EDITS.get(scenario, {}).get(task["name"], {}))
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
         config = str(out / "run.yaml")
