@@ -435,6 +435,41 @@ def _embed_case(setup: Setup):
     return model.embed, (batch["input_ids"], batch["attention_mask"]), {}
 
 
+@graph_break_case("pipeline_prompt", "the sequence-classification view with a prompted task: its prompt's ids inserted")
+def _pipeline_prompt_case(setup: Setup):
+    import torch
+
+    import sentmtl
+    from sentmtl.model.modeling_sentmtl import SentMtlForSequenceClassification
+
+    task = {"name": "classification", "type": "classification", "labels": ["negative", "positive"], "prompt": "query"}
+    model, _ = sentmtl.load_model_and_tokenizer(str(setup.encoder), tasks=[task], prompts={"query": "query: "})
+    view = SentMtlForSequenceClassification(model.config).eval()
+    view.sentmtl.load_state_dict(model.state_dict())
+    batch = _token_batch(setup, torch.Generator().manual_seed(setup.seed))
+    return view, (), batch
+
+
+@graph_break_case("lora_forward", "the default run's model with LoRA adapters (r 8), in training")
+def _lora_forward_case(setup: Setup):
+    import torch
+
+    import sentmtl
+    from sentmtl.model.task_spec import default_tasks
+
+    tasks = [task.to_dict() for task in default_tasks(distillation_weight=10.0)]
+    lora = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None}
+    model = sentmtl.load_model_and_tokenizer(str(setup.encoder), tasks=tasks, lora=lora)[0].train()
+    generator = torch.Generator().manual_seed(setup.seed)
+    n = setup.batch_size
+    labels = {
+        "classification": torch.randint(0, 2, (n,), generator=generator),
+        "sentiment": torch.rand(n, generator=generator),
+        "distillation": torch.randn(n, setup.width, generator=generator),
+    }
+    return model, (), {**_token_batch(setup, generator), "task_labels": labels}
+
+
 def _loss_case(type_name: str, setup: Setup):
     """A task type's output and loss on random embeddings, head outputs and targets of its layout."""
     import torch
