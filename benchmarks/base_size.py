@@ -67,7 +67,7 @@ def lora_flags(runs_dir) -> list[str]:
         if not result.is_file():
             raise ValueError(f"LoRA is not chosen yet: {result} is missing (run --only tune/... first).")
         values = json.loads(result.read_text())
-        scores[(r, lr)] = 100 * values["eval_classification_accuracy"] + values["eval_stsb_spearman"]
+        scores[(r, lr)] = 100 * (values["eval_classification_accuracy"] + values["eval_stsb_spearman"])
     r, lr = max(scores, key=scores.get)
     return ["--lora_r", r, "--backbone_learning_rate", lr]
 
@@ -75,7 +75,7 @@ def lora_flags(runs_dir) -> list[str]:
 COLUMNS = {  # column → (key, scale, digits)
     "Task A %": ("eval_classification_accuracy", 100, 1),
     "Task B AUC": ("eval_sentiment_roc_auc", 1, 3),
-    "STS-B dev": ("eval_stsb_spearman", 1, 1),
+    "STS-B dev": ("eval_stsb_spearman", 100, 1),  # the run reports it on 0–1
     "R@1": ("recall@1", 1, 1),
     "MRR@10": ("mrr@10", 1, 1),
     "R@1 +distr.": ("distractors_recall@1", 1, 1),
@@ -156,7 +156,11 @@ def train(command: list[str], log: Path) -> float:
 def folder_mb(folder: Path) -> float:
     """What the model folder holds (the files a user would push), checkpoints and logs left out."""
     skip = {"checkpoint", "runs", "onnx"}
-    files = [p for p in folder.rglob("*") if p.is_file() and not any(part.split("-")[0] in skip for part in p.parts)]
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.split("-")[0] in skip for part in p.relative_to(folder).parts)
+    ]
     return sum(p.stat().st_size for p in files) / 1e6
 
 
@@ -164,7 +168,10 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
     out = Path(args.runs_dir) / scenario / f"seed{seed}"
     result = out / "result.json"
     if result.is_file():
-        return json.loads(result.read_text())
+        values = json.loads(result.read_text())
+        if (out / "model").is_dir():  # measured again: cheap, and results of older versions of this script counted 0
+            values["saved_mb"] = folder_mb(out / "model")
+        return values
     if args.table_only:
         return {}
     model_dir = out / "model"
@@ -241,7 +248,7 @@ def table(runs: dict, seeds: list[int]) -> str:
             values = runs[scenario][0]
             lines.append(
                 f"| {scenario.split('/')[1]} | {100 * values['eval_classification_accuracy']:.1f} | "
-                f"{values['eval_stsb_spearman']:.1f} |"
+                f"{100 * values['eval_stsb_spearman']:.1f} |"
             )
     lines += [
         "",
@@ -263,7 +270,7 @@ def plot(runs: dict, path: Path) -> None:
         axes,
         [
             ("Task A accuracy %", "eval_classification_accuracy", 100),
-            ("STS-B dev Spearman × 100", "eval_stsb_spearman", 1),
+            ("STS-B dev Spearman × 100", "eval_stsb_spearman", 100),
             ("peak anonymous memory (GB)", "peak_anon_gb", 1),
         ],
     ):

@@ -37,7 +37,7 @@ def test_lora_is_chosen_on_seed_0_by_task_a_and_sts_b(tmp_path):
 
     with pytest.raises(ValueError, match="LoRA is not chosen yet"):
         base_size.lora_flags(tmp_path)
-    for (r, lr), (accuracy, stsb) in zip(base_size.LORA_GRID, [(0.95, 88.0), (0.96, 88.5)]):
+    for (r, lr), (accuracy, stsb) in zip(base_size.LORA_GRID, [(0.95, 0.880), (0.96, 0.885)]):
         folder = tmp_path / "tune" / f"lora_r{r}_lr{lr}" / "seed0"
         folder.mkdir(parents=True)
         (folder / "result.json").write_text(
@@ -52,7 +52,7 @@ def test_finished_runs_are_skipped_and_tabled(tmp_path, monkeypatch, capsys):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(base_size, "train", fake)
-    values = {"eval_classification_accuracy": 0.95, "eval_stsb_spearman": 88.0, "peak_anon_gb": 3.0, "step_s": 1.5}
+    values = {"eval_classification_accuracy": 0.95, "eval_stsb_spearman": 0.88, "peak_anon_gb": 3.0, "step_s": 1.5}
     for seed, accuracy in ((42, 0.95), (43, 0.97)):
         folder = tmp_path / "runs" / "full" / "multitask_sts" / f"seed{seed}"
         folder.mkdir(parents=True)
@@ -62,5 +62,14 @@ def test_finished_runs_are_skipped_and_tabled(tmp_path, monkeypatch, capsys):
     assert base_size.main([*flags, "--table_only", "--seeds", "42", "43"]) == 0
     table = (out / "base_size.md").read_text()
     assert "| full/multitask_sts | 2 | 96.0 ± 1.4 |" in table
+    assert "| 88.0 ± 0.0 |" in table  # STS-B × 100
     assert "lora/multitask_sts" not in table  # nothing finished there
     assert (out / "base_size.png").is_file()
+
+
+def test_the_saved_size_counts_the_model_folder_not_its_checkpoints(tmp_path):
+    folder = tmp_path / "runs" / "model"
+    (folder / "checkpoint-10").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 2_000_000)
+    (folder / "checkpoint-10" / "model.safetensors").write_bytes(b"x" * 5_000_000)
+    assert base_size.folder_mb(folder) == 2.0
