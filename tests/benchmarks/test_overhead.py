@@ -1,109 +1,98 @@
-"""benchmarks/overhead.py: top-level ATen ops counted once each (not again for the ops they call), views left out of
-the kernel-launching count, a graph break found with its reason, and a dry run that ends on the three lines."""
+"""benchmarks/overhead.py: top-level ATen ops counted once each (nested ones not again), views apart, backward ops
+in, the collator's ops out, composite ops that called nothing marked idle; a case for every task type's loss; the small
+run's tables, files and last three lines."""
 
 import json
 import re
+import subprocess
 import sys
-from types import SimpleNamespace
+from collections import Counter
 
 import torch
-from helpers import REPO_ROOT, synthetic_rows
+import torch.nn.functional as F
+from helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import overhead  # noqa: E402
 
 
-def _known_ops(x, w):
-    y = torch.nn.functional.linear(x, w)  # aten::linear, which calls aten::t and aten::matmul → aten::mm
-    z = y.view(-1).to(torch.float32)  # aten::view; aten::to the dtype it has: it calls nothing
-    return (z * 2).sum().to(torch.float64)  # aten::mul (its scalar's aten::to nested), aten::sum, aten::to (a copy)
+def test_nested_ops_count_once_and_views_are_apart():
+    weight = torch.randn(2, 3)
+
+    def known():
+        x = torch.ones(4, 3)  # ones, which calls empty and fill_
+        y = F.linear(x, weight)  # linear, which calls t (transpose, as_strided) and matmul (mm)
+        return y.view(8).sum()  # view (a view op), sum
+
+    _, events = overhead.profiled(known)
+    counts = overhead.top_level_ops(events)
+    assert counts == Counter(ones=1, linear=1, view=1, sum=1)
+    assert overhead.kernel_ops(counts) == Counter(ones=1, linear=1, sum=1)
+    every = Counter(e.name for e in events if e.name.startswith("aten::"))
+    assert every["aten::mm"] == 1 and every["aten::empty"] >= 1  # there, but inside linear and ones
 
 
-def test_top_level_ops_are_counted_once_and_views_launch_nothing():
-    x, w = torch.randn(4, 3), torch.randn(5, 3)
-    with torch.no_grad():
-        ops = overhead.profile_ops(lambda: _known_ops(x, w))
-    # No t, matmul or mm (inside linear), nor the scalar's to (inside mul), nor _to_copy (inside the real to).
-    assert ops == {"linear": 1, "view": 1, overhead.NOOP_CAST: 1, "mul": 1, "sum": 1, "to": 1}
-    assert overhead.kernel_launching(ops) == {"linear": 1, overhead.NOOP_CAST: 1, "mul": 1, "sum": 1, "to": 1}
-    count = overhead.OpCount("known", 1, ops)
-    assert (count.per_unit(), count.per_unit(kernels_only=True)) == (6, 5)
+def test_backward_ops_count_and_the_collators_do_not():
+    weight = torch.randn(2, 3, requires_grad=True)
+
+    def step():
+        with torch.profiler.record_function(f"{overhead.DATA_LOADING}#_SingleProcessDataLoaderIter.__next__"):
+            x = torch.ones(4, 3)  # the collator's tensor
+        F.linear(x, weight).sum().backward()
+
+    _, events = overhead.profiled(step)
+    counts = overhead.top_level_ops(events, skip_under=(overhead.DATA_LOADING,))
+    assert "ones" not in counts and counts["linear"] == 1 and counts["sum"] == 1
+    assert counts["mm"] == 1  # MmBackward0's, under the autograd engine (the forward's is linear's own)
+    assert overhead.top_level_ops(events)["ones"] == 1
 
 
-def test_ops_under_ranges_count_and_ops_under_ops_do_not():
-    """Autograd nodes and record_function ranges are not ATen ops: what runs under them is top-level, unless an
-    ATen op is above it further up."""
+def test_composite_ops_that_call_nothing_are_idle():
+    x = torch.randn(4, 3)
 
-    def event(name, parent=None):
-        made = SimpleNamespace(name=name, cpu_parent=parent, cpu_children=[])
-        if parent is not None:
-            parent.cpu_children.append(made)
-        return made
+    def casts():
+        x.float()  # already float32: `to` returns x
+        x.double()  # a real cast: `to` calls _to_copy
+        F.dropout(x, 0.1, training=False)  # eval mode: returns x
+        F.dropout(x, 0.1, training=True)  # calls native_dropout
 
-    step = event("Optimizer.step#AdamW.step")
-    fused = event("aten::_fused_adamw_", step)
-    node = event("MmBackward0", event("autograd::engine::evaluate_function: MmBackward0"))
-    linear = event("aten::linear")
-    inner = event("aten::mm", event("some_range", event("aten::matmul", linear)))
-    cast = event("aten::to", step)
-    events = [step, fused, node, event("aten::mm", node), event("aten::t", node), linear, inner, cast]
-    assert overhead.top_level_ops(events) == {"_fused_adamw_": 1, "mm": 1, "t": 1, "linear": 1, overhead.NOOP_CAST: 1}
-    event("aten::_to_copy", cast)  # now the cast copies
-    assert overhead.top_level_ops([cast, *cast.cpu_children]) == {"to": 1}
+    _, events = overhead.profiled(casts)
+    assert overhead.top_level_ops(events) == Counter(to=2, dropout=2)
+    assert overhead.idle_ops(events) == Counter(to=1, dropout=1)
+    assert overhead.is_composite("to") and not overhead.is_composite("mm")
 
 
-def test_a_graph_break_is_found_with_its_reason():
-    def clean(x):
-        return (x * 2).sum()
+def test_every_task_type_has_a_loss_case():
+    from sentmtl.model.task_types import TASK_TYPES
 
-    def broken(x):
-        y = x * 2
-        torch._dynamo.graph_break()
-        return y.sum()
-
-    assert overhead.graph_breaks(clean, (torch.randn(3),), {})["breaks"] == 0
-    result = overhead.graph_breaks(broken, (torch.randn(3),), {})
-    assert result["breaks"] == 1 and result["graphs"] == 2
-    assert "test_overhead.py" in result["reasons"][0]  # the line that broke the graph
+    builtin = {"classification", "multilabel", "score", "regression", "similarity", "contrastive", "distillation"}
+    assert builtin <= set(TASK_TYPES)
+    assert {f"loss_{name}" for name in builtin} <= set(overhead.GRAPH_CASES)
+    assert {"forward_default_tasks", "forward_prompts", "forward_lora"} <= set(overhead.GRAPH_CASES)
 
 
-def test_every_flag_has_help():
-    parser = overhead.build_parser()
-    assert all(action.help for action in parser._actions if action.option_strings)
-
-
-def _tiny_corpus(folder):
-    """The UCI layout (`sentence<TAB>label` per line, three files) with 40 synthetic sentences per site."""
-    folder.mkdir()
-    for seed, name in enumerate(("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt")):
-        rows = synthetic_rows(40, seed=seed)
-        lines = [f"{s}\t{label}\n" for s, label in zip(rows["sentence"], rows["label"])]
-        (folder / name).write_text("".join(lines))
-    return folder
-
-
-def test_a_dry_run_ends_on_the_three_lines_and_writes_its_files(tmp_path, capsys):
-    out = tmp_path / "out"
-    cases = ["forward", "loss_contrastive"]
-    argv = ["--dry_run", "--data_dir", str(_tiny_corpus(tmp_path / "corpus")), "--output_dir", str(out)]
-    assert overhead.main([*argv, "--cases", *cases]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert re.fullmatch(r"train_ops_ratio: \d+\.\d\d", lines[-3])
-    assert re.fullmatch(r"embed_ops_ratio: \d+\.\d\d", lines[-2])
-    assert re.fullmatch(r"graph_breaks: \d+", lines[-1])
-    summary = json.loads((out / "summary.json").read_text())
-    plain, ours = summary["train"]
-    assert (plain["path"], ours["path"]) == ("plain Trainer recipe", "sentmtl default run")
-    assert ours["tasks"] == "classification (classification), sentiment (score), distillation (distillation)"
-    assert plain["optimizer"] == ours["optimizer"] == "AdamW(fused=True)"
-    assert plain["precision"] == ours["precision"] == "fp32"
-    for row in summary["train"] + summary["embed"]:
-        assert row["top_level_per_unit"] > row["kernel_launching_per_unit"] > 0
-        assert sum(row["ops_per_unit"].values()) == row["top_level_per_unit"]
-    assert list(summary["graph_breaks"]) == cases
-    report = (out / "overhead.md").read_text()
-    assert (
-        "| sentmtl.encode |" in report
-        and "| loss_contrastive |" in report
-        and report.strip().splitlines()[-3:] == lines[-3:]
+def test_small_run_writes_the_tables_and_ends_with_the_three_lines(tmp_path):
+    out = tmp_path / "overhead"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/overhead.py", "--small", "--output_dir", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
+    assert result.returncode == 0, result.stderr[-4000:]
+    last = result.stdout.strip().splitlines()[-3:]
+    assert re.fullmatch(r"train_ops_ratio: \d+\.\d\d", last[0]), last
+    assert re.fullmatch(r"embed_ops_ratio: \d+\.\d\d", last[1]), last
+    assert re.fullmatch(r"graph_breaks: \d+", last[2]), last
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"train_ops_ratio: {summary['train_ops_ratio']:.2f}" == last[0]
+    assert f"graph_breaks: {summary['graph_breaks_total']}" == last[2]
+    for path in ("plain", "sentmtl"):
+        row = summary["train"][path]
+        assert len(row["kernel_each_step"]) == 2  # --small profiles steps 2-3
+        assert sum(row["kernel_per_step"].values()) == sum(row["kernel_each_step"]) / 2
+        assert not set(row["kernel_per_step"]) & overhead.VIEW_OPS
+        assert row["kernel_per_step"]["linear"] >= 2 * 6  # six linear layers per encoder layer, forward alone
+    table = (out / "overhead.md").read_text()
+    assert "| sentmtl.encode |" in table and "| forward_prompts |" in table
