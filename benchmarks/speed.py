@@ -104,16 +104,26 @@ def _encoder_path(encoder):
 
 
 # Host-device syncs as the profiler sees them: the CUDA runtime calls that block the host. `aten::_local_scalar_dense`
-# (what `.item()` runs) is a sync on a GPU too, counted apart; on a CPU it is the only sign of one (the proxy).
+# (what `.item()` runs) is one on a GPU too, except inside the optimizer's step, whose step counters torch keeps on
+# the CPU (AdamW not fused or capturable); on a CPU those `.item()` calls are the only sign of a sync (the proxy).
 CUDA_SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 ITEM_EVENT = "aten::_local_scalar_dense"
+
+
+def _in_optimizer_step(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("Optimizer.step"):
+            return True
+        parent = parent.cpu_parent
+    return False
 
 
 def profile_counts(events, steps: int, on_gpu: bool, own_device_syncs: int = 1) -> dict:
     """Per-step counts from a profiler's events: CUDA kernels and their summed device time, and host syncs — on a
     GPU the blocking CUDA runtime calls (less `own_device_syncs`, the window's own `torch.cuda.synchronize()`), on a
-    CPU the `.item()` calls (`aten::_local_scalar_dense`), which would be syncs on a GPU. `sync_events`: each
-    counted name, per step."""
+    CPU the `.item()` calls outside the optimizer's step, which would be syncs on a GPU. `sync_events`: each counted
+    name, per step (`.item() outside the optimizer` among them)."""
     import collections
 
     import torch
@@ -122,12 +132,14 @@ def profile_counts(events, steps: int, on_gpu: bool, own_device_syncs: int = 1) 
     names = collections.Counter(e.name for e in events if e.name in (*CUDA_SYNC_CALLS, ITEM_EVENT))
     if on_gpu and names["cudaDeviceSynchronize"]:
         names["cudaDeviceSynchronize"] -= min(own_device_syncs, names["cudaDeviceSynchronize"])
-    syncs = sum(names[name] for name in CUDA_SYNC_CALLS) if on_gpu else names[ITEM_EVENT]
+    items = sum(1 for e in events if e.name == ITEM_EVENT and not _in_optimizer_step(e))
+    names[".item() outside the optimizer"] = items
+    syncs = sum(names[name] for name in CUDA_SYNC_CALLS) if on_gpu else items
     return {
         "kernels_per_step": len(kernels) / steps if on_gpu else None,
         "gpu_busy_ms_per_step": sum(e.device_time_total for e in kernels) / 1000 / steps if on_gpu else None,
         "sync_calls_per_step": syncs / steps,
-        "sync_counted_as": "CUDA runtime sync calls" if on_gpu else f"{ITEM_EVENT} calls (CPU proxy: .item())",
+        "sync_counted_as": "CUDA runtime sync calls" if on_gpu else ".item() calls outside the optimizer (CPU proxy)",
         "sync_events": {name: count / steps for name, count in sorted(names.items()) if count},
     }
 
