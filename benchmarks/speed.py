@@ -129,12 +129,14 @@ def profile_counts(events, steps: int, on_gpu: bool, own_device_syncs: int = 1) 
     import torch
 
     kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
-    names = collections.Counter(e.name for e in events if e.name in (*CUDA_SYNC_CALLS, ITEM_EVENT))
-    if on_gpu and names["cudaDeviceSynchronize"]:
-        names["cudaDeviceSynchronize"] -= min(own_device_syncs, names["cudaDeviceSynchronize"])
-    items = sum(1 for e in events if e.name == ITEM_EVENT and not _in_optimizer_step(e))
-    names[".item() outside the optimizer"] = items
-    syncs = sum(names[name] for name in CUDA_SYNC_CALLS) if on_gpu else items
+    # A runtime call may carry a version suffix (cudaStreamSynchronize_v2, ..._ptsz): its name before the first "_".
+    calls = collections.Counter(e.name.split("_")[0] for e in events if e.name.split("_")[0] in CUDA_SYNC_CALLS)
+    if on_gpu and calls["cudaDeviceSynchronize"]:
+        calls["cudaDeviceSynchronize"] -= min(own_device_syncs, calls["cudaDeviceSynchronize"])
+    items = [e for e in events if e.name == ITEM_EVENT]
+    outside = sum(1 for e in items if not _in_optimizer_step(e))
+    names = {**calls, ITEM_EVENT: len(items), ".item() outside the optimizer": outside}
+    syncs = sum(calls.values()) if on_gpu else outside
     return {
         "kernels_per_step": len(kernels) / steps if on_gpu else None,
         "gpu_busy_ms_per_step": sum(e.device_time_total for e in kernels) / 1000 / steps if on_gpu else None,

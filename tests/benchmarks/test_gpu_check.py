@@ -126,7 +126,7 @@ def test_the_profile_table_names_the_cpu_proxy_for_host_syncs():
         "sentmtl": {"precision": "fp32", "samples_per_s": 20.0, "e2e_samples_per_s": 18.0, "kernels_per_step": None},
     }
     lines = gpu_check.profile_table(rows, dry_run=True)
-    assert "host syncs / step (CPU proxy: .item() calls)" in lines[0]
+    assert "host syncs / step (CPU proxy: .item() outside the optimizer)" in lines[0]
     assert lines[2:] == [
         "| plain Trainer (fp32) | 10.0 | 9.0 | – | – | 2.0 |",
         "| sentmtl (fp32) | 20.0 | 18.0 | – | – | – |",
@@ -147,3 +147,28 @@ def test_profile_counts_leave_out_the_optimizers_cpu_side_item_calls():
     counts = speed.profile_counts(profiler.events(), steps=2, on_gpu=False)
     assert counts["sync_calls_per_step"] == 1 and counts["kernels_per_step"] is None
     assert counts["sync_events"]["aten::_local_scalar_dense"] > 1
+
+
+def test_profile_counts_on_a_gpu_count_the_blocking_runtime_calls_less_the_windows_own():
+    from types import SimpleNamespace
+
+    import torch
+
+    def event(name, device=torch.autograd.DeviceType.CPU, parent=None, us=0):
+        return SimpleNamespace(name=name, device_type=device, cpu_parent=parent, device_time_total=us)
+
+    step = event("Optimizer.step#AdamW.step")
+    events = [
+        *[event("volta_sgemm", torch.autograd.DeviceType.CUDA, us=500) for _ in range(6)],
+        event("cudaStreamSynchronize"),  # a loss.item()
+        event("cudaStreamSynchronize_v2"),
+        event("cudaMemcpyAsync"),  # does not block the host
+        event("cudaDeviceSynchronize"),  # the window's own, at its end
+        event("aten::_local_scalar_dense"),
+        event("aten::_local_scalar_dense", parent=step),
+    ]
+    counts = speed.profile_counts(events, steps=2, on_gpu=True)
+    assert counts["kernels_per_step"] == 3 and counts["gpu_busy_ms_per_step"] == 1.5
+    assert counts["sync_calls_per_step"] == 1 and counts["sync_counted_as"] == "CUDA runtime sync calls"
+    assert counts["sync_events"]["aten::_local_scalar_dense"] == 1
+    assert counts["sync_events"][".item() outside the optimizer"] == 0.5
