@@ -292,10 +292,15 @@ def worker_embed(data_dir, encoder, device, batch_size, repeats, max_sentences=N
         skipped["st_fp16_unpadded"] = "flash_attn is not importable here (not in the device image, nor carried)"
     else:
         flash = {**st_kwargs["model_kwargs"], "attn_implementation": "flash_attention_2"}
-        st["st_fp16_unpadded"] = SentenceTransformer(encoder, device=device, model_kwargs=flash)
-        if not st["st_fp16_unpadded"][0].can_flatten_inputs:
-            skipped["st_fp16_unpadded"] = "sentence-transformers would not unpad this model (can_flatten_inputs False)"
-            del st["st_fp16_unpadded"]
+        try:  # an installed flash_attn built for another torch fails only here: a row that says so, not a failed item
+            unpadded = SentenceTransformer(encoder, device=device, model_kwargs=flash)
+        except (ImportError, ValueError, RuntimeError) as err:
+            skipped["st_fp16_unpadded"] = f"flash_attention_2 did not load: {type(err).__name__}: {str(err)[:200]}"
+        else:
+            if unpadded[0].can_flatten_inputs:
+                st["st_fp16_unpadded"] = unpadded
+            else:
+                skipped["st_fp16_unpadded"] = "sentence-transformers would not unpad this model (can_flatten_inputs)"
     for name, st_model in st.items():
         paths[name] = partial(st_model.encode, batch_size=batch_size, show_progress_bar=False)
         precision[name] = "fp16" if "fp16" in name else "fp32"
