@@ -103,16 +103,65 @@ def _encoder_path(encoder):
     return encoder or str(bundled_encoder_path())
 
 
-def _step_window(device: str, warm: int, window: int, profile_steps: int):
+# Host-device syncs as the profiler sees them: the CUDA runtime calls that block the host. `aten::_local_scalar_dense`
+# (what `.item()` runs) is one on a GPU too, except inside the optimizer's step, whose step counters torch keeps on
+# the CPU (AdamW not fused or capturable); on a CPU those `.item()` calls are the only sign of a sync (the proxy).
+CUDA_SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+ITEM_EVENT = "aten::_local_scalar_dense"
+
+
+def _in_optimizer_step(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("Optimizer.step"):
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def profile_counts(events, steps: int, on_gpu: bool, own_device_syncs: int = 1) -> dict:
+    """Per-step counts from a profiler's events: CUDA kernels and their summed device time, and host syncs — on a
+    GPU the blocking CUDA runtime calls (less `own_device_syncs`, the window's own `torch.cuda.synchronize()`), on a
+    CPU the `.item()` calls outside the optimizer's step, which would be syncs on a GPU. `sync_events`: each counted
+    name, per step (`.item() outside the optimizer` among them)."""
+    import collections
+
+    import torch
+
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    # A runtime call may carry a version suffix (cudaStreamSynchronize_v2, ..._ptsz): its name before the first "_".
+    calls = collections.Counter(e.name.split("_")[0] for e in events if e.name.split("_")[0] in CUDA_SYNC_CALLS)
+    if on_gpu and calls["cudaDeviceSynchronize"]:
+        calls["cudaDeviceSynchronize"] -= min(own_device_syncs, calls["cudaDeviceSynchronize"])
+    items = [e for e in events if e.name == ITEM_EVENT]
+    outside = sum(1 for e in items if not _in_optimizer_step(e))
+    names = {**calls, ITEM_EVENT: len(items), ".item() outside the optimizer": outside}
+    syncs = sum(calls.values()) if on_gpu else outside
+    return {
+        "kernels_per_step": len(kernels) / steps if on_gpu else None,
+        "gpu_busy_ms_per_step": sum(e.device_time_total for e in kernels) / 1000 / steps if on_gpu else None,
+        "sync_calls_per_step": syncs / steps,
+        "sync_counted_as": "CUDA runtime sync calls" if on_gpu else ".item() calls outside the optimizer (CPU proxy)",
+        "sync_events": {name: count / steps for name, count in sorted(names.items()) if count},
+    }
+
+
+def _step_window(device: str, warm: int, window: int, profile_steps: int, profile_first: bool = False):
     """A TrainerCallback that times steps warm … warm + window (synchronised on a GPU: the steady state, without the
     first steps' CUDA start-up and allocator growth) and, on a GPU, profiles the first `profile_steps` of that
-    window: CUDA kernels launched, their summed device time, and host-device syncs (torch.cuda sync debug mode)."""
+    window: CUDA kernels launched, their summed device time, and host-device syncs (torch.cuda sync debug mode).
+
+    `profile_first`: profile steps warm … warm + profile_steps instead, on any device (the CPU's events alone on a
+    CPU), and time the `window` steps after them, so the profiler's cost stays out of the timing; the run then needs
+    warm + profile_steps + window steps. Either way the profiled steps' counts include `profile_counts`'."""
     import warnings
 
     import torch
     from transformers import TrainerCallback
 
     on_gpu = device.startswith("cuda")
+    profiled = bool(profile_steps) and (on_gpu or profile_first)
+    timed_from = warm + profile_steps if profile_first else warm
 
     def sync():
         if on_gpu:
@@ -123,14 +172,18 @@ def _step_window(device: str, warm: int, window: int, profile_steps: int):
             self.result, self.profiler, self.caught = {}, None, None
 
         def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == warm:
+            if state.global_step == timed_from:
                 sync()
                 self.started = time.perf_counter()
-                if on_gpu and profile_steps:
-                    self.profiler = torch.profiler.profile(
-                        activities=[torch.profiler.ProfilerActivity.CUDA, torch.profiler.ProfilerActivity.CPU]
-                    )
-                    self.profiler.__enter__()
+            if state.global_step == warm and profiled:
+                sync()
+                self.profile_started = time.perf_counter()
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if on_gpu:
+                    activities.insert(0, torch.profiler.ProfilerActivity.CUDA)
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.__enter__()
+                if on_gpu:
                     self.caught = warnings.catch_warnings(record=True)
                     self.records = self.caught.__enter__()
                     warnings.simplefilter("always")
@@ -139,29 +192,64 @@ def _step_window(device: str, warm: int, window: int, profile_steps: int):
         def on_step_end(self, args, state, control, **kwargs):
             if self.profiler is not None and state.global_step == warm + profile_steps:
                 sync()
-                torch.cuda.set_sync_debug_mode(0)
-                self.caught.__exit__(None, None, None)
+                if on_gpu:
+                    torch.cuda.set_sync_debug_mode(0)
+                    self.caught.__exit__(None, None, None)
                 self.profiler.__exit__(None, None, None)
-                kernels = [e for e in self.profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-                syncs = [w for w in self.records if "synchroniz" in str(w.message).lower()]
-                self.result.update(
-                    kernels_per_step=len(kernels) / profile_steps,
-                    gpu_busy_ms_per_step=sum(e.device_time_total for e in kernels) / 1000 / profile_steps,
-                    host_syncs_per_step=len(syncs) / profile_steps,
-                    sync_sites=sorted({str(w.filename) + ":" + str(w.lineno) for w in syncs})[:10],
-                )
+                events = self.profiler.events()
+                self.result.update(profile_counts(events, profile_steps, on_gpu))
+                if on_gpu:
+                    syncs = [w for w in self.records if "synchroniz" in str(w.message).lower()]
+                    self.result.update(
+                        host_syncs_per_step=len(syncs) / profile_steps,
+                        sync_sites=sorted({str(w.filename) + ":" + str(w.lineno) for w in syncs})[:10],
+                    )
+                self.result.update(profile_s=time.perf_counter() - self.profile_started, profile_steps=profile_steps)
                 self.profiler = None
-            if state.global_step == warm + window:
+            if state.global_step == timed_from + window:
                 sync()
                 self.result.update(steady_s=time.perf_counter() - self.started, steady_steps=window)
 
     return StepWindow()
 
 
+def _steps(steady, profile_steps, profile_first) -> int:
+    """Training steps a steady-state run needs (see _step_window)."""
+    return sum(steady) + (profile_steps if profile_first else 0)
+
+
+def _steady_result(window, train_s: float, steps: int, batch_size: int, profile_first: bool) -> dict:
+    """The window's numbers, and the whole train() call's: end to end, less the profiled steps when they ran apart
+    from the timed window (profile_first), since the profiler slows the steps it records."""
+    result = window.result
+    profiled_s, profiled_steps = (
+        (result.get("profile_s", 0.0), result.get("profile_steps", 0)) if profile_first else (0, 0)
+    )
+    return {
+        **result,
+        "samples_per_s": result["steady_steps"] * batch_size / result["steady_s"],
+        "train_s": train_s,
+        "steps": steps,
+        "batch_size": batch_size,
+        "e2e_samples_per_s": (steps - profiled_steps) * batch_size / (train_s - profiled_s),
+    }
+
+
 def worker_train_baseline(
-    data_dir, seed, epochs, batch_size, output_dir, device, encoder, steady=None, profile_steps=0
+    data_dir,
+    seed,
+    epochs,
+    batch_size,
+    output_dir,
+    device,
+    encoder,
+    steady=None,
+    profile_steps=0,
+    precision="fp32",
+    profile_first=False,
 ):
-    """The docs' recipe: AutoModelForSequenceClassification + Trainer, fp32, random batches, dynamic padding."""
+    """The docs' recipe: AutoModelForSequenceClassification + Trainer, random batches, dynamic padding; fp32, or bf16
+    autocast (`precision="bf16"`, the Trainer's `bf16=True`) to match a bf16 path."""
     import numpy as np
     from transformers import (
         AutoModelForSequenceClassification,
@@ -187,7 +275,8 @@ def worker_train_baseline(
         )
         for name, split in splits.items()
     }
-    window = _step_window(device, *steady, profile_steps) if steady else None
+    window = _step_window(device, *steady, profile_steps, profile_first) if steady else None
+    steps = _steps(steady, profile_steps, profile_first) if steady else -1
     args = TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=epochs,
@@ -201,7 +290,8 @@ def worker_train_baseline(
         disable_tqdm=True,
         logging_steps=LOGGING_STEPS,
         seed=seed,
-        max_steps=sum(steady) if steady else -1,
+        max_steps=steps,
+        bf16=precision == "bf16",
     )
     trainer = Trainer(
         model=model,
@@ -215,24 +305,24 @@ def worker_train_baseline(
     result = trainer.train()
     wall = time.perf_counter() - start
     if window:  # the steady-state run stops there: no evaluation
-        return {
-            **window.result,
-            "samples_per_s": window.result["steady_steps"] * batch_size / window.result["steady_s"],
-        }
+        train_s = result.metrics["train_runtime"]  # as the sentmtl path's: the Trainer's own clock
+        return {**_steady_result(window, train_s, steps, batch_size, profile_first), "precision": precision}
     predictions = trainer.predict(data["test"])
     accuracy = float((np.argmax(predictions.predictions, -1) == predictions.label_ids).mean())
     return {
         "samples_per_s": result.metrics["train_samples_per_second"],
         "train_s": wall,
         "accuracy": accuracy,
-        "precision": "fp32",
+        "precision": precision,
         "tokens": sum(_token_lengths(tokenizer, splits["train"]["sentence"])) * epochs,
         "samples": len(splits["train"]) * epochs,
     }
 
 
-def worker_train_sentmtl(data_dir, seed, epochs, output_dir, device, encoder, extra=(), steady=None, profile_steps=0):
-    """run_mtl.py's default path, in-process (the same `run()` the CLI calls)."""
+def worker_train_sentmtl(
+    data_dir, seed, epochs, output_dir, device, encoder, extra=(), steady=None, profile_steps=0, profile_first=False
+):
+    """run_mtl.py's default path, in-process (the same `run()` the CLI calls); `extra`: more run_mtl.py flags."""
     from sentmtl.training.run import parse_args as run_parse_args
     from sentmtl.training.run import run
 
@@ -259,14 +349,17 @@ def worker_train_sentmtl(data_dir, seed, epochs, output_dir, device, encoder, ex
     if epochs is not None:  # None: run_mtl.py's default
         flags += ["--num_train_epochs", str(epochs)]
     if steady:
-        flags += ["--max_steps", str(sum(steady))]
+        flags += ["--max_steps", str(_steps(steady, profile_steps, profile_first))]
     model_args, data_args, training_args = run_parse_args(flags)
     epochs = training_args.num_train_epochs
-    window = _step_window(device, *steady, profile_steps) if steady else None
+    window = _step_window(device, *steady, profile_steps, profile_first) if steady else None
     result = run(model_args, data_args, training_args, callbacks=[window] if window else ())
     if window:
         batch = training_args.per_device_train_batch_size
-        return {**window.result, "samples_per_s": window.result["steady_steps"] * batch / window.result["steady_s"]}
+        steps = training_args.max_steps
+        train_s = result.train_metrics["train_runtime"]
+        precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
+        return {**_steady_result(window, train_s, steps, batch, profile_first), "precision": precision}
     train = result.train_metrics
     from transformers import AutoTokenizer
 
@@ -441,12 +534,15 @@ WORKERS = {
 }
 
 
-def in_child(name: str, python: str | None = None, **kwargs) -> dict:
-    """Run one worker in a fresh Python process (`python`, default this one); its result plus its peak RSS (MiB)."""
+def in_child(name: str, python: str | None = None, script=None, timeout: float | None = None, **kwargs) -> dict:
+    """Run one worker in a fresh Python process (`python`, default this one); its result plus its peak RSS (MiB).
+
+    `script`: the file whose `--worker` runs it (default this one; benchmarks/gpu_check.py has workers of its own).
+    `timeout`: seconds before the child is killed (subprocess.TimeoutExpired)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as result_file:
         command = [
             python or sys.executable,
-            __file__,
+            str(script or __file__),
             "--data_dir",
             "-",
             "--worker",
@@ -461,6 +557,7 @@ def in_child(name: str, python: str | None = None, **kwargs) -> dict:
             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
             capture_output=True,
             text=True,
+            timeout=timeout,
         )
         if completed.returncode != 0:
             raise RuntimeError(f"{name} failed:\n{completed.stderr[-4000:]}")
@@ -668,7 +765,7 @@ def main(argv=None) -> int:
         print("| --- | ---: | ---: | ---: | ---: |")
         for name, row in steady_rows.items():
             cells = [
-                f"{row[k]:.1f}" if k in row else "–"
+                f"{row[k]:.1f}" if row.get(k) is not None else "–"
                 for k in ("kernels_per_step", "gpu_busy_ms_per_step", "host_syncs_per_step")
             ]
             print(f"| {name} | {row['samples_per_s']:.1f} | {' | '.join(cells)} |")

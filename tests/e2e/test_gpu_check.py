@@ -4,12 +4,28 @@ import json
 
 import pytest
 
+# The device run's items in priority order; the dry run leaves out speed.py (its own run), and fp16 is CUDA's.
+ITEMS = [
+    "train_minilm_fp32",
+    "embed_minilm",
+    "train_bert_base_bf16",
+    "accuracy_minilm",
+    "embed_bert_base",
+    "train_bert_base_fp32",
+    "train_minilm_bf16",
+    "gpu_tests",
+    "train_default_bf16",
+    "train_default_fp16",
+]
+
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
-    """benchmarks/gpu_check.py --dry-run: every step of the device run but CUDA, on tiny sizes (CI runs this)."""
+    """benchmarks/gpu_check.py --dry-run: every item of the device run on tiny sizes, without CUDA (CI runs this);
+    each item's result is in gpu_check.json as soon as it finishes, not only at the end."""
     import subprocess
     import sys
+    import time
 
     from helpers import REPO_ROOT
 
@@ -21,24 +37,72 @@ def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
         capture_output=True,
         timeout=300,
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            script,
-            "--dry-run",
-            "--skip_speed",
-            "--prepared_dir",
-            str(prepared),
-            "--output_dir",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    command = [sys.executable, script, "--dry-run", "--skip_speed", "--prepared_dir", str(prepared)]
+    partial_reports = set()  # how many items a report held while the run was still going
+    with log.open("w") as output:
+        process = subprocess.Popen([*command, "--output_dir", str(out)], stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 900
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the dry run outlasted 900 s:\n{log.read_text()[-3000:]}")
+            if (out / "gpu_check.json").is_file():  # replaced whole each time (gpu_check.write_report)
+                report = json.loads((out / "gpu_check.json").read_text())
+                if not report["finished"]:
+                    partial_reports.add(len(report["items"]))
+            time.sleep(0.5)
+    stdout = log.read_text()
+    assert process.returncode == 0, stdout[-5000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    records = {r["name"]: r for r in report["items"]}
+    assert report["dry_run"] and report["finished"] and list(records) == ITEMS
+    assert [r["status"] for r in report["items"]] == ["ok"] * (len(ITEMS) - 1) + ["skipped"]
+    assert records["train_default_fp16"]["note"] == "fp16 autocast is CUDA's"
+    assert len(partial_reports - {0}) >= len(ITEMS) // 2, partial_reports  # written item by item
+    elapsed = [r["elapsed_s"] for r in report["items"]]
+    assert elapsed == sorted(elapsed)
+
+    for name in ("train_minilm_fp32", "train_bert_base_bf16", "train_bert_base_fp32", "train_minilm_bf16"):
+        result = records[name]["result"]
+        precision = name.rsplit("_", 1)[1]
+        for path in ("trainer", "sentmtl"):
+            row = result[path]
+            assert row["precision"] == precision and row["samples_per_s"] > 0 and row["e2e_samples_per_s"] > 0
+            assert row["sync_calls_per_step"] >= 0 and "CPU proxy" in row["sync_counted_as"]
+        assert result["steady_speedup"] > 0
+    for name in ("embed_minilm", "embed_bert_base"):
+        result = records[name]["result"]
+        assert {"sentmtl_default", "st_fp32", "st_fp16"} <= set(result["sentences_per_s"])
+        assert result["skipped"] == {"st_fp16_unpadded": "flash attention needs CUDA"}
+    accuracy = records["accuracy_minilm"]["result"]
+    assert accuracy["task_a_accuracy"] > 0 and accuracy["stsb_spearman"] is not None
+    assert records["gpu_tests"]["result"]["exit_code"] == 0
+    assert records["train_default_bf16"]["result"]["task_a_accuracy"] > 0
+
+    # Each item's summary is printed as it finishes, in the plan's order.
+    starts = [
+        "summary: train MiniLM fp32",
+        "summary: embed MiniLM",
+        "summary: train BERT-base stand-in bf16",
+        "summary: accuracy MiniLM",
+        "summary: embed BERT-base stand-in",
+        "summary: train BERT-base stand-in fp32",
+        "summary: train MiniLM bf16",
+        "summary: gpu tests:",
+        "summary: train default configuration bf16",
+        "summary: train_default_fp16: skipped",
+        "summary: wall ",
+    ]
+    positions = [stdout.find(start) for start in starts]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(starts, positions))
+    assert "| sentmtl (fp32) |" in stdout and "host syncs / step (CPU proxy" in stdout
+
+    # Out of budget: every item is skipped with a note, and the report still says so.
+    quick = subprocess.run(
+        [*command, "--budget_s", "0", "--output_dir", str(tmp_path / "none")], capture_output=True, text=True
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
-    assert report["dry_run"] and report["gpu_tests"]["exit_code"] == 0
-    assert [r["precision"] for r in report["training"]] == ["fp32", "bf16"]
-    assert all(r["exit_code"] == 0 and r["task_a_accuracy"] > 0 for r in report["training"])
-    assert "summary: train bf16:" in result.stdout
+    assert quick.returncode == 0, quick.stderr[-2000:]
+    skipped = json.loads((tmp_path / "none" / "gpu_check.json").read_text())["items"]
+    assert [r["status"] for r in skipped] == ["skipped"] * len(ITEMS)
+    assert "s left of the 0 s budget" in skipped[0]["note"]
