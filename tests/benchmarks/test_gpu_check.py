@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.py's run machinery: items under the wall-time budget (skipped with a note, stopped at its
 end, a failure recorded and the run going on), the report replaced whole, the stand-in's shape, the embedding and
-profile summaries; speed.py's profiler counts. The whole dry run is tests/e2e/test_gpu_check.py."""
+profile summaries; speed.py's profiler counts. The whole dry run is tests/e2e/test_gpu_check_dry_run.py."""
 
 import argparse
 import json
