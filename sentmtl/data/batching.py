@@ -108,12 +108,20 @@ def prepare(
     text_pair_column: str | None = None,
     label_columns: dict[str, str] | None = None,
     negative_columns: list[str] | None = None,
+    prompt_for=None,
 ) -> datasets.Dataset:
     """A user's own table → a tokenised dataset for `SentMtlTrainer`: each of `tasks` (e.g. `model.tasks`) whose
     column is present gets its targets, parsed by its type's rules (label names, absent cells); the column defaults
     to the type's (`label`, `score`, …), `label_columns` names others by task. A contrastive task takes the table's
     pairs (`text_column`, `text_pair_column`, and `negative_columns` for hard negatives) when the pair column is
-    there. Distillation targets are the run's business and are not made here."""
+    there. Distillation targets are the run's business and are not made here. `prompt_for`: a prompted model's
+    `model.config.prompt_for`, so the texts take the prompts the model was trained with (refused without it when a
+    task names a prompt: the table would be read unprompted)."""
+    named = [task.name for task in tasks if task.prompt is not None]
+    if named and prompt_for is None:
+        raise ValueError(
+            f"tasks {named} take prompts: pass prompt_for=model.config.prompt_for, so the table's texts take them."
+        )
     label_columns = label_columns or {}
     unknown = sorted(set(label_columns) - {task.name for task in tasks})
     if unknown:
@@ -137,7 +145,7 @@ def prepare(
             f"the table has none of the tasks' target columns (columns: {dataset.column_names}); name "
             "them with label_columns={task name: column}."
         )
-    columns, _ = table_columns(dataset, present, "the table")
+    columns, _ = table_columns(dataset, present, "the table", prompt_for=prompt_for)
     return tokenize_source(columns, tokenizer, max_length)
 
 

@@ -222,3 +222,22 @@ def test_getitems_reads_a_batch_as_getitem_does_across_parts():
     # The DataLoader uses it: a batch sampler's batch arrives as those rows.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=[indices], collate_fn=lambda rows: rows)
     assert next(iter(loader)) == [dataset[i] for i in indices]
+
+
+def test_prepare_reads_a_prompted_models_texts_with_their_prompts(tiny_encoder_dir):
+    """Review finding: prepare() read the table unprompted for a model trained with prompts."""
+    import datasets
+    import pytest
+
+    import sentmtl
+    from sentmtl.data.batching import prepare
+
+    task = {"name": "classification", "type": "classification", "labels": ["negative", "positive"], "prompt": "query"}
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=[task], prompts={"query": "i really "}
+    )
+    table = datasets.Dataset.from_dict({"sentence": ["the movie was good ."], "label": ["positive"]})
+    with pytest.raises(ValueError, match="pass prompt_for=model.config.prompt_for"):
+        prepare(table, model.tasks, tokenizer)
+    data = prepare(table, model.tasks, tokenizer, prompt_for=model.config.prompt_for)
+    assert tokenizer.decode(data[0]["input_ids"]) == "[CLS] i really the movie was good. [SEP]"
