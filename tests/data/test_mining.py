@@ -11,9 +11,8 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from helpers import write_dict_csv
+from helpers import counting_miner, write_dict_csv
 
-from sentmtl.data.miners import Miner
 from sentmtl.data.mining import mine_hard_negatives, rank_negatives
 from sentmtl.data.plan import DataSpec, RunTask
 from sentmtl.data.sources import TARGET_PREFIX, build_sources
@@ -65,19 +64,7 @@ def test_random_sampling_draws_from_the_window_best_first_and_takes_all_when_few
 
 
 def _vector(text):
-    return np.random.default_rng(zlib.crc32(text.encode())).standard_normal(8).astype(np.float32)
-
-
-def counting_miner(key="weights", own_model=False):
-    calls = []
-
-    def encode(sentences):
-        calls.append(list(sentences))
-        return np.stack([_vector(s) for s in sentences])
-
-    miner = Miner("counting", key, encode, own_model)
-    miner.calls = calls
-    return miner
+    return np.random.default_rng(zlib.crc32(text.encode())).standard_normal(8)
 
 
 ANCHORS = ["a one", "a two", "a three", "a one"]  # "a one" asks twice: both its positives are no negative of it
