@@ -35,7 +35,9 @@ from .teacher_cache import default_cache_dir
 logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # bump when the file layout changes: older entries are then misses, not misreads
 NEGATIVES = "negatives"
-CHUNK = 16_384  # anchors scored against the whole corpus at a time (sentence-transformers' faiss_batch_size)
+# Anchors scored against the whole corpus at a time: sentence-transformers' faiss_batch_size, fewer where the score
+# matrix would pass 2^26 floats (256 MB; 16,384 anchors × 1M documents would be 64 GB).
+CHUNK, MAX_SCORES = 16_384, 1 << 26
 
 
 def rank_negatives(
@@ -54,6 +56,7 @@ def rank_negatives(
     window = settings.window(count)
     wanted = window + count + 1  # room for the anchor's own text and its positives among the candidates
     scores, indices = [], []
+    chunk = max(1, min(chunk, MAX_SCORES // len(documents)))
     for start in range(0, len(queries), chunk):
         top = torch.topk(queries[start : start + chunk] @ documents.T, k=min(wanted, len(documents)), dim=1)
         scores.append(top.values)

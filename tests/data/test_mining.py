@@ -228,3 +228,16 @@ def test_no_row_with_enough_negatives_is_an_error(tmp_path):
         build_sources([task], DataArguments(), 0, miner_for=lambda name: counting_miner())
     with pytest.raises(ValueError, match="hard_negatives needs a miner"):
         build_sources([task], DataArguments(), 0)
+
+
+def test_scoring_in_chunks_changes_nothing(monkeypatch):
+    """A large corpus is scored a few anchors at a time (memory bounded by MAX_SCORES), with the same result."""
+    import sentmtl.data.mining
+
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.nn.functional.normalize(torch.randn(50, 8, generator=generator), dim=-1)
+    documents = torch.nn.functional.normalize(torch.randn(80, 8, generator=generator), dim=-1)
+    settings = MiningSettings(num_negatives=3, relative_margin=0.05)
+    whole = rank_negatives(queries, documents, [[i] for i in range(50)], [-1] * 50, settings)
+    monkeypatch.setattr(sentmtl.data.mining, "MAX_SCORES", 200)  # 2 anchors × 80 documents at a time
+    assert rank_negatives(queries, documents, [[i] for i in range(50)], [-1] * 50, settings) == whole
