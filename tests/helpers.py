@@ -127,6 +127,27 @@ def counting_teacher(key="k", width=4, delay=0.0):
     return CountingTeacher(key, width, delay)
 
 
+def counting_miner(key="weights", own_model=False, delay=0.0):
+    """A hard-negative miner whose vectors are a function of the text (8 seeded normals), recording the sentences it
+    embeds (`.calls`)."""
+    import time
+    import zlib
+
+    from sentmtl.data.miners import Miner
+
+    calls = []
+
+    def encode(sentences):
+        calls.append(list(sentences))
+        time.sleep(delay)
+        vectors = [np.random.default_rng(zlib.crc32(s.encode())).standard_normal(8) for s in sentences]
+        return np.stack(vectors).astype(np.float32)
+
+    miner = Miner("counting", key, encode, own_model)
+    miner.calls = calls
+    return miner
+
+
 # -- models -----------------------------------------------------------------------------------------------------------
 
 # One task of every type with a loss of its own.

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..model.task_spec import TaskSpec
 from ..utils.memory import release_memory
 from .batching import STREAM_PAD_MULTIPLE, MultiSourceDataset, MultiTaskCollator, tokenize_source
+from .miners import Miners
 from .plan import DataSpec, RunTask
 from .sources import Source, bounded, build_sources, table_columns
 from .stsb import read_stsb
@@ -30,12 +31,15 @@ class RunData:
 
 
 def build_run_data(tasks: list[RunTask], model, tokenizer, data_args, training_args, streaming: bool, max_length: int):
-    """Every process reads the data; teacher vectors are computed by one of them while the others wait on the cache's
-    file lock and then read them (a lock, not a barrier: a long first computation cannot time out DDP)."""
+    """Every process reads the data; teacher vectors and mined hard negatives are computed by one of them while the
+    others wait on the cache's file lock and then read them (a lock, not a barrier: a long first computation cannot
+    time out DDP)."""
     precision = "bf16" if training_args.bf16 else "fp32"
     teachers = Teachers(model, tokenizer, max_length, training_args.device, precision, streamed=streaming)
-    sources = build_sources(tasks, data_args, training_args.seed, teachers, model.config.prompt_for)
+    miners = Miners(model, tokenizer, max_length, training_args.device, precision)
+    sources = build_sources(tasks, data_args, training_args.seed, teachers, model.config.prompt_for, miners)
     teachers.clear()
+    miners.clear()
     release_memory()  # what preparing the data freed, before training allocates its own
     eval_only = sts_eval_source(
         data_args.sts_eval_file, [task.spec for task in tasks], data_args.max_eval_samples, model.config.prompt_for

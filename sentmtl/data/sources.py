@@ -27,6 +27,7 @@ from . import columns
 from .columns import TARGET_PREFIX, role_prefixes, table_columns  # noqa: F401 (TARGET_PREFIX: imported from here before)
 from .corpus import load_sentiment_corpus
 from .files import first_line, read_table
+from .mining import add_mined_negatives
 from .plan import RunTask
 from .split import train_test_split
 from .stsb import read_stsb, stsb_file
@@ -102,10 +103,13 @@ def _stsb_texts(folder) -> list[str]:
 READERS = Readers(table=read_table, stsb_texts=_stsb_texts)
 
 
-def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=None, prompt_for=None) -> list[Source]:
+def build_sources(
+    run_tasks: list[RunTask], data_args, seed: int, teacher_for=None, prompt_for=None, miner_for=None
+) -> list[Source]:
     """Group the tasks by their data, load each source once, give it its columns (distillation targets included,
     when `teacher_for(teacher name or None) -> Teacher` is given; prompted texts, when `prompt_for(spec, role) ->
-    str` is: `table_columns`) and split it once."""
+    str` is: `table_columns`) and split it once. Mined hard negatives (`hard_negatives`) are added to the training
+    rows last, by `miner_for(miner name or None) -> Miner` (`sentmtl.data.mining`)."""
     groups: dict[str, list[RunTask]] = {}
     for task in run_tasks:
         groups.setdefault(task.source_key(), []).append(task)
@@ -175,6 +179,7 @@ def build_sources(run_tasks: list[RunTask], data_args, seed: int, teacher_for=No
                     before,
                     names,
                 )
+        train = add_mined_negatives(train, members, miner_for, READERS, where, cache_dir, prompt_for, seed)
         sources.append(
             Source(
                 name,

@@ -8,27 +8,22 @@ are of the whole table, before its split.
 
 Where: `--teacher_cache_dir`, by default `<datasets cache>/sentmtl_teacher_vectors` (HF_DATASETS_CACHE). Each entry
 is `<key>.arrow` and `<key>.json` (rows, width, a checksum of the file, what the teacher was); deleting the folder
-clears it. Safe under several processes (the ranks of one DDP run, or two runs at once): one holds `<key>.lock`
-while it computes and writes, the others wait on that lock and then read what it wrote; a file is only ever
-complete, since it is written under a temporary name and renamed. A file that does not match its record
-(truncated, edited, the record lost) is rebuilt, with a warning.
+clears it. Safe under several processes: one computes while the others wait on its lock, then read; a file that does
+not match its record is rebuilt (`sentmtl.data.disk_cache`, the mechanics the mined hard negatives share).
 """
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow as pa
-import xxhash
 from datasets.arrow_writer import ArrowWriter
-from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..utils.fingerprints import combine, texts_fingerprint, tokenizer_fingerprint, weights_fingerprint
+from .disk_cache import cached_table
 
 logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # bump when the file layout changes: older entries are then misses, not misreads
@@ -125,60 +120,26 @@ def teacher_vectors(
     dataset: datasets.Dataset, column: str, teacher: Teacher, cache_dir=None, chunk_size: int = CHUNK
 ) -> datasets.Dataset:
     """A one-column (`vectors`) memory-mapped dataset: the teacher's vector of each row's `column` text, in order,
-    from the cache or computed (with a progress bar) and cached."""
+    from the cache or computed (with a progress bar) and cached (`disk_cache.cached_table`: lock, atomic rename)."""
     features = datasets.Features({VECTORS: datasets.List(datasets.Value("float32"), length=teacher.width)})
     if dataset.num_rows == 0:
         return datasets.Dataset.from_dict({VECTORS: []}, features=features)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     key = combine(CACHE_FORMAT, teacher.key, texts_fingerprint(dataset, column))
-    path, record = folder / f"{key}.arrow", folder / f"{key}.json"
-    # One process computes; the others wait here, then find the file complete.
-    with FileLock(str(folder / f"{key}.lock")):
-        cached = _read(path, record, dataset.num_rows, teacher.width)
-        if cached is not None:
-            logger.info("Teacher vectors for %d rows read from the cache (%s).", dataset.num_rows, path)
-            return cached
-        _write(dataset, column, teacher, path, record, features, chunk_size)
-        return _read(path, record, dataset.num_rows, teacher.width, warn=False)
+    expected = {"format": CACHE_FORMAT, "rows": dataset.num_rows, "width": teacher.width}
+
+    def write(path: Path) -> dict:
+        _write(dataset, column, teacher, path, features, chunk_size)
+        return {"teacher": teacher.name}
+
+    table, hit = cached_table(folder, key, expected, write, "Teacher vector")
+    verb = "read from" if hit else "cached in"
+    logger.info("Teacher vectors for %d rows %s the cache (%s).", dataset.num_rows, verb, folder / f"{key}.arrow")
+    return table
 
 
-def _checksum(path: Path) -> str:
-    digest = xxhash.xxh3_64()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read(path: Path, record: Path, rows: int, width: int, warn: bool = True) -> datasets.Dataset | None:
-    """The cached vectors, or None on a miss; a file that does not match its record is removed, with a warning."""
-    if not path.exists() and not record.exists():
-        return None
-    try:
-        saved = json.loads(record.read_text())
-        if (saved.get("rows"), saved.get("width")) != (rows, width):
-            raise ValueError(
-                f"it records {saved.get('rows')} rows × {saved.get('width')}, the data needs {rows} × {width}"
-            )
-        if _checksum(path) != saved.get("checksum"):
-            raise ValueError("its checksum does not match its record (truncated or changed)")
-        table = datasets.Dataset.from_file(str(path))
-        if table.num_rows != rows:
-            raise ValueError(f"it holds {table.num_rows} rows, its record says {rows}")
-        return table
-    except (OSError, ValueError, pa.ArrowException) as err:  # a missing record or file is an OSError
-        if not warn:
-            raise
-        logger.warning("Teacher vector cache %s is unreadable (%s): rebuilding it.", path, err)
-        for stale in (path, record):
-            stale.unlink(missing_ok=True)
-        return None
-
-
-def _write(dataset, column, teacher: Teacher, path: Path, record: Path, features, chunk_size: int) -> None:
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    writer = ArrowWriter(features=features, path=str(temporary))
+def _write(dataset, column, teacher: Teacher, path: Path, features, chunk_size: int) -> None:
+    writer = ArrowWriter(features=features, path=str(path))
     try:
         with tqdm(
             total=dataset.num_rows,
@@ -196,27 +157,8 @@ def _write(dataset, column, teacher: Teacher, path: Path, record: Path, features
                 )
                 bar.update(len(vectors))
         writer.finalize()
-    except BaseException:
+    finally:
         writer.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    writer.close()
-    checksum = _checksum(temporary)
-    os.replace(temporary, path)
-    record_text = json.dumps(
-        {
-            "format": CACHE_FORMAT,
-            "rows": dataset.num_rows,
-            "width": teacher.width,
-            "checksum": checksum,
-            "teacher": teacher.name,
-        },
-        indent=1,
-    )
-    temporary_record = record.with_name(f"{record.name}.{os.getpid()}.tmp")
-    temporary_record.write_text(record_text)
-    os.replace(temporary_record, record)
-    logger.info("Teacher vectors for %d rows cached in %s.", dataset.num_rows, path)
 
 
 __all__ = ["Teacher", "default_cache_dir", "teacher_vectors"]

@@ -1,13 +1,22 @@
 """The contrastive task type's run half: retrieval pairs, their data options (hard-negative columns, a minimum score,
-distractor documents) and row protocol (ids numbering a table's distinct texts, rows below the score left out of
+distractor documents, mined hard negatives) and row protocol (ids numbering a table's distinct texts, rows below the score left out of
 training, no text twice in a batch), and the retrieval metrics of its evaluation."""
 
 import numpy as np
 
 from ..model.task_types import DEFAULT_SCALE
 from . import metrics as m
-from .io import DEFAULT_TEXT_PAIR_COLUMN, DataOption, TaskIO, check_column_list, check_number, register_task_io
+from .io import (
+    DEFAULT_TEXT_PAIR_COLUMN,
+    DataOption,
+    MiningRequest,
+    TaskIO,
+    check_column_list,
+    check_number,
+    register_task_io,
+)
 from .labels import as_number, is_absent
+from .mining_settings import check_hard_negatives, mining_settings
 
 
 def _check_distractors(value) -> None:
@@ -64,9 +73,27 @@ class ContrastiveIO(TaskIO):
             "train split) or {file: path, columns: [...]}",
             shapes_rows=True,
         ),
+        "hard_negatives": DataOption(
+            check_hard_negatives,
+            "mine hard negatives for the training rows (sentence-transformers' mine_hard_negatives settings: "
+            "num_negatives, range_min, range_max, max_score, min_score, absolute_margin, relative_margin, "
+            "sampling_strategy; and miner, corpus)",
+            shapes_rows=True,
+        ),
     }
 
     def check_data(self, member, where):
+        mined = member.options.get("hard_negatives") is not None
+        if mined and member.options.get("negative_columns"):
+            raise ValueError(
+                f"{where}: hard_negatives mines the negatives that negative_columns would read from the table; "
+                "use one of them."
+            )
+        if mined and member.data.streamed:
+            raise ValueError(
+                f"{where}: hard_negatives ranks every training row's candidates over the whole table; a stream has "
+                "no whole table. Give it a file without streaming."
+            )
         if member.data.streamed:
             raise ValueError(
                 f"{where}: a {member.spec.type} task numbers the distinct texts of its whole table and keeps "
@@ -94,8 +121,37 @@ class ContrastiveIO(TaskIO):
 
     def documents(self, member, readers):
         given = member.options.get("distractors")
-        if not given:
-            return []
+        return self._texts(given, member, readers, "distractors") if given else []
+
+    def mining(self, member, readers):
+        given = member.options.get("hard_negatives")
+        if given is None:
+            return None
+        settings = mining_settings(given)
+        corpus = self._texts(settings.corpus, member, readers, "hard_negatives corpus") if settings.corpus else []
+        return MiningRequest(settings, corpus)
+
+    def with_negatives(self, member, targets, texts):
+        # The table's numbering, continued: a mined negative that is a row's text has that text's id (the loss and the
+        # no-duplicates batches compare ids), a new text the next free one.
+        ids = {}
+        for row, (anchor, positive) in zip(targets, zip(texts["text"], texts["text_pair"])):
+            ids.setdefault(anchor, row[1])
+            ids.setdefault(positive, row[2])
+        free = max((max(row[1:]) for row in targets), default=-1) + 1
+        out = []
+        for row, negatives in zip(targets, texts["negatives"]):
+            found = []
+            for text in negatives:
+                if text not in ids:
+                    ids[text] = free
+                    free += 1
+                found.append(ids[text])
+            out.append([*row[:3], *found])
+        return out
+
+    def _texts(self, given, member, readers, what):
+        """The texts of a `{stsb: folder}` or `{file: path, columns: [...]}` setting (distractors, a mining corpus)."""
         if "stsb" in given:
             return readers.stsb_texts(given["stsb"])
         table, path, data = readers.table(given["file"]), given["file"], member.data
@@ -113,12 +169,12 @@ class ContrastiveIO(TaskIO):
         missing = [c for c in columns if c not in table.column_names]
         if missing or not columns:
             raise ValueError(
-                f"distractors {path}: no column {missing or defaults} (columns: {table.column_names}); name "
-                "them with distractors: {file: ..., columns: [...]}."
+                f"{what} {path}: no column {missing or defaults} (columns: {table.column_names}); name "
+                f"them with {what}: {{file: ..., columns: [...]}}."
             )
         texts = [str(t) for column in columns for t in table[column] if t is not None and str(t).strip()]
         if not texts:
-            raise ValueError(f"distractors {path}: no text in columns {columns}.")
+            raise ValueError(f"{what} {path}: no text in columns {columns}.")
         return texts
 
     def numbers_texts(self, spec):

@@ -42,6 +42,16 @@ class TeacherRequest:
     name: str | None
 
 
+@dataclass(frozen=True)
+class MiningRequest:
+    """Hard negatives the run mines for a task's training rows (`sentmtl.data.mining`): `settings` a
+    `tasks.mining_settings.MiningSettings` (`settings.miner` None: the model as the run starts), `corpus` more
+    candidate documents besides the rows' positives."""
+
+    settings: object
+    corpus: list[str]
+
+
 class Readers(NamedTuple):
     """What the data layer lends a type that reads files of its own (a contrastive task's distractors): `table(path)`
     a `datasets.Dataset` of a CSV / TSV / JSON / Parquet file, `stsb_texts(folder)` every sentence of STS-B's train
@@ -115,6 +125,15 @@ class TaskIO:
     def negative_columns(self, member) -> list[str]:
         """Columns of more texts per row (a row's hard negatives), read into the source's `negatives`."""
         return []
+
+    def mining(self, member, readers: Readers) -> MiningRequest | None:
+        """The hard negatives the run mines for this task's training rows (None: none are mined)."""
+        return None
+
+    def with_negatives(self, member, targets: list, texts: dict) -> list:
+        """A training table's targets once mined hard negatives are its `negatives` (`texts`: the rows' `text`,
+        `text_pair`, `negatives`; `targets`: the rows' targets as read without them)."""
+        raise NotImplementedError(f"a {member.spec.type} task takes no mined negatives.")
 
     def documents(self, member, readers: Readers) -> list[str]:
         """More texts for the source's evaluation split, as rows without targets (retrieval distractors)."""
@@ -268,6 +287,7 @@ __all__ = [
     "DEFAULT_TEXT_PAIR_COLUMN",
     "LabelMap",
     "DataOption",
+    "MiningRequest",
     "REMOVED_FLAGS",
     "Readers",
     "TASK_IO",

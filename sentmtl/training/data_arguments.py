@@ -80,8 +80,9 @@ class DataArguments:
     teacher_cache_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Where distillation targets (teacher vectors) are cached, keyed by the teacher and the "
-            "texts, so a second run on the same data reads them instead of embedding every row. "
+            "help": "Where distillation targets (teacher vectors) and mined hard negatives are cached, keyed by "
+            "the teacher (miner) and the texts, so a second run on the same data reads them instead of embedding "
+            "every row. "
             "Default: <datasets cache>/sentmtl_teacher_vectors. Delete the folder to clear it."
         },
     )

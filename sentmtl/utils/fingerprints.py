@@ -33,6 +33,15 @@ def texts_fingerprint(dataset, column: str, batch_size: int = 50_000) -> str:
     return digest.hexdigest()
 
 
+def strings_fingerprint(texts: list[str]) -> str:
+    """A hash of a list of texts, in order (each text's length, then the texts, so no two lists share one)."""
+    digest = xxhash.xxh3_128()
+    digest.update(str(len(texts)).encode())
+    digest.update(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)).tobytes())
+    digest.update("".join(texts).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """What a tokenizer does to text: a fast tokenizer's pipeline (normaliser, pre-tokeniser, vocabulary,
     post-processor) without its call-time truncation / padding state; a slow one's class, vocabulary and special
@@ -128,4 +137,11 @@ def _tensors_fingerprint(tensors) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["combine", "safetensors_fingerprint", "texts_fingerprint", "tokenizer_fingerprint", "weights_fingerprint"]
+__all__ = [
+    "combine",
+    "safetensors_fingerprint",
+    "strings_fingerprint",
+    "texts_fingerprint",
+    "tokenizer_fingerprint",
+    "weights_fingerprint",
+]

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import REPO_ROOT, counting_teacher, exact_flags, run_results, texts_table, tiny_run_flags
+from helpers import REPO_ROOT, counting_miner, counting_teacher, exact_flags, run_results, texts_table, tiny_run_flags
 
 from sentmtl.data.plan import tasks_from_flags
 from sentmtl.data.sources import build_sources
@@ -163,6 +163,34 @@ def test_processes_sharing_a_cache_compute_once(tmp_path):
     lines = sorted(log.read_text().split("\n")[:-1])
     assert [line.split()[0] for line in lines] == ["0", "1"]  # one computed, the other read
     assert len({line.split()[1] for line in lines}) == 1  # the same vectors
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def _mine_in_another_process(folder, log):
+    from sentmtl.data.mining import mine_hard_negatives
+    from sentmtl.tasks.mining_settings import MiningSettings
+
+    miner = counting_miner(delay=1.0)
+    anchors, positives = [f"anchor {i} ." for i in range(12)], [f"positive {i} ." for i in range(12)]
+    mined, _ = mine_hard_negatives(anchors, positives, miner, MiningSettings(num_negatives=2), cache_dir=folder)
+    with open(log, "a") as handle:
+        handle.write(f"{len(miner.calls)} {mined!r}\n")
+
+
+def test_processes_sharing_the_mining_cache_mine_once(tmp_path):
+    """Mined hard negatives under DDP: each rank prepares the data; one mines and writes while the other waits on the
+    lock, then reads the same negatives."""
+    context = multiprocessing.get_context("spawn")
+    log = tmp_path / "log.txt"
+    processes = [context.Process(target=_mine_in_another_process, args=(tmp_path / "cache", log)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+        assert process.exitcode == 0
+    lines = sorted(log.read_text().split("\n")[:-1])
+    assert [line.split()[0] for line in lines] == ["0", "2"]  # one embedded anchors and documents, the other read
+    assert len({line.split(" ", 1)[1] for line in lines}) == 1  # the same negatives
     assert not list((tmp_path / "cache").glob("*.tmp"))
 
 

@@ -21,6 +21,7 @@ def test_each_data_option_has_one_owner():
         "negative_columns": ["contrastive"],
         "min_score": ["contrastive"],
         "distractors": ["contrastive"],
+        "hard_negatives": ["contrastive"],
     }
 
 
