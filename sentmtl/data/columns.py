@@ -113,8 +113,9 @@ def table_columns(
     come later), and the domain names (`domain_names`: another split's, extended). `line_offset`: for a file, the
     line of its first row, so messages name the file's line. `documents`: retrieval distractors appended as rows
     (an evaluation split of contrastive tasks), leaving out any that is one of the split's anchors. `prompt_for(spec,
-    role) -> str`: each text column's prompt (`role_prefixes`), prepended here, so that everything after (targets
-    numbering texts, teacher vectors and their cache key, tokens) reads the texts as the model will.
+    role) -> str`: each text column's prompt (`role_prefixes`), prepended here, so that everything after (teacher
+    vectors and their cache key, tokens) reads the texts as the model will; the targets are read from the texts
+    without them (contrastive ids number sentences, not prompted inputs).
 
     Converted batch by batch (`Dataset.map`): a table on disk (a file's, a `datasets` cache's) gives a table on disk,
     memory-mapped, and is reused by the next run on the same file and tasks (a fingerprint of both)."""
@@ -160,28 +161,33 @@ def table_columns(
     prefixes = role_prefixes(members, prompt_for, where)
     ids: dict[str, int] = {}  # a contrastive task numbers the distinct texts of the whole table, batch after batch
 
-    def texts_of(values, column, rows, role):
+    def texts_of(values, column, rows):
         values = [str(t) if t is not None else "" for t in values]
         for row, sentence in zip(rows, values):
             if not sentence.strip():
                 raise ValueError(f"{at(row, column)}: empty text; every row needs text in this column.")
+        return values
+
+    def prompted(values, role):
         prefix = prefixes.get(role)
-        return [prefix + value for value in values] if prefix else values
+        if not prefix:
+            return values
+        return [[prefix + v for v in value] if role == "negatives" else prefix + value for value in values]
 
     def convert(batch: dict, rows: list[int], data_rows: int) -> dict:
         """One batch of rows (`rows`: their positions in the table) → the columns; rows from `data_rows` on are
         retrieval documents (their texts in every text column, no targets)."""
-        columns = {"text": texts_of(batch[text], text, rows, "text")}
+        texts = {"text": texts_of(batch[text], text, rows)}
         if pair:
-            columns["text_pair"] = texts_of(batch[pair], pair, rows, "text_pair")
+            texts["text_pair"] = texts_of(batch[pair], pair, rows)
         if negatives:
-            columns["negatives"] = [
-                list(row) for row in zip(*(texts_of(batch[c], c, rows, "negatives") for c in negatives))
-            ]
+            texts["negatives"] = [list(row) for row in zip(*(texts_of(batch[c], c, rows) for c in negatives))]
+        columns = {role: prompted(values, role) for role, values in texts.items()}
         columns["domain"] = (
             [domain_of(v) for v in batch["source"]] if domain_of and "source" in batch else [NO_SOURCE] * len(rows)
         )
-        texts = {key: columns[key] for key in ("text", "text_pair", "negatives") if key in columns}
+        # The types read the texts without their prompts: a contrastive id numbers a sentence, whichever role's
+        # prompt the model reads it with, as without prompts (an anchor's own sentence is never its negative).
         parsed = {}
         texts.update(rows=data_rows, ids=ids, targets=parsed, tasks=specs)
         for m in ordered:

@@ -225,10 +225,13 @@ def add_mined_negatives(
             f"{where}: no training row has {k} mined hard negatives; lower num_negatives, loosen the margins or "
             "scores, raise range_max, or give a corpus."
         )
-    negative = prefixes.get("negatives", "")
+    negative, kept = prefixes.get("negatives", ""), keep.tolist()
     train = train.select(keep).flatten_indices()
-    train = train.add_column(NEGATIVES, [[negative + t for t in mined[i]] for i in keep.tolist()])
-    texts = {name: train[name] for name in ("text", "text_pair", NEGATIVES)}
+    train = train.add_column(NEGATIVES, [[negative + t for t in mined[i]] for i in kept])
+    # The ids number sentences, without their prompts (as `TaskIO.targets` read them): a mined negative that is
+    # another row's anchor is that anchor's sentence.
+    texts = {"text": [anchors[i] for i in kept], "text_pair": [positives[i] for i in kept]}
+    texts[NEGATIVES] = [list(mined[i]) for i in kept]
     for member, _ in requests:
         column = TARGET_PREFIX + member.spec.name
         targets = task_io(member.spec).with_negatives(member, train[column], texts)

@@ -35,10 +35,10 @@ def _check_distractors(value) -> None:
 
 @register_task_io
 class ContrastiveIO(TaskIO):
-    """Targets: per row `[flag, anchor id, positive id, negative ids …]`, ids numbering the split's distinct texts.
-    flag 1: a pair; 0: a row below the source's `min_score` (evaluation keeps its positive as a retrieval document,
-    training drops it); 2: a distractor document (`distractors`). Metrics: retrieval of the positives by the
-    anchors (`metrics.retrieval_metrics`)."""
+    """Targets: per row `[flag, anchor id, positive id, negative ids …]`, ids numbering the split's distinct sentences
+    (without their prompts). flag 1: a pair; 0: a row below the source's `min_score` (evaluation keeps its positive
+    as a retrieval document, training drops it); 2: a distractor document (`distractors`). Metrics: retrieval of the
+    positives by the anchors (`metrics.retrieval_metrics`)."""
 
     name, default_column = "contrastive", None  # no column needed: the targets come from the row's texts
     shown = (
@@ -217,9 +217,11 @@ class ContrastiveIO(TaskIO):
     def metrics(self, spec, outputs, targets, domains=None, domain_names=()):
         outputs, ids = np.asarray(outputs, np.float32), np.asarray(targets)
         flag, texts = ids[:, 0], ids[:, 1:]
-        # One vector per distinct text: its first occurrence (ids number texts in order of first appearance).
-        unique, first = np.unique(texts.reshape(-1), return_index=True)
-        vectors = dict(zip(unique.tolist(), outputs.reshape(-1, outputs.shape[-1])[first]))
+        # An id is a sentence; its vector depends on the role's prompt (a query's, a document's). So one vector per
+        # sentence and role: a query's from the anchors, a document's from the positives, then the negatives (whose
+        # prompt may differ), each its first occurrence.
+        queries_of = self._first_vectors(texts[:, :1], outputs[:, :1])
+        vectors = self._first_vectors(texts[:, 1:], outputs[:, 1:])
         query_ids, relevant = [], {}
         for anchor, positive in ids[flag == 1][:, 1:3].tolist():  # a query asked twice is one query: its positives
             if anchor not in relevant:
@@ -229,7 +231,7 @@ class ContrastiveIO(TaskIO):
         out = {"queries": len(query_ids), "documents": len(corpus)}
         if not query_ids:
             return out
-        queries = np.stack([vectors[q] for q in query_ids])
+        queries = np.stack([queries_of[q] for q in query_ids])
         in_corpus = set(corpus)
         distractors = [d for d in np.unique(texts[flag == 2][:, 1]).tolist() if d not in in_corpus]
         for prefix, documents in (("", corpus), ("distractors_", corpus + distractors)):
@@ -242,6 +244,13 @@ class ContrastiveIO(TaskIO):
             if prefix:
                 out["distractors_documents"] = len(documents)
         return out
+
+    @staticmethod
+    def _first_vectors(ids, outputs) -> dict:
+        """{id: vector} from `ids` `[rows, columns]` and their `outputs` `[rows, columns, size]`: each id's first
+        occurrence, column by column."""
+        unique, first = np.unique(ids.T.reshape(-1), return_index=True)
+        return dict(zip(unique.tolist(), outputs.transpose(1, 0, 2).reshape(-1, outputs.shape[-1])[first]))
 
     def describe(self, spec):
         scale = spec.scale if spec.scale is not None else DEFAULT_SCALE

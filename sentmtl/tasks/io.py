@@ -132,7 +132,8 @@ class TaskIO:
 
     def with_negatives(self, member, targets: list, texts: dict) -> list:
         """A training table's targets once mined hard negatives are its `negatives` (`texts`: the rows' `text`,
-        `text_pair`, `negatives`; `targets`: the rows' targets as read without them)."""
+        `text_pair`, `negatives`, without their prompts, as `targets` reads them; `targets`: the rows' targets as
+        read without the negatives)."""
         raise NotImplementedError(f"a {member.spec.type} task takes no mined negatives.")
 
     def documents(self, member, readers: Readers) -> list[str]:
@@ -141,8 +142,9 @@ class TaskIO:
 
     def targets(self, member, texts: dict, values: list | None, where) -> list | None:
         """A table's targets for a run task (`member`: its `TaskSpec` and `DataSpec`), or None when the table gives
-        none (`values` is None: its column is absent). `texts`: the rows' `text` (`text_pair`, `negatives`), `rows`,
-        the number of data rows among them (rows after those are retrieval documents, for types that take them),
+        none (`values` is None: its column is absent). `texts`: the rows' `text` (`text_pair`, `negatives`) as the
+        data give them, without the model's prompts (which the table's columns carry), `rows`, the number of data
+        rows among them (rows after those are retrieval documents, for types that take them),
         `ids`, a mapping that numbers a table's distinct texts across its batches (for types that number them),
         `targets`, those already read by name (`depends_on`), and `tasks`, the source's `TaskSpec`s by name."""
         return None if values is None else self.parse(member.spec, values, where)

@@ -10,6 +10,7 @@ from sentmtl.data.batching import tokenize_source
 from sentmtl.data.files import read_table
 from sentmtl.data.plan import DataSpec, RunTask
 from sentmtl.model.task_spec import TaskSpec
+from sentmtl.tasks.io import task_io
 from sentmtl.training.arguments import DataArguments
 
 
@@ -78,10 +79,11 @@ def _prompted(tasks):
     return config.prompt_for
 
 
-def test_prompts_prefix_each_text_column_and_number_the_texts_as_the_model_reads_them(tmp_path):
+def test_prompts_prefix_each_text_column_and_the_ids_number_the_sentences_without_them(tmp_path):
     """The contrastive anchor takes the query prompt, positives and negatives the document one; the ids number the
-    prompted texts, so a sentence asked as a query and kept as a document is two inputs, two ids. A distractor that
-    is an anchor's own sentence is still left out."""
+    sentences as the unprompted table does, so a sentence asked as a query and kept as another row's document is one
+    id: the loss never takes it for the anchor's negative and the two rows are kept apart in batches. A distractor
+    that is an anchor's own sentence is still left out."""
     path = write_csv(
         tmp_path / "pairs.csv",
         ["anchor", "positive", "negative"],
@@ -97,9 +99,12 @@ def test_prompts_prefix_each_text_column_and_number_the_texts_as_the_model_reads
     assert table["text_pair"] == ["passage: great movie", "passage: good film", "passage: other text"]
     assert table["negatives"][:2] == [["passage: bad food"], ["passage: poor phone"]]
     targets = table[columns.TARGET_PREFIX + "retrieval"]
-    assert targets[0][1:] == [0, 1, 2] and targets[1][1:] == [3, 4, 5]  # six distinct inputs, no shared id
-    plain, _ = columns.table_columns(read_table(path), [task], "pairs.csv", 2)
-    assert plain["text"] == ["good film", "great movie"] and plain._fingerprint != table._fingerprint
+    assert targets[0][1:] == [0, 1, 2] and targets[1][1:] == [1, 0, 3]  # "good film" is 0 as a query and a document
+    keys = task_io(spec).batch_keys(spec, lambda: targets)
+    assert set(keys[0]) & set(keys[1])  # the two rows share a sentence: never in one batch
+    plain, _ = columns.table_columns(read_table(path), [task], "pairs.csv", 2, documents=["good film", "other text"])
+    assert plain["text"] == ["good film", "great movie", "other text"] and plain._fingerprint != table._fingerprint
+    assert plain[columns.TARGET_PREFIX + "retrieval"] == targets  # the identity the unprompted table gives
 
 
 def test_tasks_sharing_texts_with_different_prompts_are_refused(synthetic_csv):

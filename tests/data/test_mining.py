@@ -220,6 +220,27 @@ def test_prompted_texts_are_mined_as_sentences_with_the_task_prompts_when_the_ru
             assert "the good anchor ." in embedded and not any(t.startswith(("query", "passage")) for t in embedded)
 
 
+def test_a_mined_negative_is_numbered_as_its_sentence_whatever_its_prompt(tmp_path):
+    """With query / document prompts, a mined negative that is another row's anchor has that anchor's id (as without
+    prompts): the loss and the batches compare sentences, not prompted inputs."""
+    prefixes = {"text": "query: ", "text_pair": "passage: ", "negatives": "passage: "}
+    data = _pairs(tmp_path)
+    corpus = {"file": data.data["train_file"], "columns": ["anchor"]}  # the anchors are candidates too
+    options = {"hard_negatives": {"num_negatives": 8, "corpus": corpus}}
+    task = RunTask(TaskSpec("retrieval", "contrastive"), data, options)
+    table = build_sources(
+        [task], DataArguments(), 0, prompt_for=lambda spec, role: prefixes[role], miner_for=lambda n: counting_miner()
+    )[0].train
+    ids, anchors = {}, {t.removeprefix("query: ") for t in table["text"]}
+    columns = zip(table["text"], table["text_pair"], *zip(*table["negatives"]))
+    for row, texts in zip(table[TARGET_PREFIX + "retrieval"], columns):
+        for i, text in zip(row[1:], texts):
+            sentence = text.removeprefix("query: ").removeprefix("passage: ")
+            assert ids.setdefault(sentence, i) == i  # one id per sentence, in every role
+    assert anchors & {n.removeprefix("passage: ") for n in sum(table["negatives"], [])}  # some negative is an anchor
+    assert len(set(ids.values())) == len(ids)
+
+
 def test_no_row_with_enough_negatives_is_an_error(tmp_path):
     task = RunTask(
         TaskSpec("retrieval", "contrastive"), _pairs(tmp_path), {"hard_negatives": {"num_negatives": 1, "min_score": 2}}

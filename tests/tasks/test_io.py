@@ -164,6 +164,20 @@ def test_contrastive_metrics_merge_repeated_queries_and_keep_filtered_rows_as_do
     assert got["distractors_recall@1"] == 0.0 and got["distractors_mrr@10"] == pytest.approx(1 / 3)
 
 
+def test_contrastive_metrics_take_a_query_vector_from_the_anchors_and_a_document_vector_from_the_documents():
+    """Under prompts an id is a sentence read two ways: 'good film' (id 0) asks for 'great movie' (1) and is its
+    document. A query's vector is its anchor's (query-prompted), a document's its positive's: mixing them would
+    rank the query's own query vector first (recall@1 0)."""
+    spec = TaskSpec("retrieval", "contrastive")
+    ids = np.array([[1, 0, 1], [1, 1, 0]])
+    query = {0: [0.6, 0, 0, 0.8], 1: [0, 0.6, 0.8, 0]}
+    document = {0: [0, 0, 1, 0], 1: [0, 0, 0, 1]}
+    outputs = np.array([[query[a], document[p]] for _, a, p in ids], dtype=np.float32)
+    got = task_io(spec).metrics(spec, outputs, ids)
+    assert got["queries"] == 2 and got["documents"] == 2
+    assert got["recall@1"] == 1.0 and got["mrr@10"] == 1.0
+
+
 @pytest.mark.parametrize("flag", ["class_ids", "teacher_targets", "from_texts", "distinct_in_batch"])
 def test_a_type_setting_a_removed_flag_is_refused(flag):
     """Review of the type-owned data (F2): 0.2's capability flags are no longer read; a user type that sets one
