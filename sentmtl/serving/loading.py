@@ -2,6 +2,7 @@
 and the model a run trains (a fresh one with the run's tasks, or a checkpoint continued with them)."""
 
 import logging
+from dataclasses import replace
 
 from transformers import AutoTokenizer, PretrainedConfig
 
@@ -92,7 +93,9 @@ def build_model(model_args, tasks: list[TaskSpec]):
                 )
         # The checkpoint's tasks in its order (their heads are in the weights; a learned loss weight is per position)
         # with the run's losses and weights, then the run's new head-less tasks.
-        wanted = {task.name: task for task in tasks}
+        wanted = {
+            task.name: keep_saved_prompt(task, known.get(task.name), model_args.model_name_or_path) for task in tasks
+        }
         merged = [wanted.get(name, mine).to_dict() for name, mine in known.items()]
         merged += [task.to_dict() for task in tasks if task.name not in known]
         if model.loss_log_variances is not None and len(merged) != len(known):
@@ -114,6 +117,21 @@ def build_model(model_args, tasks: list[TaskSpec]):
         lora=model_args.lora_settings(),
         **model_args.config_overrides(),
     )
+
+
+def keep_saved_prompt(task: TaskSpec, saved: TaskSpec | None, where) -> TaskSpec:
+    """A continued run's task that names no prompt keeps the one saved with its namesake: the checkpoint learned that
+    task's texts with it, and falling back to the default prompt would change them silently. A saved prompt the run's
+    task cannot take (another type, without that text) is refused, naming both."""
+    if saved is None or saved.prompt is None or task.prompt is not None:
+        return task
+    try:
+        return replace(task, prompt=saved.prompt)
+    except ValueError:
+        raise ValueError(
+            f"task {task.name!r} is saved in {where} with prompt {saved.prompt!r}, which a {task.type} task cannot "
+            "take: name its prompt in the run file (prompt: ...)."
+        ) from None
 
 
 def check_continued_adapters(model_args, config) -> None:
@@ -144,6 +162,7 @@ __all__ = [
     "build_model",
     "check_continued_adapters",
     "is_sentmtl_checkpoint",
+    "keep_saved_prompt",
     "load_model_and_tokenizer",
     "resolved_model_type",
 ]

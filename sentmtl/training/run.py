@@ -3,6 +3,7 @@ what the run leaves (`results`). It orchestrates; each step has its owner."""
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from transformers import set_seed
@@ -41,6 +42,8 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     streaming = check_streaming(tasks, data_args, training_args)
     check_lora(model_args, training_args)
     model, tokenizer = build_model(model_args, [task.spec for task in tasks])
+    # The model's own specs: a continued task that names no prompt keeps its saved one (`keep_saved_prompt`).
+    tasks = [replace(task, spec=model.config.task(task.spec.name)) for task in tasks]
     if training_args.export_onnx:
         check_export(model, tokenizer)
     # The encoder's position limit too: tokenizers often report a huge `model_max_length` sentinel.

@@ -132,6 +132,45 @@ def test_the_onnx_runtime_applies_the_prompts_by_name(prompted_model):
         runtime.encode(SENTENCES, prompt_name="passage")
 
 
+def test_a_continued_run_reads_a_task_that_names_no_prompt_with_its_saved_one(
+    tiny_encoder_dir, retrieval_files, tmp_path, monkeypatch
+):
+    """Review item 2: continuing a prompted checkpoint with a run file whose tasks omit `prompt:` trained them on the
+    default prompt (document) instead of the saved ones; the data now read them as the checkpoint learned them."""
+    import sentmtl.training.run as run_module
+
+    tasks = yaml.safe_load(open(prompted_run_file(tmp_path, retrieval_files)))["tasks"]
+    specs = [{key: task[key] for key in ("name", "type", "labels", "prompt") if key in task} for task in tasks]
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, prompts=PROMPTS, default_prompt_name="document", tasks=specs
+    )
+    model.save_pretrained(tmp_path / "saved")
+    tokenizer.save_pretrained(tmp_path / "saved")
+    for task in tasks:
+        del task["prompt"]
+    (tmp_path / "bare.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
+    read = {}
+
+    def recording(run_tasks, *args, **kwargs):
+        data = build_run_data(run_tasks, *args, **kwargs)
+        read.update(
+            {
+                source.tasks[0].name: (source.train[0]["text"], source.train[0].get("text_pair"))
+                for source in data.sources
+            }
+        )
+        return data
+
+    build_run_data = run_module.build_run_data
+    monkeypatch.setattr(run_module, "build_run_data", recording)
+    flags = retrieval_flags(tmp_path / "saved", tmp_path / "out", "--max_steps", "1", "--bf16", "false")
+    assert main([str(tmp_path / "bare.yaml"), *flags]) == 0
+    assert read["classification"][0].startswith("i really ")
+    assert read["retrieval"][0].startswith("i really ") and read["retrieval"][1].startswith("this is a ")
+    saved = sentmtl.load_model_and_tokenizer(str(tmp_path / "out"))[0].config
+    assert saved.task("classification").prompt == "query"
+
+
 def test_a_teacher_embeds_the_texts_as_prompted_once(tiny_encoder_dir):
     """Teacher vectors are of the table's texts, which carry the task's prompt: the teacher adds no prompt of its own
     (the model's default would be a second one)."""

@@ -64,3 +64,45 @@ def test_a_continued_prompted_model_keeps_its_prompts_and_refuses_others(tiny_en
         build_model(
             ModelArguments(model_name_or_path=str(tmp_path / "m")), [TaskSpec("s", "similarity", prompt="passage")]
         )
+
+
+def test_a_continued_task_that_names_no_prompt_keeps_its_saved_one(tiny_encoder_dir, tmp_path):
+    """Review item 2: a run file that re-declares a saved task without `prompt:` kept its texts on the saved prompt,
+    not the default (the checkpoint learned them with it); a prompt the run names wins; a saved prompt the run's task
+    cannot take is refused in one line naming both."""
+    from sentmtl.serving.loading import build_model, load_model_and_tokenizer
+    from sentmtl.training.arguments import ModelArguments
+
+    prompts = {"query": "i really ", "document": "this is a "}
+    classify = TaskSpec("classification", "classification", labels=["negative", "positive"], prompt="query")
+    retrieve = TaskSpec("retrieval", "contrastive", prompt={"text_pair": "query"})
+    model, tokenizer = load_model_and_tokenizer(
+        str(tiny_encoder_dir),
+        embedding_size=16,
+        prompts=prompts,
+        default_prompt_name="document",
+        tasks=[classify.to_dict(), retrieve.to_dict()],
+    )
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    args = ModelArguments(model_name_or_path=str(tmp_path / "m"))
+    bare = [
+        TaskSpec("classification", "classification", labels=["negative", "positive"]),
+        TaskSpec("retrieval", "contrastive"),
+    ]
+    continued, _ = build_model(args, bare + [TaskSpec("sts", "similarity")])
+    config = continued.config
+    assert config.task("classification").prompt == "query" and config.task("retrieval").prompt == {"text_pair": "query"}
+    assert config.prompt_for(config.task("retrieval"), "text") == "this is a "  # the roles it does not name: default
+    assert config.task("sts").prompt is None  # a new task: the default prompt, as in a fresh run
+    assert config.prompt_token_ids == {"query": tokenizer("i really ", add_special_tokens=False)["input_ids"]}
+    named, _ = build_model(
+        args, [TaskSpec("classification", "classification", labels=["negative", "positive"], prompt="document")]
+    )
+    assert named.config.task("classification").prompt == "document"
+    with pytest.raises(
+        ValueError,
+        match=r"task 'retrieval' is saved in .* with prompt \{'text_pair': 'query'\}, which a "
+        r"distillation task cannot take",
+    ):
+        build_model(args, [bare[0], TaskSpec("retrieval", "distillation")])
