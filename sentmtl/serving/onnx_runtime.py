@@ -141,23 +141,21 @@ class OnnxSentMtl:
     ) -> dict[str, np.ndarray]:
         """Every output (or those named in `outputs`) for `sentences`, by name, in input order: `embeddings` and
         each headed task's prediction (`tasks()` says which, with their labels). `prompt_name` / `prompt`: the
-        prefix, as `sentmtl.encode` takes it (default: the model's default prompt); a head reads what it was trained
-        on when its task's prompt is given (`tasks()` names it)."""
-        from ..model.prompts import check_prompt_room, resolve_prompt
-        from .embed import _as_size, length_batches, tokenize_sentences
+        prefix of every output, as `sentmtl.encode` takes it. Neither: the embedding takes the model's default prompt
+        (as `encode`), and each head its own task's (`tasks()[name]["prompt"]`), what it was trained on; the graph
+        runs once per distinct prompt."""
+        from ..model.prompts import check_prompt_room
+        from .embed import _as_size
 
         if isinstance(sentences, str):
             sentences = [sentences]
-        prefix = resolve_prompt(
-            self.manifest.get("prompts"), self.manifest.get("default_prompt_name"), prompt_name, prompt
-        )
-        sentences = [prefix + sentence for sentence in sentences]
         names = self.outputs if outputs is None else list(outputs)
         unknown = [name for name in names if name not in self.outputs]
         if unknown or not names:
             raise ValueError(
                 f"outputs={outputs!r}: name some of this graph's outputs ({', '.join(self.outputs)}), or None for all."
             )
+        groups = self._prompt_groups(names, prompt_name, prompt)
         limit = self.manifest["max_length"]
         if max_length is not None and not 1 <= max_length <= limit:
             raise ValueError(f"max_length={max_length!r}: 1 … {limit}, the encoder's token limit.")
@@ -166,15 +164,47 @@ class OnnxSentMtl:
                 f"truncate_dim={truncate_dim!r}: an integer in 1 … the embedding size ({self.embedding_size})."
             )
         max_length = max_length or self.manifest["max_length"]
-        if prefix:
-            check_prompt_room({"prompt": prefix}, self.tokenizer, max_length)
+        for prefix in groups:
+            if prefix:
+                check_prompt_room({"prompt": prefix}, self.tokenizer, max_length)
         shapes = {name: self.manifest["outputs"][name]["shape"][1:] for name in names}
         if truncate_dim is not None and "embeddings" in shapes:
             shapes["embeddings"] = [int(truncate_dim)]
         results = {name: np.empty((len(sentences), *shape), dtype=np.float32) for name, shape in shapes.items()}
         if not sentences:
             return results
-        tokenized = tokenize_sentences(self.tokenizer, sentences, max_length, truncated)
+        cut = []  # a sentence cut under any of the prompts, once
+        for prefix, group in groups.items():
+            prompted = [prefix + sentence for sentence in sentences]
+            self._run(prompted, group, results, batch_size, max_length, truncate_dim, show_progress_bar, cut)
+        cut = sorted(set(cut))
+        if truncated is not None:
+            truncated.extend(cut)
+        elif cut:
+            logger.warning(
+                "%d of %d sentences are longer than %d tokens and were truncated.", len(cut), len(sentences), max_length
+            )
+        return results
+
+    def _prompt_groups(self, names, prompt_name, prompt) -> dict[str, list[str]]:
+        """{prefix: the outputs read with it}: every output with the one named, else the embedding with the default
+        prompt and each head with its task's (a manifest without one: the default)."""
+        from ..model.prompts import resolve_prompt
+
+        prompts, default = self.manifest.get("prompts"), self.manifest.get("default_prompt_name")
+        if prompt_name is not None or prompt is not None:
+            return {resolve_prompt(prompts, default, prompt_name, prompt): list(names)}
+        groups = {}
+        for name in names:
+            own = default if name == "embeddings" else self.manifest["outputs"][name].get("prompt", default)
+            groups.setdefault(prompts[own] if own and prompts else "", []).append(name)
+        return groups
+
+    def _run(self, sentences, names, results, batch_size, max_length, truncate_dim, show_progress_bar, cut) -> None:
+        """The graph's `names` outputs for `sentences` (prompted), written into `results` in input order."""
+        from .embed import length_batches, tokenize_sentences
+
+        tokenized = tokenize_sentences(self.tokenizer, sentences, max_length, cut)
         for index, input_ids, attention_mask in length_batches(
             self.tokenizer, tokenized, batch_size, show_progress_bar, "Embedding (ONNX)"
         ):
@@ -185,7 +215,6 @@ class OnnxSentMtl:
                     if self.manifest["normalize"]:
                         value = value / np.clip(np.linalg.norm(value, axis=1, keepdims=True), 1e-12, None)
                 results[name][index] = value
-        return results
 
 
 __all__ = ["OnnxSentMtl", "VARIANTS", "onnx_folder"]

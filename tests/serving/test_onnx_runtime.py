@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import ONNX_SENTENCES, model_folder_with_export, skip_without_onnx
+from helpers import ONNX_SENTENCES, model_folder_with_export, skip_without_onnx, torch_outputs
 
 import sentmtl
 from sentmtl.serving.embed import pad_ids
@@ -27,6 +27,43 @@ def test_truncate_dim_matches_the_torch_path(exported):
     np.testing.assert_allclose(got, want, atol=1e-5)
     with pytest.raises(ValueError, match=r"truncate_dim=17: an integer in 1 … the embedding size \(16\)"):
         runtime.encode(ONNX_SENTENCES, truncate_dim=17)
+
+
+def test_each_head_reads_its_own_tasks_prompt_unless_one_is_named(tiny_encoder_dir, tmp_path):
+    """Review item 3: predict() without a prompt gave every head the default prompt; a head now reads the text with
+    its task's prompt (as the torch model's task output with that prompt), the embedding the default one, and a
+    named prompt still applies to every output."""
+    from sentmtl.serving.onnx_export import export_onnx
+
+    torch.manual_seed(2)
+    prompts = {"query": "i really ", "document": "this is a "}
+    tasks = [
+        {"name": "tone", "type": "classification", "labels": ["neg", "mid", "pos"], "prompt": "query"},
+        {"name": "sentiment", "type": "score"},  # the default prompt
+        {"name": "stars", "type": "regression", "prompt": "query"},
+    ]
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=tasks, prompts=prompts, default_prompt_name="document"
+    )
+    with torch.no_grad():
+        for task in ("tone", "sentiment", "stars"):
+            getattr(model, f"{task}_head").weight.normal_(0, 2.0)
+    runtime = OnnxSentMtl.from_pretrained(export_onnx(model, tokenizer, tmp_path / "onnx"), "fp32")
+    assert runtime.tasks()["tone"]["prompt"] == "query" and runtime.tasks()["sentiment"]["prompt"] == "document"
+    by_prompt = {
+        name: torch_outputs(model, tokenizer, [text + s for s in ONNX_SENTENCES]) for name, text in prompts.items()
+    }
+    got = runtime.predict(ONNX_SENTENCES, batch_size=4)
+    np.testing.assert_allclose(got["embeddings"], by_prompt["document"]["embeddings"], atol=1e-5)
+    for name, prompt in (("tone", "query"), ("sentiment", "document"), ("stars", "query")):
+        np.testing.assert_allclose(got[name], by_prompt[prompt][name], atol=1e-4, err_msg=name)
+    named = runtime.predict(ONNX_SENTENCES, prompt_name="document")  # every output with the one named
+    for name in ("tone", "sentiment", "stars"):
+        np.testing.assert_allclose(named[name], by_prompt["document"][name], atol=1e-4, err_msg=name)
+    assert not np.allclose(named["tone"], got["tone"], atol=1e-3)  # the prompt matters to the head
+    cut = []
+    runtime.predict(["word " * 100], outputs=["tone", "sentiment"], truncated=cut)
+    assert cut == [0]  # cut under both prompts: reported once
 
 
 def test_pad_ids_matches_the_tokenizer_on_both_sides(tiny_tokenizer):
