@@ -82,8 +82,9 @@ class SentMtlConfig(PretrainedConfig):
             The prompt a text takes when nothing names another: a task without `prompt`, `encode` without
             `prompt_name` (sentence-transformers' `default_prompt_name`).
         prompt_token_ids (`dict[str, list[int]]`, *optional*):
-            Filled when saved with a tokenizer: the token ids of the prompt the first classification task's texts take,
-            which the sequence-classification view inserts into a pipeline's inputs.
+            Filled when built or loaded with a tokenizer: the token ids of the prompt the first classification task's
+            texts take, which the sequence-classification view inserts into a pipeline's inputs. Keyed by the prompt's
+            text, not its name, so ids of a prompt whose text was changed since are never used (the view refuses).
         encoder_name_or_path (`str`, *optional*):
             Where the encoder's pretrained weights came from (informational: the weights themselves are in the
             checkpoint, except in a LoRA adapter folder, which loads them from here). Model cards and logs quote it.
@@ -180,9 +181,10 @@ class SentMtlConfig(PretrainedConfig):
 
     def set_prompt_token_ids(self, tokenizer) -> None:
         """`prompt_token_ids` for the pipeline's prompt, from the model's tokenizer (checked to split where the text
-        starts, `prompts.prompt_token_ids`)."""
+        starts, `prompts.prompt_token_ids`), keyed by the text they were computed from."""
         name = self.pipeline_prompt_name()
-        self.prompt_token_ids = {name: prompt_token_ids(tokenizer, self.prompts[name])} if name else None
+        text = self.prompts[name] if name else None
+        self.prompt_token_ids = {text: prompt_token_ids(tokenizer, text)} if name else None
 
     @property
     def task_specs(self) -> list[TaskSpec]:

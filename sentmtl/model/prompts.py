@@ -11,7 +11,7 @@ task reads, or {role: name} for the roles of `ROLES` its type reads), else the m
 none. `encode` takes the default unless told `prompt_name=` or `prompt=`.
 
 The text-classification pipeline tokenises by itself, without the prompt: the sequence-classification view inserts
-the prompt's token ids (`prompt_token_ids`, kept in the config) after the first token of every row that lacks them
+the prompt's token ids (`prompt_token_ids`, kept in the config under the prompt's text) after the first token of every row that lacks them
 (`insert_prompt_ids`). Only torch and the standard library here: this file travels beside the weights.
 """
 
@@ -124,12 +124,14 @@ def with_pipeline_prompt(config, input_ids, attention_mask, token_type_ids):
     name = config.pipeline_prompt_name()
     if name is None:
         return input_ids, attention_mask, token_type_ids
-    ids = (config.prompt_token_ids or {}).get(name)
+    text = config.prompts[name]
+    ids = (config.prompt_token_ids or {}).get(text)  # keyed by the text: a changed prompt's old ids are not found
     if ids is None:
         raise ValueError(
-            f"the first classification task takes the prompt {name!r}, whose token ids are not in this config "
-            "(prompt_token_ids): save the model through sentmtl's loading, or call config.set_prompt_token_ids("
-            "tokenizer) before saving."
+            f"the first classification task takes the prompt {name!r} ({text!r}), whose token ids are not in this "
+            f"config (prompt_token_ids has them for {sorted(config.prompt_token_ids or {})}): load and save the model "
+            "through sentmtl (sentmtl.load_model_and_tokenizer), or call config.set_prompt_token_ids(tokenizer) "
+            "before saving."
         )
     return insert_prompt_ids(input_ids, attention_mask, token_type_ids, ids, position_limit(config.encoder_config))
 

@@ -43,11 +43,24 @@ def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = Fal
                 f"so {sorted(config_overrides)} cannot be overridden."
             )
         model = SentMtlModel.from_pretrained(name_or_path, **weights_loading_kwargs(name_or_path, allow_pickle_weights))
-        return model, AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        refresh_prompt_token_ids(model.config, tokenizer, name_or_path)
+        return model, tokenizer
     model = SentMtlModel.from_encoder(name_or_path, allow_pickle_weights=allow_pickle_weights, **config_overrides)
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
     model.config.set_prompt_token_ids(tokenizer)  # the pipeline's prompt, as ids (`SentMtlConfig.prompt_token_ids`)
     return model, tokenizer
+
+
+def refresh_prompt_token_ids(config, tokenizer, where) -> None:
+    """The pipeline prompt's token ids recomputed from the checkpoint's tokenizer (a config edited by hand, or saved
+    before they were keyed by the prompt's text, may hold others), so the next save writes the right ones. A prompt
+    the tokenizer cannot give as ids leaves none, with a warning: encoding needs none, the pipeline then refuses."""
+    try:
+        config.set_prompt_token_ids(tokenizer)
+    except ValueError as error:
+        config.prompt_token_ids = None
+        logger.warning("%s: the text-classification pipeline cannot add its prompt: %s", where, error)
 
 
 # Config fields that are training settings, not architecture: a continued run sets them itself (as it sets its tasks'
@@ -164,5 +177,6 @@ __all__ = [
     "is_sentmtl_checkpoint",
     "keep_saved_prompt",
     "load_model_and_tokenizer",
+    "refresh_prompt_token_ids",
     "resolved_model_type",
 ]

@@ -59,7 +59,7 @@ def test_a_prompted_run_saves_its_prompts_and_every_client_applies_them(prompted
     out = prompted_model
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(out))
     assert model.config.prompts == PROMPTS and model.config.default_prompt_name == "document"
-    assert model.config.prompt_token_ids == {"query": tokenizer("i really ", add_special_tokens=False)["input_ids"]}
+    assert model.config.prompt_token_ids == {"i really ": tokenizer("i really ", add_special_tokens=False)["input_ids"]}
     assert yaml.safe_load((out / "run_config.yaml").read_text())["prompts"] == PROMPTS
     assert "`query`: 'i really '" in (out / "README.md").read_text()
 

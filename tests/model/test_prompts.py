@@ -93,6 +93,25 @@ def test_prompt_token_ids_are_the_start_of_every_prompted_text(tiny_tokenizer):
         assert joined[: len(ids)] == ids and len(ids) == 2
 
 
+def test_the_pipelines_prompt_ids_are_never_those_of_an_earlier_text(tiny_tokenizer):
+    """Review item 4: the ids were keyed by the prompt's name, so a prompt whose text changed under the same name (a
+    config edited) had the old text's ids inserted. Keyed by the text, they are not found: refused, naming both."""
+    from sentmtl.model.prompts import with_pipeline_prompt
+
+    classify = {"name": "classification", "type": "classification", "labels": ["neg", "pos"], "prompt": "query"}
+    config = SentMtlConfig(prompts=dict(PROMPTS), tasks=[classify])
+    config.set_prompt_token_ids(tiny_tokenizer)
+    batch = tiny_tokenizer(["the movie was good"], return_tensors="pt")
+    ids, _, _ = with_pipeline_prompt(config, batch["input_ids"], batch["attention_mask"], None)
+    assert ids[0].tolist() == tiny_tokenizer("i really the movie was good")["input_ids"]
+    config.prompts["query"] = "this is a "  # the text changed, the name did not
+    with pytest.raises(ValueError, match=r"prompt 'query' \('this is a '\), whose token ids are not in this config"):
+        with_pipeline_prompt(config, batch["input_ids"], batch["attention_mask"], None)
+    config.set_prompt_token_ids(tiny_tokenizer)
+    ids, _, _ = with_pipeline_prompt(config, batch["input_ids"], batch["attention_mask"], None)
+    assert ids[0].tolist() == tiny_tokenizer("this is a the movie was good")["input_ids"]
+
+
 def _byte_level_bpe():
     from tokenizers import ByteLevelBPETokenizer
 

@@ -57,7 +57,9 @@ def test_a_continued_prompted_model_keeps_its_prompts_and_refuses_others(tiny_en
     classify = TaskSpec("classification", "classification", labels=["negative", "positive"], prompt="query")
     continued, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), [classify])
     assert continued.config.prompts == prompts
-    assert continued.config.prompt_token_ids == {"query": tokenizer("i really ", add_special_tokens=False)["input_ids"]}
+    assert continued.config.prompt_token_ids == {
+        "i really ": tokenizer("i really ", add_special_tokens=False)["input_ids"]
+    }
     with pytest.raises(ValueError, match="--prompts .* cannot apply"):
         build_model(ModelArguments(model_name_or_path=str(tmp_path / "m"), prompts=["query=q: "]), [classify])
     with pytest.raises(ValueError, match=r"names the prompt\(s\) \['passage'\]"):
@@ -95,7 +97,7 @@ def test_a_continued_task_that_names_no_prompt_keeps_its_saved_one(tiny_encoder_
     assert config.task("classification").prompt == "query" and config.task("retrieval").prompt == {"text_pair": "query"}
     assert config.prompt_for(config.task("retrieval"), "text") == "this is a "  # the roles it does not name: default
     assert config.task("sts").prompt is None  # a new task: the default prompt, as in a fresh run
-    assert config.prompt_token_ids == {"query": tokenizer("i really ", add_special_tokens=False)["input_ids"]}
+    assert config.prompt_token_ids == {"i really ": tokenizer("i really ", add_special_tokens=False)["input_ids"]}
     named, _ = build_model(
         args, [TaskSpec("classification", "classification", labels=["negative", "positive"], prompt="document")]
     )
@@ -106,3 +108,26 @@ def test_a_continued_task_that_names_no_prompt_keeps_its_saved_one(tiny_encoder_
         r"distillation task cannot take",
     ):
         build_model(args, [bare[0], TaskSpec("retrieval", "distillation")])
+
+
+def test_a_checkpoint_loaded_with_its_tokenizer_gets_the_ids_of_its_prompts_text(tiny_encoder_dir, tmp_path):
+    """Review item 4: a config whose prompt text was edited kept the old text's token ids through a load and save;
+    loading with the tokenizer recomputes them, so the next save carries the right ones."""
+    import json
+
+    from sentmtl.serving.loading import load_model_and_tokenizer
+
+    classify = {"name": "classification", "type": "classification", "labels": ["neg", "pos"], "prompt": "query"}
+    model, tokenizer = load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, prompts={"query": "i really "}, tasks=[classify]
+    )
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    config_file = tmp_path / "m" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["prompts"]["query"] = "this is a "
+    config_file.write_text(json.dumps(config))
+    loaded, _ = load_model_and_tokenizer(str(tmp_path / "m"))
+    assert loaded.config.prompt_token_ids == {
+        "this is a ": tokenizer("this is a ", add_special_tokens=False)["input_ids"]
+    }
