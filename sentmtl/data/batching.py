@@ -14,11 +14,12 @@ import pyarrow.compute as pc
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..model.prompts import check_prompt_room
 from ..model.task_spec import TaskSpec
 from ..tasks.io import task_io
 from ..utils.fingerprints import combine, tokenizer_fingerprint
 from . import columns
-from .columns import TARGET_PREFIX, table_columns
+from .columns import TARGET_PREFIX, role_prefixes, table_columns
 from .files import NO_SOURCE
 from .plan import DataSpec, RunTask
 
@@ -109,19 +110,24 @@ def prepare(
     label_columns: dict[str, str] | None = None,
     negative_columns: list[str] | None = None,
     prompt_for=None,
+    config=None,
 ) -> datasets.Dataset:
     """A user's own table → a tokenised dataset for `SentMtlTrainer`: each of `tasks` (e.g. `model.tasks`) whose
     column is present gets its targets, parsed by its type's rules (label names, absent cells); the column defaults
     to the type's (`label`, `score`, …), `label_columns` names others by task. A contrastive task takes the table's
     pairs (`text_column`, `text_pair_column`, and `negative_columns` for hard negatives) when the pair column is
-    there. Distillation targets are the run's business and are not made here. `prompt_for`: a prompted model's
-    `model.config.prompt_for`, so the texts take the prompts the model was trained with (refused without it when a
-    task names a prompt: the table would be read unprompted)."""
+    there. Distillation targets are the run's business and are not made here. `config`: the model's config
+    (`model.config`), so the texts take the prompts the model was trained with (a task's, else its
+    `default_prompt_name`), each checked to leave room for text under `max_length`; give it for a prompted model
+    (without it, a task that names a prompt is refused: the table would be read unprompted). `prompt_for`: the
+    lower-level hook (`config.prompt_for`, or a function of (task, role) giving the prefix), instead of `config`."""
+    if config is not None:
+        if prompt_for is not None:
+            raise ValueError("give config= or prompt_for=, not both (config= applies config.prompt_for).")
+        prompt_for = config.prompt_for if config.prompts else None
     named = [task.name for task in tasks if task.prompt is not None]
     if named and prompt_for is None:
-        raise ValueError(
-            f"tasks {named} take prompts: pass prompt_for=model.config.prompt_for, so the table's texts take them."
-        )
+        raise ValueError(f"tasks {named} take prompts: pass config=model.config, so the table's texts take them.")
     label_columns = label_columns or {}
     unknown = sorted(set(label_columns) - {task.name for task in tasks})
     if unknown:
@@ -145,6 +151,10 @@ def prepare(
             f"the table has none of the tasks' target columns (columns: {dataset.column_names}); name "
             "them with label_columns={task name: column}."
         )
+    # The prefixes this table's texts take, by their prompt's name where the config names it (as `run` checks them).
+    names = {text: name for name, text in ((config.prompts or {}) if config is not None else {}).items()}
+    used = role_prefixes(present, prompt_for, "the table")
+    check_prompt_room({names.get(text, role): text for role, text in used.items()}, tokenizer, max_length)
     columns, _ = table_columns(dataset, present, "the table", prompt_for=prompt_for)
     return tokenize_source(columns, tokenizer, max_length)
 

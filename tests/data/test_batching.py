@@ -237,7 +237,36 @@ def test_prepare_reads_a_prompted_models_texts_with_their_prompts(tiny_encoder_d
         str(tiny_encoder_dir), embedding_size=16, tasks=[task], prompts={"query": "i really "}
     )
     table = datasets.Dataset.from_dict({"sentence": ["the movie was good ."], "label": ["positive"]})
-    with pytest.raises(ValueError, match="pass prompt_for=model.config.prompt_for"):
+    with pytest.raises(ValueError, match="pass config=model.config"):
         prepare(table, model.tasks, tokenizer)
-    data = prepare(table, model.tasks, tokenizer, prompt_for=model.config.prompt_for)
+    data = prepare(table, model.tasks, tokenizer, config=model.config)
     assert tokenizer.decode(data[0]["input_ids"]) == "[CLS] i really the movie was good. [SEP]"
+    same = prepare(table, model.tasks, tokenizer, prompt_for=model.config.prompt_for)
+    assert same["input_ids"] == data["input_ids"]
+
+
+def test_prepare_applies_a_default_only_prompt_and_checks_the_room_it_leaves(tiny_encoder_dir):
+    """Review item 5: a prompt given only through default_prompt_name took a prompt_for= the user had no reason to
+    pass (no task names a prompt), and a prompt that leaves no room for text under max_length was not refused."""
+    import datasets
+    import pytest
+
+    import sentmtl
+    from sentmtl.data.batching import prepare
+
+    task = {"name": "classification", "type": "classification", "labels": ["negative", "positive"]}
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir),
+        embedding_size=16,
+        tasks=[task],
+        prompts={"query": "i really "},
+        default_prompt_name="query",
+    )
+    table = datasets.Dataset.from_dict({"sentence": ["the movie was good ."], "label": ["positive"]})
+    data = prepare(table, model.tasks, tokenizer, config=model.config)
+    assert tokenizer.decode(data[0]["input_ids"]) == "[CLS] i really the movie was good. [SEP]"
+    for given in ({"config": model.config}, {"prompt_for": model.config.prompt_for}):
+        with pytest.raises(ValueError, match=r"\('i really '\) takes 4 of the 4 tokens"):
+            prepare(table, model.tasks, tokenizer, max_length=4, **given)
+    with pytest.raises(ValueError, match="not both"):
+        prepare(table, model.tasks, tokenizer, config=model.config, prompt_for=model.config.prompt_for)
