@@ -187,11 +187,7 @@ def build_model_card(
         "import sentmtl",
         f'model, tokenizer = sentmtl.load_model_and_tokenizer("{name}")',
         'embeddings = sentmtl.encode(model, ["I loved it.", "Never again."], tokenizer)  # unit rows',
-        *(
-            [f'queries = sentmtl.encode(model, ["I loved it."], tokenizer, prompt_name="{next(iter(config.prompts))}")']
-            if config.prompts
-            else []
-        ),
+        *_prompted_usage(config, "sentmtl.encode(model, [{text}], tokenizer, {prompt})"),
         *(
             [
                 f'small = sentmtl.encode(model, ["I loved it."], tokenizer, truncate_dim={min(config.matryoshka_dims)})'
@@ -247,10 +243,35 @@ def build_model_card(
         "```python",
         "from sentence_transformers import SentenceTransformer",
         'SentenceTransformer("st-model/").encode(["I loved it."])',
+        *_prompted_usage(config, 'SentenceTransformer("st-model/").encode([{text}], {prompt})', assign=False),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+# The usage snippets' retrieval example: a query and a document.
+_QUERY, _DOCUMENT = '"How long does the battery last?"', '"The battery lasts two days."'
+
+
+def _prompted_usage(config, call: str, assign: bool = True) -> list[str]:
+    """Usage lines for a prompted model: with a contrastive task, queries and documents each with the prompt its
+    anchors and positives were trained with (a side trained without one is left out: encode adds none by itself);
+    otherwise one text with the first prompt. `call`: the call with `{text}` and `{prompt}`."""
+    if not config.prompts:
+        return []
+    task = first_task(config.task_specs, "contrastive")
+    if task is None:
+        name = next(iter(config.prompts))
+        return [("prompted = " if assign else "") + call.format(text='"I loved it."', prompt=f'prompt_name="{name}"')]
+    lines = []
+    for role, variable, text in (("text", "queries", _QUERY), ("text_pair", "documents", _DOCUMENT)):
+        name = task.prompt_names.get(role, config.default_prompt_name)
+        if name is None:  # no prompt, and no default that encode would add
+            continue
+        line = call.format(text=text, prompt=f'prompt_name="{name}"') + f"  # retrieval {variable} (task `{task.name}`)"
+        lines.append(f"{variable} = {line}" if assign else line)
+    return lines
 
 
 def _prompts_section(config) -> list[str]:
