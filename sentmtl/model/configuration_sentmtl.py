@@ -162,14 +162,19 @@ class SentMtlConfig(PretrainedConfig):
                 known = ", ".join(self.prompts) if self.prompts else "none"
                 raise ValueError(f"task {spec.name!r} names the prompt(s) {unknown}; the model's prompts: {known}.")
 
-    def prompt_for(self, spec: TaskSpec, role: str) -> str:
-        """The prefix of a task's `role` texts (`sentmtl.model.prompts.ROLES`): the task's prompt for it (hard
-        negatives are documents: without their own, they take the positives'), else the default prompt, else none."""
+    def prompt_name_for(self, spec: TaskSpec, role: str) -> str | None:
+        """The name of the prompt a task's `role` texts take (`sentmtl.model.prompts.ROLES`): the task's for it (hard
+        negatives are documents: without their own, they take the positives'), else the default prompt, else None."""
         names = spec.prompt_names
         if role == "negatives" and role not in names and "text_pair" in names:
             role = "text_pair"
         name = names.get(role, self.default_prompt_name)
-        return self.prompts[name] if name and self.prompts else ""
+        return name if name and self.prompts else None
+
+    def prompt_for(self, spec: TaskSpec, role: str) -> str:
+        """The prefix of a task's `role` texts (`prompt_name_for`), "" for none."""
+        name = self.prompt_name_for(spec, role)
+        return self.prompts[name] if name else ""
 
     def pipeline_prompt_name(self) -> str | None:
         """The prompt of the first classification task's texts: what the sequence-classification view (the

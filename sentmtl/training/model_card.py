@@ -266,7 +266,7 @@ def _prompted_usage(config, call: str, assign: bool = True) -> list[str]:
         return [("prompted = " if assign else "") + call.format(text='"I loved it."', prompt=f'prompt_name="{name}"')]
     lines = []
     for role, variable, text in (("text", "queries", _QUERY), ("text_pair", "documents", _DOCUMENT)):
-        name = task.prompt_names.get(role, config.default_prompt_name)
+        name = config.prompt_name_for(task, role)
         if name is None:  # no prompt, and no default that encode would add
             continue
         line = call.format(text=text, prompt=f'prompt_name="{name}"') + f"  # retrieval {variable} (task `{task.name}`)"
