@@ -112,34 +112,50 @@ def retrieval_sets(stsb_dir):
 
 
 def measure(embed, stsb_dir, dims) -> dict:
-    """IR on both corpora and STS-B dev Spearman at each size, from `embed(texts) -> [n, size]` (full size). A
-    truncated embedding is the full one's first d dimensions re-normalised, and the cosine normalises anyway: the
-    pairs are embedded once and cut for each size."""
+    """IR on both corpora and STS-B dev Spearman at each size, from `embed(texts, role) -> [n, size]` (full size;
+    role: "query", "document", or None for the STS-B pairs, which take what `encode` gives by default). A truncated
+    embedding is the full one's first d dimensions re-normalised, and the cosine normalises anyway: the pairs are
+    embedded once and cut for each size."""
     queries, relevant, documents, distractors = retrieval_sets(stsb_dir)
     out = {
         "queries": len(queries),
         "documents": len(documents),
         "distractor_documents": len(documents) + len(distractors),
     }
-    q, d, x = embed(queries), embed(documents), embed(distractors)
+    q, d, x = embed(queries, "query"), embed(documents, "document"), embed(distractors, "document")
     for prefix, corpus in (("", d), ("distractors_", np.concatenate([d, x]))):
         out.update({prefix + k: 100 * v for k, v in retrieval_metrics(q, corpus, relevant).items()})
     pairs = read_stsb(stsb_file(stsb_dir, "dev"))
-    a, b = embed(list(pairs["sentence1"])), embed(list(pairs["sentence2"]))
+    a, b = embed(list(pairs["sentence1"]), None), embed(list(pairs["sentence2"]), None)
     for dim in dims:
         out[f"stsb@{dim}"] = 100 * pair_spearman(a[:, :dim], b[:, :dim], pairs["score"])
     return out
 
 
 def st_embedder(model):
-    return lambda texts: model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+    # The sentence-transformers baselines are trained without prompts: every role reads the text as it is.
+    return lambda texts, role: model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
 
 
 def sentmtl_embedder(path):
+    """(`embed(texts, role)`, the model): with prompts, queries take the prompt its first contrastive task's anchors
+    were trained with and documents its positives' (as the run's own IR evaluation embeds them); the rest, and every
+    text of a model without prompts, what `encode` gives by default."""
     import sentmtl
+    from sentmtl.model.task_spec import first_task
 
     model, tokenizer = sentmtl.load_model_and_tokenizer(str(path))
-    return lambda texts: sentmtl.encode(model, texts, tokenizer, precision="fp32", show_progress_bar=False), model
+    config, names = model.config, {}
+    task = first_task(config.task_specs, "contrastive")
+    if config.prompts and task is not None:
+        names = {"query": config.prompt_name_for(task, "text"), "document": config.prompt_name_for(task, "text_pair")}
+
+    def embed(texts, role):
+        name = names.get(role)
+        prompted = {"prompt_name": name} if name else {}
+        return sentmtl.encode(model, texts, tokenizer, precision="fp32", show_progress_bar=False, **prompted)
+
+    return embed, model
 
 
 def train_st_mnrl(seed: int, args, out: Path, matryoshka: bool = False) -> float:
