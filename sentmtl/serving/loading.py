@@ -66,17 +66,25 @@ def refresh_prompt_token_ids(config, tokenizer, where) -> None:
 # Config fields that are training settings, not architecture: a continued run sets them itself (as it sets its tasks'
 # losses and weights), rather than keeping its checkpoint's.
 RUN_SETTINGS = ("matryoshka_self_distillation",)
+# Config fields a continued run keeps although they are not architecture: the prompts its texts were learned with.
+PROMPT_SETTINGS = ("prompts", "default_prompt_name")
 
 
 def refuse_architecture_flags(model_args, config) -> None:
     """A checkpoint's config.json fixes its architecture: a flag set away from its default that the checkpoint does
     not share (`--embedding_size 384` on a 256-d model, `--projection_init identity`, …) would be ignored, so it is
-    an error."""
+    an error; so are `--prompts` and `--default_prompt_name` other than the checkpoint's (`PROMPT_SETTINGS`)."""
     defaults = type(model_args)(model_name_or_path=model_args.model_name_or_path).config_overrides()
     for name, value in model_args.config_overrides().items():
         if name in RUN_SETTINGS:
             continue
         if value != defaults[name] and value != getattr(config, name, None):
+            if name in PROMPT_SETTINGS:
+                raise ValueError(
+                    f"--{name} {value!r}: {model_args.model_name_or_path} was trained with {name}="
+                    f"{getattr(config, name, None)!r}, which a continued run keeps (its tasks learned their texts "
+                    "with them). Drop the flag; a task takes another of the saved prompts with `prompt:`."
+                )
             raise ValueError(
                 f"--{name} {value} cannot apply to {model_args.model_name_or_path}: a trained sentmtl checkpoint keeps "
                 f"the architecture in its config.json ({name}={getattr(config, name, None)!r}). Drop the flag, or "

@@ -89,7 +89,8 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "The prompt every text takes unless its task or the caller names another (training, evaluation "
-            "and encode). Without it, texts take no prompt unless one is named."
+            "and encode). Without it, texts take no prompt unless one is named. A continued sentmtl checkpoint keeps "
+            "its own: another is refused."
         },
     )
     lora_r: int | None = field(
@@ -169,10 +170,14 @@ class ModelArguments:
 
     def checkable_overrides(self) -> dict:
         """`config_overrides` as far as they can be checked before the model is built: without --matryoshka_dims
-        the sizes may be a checkpoint's, so the self-distillation weight waits for them (`loading.build_model`)."""
+        the sizes may be a checkpoint's, so the self-distillation weight waits for them (`loading.build_model`);
+        without --prompts, --default_prompt_name may name a checkpoint's prompt, so it waits too (a continued run
+        keeps the checkpoint's default, a fresh model refuses a name it does not have)."""
         overrides = self.config_overrides()
         if overrides["matryoshka_dims"] is None:
             del overrides["matryoshka_self_distillation"]
+        if overrides["prompts"] is None:
+            del overrides["default_prompt_name"]
         return overrides
 
     def config_overrides(self) -> dict:

@@ -60,7 +60,9 @@ def test_a_continued_prompted_model_keeps_its_prompts_and_refuses_others(tiny_en
     assert continued.config.prompt_token_ids == {
         "i really ": tokenizer("i really ", add_special_tokens=False)["input_ids"]
     }
-    with pytest.raises(ValueError, match="--prompts .* cannot apply"):
+    with pytest.raises(
+        ValueError, match=r"--prompts \{'query': 'q: '\}: .* was trained with prompts=\{.*'query': 'i really '\}"
+    ):
         build_model(ModelArguments(model_name_or_path=str(tmp_path / "m"), prompts=["query=q: "]), [classify])
     with pytest.raises(ValueError, match=r"names the prompt\(s\) \['passage'\]"):
         build_model(
@@ -131,3 +133,29 @@ def test_a_checkpoint_loaded_with_its_tokenizer_gets_the_ids_of_its_prompts_text
     assert loaded.config.prompt_token_ids == {
         "this is a ": tokenizer("this is a ", add_special_tokens=False)["input_ids"]
     }
+
+
+def test_a_continued_run_refuses_another_default_prompt_in_one_line(tiny_encoder_dir, tmp_path):
+    """Review item 5: --default_prompt_name on a continued prompted checkpoint was refused while the arguments were
+    read ("names no prompt: the model has none", without --prompts), whatever its value. A continued run keeps the
+    checkpoint's default: another is refused in one line naming it, the same one is accepted."""
+    from sentmtl.serving.loading import build_model, load_model_and_tokenizer
+    from sentmtl.training.arguments import ModelArguments
+
+    prompts = {"query": "i really ", "document": "this is a "}
+    model, tokenizer = load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, prompts=prompts, default_prompt_name="document"
+    )
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    sts = [TaskSpec("sts", "similarity")]
+    with pytest.raises(ValueError) as refused:
+        build_model(ModelArguments(model_name_or_path=str(tmp_path / "m"), default_prompt_name="query"), sts)
+    message = str(refused.value)
+    assert "\n" not in message and "architecture" not in message
+    assert "--default_prompt_name 'query': " in message and "trained with default_prompt_name='document'" in message
+    same, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m"), default_prompt_name="document"), sts)
+    assert same.config.default_prompt_name == "document"
+    fresh = ModelArguments(model_name_or_path=str(tiny_encoder_dir), embedding_size=16, default_prompt_name="query")
+    with pytest.raises(ValueError, match="default_prompt_name='query' names no prompt: the model has none"):
+        build_model(fresh, sts)  # a plain encoder has none: refused once the model is built
