@@ -21,7 +21,7 @@ from ..model.lora import describe_lora, has_lora
 from ..model.task_types import TaskInputs
 from ..tasks.io import task_io
 from .checkpoints import check_adapter_load, check_resumed_adapters, stream_position
-from .compiling import check_compile, with_dynamic_shapes
+from .compiling import check_compile, compiles, drop_untrained_head_gradients, with_dynamic_shapes
 from .param_groups import build_param_groups, check_resumed_groups, describe_param_groups, merge_param_groups
 from .processes import all_processes_agree, unwrap
 
@@ -308,7 +308,13 @@ class SentMtlTrainer(Trainer):
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        compiled = compiles(self.args)
+        if compiled:  # the tasks this optimizer step trains, over its accumulated batches
+            self._step_tasks = getattr(self, "_step_tasks", set()) | set(inputs.get("task_labels") or {})
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if compiled and self.accelerator.sync_gradients:  # the step's last backward pass
+            drop_untrained_head_gradients(unwrap(model), self._step_tasks)
+            self._step_tasks = set()
         # A NaN / inf loss poisons every weight at the next optimizer step, silently: stop before that step, so
         # the model in memory and every checkpoint on disk are still good ones. Checked after the backward pass,
         # where the Trainer reads the loss anyway (its NaN filter): checking between forward and backward would

@@ -1,85 +1,23 @@
-"""sentmtl/training/compiling.py: `--torch_compile` compiles one graph for length-grouped batches of every length, its
-steps match the eager ones with each option it allows, its checkpoints have the plain keys and resume, and gradient
-activation checkpointing beside it is refused. Backend `aot_eager` here (dynamo and AOT autograd, the parts that decide what is
-computed, without inductor's code generation: seconds, and equal to eager to the bit); inductor against eager over 50
-steps, a prompted two-source run and two processes: tests/e2e/test_compiled_runs.py."""
+"""sentmtl/training/compiling.py: `--torch_compile` compiles one graph for length-grouped batches of every length,
+its steps match the eager ones with each option it allows, its checkpoints have the plain keys and resume, and
+activation checkpointing beside it is refused. Backend `aot_eager` here (dynamo and AOT autograd, the parts that decide
+what is computed, without inductor's code generation: seconds, and equal to eager to the bit). Inductor against eager
+over 50 steps and a compiled prompted run of two sources: tests/e2e/test_compiled_runs.py; two compiled processes:
+tests/e2e/test_two_processes.py."""
 
-import random
-
-import datasets
 import numpy as np
 import pytest
 import torch
 from accelerate.utils import TorchDynamoPlugin
-from helpers import NEGATIVE_WORDS, POSITIVE_WORDS, TOPICS, training_args
+from helpers import traced_run, training_args, varied_table, without_dropout
 from safetensors import safe_open
-from torch._dynamo.utils import counters
-from transformers import TrainerCallback
 
 import sentmtl
-from sentmtl.data.batching import MultiTaskCollator, prepare
+from sentmtl.data.batching import MultiSourceDataset
+from sentmtl.data.columns import TARGET_PREFIX
 from sentmtl.training.callbacks import FreezeCallback, WeightAveragingCallback
 from sentmtl.training.compiling import with_dynamic_shapes
 from sentmtl.training.trainer import SentMtlTrainer
-
-
-def varied_table(model, tokenizer, n=48, seed=0):
-    """Labelled sentences of 6 to 30 tokens, so length-grouped batches have many lengths."""
-    rng = random.Random(seed)
-    labels = [i % 2 for i in range(n)]
-    sentences = [
-        f"the {rng.choice(TOPICS)} was {'very ' * rng.randrange(25)}"
-        f"{rng.choice(POSITIVE_WORDS if label else NEGATIVE_WORDS)} ."
-        for label in labels
-    ]
-    table = datasets.Dataset.from_dict({"sentence": sentences, "label": labels, "score": [float(x) for x in labels]})
-    return prepare(table, model.tasks, tokenizer, max_length=64)
-
-
-def without_dropout(model):
-    """Dropout off everywhere (the encoder's too): compiled dropout draws other random numbers than eager dropout."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return model
-
-
-class Recorder(TrainerCallback):
-    def __init__(self):
-        self.losses = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if "loss" in logs:
-            self.losses.append(logs["loss"])
-
-
-def train(model, tokenizer, out, compiled, callbacks=(), resume=None, **overrides):
-    """(per-step losses, the batches' input_ids in order, graphs compiled, the trainer) of a run on `varied_table`."""
-    torch._dynamo.reset()  # a graph compiled by an earlier run in this process is not reused
-    counters.clear()
-    collator = MultiTaskCollator(tokenizer, model.tasks)
-    batches = []
-
-    def collate(rows):
-        batch = collator(rows)
-        batches.append(batch["input_ids"].tolist())
-        return batch
-
-    values = dict(max_steps=12, learning_rate=1e-3, warmup_steps=0, report_to=[], save_strategy="no")
-    if compiled:
-        values.update(torch_compile=True, torch_compile_backend="aot_eager")
-    args = training_args(out, **{**values, **overrides})
-    recorder = Recorder()
-    trainer = SentMtlTrainer(
-        model=model,
-        args=args,
-        train_dataset=varied_table(model, tokenizer),
-        processing_class=tokenizer,
-        data_collator=collate,
-        callbacks=[recorder, *(make(args) for make in callbacks)],
-    )
-    trainer.train(resume_from_checkpoint=resume)
-    return np.array(recorder.losses), batches, counters["stats"]["unique_graphs"], trainer
 
 
 def test_compiled_for_every_length_at_once():
@@ -115,7 +53,14 @@ def test_compiled_steps_equal_eager_ones(tiny_encoder_dir, tmp_path, option):
         model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, **config)
         runs.append(
             (
-                *train(without_dropout(model), tokenizer, tmp_path / str(compiled), compiled, callbacks, **overrides),
+                *traced_run(
+                    without_dropout(model),
+                    tokenizer,
+                    tmp_path / str(compiled),
+                    "aot_eager" if compiled else None,
+                    callbacks,
+                    **overrides,
+                ),
                 model,
             )
         )
@@ -128,6 +73,23 @@ def test_compiled_steps_equal_eager_ones(tiny_encoder_dir, tmp_path, option):
     assert compiled_graphs == graphs
 
 
+def test_heads_a_compiled_step_did_not_train_keep_no_gradient(tiny_encoder_dir, tmp_path):
+    """Two sources, one per task: a batch of one source does not train the other task's head. Eager, that head has
+    no gradient and AdamW leaves it alone; the compiled backward gave it zeros, and AdamW moved it on its moments and
+    decayed it (1.3e-4 away from eager's after one batch). Dropped now: every weight is eager's, to the bit."""
+    weights = []
+    for backend in (None, "aot_eager"):
+        torch.manual_seed(0)
+        model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16)
+        table = varied_table(model, tokenizer)
+        parts = [table.remove_columns(f"{TARGET_PREFIX}{task.name}") for task in reversed(model.tasks)]
+        dataset = MultiSourceDataset(parts, [[task] for task in model.tasks])
+        traced_run(without_dropout(model), tokenizer, tmp_path / str(backend), backend, dataset=dataset, max_steps=8)
+        weights.append(model.state_dict())
+    for name, value in weights[1].items():
+        torch.testing.assert_close(value, weights[0][name], rtol=0, atol=0, msg=name)
+
+
 def test_compiled_checkpoints_have_plain_keys_and_resume(tiny_encoder_dir, tmp_path):
     """The Trainer saves the model under the compiled wrapper (no `_orig_mod.` prefix), and a compiled run resumed
     from its checkpoint ends on the weights of the run that was not interrupted."""
@@ -138,12 +100,12 @@ def test_compiled_checkpoints_have_plain_keys_and_resume(tiny_encoder_dir, tmp_p
         return without_dropout(model), tokenizer
 
     model, tokenizer = fresh()
-    train(model, tokenizer, tmp_path / "whole", True, max_steps=8, save_strategy="steps", save_steps=4)
+    traced_run(model, tokenizer, tmp_path / "whole", "aot_eager", max_steps=8, save_strategy="steps", save_steps=4)
     checkpoint = tmp_path / "whole" / "out" / "checkpoint-4"
     with safe_open(checkpoint / "model.safetensors", "pt") as saved:
         assert set(saved.keys()) == set(model.state_dict())
     resumed, tokenizer = fresh()
-    train(resumed, tokenizer, tmp_path / "whole", True, resume=str(checkpoint), max_steps=8)
+    traced_run(resumed, tokenizer, tmp_path / "whole", "aot_eager", resume=str(checkpoint), max_steps=8)
     for (name, value), (_, expected) in zip(resumed.state_dict().items(), model.state_dict().items()):
         torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=name)
 
