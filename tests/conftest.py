@@ -2,7 +2,9 @@
 model trained once, its ONNX export, and the files of retrieval and streamed runs. Plain helpers: helpers.py."""
 
 import copy
+import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -93,6 +95,19 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def encoder_without_dropout(tiny_encoder_dir, tmp_path):
+    """The tiny encoder with its own dropout off: random masks differ between 1 and 2 processes,
+    and between compiled and eager steps."""
+
+    path = tmp_path / "no-dropout"
+    shutil.copytree(tiny_encoder_dir, path)
+    config = json.loads((path / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (path / "config.json").write_text(json.dumps(config))
     return path
 
 

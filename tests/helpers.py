@@ -419,3 +419,75 @@ def skip_without_onnx():
         if os.environ.get("CI"):
             raise
         pytest.skip("the onnx extra is not installed (pip install 'sentmtl[onnx]')", allow_module_level=True)
+
+
+# -- compiled runs ----------------------------------------------------------------------------------------------------
+
+
+def varied_table(model, tokenizer, n=48, seed=0):
+    """Labelled sentences of 6 to 30 tokens (the model's classification and score targets), so that length-grouped
+    batches have many lengths."""
+    import datasets
+
+    from sentmtl.data.batching import prepare
+
+    rng = random.Random(seed)
+    labels = [i % 2 for i in range(n)]
+    sentences = [
+        f"the {rng.choice(TOPICS)} was {'very ' * rng.randrange(25)}"
+        f"{rng.choice(POSITIVE_WORDS if label else NEGATIVE_WORDS)} ."
+        for label in labels
+    ]
+    table = datasets.Dataset.from_dict({"sentence": sentences, "label": labels, "score": [float(x) for x in labels]})
+    return prepare(table, model.tasks, tokenizer, max_length=64)
+
+
+def without_dropout(model):
+    """Dropout off everywhere (the encoder's too): compiled dropout draws other random numbers than eager dropout."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def traced_run(model, tokenizer, out, backend=None, callbacks=(), resume=None, rows=48, dataset=None, **overrides):
+    """A `SentMtlTrainer` run on `dataset` (default: `varied_table`) (12 steps of 8 at LR 1e-3 unless overridden), compiled with `backend`
+    (None: eager): (per-step losses, each batch's input_ids in order, the graphs compiled, the trainer)."""
+    from torch._dynamo.utils import counters
+    from transformers import TrainerCallback
+
+    from sentmtl.data.batching import MultiTaskCollator
+    from sentmtl.training.trainer import SentMtlTrainer
+
+    class Losses(TrainerCallback):
+        values = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if "loss" in logs:
+                self.values.append(logs["loss"])
+
+    torch._dynamo.reset()  # a graph compiled by an earlier run in this process is not reused
+    counters.clear()
+    collator, batches = MultiTaskCollator(tokenizer, model.tasks), []
+
+    def collate(rows):
+        batch = collator(rows)
+        batches.append(batch["input_ids"].tolist())
+        return batch
+
+    values = dict(max_steps=12, learning_rate=1e-3, warmup_steps=0, report_to=[], save_strategy="no")
+    if backend is not None:
+        values.update(torch_compile=True, torch_compile_backend=backend)
+    args = training_args(out, **{**values, **overrides})
+    losses = Losses()
+    losses.values = []
+    trainer = SentMtlTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset if dataset is not None else varied_table(model, tokenizer, rows),
+        processing_class=tokenizer,
+        data_collator=collate,
+        callbacks=[losses, *(make(args) for make in callbacks)],
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return np.array(losses.values), batches, counters["stats"]["unique_graphs"], trainer

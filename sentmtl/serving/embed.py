@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..model.modeling_sentmtl import SentMtlModel
 from ..model.prompts import check_prompt_room, resolve_prompt
+from .compiled import compiled_forward
 from .loading import load_model_and_tokenizer
 from .precision import default_device, fast_bf16_available
 
@@ -39,6 +40,7 @@ def encode(
     truncate_dim: int | None = None,
     prompt_name: str | None = None,
     prompt: str | None = None,
+    compile: bool = False,
 ) -> np.ndarray:
     """Embed `sentences` with a `SentMtlModel` (or a path to one); returns float32 `[n, embedding_size]` in input order.
 
@@ -54,7 +56,12 @@ def encode(
     `matryoshka_dims`; sentence-transformers' `truncate_dim`). `prompt_name`: one of the model's prompts
     (`config.prompts`) prepended to every sentence; `prompt`: a prefix given as text; neither: the model's
     `default_prompt_name` if it has one (sentence-transformers' rule). `prompt=""` embeds the sentences as they are.
+    `compile=True`: the forward compiled by `torch.compile` with dynamic shapes (one graph for every batch length),
+    on the first call, and kept on the model for later calls (`sentmtl.serving.compiled`); its embeddings match the
+    uncompiled ones to a cosine of at least 0.999 (tested). The first call waits for the compilation.
     """
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile={compile!r}: give True or False.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}.")
     if isinstance(model, (str, Path)):
@@ -98,6 +105,7 @@ def encode(
             pooled,
             width,
             truncate_dim,
+            compile,
         )
 
 
@@ -177,13 +185,15 @@ def _encode(
     pooled,
     width,
     truncate_dim=None,
+    compile=False,
 ) -> np.ndarray:
     was_training = model.training
     model.eval()
 
     tokenized = tokenize_sentences(tokenizer, sentences, max_length or default_max_length(tokenizer, model), truncated)
     out = np.empty((len(sentences), width), dtype=np.float32)
-    forward = model.pool if pooled else model.embed
+    name = "pool" if pooled else "embed"
+    forward = compiled_forward(model, name) if compile else getattr(model, name)
     target = next(model.parameters()).device
     # The precision follows the device the model is on, not the best device this machine has.
     use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16_available(target.type))

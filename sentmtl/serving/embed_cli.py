@@ -110,6 +110,7 @@ class Embedder:
             truncate_dim=args.truncate_dim,
             prompt_name=args.prompt_name,
             prompt=args.prompt,
+            compile=args.compile,
         )
 
 

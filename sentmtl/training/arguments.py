@@ -13,6 +13,7 @@ from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrate
 from ..data.sampler import STRATEGIES
 from ..serving.precision import fast_bf16_available, has_accelerator
 from .checkpoints import latest_checkpoint
+from .compiling import check_compile
 from .data_arguments import DEFAULT_TEST_SIZE, DataArguments
 from .model_arguments import ModelArguments
 
@@ -200,6 +201,7 @@ class SentMtlTrainingArguments(TrainingArguments):
                 "--unfreeze_backbone_at_epoch is single-process only: under several processes the "
                 "unfrozen backbone would not be synchronised. Run it in one process."
             )
+        check_compile(self)
         hub_strategy = getattr(self.hub_strategy, "value", self.hub_strategy)
         if hub_strategy != "end":
             raise ValueError(

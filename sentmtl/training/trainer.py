@@ -21,6 +21,7 @@ from ..model.lora import describe_lora, has_lora
 from ..model.task_types import TaskInputs
 from ..tasks.io import task_io
 from .checkpoints import check_adapter_load, check_resumed_adapters, stream_position
+from .compiling import check_compile, compiles, drop_untrained_head_gradients, with_dynamic_shapes
 from .param_groups import build_param_groups, check_resumed_groups, describe_param_groups, merge_param_groups
 from .processes import all_processes_agree, unwrap
 
@@ -53,6 +54,7 @@ class SentMtlTrainer(Trainer):
                 )
             kwargs["data_collator"] = MultiTaskCollator(kwargs["processing_class"], [*unwrap(model).tasks, *eval_tasks])
         super().__init__(*args, **kwargs)
+        check_compile(self.args, unwrap(self.model))
         self.head_learning_rates = dict(head_learning_rates or {})
         self.eval_tasks = list(eval_tasks)
         # Each classification task smooths its own labels (its `label_smoothing`) inside the model's loss; the
@@ -66,6 +68,10 @@ class SentMtlTrainer(Trainer):
                 "on the tasks."
             )
         self.label_smoother = None
+
+    def _build_accelerator_args(self, **kwargs):
+        # --torch_compile: accelerate compiles the model when it prepares it, with the shapes `compiling` chooses.
+        return with_dynamic_shapes(super()._build_accelerator_args(**kwargs))
 
     def create_optimizer(self, model=None):
         # transformers passes `model` positionally on some paths (e.g. with FSDP / DeepSpeed).
@@ -302,7 +308,13 @@ class SentMtlTrainer(Trainer):
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        compiled = compiles(self.args)
+        if compiled:  # the tasks this optimizer step trains, over its accumulated batches
+            self._step_tasks = getattr(self, "_step_tasks", set()) | set(inputs.get("task_labels") or {})
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if compiled and self.accelerator.sync_gradients:  # the step's last backward pass
+            drop_untrained_head_gradients(unwrap(model), self._step_tasks)
+            self._step_tasks = set()
         # A NaN / inf loss poisons every weight at the next optimizer step, silently: stop before that step, so
         # the model in memory and every checkpoint on disk are still good ones. Checked after the backward pass,
         # where the Trainer reads the loss anyway (its NaN filter): checking between forward and backward would
