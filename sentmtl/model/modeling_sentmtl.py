@@ -194,6 +194,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             )
 
         task_outputs, task_losses, labelled = {}, {}, {}
+        # Only learned weights read whether a task had a target in the batch; the static sum does not, and the check
+        # would cost each task two to four kernels a step.
+        flag_labelled = self.loss_log_variances is not None
         matryoshka = self.config.matryoshka()
         for task in tasks:
             if task.kind.pairs and pair_embeddings is None and task.name not in targets:
@@ -216,6 +219,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                             if size == self.config.embedding_size
                             else task.kind.output(task, inputs.truncated(size, self.config.normalize)),
                             targets[task.name],
+                            flag_labelled,
                         ),
                     )
                     for size, weight in matryoshka
@@ -223,7 +227,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                 task_losses[task.name] = torch.stack([weight * loss for weight, (loss, _) in results]).sum() / total
                 labelled[task.name] = results[0][1][1]  # the same rows at every size
             else:
-                task_losses[task.name], labelled[task.name] = self._task_loss(task, output, targets[task.name])
+                task_losses[task.name], labelled[task.name] = self._task_loss(
+                    task, output, targets[task.name], flag_labelled
+                )
         loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
         if loss is not None and self.config.matryoshka_self_distillation and matryoshka:
             every = [
@@ -260,16 +266,19 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             return scale_for_ddp(prefix_self_distillation_loss(gather_rows(embeddings), matryoshka))
         return prefix_self_distillation_loss(embeddings, matryoshka)
 
-    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor):
-        """(loss, whether any row carried a target) over the rows the loss sees."""
+    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor, flag_labelled: bool = True):
+        """(loss, whether any row carried a target) over the rows the loss sees. Without `flag_labelled` the second
+        is True, not looked up (only learned loss weights read it)."""
         if self.training and world()[0] > 1:
             # Under DDP this process holds a share of the global batch. A loss that compares rows must see all of
             # them, and a mean over rows must count every process's rows alike (shares can differ by a row, and DDP
             # averages the processes' gradients as equals): so every task's loss is taken over the gathered batch.
             # The gradient flows to the local rows only and is scaled back to the one-process gradient.
             output, targets = gather_rows(output), gather_rows(targets)
-            return scale_for_ddp(task.kind.loss(task, output, targets)), task.kind.present(targets).any()
-        return task.kind.loss(task, output, targets), task.kind.present(targets).any()
+            loss = scale_for_ddp(task.kind.loss(task, output, targets))
+        else:
+            loss = task.kind.loss(task, output, targets)
+        return loss, task.kind.present(targets).any() if flag_labelled else True
 
     def combine_losses(
         self, task_losses: dict, tasks: list[TaskSpec] | None = None, labelled: dict | None = None
