@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .losses import (
     DEFAULT_SCALE,
     _filled,
+    as_float32,
     cosent_loss,
     in_batch_negatives_loss,
     masked_mean,
@@ -103,8 +104,10 @@ class TaskType:
         return output
 
     def present(self, targets: torch.Tensor) -> torch.Tensor:
-        """`[batch]` bool: the rows that carry a target (NaN marks an absent one)."""
-        return ~torch.isnan(targets.reshape(len(targets), -1)).any(dim=-1)
+        """`[batch]` bool: the rows that carry a target (NaN marks an absent one: the one value unequal to itself)."""
+        values = targets.reshape(len(targets), -1)
+        present = values == values
+        return present.all(dim=-1) if values.shape[1] != 1 else present.reshape(-1)
 
     def loss(self, spec, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -141,9 +144,15 @@ class Classification(TaskType):
     def loss(self, spec, output, targets):
         targets = targets.view(-1)
         per_row = F.cross_entropy(
-            output.float(), targets, ignore_index=IGNORE_INDEX, reduction="none", label_smoothing=spec.label_smoothing
+            as_float32(output),
+            targets,
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+            label_smoothing=spec.label_smoothing,
         )
-        return masked_mean(per_row, self.present(targets))
+        # The mean over the rows with a class id: cross-entropy gives the others 0 already, so only the count needs
+        # the mask (0 when no row has one, as `masked_mean`).
+        return per_row.sum() / self.present(targets).sum().clamp(min=1)
 
 
 @register_task_type
@@ -158,7 +167,9 @@ class Multilabel(TaskType):
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
-        per_row = F.binary_cross_entropy_with_logits(output.float(), _filled(targets, keep), reduction="none").mean(-1)
+        per_row = F.binary_cross_entropy_with_logits(as_float32(output), _filled(targets, keep), reduction="none").mean(
+            -1
+        )
         return masked_mean(per_row, keep)
 
 
@@ -174,7 +185,7 @@ class Score(TaskType):
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
-        output, targets = output.reshape(-1).float(), _filled(targets.reshape(-1), keep)
+        output, targets = as_float32(output.reshape(-1)), _filled(targets.reshape(-1), keep)
         if spec.loss == "mse":
             per_row = (torch.sigmoid(output) - targets) ** 2
         else:
@@ -188,7 +199,7 @@ class Regression(TaskType):
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
-        return masked_mean((output.reshape(-1).float() - _filled(targets.reshape(-1), keep)) ** 2, keep)
+        return masked_mean((as_float32(output.reshape(-1)) - _filled(targets.reshape(-1), keep)) ** 2, keep)
 
 
 @register_task_type
@@ -231,7 +242,7 @@ class Distillation(TaskType):
                     f"teacher's ({targets.shape[-1]}); use loss: relational."
                 )
             keep = self.present(targets)
-            per_row = 1 - F.cosine_similarity(output.float(), _filled(targets, keep), dim=-1)
+            per_row = 1 - F.cosine_similarity(as_float32(output), _filled(targets, keep), dim=-1)
             return masked_mean(per_row, keep)
         return relational_distillation_loss(output, targets)
 
