@@ -154,7 +154,7 @@ class SentMtlTrainer(Trainer):
             loader = DataLoader(
                 self.train_dataset,
                 batch_size=self._train_batch_size,
-                collate_fn=self.data_collator,
+                collate_fn=WithoutDomain(self.data_collator),
                 pin_memory=self.args.dataloader_pin_memory,
                 drop_last=self.args.dataloader_drop_last,
             )
@@ -183,7 +183,7 @@ class SentMtlTrainer(Trainer):
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=self.data_collator,
+            collate_fn=WithoutDomain(self.data_collator),
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
         )
@@ -298,7 +298,8 @@ class SentMtlTrainer(Trainer):
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # `domain` labels rows for per-domain metrics only; the model does not take it.
+        # `domain` labels rows for per-domain metrics only; the model does not take it (the trainer's own training
+        # batches leave it out: `WithoutDomain`).
         inputs = {key: value for key, value in inputs.items() if key != "domain"}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
@@ -317,6 +318,19 @@ class SentMtlTrainer(Trainer):
                 "with it. Lower the learning rates, or use --bf16 instead of --fp16."
             )
         return loss
+
+
+class WithoutDomain:
+    """A collator whose batches leave out `domain`: the training batches', as only evaluation reads the rows'
+    domains (per-domain metrics), and each tensor in a batch is copied to the device at every step."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, rows):
+        batch = self.collate(rows)
+        batch.pop("domain", None)
+        return batch
 
 
 class NonFiniteLossError(RuntimeError):
