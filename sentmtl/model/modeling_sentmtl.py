@@ -269,15 +269,18 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
     def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor, flag_labelled: bool = True):
         """(loss, whether any row carried a target) over the rows the loss sees. Without `flag_labelled` the second
         is True, not looked up (only learned loss weights read it)."""
+        # The task's output is the embedding (or its re-normalised prefix) where its type says so: unit rows when the
+        # model normalises, which its loss need not normalise again.
+        unit_rows = {"unit_rows": True} if task.kind.takes_unit_rows and self.config.normalize else {}
         if self.training and world()[0] > 1:
             # Under DDP this process holds a share of the global batch. A loss that compares rows must see all of
             # them, and a mean over rows must count every process's rows alike (shares can differ by a row, and DDP
             # averages the processes' gradients as equals): so every task's loss is taken over the gathered batch.
             # The gradient flows to the local rows only and is scaled back to the one-process gradient.
             output, targets = gather_rows(output), gather_rows(targets)
-            loss = scale_for_ddp(task.kind.loss(task, output, targets))
+            loss = scale_for_ddp(task.kind.loss(task, output, targets, **unit_rows))
         else:
-            loss = task.kind.loss(task, output, targets)
+            loss = task.kind.loss(task, output, targets, **unit_rows)
         return loss, task.kind.present(targets).any() if flag_labelled else True
 
     def combine_losses(

@@ -77,6 +77,9 @@ class TaskType:
     pairs: ClassVar[bool] = False  # rows are sentence pairs (text, text_pair)
     negatives: ClassVar[bool] = False  # rows may carry hard negatives
     compares_rows: ClassVar[bool] = False  # the loss compares the rows of a batch (evaluated batch by batch)
+    # The loss takes `unit_rows=True` when the output's rows are unit vectors (a normalising model's embeddings, or
+    # their re-normalised prefixes), and may then skip normalising them again.
+    takes_unit_rows: ClassVar[bool] = False
     target_dtype: ClassVar[torch.dtype] = torch.float32
     label_smoothing: ClassVar[bool] = False  # accepts a label_smoothing
     scale_losses: ClassVar[tuple[str, ...]] = ()  # losses that multiply cosines by a `scale` (default DEFAULT_SCALE)
@@ -228,13 +231,14 @@ class Distillation(TaskType):
 
     name, losses, has_head = "distillation", ("relational", "cosine"), False
     compares_rows = True  # relational; harmless for cosine, which is per row
+    takes_unit_rows = True  # its output is the embedding
     # Relational distillation compares cosine matrices, whatever the sizes; cosine distillation needs the full size.
     prefix_losses, prefix_refused = ("relational",), ("cosine",)
 
     def output(self, spec, inputs):
         return inputs.embeddings
 
-    def loss(self, spec, output, targets):
+    def loss(self, spec, output, targets, unit_rows=False):
         if spec.loss == "cosine":
             if output.shape[-1] != targets.shape[-1]:
                 raise ValueError(
@@ -244,7 +248,7 @@ class Distillation(TaskType):
             keep = self.present(targets)
             per_row = 1 - F.cosine_similarity(as_float32(output), _filled(targets, keep), dim=-1)
             return masked_mean(per_row, keep)
-        return relational_distillation_loss(output, targets)
+        return relational_distillation_loss(output, targets, unit_rows)
 
 
 @register_task_type

@@ -39,6 +39,17 @@ def test_relational_distillation_leaves_out_rows_without_a_teacher():
     assert float(loss) == pytest.approx(float(relational_distillation_loss(student[kept], teacher[kept])), rel=1e-5)
 
 
+def test_relational_distillation_of_unit_rows_skips_their_normalisation():
+    """Issue 33: a normalising model's embeddings are unit rows already; told so, the loss takes their dot products
+    as the cosines (the same loss to rounding), and rows that are not unit are still normalised without it."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(6, 8), torch.randn(6, 12)
+    unit = torch.nn.functional.normalize(student, dim=-1)
+    loss = relational_distillation_loss(student, teacher)
+    assert float(relational_distillation_loss(unit, teacher, unit_rows=True)) == pytest.approx(float(loss), rel=1e-6)
+    assert float(relational_distillation_loss(3 * unit, teacher, unit_rows=True)) != pytest.approx(float(loss))
+
+
 def _by_hand(anchors, positives, negatives=None, scale=20.0, symmetric=False):
     """The in-batch-negatives loss with explicit loops: anchor i's cross-entropy over [every positive, every hard
     negative], its own positive the target; symmetric: the mean with positive i's over the anchors."""
