@@ -10,7 +10,6 @@ export that a save removes (`model_folder`) have modules of their own, their nam
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -19,6 +18,7 @@ from .configuration_sentmtl import SentMtlConfig
 from .distributed import gather_rows, scale_for_ddp, world
 from .lora import add_lora, after_save, load_if_adapter_folder, save_kwargs, view_if_adapter_folder
 from .loss_weighting import combine_task_losses
+from .losses import as_float32, l2_normalize
 from .model_folder import MANIFEST, ONNX_FOLDER, remove_stale_export
 from .modeling_outputs import SentMtlOutput
 from .modeling_parts import ModelParts, ParameterGroup, Pooling, TaskHead
@@ -149,8 +149,8 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         # The projection and the normalisation run in fp32 even under bf16 / fp16 autocast: they are ~0.5% of the
         # FLOPs, and rounding the 256 outputs (and their norm) to bf16 alone costs ~0.004 of cosine similarity.
         with torch.autocast(device_type=pooled.device.type, enabled=False):
-            embeddings = self.shared_projection(pooled.float())
-            return F.normalize(embeddings, p=2, dim=-1) if self.config.normalize else embeddings
+            embeddings = self.shared_projection(as_float32(pooled))
+            return l2_normalize(embeddings) if self.config.normalize else embeddings
 
     def forward(
         self,

@@ -35,6 +35,7 @@ from .losses import (
     as_float32,
     cosent_loss,
     in_batch_negatives_loss,
+    l2_normalize,
     masked_mean,
     prefix_self_distillation_loss,
     relational_distillation_loss,
@@ -61,7 +62,7 @@ class TaskInputs:
             if x is None:
                 return None
             x = x[..., :size]
-            return F.normalize(x.float(), dim=-1) if normalize else x
+            return l2_normalize(as_float32(x)) if normalize else x
 
         return TaskInputs(cut(self.embeddings), cut(self.pair_embeddings), None, cut(self.negative_embeddings))
 
