@@ -26,10 +26,36 @@ def as_float32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float32 else x.float()
 
 
+NORM_EPS = 1e-12  # F.normalize's: a row whose norm is below it is divided by it instead (a literal in _L2Normalize)
+
+
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """`F.normalize(x, dim=-1)`, the same values, one op fewer: the norm broadcasts in the division rather than
-    through an `expand_as` first."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
+    """`F.normalize(x, dim=-1)`: the same values, one op fewer (the norm broadcasts in the division rather than
+    through an `expand_as` first); with a gradient to compute, its backward in seven kernels (`_L2Normalize`) where
+    autograd would chain fourteen through the division, the clamp and the norm."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _L2Normalize.apply(x)
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+
+
+class _L2Normalize(torch.autograd.Function):
+    """y = x / max(|x|, eps) along the last dimension, with the gradient written out: the incoming gradient less its
+    component along y, over the norm, (g − y·(g·y)) / |x|; a row below eps is divided by the constant eps, so nothing
+    is removed from its gradient (autograd's chain gives the same, to rounding)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        clamped = norm.clamp_min(1e-12)  # NORM_EPS; a literal, which torch.compile keeps a constant
+        y = x / clamped
+        ctx.save_for_backward(y, norm, clamped)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, norm, clamped = ctx.saved_tensors
+        along = torch.where(norm >= 1e-12, (grad * y).sum(dim=-1, keepdim=True), 0.0)
+        return (grad - y * along) / clamped
 
 
 def _filled(targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,25 @@ def test_relational_distillation_leaves_out_rows_without_a_teacher():
     assert float(loss) == pytest.approx(float(relational_distillation_loss(student[kept], teacher[kept])), rel=1e-5)
 
 
+def test_l2_normalize_is_f_normalize_with_its_gradient_written_out():
+    """Issue 33: the embeddings' normalisation keeps F.normalize's values and, to rounding, its gradient, rows below
+    its eps (divided by eps, nothing projected out) included; gradcheck on float64."""
+    from sentmtl.model.losses import l2_normalize
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 7, dtype=torch.float64, generator=generator)
+    x[1], x[2] = 0.0, 1e-14  # at and below eps
+    x.requires_grad_(True)
+    grad = torch.randn(5, 7, dtype=torch.float64, generator=generator)
+    expected = torch.nn.functional.normalize(x, dim=-1)
+    got = l2_normalize(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(got, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+    assert torch.autograd.gradcheck(l2_normalize, (torch.randn(4, 6, dtype=torch.float64, requires_grad=True),))
+    with torch.no_grad():  # no gradient to compute: the plain ops
+        torch.testing.assert_close(l2_normalize(x), expected, rtol=0, atol=0)
+
+
 def test_relational_distillation_of_unit_rows_skips_their_normalisation():
     """Issue 33: a normalising model's embeddings are unit rows already; told so, the loss takes their dot products
     as the cosines (the same loss to rounding), and rows that are not unit are still normalised without it."""
