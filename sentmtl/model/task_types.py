@@ -143,7 +143,7 @@ class Classification(TaskType):
         return targets != IGNORE_INDEX
 
     def predict(self, spec, output):
-        return torch.softmax(output.float(), dim=-1)  # class probabilities, in `spec.labels` order
+        return torch.softmax(as_float32(output), dim=-1)  # class probabilities, in `spec.labels` order
 
     def loss(self, spec, output, targets):
         targets = targets.view(-1)
@@ -167,13 +167,12 @@ class Multilabel(TaskType):
         return len(spec.labels)
 
     def predict(self, spec, output):
-        return torch.sigmoid(output.float())  # one probability per label
+        return torch.sigmoid(as_float32(output))  # one probability per label
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
-        per_row = F.binary_cross_entropy_with_logits(as_float32(output), _filled(targets, keep), reduction="none").mean(
-            -1
-        )
+        logits, targets = as_float32(output), _filled(targets, keep)
+        per_row = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
         return masked_mean(per_row, keep)
 
 
@@ -185,7 +184,7 @@ class Score(TaskType):
     name, losses = "score", ("bce", "mse")
 
     def predict(self, spec, output):
-        return torch.sigmoid(output.float())  # the score in [0, 1]
+        return torch.sigmoid(as_float32(output))  # the score in [0, 1]
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
@@ -216,13 +215,13 @@ class Similarity(TaskType):
     def output(self, spec, inputs):
         if inputs.pair_embeddings is None:
             raise ValueError(f"task {spec.name!r} (similarity) needs sentence pairs: pair_input_ids is missing.")
-        return F.cosine_similarity(inputs.embeddings.float(), inputs.pair_embeddings.float(), dim=-1)
+        return F.cosine_similarity(as_float32(inputs.embeddings), as_float32(inputs.pair_embeddings), dim=-1)
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
         if spec.loss == "cosine_mse":  # Sentence-BERT's CosineSimilarityLoss: the cosine regressed onto the score
             return masked_mean((output - _filled(targets, keep)) ** 2, keep)
-        return cosent_loss(output, targets.float(), spec.scale if spec.scale is not None else DEFAULT_SCALE)
+        return cosent_loss(output, as_float32(targets), spec.scale if spec.scale is not None else DEFAULT_SCALE)
 
 
 @register_task_type
@@ -274,9 +273,9 @@ class Contrastive(TaskType):
             raise ValueError(
                 f"task {spec.name!r} (contrastive) needs (anchor, positive) pairs: pair_input_ids is missing."
             )
-        parts = [inputs.embeddings.float()[:, None], inputs.pair_embeddings.float()[:, None]]
+        parts = [as_float32(inputs.embeddings)[:, None], as_float32(inputs.pair_embeddings)[:, None]]
         if inputs.negative_embeddings is not None:
-            parts.append(inputs.negative_embeddings.float())
+            parts.append(as_float32(inputs.negative_embeddings))
         return torch.cat(parts, dim=1)
 
     def present(self, targets):
