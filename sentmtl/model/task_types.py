@@ -147,16 +147,16 @@ class Classification(TaskType):
 
     def loss(self, spec, output, targets):
         targets = targets.view(-1)
-        per_row = F.cross_entropy(
+        # The mean over the rows with a class id: cross-entropy's sum leaves the others out already, so only the count
+        # needs the mask (0 when no row has one, as `masked_mean`).
+        summed = F.cross_entropy(
             as_float32(output),
             targets,
             ignore_index=IGNORE_INDEX,
-            reduction="none",
+            reduction="sum",
             label_smoothing=spec.label_smoothing,
         )
-        # The mean over the rows with a class id: cross-entropy gives the others 0 already, so only the count needs
-        # the mask (0 when no row has one, as `masked_mean`).
-        return per_row.sum() / self.present(targets).sum().clamp(min=1)
+        return summed / self.present(targets).sum().clamp(min=1)
 
 
 @register_task_type
