@@ -46,6 +46,11 @@ sys.path.insert(0, str(REPO_ROOT))
 VIEW_OPS = frozenset(
     "t reshape view _unsafe_view detach transpose permute expand unsqueeze squeeze select slice as_strided alias".split()
 )
+# Ops that read a device tensor back to the host (`.item()`, `bool(t)`, `int(t)`: `_local_scalar_dense`) or whose
+# output's shape depends on the data (`nonzero`, boolean indexing): on a GPU each waits for the queued kernels.
+HOST_READ_OPS = frozenset({"aten::_local_scalar_dense", "aten::nonzero"})
+# Ops whose CPU kernels read their own scalars (the fused AdamW's step count, per parameter); their CUDA kernels do not.
+CPU_KERNEL_READS = frozenset({"aten::_fused_adamw_", "aten::_fused_adam_"})
 # Annotations whose ops are data loading (the collator's tensors, built on the CPU before the step moves them):
 # reported apart, not counted in the step. torch's DataLoader wraps its `__next__` in this record_function.
 DATA_LOADING = "enumerate(DataLoader)"
@@ -99,10 +104,25 @@ def parse_args(argv=None):
         default=None,
         help="Where overhead.md and summary.json go (e.g. results/overhead); none: print only.",
     )
+    parser.add_argument(
+        "--record_change",
+        default=None,
+        metavar="TEXT",
+        help="Append a row for this change to OUTPUT_DIR/changes.md (the table of what each change did to the "
+        "counts; needs --output_dir): TEXT names the change.",
+    )
+    parser.add_argument(
+        "--loss_drift",
+        default="–",
+        help="With --record_change: the largest relative difference between the default tasks' training loss and "
+        "its plain reference over 50 steps, as tests/model/test_losses.py prints it (pytest -s).",
+    )
     args = parser.parse_args(argv)
     if args.small:
         args.layers, args.steps, args.embed_batch_size, args.embed_batches = 2, (2, 2), 4, 3
         args.cases = args.cases or ["loss_classification", "forward_prompts"]
+    if args.record_change and not args.output_dir:
+        parser.error("--record_change appends to OUTPUT_DIR/changes.md: give --output_dir.")
     unknown = sorted(set(args.cases or ()) - set(GRAPH_CASES) - {"none"})
     if unknown:
         parser.error(f"--cases {' '.join(unknown)}: not a case; choose from {', '.join(GRAPH_CASES)} or none.")
@@ -204,6 +224,23 @@ def profiled(fn, *args, **kwargs):
     return result, profiler.events()
 
 
+def host_reads(events, skip_under: tuple[str, ...] = ()) -> int:
+    """How many times the ops read a tensor back to the host (`HOST_READ_OPS`, at any depth: `bool(t)` is an
+    `is_nonzero` that calls `item`, which calls `_local_scalar_dense`); none under `skip_under` annotations, nor
+    inside an op whose CPU kernel alone reads (`CPU_KERNEL_READS`)."""
+    count = 0
+    for event in events:
+        if event.name not in HOST_READ_OPS:
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not (
+            parent.name.startswith(skip_under or ("\0",)) or parent.name in CPU_KERNEL_READS
+        ):
+            parent = parent.cpu_parent
+        count += parent is None
+    return count
+
+
 def per_unit(counts: Counter, units: int) -> dict:
     return {name: n / units for name, n in counts.most_common()}
 
@@ -270,6 +307,7 @@ def op_window(warm: int, window: int):
     class OpWindow(TrainerCallback):
         def __init__(self):
             self.profiler, self.step, self.steps, self.idle, self.data_loading = None, None, None, None, None
+            self.host_reads = None
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.step is not None:
@@ -284,6 +322,7 @@ def op_window(warm: int, window: int):
                 marks = [e for e in events if e.name.startswith(STEP_MARK)]
                 self.steps = [top_level_ops(subtree(mark), skip_under=(DATA_LOADING,)) for mark in marks]
                 self.idle = [idle_ops(subtree(mark), skip_under=(DATA_LOADING,)) for mark in marks]
+                self.host_reads = [host_reads(subtree(mark), skip_under=(DATA_LOADING,)) for mark in marks]
                 self.data_loading = top_level_ops(events) - sum(self.steps, Counter())
                 raise WindowDone
             if self.profiler is not None:
@@ -300,7 +339,12 @@ def _windowed(train, window_callback) -> dict:
         pass
     if window_callback.steps is None:
         raise RuntimeError("training ended before the profiled window: raise the data or lower --steps.")
-    return {"steps": window_callback.steps, "idle": window_callback.idle, "data_loading": window_callback.data_loading}
+    return {
+        "steps": window_callback.steps,
+        "idle": window_callback.idle,
+        "data_loading": window_callback.data_loading,
+        "host_reads": window_callback.host_reads,
+    }
 
 
 def train_plain(data_dir, encoder, batch_size, warm, window, seed, output_dir) -> dict:
@@ -594,6 +638,7 @@ def train_section(args, train) -> tuple[list[str], dict]:
             "kernel_each_step": [sum(kernel_ops(step).values()) for step in side["steps"]],
             "idle_per_step": per_unit(sum(side["idle"], Counter()), window),
             "data_loading_per_step": per_unit(side["data_loading"], window),
+            "host_reads_per_step": sum(side["host_reads"]) / window,
         }
     kernel = {name: row["kernel_per_step"] for name, row in rows.items()}
     ratio = sum(kernel["sentmtl"].values()) / sum(kernel["plain"].values())
@@ -604,18 +649,20 @@ def train_section(args, train) -> tuple[list[str], dict]:
         "kernel-launching: without the view and metadata ops; of which idle: composite ops that called nothing "
         "but views (`.float()` of a float32 tensor, eval-mode dropout), counted in by the method's rule. Steps "
         "differ where a batch has no padding (no attention mask is built). The collator's ops (CPU tensors, "
-        "inside the DataLoader) are counted apart.",
+        "inside the DataLoader) are counted apart. Host reads: ops that read a tensor back to the host (`.item()`, "
+        "`bool(t)`) or size their output by the data (`nonzero`), at any depth: on a GPU each waits for the queue.",
         "",
-        "| path | ops / step | kernel-launching / step | of which idle | per step (min–max) | collator / step "
-        "| top kernel-launching ops |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| path | ops / step | kernel-launching / step | of which idle | per step (min–max) | host reads / step "
+        "| collator / step | top kernel-launching ops |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, label in TRAIN_LABELS.items():
         row, each = rows[name], rows[name]["kernel_each_step"]
         lines.append(
             f"| {label} | {sum(row['ops_per_step'].values()):,.1f} | {sum(kernel[name].values()):,.1f} | "
             f"{sum(row['idle_per_step'].values()):g} | {min(each):,}–{max(each):,} | "
-            f"{sum(row['data_loading_per_step'].values()):g} | {top_names(kernel[name], args.top)} |"
+            f"{row['host_reads_per_step']:g} | {sum(row['data_loading_per_step'].values()):g} | "
+            f"{top_names(kernel[name], args.top)} |"
         )
     lines += [
         "",
@@ -689,6 +736,48 @@ def report(args, train, embed, breaks, setup) -> tuple[str, dict]:
     return "\n".join(lines), summary
 
 
+CHANGES_INTRO = """# Overhead, change by change (issue 33, part 2)
+
+One row per change, appended by `benchmarks/overhead.py --record_change TEXT` run on the tree with that change (the
+commit that adds the row; `git log -p results/overhead/changes.md` pairs them): sentmtl's default run (3 tasks)
+against the plain Trainer recipe, kernel-launching ops per training step (of which idle: composites that launched
+nothing), host reads per step, the encode ratio, the graph breaks over the cases run, and the largest relative
+difference between the default tasks' loss and its plain reference over 50 training steps of a tiny model
+(`tests/model/test_losses.py`, its printed figure: each change keeps it within 1e-5).
+"""
+CHANGES_COLUMNS = (
+    "change",
+    "sentmtl kernel-launching / step",
+    "of which idle",
+    "host reads / step",
+    "plain / step",
+    "train_ops_ratio",
+    "embed_ops_ratio",
+    "graph breaks",
+    "loss drift (50 steps)",
+)
+
+
+def record_change(path: Path, change: str, summary: dict, loss_drift: str) -> str:
+    """Append the row of `change` to the changes table at `path` (written with its header the first time)."""
+    train = summary["train"]
+    kernel = {name: sum(train[name]["kernel_per_step"].values()) for name in TRAIN_LABELS}
+    cases = summary["arguments"]["cases"]
+    breaks = summary["graph_breaks_total"]
+    if cases is not None:
+        run = [case for case in cases if case != "none"]
+        breaks = f"{breaks} ({len(run)} of {len(GRAPH_CASES)} cases)" if run else "not run"
+    row = (
+        f"| {_cell(change)} | {kernel['sentmtl']:,.1f} | {sum(train['sentmtl']['idle_per_step'].values()):g} | "
+        f"{train['sentmtl']['host_reads_per_step']:g} | {kernel['plain']:,.1f} | {summary['train_ops_ratio']:.3f} | "
+        f"{summary['embed_ops_ratio']:.2f} | {breaks} | {loss_drift} |"
+    )
+    header = f"| {' | '.join(CHANGES_COLUMNS)} |\n| --- |{' ---: |' * (len(CHANGES_COLUMNS) - 1)}\n"
+    text = path.read_text() if path.is_file() else f"{CHANGES_INTRO}\n{header}"
+    path.write_text(text + row + "\n")
+    return row
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.getLogger("sentmtl").setLevel(logging.ERROR)
@@ -743,6 +832,10 @@ def main(argv=None) -> int:
         (output_dir / "overhead.md").write_text(text + "\n")
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"wrote {output_dir / 'overhead.md'} and {output_dir / 'summary.json'}")
+        if args.record_change:
+            print(
+                f"added to {output_dir / 'changes.md'}: {record_change(output_dir / 'changes.md', args.record_change, summary, args.loss_drift)}"
+            )
     print(f"wall time {summary['wall_s']:.0f} s")
     print(f"train_ops_ratio: {summary['train_ops_ratio']:.2f}")
     print(f"embed_ops_ratio: {summary['embed_ops_ratio']:.2f}")

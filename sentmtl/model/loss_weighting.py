@@ -26,6 +26,16 @@ def combine_task_losses(
             for i, task in enumerate(tasks)
             if task.name in task_losses
         ]
-    else:
-        terms = [task.loss_weight * task_losses[task.name] for task in tasks if task.name in task_losses]
-    return torch.stack(terms).sum()
+        return torch.stack(terms).sum()
+    # Static weights: a chain of adds, each weight the add's `alpha` (one kernel a task, weighted or not; a weight of
+    # 1, the default, multiplies by nothing).
+    total = None
+    for task in tasks:
+        if task.name not in task_losses:
+            continue
+        loss, weight = task_losses[task.name], task.loss_weight
+        if total is None:
+            total = loss if weight == 1 else weight * loss
+        else:
+            total = total + loss if weight == 1 else torch.add(total, loss, alpha=weight)
+    return total

@@ -15,16 +15,52 @@ DEFAULT_SCALE = 20.0  # cosine × 20: CoSENT's and sentence-transformers' in-bat
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values[mask]` without boolean indexing; 0 (still attached to the graph) when no row is kept."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    """Mean of `values[mask]` (a bool mask) without boolean indexing; 0 (still attached to the graph) when no row is
+    kept. Selected rather than multiplied by the mask: a cast fewer, the same sum."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def as_float32(x: torch.Tensor) -> torch.Tensor:
+    """`x.float()`, without the call when `x` is float32 already (each call is an op a step, even one that copies
+    nothing)."""
+    return x if x.dtype == torch.float32 else x.float()
+
+
+NORM_EPS = 1e-12  # F.normalize's: a row whose norm is below it is divided by it instead (a literal in _L2Normalize)
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """`F.normalize(x, dim=-1)`: the same values, one op fewer (the norm broadcasts in the division rather than
+    through an `expand_as` first); with a gradient to compute, its backward in seven kernels (`_L2Normalize`) where
+    autograd would chain fourteen through the division, the clamp and the norm."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _L2Normalize.apply(x)
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+
+
+class _L2Normalize(torch.autograd.Function):
+    """y = x / max(|x|, eps) along the last dimension, with the gradient written out: the incoming gradient less its
+    component along y, over the norm, (g − y·(g·y)) / |x|; a row below eps is divided by the constant eps, so nothing
+    is removed from its gradient (autograd's chain gives the same, to rounding)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        clamped = norm.clamp_min(1e-12)  # NORM_EPS; a literal, which torch.compile keeps a constant
+        y = x / clamped
+        ctx.save_for_backward(y, norm, clamped)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, norm, clamped = ctx.saved_tensors
+        along = torch.where(norm >= 1e-12, (grad * y).sum(dim=-1, keepdim=True), 0.0)
+        return (grad - y * along) / clamped
 
 
 def _filled(targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     # NaN × 0 is NaN: absent targets are replaced before they meet the loss, then masked out of the mean.
-    return torch.where(
-        keep.reshape(len(keep), *([1] * (targets.dim() - 1))), targets, torch.zeros_like(targets)
-    ).float()
+    return as_float32(torch.where(keep.reshape(len(keep), *([1] * (targets.dim() - 1))), targets, 0.0))
 
 
 def in_batch_negatives_loss(
@@ -39,9 +75,9 @@ def in_batch_negatives_loss(
     anchor_id, positive_id, negative_id = ids[:, 1], ids[:, 2], ids[:, 3:].reshape(-1)
     # At least float32 (half-precision embeddings are upcast; float64 ones stay float64).
     output = output.to(torch.promote_types(output.dtype, torch.float32))
-    anchors = F.normalize(output[:, 0], dim=-1)
-    positives = F.normalize(output[:, 1], dim=-1)
-    candidates = torch.cat([positives, F.normalize(output[:, 2:], dim=-1).reshape(-1, size)])
+    anchors = l2_normalize(output[:, 0])
+    positives = l2_normalize(output[:, 1])
+    candidates = torch.cat([positives, l2_normalize(output[:, 2:]).reshape(-1, size)])
     rows = torch.arange(n, device=output.device)
     candidate_row = torch.cat([rows, rows.repeat_interleave(width - 2)])  # the row each candidate comes from
     candidate_id = torch.cat([positive_id, negative_id])
@@ -85,16 +121,19 @@ def cosent_loss(cosines: torch.Tensor, scores: torch.Tensor, scale: float = DEFA
     return torch.logsumexp(torch.cat([zero, differences]), dim=0)
 
 
-def relational_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def relational_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, unit_rows: bool = False) -> torch.Tensor:
     """MSE between the batch's pairwise cosine matrix and the teacher's, over the off-diagonal entries: keeps which
     sentences are close to which, whatever the two sizes (a 256-d embedding against a 384-d teacher). The diagonal
     is 1 = 1 in both and carried no signal; counting it made the loss's weight (B − 1)/B, smaller for short batches.
-    A batch of one row has no pair: 0."""
-    keep = ~torch.isnan(teacher).any(dim=-1)  # rows without a teacher vector (NaN) are left out, rows and columns
-    s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(_filled(teacher, keep), dim=-1)
-    pairs = keep[:, None] & keep[None, :] & ~torch.eye(len(s), dtype=torch.bool, device=s.device)
-    return masked_mean(((s @ s.T - t @ t.T) ** 2).reshape(-1), pairs.reshape(-1))
+    A batch of one row has no pair: 0. `unit_rows`: the student's rows are unit vectors already (a normalising
+    model's embeddings), so their dot products are the cosines: normalising again would change them by rounding
+    only, for four kernels forward and fourteen backward."""
+    keep = (teacher == teacher).all(dim=-1)  # rows without a teacher vector (NaN) are left out, rows and columns
+    s = as_float32(student) if unit_rows else l2_normalize(as_float32(student))
+    t = l2_normalize(_filled(teacher, keep))
+    pairs = keep[:, None] & keep[None, :]
+    pairs.fill_diagonal_(False)
+    return masked_mean((s @ s.t() - t @ t.t()) ** 2, pairs)
 
 
 def prefix_self_distillation_loss(embeddings: torch.Tensor, sizes: list[tuple[int, float]]) -> torch.Tensor:

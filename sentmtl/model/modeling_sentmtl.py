@@ -10,7 +10,6 @@ export that a save removes (`model_folder`) have modules of their own, their nam
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -19,6 +18,7 @@ from .configuration_sentmtl import SentMtlConfig
 from .distributed import gather_rows, scale_for_ddp, world
 from .lora import add_lora, after_save, load_if_adapter_folder, save_kwargs, view_if_adapter_folder
 from .loss_weighting import combine_task_losses
+from .losses import as_float32, l2_normalize
 from .model_folder import MANIFEST, ONNX_FOLDER, remove_stale_export
 from .modeling_outputs import SentMtlOutput
 from .modeling_parts import ModelParts, ParameterGroup, Pooling, TaskHead
@@ -149,8 +149,8 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         # The projection and the normalisation run in fp32 even under bf16 / fp16 autocast: they are ~0.5% of the
         # FLOPs, and rounding the 256 outputs (and their norm) to bf16 alone costs ~0.004 of cosine similarity.
         with torch.autocast(device_type=pooled.device.type, enabled=False):
-            embeddings = self.shared_projection(pooled.float())
-            return F.normalize(embeddings, p=2, dim=-1) if self.config.normalize else embeddings
+            embeddings = self.shared_projection(as_float32(pooled))
+            return l2_normalize(embeddings) if self.config.normalize else embeddings
 
     def forward(
         self,
@@ -194,6 +194,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             )
 
         task_outputs, task_losses, labelled = {}, {}, {}
+        # Only learned weights read whether a task had a target in the batch; the static sum does not, and the check
+        # would cost each task two to four kernels a step.
+        flag_labelled = self.loss_log_variances is not None
         matryoshka = self.config.matryoshka()
         for task in tasks:
             if task.kind.pairs and pair_embeddings is None and task.name not in targets:
@@ -216,6 +219,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                             if size == self.config.embedding_size
                             else task.kind.output(task, inputs.truncated(size, self.config.normalize)),
                             targets[task.name],
+                            flag_labelled,
                         ),
                     )
                     for size, weight in matryoshka
@@ -223,7 +227,9 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                 task_losses[task.name] = torch.stack([weight * loss for weight, (loss, _) in results]).sum() / total
                 labelled[task.name] = results[0][1][1]  # the same rows at every size
             else:
-                task_losses[task.name], labelled[task.name] = self._task_loss(task, output, targets[task.name])
+                task_losses[task.name], labelled[task.name] = self._task_loss(
+                    task, output, targets[task.name], flag_labelled
+                )
         loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
         if loss is not None and self.config.matryoshka_self_distillation and matryoshka:
             every = [
@@ -260,16 +266,22 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             return scale_for_ddp(prefix_self_distillation_loss(gather_rows(embeddings), matryoshka))
         return prefix_self_distillation_loss(embeddings, matryoshka)
 
-    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor):
-        """(loss, whether any row carried a target) over the rows the loss sees."""
+    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor, flag_labelled: bool = True):
+        """(loss, whether any row carried a target) over the rows the loss sees. Without `flag_labelled` the second
+        is True, not looked up (only learned loss weights read it)."""
+        # The task's output is the embedding (or its re-normalised prefix) where its type says so: unit rows when the
+        # model normalises, which its loss need not normalise again.
+        unit_rows = {"unit_rows": True} if task.kind.takes_unit_rows and self.config.normalize else {}
         if self.training and world()[0] > 1:
             # Under DDP this process holds a share of the global batch. A loss that compares rows must see all of
             # them, and a mean over rows must count every process's rows alike (shares can differ by a row, and DDP
             # averages the processes' gradients as equals): so every task's loss is taken over the gathered batch.
             # The gradient flows to the local rows only and is scaled back to the one-process gradient.
             output, targets = gather_rows(output), gather_rows(targets)
-            return scale_for_ddp(task.kind.loss(task, output, targets)), task.kind.present(targets).any()
-        return task.kind.loss(task, output, targets), task.kind.present(targets).any()
+            loss = scale_for_ddp(task.kind.loss(task, output, targets, **unit_rows))
+        else:
+            loss = task.kind.loss(task, output, targets, **unit_rows)
+        return loss, task.kind.present(targets).any() if flag_labelled else True
 
     def combine_losses(
         self, task_losses: dict, tasks: list[TaskSpec] | None = None, labelled: dict | None = None

@@ -150,38 +150,49 @@ def position_limit(encoder_config) -> int:
 def insert_prompt_ids(input_ids, attention_mask, token_type_ids, ids: list[int], max_positions: int):
     """Each row that does not already carry `ids` right after its first token gets them there (the pipeline's inputs,
     tokenised without the prompt). A row that would then exceed `max_positions` loses text tokens before its last
-    one (the end token), never the prompt's. Returns the three tensors (`token_type_ids` may be None)."""
+    one (the end token), never the prompt's. Returns the three tensors (`token_type_ids` may be None).
+
+    Vectorised, with no host read and no shape that depends on the data (torch.compile traces it whole, and a GPU
+    never waits): the result is `max(width, min(width + len(ids), max_positions))` wide whatever the rows hold. Its
+    rows are where a data-sized result would put them (a left-padded batch stays padded on the left up to the
+    longest row); the columns past the longest row are padding, attention mask 0."""
     if not ids:
         return input_ids, attention_mask, token_type_ids
-    prompt = torch.tensor(ids, dtype=input_ids.dtype, device=input_ids.device)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    rows, width = [], len(ids)
-    for row in range(input_ids.shape[0]):
-        kept = attention_mask[row].bool()
-        tokens = input_ids[row][kept]
-        types = token_type_ids[row][kept] if token_type_ids is not None else None
-        if not (len(tokens) > width and torch.equal(tokens[1 : 1 + width], prompt)):
-            tokens = torch.cat([tokens[:1], prompt, tokens[1:]])
-            if types is not None:
-                types = torch.cat([types[:1], types.new_zeros(width), types[1:]])
-            if len(tokens) > max_positions:  # cut text before the end token, as truncation would have
-                tokens = torch.cat([tokens[: max_positions - 1], tokens[-1:]])
-                types = None if types is None else torch.cat([types[: max_positions - 1], types[-1:]])
-        rows.append((tokens, types))
-    longest = max(len(tokens) for tokens, _ in rows)
-    left = bool((attention_mask[:, 0] == 0).any())  # a batch padded on the left stays so
-    pad = input_ids[~attention_mask.bool()]
-    pad_id = int(pad[0]) if pad.numel() else 0
-    out_ids = input_ids.new_full((len(rows), longest), pad_id)
-    out_mask = attention_mask.new_zeros((len(rows), longest))
-    out_types = None if token_type_ids is None else token_type_ids.new_zeros((len(rows), longest))
-    for row, (tokens, types) in enumerate(rows):
-        span = slice(longest - len(tokens), longest) if left else slice(0, len(tokens))
-        out_ids[row, span], out_mask[row, span] = tokens, 1
-        if out_types is not None:
-            out_types[row, span] = types
-    return out_ids, out_mask, out_types
+    k = len(ids)
+    prompt = torch.tensor(ids, dtype=input_ids.dtype, device=input_ids.device)
+    width = input_ids.shape[1]
+    kept = attention_mask.bool()
+    count = kept.sum(dim=1, keepdim=True)  # [rows, 1]: each row's tokens
+    # Each row's tokens moved to its front, in order (a stable sort puts the kept positions first).
+    order = torch.sort((~kept).to(torch.uint8), dim=1, stable=True).indices
+    tokens = input_ids.gather(1, order)
+    carries = (count[:, 0] > k) & (tokens[:, 1 : 1 + k] == prompt).all(dim=1) if width > k else count[:, 0] < 0
+    insert = ~carries[:, None]
+    start = (count > 0).long()  # the prompt goes after the first token (a row with none: at the front)
+    length = count + k * insert
+    cut = insert & (length > max_positions)  # then its last token takes the last position
+    length = torch.where(cut, max_positions, length)
+    # Output column c holds row position p = c − shift: a left-padded batch ends every row at the longest row.
+    out_width = max(width, min(width + k, max_positions))
+    left = (attention_mask[:, 0] == 0).any()
+    shift = torch.where(left, length.max() - length, 0)
+    p = torch.arange(out_width, device=input_ids.device)[None, :] - shift
+    valid = (p >= 0) & (p < length)
+    in_prompt = insert & (p >= start) & (p < start + k)
+    source = torch.where(insert & (p >= start + k), p - k, p)  # the row position's token, past the prompt
+    source = torch.where(cut & (p == length - 1), count - 1, source).clamp(0, width - 1)
+    prompt_part = prompt[(p - start).clamp(0, k - 1)]
+    # The batch's padding id: the first padded position's (0 without padding), as the tokenizer padded.
+    padded = ~kept.reshape(-1)
+    pad_id = torch.where(padded.any(), input_ids.reshape(-1)[padded.to(torch.uint8).argmax()], 0)
+    out_ids = torch.where(valid, torch.where(in_prompt, prompt_part, tokens.gather(1, source)), pad_id)
+    out_types = None
+    if token_type_ids is not None:
+        types = token_type_ids.gather(1, order).gather(1, source)
+        out_types = torch.where(valid & ~in_prompt, types, 0)
+    return out_ids, valid.to(attention_mask.dtype), out_types
 
 
 __all__ = [

@@ -32,8 +32,10 @@ import torch.nn.functional as F
 from .losses import (
     DEFAULT_SCALE,
     _filled,
+    as_float32,
     cosent_loss,
     in_batch_negatives_loss,
+    l2_normalize,
     masked_mean,
     prefix_self_distillation_loss,
     relational_distillation_loss,
@@ -60,7 +62,7 @@ class TaskInputs:
             if x is None:
                 return None
             x = x[..., :size]
-            return F.normalize(x.float(), dim=-1) if normalize else x
+            return l2_normalize(as_float32(x)) if normalize else x
 
         return TaskInputs(cut(self.embeddings), cut(self.pair_embeddings), None, cut(self.negative_embeddings))
 
@@ -76,6 +78,9 @@ class TaskType:
     pairs: ClassVar[bool] = False  # rows are sentence pairs (text, text_pair)
     negatives: ClassVar[bool] = False  # rows may carry hard negatives
     compares_rows: ClassVar[bool] = False  # the loss compares the rows of a batch (evaluated batch by batch)
+    # The loss takes `unit_rows=True` when the output's rows are unit vectors (a normalising model's embeddings, or
+    # their re-normalised prefixes), and may then skip normalising them again.
+    takes_unit_rows: ClassVar[bool] = False
     target_dtype: ClassVar[torch.dtype] = torch.float32
     label_smoothing: ClassVar[bool] = False  # accepts a label_smoothing
     scale_losses: ClassVar[tuple[str, ...]] = ()  # losses that multiply cosines by a `scale` (default DEFAULT_SCALE)
@@ -103,8 +108,10 @@ class TaskType:
         return output
 
     def present(self, targets: torch.Tensor) -> torch.Tensor:
-        """`[batch]` bool: the rows that carry a target (NaN marks an absent one)."""
-        return ~torch.isnan(targets.reshape(len(targets), -1)).any(dim=-1)
+        """`[batch]` bool: the rows that carry a target (NaN marks an absent one: the one value unequal to itself)."""
+        values = targets.reshape(len(targets), -1)
+        present = values == values
+        return present.all(dim=-1) if values.shape[1] != 1 else present.reshape(-1)
 
     def loss(self, spec, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -136,14 +143,20 @@ class Classification(TaskType):
         return targets != IGNORE_INDEX
 
     def predict(self, spec, output):
-        return torch.softmax(output.float(), dim=-1)  # class probabilities, in `spec.labels` order
+        return torch.softmax(as_float32(output), dim=-1)  # class probabilities, in `spec.labels` order
 
     def loss(self, spec, output, targets):
         targets = targets.view(-1)
-        per_row = F.cross_entropy(
-            output.float(), targets, ignore_index=IGNORE_INDEX, reduction="none", label_smoothing=spec.label_smoothing
+        # The mean over the rows with a class id: cross-entropy's sum leaves the others out already, so only the count
+        # needs the mask (0 when no row has one, as `masked_mean`).
+        summed = F.cross_entropy(
+            as_float32(output),
+            targets,
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+            label_smoothing=spec.label_smoothing,
         )
-        return masked_mean(per_row, self.present(targets))
+        return summed / self.present(targets).sum().clamp(min=1)
 
 
 @register_task_type
@@ -154,11 +167,12 @@ class Multilabel(TaskType):
         return len(spec.labels)
 
     def predict(self, spec, output):
-        return torch.sigmoid(output.float())  # one probability per label
+        return torch.sigmoid(as_float32(output))  # one probability per label
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
-        per_row = F.binary_cross_entropy_with_logits(output.float(), _filled(targets, keep), reduction="none").mean(-1)
+        logits, targets = as_float32(output), _filled(targets, keep)
+        per_row = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
         return masked_mean(per_row, keep)
 
 
@@ -170,11 +184,11 @@ class Score(TaskType):
     name, losses = "score", ("bce", "mse")
 
     def predict(self, spec, output):
-        return torch.sigmoid(output.float())  # the score in [0, 1]
+        return torch.sigmoid(as_float32(output))  # the score in [0, 1]
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
-        output, targets = output.reshape(-1).float(), _filled(targets.reshape(-1), keep)
+        output, targets = as_float32(output.reshape(-1)), _filled(targets.reshape(-1), keep)
         if spec.loss == "mse":
             per_row = (torch.sigmoid(output) - targets) ** 2
         else:
@@ -188,7 +202,7 @@ class Regression(TaskType):
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
-        return masked_mean((output.reshape(-1).float() - _filled(targets.reshape(-1), keep)) ** 2, keep)
+        return masked_mean((as_float32(output.reshape(-1)) - _filled(targets.reshape(-1), keep)) ** 2, keep)
 
 
 @register_task_type
@@ -201,13 +215,13 @@ class Similarity(TaskType):
     def output(self, spec, inputs):
         if inputs.pair_embeddings is None:
             raise ValueError(f"task {spec.name!r} (similarity) needs sentence pairs: pair_input_ids is missing.")
-        return F.cosine_similarity(inputs.embeddings.float(), inputs.pair_embeddings.float(), dim=-1)
+        return F.cosine_similarity(as_float32(inputs.embeddings), as_float32(inputs.pair_embeddings), dim=-1)
 
     def loss(self, spec, output, targets):
         keep = self.present(targets)
         if spec.loss == "cosine_mse":  # Sentence-BERT's CosineSimilarityLoss: the cosine regressed onto the score
             return masked_mean((output - _filled(targets, keep)) ** 2, keep)
-        return cosent_loss(output, targets.float(), spec.scale if spec.scale is not None else DEFAULT_SCALE)
+        return cosent_loss(output, as_float32(targets), spec.scale if spec.scale is not None else DEFAULT_SCALE)
 
 
 @register_task_type
@@ -217,13 +231,14 @@ class Distillation(TaskType):
 
     name, losses, has_head = "distillation", ("relational", "cosine"), False
     compares_rows = True  # relational; harmless for cosine, which is per row
+    takes_unit_rows = True  # its output is the embedding
     # Relational distillation compares cosine matrices, whatever the sizes; cosine distillation needs the full size.
     prefix_losses, prefix_refused = ("relational",), ("cosine",)
 
     def output(self, spec, inputs):
         return inputs.embeddings
 
-    def loss(self, spec, output, targets):
+    def loss(self, spec, output, targets, unit_rows=False):
         if spec.loss == "cosine":
             if output.shape[-1] != targets.shape[-1]:
                 raise ValueError(
@@ -231,9 +246,9 @@ class Distillation(TaskType):
                     f"teacher's ({targets.shape[-1]}); use loss: relational."
                 )
             keep = self.present(targets)
-            per_row = 1 - F.cosine_similarity(output.float(), _filled(targets, keep), dim=-1)
+            per_row = 1 - F.cosine_similarity(as_float32(output), _filled(targets, keep), dim=-1)
             return masked_mean(per_row, keep)
-        return relational_distillation_loss(output, targets)
+        return relational_distillation_loss(output, targets, unit_rows)
 
 
 @register_task_type
@@ -258,9 +273,9 @@ class Contrastive(TaskType):
             raise ValueError(
                 f"task {spec.name!r} (contrastive) needs (anchor, positive) pairs: pair_input_ids is missing."
             )
-        parts = [inputs.embeddings.float()[:, None], inputs.pair_embeddings.float()[:, None]]
+        parts = [as_float32(inputs.embeddings)[:, None], as_float32(inputs.pair_embeddings)[:, None]]
         if inputs.negative_embeddings is not None:
-            parts.append(inputs.negative_embeddings.float())
+            parts.append(as_float32(inputs.negative_embeddings))
         return torch.cat(parts, dim=1)
 
     def present(self, targets):

@@ -4,6 +4,7 @@ group functions, `stream_position` (`checkpoints`), `unwrap` and `all_processes_
 from here too."""
 
 import logging
+import math
 import os
 import time
 
@@ -159,7 +160,7 @@ class SentMtlTrainer(Trainer):
             loader = DataLoader(
                 self.train_dataset,
                 batch_size=self._train_batch_size,
-                collate_fn=self.data_collator,
+                collate_fn=WithoutDomain(self.data_collator),
                 pin_memory=self.args.dataloader_pin_memory,
                 drop_last=self.args.dataloader_drop_last,
             )
@@ -188,7 +189,7 @@ class SentMtlTrainer(Trainer):
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=self.data_collator,
+            collate_fn=WithoutDomain(self.data_collator),
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
         )
@@ -303,7 +304,8 @@ class SentMtlTrainer(Trainer):
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # `domain` labels rows for per-domain metrics only; the model does not take it.
+        # `domain` labels rows for per-domain metrics only; the model does not take it (the trainer's own training
+        # batches leave it out: `WithoutDomain`).
         inputs = {key: value for key, value in inputs.items() if key != "domain"}
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
@@ -318,14 +320,29 @@ class SentMtlTrainer(Trainer):
         # A NaN / inf loss poisons every weight at the next optimizer step, silently: stop before that step, so
         # the model in memory and every checkpoint on disk are still good ones. Checked after the backward pass,
         # where the Trainer reads the loss anyway (its NaN filter): checking between forward and backward would
-        # stall a GPU at every step while the CPU waits to queue the backward kernels.
-        if not all_processes_agree(torch.isfinite(loss).all()):
+        # stall a GPU at every step while the CPU waits to queue the backward kernels. One read of the value, tested
+        # on the host: no kernel (`isfinite(loss).all()` was two, and a third op to read the answer back).
+        value = loss.item()
+        if not all_processes_agree(math.isfinite(value), device=loss.device):
             raise NonFiniteLossError(
                 f"training stopped at step {self.state.global_step + 1} of {self.state.max_steps} "
-                f"(epoch {self.state.epoch or 0:.2f}): the loss is {loss.float().item()}. No update was applied "
+                f"(epoch {self.state.epoch or 0:.2f}): the loss is {value}. No update was applied "
                 "with it. Lower the learning rates, or use --bf16 instead of --fp16."
             )
         return loss
+
+
+class WithoutDomain:
+    """A collator whose batches leave out `domain`: the training batches', as only evaluation reads the rows'
+    domains (per-domain metrics), and each tensor in a batch is copied to the device at every step."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, rows):
+        batch = self.collate(rows)
+        batch.pop("domain", None)
+        return batch
 
 
 class NonFiniteLossError(RuntimeError):

@@ -62,6 +62,54 @@ def test_composite_ops_that_call_nothing_are_idle():
     assert overhead.is_composite("to") and not overhead.is_composite("mm")
 
 
+def test_host_reads_count_each_read_back_once():
+    x = torch.randn(4)
+
+    def reads():
+        float(x.sum())  # item, which calls _local_scalar_dense
+        bool(x.sum() > 0)  # is_nonzero, which calls item
+        x[x > 0]  # boolean indexing: nonzero sizes the result by the data
+        with torch.profiler.record_function(f"{overhead.DATA_LOADING}#_SingleProcessDataLoaderIter.__next__"):
+            int(x.argmax())  # the collator's: not the step's
+        return x * 2
+
+    _, events = overhead.profiled(reads)
+    assert overhead.host_reads(events, skip_under=(overhead.DATA_LOADING,)) == 3
+    assert overhead.host_reads(events) == 4
+    # The fused AdamW's CPU kernel reads each parameter's step count; its CUDA kernel does not: not counted.
+    weight = torch.nn.Parameter(torch.randn(3))
+    weight.grad = torch.randn(3)
+    optimizer = torch.optim.AdamW([weight], fused=True)
+    _, events = overhead.profiled(optimizer.step)
+    assert any(e.name == "aten::_local_scalar_dense" for e in events) and overhead.host_reads(events) == 0
+
+
+def test_each_change_appends_one_row_under_one_header(tmp_path):
+    def summary(sentmtl, idle, reads):
+        return {
+            "train": {
+                "plain": {"kernel_per_step": {"mm": 400.0}, "idle_per_step": {}, "host_reads_per_step": 3.0},
+                "sentmtl": {
+                    "kernel_per_step": {"mm": sentmtl},
+                    "idle_per_step": {"to": idle},
+                    "host_reads_per_step": reads,
+                },
+            },
+            "train_ops_ratio": sentmtl / 400,
+            "embed_ops_ratio": 0.93,
+            "graph_breaks_total": 1,
+            "arguments": {"cases": ["none"]},
+        }
+
+    path = tmp_path / "changes.md"
+    overhead.record_change(path, "before", summary(520.0, 20.0, 5.0), "6.7e-07")
+    row = overhead.record_change(path, "a | b", summary(480.5, 18.0, 4.0), "–")
+    assert row == "| a \\| b | 480.5 | 18 | 4 | 400.0 | 1.201 | 0.93 | not run | – |"
+    text = path.read_text()
+    assert text.count("| change |") == 1 and text.endswith(row + "\n")
+    assert "| before | 520.0 | 20 | 5 | 400.0 | 1.300 | 0.93 | not run | 6.7e-07 |" in text
+
+
 def test_every_task_type_has_a_loss_case():
     from sentmtl.model.task_types import TASK_TYPES
 
@@ -94,5 +142,6 @@ def test_small_run_writes_the_tables_and_ends_with_the_three_lines(tmp_path):
         assert sum(row["kernel_per_step"].values()) == sum(row["kernel_each_step"]) / 2
         assert not set(row["kernel_per_step"]) & overhead.VIEW_OPS
         assert row["kernel_per_step"]["linear"] >= 2 * 6  # six linear layers per encoder layer, forward alone
+        assert row["host_reads_per_step"] >= 1  # the Trainer's NaN filter reads the loss back at every step
     table = (out / "overhead.md").read_text()
     assert "| sentmtl.encode |" in table and "| forward_prompts |" in table

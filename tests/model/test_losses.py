@@ -1,5 +1,6 @@
 """sentmtl/model/losses.py: the losses by hand: the relational distillation loss (its diagonal and rows without a
-teacher left out), in-batch negatives (hard negatives, the symmetric form, repeated texts)."""
+teacher left out), in-batch negatives (hard negatives, the symmetric form, repeated texts); and the default run's
+training loss over 50 steps against a plain reference (issue 33: fewer kernels, the same loss)."""
 
 import math
 
@@ -36,6 +37,36 @@ def test_relational_distillation_leaves_out_rows_without_a_teacher():
     loss = relational_distillation_loss(student, with_absent)
     assert torch.isfinite(loss)
     assert float(loss) == pytest.approx(float(relational_distillation_loss(student[kept], teacher[kept])), rel=1e-5)
+
+
+def test_l2_normalize_is_f_normalize_with_its_gradient_written_out():
+    """Issue 33: the embeddings' normalisation keeps F.normalize's values and, to rounding, its gradient, rows below
+    its eps (divided by eps, nothing projected out) included; gradcheck on float64."""
+    from sentmtl.model.losses import l2_normalize
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 7, dtype=torch.float64, generator=generator)
+    x[1], x[2] = 0.0, 1e-14  # at and below eps
+    x.requires_grad_(True)
+    grad = torch.randn(5, 7, dtype=torch.float64, generator=generator)
+    expected = torch.nn.functional.normalize(x, dim=-1)
+    got = l2_normalize(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(got, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+    assert torch.autograd.gradcheck(l2_normalize, (torch.randn(4, 6, dtype=torch.float64, requires_grad=True),))
+    with torch.no_grad():  # no gradient to compute: the plain ops
+        torch.testing.assert_close(l2_normalize(x), expected, rtol=0, atol=0)
+
+
+def test_relational_distillation_of_unit_rows_skips_their_normalisation():
+    """Issue 33: a normalising model's embeddings are unit rows already; told so, the loss takes their dot products
+    as the cosines (the same loss to rounding), and rows that are not unit are still normalised without it."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(6, 8), torch.randn(6, 12)
+    unit = torch.nn.functional.normalize(student, dim=-1)
+    loss = relational_distillation_loss(student, teacher)
+    assert float(relational_distillation_loss(unit, teacher, unit_rows=True)) == pytest.approx(float(loss), rel=1e-6)
+    assert float(relational_distillation_loss(3 * unit, teacher, unit_rows=True)) != pytest.approx(float(loss))
 
 
 def _by_hand(anchors, positives, negatives=None, scale=20.0, symmetric=False):
@@ -93,3 +124,98 @@ def test_repeated_texts_are_not_negatives_and_skipped_rows_take_no_part():
     assert float(in_batch_negatives_loss(out, shared, scale=5.0)) == pytest.approx((row0 + row1 + row2) / 3, abs=1e-5)
     # No pair in the batch: 0, not NaN, and still a tensor on the graph.
     assert float(in_batch_negatives_loss(output, torch.zeros_like(ids))) == 0.0
+
+
+# -- the default run's training loss against a plain reference ---------------------------------------------------------
+
+
+def _reference_loss(model, batch):
+    """The default tasks' training loss written plainly, as the docs state it: mean pooling over each row's tokens,
+    the projection, L2 normalisation, dropout, then per task the mean over the rows that carry a target (boolean
+    indexing: host reads are fine here) — cross-entropy on the scaled classification logits, BCE on the scaled
+    sentiment logit, and the MSE between the student's and the teacher's cosine matrices off the diagonal — summed
+    with the tasks' weights. It uses the model's modules (encoder, projection, dropout, heads' weights) only."""
+    F = torch.nn.functional
+    mask = batch["attention_mask"].bool()
+    states = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).last_hidden_state
+    pooled = torch.stack([row[keep].mean(0) for row, keep in zip(states, mask)])
+    embeddings = F.normalize(model.shared_projection(pooled), dim=-1)
+    features = model.dropout(embeddings)
+    targets, terms = batch["task_labels"], {}
+
+    def logits(name):
+        head = getattr(model, f"{name}_head")
+        return F.linear(features, head.weight, head.bias) * head.logit_scale
+
+    # A task no row carries a target for adds 0, still on the graph: its head gets a zero gradient (which AdamW
+    # applies: momentum and weight decay move it), not none.
+    ids = targets["classification"]
+    kept, out = ids != -100, logits("classification")
+    terms["classification"] = F.cross_entropy(out[kept], ids[kept]) if kept.any() else 0 * out.sum()
+    scores = targets["sentiment"]
+    kept, out = ~torch.isnan(scores), logits("sentiment").squeeze(-1)
+    terms["sentiment"] = F.binary_cross_entropy_with_logits(out[kept], scores[kept]) if kept.any() else 0 * out.sum()
+    teacher = targets["distillation"]
+    kept = ~torch.isnan(teacher).any(-1)
+    cosines = lambda x: F.normalize(x, dim=-1) @ F.normalize(x, dim=-1).T  # noqa: E731
+    off_diagonal = ~torch.eye(int(kept.sum()), dtype=torch.bool)
+    gap = cosines(embeddings[kept]) - cosines(teacher[kept])
+    terms["distillation"] = (gap[off_diagonal] ** 2).mean() if kept.sum() > 1 else 0 * embeddings.sum()
+    return sum(task.loss_weight * terms[task.name] for task in model.tasks)
+
+
+def _default_run_batches(tokenizer, steps, rows=8, teacher_size=24):
+    """`steps` batches of the default tasks' targets, some rows without one (-100, NaN) and one batch whose
+    classification and sentiment targets are all absent (their losses are then 0)."""
+    from helpers import synthetic_rows
+
+    generator = torch.Generator().manual_seed(0)
+    data = synthetic_rows(steps * rows)
+    batches = []
+    for step in range(steps):
+        texts = data["sentence"][step * rows : (step + 1) * rows]
+        labels = torch.tensor(data["label"][step * rows : (step + 1) * rows])
+        scores = labels.float() * 0.8 + 0.1
+        teacher = torch.randn(rows, teacher_size, generator=generator)
+        row = torch.arange(rows) + step
+        labels, scores = labels.masked_fill(row % 5 == 0, -100), scores.masked_fill(row % 3 == 0, float("nan"))
+        teacher[row % 7 == 0] = float("nan")
+        if step == 7:
+            labels, scores = torch.full_like(labels, -100), torch.full_like(scores, float("nan"))
+        batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
+        batch["task_labels"] = {"classification": labels, "sentiment": scores, "distillation": teacher}
+        batches.append(batch)
+    return batches
+
+
+def test_fifty_steps_of_the_default_tasks_train_as_the_plain_reference(tiny_encoder_dir):
+    """Issue 33, part 2: the default run's three tasks (classification, sentiment score, relational distillation at
+    weight 10, logit-scaled heads, dropout) trained for 50 steps give, step by step, the loss of `_reference_loss`
+    trained alike from the same weights on the same batches, within 1e-5 relative: whatever the model's forward
+    does to launch fewer kernels, it computes the same loss and the same gradients."""
+    import copy
+
+    import sentmtl
+    from sentmtl.model.task_spec import default_tasks
+
+    torch.manual_seed(0)
+    model, tokenizer = sentmtl.load_model_and_tokenizer(
+        str(tiny_encoder_dir), embedding_size=16, tasks=default_tasks(distillation_weight=10.0), head_logit_scale=20.0
+    )
+    reference = copy.deepcopy(model)
+    losses = {"model": [], "reference": []}
+    for name, net in (("model", model.train()), ("reference", reference.train())):
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        for step, batch in enumerate(_default_run_batches(tokenizer, 50)):
+            torch.manual_seed(step)  # the same dropout masks on both sides
+            loss = net(**batch).loss if name == "model" else _reference_loss(net, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses[name].append(float(loss))
+    got, expected = np.array(losses["model"]), np.array(losses["reference"])
+    assert expected[-1] < 0.8 * expected[0]  # it trained: the comparison covers the gradients, not only the forward
+    drift = np.abs(got - expected) / np.abs(expected)
+    print(f"max relative loss difference over 50 steps: {drift.max():.2e}")
+    assert drift.max() <= 1e-5, (drift.argmax(), got[drift.argmax()], expected[drift.argmax()])

@@ -41,6 +41,50 @@ def test_output_shapes_and_unit_norm(tiny_model, tiny_tokenizer):
     assert list(out.keys())[0] == "logits"
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_the_distillation_loss_reads_the_cosines_whether_or_not_the_model_normalises(
+    tiny_encoder_dir, tiny_tokenizer, normalize
+):
+    """Issue 33: a normalising model tells the relational loss its embeddings are unit rows (no second
+    normalisation); one that does not normalise leaves the loss to do it. The loss is the cosines' either way."""
+    from sentmtl.model.task_spec import default_tasks
+
+    torch.manual_seed(0)
+    model = SentMtlModel.from_encoder(
+        str(tiny_encoder_dir), embedding_size=16, normalize=normalize, tasks=default_tasks(distillation_weight=1.0)
+    ).eval()
+    teacher = torch.randn(2, 24)
+    out = model(**batch(tiny_tokenizer), task_labels={"distillation": teacher})
+    assert torch.allclose(out.embeddings.norm(dim=-1), torch.ones(2)) == normalize
+    expected = relational_distillation_loss(F.normalize(out.embeddings, dim=-1), teacher)
+    torch.testing.assert_close(out.task_losses["distillation"], expected)
+
+
+def test_the_default_tasks_train_under_torch_compile_with_dynamic_shapes(tiny_encoder_dir, tiny_tokenizer):
+    """The embeddings' normalisation is an autograd function (`losses._L2Normalize`): compiled with dynamic shapes,
+    forward and backward, the default tasks give eager's loss and gradients. (Its eps, read as a global, once became
+    a graph input that the function's own graph could not see.)"""
+    import copy
+
+    from sentmtl.model.task_spec import default_tasks
+
+    torch.manual_seed(0)
+    model = SentMtlModel.from_encoder(
+        str(tiny_encoder_dir), embedding_size=16, tasks=default_tasks(distillation_weight=10.0)
+    ).eval()
+    labels = {"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([0.9, 0.1])}
+    labels["distillation"] = torch.randn(2, 24)
+    compiled = torch.compile(copy.deepcopy(model), backend="aot_eager", dynamic=True)
+    losses = []
+    for net in (model, compiled):
+        loss = net(**batch(tiny_tokenizer), task_labels=labels).loss
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0])
+    weight = compiled.shared_projection.weight.grad  # the compiled module's own parameters
+    torch.testing.assert_close(weight, model.shared_projection.weight.grad)
+
+
 def test_combined_loss_is_weighted_sum_of_task_losses(tiny_encoder_dir, tiny_tokenizer):
     model = SentMtlModel.from_encoder(str(tiny_encoder_dir), classification_loss_weight=0.3, sentiment_loss_weight=2.0)
     model.eval()

@@ -141,6 +141,16 @@ def test_a_prompt_that_leaves_no_room_for_text_is_refused(tiny_tokenizer):
         tiny_tokenizer.truncation_side = "right"
 
 
+def _assert_inserted(got, expected, pad_id=0):
+    """`got` (ids, mask, types) holds the `expected` batch's rows, then padding (mask 0) out to its fixed width."""
+    width = expected["input_ids"].shape[1]
+    for name, tensor, fill in zip(("input_ids", "attention_mask", "token_type_ids"), got, (pad_id, 0, 0)):
+        if tensor is None:
+            continue
+        assert torch.equal(tensor[:, :width], expected[name]), name
+        assert (tensor[:, width:] == fill).all(), name
+
+
 def test_insert_prompt_ids_adds_them_after_the_first_token_of_rows_without_them(tiny_tokenizer):
     prompt = prompt_token_ids(tiny_tokenizer, "i really ")
     plain = ["the movie was good", "bad"]
@@ -148,11 +158,10 @@ def test_insert_prompt_ids_adds_them_after_the_first_token_of_rows_without_them(
     mixed = tiny_tokenizer([plain[0], "i really " + plain[1]], padding=True, return_tensors="pt")
     batch = tiny_tokenizer(plain, padding=True, return_tensors="pt")
     for given in (batch, mixed, prompted):  # none, one or every row already prompted
-        ids, mask, types = insert_prompt_ids(
-            given["input_ids"], given["attention_mask"], given["token_type_ids"], prompt, 64
-        )
-        assert torch.equal(ids, prompted["input_ids"]) and torch.equal(mask, prompted["attention_mask"])
-        assert torch.equal(types, prompted["token_type_ids"])
+        got = insert_prompt_ids(given["input_ids"], given["attention_mask"], given["token_type_ids"], prompt, 64)
+        _assert_inserted(got, prompted)
+        # A fixed width, whatever the rows hold (no shape depends on the data): the input's, plus the prompt's.
+        assert got[0].shape[1] == given["input_ids"].shape[1] + len(prompt)
 
 
 def test_insert_prompt_ids_keeps_left_padding_and_cuts_text_not_the_prompt(tiny_tokenizer):
@@ -164,9 +173,68 @@ def test_insert_prompt_ids_keeps_left_padding_and_cuts_text_not_the_prompt(tiny_
     finally:
         tiny_tokenizer.padding_side = "right"
     ids, mask, _ = insert_prompt_ids(batch["input_ids"], batch["attention_mask"], None, prompt, 64)
-    assert torch.equal(ids, expected["input_ids"]) and torch.equal(mask, expected["attention_mask"])
+    _assert_inserted((ids, mask, None), expected)
     # A row at the position limit loses text before its end token, never the prompt.
     long = tiny_tokenizer(["the movie was good"], return_tensors="pt")  # [CLS] 4 words [SEP]: 6 tokens
     ids, mask, _ = insert_prompt_ids(long["input_ids"], long["attention_mask"], None, prompt, 6)
     words = tiny_tokenizer.convert_ids_to_tokens(ids[0])
     assert words == ["[CLS]", "i", "really", "the", "movie", "[SEP]"] and mask.sum() == 6
+
+
+def _insert_row_by_row(input_ids, attention_mask, token_type_ids, ids, max_positions):
+    """`insert_prompt_ids` as it was before it was vectorised (issue 33): row by row, sized by the data."""
+    prompt = torch.tensor(ids, dtype=input_ids.dtype)
+    rows, width = [], len(ids)
+    for row in range(input_ids.shape[0]):
+        kept = attention_mask[row].bool()
+        tokens = input_ids[row][kept]
+        types = token_type_ids[row][kept] if token_type_ids is not None else None
+        if not (len(tokens) > width and torch.equal(tokens[1 : 1 + width], prompt)):
+            tokens = torch.cat([tokens[:1], prompt, tokens[1:]])
+            if types is not None:
+                types = torch.cat([types[:1], types.new_zeros(width), types[1:]])
+            if len(tokens) > max_positions:
+                tokens = torch.cat([tokens[: max_positions - 1], tokens[-1:]])
+                types = None if types is None else torch.cat([types[: max_positions - 1], types[-1:]])
+        rows.append((tokens, types))
+    longest = max(len(tokens) for tokens, _ in rows)
+    left = bool((attention_mask[:, 0] == 0).any())
+    pad = input_ids[~attention_mask.bool()]
+    pad_id = int(pad[0]) if pad.numel() else 0
+    out_ids = input_ids.new_full((len(rows), longest), pad_id)
+    out_mask = attention_mask.new_zeros((len(rows), longest))
+    out_types = None if token_type_ids is None else token_type_ids.new_zeros((len(rows), longest))
+    for row, (tokens, types) in enumerate(rows):
+        span = slice(longest - len(tokens), longest) if left else slice(0, len(tokens))
+        out_ids[row, span], out_mask[row, span] = tokens, 1
+        if out_types is not None:
+            out_types[row, span] = types
+    return out_ids, out_mask, out_types, pad_id
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_insert_prompt_ids_puts_every_token_where_the_row_by_row_version_did(seed):
+    """Random batches (left or right padding, rows with and without the prompt, rows cut at the position limit,
+    token types or none, an unusual padding id): the same tokens, mask and types in the same columns as the former
+    row-by-row version, then padding."""
+    generator = torch.Generator().manual_seed(seed)
+    randint = lambda low, high, size=(): torch.randint(low, high, size, generator=generator)  # noqa: E731
+    rows, width, k = int(randint(1, 5)), int(randint(2, 9)), int(randint(1, 4))
+    prompt = randint(50, 60, (k,)).tolist()
+    max_positions = int(randint(max(k + 2, width - 1), width + k + 2))
+    pad_id = int(randint(0, 2)) * 7
+    counts = randint(1, width + 1, (rows,))
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    mask = torch.zeros(rows, width, dtype=torch.long)
+    left = bool(randint(0, 2))
+    for row, count in enumerate(counts.tolist()):
+        tokens = torch.cat([torch.tensor([1]), randint(10, 40, (count - 1,))])
+        if count > k + 1 and bool(randint(0, 2)):  # already prompted
+            tokens[1 : 1 + k] = torch.tensor(prompt)
+        span = slice(width - count, width) if left else slice(0, count)
+        ids[row, span], mask[row, span] = tokens, 1
+    types = randint(0, 2, (rows, width)) * mask if bool(randint(0, 2)) else None
+    *expected, expected_pad = _insert_row_by_row(ids, mask, types, prompt, max_positions)
+    got = insert_prompt_ids(ids, mask, types, prompt, max_positions)
+    _assert_inserted(got, dict(zip(("input_ids", "attention_mask", "token_type_ids"), expected)), expected_pad)
+    assert got[0].shape[1] == max(width, min(width + k, max_positions))

@@ -99,6 +99,21 @@ def test_data_seed_zero_is_a_seed(tiny_model, tiny_tokenizer, tmp_path):
     assert sampler.seed == 0
 
 
+def test_training_batches_leave_the_rows_domains_out(tiny_model, tiny_tokenizer, tmp_path):
+    """Issue 33: only evaluation reads `domain` (per-domain metrics); in a training batch it was copied to the device
+    at every step for nothing. Evaluation's batches keep it."""
+    trainer = SentMtlTrainer(
+        model=tiny_model,
+        args=training_args(tmp_path),
+        train_dataset=tokenized_synthetic(tiny_tokenizer),
+        processing_class=tiny_tokenizer,
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "domain" not in batch and {"input_ids", "task_labels"} <= set(batch)
+    rows = [trainer.train_dataset[i] for i in range(2)]
+    assert "domain" in trainer.data_collator(rows)
+
+
 def args_for(tmp_path, **overrides):
     values = dict(
         output_dir=str(tmp_path / "out"),
