@@ -494,7 +494,8 @@ def _batch(tokenizer, n=4):
 
 
 def _default_inputs(model, tokenizer) -> dict:
-    """A batch of 4 sentences with the default tasks' targets (class ids, scores, teacher vectors)."""
+    """A batch of 4 sentences with the default tasks' targets (class ids, scores, teacher vectors), each on every
+    row, and `fully_labelled` naming them as the collator would (the task types' losses with a mask: `loss_*`)."""
     import torch
 
     batch = _batch(tokenizer)
@@ -504,7 +505,7 @@ def _default_inputs(model, tokenizer) -> dict:
         "sentiment": torch.rand(n),
         "distillation": torch.randn(n, model.config.hidden_size),
     }
-    return {**batch, "task_labels": labels}
+    return {**batch, "task_labels": labels, "fully_labelled": tuple(labels)}
 
 
 def _default_forward(encoder, tokenizer, **config):

@@ -164,6 +164,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         negative_input_ids: torch.Tensor | None = None,
         negative_attention_mask: torch.Tensor | None = None,
         negative_token_type_ids: torch.Tensor | None = None,
+        fully_labelled: tuple[str, ...] = (),
     ) -> SentMtlOutput:
         r"""
         task_labels (`dict[str, torch.Tensor]`, *optional*): targets by task name, in each type's layout (see
@@ -174,6 +175,10 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             for similarity and contrastive tasks.
         negative_input_ids / negative_attention_mask / negative_token_type_ids (*optional*): `[batch, k, length]`,
             k hard negatives per row, for contrastive tasks.
+        fully_labelled (`tuple[str]`, *optional*): the tasks in `task_labels` whose target every row carries, as the
+            collator found on the host (`MultiTaskCollator`). Their losses take a plain mean, without the masked
+            one's kernels. A task named here must have no absent target; under DDP it is not read (each process
+            sees only its own rows, and the losses are taken over the gathered batch).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -187,6 +192,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         features = self.dropout(embeddings)
         tasks = self.tasks  # read from the config once per forward
         targets = task_labels or {}
+        fully_labelled = fully_labelled or ()
         unknown = sorted(set(targets) - {task.name for task in tasks})
         if unknown:
             raise ValueError(
@@ -220,6 +226,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                             else task.kind.output(task, inputs.truncated(size, self.config.normalize)),
                             targets[task.name],
                             flag_labelled,
+                            task.name in fully_labelled,
                         ),
                     )
                     for size, weight in matryoshka
@@ -228,7 +235,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                 labelled[task.name] = results[0][1][1]  # the same rows at every size
             else:
                 task_losses[task.name], labelled[task.name] = self._task_loss(
-                    task, output, targets[task.name], flag_labelled
+                    task, output, targets[task.name], flag_labelled, task.name in fully_labelled
                 )
         loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
         if loss is not None and self.config.matryoshka_self_distillation and matryoshka:
@@ -266,22 +273,34 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             return scale_for_ddp(prefix_self_distillation_loss(gather_rows(embeddings), matryoshka))
         return prefix_self_distillation_loss(embeddings, matryoshka)
 
-    def _task_loss(self, task: TaskSpec, output: torch.Tensor, targets: torch.Tensor, flag_labelled: bool = True):
+    def _task_loss(
+        self,
+        task: TaskSpec,
+        output: torch.Tensor,
+        targets: torch.Tensor,
+        flag_labelled: bool = True,
+        complete: bool = False,
+    ):
         """(loss, whether any row carried a target) over the rows the loss sees. Without `flag_labelled` the second
-        is True, not looked up (only learned loss weights read it)."""
+        is True, not looked up (only learned loss weights read it); `complete` (every row carries one, known on the
+        host) makes it True too, and a type that takes it a plain mean."""
         # The task's output is the embedding (or its re-normalised prefix) where its type says so: unit rows when the
         # model normalises, which its loss need not normalise again.
-        unit_rows = {"unit_rows": True} if task.kind.takes_unit_rows and self.config.normalize else {}
-        if self.training and world()[0] > 1:
+        options = {"unit_rows": True} if task.kind.takes_unit_rows and self.config.normalize else {}
+        distributed = self.training and world()[0] > 1
+        complete = complete and not distributed  # another process's rows may lack targets
+        if complete and task.kind.takes_complete:
+            options["complete"] = True
+        if distributed:
             # Under DDP this process holds a share of the global batch. A loss that compares rows must see all of
             # them, and a mean over rows must count every process's rows alike (shares can differ by a row, and DDP
             # averages the processes' gradients as equals): so every task's loss is taken over the gathered batch.
             # The gradient flows to the local rows only and is scaled back to the one-process gradient.
             output, targets = gather_rows(output), gather_rows(targets)
-            loss = scale_for_ddp(task.kind.loss(task, output, targets, **unit_rows))
+            loss = scale_for_ddp(task.kind.loss(task, output, targets, **options))
         else:
-            loss = task.kind.loss(task, output, targets, **unit_rows)
-        return loss, task.kind.present(targets).any() if flag_labelled else True
+            loss = task.kind.loss(task, output, targets, **options)
+        return loss, task.kind.present(targets).any() if flag_labelled and not complete else True
 
     def combine_losses(
         self, task_losses: dict, tasks: list[TaskSpec] | None = None, labelled: dict | None = None

@@ -186,7 +186,8 @@ def insert_prompt_ids(input_ids, attention_mask, token_type_ids, ids: list[int],
     prompt_part = prompt[(p - start).clamp(0, k - 1)]
     # The batch's padding id: the first padded position's (0 without padding), as the tokenizer padded.
     padded = ~kept.reshape(-1)
-    pad_id = torch.where(padded.any(), input_ids.reshape(-1)[padded.to(torch.uint8).argmax()], 0)
+    first = padded.to(torch.uint8).argmax().reshape(1)  # gathered, not indexed: a 0-d index would be read back
+    pad_id = torch.where(padded.any(), input_ids.reshape(-1).gather(0, first)[0], 0)
     out_ids = torch.where(valid, torch.where(in_prompt, prompt_part, tokens.gather(1, source)), pad_id)
     out_types = None
     if token_type_ids is not None:

@@ -81,6 +81,9 @@ class TaskType:
     # The loss takes `unit_rows=True` when the output's rows are unit vectors (a normalising model's embeddings, or
     # their re-normalised prefixes), and may then skip normalising them again.
     takes_unit_rows: ClassVar[bool] = False
+    # The loss takes `complete=True` when every row of the batch carries a target (the collator knows it on the host:
+    # `fully_labelled`) and then takes a plain mean: no mask to build, select and count on the device.
+    takes_complete: ClassVar[bool] = False
     target_dtype: ClassVar[torch.dtype] = torch.float32
     label_smoothing: ClassVar[bool] = False  # accepts a label_smoothing
     scale_losses: ClassVar[tuple[str, ...]] = ()  # losses that multiply cosines by a `scale` (default DEFAULT_SCALE)
@@ -135,6 +138,7 @@ def task_type(name: str) -> TaskType:
 @register_task_type
 class Classification(TaskType):
     name, losses, min_labels, target_dtype, label_smoothing = "classification", ("cross_entropy",), 2, torch.long, True
+    takes_complete = True
 
     def head_size(self, spec) -> int:
         return len(spec.labels)
@@ -145,8 +149,10 @@ class Classification(TaskType):
     def predict(self, spec, output):
         return torch.softmax(as_float32(output), dim=-1)  # class probabilities, in `spec.labels` order
 
-    def loss(self, spec, output, targets):
+    def loss(self, spec, output, targets, complete=False):
         targets = targets.view(-1)
+        if complete:  # every row has a class id: cross-entropy's own mean
+            return F.cross_entropy(as_float32(output), targets, label_smoothing=spec.label_smoothing)
         # The mean over the rows with a class id: cross-entropy's sum leaves the others out already, so only the count
         # needs the mask (0 when no row has one, as `masked_mean`).
         summed = F.cross_entropy(
@@ -161,7 +167,7 @@ class Classification(TaskType):
 
 @register_task_type
 class Multilabel(TaskType):
-    name, losses, min_labels = "multilabel", ("bce",), 1
+    name, losses, min_labels, takes_complete = "multilabel", ("bce",), 1, True
 
     def head_size(self, spec) -> int:
         return len(spec.labels)
@@ -169,7 +175,9 @@ class Multilabel(TaskType):
     def predict(self, spec, output):
         return torch.sigmoid(as_float32(output))  # one probability per label
 
-    def loss(self, spec, output, targets):
+    def loss(self, spec, output, targets, complete=False):
+        if complete:  # every row has all its labels: the mean over rows of equal-width means is the mean of all
+            return F.binary_cross_entropy_with_logits(as_float32(output), as_float32(targets))
         keep = self.present(targets)
         logits, targets = as_float32(output), _filled(targets, keep)
         per_row = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
@@ -181,12 +189,17 @@ class Score(TaskType):
     """A value in [0, 1] from one logit; the seed's Task B. BCE reads the logit (stable in low precision: BCE on a
     probability saturates to log(0)); MSE reads the sigmoid."""
 
-    name, losses = "score", ("bce", "mse")
+    name, losses, takes_complete = "score", ("bce", "mse"), True
 
     def predict(self, spec, output):
         return torch.sigmoid(as_float32(output))  # the score in [0, 1]
 
-    def loss(self, spec, output, targets):
+    def loss(self, spec, output, targets, complete=False):
+        if complete:
+            output, targets = as_float32(output.reshape(-1)), as_float32(targets.reshape(-1))
+            if spec.loss == "mse":
+                return F.mse_loss(torch.sigmoid(output), targets)
+            return F.binary_cross_entropy_with_logits(output, targets)
         keep = self.present(targets)
         output, targets = as_float32(output.reshape(-1)), _filled(targets.reshape(-1), keep)
         if spec.loss == "mse":
@@ -198,9 +211,11 @@ class Score(TaskType):
 
 @register_task_type
 class Regression(TaskType):
-    name, losses, scaled_head = "regression", ("mse",), False
+    name, losses, scaled_head, takes_complete = "regression", ("mse",), False, True
 
-    def loss(self, spec, output, targets):
+    def loss(self, spec, output, targets, complete=False):
+        if complete:
+            return F.mse_loss(as_float32(output.reshape(-1)), as_float32(targets.reshape(-1)))
         keep = self.present(targets)
         return masked_mean((as_float32(output.reshape(-1)) - _filled(targets.reshape(-1), keep)) ** 2, keep)
 
@@ -211,13 +226,16 @@ class Similarity(TaskType):
 
     name, losses, has_head, pairs, compares_rows = "similarity", ("cosent", "cosine_mse"), False, True, True
     prefix_losses, scale_losses = ("cosent", "cosine_mse"), ("cosent",)
+    takes_complete = True
 
     def output(self, spec, inputs):
         if inputs.pair_embeddings is None:
             raise ValueError(f"task {spec.name!r} (similarity) needs sentence pairs: pair_input_ids is missing.")
         return F.cosine_similarity(as_float32(inputs.embeddings), as_float32(inputs.pair_embeddings), dim=-1)
 
-    def loss(self, spec, output, targets):
+    def loss(self, spec, output, targets, complete=False):
+        if spec.loss == "cosine_mse" and complete:
+            return F.mse_loss(output, as_float32(targets))
         keep = self.present(targets)
         if spec.loss == "cosine_mse":  # Sentence-BERT's CosineSimilarityLoss: the cosine regressed onto the score
             return masked_mean((output - _filled(targets, keep)) ** 2, keep)
@@ -232,23 +250,26 @@ class Distillation(TaskType):
     name, losses, has_head = "distillation", ("relational", "cosine"), False
     compares_rows = True  # relational; harmless for cosine, which is per row
     takes_unit_rows = True  # its output is the embedding
+    takes_complete = True
     # Relational distillation compares cosine matrices, whatever the sizes; cosine distillation needs the full size.
     prefix_losses, prefix_refused = ("relational",), ("cosine",)
 
     def output(self, spec, inputs):
         return inputs.embeddings
 
-    def loss(self, spec, output, targets, unit_rows=False):
+    def loss(self, spec, output, targets, unit_rows=False, complete=False):
         if spec.loss == "cosine":
             if output.shape[-1] != targets.shape[-1]:
                 raise ValueError(
                     f"cosine distillation needs the embedding size ({output.shape[-1]}) to equal the "
                     f"teacher's ({targets.shape[-1]}); use loss: relational."
                 )
+            if complete:
+                return (1 - F.cosine_similarity(as_float32(output), as_float32(targets), dim=-1)).mean()
             keep = self.present(targets)
             per_row = 1 - F.cosine_similarity(as_float32(output), _filled(targets, keep), dim=-1)
             return masked_mean(per_row, keep)
-        return relational_distillation_loss(output, targets, unit_rows)
+        return relational_distillation_loss(output, targets, unit_rows, complete)
 
 
 @register_task_type

@@ -165,8 +165,9 @@ def _reference_loss(model, batch):
 
 
 def _default_run_batches(tokenizer, steps, rows=8, teacher_size=24):
-    """`steps` batches of the default tasks' targets, some rows without one (-100, NaN) and one batch whose
-    classification and sentiment targets are all absent (their losses are then 0)."""
+    """`steps` batches of the default tasks' targets: in even steps some rows without one (-100, NaN), and one batch
+    whose classification and sentiment targets are all absent (their losses are then 0); odd steps carry every
+    target, and name their tasks in `fully_labelled` as the collator does (plain means instead of masked ones)."""
     from helpers import synthetic_rows
 
     generator = torch.Generator().manual_seed(0)
@@ -178,12 +179,16 @@ def _default_run_batches(tokenizer, steps, rows=8, teacher_size=24):
         scores = labels.float() * 0.8 + 0.1
         teacher = torch.randn(rows, teacher_size, generator=generator)
         row = torch.arange(rows) + step
-        labels, scores = labels.masked_fill(row % 5 == 0, -100), scores.masked_fill(row % 3 == 0, float("nan"))
-        teacher[row % 7 == 0] = float("nan")
-        if step == 7:
+        if step % 2 == 0:
+            labels, scores = labels.masked_fill(row % 5 == 0, -100), scores.masked_fill(row % 3 == 0, float("nan"))
+            teacher[row % 7 == 0] = float("nan")
+        if step == 8:
             labels, scores = torch.full_like(labels, -100), torch.full_like(scores, float("nan"))
         batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
         batch["task_labels"] = {"classification": labels, "sentiment": scores, "distillation": teacher}
+        complete = {"classification": bool((labels != -100).all()), "sentiment": not scores.isnan().any()}
+        complete["distillation"] = not teacher.isnan().any()
+        batch["fully_labelled"] = tuple(name for name, every in complete.items() if every)
         batches.append(batch)
     return batches
 
@@ -209,6 +214,8 @@ def test_fifty_steps_of_the_default_tasks_train_as_the_plain_reference(tiny_enco
         for step, batch in enumerate(_default_run_batches(tokenizer, 50)):
             torch.manual_seed(step)  # the same dropout masks on both sides
             loss = net(**batch).loss if name == "model" else _reference_loss(net, batch)
+            if name == "model" and step == 1:
+                assert batch["fully_labelled"] == ("classification", "sentiment", "distillation")
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()

@@ -109,6 +109,34 @@ def test_one_task_alone_gives_its_own_loss(tiny_model, tiny_tokenizer):
     torch.testing.assert_close(out.loss, out.sentiment_loss)
 
 
+def test_fully_labelled_tasks_give_the_masked_losses_and_are_not_read_under_ddp(
+    tiny_model, tiny_tokenizer, monkeypatch
+):
+    """`fully_labelled` (from the collator) swaps the masked means for plain ones: the same losses. Under DDP the
+    losses are taken over the gathered batch, whose other rows this process has not seen: the flag is not read."""
+    import sentmtl.model.modeling_sentmtl as modeling
+    from sentmtl.model.task_types import Score
+
+    tiny_model.eval()
+    labels = {"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([1.0, 0.2])}
+    masked = tiny_model(**batch(tiny_tokenizer), task_labels=labels)
+    plain = tiny_model(**batch(tiny_tokenizer), task_labels=labels, fully_labelled=("classification", "sentiment"))
+    for name in labels:
+        torch.testing.assert_close(plain.task_losses[name], masked.task_losses[name])
+    calls = []
+    monkeypatch.setattr(
+        Score, "loss", lambda self, spec, output, targets, **options: calls.append(options) or 0 * output.sum()
+    )
+    tiny_model.train()
+    monkeypatch.setattr(modeling, "world", lambda: (2, 0))
+    monkeypatch.setattr(modeling, "gather_rows", lambda tensor: tensor)
+    monkeypatch.setattr(modeling, "scale_for_ddp", lambda loss: loss)
+    tiny_model(**batch(tiny_tokenizer), task_labels=labels, fully_labelled=("sentiment",))
+    monkeypatch.setattr(modeling, "world", lambda: (1, 0))
+    tiny_model(**batch(tiny_tokenizer), task_labels=labels, fully_labelled=("sentiment",))
+    assert calls == [{}, {"complete": True}]
+
+
 def test_uncertainty_weighting_starts_at_plain_sum_and_learns(tiny_encoder_dir, tiny_tokenizer):
     model = SentMtlModel.from_encoder(str(tiny_encoder_dir), loss_weighting="uncertainty")
     model.eval()
