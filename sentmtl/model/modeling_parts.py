@@ -27,10 +27,13 @@ class Pooling(nn.Module):
             return token_states[:, 0]
         if self.mode == "pooler":
             return pooler_output
-        # Padding positions must not count, or a sentence's embedding would depend on its batch-mates.
-        mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
-        summed = (token_states * mask).sum(dim=1)
-        return summed / mask.sum(dim=1).clamp(min=1e-9)
+        # Padding positions must not count, or a sentence's embedding would depend on its batch-mates. Each row's
+        # weights (1 / its token count on its tokens, 0 on padding) times its token states, as one batched matrix
+        # product: two kernels fewer a training step than summing the masked states and dividing (the product and
+        # the sum are one kernel; its backward is one product, not a product and a multiplication).
+        mask = attention_mask.unsqueeze(1).to(token_states.dtype)  # [batch, 1, seq]
+        weights = mask / mask.sum(dim=-1, keepdim=True).clamp(min=1e-9)
+        return torch.bmm(weights, token_states).squeeze(1)
 
 
 class TaskHead(nn.Linear):
