@@ -226,3 +226,25 @@ def test_fifty_steps_of_the_default_tasks_train_as_the_plain_reference(tiny_enco
     drift = np.abs(got - expected) / np.abs(expected)
     print(f"max relative loss difference over 50 steps: {drift.max():.2e}")
     assert drift.max() <= 1e-5, (drift.argmax(), got[drift.argmax()], expected[drift.argmax()])
+
+
+def test_the_gram_gap_of_a_complete_batch_has_autograds_gradient():
+    """`_GramGap` (relational distillation of a batch where every row has a teacher vector): its written-out
+    gradient is autograd's (gradcheck in float64), and its value the mean squared gap off the diagonal."""
+    import torch.nn.functional as F
+
+    from sentmtl.model.losses import _GramGap
+
+    s = F.normalize(torch.randn(5, 4, dtype=torch.float64), dim=-1).requires_grad_(True)
+    t = F.normalize(torch.randn(5, 7, dtype=torch.float64), dim=-1)
+    assert torch.autograd.gradcheck(lambda x: _GramGap.apply(x, t, 1 / 20), (s,))
+    gap = s @ s.T - t @ t.T
+    expected = (gap[~torch.eye(5, dtype=torch.bool)] ** 2).mean()
+    assert float(_GramGap.apply(s, t, 1 / 20)) == pytest.approx(float(expected), rel=1e-12, abs=1e-15)
+    # Under bf16 autocast it computes in float32 (the rows' precision), forward and backward, as without autocast.
+    student = s.detach().float().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = relational_distillation_loss(student, t.float(), unit_rows=True, complete=True)
+    loss.backward()
+    assert loss.dtype == torch.float32 and float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert student.grad.dtype == torch.float32 and student.grad.abs().sum() > 0
