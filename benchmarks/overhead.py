@@ -495,7 +495,7 @@ def _batch(tokenizer, n=4):
 
 def _default_inputs(model, tokenizer) -> dict:
     """A batch of 4 sentences with the default tasks' targets (class ids, scores, teacher vectors), each on every
-    row, and `fully_labelled` naming them as the collator would (the task types' losses with a mask: `loss_*`)."""
+    row, and `complete_tasks` naming them as the collator would (the task types' losses with a mask: `loss_*`)."""
     import torch
 
     batch = _batch(tokenizer)
@@ -505,7 +505,7 @@ def _default_inputs(model, tokenizer) -> dict:
         "sentiment": torch.rand(n),
         "distillation": torch.randn(n, model.config.hidden_size),
     }
-    return {**batch, "task_labels": labels, "fully_labelled": tuple(labels)}
+    return {**batch, "task_labels": labels, "complete_tasks": tuple(labels)}
 
 
 def _default_forward(encoder, tokenizer, **config):

@@ -240,7 +240,7 @@ STREAM_PAD_MULTIPLE = 8
 
 class MultiTaskCollator:
     """Rows of one source → a batch: padded inputs (and pair inputs), `task_labels` by task in each type's dtype,
-    `fully_labelled` (the tasks whose target every row carries), `domain`. `pad_to_multiple_of`: pad lengths up to a multiple of it (fewer distinct batch shapes), never past
+    `complete_tasks` (the tasks whose target every row carries), `domain`. `pad_to_multiple_of`: pad lengths up to a multiple of it (fewer distinct batch shapes), never past
     `max_length` (the run's token limit, within the encoder's positions)."""
 
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -292,7 +292,7 @@ class MultiTaskCollator:
         # Known here, on the host, for free: which tasks have a target on every row. Their losses then take a plain
         # mean instead of a masked one, which on the device would cost each task several kernels a step to learn
         # what this batch already says (issue 33). The type's own `present` decides what an absent target is.
-        batch["fully_labelled"] = tuple(name for name, value in labels.items() if self.kinds[name].present(value).all())
+        batch["complete_tasks"] = tuple(name for name, value in labels.items() if self.kinds[name].present(value).all())
         batch["domain"] = torch.tensor([row.get("domain", NO_SOURCE) for row in rows], dtype=torch.long)
         return batch
 

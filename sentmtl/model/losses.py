@@ -22,6 +22,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
 
 
+def outside_autocast(device_type: str):
+    """A context where autocast is off on `device_type` (nothing to do where it is off already): for products whose
+    inputs are float32 on purpose, which autocast would round to half precision."""
+    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else nullcontext()
+
+
 def as_float32(x: torch.Tensor) -> torch.Tensor:
     """`x.float()`, without the call when `x` is float32 already (each call is an op a step, even one that copies
     nothing)."""
@@ -61,18 +67,21 @@ class _L2Normalize(torch.autograd.Function):
 
 
 class _GramGap(torch.autograd.Function):
-    """scale · Σ_ij (s_i·s_j − t_i·t_j)², the student's rows `s` against the teacher's `t` (which take no gradient),
-    with the gradient written out: the gap G = s sᵀ − t tᵀ is symmetric, so d/ds = 4 · scale · G s. Forward in four
-    kernels (the teacher's product, the student's with it subtracted, a dot product, the scale), backward in three;
-    autograd's chain through the products, the squared difference and the mean takes ten."""
+    """scale · Σ_{i≠j} (s_i·s_j − t_i·t_j)², the student's rows `s` against the teacher's `t` (which take no
+    gradient), with the gradient written out: the gap G = s sᵀ − t tᵀ, its diagonal zeroed, is symmetric, so
+    d/ds = 4 · scale · G s. Forward in five kernels (the teacher's product, the student's with it subtracted, the
+    diagonal zeroed, a dot product, the scale), backward in three; autograd's chain through the products, the squared
+    difference and the masked mean takes more than a dozen."""
 
     @staticmethod
     def forward(ctx, s, t, scale: float):
         # In the rows' own precision whatever autocast would choose: the gap is a small difference of numbers near 1
         # (half precision would round it away), and the backward, outside autocast, reuses it with `s`.
-        device = s.device.type
-        with torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext():
+        with outside_autocast(s.device.type):
             gap = torch.addmm(t @ t.t(), s, s.t(), beta=-1)  # s sᵀ − t tᵀ
+            # The diagonal (s_i·s_i − t_i·t_i, 0 for unit rows up to rounding) is no pair: left out exactly, so rows
+            # that are not quite unit (from half precision, or a zero teacher vector) add nothing, as in the mask.
+            gap.fill_diagonal_(0.0)
             flat = gap.reshape(-1)
             loss = torch.dot(flat, flat) * scale
         ctx.save_for_backward(s, gap)
@@ -82,7 +91,8 @@ class _GramGap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         s, gap = ctx.saved_tensors
-        return torch.mm(gap, s).mul_(grad * (4.0 * ctx.scale)), None, None
+        with outside_autocast(s.device.type):  # a backward called inside autocast would round the product
+            return torch.mm(gap, s).mul_(grad * (4.0 * ctx.scale)), None, None
 
 
 def _filled(targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -157,8 +167,8 @@ def relational_distillation_loss(
     A batch of one row has no pair: 0. `unit_rows`: the student's rows are unit vectors already (a normalising
     model's embeddings), so their dot products are the cosines: normalising again would change them by rounding
     only, for four kernels forward and fourteen backward. `complete`: every row has a teacher vector (known on the
-    host), so no row is masked: the squared differences are summed whole, the diagonal's included — its (1 − 1)² is
-    rounding, below 1e-13 a row — and divided by the off-diagonal count, in a dozen kernels fewer."""
+    host), so no row is masked: the off-diagonal squared differences are summed and divided by their count
+    (`_GramGap`), in a dozen kernels fewer."""
     if complete:
         s = as_float32(student) if unit_rows else l2_normalize(as_float32(student))
         t = l2_normalize(as_float32(teacher))

@@ -11,6 +11,7 @@ from torch import nn
 
 from .configuration_sentmtl import POOLING_MODES
 from .lora import merge_lora
+from .losses import outside_autocast
 
 
 class Pooling(nn.Module):
@@ -31,9 +32,13 @@ class Pooling(nn.Module):
         # weights (1 / its token count on its tokens, 0 on padding) times its token states, as one batched matrix
         # product: two kernels fewer a training step than summing the masked states and dividing (the product and
         # the sum are one kernel; its backward is one product, not a product and a multiplication).
+        # Outside autocast, which would round the product to half precision: under it the encoder's last layer norm
+        # gives float32 states, and the sum and division this replaced stayed in float32 (a half-precision model's
+        # states stay in theirs).
         mask = attention_mask.unsqueeze(1).to(token_states.dtype)  # [batch, 1, seq]
         weights = mask / mask.sum(dim=-1, keepdim=True).clamp(min=1e-9)
-        return torch.bmm(weights, token_states).squeeze(1)
+        with outside_autocast(token_states.device.type):
+            return torch.bmm(weights, token_states).squeeze(1)
 
 
 class TaskHead(nn.Linear):

@@ -164,7 +164,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         negative_input_ids: torch.Tensor | None = None,
         negative_attention_mask: torch.Tensor | None = None,
         negative_token_type_ids: torch.Tensor | None = None,
-        fully_labelled: tuple[str, ...] = (),
+        complete_tasks: tuple[str, ...] = (),
     ) -> SentMtlOutput:
         r"""
         task_labels (`dict[str, torch.Tensor]`, *optional*): targets by task name, in each type's layout (see
@@ -175,7 +175,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
             for similarity and contrastive tasks.
         negative_input_ids / negative_attention_mask / negative_token_type_ids (*optional*): `[batch, k, length]`,
             k hard negatives per row, for contrastive tasks.
-        fully_labelled (`tuple[str]`, *optional*): the tasks in `task_labels` whose target every row carries, as the
+        complete_tasks (`tuple[str]`, *optional*): the tasks in `task_labels` whose target every row carries, as the
             collator found on the host (`MultiTaskCollator`). Their losses take a plain mean, without the masked
             one's kernels. A task named here must have no absent target; under DDP it is not read (each process
             sees only its own rows, and the losses are taken over the gathered batch).
@@ -192,7 +192,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         features = self.dropout(embeddings)
         tasks = self.tasks  # read from the config once per forward
         targets = task_labels or {}
-        fully_labelled = fully_labelled or ()
+        complete_tasks = complete_tasks or ()
         unknown = sorted(set(targets) - {task.name for task in tasks})
         if unknown:
             raise ValueError(
@@ -226,7 +226,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                             else task.kind.output(task, inputs.truncated(size, self.config.normalize)),
                             targets[task.name],
                             flag_labelled,
-                            task.name in fully_labelled,
+                            task.name in complete_tasks,
                         ),
                     )
                     for size, weight in matryoshka
@@ -235,7 +235,7 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
                 labelled[task.name] = results[0][1][1]  # the same rows at every size
             else:
                 task_losses[task.name], labelled[task.name] = self._task_loss(
-                    task, output, targets[task.name], flag_labelled, task.name in fully_labelled
+                    task, output, targets[task.name], flag_labelled, task.name in complete_tasks
                 )
         loss = self.combine_losses(task_losses, tasks, labelled) if task_losses else None
         if loss is not None and self.config.matryoshka_self_distillation and matryoshka:

@@ -82,7 +82,7 @@ class TaskType:
     # their re-normalised prefixes), and may then skip normalising them again.
     takes_unit_rows: ClassVar[bool] = False
     # The loss takes `complete=True` when every row of the batch carries a target (the collator knows it on the host:
-    # `fully_labelled`) and then takes a plain mean: no mask to build, select and count on the device.
+    # `complete_tasks`) and then takes a plain mean: no mask to build, select and count on the device.
     takes_complete: ClassVar[bool] = False
     target_dtype: ClassVar[torch.dtype] = torch.float32
     label_smoothing: ClassVar[bool] = False  # accepts a label_smoothing

@@ -38,11 +38,11 @@ def test_prepare_tokenises_and_collate_pads_per_batch(tiny_tokenizer):
     assert batch["input_ids"].shape == (4, longest)
     assert batch["task_labels"]["classification"].tolist() == [1, 0, 0, 1]
     assert batch["task_labels"]["sentiment"].dtype.is_floating_point
-    assert batch["fully_labelled"] == ("classification", "sentiment")
+    assert batch["complete_tasks"] == ("classification", "sentiment")
 
 
 def test_the_collator_names_the_tasks_whose_target_every_row_carries(tiny_tokenizer):
-    """`fully_labelled`, found on the host: a task with an absent target on any row (-100, NaN) is not named, so its
+    """`complete_tasks`, found on the host: a task with an absent target on any row (-100, NaN) is not named, so its
     loss keeps the mask; a task without targets in the batch neither."""
     ids = tiny_tokenizer(["good", "bad", "fine"])["input_ids"]
     rows = [
@@ -50,10 +50,10 @@ def test_the_collator_names_the_tasks_whose_target_every_row_carries(tiny_tokeni
         for i, label, score in zip(ids, [1, -100, 0], [0.9, 0.1, 0.5])
     ]
     collate = MultiTaskCollator(tiny_tokenizer, SEED_TASKS)
-    assert collate(rows)["fully_labelled"] == ("sentiment",)
+    assert collate(rows)["complete_tasks"] == ("sentiment",)
     rows[2]["target__sentiment"] = float("nan")
-    assert collate(rows)["fully_labelled"] == ()
-    assert collate([{"input_ids": i, "target__sentiment": 0.5} for i in ids])["fully_labelled"] == ("sentiment",)
+    assert collate(rows)["complete_tasks"] == ()
+    assert collate([{"input_ids": i, "target__sentiment": 0.5} for i in ids])["complete_tasks"] == ("sentiment",)
 
 
 def test_prepare_names_bad_values_and_missing_columns(tiny_tokenizer):

@@ -109,10 +109,10 @@ def test_one_task_alone_gives_its_own_loss(tiny_model, tiny_tokenizer):
     torch.testing.assert_close(out.loss, out.sentiment_loss)
 
 
-def test_fully_labelled_tasks_give_the_masked_losses_and_are_not_read_under_ddp(
+def test_complete_tasks_tasks_give_the_masked_losses_and_are_not_read_under_ddp(
     tiny_model, tiny_tokenizer, monkeypatch
 ):
-    """`fully_labelled` (from the collator) swaps the masked means for plain ones: the same losses. Under DDP the
+    """`complete_tasks` (from the collator) swaps the masked means for plain ones: the same losses. Under DDP the
     losses are taken over the gathered batch, whose other rows this process has not seen: the flag is not read."""
     import sentmtl.model.modeling_sentmtl as modeling
     from sentmtl.model.task_types import Score
@@ -120,7 +120,7 @@ def test_fully_labelled_tasks_give_the_masked_losses_and_are_not_read_under_ddp(
     tiny_model.eval()
     labels = {"classification": torch.tensor([1, 0]), "sentiment": torch.tensor([1.0, 0.2])}
     masked = tiny_model(**batch(tiny_tokenizer), task_labels=labels)
-    plain = tiny_model(**batch(tiny_tokenizer), task_labels=labels, fully_labelled=("classification", "sentiment"))
+    plain = tiny_model(**batch(tiny_tokenizer), task_labels=labels, complete_tasks=("classification", "sentiment"))
     for name in labels:
         torch.testing.assert_close(plain.task_losses[name], masked.task_losses[name])
     calls = []
@@ -131,9 +131,9 @@ def test_fully_labelled_tasks_give_the_masked_losses_and_are_not_read_under_ddp(
     monkeypatch.setattr(modeling, "world", lambda: (2, 0))
     monkeypatch.setattr(modeling, "gather_rows", lambda tensor: tensor)
     monkeypatch.setattr(modeling, "scale_for_ddp", lambda loss: loss)
-    tiny_model(**batch(tiny_tokenizer), task_labels=labels, fully_labelled=("sentiment",))
+    tiny_model(**batch(tiny_tokenizer), task_labels=labels, complete_tasks=("sentiment",))
     monkeypatch.setattr(modeling, "world", lambda: (1, 0))
-    tiny_model(**batch(tiny_tokenizer), task_labels=labels, fully_labelled=("sentiment",))
+    tiny_model(**batch(tiny_tokenizer), task_labels=labels, complete_tasks=("sentiment",))
     assert calls == [{}, {"complete": True}]
 
 

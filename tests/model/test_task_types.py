@@ -46,7 +46,7 @@ def _complete_cases():
 
 
 def test_a_complete_batch_gives_the_masked_loss_and_gradient():
-    """`complete=True` (the collator found a target on every row: `fully_labelled`) takes a plain mean: the same loss
+    """`complete=True` (the collator found a target on every row: `complete_tasks`) takes a plain mean: the same loss
     and gradient as the masked path on the same rows."""
     import pytest
 

@@ -84,6 +84,13 @@ def test_label_smoothing_keeps_task_b(tiny_model, tiny_tokenizer, tmp_path):
     assert not torch.equal(tiny_model.sentiment_head.weight, before)
 
 
+def test_the_trainer_takes_only_task_labels_for_labels(tiny_model, tiny_tokenizer, tmp_path):
+    """The Trainer counts as a label every forward argument whose name holds "label": the collator's list of complete
+    tasks was named `fully_labelled` at first, and became one (found in review)."""
+    trainer = SentMtlTrainer(model=tiny_model, args=training_args(tmp_path), processing_class=tiny_tokenizer)
+    assert trainer.label_names == ["task_labels"]
+
+
 def test_data_seed_zero_is_a_seed(tiny_model, tiny_tokenizer, tmp_path):
     """`data_seed or seed` treated --data_seed 0 as unset."""
 
