@@ -24,10 +24,11 @@ an item still running at the end of the budget is stopped. The items:
   all-MiniLM-L6-v2) and on a BERT-base stand-in: `BertConfig()`'s defaults (768 wide, 12 layers, 110M parameters:
   bge-base's and e5-base's architecture) randomly initialised (seed 0) with MiniLM's tokenizer (the same 30,522
   WordPiece vocabulary). A base model's weights do not fit what travels, so the stand-in gives speed only.
-- `embed_*`: `sentmtl.encode` at its default precision (and each other one it offers) against
-  `SentenceTransformer.encode` in fp32, fp16, and fp16 unpadded (flash attention's variable-length kernels: only
-  where flash_attn imports; else a row says why not), on the corpus's 3,000 sentences, batch 64, one warm-up and
-  interleaved passes (median). Cosines: each path against its own library's fp32 embeddings.
+- `embed_*`: `sentmtl.encode` at its default precision and each other one it offers (bf16 autocast, bf16 and fp16
+  weights), and fp16 weights unpadded, against `SentenceTransformer.encode` in fp32, fp16, and fp16 unpadded (the
+  unpadded paths run flash attention's variable-length kernels: only where flash_attn imports; else a row says why
+  not), on the corpus's 3,000 sentences, batch 64, one warm-up and interleaved passes (median). Cosines: each path
+  against its own library's fp32 embeddings.
 - `accuracy_minilm`: run_mtl.py's defaults on seed 0 with STS-B dev: Task A accuracy and STS-B dev Spearman beside
   the CPU run of the same seed (--cpu_reference).
 - `gpu_tests` (`pytest -m gpu`, tests/e2e/test_gpu.py), `train_default_bf16` / `_fp16` (the default configuration
@@ -256,9 +257,10 @@ def _speed():
 
 
 def worker_embed(data_dir, encoder, device, batch_size, repeats, max_sentences=None):
-    """`sentmtl.encode` at its default precision and each other one it offers, `SentenceTransformer.encode` in
-    fp32, fp16 and fp16 unpadded (where flash_attn imports): one warm-up and `repeats` interleaved passes each
-    (speed._timed_passes); cosines to each library's own fp32 embeddings."""
+    """`sentmtl.encode` at its default precision, each other one it offers and fp16 weights unpadded,
+    `SentenceTransformer.encode` in fp32, fp16 and fp16 unpadded (the unpadded paths where flash_attn imports): one
+    warm-up and `repeats` interleaved passes each (speed._timed_passes); cosines to each library's own fp32
+    embeddings. A path that cannot run here is a row that says why."""
     import importlib.util
     import warnings
     from functools import partial
@@ -281,15 +283,36 @@ def worker_embed(data_dir, encoder, device, batch_size, repeats, max_sentences=N
     ours = partial(sentmtl.encode, model, tokenizer=tokenizer, batch_size=batch_size, show_progress_bar=False)
     default = "bf16" if fast_bf16_available(torch.device(device).type) else "fp32"
     paths = {"sentmtl_default": ours}
-    paths.update({f"sentmtl_{p}": partial(ours, precision=p) for p in PRECISIONS if p not in ("auto", default)})
-    precision = {"sentmtl_default": default, **{f"sentmtl_{p}": p for p in PRECISIONS}}
+    precision = {"sentmtl_default": default}
+    skipped = {}
+    for p in PRECISIONS:
+        if p in ("auto", default):
+            continue
+        if p == "fp16-weights" and not device.startswith("cuda"):
+            skipped[f"sentmtl_{p}"] = "fp16 weights are for GPUs (encode refuses them on a CPU)"
+            continue
+        paths[f"sentmtl_{p}"], precision[f"sentmtl_{p}"] = partial(ours, precision=p), p
+    if not device.startswith("cuda"):
+        no_flash = "flash attention needs CUDA"
+    elif importlib.util.find_spec("flash_attn") is None:
+        no_flash = "flash_attn is not importable here (not in the device image, nor carried)"
+    else:
+        no_flash = None
+    unpadded = partial(ours, precision="fp16-weights", unpadded=True)
+    if no_flash is None:
+        try:  # as for sentence-transformers below: a flash_attn that fails to load is a row that says so
+            unpadded(sentences[:2])
+        except (ImportError, ValueError, RuntimeError) as err:
+            skipped["sentmtl_fp16-weights_unpadded"] = f"{type(err).__name__}: {str(err)[:200]}"
+        else:
+            paths["sentmtl_fp16-weights_unpadded"] = unpadded
+            precision["sentmtl_fp16-weights_unpadded"] = "fp16-weights"
+    else:
+        skipped["sentmtl_fp16-weights_unpadded"] = no_flash
     st_kwargs = {"device": device, "model_kwargs": {"dtype": torch.float16}}
     st = {"st_fp32": SentenceTransformer(encoder, device=device), "st_fp16": SentenceTransformer(encoder, **st_kwargs)}
-    skipped = {}
-    if not device.startswith("cuda"):
-        skipped["st_fp16_unpadded"] = "flash attention needs CUDA"
-    elif importlib.util.find_spec("flash_attn") is None:
-        skipped["st_fp16_unpadded"] = "flash_attn is not importable here (not in the device image, nor carried)"
+    if no_flash is not None:
+        skipped["st_fp16_unpadded"] = no_flash
     else:
         flash = {**st_kwargs["model_kwargs"], "attn_implementation": "flash_attention_2"}
         try:  # an installed flash_attn built for another torch fails only here: a row that says so, not a failed item
@@ -481,6 +504,7 @@ def embed(model: str):
 
 EMBED_LABELS = {
     "sentmtl_default": "sentmtl.encode default",
+    "sentmtl_fp16-weights_unpadded": "sentmtl.encode unpadded",
     "st_fp32": "SentenceTransformer.encode",
     "st_fp16": "SentenceTransformer.encode",
     "st_fp16_unpadded": "SentenceTransformer.encode unpadded",

@@ -42,6 +42,7 @@ FOREIGN_FLAGS = {
     "--cpu": "accelerate",  # accelerate launch --cpu (the docs explain why not to use it)
     "--no-deps": "pip",  # pip install --no-deps
     "--force-reinstall": "pip",  # pip install --force-reinstall
+    "--no-build-isolation": "pip",  # pip install flash-attn --no-build-isolation (encode's unpadded batches)
     "--system-site-packages": "venv",  # python -m venv --system-site-packages (a venv for sentence-transformers' ONNX rows)
     "--include": "hf download",  # hf download user/name --include 'onnx/*'
     "--local-dir": "hf download",  # hf download ... --local-dir DIR

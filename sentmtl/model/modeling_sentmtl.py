@@ -145,9 +145,14 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
 
     def embed(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """Sentence embeddings `[batch, embedding_size]`: pooled, projected and (by default) L2-normalised."""
-        pooled = self.pool(input_ids, attention_mask, token_type_ids)
-        # The projection and the normalisation run in fp32 even under bf16 / fp16 autocast: they are ~0.5% of the
-        # FLOPs, and rounding the 256 outputs (and their norm) to bf16 alone costs ~0.004 of cosine similarity.
+        return self.project(self.pool(input_ids, attention_mask, token_type_ids))
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors `[batch, hidden]` → embeddings `[batch, embedding_size]`: the shared projection and (by
+        default) the L2 normalisation, in fp32 whatever the pooled vectors' dtype."""
+        # The projection and the normalisation run in fp32 even under bf16 / fp16 autocast, or after an encoder whose
+        # weights were cast to half precision (`encode(precision="fp16-weights")`): they are ~0.5% of the FLOPs, and
+        # rounding the 256 outputs (and their norm) to bf16 alone costs ~0.004 of cosine similarity.
         with torch.autocast(device_type=pooled.device.type, enabled=False):
             embeddings = self.shared_projection(as_float32(pooled))
             return l2_normalize(embeddings) if self.config.normalize else embeddings

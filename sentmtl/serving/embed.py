@@ -1,5 +1,6 @@
 """`encode(...)`: sentences in, unit-norm float32 embeddings out (batched by length, order restored)."""
 
+import contextlib
 import logging
 import operator
 from pathlib import Path
@@ -13,11 +14,14 @@ from transformers import PreTrainedTokenizerBase
 from ..model.modeling_sentmtl import SentMtlModel
 from ..model.prompts import check_prompt_room, resolve_prompt
 from .compiled import compiled_forward
+from .half_weights import HALF_WEIGHTS, check_half_weights, half_encoder_weights
 from .loading import load_model_and_tokenizer
 from .precision import default_device, fast_bf16_available
+from .unpadded import check_unpadded, embed_flattened, flash_attention, flattened_inputs, position_start
 
 logger = logging.getLogger(__name__)
-PRECISIONS = ("auto", "fp32", "bf16")
+# `bf16` is autocast over fp32 weights; the `-weights` precisions cast the encoder's weights (`half_weights`).
+PRECISIONS = ("auto", "fp32", "bf16", *HALF_WEIGHTS)
 
 
 def default_max_length(tokenizer: PreTrainedTokenizerBase, model: SentMtlModel) -> int:
@@ -41,6 +45,7 @@ def encode(
     prompt_name: str | None = None,
     prompt: str | None = None,
     compile: bool = False,
+    unpadded: bool = False,
 ) -> np.ndarray:
     """Embed `sentences` with a `SentMtlModel` (or a path to one); returns float32 `[n, embedding_size]` in input order.
 
@@ -49,8 +54,12 @@ def encode(
     is one). `precision`: `fp32`, `bf16` (autocast; weights stay fp32) or `auto` — bf16 where the device runs it fast
     (CPUs where a short probe measured it faster, `fast_bf16_available`; not CUDA GPUs, where this small encoder
     measured slower in bf16), else fp32. bf16 embeddings keep a cosine similarity of
-    about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). `pooled=True` returns the encoder's pooled
-    vectors `[n, hidden]` before the projection (distillation targets). Sentences longer than `max_length` tokens
+    about 0.9999 to the fp32 ones (benchmarks/speed.py measures it). `fp16-weights` / `bf16-weights`: the encoder
+    runs with its weights cast to fp16 / bf16 for the call (`sentmtl.serving.half_weights`; the model gets its own
+    fp32 tensors back, bitwise, even after an error), the pooling's mean, the projection and the normalisation in
+    fp32; `auto` never picks them. fp16 weights are refused on a CPU (no faster than fp32 there); bf16 weights run
+    on a CPU (cosine >= 0.999 per row to fp32 on the bundled encoder, tested). `pooled=True` returns the encoder's
+    pooled vectors `[n, hidden]` before the projection (distillation targets). Sentences longer than `max_length` tokens
     (default: the encoder's limit) are truncated: their indices are appended to `truncated` when given, else logged.
     `truncate_dim`: the embeddings' first `truncate_dim` dimensions, re-normalised (for a model trained with
     `matryoshka_dims`; sentence-transformers' `truncate_dim`). `prompt_name`: one of the model's prompts
@@ -58,10 +67,15 @@ def encode(
     `default_prompt_name` if it has one (sentence-transformers' rule). `prompt=""` embeds the sentences as they are.
     `compile=True`: the forward compiled by `torch.compile` with dynamic shapes (one graph for every batch length),
     on the first call, and kept on the model for later calls (`sentmtl.serving.compiled`); its embeddings match the
-    uncompiled ones to a cosine of at least 0.999 (tested). The first call waits for the compilation.
+    uncompiled ones to a cosine of at least 0.999 (tested). The first call waits for the compilation. It works with
+    the `-weights` precisions too (a graph of their own). `unpadded=True`: each batch's sentences concatenated into
+    one row without padding and run by flash attention's variable-length kernels (`sentmtl.serving.unpadded`): a
+    CUDA GPU, flash-attn, an encoder transformers runs with flash attention, mean or cls pooling, and a `-weights`
+    precision; anything else is refused in one line, as is `compile=True` beside it.
     """
-    if not isinstance(compile, bool):
-        raise ValueError(f"compile={compile!r}: give True or False.")
+    for name, flag in (("compile", compile), ("unpadded", unpadded)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name}={flag!r}: give True or False.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {', '.join(PRECISIONS)}.")
     if isinstance(model, (str, Path)):
@@ -86,13 +100,24 @@ def encode(
                 "with pooled=True."
             )
         width = truncate_dim
+    # Refused before anything runs, for an empty input too; the device the model is on or is about to be moved to.
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    check_half_weights(precision, target.type)
+    if unpadded:
+        check_unpadded(model, target, precision, compile)
     if not sentences:
         return np.zeros((0, width), dtype=np.float32)
     if device is not None:
         # Outside inference mode: parameters moved inside it would become inference tensors, and a model trained
         # after encoding (distillation targets are computed before training) would fail in its first backward.
         model.to(device)
-    with torch.inference_mode():
+    with contextlib.ExitStack() as stack:
+        # Outside inference mode too, for the same reason; undone when the call ends, an error included.
+        if precision in HALF_WEIGHTS:
+            stack.enter_context(half_encoder_weights(model, HALF_WEIGHTS[precision]))
+        if unpadded:
+            stack.enter_context(flash_attention(model))
+        stack.enter_context(torch.inference_mode())
         return _encode(
             model,
             sentences,
@@ -106,6 +131,7 @@ def encode(
             width,
             truncate_dim,
             compile,
+            unpadded,
         )
 
 
@@ -155,12 +181,17 @@ def pad_ids(batch: list[list[int]], tokenizer) -> tuple[np.ndarray, np.ndarray]:
 def length_batches(tokenizer, tokenized: list[list[int]], batch_size: int, show_progress_bar: bool | None, desc: str):
     """`(row indices, input_ids, attention_mask)` per batch, longest sentences first, each batch padded only to its
     own longest member (`pad_ids`); the caller puts the rows back by their indices. A progress bar on long inputs."""
+    for index in length_order(tokenized, batch_size, show_progress_bar, desc):
+        yield (index, *pad_ids([tokenized[i] for i in index], tokenizer))
+
+
+def length_order(tokenized: list[list[int]], batch_size: int, show_progress_bar: bool | None, desc: str):
+    """The row indices of each batch, longest sentences first (a progress bar on long inputs)."""
     order = np.argsort([-len(ids) for ids in tokenized], kind="stable")
     if show_progress_bar is None:
         show_progress_bar = len(tokenized) > 10 * batch_size
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress_bar):
-        index = order[start : start + batch_size]
-        yield (index, *pad_ids([tokenized[i] for i in index], tokenizer))
+        yield order[start : start + batch_size]
 
 
 def _as_size(value) -> int | None:
@@ -186,6 +217,7 @@ def _encode(
     width,
     truncate_dim=None,
     compile=False,
+    unpadded=False,
 ) -> np.ndarray:
     was_training = model.training
     model.eval()
@@ -198,15 +230,29 @@ def _encode(
     # The precision follows the device the model is on, not the best device this machine has.
     use_bf16 = precision == "bf16" or (precision == "auto" and fast_bf16_available(target.type))
     autocast = torch.autocast(device_type=target.type, dtype=torch.bfloat16, enabled=use_bf16)
-    for index, input_ids, attention_mask in length_batches(
-        tokenizer, tokenized, batch_size, show_progress_bar, "Embedding"
+    for index, embeddings in _batches(
+        model, forward, tokenizer, tokenized, batch_size, show_progress_bar, target, pooled, unpadded, autocast
     ):
-        input_ids, attention_mask = torch.from_numpy(input_ids).to(target), torch.from_numpy(attention_mask).to(target)
-        with autocast:
-            embeddings = forward(input_ids, attention_mask)
         if truncate_dim is not None:  # a prefix of the unit vector, made unit again (when the model normalises)
             embeddings = embeddings.float()[:, :truncate_dim]
             embeddings = F.normalize(embeddings, dim=-1) if model.config.normalize else embeddings
         out[index] = embeddings.float().cpu().numpy()
     model.train(was_training)
     return out
+
+
+def _batches(model, forward, tokenizer, tokenized, batch_size, show_progress_bar, target, pooled, unpadded, autocast):
+    """`(row indices, embeddings)` per batch: padded (`length_batches`) or flattened (`unpadded`)."""
+    if unpadded:
+        start = position_start(model.encoder)
+        for index in length_order(tokenized, batch_size, show_progress_bar, "Embedding"):
+            inputs = flattened_inputs([tokenized[i] for i in index], start, target)
+            yield index, embed_flattened(model, *inputs, pooled=pooled)
+        return
+    for index, input_ids, attention_mask in length_batches(
+        tokenizer, tokenized, batch_size, show_progress_bar, "Embedding"
+    ):
+        input_ids, attention_mask = torch.from_numpy(input_ids).to(target), torch.from_numpy(attention_mask).to(target)
+        with autocast:  # around the forward only: a generator suspended inside it would leave it on for the caller
+            embeddings = forward(input_ids, attention_mask)
+        yield index, embeddings

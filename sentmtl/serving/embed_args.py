@@ -69,7 +69,17 @@ def parse_args(argv=None):
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto: bf16 where --device runs it fast (cosine ~0.9999 to fp32), else fp32.",
+        help="auto: bf16 autocast where --device runs it fast (cosine ~0.9999 to fp32), else fp32. bf16: autocast "
+        "over fp32 weights. fp16-weights / bf16-weights: the encoder's weights cast to fp16 / bf16 for the run "
+        "(pooling, projection and normalisation in fp32); fp16-weights is for GPUs (refused on a CPU, where it runs "
+        "no faster than fp32).",
+    )
+    parser.add_argument(
+        "--unpadded",
+        action="store_true",
+        help="Batches without padding, run by flash attention's variable-length kernels: a CUDA GPU, pip install "
+        "flash-attn --no-build-isolation, an encoder transformers runs with flash attention, mean or cls pooling, "
+        "and --precision fp16-weights or bf16-weights; otherwise refused. --backend torch only, not with --compile.",
     )
     parser.add_argument(
         "--truncate_dim",
@@ -144,6 +154,10 @@ def parse_args(argv=None):
         parser.error(f"{option} writes a model; it takes no sentences, --input_file or --output_file")
     if export and args.compile:
         parser.error("--compile applies when embedding; an export writes the model's weights, not a compiled graph")
+    if export and args.unpadded:
+        parser.error("--unpadded applies when embedding; an export writes the model, which takes padded batches")
+    if args.unpadded and args.compile:
+        parser.error("--unpadded runs eagerly; --compile is for padded batches (drop one)")
     if export and (args.prompt_name is not None or args.prompt is not None):
         parser.error(
             "--prompt_name / --prompt apply when embedding; an export keeps the model's prompts (its config's) "
@@ -172,6 +186,8 @@ def parse_args(argv=None):
             parser.error("--backend onnx needs --model_name_or_path: a run folder with onnx/ (made by --export_onnx)")
         if args.compile:
             parser.error("--compile compiles the torch model; --backend onnx runs the exported graph (drop one)")
+        if args.unpadded:
+            parser.error("--unpadded runs the torch model with flash attention; --backend onnx takes padded batches")
         if args.precision != "auto":
             parser.error(f"--precision {args.precision} applies to --backend torch; with onnx, choose --onnx_variant")
         if args.device not in (None, "cpu"):

@@ -111,6 +111,7 @@ class Embedder:
             prompt_name=args.prompt_name,
             prompt=args.prompt,
             compile=args.compile,
+            unpadded=args.unpadded,
         )
 
 

@@ -26,6 +26,14 @@ def launched_processes() -> int:
 FREEZE_CHOICES = ("none", "all", "backbone", "<task>_head")
 # Training ends on the average of the weights; the best checkpoint holds raw weights measured at another point. Either
 # would silently replace the other, so the two are not combined.
+# Unpadded training would flatten every input the collator builds (pairs, hard negatives, prompted rows) and pool
+# each by its sequence boundaries in the training forward; none of it can be checked without a GPU with flash-attn,
+# so the flag is refused rather than half-working. `encode` has the path (`sentmtl.serving.unpadded`).
+UNPADDED_TRAINING = (
+    "--unpadded is not supported for training yet (flattened batches need the training forward and collator "
+    "rewritten, and a GPU with flash-attn to check them); encode(..., unpadded=True) and run_embed.py --unpadded "
+    "have it."
+)
 EMA_WITH_BEST_MODEL = (
     "--ema_decay with --load_best_model_at_end: the run would end on the weight average and "
     "replace the best checkpoint (or the reverse), silently. Use one of them."
@@ -165,7 +173,17 @@ class SentMtlTrainingArguments(TrainingArguments):
         },
     )
 
+    unpadded: bool = field(
+        default=False,
+        metadata={
+            "help": "Not supported for training yet (refused): batches without padding, run by flash attention's "
+            "variable-length kernels. Embedding has it: run_embed.py --unpadded."
+        },
+    )
+
     def __post_init__(self):
+        if self.unpadded:
+            raise ValueError(UNPADDED_TRAINING)
         if self.freeze_backbone:
             if self.freeze not in ("none", "backbone"):
                 raise ValueError(f"--freeze_backbone conflicts with --freeze {self.freeze}.")
@@ -271,5 +289,6 @@ __all__ = [
     "DataArguments",
     "ModelArguments",
     "SentMtlTrainingArguments",
+    "UNPADDED_TRAINING",
     "launched_processes",
 ]

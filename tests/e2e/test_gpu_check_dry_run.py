@@ -73,8 +73,13 @@ def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
         assert result["steady_speedup"] > 0
     for name in ("embed_minilm", "embed_bert_base"):
         result = records[name]["result"]
-        assert {"sentmtl_default", "st_fp32", "st_fp16"} <= set(result["sentences_per_s"])
-        assert result["skipped"] == {"st_fp16_unpadded": "flash attention needs CUDA"}
+        assert {"sentmtl_default", "sentmtl_bf16-weights", "st_fp32", "st_fp16"} <= set(result["sentences_per_s"])
+        assert result["quality"]["sentmtl_bf16-weights"]["min_cosine"] >= 0.99
+        assert result["skipped"] == {
+            "sentmtl_fp16-weights": "fp16 weights are for GPUs (encode refuses them on a CPU)",
+            "sentmtl_fp16-weights_unpadded": "flash attention needs CUDA",
+            "st_fp16_unpadded": "flash attention needs CUDA",
+        }
     accuracy = records["accuracy_minilm"]["result"]
     assert accuracy["task_a_accuracy"] > 0 and accuracy["stsb_spearman"] is not None
     assert records["gpu_tests"]["result"]["exit_code"] == 0

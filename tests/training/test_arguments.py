@@ -18,6 +18,7 @@ from sentmtl.training.run import main, parse_args
         (["--dropout", "1.5"], r"dropout=1.5 must be in \[0, 1\)"),
         (["--train_file", "a.csv", "--validation_file", "b.csv", "--max_samples", "10"], "there is no split"),
         (["--backbone_learning_rate", "-1"], "--backbone_learning_rate -1.0 must be > 0"),
+        (["--unpadded"], r"^--unpadded is not supported for training yet .*run_embed.py --unpadded have it\.$"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(flags, message, tmp_path):
