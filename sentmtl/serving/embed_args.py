@@ -163,6 +163,12 @@ def parse_args(argv=None):
             "--prompt_name / --prompt apply when embedding; an export keeps the model's prompts (its config's) "
             "and takes them by name at encode time"
         )
+    if args.export_sentence_transformer and args.precision != "auto":
+        # It writes the fp32 weights; a precision is chosen when encoding with it (found in review: it was ignored).
+        parser.error(
+            f"--precision {args.precision} applies when embedding; --export_sentence_transformer writes the fp32 "
+            "weights (choose the precision when encoding with the export)"
+        )
     if args.export_onnx:
         # The graph is fp32 (int8 variants beside it), full size, and takes up to the encoder's token limit.
         for flag, given in (

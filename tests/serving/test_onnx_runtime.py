@@ -143,6 +143,10 @@ def test_the_runtime_refuses_a_graph_beside_other_weights(exported, tmp_path):
         (["--export_onnx", "x", "--max_length", "32"], "--max_length does not apply to --export_onnx"),
         (["--export_onnx", "x", "--precision", "bf16"], "--precision bf16 does not apply to --export_onnx"),
         (
+            ["--export_sentence_transformer", "x", "--precision", "bf16-weights"],
+            "--precision bf16-weights applies when embedding",
+        ),
+        (
             ["--backend", "onnx", "--model_name_or_path", "m", "--precision", "bf16"],
             "--precision bf16 applies to --backend torch",
         ),
