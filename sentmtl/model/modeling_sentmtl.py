@@ -54,9 +54,15 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
     def __init__(self, config: SentMtlConfig, encoder: PreTrainedModel | None = None):
         super().__init__(config)
         self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder_config)
-        # One config object for the whole model, so edits to `model.config.encoder_config` reach the encoder.
+        # One config object for the whole model, so edits to `model.config.encoder_config` reach the encoder — and
+        # its layers, which keep their own reference to the config they were built with: a switch of attention
+        # implementation that reached the encoder but not its layers would run them with the old one, unmasked
+        # (found in review: flattened batches attended across sentences).
         config.encoder_config._attn_implementation = self.encoder.config._attn_implementation
-        self.encoder.config = config.encoder_config
+        built_with = self.encoder.config
+        for module in self.encoder.modules():
+            if getattr(module, "config", None) is built_with:
+                module.config = config.encoder_config
         if config.pooling == "pooler" and getattr(self.encoder, "pooler", None) is None:
             raise ValueError(
                 f"pooling='pooler' needs an encoder with a pooler layer; this {type(self.encoder).__name__} has none: "

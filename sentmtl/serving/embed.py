@@ -221,7 +221,41 @@ def _encode(
 ) -> np.ndarray:
     was_training = model.training
     model.eval()
+    try:
+        return _encode_batches(
+            model,
+            sentences,
+            tokenizer,
+            batch_size,
+            max_length,
+            show_progress_bar,
+            precision,
+            truncated,
+            pooled,
+            width,
+            truncate_dim,
+            compile,
+            unpadded,
+        )
+    finally:  # an error included: a model being trained stays in training mode (found in review)
+        model.train(was_training)
 
+
+def _encode_batches(
+    model,
+    sentences,
+    tokenizer,
+    batch_size,
+    max_length,
+    show_progress_bar,
+    precision,
+    truncated,
+    pooled,
+    width,
+    truncate_dim,
+    compile,
+    unpadded,
+) -> np.ndarray:
     tokenized = tokenize_sentences(tokenizer, sentences, max_length or default_max_length(tokenizer, model), truncated)
     out = np.empty((len(sentences), width), dtype=np.float32)
     name = "pool" if pooled else "embed"
@@ -237,7 +271,6 @@ def _encode(
             embeddings = embeddings.float()[:, :truncate_dim]
             embeddings = F.normalize(embeddings, dim=-1) if model.config.normalize else embeddings
         out[index] = embeddings.float().cpu().numpy()
-    model.train(was_training)
     return out
 
 

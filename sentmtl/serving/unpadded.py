@@ -127,8 +127,23 @@ def flash_attention(model: SentMtlModel):
     object is the model's own, `model.config.encoder_config`, so a later save sees no change)."""
     encoder = model.encoder
     previous = encoder.config._attn_implementation
-    encoder.set_attn_implementation(FLASH_ATTENTION)
     try:
+        encoder.set_attn_implementation(FLASH_ATTENTION)
+        # Every part that reads a config must now read flash attention: a layer left on another implementation
+        # would attend across the flattened row's sentences, silently. (transformers only logs a warning where
+        # a class cannot switch, e.g. remote code.)
+        stale = sorted(
+            {
+                f"{name or type(module).__name__} ({module.config._attn_implementation})"
+                for name, module in encoder.named_modules()
+                if getattr(getattr(module, "config", None), "_attn_implementation", FLASH_ATTENTION) != FLASH_ATTENTION
+            }
+        )
+        if stale:
+            raise ValueError(
+                f"unpadded=True: {type(encoder).__name__} did not switch every layer to {FLASH_ATTENTION} "
+                f"(still: {', '.join(stale[:3])}{' …' if len(stale) > 3 else ''}); embed with padded batches."
+            )
         yield model
     finally:
         encoder.set_attn_implementation(previous)

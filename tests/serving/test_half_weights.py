@@ -70,9 +70,11 @@ def test_the_weights_come_back_after_an_error(tiny_model, tiny_tokenizer, monkey
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(tiny_model, "embed", broken)
+    tiny_model.train()  # a model being trained, encoded between steps (a teacher, an evaluation)
     with pytest.raises(RuntimeError, match="out of memory"):
         sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, precision="bf16-weights")
     assert_unchanged(tiny_model, before)
+    assert tiny_model.training  # found in review: an error left it in eval mode
 
 
 def test_tied_and_shared_tensors_are_cast_once_and_restored(tiny_model):
@@ -85,6 +87,17 @@ def test_tied_and_shared_tensors_are_cast_once_and_restored(tiny_model):
         assert shared.dtype == torch.float16 and encoder.extra.weight is shared
         assert encoder.embeddings.position_ids.dtype == torch.int64  # integer buffers are left alone
     assert_unchanged(tiny_model, before)
+
+
+def test_computed_buffers_stay_fp32(tiny_model):
+    """A non-persistent floating buffer is computed, not loaded (rotary embeddings' inverse frequencies): it stays
+    fp32, as in a model loaded in half precision (found in review: bf16 angles drifted 0.025 rad by position 511)."""
+    encoder = tiny_model.encoder
+    encoder.register_buffer("inv_freq", torch.rand(4), persistent=False)
+    encoder.register_buffer("scale", torch.rand(4))  # persistent: a weight like any other
+    with half_weights.half_encoder_weights(tiny_model, torch.bfloat16):
+        assert encoder.inv_freq.dtype == torch.float32 and encoder.scale.dtype == torch.bfloat16
+    assert encoder.scale.dtype == torch.float32
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])

@@ -102,6 +102,64 @@ def test_encode_unpadded_matches_padded_where_its_checks_pass(tiny_model, tiny_t
     np.testing.assert_allclose(np.linalg.norm(short, axis=1), 1.0, rtol=1e-5)
 
 
+def _register_varlen_stand_in(calls: list) -> str:
+    """A CPU stand-in for flash-attn's variable-length kernel, registered as an attention implementation: attention
+    within each span of `cu_seq_lens_q` only, no mask (as flash's). Named without "flash", or transformers would look
+    for a real kernel."""
+    import torch.nn.functional as F
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+    def varlen(module, query, key, value, attention_mask, scaling=None, dropout=0.0, cu_seq_lens_q=None, **kwargs):
+        calls.append(attention_mask is None and cu_seq_lens_q is not None)
+        out = torch.empty_like(query)  # [batch, heads, tokens, dim]
+        bounds = cu_seq_lens_q.tolist()
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            span = slice(start, end)
+            out[:, :, span] = F.scaled_dot_product_attention(
+                query[:, :, span], key[:, :, span], value[:, :, span], scale=scaling
+            )
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register("sentmtl_test_varlen", varlen)
+    AttentionMaskInterface.register("sentmtl_test_varlen", flash_attention_mask)
+    return "sentmtl_test_varlen"
+
+
+def test_every_layer_of_a_model_built_from_an_encoder_switches_to_the_varlen_kernel(
+    tiny_model, tiny_tokenizer, monkeypatch
+):
+    """Found in review: a model built from a plain encoder (the bundled one, a run's own) gave its encoder the
+    model's config object, but its layers kept the one they were built with; switching to flash attention reached the
+    encoder (whose mask for flash is none) and not the layers, which ran SDPA unmasked over the whole flattened row:
+    every sentence attended to its batch-mates (cosine 0.6–0.9 to the padded path), silently. Here the real switch
+    runs, to a registered stand-in for the varlen kernel: each layer must call it, with the boundaries, and the
+    embeddings must be the padded path's."""
+    calls = []
+    monkeypatch.setattr(unpadded, "FLASH_ATTENTION", _register_varlen_stand_in(calls))
+    monkeypatch.setattr(embed_module, "check_unpadded", lambda *args: None)  # no CUDA, no flash-attn here
+    expected = sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, batch_size=2, precision="fp32")
+    got = sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, batch_size=2, precision="fp32", unpadded=True)
+    layers = tiny_model.config.encoder_config.num_hidden_layers
+    assert len(calls) == layers * 3 and all(calls)  # 5 sentences in batches of 2: 3 batches
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert {m.config._attn_implementation for m in tiny_model.encoder.modules() if hasattr(m, "config")} == {"sdpa"}
+
+
+def test_a_layer_that_does_not_switch_is_refused(tiny_model, tiny_tokenizer, monkeypatch):
+    """transformers only logs a warning where a class cannot switch (remote code): a layer left on its old
+    implementation would attend across the flattened sentences, so the call is refused, and the model switched back."""
+    monkeypatch.setattr(unpadded, "FLASH_ATTENTION", _register_varlen_stand_in([]))
+    monkeypatch.setattr(embed_module, "check_unpadded", lambda *args: None)
+    layer = tiny_model.encoder.encoder.layer[0].attention.self
+    monkeypatch.setattr(
+        layer, "config", type(tiny_model.config.encoder_config)(**tiny_model.config.encoder_config.to_dict())
+    )
+    with pytest.raises(ValueError, match=r"^unpadded=True: BertModel did not switch every layer to sentmtl_test_varl"):
+        sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, precision="fp32", unpadded=True)
+    assert tiny_model.config.encoder_config._attn_implementation == "sdpa"
+
+
 def _nothing():
     import contextlib
 
@@ -156,12 +214,14 @@ def test_pooler_pooling_is_refused_unpadded(tiny_encoder_dir, flash_attn_importa
 
 
 def test_the_attention_implementation_is_switched_back(tiny_model, monkeypatch):
-    calls = []
-    monkeypatch.setattr(type(tiny_model.encoder), "set_attn_implementation", lambda self, name: calls.append(name))
+    """Every layer, after a failed batch too (the switch is real, to a registered stand-in for the varlen kernel)."""
+    monkeypatch.setattr(unpadded, "FLASH_ATTENTION", _register_varlen_stand_in([]))
+    before = tiny_model.config.encoder_config._attn_implementation
     with pytest.raises(RuntimeError):
         with unpadded.flash_attention(tiny_model):
+            assert tiny_model.encoder.encoder.layer[0].attention.self.config._attn_implementation != before
             raise RuntimeError("a failed batch")
-    assert calls == ["flash_attention_2", tiny_model.config.encoder_config._attn_implementation]
+    assert {m.config._attn_implementation for m in tiny_model.encoder.modules() if hasattr(m, "config")} == {before}
 
 
 def test_unpadded_must_be_a_bool(tiny_model, tiny_tokenizer):
