@@ -10,6 +10,7 @@ ITEMS = [
     "embed_minilm",
     "train_bert_base_bf16",
     "accuracy_minilm",
+    "train_minilm_fp32_compiled",
     "embed_bert_base",
     "train_bert_base_fp32",
     "train_minilm_bf16",
@@ -70,7 +71,9 @@ def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
             row = result[path]
             assert row["precision"] == precision and row["samples_per_s"] > 0 and row["e2e_samples_per_s"] > 0
             assert row["sync_calls_per_step"] >= 0 and "CPU proxy" in row["sync_counted_as"]
-        assert result["steady_speedup"] > 0
+        assert result["steady_speedup"] > 0 and not result["compiled"]
+    compiled = records["train_minilm_fp32_compiled"]["result"]
+    assert compiled["compiled"] and compiled["sentmtl"]["samples_per_s"] > 0 and compiled["steady_speedup"] > 0
     for name in ("embed_minilm", "embed_bert_base"):
         result = records[name]["result"]
         assert {"sentmtl_default", "sentmtl_bf16-weights", "st_fp32", "st_fp16"} <= set(result["sentences_per_s"])
