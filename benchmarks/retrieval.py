@@ -48,6 +48,7 @@ SCENARIOS = (
     "retrieval_sts_prefixes",
     "retrieval_sts_prefixes_no_matryoshka",
     "retrieval_sts_mined",
+    "retrieval_sts_mined_corpus",
 )
 # The short prefixes' recipe (docs/tasks.md, "Matryoshka embeddings"): the projection at its own LR, so that it turns
 # from its identity start, and Matryoshka self-distillation.
@@ -59,7 +60,14 @@ PREFIXES = {"shared_learning_rate": 1e-3, "matryoshka_self_distillation": 10.0}
 # relative margin of 5% (sentence-transformers' suggested setting), the miner being the starting encoder.
 MINING = {"num_negatives": 1, "range_max": 50, "relative_margin": 0.05, "sampling_strategy": "top"}
 # Edits of one task of the run file: scenario → {task name: {key: value}}.
-TASK_EDITS = {"retrieval_sts_mined": {"retrieval": {"hard_negatives": MINING}}}
+# `retrieval_sts_mined_corpus`: the same, the candidates being every sentence of STS-B's train split too (the
+# pairs' own source; `corpus: {stsb: …}`, filled in from the task's data), not only the training pairs' positives:
+# the evaluation's distractors are those sentences, and a negative drawn from them is what R@1 with distractors asks
+# the model to rank below the positive. Training texts only: no dev sentence becomes a negative through it.
+TASK_EDITS = {
+    "retrieval_sts_mined": {"retrieval": {"hard_negatives": MINING}},
+    "retrieval_sts_mined_corpus": {"retrieval": {"hard_negatives": {**MINING, "corpus": "the task's stsb folder"}}},
+}
 EDITS = {
     "retrieval_sts_no_matryoshka": {"matryoshka_dims": None},
     "retrieval_sts_prefixes": PREFIXES,
@@ -204,19 +212,27 @@ def train_st_mnrl(seed: int, args, out: Path, matryoshka: bool = False) -> float
     return elapsed
 
 
+def edited_run_file(scenario: str) -> dict:
+    """An EDITS / TASK_EDITS scenario's run file: retrieval_sts.yaml with its keys and tasks changed."""
+    values = yaml.safe_load((REPO_ROOT / CONFIGS[scenario]).read_text())
+    for key, value in EDITS.get(scenario, {}).items():
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    for task in values["tasks"]:
+        task.update(TASK_EDITS.get(scenario, {}).get(task["name"], {}))
+        mining = task.get("hard_negatives") or {}
+        if mining.get("corpus") == "the task's stsb folder":
+            task["hard_negatives"] = {**mining, "corpus": {"stsb": task["data"]["stsb"]}}
+    return values
+
+
 def run_sentmtl(scenario: str, seed: int, args, out: Path) -> None:
     config = CONFIGS[scenario]
     if scenario in EDITS or scenario in TASK_EDITS:  # the run file with some keys changed
-        values = yaml.safe_load((REPO_ROOT / config).read_text())
-        for key, value in EDITS.get(scenario, {}).items():
-            if value is None:
-                values.pop(key, None)
-            else:
-                values[key] = value
-        for task in values["tasks"]:
-            task.update(TASK_EDITS.get(scenario, {}).get(task["name"], {}))
         out.mkdir(parents=True, exist_ok=True)
-        (out / "run.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+        (out / "run.yaml").write_text(yaml.safe_dump(edited_run_file(scenario), sort_keys=False))
         config = str(out / "run.yaml")
     command = [
         sys.executable,

@@ -55,3 +55,13 @@ def test_a_prompted_models_queries_and_documents_take_their_roles_prompts(tiny_e
     assert measured["queries"] == 2 and measured["documents"] == 3
     assert roles[0] == ("query", ["the movie was great .", "the food was awful ."])
     assert [role for role, _ in roles] == ["query", "document", "document", None, None]
+
+
+def test_the_mined_scenarios_run_files():
+    """retrieval_sts_mined mines among the training pairs' positives; retrieval_sts_mined_corpus among STS-B's train
+    sentences too, read from the task's own STS-B folder (training texts only)."""
+    for scenario, corpus in (("retrieval_sts_mined", None), ("retrieval_sts_mined_corpus", True)):
+        (task,) = [t for t in retrieval.edited_run_file(scenario)["tasks"] if t["name"] == "retrieval"]
+        mining = dict(task["hard_negatives"])
+        assert mining.pop("corpus", None) == ({"stsb": task["data"]["stsb"]} if corpus else None)
+        assert mining == retrieval.MINING
