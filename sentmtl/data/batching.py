@@ -240,8 +240,9 @@ STREAM_PAD_MULTIPLE = 8
 
 class MultiTaskCollator:
     """Rows of one source → a batch: padded inputs (and pair inputs), `task_labels` by task in each type's dtype,
-    `complete_tasks` (the tasks whose target every row carries), `domain`. `pad_to_multiple_of`: pad lengths up to a multiple of it (fewer distinct batch shapes), never past
-    `max_length` (the run's token limit, within the encoder's positions)."""
+    `complete_tasks` (the tasks whose target every row carries), `domain`. `pad_to_multiple_of`: pad lengths up to a
+    multiple of it (fewer distinct batch shapes), never past `max_length` (the run's token limit, within the
+    encoder's positions)."""
 
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
