@@ -32,14 +32,14 @@ class Pooling(nn.Module):
         # weights (1 / its token count on its tokens, 0 on padding) times its token states, as one batched matrix
         # product: two kernels fewer a training step than summing the masked states and dividing (the product and
         # the sum are one kernel; its backward is one product, not a product and a multiplication).
-        # Outside autocast, which would round the product to half precision: under it the encoder's last layer norm
-        # gives float32 states, and the sum and division this replaced stayed in float32.
         if token_states.dtype in (torch.float16, torch.bfloat16):
             # An encoder run with half-precision weights (not autocast, whose layer norms give fp32 states): the
             # mean in fp32, as 1 / token count rounded to bf16 is up to 2^-9 off.
             token_states = token_states.float()
         mask = attention_mask.unsqueeze(1).to(token_states.dtype)  # [batch, 1, seq]
         weights = mask / mask.sum(dim=-1, keepdim=True).clamp(min=1e-9)
+        # Outside autocast, which would round the product to half precision: under it the encoder's last layer norm
+        # gives float32 states, and the sum and division this replaced stayed in float32.
         with outside_autocast(token_states.device.type):
             return torch.bmm(weights, token_states).squeeze(1)
 

@@ -117,6 +117,9 @@ def encode(
             stack.enter_context(half_encoder_weights(model, HALF_WEIGHTS[precision]))
         if unpadded:
             stack.enter_context(flash_attention(model))
+        # An error included, a model being trained stays in training mode (found in review).
+        stack.callback(model.train, model.training)
+        model.eval()
         stack.enter_context(torch.inference_mode())
         return _encode(
             model,
@@ -205,43 +208,6 @@ def _as_size(value) -> int | None:
 
 
 def _encode(
-    model,
-    sentences,
-    tokenizer,
-    batch_size,
-    max_length,
-    show_progress_bar,
-    precision,
-    truncated,
-    pooled,
-    width,
-    truncate_dim=None,
-    compile=False,
-    unpadded=False,
-) -> np.ndarray:
-    was_training = model.training
-    model.eval()
-    try:
-        return _encode_batches(
-            model,
-            sentences,
-            tokenizer,
-            batch_size,
-            max_length,
-            show_progress_bar,
-            precision,
-            truncated,
-            pooled,
-            width,
-            truncate_dim,
-            compile,
-            unpadded,
-        )
-    finally:  # an error included: a model being trained stays in training mode (found in review)
-        model.train(was_training)
-
-
-def _encode_batches(
     model,
     sentences,
     tokenizer,

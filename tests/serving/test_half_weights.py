@@ -5,19 +5,12 @@ caller's model bitwise as it was; what cannot run is refused in one line."""
 import numpy as np
 import pytest
 import torch
+from helpers import ONNX_SENTENCES as SENTENCES  # lengths that differ a lot
 
 import sentmtl
 from sentmtl.serving import embed as embed_module
 from sentmtl.serving import half_weights
 from sentmtl.serving.embed_cli import main
-
-SENTENCES = [
-    "the movie was great !",
-    "bad",
-    "the service was really very bad and boring .",
-    "i love this phone",
-    "the phone broke after two days and the service was bad .",
-]
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:

@@ -1,11 +1,13 @@
 """sentmtl/serving/unpadded.py: flattened batches pool to the padded batch's vectors, and `encode(unpadded=True)`
 refuses in one line what cannot run. Flash attention needs CUDA and flash-attn, so the path is checked on the CPU
-with transformers' SDPA attention, which reads the same flattened layout from `position_ids` (a block-diagonal mask);
-only the switch to flash attention and its kernels are left to a GPU run (benchmarks/gpu_check.py)."""
+with transformers' SDPA attention, which reads the same flattened layout from `position_ids` (a block-diagonal mask),
+and the real switch of every layer to a registered CPU stand-in for the varlen kernel; only flash-attn's kernels are
+left to a GPU run (benchmarks/gpu_check.py)."""
 
 import numpy as np
 import pytest
 import torch
+from helpers import ONNX_SENTENCES as SENTENCES  # lengths that differ a lot
 from transformers import RobertaConfig, RobertaModel
 
 import sentmtl
@@ -14,13 +16,6 @@ from sentmtl.serving import embed as embed_module
 from sentmtl.serving import unpadded
 from sentmtl.serving.embed_cli import main
 
-SENTENCES = [
-    "the movie was great !",
-    "bad",
-    "the service was really very bad and boring .",
-    "i love this phone",
-    "the phone broke after two days and the service was bad .",
-]
 BATCH = [[2, 5, 6, 7, 3], [2, 9, 3], [2, 4, 4, 4, 4, 4, 3], [2, 3]]
 
 
@@ -141,7 +136,7 @@ def test_every_layer_of_a_model_built_from_an_encoder_switches_to_the_varlen_ker
     expected = sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, batch_size=2, precision="fp32")
     got = sentmtl.encode(tiny_model, SENTENCES, tiny_tokenizer, batch_size=2, precision="fp32", unpadded=True)
     layers = tiny_model.config.encoder_config.num_hidden_layers
-    assert len(calls) == layers * 3 and all(calls)  # 5 sentences in batches of 2: 3 batches
+    assert len(calls) == layers * 3 and all(calls)  # 6 sentences in batches of 2: 3 batches
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert {m.config._attn_implementation for m in tiny_model.encoder.modules() if hasattr(m, "config")} == {"sdpa"}
 
