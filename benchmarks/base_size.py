@@ -7,7 +7,9 @@
 
 LoRA's rank and LR are chosen on seed 0 first (the `tune/` rows, not part of the comparison). An mpnet run costs about five MiniLM runs on a 2-core CPU (~30 min for multitask_sts here), so every (scenario, seed)
 writes its `result.json` into --runs_dir as soon as it finishes, and a run with one is skipped: stop and continue at
-will. `--only` runs a subset of the scenarios (the table shows every finished run).
+will. A run also saves a checkpoint every `SAVE_STEPS` steps and resumes from the newest one (`--resume_from_checkpoint
+auto`, exact), so a sweep killed mid-run loses at most those steps. `--only` runs a subset of the scenarios (the
+table shows every finished run).
 
 Both run files are used as they are, except what mpnet's width changes: the projection starts as the identity, so
 `embedding_size` is mpnet's 768, and retrieval_sts's Matryoshka sizes become 768 / 512 / 256 / 128 / 64 (the
@@ -20,6 +22,7 @@ benchmarks/scale.py measures it), seconds per training step and the saved folder
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +60,9 @@ SCENARIOS = {  # name → (run file, run-file edits, extra flags)
 }
 # Seeds per scenario beyond which a scenario is not run (the mined row is one seed).
 MAX_SEEDS = {"full/retrieval_sts_mined": 1}
+# A run outlives a session on this CPU (1,510 steps at 2-7 s): a checkpoint every 100 steps (a few seconds to write
+# mpnet's weights and Adam moments; the newest kept) bounds what a killed sweep loses.
+SAVE_STEPS = 100
 
 
 def lora_flags(runs_dir) -> list[str]:
@@ -135,10 +141,15 @@ def run_file(scenario: str, args, out: Path) -> Path:
     return path
 
 
-def train(command: list[str], log: Path) -> float:
-    """Run `command`; sample its RssAnon every 0.2 s; return the peak in GB (or raise with the log's tail)."""
-    peak = 0
-    with open(log, "w") as handle:  # a file, not a pipe: progress output would fill a pipe and block the run
+def train(command: list[str], log: Path, peaks: Path) -> float:
+    """Run `command`; sample its RssAnon every 0.2 s; return the peak in GB (or raise with the log's tail).
+
+    A run may take several processes (killed, then resumed from its checkpoint): each appends its peak to `peaks`
+    (rewritten every few seconds, so a killed process's peak so far is kept) and the run's peak is the highest.
+    """
+    earlier = json.loads(peaks.read_text()) if peaks.is_file() else []
+    peak, written = 0, time.monotonic()
+    with open(log, "a") as handle:  # a file, not a pipe: progress output would fill a pipe and block the run
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
         while process.poll() is None:
             try:
@@ -147,10 +158,14 @@ def train(command: list[str], log: Path) -> float:
                 peak = max(peak, int(anon.split()[1]) * 1024)
             except (OSError, StopIteration):  # starting or gone
                 pass
+            if time.monotonic() - written > 5:
+                peaks.write_text(json.dumps([*earlier, peak / 1e9]))
+                written = time.monotonic()
             time.sleep(0.2)
+    peaks.write_text(json.dumps([*earlier, peak / 1e9]))
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
-    return peak / 1e9
+    return max([*earlier, peak / 1e9])
 
 
 def folder_mb(folder: Path) -> float:
@@ -193,16 +208,23 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
         "--eval_strategy",
         "no",
         "--save_strategy",
-        "no",
+        "steps",
+        "--save_steps",
+        str(SAVE_STEPS),
+        "--save_total_limit",
+        "1",
+        "--resume_from_checkpoint",
+        "auto",
         *(lora_flags(args.runs_dir) if SCENARIOS[scenario][2] == "lora" else SCENARIOS[scenario][2]),
     ]
     started = time.perf_counter()
     trained = out / "trained.json"  # training done: a measurement that failed is retried without training again
     if not trained.is_file() or not (model_dir / "eval_results.json").is_file():
-        trained.write_text(json.dumps({"peak_anon_gb": train(command, out / "train.log")}))
+        trained.write_text(json.dumps({"peak_anon_gb": train(command, out / "train.log", out / "peaks.json")}))
     values = json.loads(trained.read_text())
     for name in ("eval_results.json", "train_results.json"):
         values.update(json.loads((model_dir / name).read_text()))
+    # The last process's steps only when the run was resumed (transformers counts the steps of its own call).
     values["step_s"] = 1 / values["train_steps_per_second"]
     values["saved_mb"] = folder_mb(model_dir)
     # Measured in a process of its own: this one imported sentmtl when the sweep began (hours before), and a model
@@ -218,6 +240,8 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
     values.update(json.loads(measured.stdout.strip().splitlines()[-1]))
     values["wall_s"] = time.perf_counter() - started
     result.write_text(json.dumps(values, indent=2))
+    for checkpoint in model_dir.glob("checkpoint-*"):  # 1.3 GB each for mpnet; the result is written
+        shutil.rmtree(checkpoint)
     print(f"  {scenario} seed {seed}: {values['wall_s']:.0f} s", flush=True)
     return values
 

@@ -4,6 +4,7 @@ contrastive task), a finished run skipped, and the table over what is finished."
 import json
 import sys
 
+import pytest
 import yaml
 from helpers import REPO_ROOT
 
@@ -33,8 +34,6 @@ def test_each_scenario_runs_its_config_at_mpnets_width(tmp_path):
 
 
 def test_lora_is_chosen_on_seed_0_by_task_a_and_sts_b(tmp_path):
-    import pytest
-
     with pytest.raises(ValueError, match="LoRA is not chosen yet"):
         base_size.lora_flags(tmp_path)
     for (r, lr), (accuracy, stsb) in zip(base_size.LORA_GRID, [(0.95, 0.880), (0.96, 0.885)]):
@@ -73,3 +72,34 @@ def test_the_saved_size_counts_the_model_folder_not_its_checkpoints(tmp_path):
     (folder / "model.safetensors").write_bytes(b"x" * 2_000_000)
     (folder / "checkpoint-10" / "model.safetensors").write_bytes(b"x" * 5_000_000)
     assert base_size.folder_mb(folder) == 2.0
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_keeps_every_processs_peak(tmp_path, monkeypatch):
+    commands = []
+
+    class Killed(Exception):
+        pass
+
+    def fake_train(command, log, peaks):
+        commands.append(command)
+        raise Killed  # the sweep killed mid-run
+
+    train = base_size.train
+    monkeypatch.setattr(base_size, "train", fake_train)
+    args = _args(tmp_path)
+    with pytest.raises(Killed):
+        base_size.run_one("full/multitask_sts", 42, args, "encoder")
+    command = commands[0]
+    assert command[command.index("--resume_from_checkpoint") + 1] == "auto"
+    assert command[command.index("--save_strategy") + 1] == "steps"
+    assert command[command.index("--save_steps") + 1] == str(base_size.SAVE_STEPS)
+
+    # train() itself: a second process appends its peak to the first one's, and the run's peak is the higher.
+    peaks, log = tmp_path / "peaks.json", tmp_path / "train.log"
+    grow = "import time; b = b'x' * {}; print('step'); time.sleep(1)"
+    first = train([sys.executable, "-c", grow.format(300_000_000)], log, peaks)
+    second = train([sys.executable, "-c", grow.format(1)], log, peaks)
+    recorded = json.loads(peaks.read_text())
+    assert len(recorded) == 2 and recorded[0] > recorded[1] + 0.2  # GB: the first held 300 MB more
+    assert first == second == recorded[0]
+    assert log.read_text().count("step") == 2  # the log is appended to, not replaced
