@@ -116,6 +116,14 @@ def parse_args(argv=None):
         "--table_only", action="store_true", help="Train nothing: print the table of the runs already finished."
     )
     parser.add_argument(
+        "--memory_steps",
+        type=int,
+        default=0,
+        help="Train nothing to the end: compare the memory of --memory_steps training steps of full fine-tuning, LoRA "
+        "(as chosen) and LoRA without adapter dropout on multitask_sts, under both glibc heap settings "
+        "(benchmarks/train_memory.py; written to --output_dir/memory).",
+    )
+    parser.add_argument(
         "--measure", default=None, help="(internal) Print the retrieval measurement of this model folder as JSON."
     )
     return parser.parse_args(argv)
@@ -306,6 +314,22 @@ def plot(runs: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def memory_probe(args, encoder: str) -> dict:
+    """The process peaks in the table barely tell LoRA from full fine-tuning (glibc's heap keeps what varied batch
+    shapes free): the training steps' memory side by side, with the heap's holes and with the live tensors only."""
+    import train_memory
+
+    out = Path(args.runs_dir) / "memory"
+    common = [str(run_file("full/multitask_sts", args, out)), "--model_name_or_path", encoder]
+    common += ["--data_dir", args.data_dir, "--seed", "42"]
+    lora = [*common, *lora_flags(args.runs_dir)]
+    variants = {"full": common, "lora": lora, "lora_dropout_0": [*lora, "--lora_dropout", "0"]}
+    steps = args.memory_steps
+    return train_memory.compare(
+        variants, steps, min(10, steps // 2), list(train_memory.HEAPS), out, Path(args.output_dir) / "memory"
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.measure:
@@ -317,6 +341,9 @@ def main(argv=None) -> int:
         import base_encoder
 
         encoder = str(base_encoder.ensure_mpnet())
+    if args.memory_steps:
+        memory_probe(args, encoder)
+        return 0
 
     def seeds_of(scenario):
         if scenario.startswith("tune/"):

@@ -103,3 +103,23 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_keeps_every_processs_peak(
     assert len(recorded) == 2 and recorded[0] > recorded[1] + 0.2  # GB: the first held 300 MB more
     assert first == second == recorded[0]
     assert log.read_text().count("step") == 2  # the log is appended to, not replaced
+
+
+def test_the_memory_probe_compares_full_with_the_chosen_lora(tmp_path, monkeypatch):
+    import train_memory
+
+    for r, lr in base_size.LORA_GRID:
+        folder = tmp_path / "runs" / "tune" / f"lora_r{r}_lr{lr}" / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(
+            json.dumps({"eval_classification_accuracy": 0.9, "eval_stsb_spearman": 0.8})
+        )
+    seen = {}
+    monkeypatch.setattr(train_memory, "compare", lambda variants, *rest: seen.update(variants=variants, rest=rest))
+    base_size.memory_probe(_args(tmp_path, "--memory_steps", "40"), "encoder")
+    variants = seen["variants"]
+    chosen = base_size.lora_flags(tmp_path / "runs")
+    assert variants["full"][0].endswith("run.yaml") and "--lora_r" not in variants["full"]
+    assert variants["lora"] == [*variants["full"], *chosen]
+    assert variants["lora_dropout_0"] == [*variants["full"], *chosen, "--lora_dropout", "0"]
+    assert seen["rest"][:3] == (40, 10, ["default", "mapped"])
