@@ -36,14 +36,13 @@ def test_each_scenario_runs_its_config_at_mpnets_width(tmp_path):
 def test_lora_is_chosen_on_seed_0_by_task_a_and_sts_b(tmp_path):
     with pytest.raises(ValueError, match="LoRA is not chosen yet"):
         base_size.lora_flags(tmp_path)
-    for (r, lr), (accuracy, stsb) in zip(base_size.LORA_GRID, [(0.95, 0.880), (0.96, 0.885)]):
-        folder = tmp_path / "tune" / f"lora_r{r}_lr{lr}" / "seed0"
+    for name, (accuracy, stsb) in zip(base_size.LORA_GRID, [(0.95, 0.880), (0.96, 0.885), (0.96, 0.884)]):
+        folder = tmp_path / "tune" / name / "seed0"
         folder.mkdir(parents=True)
         (folder / "result.json").write_text(
             json.dumps({"eval_classification_accuracy": accuracy, "eval_stsb_spearman": stsb})
         )
-    r, lr = base_size.LORA_GRID[1]
-    assert base_size.lora_flags(tmp_path) == ["--lora_r", r, "--backbone_learning_rate", lr]
+    assert base_size.lora_flags(tmp_path) == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
 
 
 def test_finished_runs_are_skipped_and_tabled(tmp_path, monkeypatch, capsys):
@@ -108,8 +107,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_keeps_every_processs_peak(
 def test_the_memory_probe_compares_full_with_the_chosen_lora(tmp_path, monkeypatch):
     import train_memory
 
-    for r, lr in base_size.LORA_GRID:
-        folder = tmp_path / "runs" / "tune" / f"lora_r{r}_lr{lr}" / "seed0"
+    for name in base_size.LORA_GRID:
+        folder = tmp_path / "runs" / "tune" / name / "seed0"
         folder.mkdir(parents=True)
         (folder / "result.json").write_text(
             json.dumps({"eval_classification_accuracy": 0.9, "eval_stsb_spearman": 0.8})
