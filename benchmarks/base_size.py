@@ -23,9 +23,11 @@ benchmarks/scale.py measures it), seconds per training step and the saved folder
 import argparse
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -69,7 +71,12 @@ SAVE_STEPS = 100
 
 
 def lora_flags(runs_dir) -> list[str]:
-    """The LoRA flags chosen on seed 0 (`LORA_GRID`): a ValueError until every grid point has finished."""
+    """The LoRA flags chosen on seed 0 (`LORA_GRID`): a ValueError until every grid point has finished. The first
+    lora/ run freezes the choice (`lora_chosen.json`), so a grid point added later cannot mix settings within a row
+    or resume a checkpoint under other flags; delete the lora/ folders and that file to choose again."""
+    chosen = Path(runs_dir) / "lora_chosen.json"
+    if chosen.is_file():
+        return json.loads(chosen.read_text())["flags"]
     scores = {}
     for name in LORA_GRID:
         result = Path(runs_dir) / "tune" / name / f"seed{TUNE_SEED}" / "result.json"
@@ -77,7 +84,10 @@ def lora_flags(runs_dir) -> list[str]:
             raise ValueError(f"LoRA is not chosen yet: {result} is missing (run --only tune/... first).")
         values = json.loads(result.read_text())
         scores[name] = 100 * (values["eval_classification_accuracy"] + values["eval_stsb_spearman"])
-    return list(LORA_GRID[max(scores, key=scores.get)])
+    name = max(scores, key=scores.get)
+    chosen.parent.mkdir(parents=True, exist_ok=True)
+    chosen.write_text(json.dumps({"setting": name, "flags": LORA_GRID[name], "scores": scores}, indent=2))
+    return list(LORA_GRID[name])
 
 
 COLUMNS = {  # column → (key, scale, digits)
@@ -161,21 +171,46 @@ def train(command: list[str], log: Path, peaks: Path) -> float:
     peak, written = 0, time.monotonic()
     with open(log, "a") as handle:  # a file, not a pipe: progress output would fill a pipe and block the run
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
-        while process.poll() is None:
-            try:
-                status = Path(f"/proc/{process.pid}/status").read_text()
-                anon = next(line for line in status.splitlines() if line.startswith("RssAnon:"))
-                peak = max(peak, int(anon.split()[1]) * 1024)
-            except (OSError, StopIteration):  # starting or gone
-                pass
-            if time.monotonic() - written > 5:
-                peaks.write_text(json.dumps([*earlier, peak / 1e9]))
-                written = time.monotonic()
-            time.sleep(0.2)
+        try:
+            while process.poll() is None:
+                try:
+                    status = Path(f"/proc/{process.pid}/status").read_text()
+                    anon = next(line for line in status.splitlines() if line.startswith("RssAnon:"))
+                    peak = max(peak, int(anon.split()[1]) * 1024)
+                except (OSError, StopIteration):  # starting or gone
+                    pass
+                if time.monotonic() - written > 5:
+                    peaks.write_text(json.dumps([*earlier, peak / 1e9]))
+                    written = time.monotonic()
+                time.sleep(0.2)
+        except BaseException:
+            # The sweep stopped (Ctrl-C, SIGTERM: `main` turns it into SystemExit): the run saves a checkpoint after
+            # its current step and stops, instead of training on alone beside a resumed sweep in the same folder.
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=300)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            raise
     peaks.write_text(json.dumps([*earlier, peak / 1e9]))
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
     return max([*earlier, peak / 1e9])
+
+
+# A resumed run's step time comes from its last process only (transformers counts the steps of its own call, and a
+# killed process reports none): fewer steps than this there, and the run reports no step time.
+MIN_TIMED_STEPS = 50
+
+
+def step_time(train_results: dict) -> dict:
+    """`step_s` from the run's train_results.json (None when its last process trained under `MIN_TIMED_STEPS` steps:
+    a run resumed near its end, or at its end, which trains none) and `timed_steps`."""
+    steps = round(train_results["train_runtime"] * train_results["train_steps_per_second"])
+    if steps < MIN_TIMED_STEPS:
+        return {"step_s": None, "timed_steps": steps}
+    return {"step_s": train_results["train_runtime"] / steps, "timed_steps": steps}
 
 
 def folder_mb(folder: Path) -> float:
@@ -200,6 +235,8 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
     if args.table_only:
         return {}
     model_dir = out / "model"
+    # What the scenario adds to its run file (LoRA's chosen flags among them), kept in the result.
+    extra = lora_flags(args.runs_dir) if SCENARIOS[scenario][2] == "lora" else list(SCENARIOS[scenario][2])
     command = [
         sys.executable,
         "run_mtl.py",
@@ -225,7 +262,7 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
         "1",
         "--resume_from_checkpoint",
         "auto",
-        *(lora_flags(args.runs_dir) if SCENARIOS[scenario][2] == "lora" else SCENARIOS[scenario][2]),
+        *extra,
     ]
     started = time.perf_counter()
     trained = out / "trained.json"  # training done: a measurement that failed is retried without training again
@@ -234,8 +271,8 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
     values = json.loads(trained.read_text())
     for name in ("eval_results.json", "train_results.json"):
         values.update(json.loads((model_dir / name).read_text()))
-    # The last process's steps only when the run was resumed (transformers counts the steps of its own call).
-    values["step_s"] = 1 / values["train_steps_per_second"]
+    values.update(step_time(values))
+    values["flags"] = extra
     values["saved_mb"] = folder_mb(model_dir)
     # Measured in a process of its own: this one imported sentmtl when the sweep began (hours before), and a model
     # loads with the code of the run that saved it.
@@ -318,18 +355,29 @@ def plot(runs: dict, path: Path) -> None:
 
 def memory_probe(args, encoder: str) -> dict:
     """The process peaks in the table barely tell LoRA from full fine-tuning (glibc's heap keeps what varied batch
-    shapes free): the training steps' memory side by side, with the heap's holes and with the live tensors only."""
+    shapes free): the training steps' memory side by side, with the heap's holes and with the live tensors only.
+    LoRA at rank 16 with adapter dropout 0.1 and 0 (the LR does not change what a step holds)."""
     import train_memory
 
-    out = Path(args.runs_dir) / "memory"
+    if args.memory_steps < 2:
+        raise SystemExit(f"--memory_steps {args.memory_steps}: give at least 2 (the last step is not timed).")
+    out = (Path(args.runs_dir) / "memory").resolve()
     common = [str(run_file("full/multitask_sts", args, out)), "--model_name_or_path", encoder]
-    common += ["--data_dir", args.data_dir, "--seed", "42"]
-    lora = [*common, *lora_flags(args.runs_dir)]
-    variants = {"full": common, "lora": lora, "lora_dropout_0": [*lora, "--lora_dropout", "0"]}
+    common += ["--data_dir", str(Path(args.data_dir).resolve()), "--seed", "42"]
+    lora = [*common, "--lora_r", "16", "--backbone_learning_rate", "2e-4"]
+    variants = {
+        "full": common,
+        "lora_dropout_0.1": [*lora, "--lora_dropout", "0.1"],
+        "lora_dropout_0": [*lora, "--lora_dropout", "0"],
+    }
     steps = args.memory_steps
     return train_memory.compare(
         variants, steps, min(10, steps // 2), list(train_memory.HEAPS), out, Path(args.output_dir) / "memory"
     )
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # through train()'s handler, which stops the run it started
 
 
 def main(argv=None) -> int:
@@ -353,6 +401,8 @@ def main(argv=None) -> int:
         return args.seeds[: MAX_SEEDS.get(scenario, len(args.seeds))]
 
     if not args.table_only:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
         for scenario in args.only:  # in the order given
             for seed in seeds_of(scenario):
                 run_one(scenario, seed, args, encoder)

@@ -84,10 +84,13 @@ def child(record_path: str, run_arguments: list[str]) -> None:
 
     class Steps(TrainerCallback):
         def on_step_begin(self, args, state_, control, **kwargs):
-            now = time.monotonic()
+            now, gb = time.monotonic(), _rss_anon_gb()
             if state["step"] is not None:  # a step's time runs to the next one's begin (logging included)
                 seconds[state["step"]] = now - state["started"]
+                low, high = steps.get(state["step"], (gb, gb))
+                steps[state["step"]] = (min(low, gb), max(high, gb))
             state.update(step=state_.global_step, started=now)
+            steps.setdefault(state_.global_step, (gb, gb))  # a step shorter than the sampling interval has one too
 
         def on_train_end(self, args, state_, control, **kwargs):
             rows = [[s, *steps[s], seconds[s]] for s in sorted(seconds) if s in steps]
@@ -100,9 +103,15 @@ def child(record_path: str, run_arguments: list[str]) -> None:
     raise RuntimeError("training ended without on_train_end")
 
 
+def heap_env(heap: str, environ) -> dict:
+    """The child's environment: glibc's tunables of `heap` only (a `MALLOC_*` variable of this shell would blur the
+    default heap)."""
+    return {**{k: v for k, v in environ.items() if not k.startswith("MALLOC_")}, **HEAPS[heap]}
+
+
 def measure(name: str, run_arguments: list[str], steps: int, heap: str, work_dir: Path) -> dict:
     """One variant under one heap setting, in a process of its own: its per-step record (see `child`)."""
-    out = work_dir / f"{name}_{heap}"
+    out = Path(work_dir).resolve() / f"{name}_{heap}"  # the child runs in the repository root
     out.mkdir(parents=True, exist_ok=True)
     record = out / "record.json"
     record.unlink(missing_ok=True)
@@ -125,7 +134,7 @@ def measure(name: str, run_arguments: list[str], steps: int, heap: str, work_dir
         "--disable_tqdm",
         "true",
     ]
-    env = {**os.environ, **HEAPS[heap]}
+    env = heap_env(heap, os.environ)
     with open(out / "run.log", "w") as log:
         process = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     if process.returncode != 0 or not record.is_file():
@@ -136,7 +145,7 @@ def measure(name: str, run_arguments: list[str], steps: int, heap: str, work_dir
 
 
 def summary(record: dict, warmup: int) -> dict:
-    """Peaks over all steps and after warm-up, the lowest resident memory at any step, the median step time."""
+    """Peaks over all steps and after warm-up, the lowest resident memory at any step, the mean step time."""
     rows = record["steps"]
     later = [r for r in rows if r[0] >= warmup] or rows
     return {
@@ -144,7 +153,8 @@ def summary(record: dict, warmup: int) -> dict:
         "peak_gb": max(r[2] for r in rows),
         "peak_after_warmup_gb": max(r[2] for r in later),
         "floor_after_warmup_gb": min(r[1] for r in later),
-        "step_s": statistics.median(r[3] for r in later),
+        # the mean: a round-robin run alternates batches of different work, and a median would pick one kind
+        "step_s": statistics.mean(r[3] for r in later),
         "steps": len(rows),
     }
 

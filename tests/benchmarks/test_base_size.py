@@ -3,6 +3,8 @@ contrastive task), a finished run skipped, and the table over what is finished."
 
 import json
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -104,21 +106,69 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_keeps_every_processs_peak(
     assert log.read_text().count("step") == 2  # the log is appended to, not replaced
 
 
-def test_the_memory_probe_compares_full_with_the_chosen_lora(tmp_path, monkeypatch):
+def test_the_memory_probe_compares_full_with_lora_with_and_without_dropout(tmp_path, monkeypatch):
     import train_memory
 
-    for name in base_size.LORA_GRID:
-        folder = tmp_path / "runs" / "tune" / name / "seed0"
-        folder.mkdir(parents=True)
-        (folder / "result.json").write_text(
-            json.dumps({"eval_classification_accuracy": 0.9, "eval_stsb_spearman": 0.8})
-        )
     seen = {}
     monkeypatch.setattr(train_memory, "compare", lambda variants, *rest: seen.update(variants=variants, rest=rest))
-    base_size.memory_probe(_args(tmp_path, "--memory_steps", "40"), "encoder")
+    base_size.memory_probe(_args(tmp_path, "--memory_steps", "40"), "encoder")  # needs no tuning run
     variants = seen["variants"]
-    chosen = base_size.lora_flags(tmp_path / "runs")
     assert variants["full"][0].endswith("run.yaml") and "--lora_r" not in variants["full"]
-    assert variants["lora"] == [*variants["full"], *chosen]
-    assert variants["lora_dropout_0"] == [*variants["full"], *chosen, "--lora_dropout", "0"]
+    for dropout in ("0.1", "0"):
+        lora = variants[f"lora_dropout_{dropout}"]
+        assert lora[: len(variants["full"])] == variants["full"] and "--lora_r" in lora
+        assert lora.count("--lora_dropout") == 1 and lora[lora.index("--lora_dropout") + 1] == dropout
     assert seen["rest"][:3] == (40, 10, ["default", "mapped"])
+    assert all(Path(path).is_absolute() for path in (variants["full"][0], seen["rest"][3]))
+    with pytest.raises(SystemExit, match="at least 2"):
+        base_size.memory_probe(_args(tmp_path, "--memory_steps", "1"), "encoder")
+
+
+def test_the_lora_choice_is_frozen_by_its_first_use(tmp_path):
+    for name, accuracy in zip(base_size.LORA_GRID, (0.95, 0.96, 0.94)):
+        folder = tmp_path / "tune" / name / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(
+            json.dumps({"eval_classification_accuracy": accuracy, "eval_stsb_spearman": 0.8})
+        )
+    first = base_size.lora_flags(tmp_path)
+    assert first == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
+    # a grid point that scores higher later does not change what the lora/ runs already use
+    (tmp_path / "tune" / "lora_r16_lr2e-4" / "seed0" / "result.json").write_text(
+        json.dumps({"eval_classification_accuracy": 0.99, "eval_stsb_spearman": 0.8})
+    )
+    assert base_size.lora_flags(tmp_path) == first
+    assert json.loads((tmp_path / "lora_chosen.json").read_text())["setting"] == "lora_r16_lr5e-4"
+
+
+def test_a_resumed_run_times_its_last_process_or_reports_no_step_time():
+    long = base_size.step_time({"train_runtime": 300.0, "train_steps_per_second": 1 / 1.5})
+    assert long == {"step_s": pytest.approx(1.5), "timed_steps": 200}
+    # resumed at its last checkpoint: 10 steps (or none) say nothing about a step's time
+    assert base_size.step_time({"train_runtime": 40.0, "train_steps_per_second": 0.25})["step_s"] is None
+    assert base_size.step_time({"train_runtime": 5.0, "train_steps_per_second": 0.0})["step_s"] is None
+
+
+def test_a_stopped_sweep_stops_the_run_it_started(tmp_path, monkeypatch):
+    stopped = tmp_path / "stopped"
+    child = (
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGINT, lambda *a: (open({str(stopped)!r}, 'w').write('saved'), sys.exit(0)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    log = tmp_path / "train.log"
+
+    class Clock:  # the sweep's loop, stopped (as by SIGTERM) once the run is up
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds):
+            time.sleep(seconds)
+            if "ready" in log.read_text():
+                raise SystemExit(143)
+
+    monkeypatch.setattr(base_size, "time", Clock)
+    with pytest.raises(SystemExit):
+        base_size.train([sys.executable, "-c", child], log, tmp_path / "peaks.json")
+    assert stopped.read_text() == "saved"  # the run got SIGINT (checkpoint, then stop) and was waited for
