@@ -45,7 +45,7 @@ MPNET_MATRYOSHKA = {"matryoshka_dims": [768, 512, 256, 128, 64]}
 # what the lora/ scenarios run (`lora_flags`). alpha is 2 × r (--lora_alpha's default); the projection keeps the
 # encoder's fine-tuning LR (--learning_rate 5e-5: it starts as the identity), the adapters take
 # --backbone_learning_rate. The dropout-free point came after `--memory_steps`: dropout on the adapters' input keeps
-# one more copy of every adapted layer's input, 0.6 GB of mpnet's step peak and a third of its step time here.
+# one more copy of every adapted layer's input, 0.25 GB of mpnet's live step peak and ~1.5x the step time here.
 LORA_GRID = {
     "lora_r16_lr2e-4": ["--lora_r", "16", "--backbone_learning_rate", "2e-4"],
     "lora_r16_lr5e-4": ["--lora_r", "16", "--backbone_learning_rate", "5e-4"],
