@@ -8,8 +8,11 @@
 LoRA's rank and LR are chosen on seed 0 first (the `tune/` rows, not part of the comparison). An mpnet run costs about five MiniLM runs on a 2-core CPU (~30 min for multitask_sts here), so every (scenario, seed)
 writes its `result.json` into --runs_dir as soon as it finishes, and a run with one is skipped: stop and continue at
 will. A run also saves a checkpoint every `SAVE_STEPS` steps and resumes from the newest one (`--resume_from_checkpoint
-auto`, exact), so a sweep killed mid-run loses at most those steps. `--only` runs a subset of the scenarios (the
-table shows every finished run).
+auto`, exact), so a sweep killed mid-run loses at most those steps. The run folders stay on the machine that ran them
+(GBs of models and checkpoints); what outlives it is --output_dir, rewritten after every finished run: its
+`summary.json` keeps each finished run's results with its seed, and a run recorded there is skipped too, so a fresh
+checkout continues the sweep where the committed summary ends (a run in progress starts again). `--only` runs a
+subset of the scenarios (the table shows every finished run).
 
 Both run files are used as they are, except what mpnet's width changes: the projection starts as the identity, so
 `embedding_size` is mpnet's 768, and retrieval_sts's Matryoshka sizes become 768 / 512 / 256 / 128 / 64 (the
@@ -70,19 +73,44 @@ MAX_SEEDS = {"full/retrieval_sts_mined": 1}
 SAVE_STEPS = 100
 
 
-def lora_flags(runs_dir) -> list[str]:
+def recorded(output_dir) -> dict:
+    """The finished runs kept in --output_dir/summary.json, by scenario and seed ({} when there is none)."""
+    path = Path(output_dir) / "summary.json"
+    if not path.is_file():
+        return {}
+    found = {}
+    for scenario, results in json.loads(path.read_text()).items():
+        for values in results:
+            if not isinstance(values.get("seed"), int):
+                raise ValueError(
+                    f"{path}: a {scenario} result names no seed (an integer under 'seed'); add it, or move the file "
+                    "away to start the sweep afresh."
+                )
+            found.setdefault(scenario, {})[values["seed"]] = values
+    return found
+
+
+def finished(scenario: str, seed: int, args) -> dict | None:
+    """A run's results: its result.json in --runs_dir, else its record in --output_dir's summary, else None."""
+    result = Path(args.runs_dir) / scenario / f"seed{seed}" / "result.json"
+    if result.is_file():
+        return {**json.loads(result.read_text()), "seed": seed}
+    return recorded(args.output_dir).get(scenario, {}).get(seed)
+
+
+def lora_flags(args) -> list[str]:
     """The LoRA flags chosen on seed 0 (`LORA_GRID`): a ValueError until every grid point has finished. The first
-    lora/ run freezes the choice (`lora_chosen.json`), so a grid point added later cannot mix settings within a row
-    or resume a checkpoint under other flags; delete the lora/ folders and that file to choose again."""
-    chosen = Path(runs_dir) / "lora_chosen.json"
+    lora/ run freezes the choice (--output_dir's `lora_chosen.json`, committed with the summary), so a grid point
+    added later cannot mix settings within a row or resume a checkpoint under other flags; delete the lora/ results
+    and that file to choose again."""
+    chosen = Path(args.output_dir) / "lora_chosen.json"
     if chosen.is_file():
         return json.loads(chosen.read_text())["flags"]
     scores = {}
     for name in LORA_GRID:
-        result = Path(runs_dir) / "tune" / name / f"seed{TUNE_SEED}" / "result.json"
-        if not result.is_file():
-            raise ValueError(f"LoRA is not chosen yet: {result} is missing (run --only tune/... first).")
-        values = json.loads(result.read_text())
+        values = finished(f"tune/{name}", TUNE_SEED, args)
+        if values is None:
+            raise ValueError(f"LoRA is not chosen yet: tune/{name} seed {TUNE_SEED} has not finished (run it first).")
         scores[name] = 100 * (values["eval_classification_accuracy"] + values["eval_stsb_spearman"])
     name = max(scores, key=scores.get)
     chosen.parent.mkdir(parents=True, exist_ok=True)
@@ -227,8 +255,8 @@ def folder_mb(folder: Path) -> float:
 def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
     out = Path(args.runs_dir) / scenario / f"seed{seed}"
     result = out / "result.json"
-    if result.is_file():
-        values = json.loads(result.read_text())
+    values = finished(scenario, seed, args)
+    if values is not None:
         if (out / "model").is_dir():  # measured again: cheap, and results of older versions of this script counted 0
             values["saved_mb"] = folder_mb(out / "model")
         return values
@@ -236,7 +264,7 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
         return {}
     model_dir = out / "model"
     # What the scenario adds to its run file (LoRA's chosen flags among them), kept in the result.
-    extra = lora_flags(args.runs_dir) if SCENARIOS[scenario][2] == "lora" else list(SCENARIOS[scenario][2])
+    extra = lora_flags(args) if SCENARIOS[scenario][2] == "lora" else list(SCENARIOS[scenario][2])
     command = [
         sys.executable,
         "run_mtl.py",
@@ -273,6 +301,7 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
         values.update(json.loads((model_dir / name).read_text()))
     values.update(step_time(values))
     values["flags"] = extra
+    values["seed"] = seed
     values["saved_mb"] = folder_mb(model_dir)
     # Measured in a process of its own: this one imported sentmtl when the sweep began (hours before), and a model
     # loads with the code of the run that saved it.
@@ -348,7 +377,8 @@ def plot(runs: dict, path: Path) -> None:
         means = [statistics.mean([r[key] * scale for r in runs[s] if r.get(key) is not None] or [0.0]) for s in names]
         axis.barh(names, means, color="tab:blue")
         axis.set_xlabel(label)
-        axis.set_xlim(min(means) * 0.98 if key != "peak_anon_gb" else 0, max(means) * 1.01)
+        if max(means) > 0:  # a column no run recorded stays empty
+            axis.set_xlim(min(means) * 0.98 if key != "peak_anon_gb" else 0, max(means) * 1.01)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -395,32 +425,48 @@ def main(argv=None) -> int:
         memory_probe(args, encoder)
         return 0
 
-    def seeds_of(scenario):
-        if scenario.startswith("tune/"):
-            return [TUNE_SEED]
-        return args.seeds[: MAX_SEEDS.get(scenario, len(args.seeds))]
-
     if not args.table_only:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
         for scenario in args.only:  # in the order given
-            for seed in seeds_of(scenario):
+            for seed in seeds_of(scenario, args):
                 run_one(scenario, seed, args, encoder)
-    finished = argparse.Namespace(**{**vars(args), "table_only": True})
-    runs = {s: [r for seed in seeds_of(s) if (r := run_one(s, seed, finished, encoder))] for s in SCENARIOS}
-    runs = {s: r for s, r in runs.items() if r}
+                write_outputs(args, encoder)  # each finished run reaches the summary at once
+    write_outputs(args, encoder, verbose=True)
+    return 0
+
+
+def seeds_of(scenario: str, args) -> list[int]:
+    if scenario.startswith("tune/"):
+        return [TUNE_SEED]
+    return args.seeds[: MAX_SEEDS.get(scenario, len(args.seeds))]
+
+
+def write_outputs(args, encoder, verbose=False) -> bool:
+    """The table, summary and plot of every finished run: those of --seeds and those the summary already holds (a
+    call with fewer seeds drops none). False when nothing has finished yet."""
+    finished_only = argparse.Namespace(**{**vars(args), "table_only": True})
+    kept = recorded(args.output_dir)
+    runs = {}
+    for scenario in SCENARIOS:
+        seeds = sorted(set(seeds_of(scenario, args)) | set(kept.get(scenario, {})))
+        results = [r for seed in seeds if (r := run_one(scenario, seed, finished_only, encoder))]
+        if results:
+            runs[scenario] = results
     if not runs:
         print("no finished runs yet")
-        return 0
-    text = table(runs, args.seeds)
-    print(text)
+        return False
+    seeds = sorted({r["seed"] for s, results in runs.items() if not s.startswith("tune/") for r in results})
+    text = table(runs, seeds)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "base_size.md").write_text(text + "\n")
     (output_dir / "summary.json").write_text(json.dumps(runs, indent=2))
     plot(runs, output_dir / "base_size.png")
-    print(f"\nwrote {output_dir / 'base_size.md'}, summary.json and base_size.png")
-    return 0
+    if verbose:
+        print(text)
+        print(f"\nwrote {output_dir / 'base_size.md'}, summary.json and base_size.png")
+    return True
 
 
 if __name__ == "__main__":

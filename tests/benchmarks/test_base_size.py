@@ -2,8 +2,10 @@
 contrastive task), a finished run skipped, and the table over what is finished."""
 
 import json
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,15 @@ import base_size  # noqa: E402
 
 
 def _args(tmp_path, *extra):
-    return base_size.parse_args(
-        ["--data_dir", "corpus", "--stsb_dir", str(tmp_path / "stsb"), "--runs_dir", str(tmp_path / "runs"), *extra]
+    folders = ["--runs_dir", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out")]
+    return base_size.parse_args(["--data_dir", "corpus", "--stsb_dir", str(tmp_path / "stsb"), *folders, *extra])
+
+
+def _tune_result(tmp_path, name, accuracy, stsb=0.8):
+    folder = tmp_path / "runs" / "tune" / name / "seed0"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").write_text(
+        json.dumps({"eval_classification_accuracy": accuracy, "eval_stsb_spearman": stsb})
     )
 
 
@@ -36,15 +45,12 @@ def test_each_scenario_runs_its_config_at_mpnets_width(tmp_path):
 
 
 def test_lora_is_chosen_on_seed_0_by_task_a_and_sts_b(tmp_path):
+    args = _args(tmp_path)
     with pytest.raises(ValueError, match="LoRA is not chosen yet"):
-        base_size.lora_flags(tmp_path)
+        base_size.lora_flags(args)
     for name, (accuracy, stsb) in zip(base_size.LORA_GRID, [(0.95, 0.880), (0.96, 0.885), (0.96, 0.884)]):
-        folder = tmp_path / "tune" / name / "seed0"
-        folder.mkdir(parents=True)
-        (folder / "result.json").write_text(
-            json.dumps({"eval_classification_accuracy": accuracy, "eval_stsb_spearman": stsb})
-        )
-    assert base_size.lora_flags(tmp_path) == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
+        _tune_result(tmp_path, name, accuracy, stsb)
+    assert base_size.lora_flags(args) == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
 
 
 def test_finished_runs_are_skipped_and_tabled(tmp_path, monkeypatch, capsys):
@@ -125,20 +131,102 @@ def test_the_memory_probe_compares_full_with_lora_with_and_without_dropout(tmp_p
 
 
 def test_the_lora_choice_is_frozen_by_its_first_use(tmp_path):
+    args = _args(tmp_path)
     for name, accuracy in zip(base_size.LORA_GRID, (0.95, 0.96, 0.94)):
-        folder = tmp_path / "tune" / name / "seed0"
-        folder.mkdir(parents=True)
-        (folder / "result.json").write_text(
-            json.dumps({"eval_classification_accuracy": accuracy, "eval_stsb_spearman": 0.8})
-        )
-    first = base_size.lora_flags(tmp_path)
+        _tune_result(tmp_path, name, accuracy)
+    first = base_size.lora_flags(args)
     assert first == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
     # a grid point that scores higher later does not change what the lora/ runs already use
-    (tmp_path / "tune" / "lora_r16_lr2e-4" / "seed0" / "result.json").write_text(
-        json.dumps({"eval_classification_accuracy": 0.99, "eval_stsb_spearman": 0.8})
-    )
-    assert base_size.lora_flags(tmp_path) == first
-    assert json.loads((tmp_path / "lora_chosen.json").read_text())["setting"] == "lora_r16_lr5e-4"
+    _tune_result(tmp_path, "lora_r16_lr2e-4", 0.99)
+    assert base_size.lora_flags(args) == first
+    # the choice lives beside the committed summary, not in the run folders that stay on one machine
+    assert json.loads((tmp_path / "out" / "lora_chosen.json").read_text())["setting"] == "lora_r16_lr5e-4"
+
+
+def _recorded_summary(tmp_path):
+    summary = {
+        "full/multitask_sts": [
+            {"seed": 42, "eval_classification_accuracy": 0.95, "eval_stsb_spearman": 0.90, "step_s": 1.2},
+            {"seed": 43, "eval_classification_accuracy": 0.97, "eval_stsb_spearman": 0.91, "step_s": 1.3},
+        ],
+        **{
+            f"tune/{name}": [{"seed": 0, "eval_classification_accuracy": a, "eval_stsb_spearman": 0.9}]
+            for name, a in zip(base_size.LORA_GRID, (0.95, 0.97, 0.96))
+        },
+    }
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def test_a_fresh_checkout_continues_from_the_committed_summary(tmp_path, monkeypatch):
+    """The run folders stay on the machine that ran them: a clone holds only --output_dir. Runs recorded in its
+    summary are not trained again, the LoRA choice reads the recorded tuning runs, and a call with fewer seeds keeps
+    every recorded one."""
+    _recorded_summary(tmp_path)
+    trained = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(command, log, peaks):
+        trained.append(command)
+        raise Stop
+
+    monkeypatch.setattr(base_size, "train", fake_train)
+    monkeypatch.setattr(base_size.signal, "signal", lambda *a: None)  # not the test process's SIGTERM
+    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs")]
+    flags += ["--output_dir", str(tmp_path / "out"), "--encoder", "enc"]
+    with pytest.raises(Stop):
+        base_size.main([*flags, "--only", "full/multitask_sts", "lora/multitask_sts"])
+    # 42 and 43 were skipped; 44 is the first run trained
+    assert len(trained) == 1 and trained[0][trained[0].index("--seed") + 1] == "44"
+    assert base_size.lora_flags(_args(tmp_path)) == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
+
+    assert base_size.main([*flags, "--table_only", "--seeds", "42"]) == 0
+    table = (tmp_path / "out" / "base_size.md").read_text()
+    assert "| full/multitask_sts | 2 | 96.0 ± 1.4 |" in table and "seeds (42, 43;" in table
+    kept = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["seed"] for r in kept["full/multitask_sts"]] == [42, 43]
+    assert set(kept) == {"full/multitask_sts", *(f"tune/{name}" for name in base_size.LORA_GRID)}
+
+
+def test_each_finished_run_reaches_the_summary_before_the_next_starts(tmp_path, monkeypatch):
+    class Killed(Exception):
+        pass
+
+    def fake_train(command, log, peaks):
+        if command[command.index("--seed") + 1] == "43":
+            raise Killed  # the session ends during the second run
+        model_dir = Path(command[command.index("--output_dir") + 1])
+        model_dir.mkdir(parents=True)
+        (model_dir / "eval_results.json").write_text(
+            json.dumps({"eval_classification_accuracy": 0.96, "eval_stsb_spearman": 0.9})
+        )
+        (model_dir / "train_results.json").write_text(
+            json.dumps({"train_runtime": 300.0, "train_steps_per_second": 0.5})
+        )
+        return 4.0
+
+    def fake_measure(command, **kwargs):
+        return subprocess.CompletedProcess(command, 0, stdout='{"recall@1": 80.0}\n', stderr="")
+
+    monkeypatch.setattr(base_size, "train", fake_train)
+    monkeypatch.setattr(base_size, "subprocess", types.SimpleNamespace(run=fake_measure))
+    monkeypatch.setattr(base_size.signal, "signal", lambda *a: None)
+    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs")]
+    flags += ["--output_dir", str(tmp_path / "out"), "--encoder", "enc", "--only", "full/multitask_sts"]
+    with pytest.raises(Killed):
+        base_size.main(flags)
+    (only,) = json.loads((tmp_path / "out" / "summary.json").read_text())["full/multitask_sts"]
+    assert only["seed"] == 42 and only["recall@1"] == 80.0 and only["peak_anon_gb"] == 4.0
+
+
+def test_a_summary_result_without_its_seed_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.json").write_text(json.dumps({"full/multitask_sts": [{"step_s": 1.0}]}))
+    with pytest.raises(ValueError, match=r"summary.json: a full/multitask_sts result names no seed"):
+        base_size.finished("full/multitask_sts", 42, _args(tmp_path))
 
 
 def test_a_resumed_run_times_its_last_process_or_reports_no_step_time():
