@@ -39,6 +39,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+import procmem  # noqa: E402
 import retrieval  # noqa: E402  (its retrieval sets and measurement, so the rows compare with its table)
 
 MPNET = {"embedding_size": 768}
@@ -202,10 +203,8 @@ def train(command: list[str], log: Path, peaks: Path) -> float:
         try:
             while process.poll() is None:
                 try:
-                    status = Path(f"/proc/{process.pid}/status").read_text()
-                    anon = next(line for line in status.splitlines() if line.startswith("RssAnon:"))
-                    peak = max(peak, int(anon.split()[1]) * 1024)
-                except (OSError, StopIteration):  # starting or gone
+                    peak = max(peak, procmem.memory_bytes(process.pid)["RssAnon"])
+                except OSError:  # starting or gone
                     pass
                 if time.monotonic() - written > 5:
                     peaks.write_text(json.dumps([*earlier, peak / 1e9]))

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import procmem
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -177,11 +178,10 @@ def measure(command: list[str], env: dict, marker: Path) -> dict:
             child = int(text[0]) if text else None
         if child is not None:
             try:
-                status = dict(line.split(":", 1) for line in Path(f"/proc/{child}/status").read_text().splitlines())
-                anon = int(status["RssAnon"].split()[0]) * 1024
-                peak_anon = max(peak_anon, anon)
-                timeline.append((round(time.time() - started, 2), anon, int(status["VmRSS"].split()[0]) * 1024))
-            except (OSError, KeyError):  # the process is starting or gone
+                memory = procmem.memory_bytes(child, ("RssAnon", "VmRSS"))
+                peak_anon = max(peak_anon, memory["RssAnon"])
+                timeline.append((round(time.time() - started, 2), memory["RssAnon"], memory["VmRSS"]))
+            except OSError:  # the process is starting or gone
                 pass
         time.sleep(0.2)
     if process.returncode not in (0, 128 + signal.SIGINT):  # an interrupted run (asked for) exits with 130

@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+import procmem
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEAPS = {"default": {}, "mapped": {"MALLOC_MMAP_THRESHOLD_": "65536"}}
 
@@ -53,10 +55,7 @@ def parse_args(argv=None):
 
 
 def _rss_anon_gb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
+    return procmem.memory_bytes()["RssAnon"] / 1e9
 
 
 def child(record_path: str, run_arguments: list[str]) -> None:

@@ -1,0 +1,34 @@
+"""benchmarks/procmem.py: a process's memory read from /proc, in bytes."""
+
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+import procmem  # noqa: E402
+
+
+def test_anonymous_memory_follows_what_a_process_holds():
+    grow = (
+        "import sys, time; b = bytearray(300_000_000); b[::4096] = b'x' * len(b[::4096]); print('ok'); time.sleep(30)"
+    )
+    small = subprocess.Popen([sys.executable, "-c", grow.replace("300_000_000", "1")], stdout=subprocess.PIPE)
+    large = subprocess.Popen([sys.executable, "-c", grow], stdout=subprocess.PIPE)
+    try:
+        small.stdout.readline(), large.stdout.readline()  # both hold their buffer
+        held = {p: procmem.memory_bytes(p.pid, ("RssAnon", "VmRSS")) for p in (small, large)}
+        assert held[large]["RssAnon"] - held[small]["RssAnon"] > 250_000_000
+        assert all(m["VmRSS"] >= m["RssAnon"] for m in held.values())  # VmRSS adds the mapped files
+    finally:
+        small.kill(), large.kill()
+        small.wait(), large.wait()
+    with pytest.raises(OSError):  # gone
+        procmem.memory_bytes(large.pid)
+
+
+def test_a_field_the_status_lacks_is_named():
+    with pytest.raises(KeyError, match="has no NoSuchField"):
+        procmem.memory_bytes("self", ("RssAnon", "NoSuchField"))
