@@ -129,6 +129,7 @@ COLUMNS = {  # column → (key, scale, digits)
     "MRR@10 +distr.": ("distractors_mrr@10", 1, 1),
     "trainable params": ("trainable_parameters", 1, 0),
     "peak anon GB": ("peak_anon_gb", 1, 2),
+    "peak anon GB, training": ("peak_anon_training_gb", 1, 2),
     "s/step": ("step_s", 1, 2),
     "saved MB": ("saved_mb", 1, 0),
 }
@@ -190,26 +191,44 @@ def run_file(scenario: str, args, out: Path) -> Path:
     return path
 
 
-def train(command: list[str], log: Path, peaks: Path) -> float:
-    """Run `command`; sample its RssAnon every 0.2 s; return the peak in GB (or raise with the log's tail).
+# A run's phases, told apart by the first line of each in its log: preparation (loading, teacher vectors,
+# tokenising), training (from the optimizer's table, logged as the Trainer builds it, to the train_runtime line), and
+# after (the final evaluation and saving). The issue's LoRA target is memory "in training".
+PHASES = {"preparation": None, "training": "Optimizer parameter groups:", "after": "'train_runtime'"}
 
-    A run may take several processes (killed, then resumed from its checkpoint): each appends its peak to `peaks`
-    (rewritten every few seconds, so a killed process's peak so far is kept) and the run's peak is the highest.
+
+def train(command: list[str], log: Path, peaks: Path) -> dict:
+    """Run `command`; sample its RssAnon every 0.2 s; return the peaks in GB: `peak_anon_gb` over the whole run and
+    `peak_anon_training_gb` over its training phase (`PHASES`; None if no process got there). Raises with the log's
+    tail if the run fails.
+
+    A run may take several processes (killed, then resumed from its checkpoint): each appends its peaks by phase to
+    `peaks` (rewritten every few seconds, so a killed process's peaks so far are kept) and the run's are the highest.
     """
     earlier = json.loads(peaks.read_text()) if peaks.is_file() else []
-    peak, written = 0, time.monotonic()
+    names, markers = list(PHASES), list(PHASES.values())
+    phase, seen, peak, written = 0, "", dict.fromkeys(PHASES, 0), time.monotonic()
     with open(log, "a") as handle:  # a file, not a pipe: progress output would fill a pipe and block the run
+        offset = handle.tell()  # this process's lines only: an earlier one's are above
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
         try:
-            while process.poll() is None:
-                try:
-                    peak = max(peak, procmem.memory_bytes(process.pid)["RssAnon"])
-                except OSError:  # starting or gone
-                    pass
-                if time.monotonic() - written > 5:
-                    peaks.write_text(json.dumps([*earlier, peak / 1e9]))
-                    written = time.monotonic()
-                time.sleep(0.2)
+            with open(log, errors="replace") as reader:
+                reader.seek(offset)
+                while process.poll() is None:
+                    # the new lines, with a marker's length of the old ones: a marker may straddle two reads
+                    seen = seen[-64:] + reader.read()
+                    while phase + 1 < len(names) and markers[phase + 1] in seen:
+                        phase += 1
+                        seen = seen[seen.index(markers[phase]) :]
+                    try:
+                        anon = procmem.memory_bytes(process.pid)["RssAnon"]
+                        peak[names[phase]] = max(peak[names[phase]], anon)
+                    except OSError:  # starting or gone
+                        pass
+                    if time.monotonic() - written > 5:
+                        peaks.write_text(json.dumps([*earlier, _gb(peak)]))
+                        written = time.monotonic()
+                    time.sleep(0.2)
         except BaseException:
             # The sweep stopped (Ctrl-C, SIGTERM: `main` turns it into SystemExit): the run saves a checkpoint after
             # its current step and stops, instead of training on alone beside a resumed sweep in the same folder.
@@ -220,10 +239,21 @@ def train(command: list[str], log: Path, peaks: Path) -> float:
                 except subprocess.TimeoutExpired:
                     process.kill()
             raise
-    peaks.write_text(json.dumps([*earlier, peak / 1e9]))
+    processes = [*earlier, _gb(peak)]
+    peaks.write_text(json.dumps(processes))
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
-    return max([*earlier, peak / 1e9])
+    # a process recorded by an older version of this script: one number, its whole-process peak
+    processes = [p if isinstance(p, dict) else {"run": p} for p in processes]
+    training = [p["training"] for p in processes if p.get("training")]
+    return {
+        "peak_anon_gb": max((value for p in processes for value in p.values()), default=None),
+        "peak_anon_training_gb": max(training) if training else None,
+    }
+
+
+def _gb(peak: dict) -> dict:
+    return {name: value / 1e9 for name, value in peak.items() if value}
 
 
 # A resumed run's step time comes from its last process only (transformers counts the steps of its own call, and a
@@ -294,7 +324,7 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
     started = time.perf_counter()
     trained = out / "trained.json"  # training done: a measurement that failed is retried without training again
     if not trained.is_file() or not (model_dir / "eval_results.json").is_file():
-        trained.write_text(json.dumps({"peak_anon_gb": train(command, out / "train.log", out / "peaks.json")}))
+        trained.write_text(json.dumps(train(command, out / "train.log", out / "peaks.json")))
     values = json.loads(trained.read_text())
     for name in ("eval_results.json", "train_results.json"):
         values.update(json.loads((model_dir / name).read_text()))
@@ -332,7 +362,7 @@ def table(runs: dict, seeds: list[int]) -> str:
             if column in ("trainable params",) and values:
                 cells.append(f"{statistics.median(values):,.0f}")
             else:
-                median = column in ("s/step", "peak anon GB", "saved MB")
+                median = column in ("s/step", "peak anon GB", "peak anon GB, training", "saved MB")
                 cells.append(retrieval.cell(values, scale, digits, median=median))
         lines.append(f"| {scenario} | {len(results)} | " + " | ".join(cells) + " |")
     tuned = [s for s in runs if s.startswith("tune/")]

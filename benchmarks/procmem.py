@@ -6,11 +6,13 @@ from pathlib import Path
 
 
 def memory_bytes(pid: int | str = "self", fields: tuple[str, ...] = ("RssAnon",)) -> dict[str, int]:
-    """`fields` of /proc/<pid>/status in bytes. OSError when the process is gone (or not started); KeyError naming the
-    fields the file lacks (a kernel without them, or no /proc fields of that name)."""
+    """`fields` of /proc/<pid>/status in bytes. OSError when the process is gone, or has exited and waits to be
+    reaped (a zombie's status lists no memory); KeyError naming the fields the file lacks (a kernel without them)."""
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, rest = line.partition(":")
+        if name == "State" and rest.split()[0] == "Z":
+            raise ProcessLookupError(f"process {pid} has exited")
         if name in fields:
             values[name] = int(rest.split()[0]) * 1024  # the kernel writes kB
     missing = [name for name in fields if name not in values]

@@ -101,15 +101,40 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_keeps_every_processs_peak(
     assert command[command.index("--save_strategy") + 1] == "steps"
     assert command[command.index("--save_steps") + 1] == str(base_size.SAVE_STEPS)
 
-    # train() itself: a second process appends its peak to the first one's, and the run's peak is the higher.
+    # train() itself: a second process appends its peaks to the first one's, and the run's peak is the higher.
     peaks, log = tmp_path / "peaks.json", tmp_path / "train.log"
     grow = "import time; b = b'x' * {}; print('step'); time.sleep(1)"
     first = train([sys.executable, "-c", grow.format(300_000_000)], log, peaks)
     second = train([sys.executable, "-c", grow.format(1)], log, peaks)
     recorded = json.loads(peaks.read_text())
-    assert len(recorded) == 2 and recorded[0] > recorded[1] + 0.2  # GB: the first held 300 MB more
-    assert first == second == recorded[0]
+    assert len(recorded) == 2 and recorded[0]["preparation"] > recorded[1]["preparation"] + 0.2  # the first: +300 MB
+    assert first == second == {"peak_anon_gb": recorded[0]["preparation"], "peak_anon_training_gb": None}
     assert log.read_text().count("step") == 2  # the log is appended to, not replaced
+
+
+def test_the_training_phase_has_its_own_peak(tmp_path):
+    """The phases are told apart by their first lines in the log (`PHASES`): memory held before the optimizer's table
+    or after the train_runtime line is not training's. An earlier process of the run, recorded as one number by an
+    older version of the script, counts for the whole run only."""
+    peaks, log = tmp_path / "peaks.json", tmp_path / "train.log"
+    peaks.write_text(json.dumps([0.1]))
+    run = (
+        "import sys, time\n"
+        "def phase(line, size):\n"
+        "    print(line, flush=True)\n"
+        "    held = bytearray(size)\n"
+        "    held[::4096] = b'x' * len(held[::4096])\n"
+        "    time.sleep(1.5)\n"
+        "phase('loading', 400_000_000)\n"
+        "phase('Optimizer parameter groups:', 150_000_000)\n"
+        "phase(\"{'train_runtime': '1.0'}\", 600_000_000)\n"
+    )
+    result = base_size.train([sys.executable, "-c", run], log, peaks)
+    old, new = json.loads(peaks.read_text())
+    assert old == 0.1 and set(new) == {"preparation", "training", "after"}
+    assert new["after"] > new["preparation"] > new["training"] + 0.15  # GB: 600 / 400 / 150 MB held
+    assert 0.15 < new["training"] < 0.35  # the interpreter plus the 150 MB, none of the phase before
+    assert result == {"peak_anon_gb": new["after"], "peak_anon_training_gb": new["training"]}
 
 
 def test_the_memory_probe_compares_full_with_lora_with_and_without_dropout(tmp_path, monkeypatch):

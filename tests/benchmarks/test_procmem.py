@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import REPO_ROOT
@@ -32,3 +33,19 @@ def test_anonymous_memory_follows_what_a_process_holds():
 def test_a_field_the_status_lacks_is_named():
     with pytest.raises(KeyError, match="has no NoSuchField"):
         procmem.memory_bytes("self", ("RssAnon", "NoSuchField"))
+
+
+def test_an_exited_process_not_yet_reaped_is_gone():
+    """A sampler polls a run it has not reaped yet: the zombie's status has no memory lines, which must not read as a
+    kernel without RssAnon."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    state = ""
+    for _ in range(200):  # until it has exited (not reaped: no wait() yet)
+        state = next(line for line in open(f"/proc/{process.pid}/status") if line.startswith("State:"))
+        if "Z" in state.split()[1]:
+            break
+        time.sleep(0.05)
+    assert "Z" in state
+    with pytest.raises(ProcessLookupError, match="has exited"):
+        procmem.memory_bytes(process.pid)
+    process.wait()
