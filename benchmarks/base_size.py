@@ -19,12 +19,13 @@ Both run files are used as they are, except what mpnet's width changes: the proj
 MiniLM file's 384 … 32 scaled by two). Each row reports Task A accuracy, Task B ROC-AUC, STS-B dev Spearman (the run's
 own evaluation), retrieval on STS-B dev with and without distractors (measured as benchmarks/retrieval.py measures
 it), trainable parameters, peak anonymous memory of the training process (RssAnon sampled every 0.2 s, as
-benchmarks/scale.py measures it), seconds per training step and the saved folder's size. Writes `base_size.md`,
+benchmarks/scale.py measures it) over the whole run and over its training phase (`PHASES`), seconds per training step and the saved folder's size. Writes `base_size.md`,
 `summary.json` and `base_size.png` to --output_dir.
 """
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -79,14 +80,22 @@ def recorded(output_dir) -> dict:
     path = Path(output_dir) / "summary.json"
     if not path.is_file():
         return {}
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not JSON ({error}); restore it from git, or move it away to start afresh."
+        ) from None
     found = {}
-    for scenario, results in json.loads(path.read_text()).items():
+    for scenario, results in summary.items():
         for values in results:
-            if not isinstance(values.get("seed"), int):
+            if not isinstance(values, dict) or not isinstance(values.get("seed"), int):
                 raise ValueError(
-                    f"{path}: a {scenario} result names no seed (an integer under 'seed'); add it, or move the file "
-                    "away to start the sweep afresh."
+                    f"{path}: a {scenario} result names no seed (an object with an integer under 'seed'); add it, "
+                    "or move the file away to start the sweep afresh."
                 )
+            if values["seed"] in found.get(scenario, {}):
+                raise ValueError(f"{path}: {scenario} holds seed {values['seed']} twice; keep one of the two results.")
             found.setdefault(scenario, {})[values["seed"]] = values
     return found
 
@@ -102,8 +111,8 @@ def finished(scenario: str, seed: int, args) -> dict | None:
 def lora_flags(args) -> list[str]:
     """The LoRA flags chosen on seed 0 (`LORA_GRID`): a ValueError until every grid point has finished. The first
     lora/ run freezes the choice (--output_dir's `lora_chosen.json`, committed with the summary), so a grid point
-    added later cannot mix settings within a row or resume a checkpoint under other flags; delete the lora/ results
-    and that file to choose again."""
+    added later cannot mix settings within a row or resume a checkpoint under other flags; to choose again, delete
+    that file and the lora/ results (their run folders and their entries in the summary)."""
     chosen = Path(args.output_dir) / "lora_chosen.json"
     if chosen.is_file():
         return json.loads(chosen.read_text())["flags"]
@@ -130,6 +139,7 @@ COLUMNS = {  # column → (key, scale, digits)
     "trainable params": ("trainable_parameters", 1, 0),
     "peak anon GB": ("peak_anon_gb", 1, 2),
     "peak anon GB, training": ("peak_anon_training_gb", 1, 2),
+    "processes": ("processes", 1, 0),
     "s/step": ("step_s", 1, 2),
     "saved MB": ("saved_mb", 1, 0),
 }
@@ -210,7 +220,10 @@ def train(command: list[str], log: Path, peaks: Path) -> dict:
     phase, seen, peak, written = 0, "", dict.fromkeys(PHASES, 0), time.monotonic()
     with open(log, "a") as handle:  # a file, not a pipe: progress output would fill a pipe and block the run
         offset = handle.tell()  # this process's lines only: an earlier one's are above
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
+        # unbuffered: transformers prints the train_runtime line with a bare print(), which a file would otherwise
+        # hold until the process exits, and the final evaluation would count as training
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
         try:
             with open(log, errors="replace") as reader:
                 reader.seek(offset)
@@ -246,7 +259,9 @@ def train(command: list[str], log: Path, peaks: Path) -> dict:
     # a process recorded by an older version of this script: one number, its whole-process peak
     processes = [p if isinstance(p, dict) else {"run": p} for p in processes]
     training = [p["training"] for p in processes if p.get("training")]
+    # a run resumed in a new process starts with a fresh heap: its peak is not comparable to one process's
     return {
+        "processes": len(processes),
         "peak_anon_gb": max((value for p in processes for value in p.values()), default=None),
         "peak_anon_training_gb": max(training) if training else None,
     }
@@ -362,7 +377,7 @@ def table(runs: dict, seeds: list[int]) -> str:
             if column in ("trainable params",) and values:
                 cells.append(f"{statistics.median(values):,.0f}")
             else:
-                median = column in ("s/step", "peak anon GB", "peak anon GB, training", "saved MB")
+                median = column in ("s/step", "peak anon GB", "peak anon GB, training", "processes", "saved MB")
                 cells.append(retrieval.cell(values, scale, digits, median=median))
         lines.append(f"| {scenario} | {len(results)} | " + " | ".join(cells) + " |")
     tuned = [s for s in runs if s.startswith("tune/")]
@@ -381,8 +396,10 @@ def table(runs: dict, seeds: list[int]) -> str:
             )
     lines += [
         "",
-        f"all-mpnet-base-v2; mean ± std over seeds ({', '.join(map(str, seeds))}; n per row); s/step, peak anonymous "
-        "memory and saved size: median. R@1 / MRR@10 × 100 on STS-B dev (benchmarks/retrieval.py's sets).",
+        f"all-mpnet-base-v2; mean ± std over seeds ({', '.join(map(str, seeds)) or 'none yet'}; n per row); s/step, "
+        "peak anonymous memory, processes and saved size: median. Peaks: over the whole run and over its training "
+        "phase; a run resumed in new processes starts each with a fresh heap (`processes`), so its peak reads lower "
+        "than one process's. R@1 / MRR@10 × 100 on STS-B dev (benchmarks/retrieval.py's sets).",
     ]
     return "\n".join(lines)
 
@@ -466,9 +483,14 @@ def main(argv=None) -> int:
 
 
 def seeds_of(scenario: str, args) -> list[int]:
+    """The seeds a scenario runs: --seeds, but tuning on `TUNE_SEED` only, and a scenario with a `MAX_SEEDS` limit
+    counts the seeds it has already recorded first (a later call with other --seeds adds no run beyond the limit)."""
     if scenario.startswith("tune/"):
         return [TUNE_SEED]
-    return args.seeds[: MAX_SEEDS.get(scenario, len(args.seeds))]
+    if scenario not in MAX_SEEDS:
+        return list(args.seeds)
+    done = sorted(recorded(args.output_dir).get(scenario, {}))
+    return (done + [seed for seed in args.seeds if seed not in done])[: MAX_SEEDS[scenario]]
 
 
 def write_outputs(args, encoder, verbose=False) -> bool:
@@ -477,8 +499,9 @@ def write_outputs(args, encoder, verbose=False) -> bool:
     finished_only = argparse.Namespace(**{**vars(args), "table_only": True})
     kept = recorded(args.output_dir)
     runs = {}
-    for scenario in SCENARIOS:
-        seeds = sorted(set(seeds_of(scenario, args)) | set(kept.get(scenario, {})))
+    # a scenario the summary holds that this version no longer names (renamed, or a grid point removed) is kept
+    for scenario in [*SCENARIOS, *(s for s in kept if s not in SCENARIOS)]:
+        seeds = sorted(set(seeds_of(scenario, args) if scenario in SCENARIOS else []) | set(kept.get(scenario, {})))
         results = [r for seed in seeds if (r := run_one(scenario, seed, finished_only, encoder))]
         if results:
             runs[scenario] = results

@@ -108,20 +108,25 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_keeps_every_processs_peak(
     second = train([sys.executable, "-c", grow.format(1)], log, peaks)
     recorded = json.loads(peaks.read_text())
     assert len(recorded) == 2 and recorded[0]["preparation"] > recorded[1]["preparation"] + 0.2  # the first: +300 MB
-    assert first == second == {"peak_anon_gb": recorded[0]["preparation"], "peak_anon_training_gb": None}
+    assert first["peak_anon_gb"] == second["peak_anon_gb"] == recorded[0]["preparation"]
+    assert first["peak_anon_training_gb"] is None and (first["processes"], second["processes"]) == (1, 2)
     assert log.read_text().count("step") == 2  # the log is appended to, not replaced
 
 
-def test_the_training_phase_has_its_own_peak(tmp_path):
+def test_the_training_phase_has_its_own_peak(tmp_path, monkeypatch):
     """The phases are told apart by their first lines in the log (`PHASES`): memory held before the optimizer's table
-    or after the train_runtime line is not training's. An earlier process of the run, recorded as one number by an
-    older version of the script, counts for the whole run only."""
+    or after the train_runtime line is not training's, even where the run prints that line without flushing (as
+    transformers does) and the sweep's own stdout is buffered. An earlier process's lines, further up the appended
+    log, start no phase of this one; an earlier process recorded as one number (an older version of the script)
+    counts for the whole run only."""
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
     peaks, log = tmp_path / "peaks.json", tmp_path / "train.log"
-    peaks.write_text(json.dumps([0.1]))
+    log.write_text("Optimizer parameter groups:\n{'train_runtime': '9.0'}\n")  # the earlier process's lines
+    peaks.write_text(json.dumps([5.0]))
     run = (
         "import sys, time\n"
         "def phase(line, size):\n"
-        "    print(line, flush=True)\n"
+        "    print(line)\n"
         "    held = bytearray(size)\n"
         "    held[::4096] = b'x' * len(held[::4096])\n"
         "    time.sleep(1.5)\n"
@@ -131,10 +136,10 @@ def test_the_training_phase_has_its_own_peak(tmp_path):
     )
     result = base_size.train([sys.executable, "-c", run], log, peaks)
     old, new = json.loads(peaks.read_text())
-    assert old == 0.1 and set(new) == {"preparation", "training", "after"}
+    assert old == 5.0 and set(new) == {"preparation", "training", "after"}
     assert new["after"] > new["preparation"] > new["training"] + 0.15  # GB: 600 / 400 / 150 MB held
     assert 0.15 < new["training"] < 0.35  # the interpreter plus the 150 MB, none of the phase before
-    assert result == {"peak_anon_gb": new["after"], "peak_anon_training_gb": new["training"]}
+    assert result == {"processes": 2, "peak_anon_gb": 5.0, "peak_anon_training_gb": new["training"]}
 
 
 def test_the_memory_probe_compares_full_with_lora_with_and_without_dropout(tmp_path, monkeypatch):
@@ -231,7 +236,7 @@ def test_each_finished_run_reaches_the_summary_before_the_next_starts(tmp_path, 
         (model_dir / "train_results.json").write_text(
             json.dumps({"train_runtime": 300.0, "train_steps_per_second": 0.5})
         )
-        return 4.0
+        return {"peak_anon_gb": 4.0, "peak_anon_training_gb": 3.0, "processes": 1}
 
     def fake_measure(command, **kwargs):
         return subprocess.CompletedProcess(command, 0, stdout='{"recall@1": 80.0}\n', stderr="")
@@ -244,7 +249,7 @@ def test_each_finished_run_reaches_the_summary_before_the_next_starts(tmp_path, 
     with pytest.raises(Killed):
         base_size.main(flags)
     (only,) = json.loads((tmp_path / "out" / "summary.json").read_text())["full/multitask_sts"]
-    assert only["seed"] == 42 and only["recall@1"] == 80.0 and only["peak_anon_gb"] == 4.0
+    assert only["seed"] == 42 and only["recall@1"] == 80.0 and only["peak_anon_training_gb"] == 3.0
 
 
 def test_a_summary_result_without_its_seed_is_refused(tmp_path):
@@ -285,3 +290,29 @@ def test_a_stopped_sweep_stops_the_run_it_started(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         base_size.train([sys.executable, "-c", child], log, tmp_path / "peaks.json")
     assert stopped.read_text() == "saved"  # the run got SIGINT (checkpoint, then stop) and was waited for
+
+
+def test_a_summary_keeps_what_this_version_does_not_name_and_refuses_what_it_cannot_read(tmp_path):
+    summary = _recorded_summary(tmp_path)
+    summary["tune/lora_r8_removed"] = [{"seed": 0, "eval_classification_accuracy": 0.9, "eval_stsb_spearman": 0.8}]
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(summary))
+    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs"), "--output_dir"]
+    assert base_size.main([*flags, str(tmp_path / "out"), "--table_only"]) == 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["tune/lora_r8_removed"][0]["seed"] == 0
+
+    summary["full/multitask_sts"].append(dict(summary["full/multitask_sts"][0]))
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match="full/multitask_sts holds seed 42 twice"):
+        base_size.recorded(tmp_path / "out")
+    (tmp_path / "out" / "summary.json").write_text("{")
+    with pytest.raises(ValueError, match=r"summary.json is not JSON"):
+        base_size.recorded(tmp_path / "out")
+
+
+def test_a_one_seed_scenario_counts_the_seed_it_recorded(tmp_path):
+    (tmp_path / "out").mkdir()
+    mined = {"full/retrieval_sts_mined": [{"seed": 42, "recall@1": 80.0}]}
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(mined))
+    assert base_size.seeds_of("full/retrieval_sts_mined", _args(tmp_path, "--seeds", "43", "44")) == [42]
+    assert base_size.seeds_of("full/retrieval_sts", _args(tmp_path, "--seeds", "43", "44")) == [43, 44]
+    assert base_size.seeds_of("full/retrieval_sts_mined", _args(tmp_path / "fresh", "--seeds", "43", "44")) == [43]

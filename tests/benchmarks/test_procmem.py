@@ -46,6 +46,18 @@ def test_an_exited_process_not_yet_reaped_is_gone():
             break
         time.sleep(0.05)
     assert "Z" in state
-    with pytest.raises(ProcessLookupError, match="has exited"):
+    with pytest.raises(ProcessLookupError, match="is exiting"):
         procmem.memory_bytes(process.pid)
     process.wait()
+
+
+def test_a_process_whose_memory_is_released_but_still_running_is_exiting():
+    """After a large exit the kernel drops the memory lines while the state still reads R, for about as long as a
+    sampler's interval: that is a process going away, not a kernel without RssAnon."""
+    exiting = "Name:\tpython\nState:\tR (running)\nPid:\t7\nThreads:\t1\n"
+    with pytest.raises(ProcessLookupError, match="process 7 is exiting"):
+        procmem.parse_status(exiting, 7, ("RssAnon",))
+    running = "State:\tS (sleeping)\nVmRSS:\t  2048 kB\nRssAnon:\t  1024 kB\n"
+    assert procmem.parse_status(running, 7, ("RssAnon", "VmRSS")) == {"RssAnon": 1024 * 1024, "VmRSS": 2048 * 1024}
+    with pytest.raises(KeyError, match="has no RssFile"):
+        procmem.parse_status(running, 7, ("RssFile",))
