@@ -57,6 +57,18 @@ LORA_GRID = {
     "lora_r16_lr2e-4_dropout0": ["--lora_r", "16", "--backbone_learning_rate", "2e-4", "--lora_dropout", "0"],
 }
 TUNE_SEED = 0
+# `--memory_steps`' variants (flags added to multitask_sts on mpnet). LoRA at r 16 (the LR does not change what a
+# step holds); "_pad16": batches padded to a multiple of 16 tokens (--pad_to_multiple_of), fewer distinct shapes for
+# the CPU's per-shape kernels and the heap.
+_LORA_R16 = ["--lora_r", "16", "--backbone_learning_rate", "2e-4"]
+_PAD16 = ["--pad_to_multiple_of", "16"]
+MEMORY_VARIANTS = {
+    "full": [],
+    "lora_dropout_0.1": [*_LORA_R16, "--lora_dropout", "0.1"],
+    "lora_dropout_0": [*_LORA_R16, "--lora_dropout", "0"],
+    "full_pad16": _PAD16,
+    "lora_dropout_0_pad16": [*_LORA_R16, "--lora_dropout", "0", *_PAD16],
+}
 # Mined negatives for the contrastive task (sentence-transformers' defaults for a first try: the top candidates
 # below the positive's own score; the miner is the run's starting model).
 MINING = {"hard_negatives": {"num_negatives": 1, "range_max": 50, "relative_margin": 0.05, "sampling_strategy": "top"}}
@@ -171,9 +183,27 @@ def parse_args(argv=None):
         "--memory_steps",
         type=int,
         default=0,
-        help="Train nothing to the end: compare the memory of --memory_steps training steps of full fine-tuning, LoRA "
-        "(as chosen) and LoRA without adapter dropout on multitask_sts, under both glibc heap settings "
-        "(benchmarks/train_memory.py; written to --output_dir/memory).",
+        help="Train nothing to the end: compare the memory of --memory_steps training steps of --memory_variants on "
+        "multitask_sts, under --memory_heaps (benchmarks/train_memory.py; written to --output_dir/--memory_name).",
+    )
+    parser.add_argument(
+        "--memory_variants",
+        nargs="+",
+        choices=list(MEMORY_VARIANTS),
+        default=list(MEMORY_VARIANTS)[:3],
+        help="With --memory_steps: the variants to compare, the first the baseline (default: full fine-tuning and LoRA "
+        "r 16 with adapter dropout 0.1 and 0).",
+    )
+    parser.add_argument(
+        "--memory_heaps",
+        nargs="+",
+        choices=["default", "mapped"],
+        default=["default", "mapped"],
+        help="With --memory_steps: glibc's default heap (the process peak the table reports) and/or large blocks "
+        "mapped on their own (the live tensors).",
+    )
+    parser.add_argument(
+        "--memory_name", default="memory", help="With --memory_steps: the folder under --output_dir it writes."
     )
     parser.add_argument(
         "--measure", default=None, help="(internal) Print the retrieval measurement of this model folder as JSON."
@@ -437,18 +467,13 @@ def memory_probe(args, encoder: str) -> dict:
 
     if args.memory_steps < 2:
         raise SystemExit(f"--memory_steps {args.memory_steps}: give at least 2 (the last step is not timed).")
-    out = (Path(args.runs_dir) / "memory").resolve()
+    out = (Path(args.runs_dir) / args.memory_name).resolve()
     common = [str(run_file("full/multitask_sts", args, out)), "--model_name_or_path", encoder]
     common += ["--data_dir", str(Path(args.data_dir).resolve()), "--seed", "42"]
-    lora = [*common, "--lora_r", "16", "--backbone_learning_rate", "2e-4"]
-    variants = {
-        "full": common,
-        "lora_dropout_0.1": [*lora, "--lora_dropout", "0.1"],
-        "lora_dropout_0": [*lora, "--lora_dropout", "0"],
-    }
+    variants = {name: [*common, *MEMORY_VARIANTS[name]] for name in args.memory_variants}
     steps = args.memory_steps
     return train_memory.compare(
-        variants, steps, min(10, steps // 2), list(train_memory.HEAPS), out, Path(args.output_dir) / "memory"
+        variants, steps, min(10, steps // 2), args.memory_heaps, out, Path(args.output_dir) / args.memory_name
     )
 
 
@@ -476,8 +501,9 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
         for scenario in args.only:  # in the order given
             for seed in seeds_of(scenario, args):
-                run_one(scenario, seed, args, encoder)
-                write_outputs(args, encoder)  # each finished run reaches the summary at once
+                if finished(scenario, seed, args) is None:  # a recorded run is neither trained nor written again
+                    run_one(scenario, seed, args, encoder)
+                    write_outputs(args, encoder)  # each finished run reaches the summary at once
     write_outputs(args, encoder, verbose=True)
     return 0
 

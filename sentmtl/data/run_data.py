@@ -67,12 +67,21 @@ def build_run_data(tasks: list[RunTask], model, tokenizer, data_args, training_a
         logger.info("Data: %s feeds %s: %s training rows, %d held out.", source.description, names, rows, held_out)
     eval_tasks = [task for source in eval_only for task in source.tasks]
     collator = None
-    if streaming:
-        # A stream's batches are not grouped by length: padded to a multiple of 8 tokens (STREAM_PAD_MULTIPLE), its
-        # training and evaluation batches, so that fewer shapes each keep compiled kernels.
+    multiple = pad_multiple(data_args, streaming)
+    if multiple > 1:  # otherwise the trainer's own collator pads to the longest row
         known = [*model.tasks, *eval_tasks]
-        collator = MultiTaskCollator(tokenizer, known, pad_to_multiple_of=STREAM_PAD_MULTIPLE, max_length=max_length)
+        collator = MultiTaskCollator(tokenizer, known, pad_to_multiple_of=multiple, max_length=max_length)
     return RunData(sources, evaluated, eval_tasks, train_dataset, eval_dataset, collator)
+
+
+def pad_multiple(data_args, streaming: bool) -> int:
+    """The multiple training and evaluation batches are padded to (1: their longest row): --pad_to_multiple_of, or
+    by default 8 tokens (STREAM_PAD_MULTIPLE) for a stream, whose batches are not grouped by length, so that fewer
+    shapes each keep compiled kernels."""
+    chosen = getattr(data_args, "pad_to_multiple_of", None)
+    if chosen is not None:
+        return chosen
+    return STREAM_PAD_MULTIPLE if streaming else 1
 
 
 def sts_eval_source(path, tasks: list[TaskSpec], max_eval_samples: int | None = None, prompt_for=None) -> list[Source]:

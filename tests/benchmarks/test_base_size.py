@@ -160,6 +160,26 @@ def test_the_memory_probe_compares_full_with_lora_with_and_without_dropout(tmp_p
         base_size.memory_probe(_args(tmp_path, "--memory_steps", "1"), "encoder")
 
 
+def test_the_memory_probe_takes_the_variants_heaps_and_folder_asked_for(tmp_path, monkeypatch):
+    import train_memory
+
+    seen = {}
+    monkeypatch.setattr(train_memory, "compare", lambda variants, *rest: seen.update(variants=variants, rest=rest))
+    flags = ["--memory_steps", "30", "--memory_variants", "full_pad16", "lora_dropout_0_pad16"]
+    flags += ["--memory_heaps", "default", "--memory_name", "padding"]
+    base_size.memory_probe(_args(tmp_path, *flags), "encoder")
+    variants = seen["variants"]
+    assert list(variants) == ["full_pad16", "lora_dropout_0_pad16"]  # in the order given: the first is the baseline
+    for arguments in variants.values():
+        assert arguments[arguments.index("--pad_to_multiple_of") + 1] == "16"
+    assert "--lora_r" not in variants["full_pad16"] and "--lora_r" in variants["lora_dropout_0_pad16"]
+    steps, warmup, heaps, work_dir, output_dir = seen["rest"]
+    assert (steps, warmup, heaps) == (30, 10, ["default"])
+    assert Path(work_dir).name == "padding" and Path(output_dir).name == "padding"
+    with pytest.raises(SystemExit):  # a name that is not a variant
+        base_size.parse_args(["--data_dir", "d", "--stsb_dir", "s", "--memory_variants", "lora_pad8"])
+
+
 def test_the_lora_choice_is_frozen_by_its_first_use(tmp_path):
     args = _args(tmp_path)
     for name, accuracy in zip(base_size.LORA_GRID, (0.95, 0.96, 0.94)):
@@ -219,6 +239,18 @@ def test_a_fresh_checkout_continues_from_the_committed_summary(tmp_path, monkeyp
     kept = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [r["seed"] for r in kept["full/multitask_sts"]] == [42, 43]
     assert set(kept) == {"full/multitask_sts", *(f"tune/{name}" for name in base_size.LORA_GRID)}
+
+
+def test_a_sweep_of_recorded_runs_trains_nothing_and_writes_its_outputs_once(tmp_path, monkeypatch):
+    _recorded_summary(tmp_path)
+    writes = []
+    monkeypatch.setattr(base_size, "train", lambda *a: pytest.fail("a recorded run was trained again"))
+    monkeypatch.setattr(base_size, "write_outputs", lambda args, encoder, verbose=False: writes.append(verbose))
+    monkeypatch.setattr(base_size.signal, "signal", lambda *a: None)
+    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs")]
+    flags += ["--output_dir", str(tmp_path / "out"), "--encoder", "enc", "--seeds", "42", "43"]
+    assert base_size.main([*flags, "--only", "full/multitask_sts"]) == 0
+    assert writes == [True]  # the closing table only: no rewrite (and replot) per skipped run
 
 
 def test_each_finished_run_reaches_the_summary_before_the_next_starts(tmp_path, monkeypatch):

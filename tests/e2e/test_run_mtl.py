@@ -777,7 +777,7 @@ def test_a_second_run_reads_its_teacher_vectors_and_tokens(tiny_encoder_dir, syn
 
 def test_a_streamed_run_pads_its_batches_to_a_multiple_of_8(tiny_encoder_dir, tmp_path, stream_files, monkeypatch):
     """Fewer batch shapes for a stream's unsorted lengths (STREAM_PAD_MULTIPLE); a table's batches are padded to
-    their longest row, as before."""
+    their longest row, as before; --pad_to_multiple_of sets the multiple for either (1: the longest row)."""
     from sentmtl.data.batching import STREAM_PAD_MULTIPLE
 
     lengths = []
@@ -810,6 +810,17 @@ def test_a_streamed_run_pads_its_batches_to_a_multiple_of_8(tiny_encoder_dir, tm
     table = write_csv(tmp_path / "t.csv", ("text", "sentiment"), longer)
     assert main(tiny_run_flags(tiny_encoder_dir, table, tmp_path / "t", "--max_steps", "4")) == 0
     assert lengths and all(padded == longest for padded, longest in lengths)
+    lengths.clear()
+    flags = tiny_run_flags(tiny_encoder_dir, table, tmp_path / "t16", "--max_steps", "4", "--pad_to_multiple_of", "16")
+    assert main(flags) == 0
+    assert lengths and all(padded % 16 == 0 and longest <= padded < longest + 16 for padded, longest in lengths)
+    assert any(padded > longest for padded, longest in lengths)
+    lengths.clear()
+    stream = stream_run_file(tmp_path, tmp_path / "s.csv", dev)
+    assert main(stream_flags(tiny_encoder_dir, stream, tmp_path / "s1", "--pad_to_multiple_of", "1")) == 0
+    assert lengths and all(padded == longest for padded, longest in lengths)
+    with pytest.raises(ValueError, match="--pad_to_multiple_of 0 must be at least 1"):
+        DataArguments(pad_to_multiple_of=0)
 
 
 # -- serving/: continuing, exporting and pushing what a run trained --------------------------------------------------
