@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import procmem  # noqa: E402
 import retrieval  # noqa: E402  (its retrieval sets and measurement, so the rows compare with its table)
+import train_memory  # noqa: E402
 
 MPNET = {"embedding_size": 768}
 MPNET_MATRYOSHKA = {"matryoshka_dims": [768, 512, 256, 128, 64]}
@@ -197,13 +198,16 @@ def parse_args(argv=None):
     parser.add_argument(
         "--memory_heaps",
         nargs="+",
-        choices=["default", "mapped"],
-        default=["default", "mapped"],
+        choices=list(train_memory.HEAPS),
+        default=list(train_memory.HEAPS),
         help="With --memory_steps: glibc's default heap (the process peak the table reports) and/or large blocks "
         "mapped on their own (the live tensors).",
     )
     parser.add_argument(
-        "--memory_name", default="memory", help="With --memory_steps: the folder under --output_dir it writes."
+        "--memory_name",
+        default=None,
+        help="With --memory_steps: the folder under --output_dir it writes (default 'memory', which holds the default "
+        "comparison: other --memory_variants or --memory_heaps must name their own).",
     )
     parser.add_argument(
         "--measure", default=None, help="(internal) Print the retrieval measurement of this model folder as JSON."
@@ -462,18 +466,23 @@ def plot(runs: dict, path: Path) -> None:
 def memory_probe(args, encoder: str) -> dict:
     """The process peaks in the table barely tell LoRA from full fine-tuning (glibc's heap keeps what varied batch
     shapes free): the training steps' memory side by side, with the heap's holes and with the live tensors only.
-    LoRA at rank 16 with adapter dropout 0.1 and 0 (the LR does not change what a step holds)."""
-    import train_memory
-
+    `MEMORY_VARIANTS` by name (by default full fine-tuning and LoRA r 16 with adapter dropout 0.1 and 0)."""
     if args.memory_steps < 2:
         raise SystemExit(f"--memory_steps {args.memory_steps}: give at least 2 (the last step is not timed).")
-    out = (Path(args.runs_dir) / args.memory_name).resolve()
+    default = args.memory_variants == list(MEMORY_VARIANTS)[:3] and args.memory_heaps == list(train_memory.HEAPS)
+    if args.memory_name is None and not default:
+        raise SystemExit(
+            "--memory_variants / --memory_heaps other than the defaults: give --memory_name, a folder of their own "
+            "(--output_dir's 'memory' holds the default comparison the docs cite)."
+        )
+    name = args.memory_name or "memory"
+    out = (Path(args.runs_dir) / name).resolve()
     common = [str(run_file("full/multitask_sts", args, out)), "--model_name_or_path", encoder]
     common += ["--data_dir", str(Path(args.data_dir).resolve()), "--seed", "42"]
     variants = {name: [*common, *MEMORY_VARIANTS[name]] for name in args.memory_variants}
     steps = args.memory_steps
     return train_memory.compare(
-        variants, steps, min(10, steps // 2), args.memory_heaps, out, Path(args.output_dir) / args.memory_name
+        variants, steps, min(10, steps // 2), args.memory_heaps, out, Path(args.output_dir) / name
     )
 
 

@@ -242,7 +242,7 @@ class MultiTaskCollator:
     """Rows of one source → a batch: padded inputs (and pair inputs), `task_labels` by task in each type's dtype,
     `complete_tasks` (the tasks whose target every row carries), `domain`. `pad_to_multiple_of`: pad lengths up to a
     multiple of it (fewer distinct batch shapes), never past `max_length` (the run's token limit, within the
-    encoder's positions)."""
+    encoder's positions): a batch whose rounded length would pass it is padded to `max_length`."""
 
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -262,8 +262,10 @@ class MultiTaskCollator:
         multiple = self.pad_to_multiple_of
         if multiple and self.max_length:
             longest = max(len(row["input_ids"]) for row in rows)
-            if -(-longest // multiple) * multiple > self.max_length:  # rounding up would pass the position limit
-                multiple = None
+            if -(-longest // multiple) * multiple > self.max_length:
+                # Rounding up would pass the position limit: the top band of lengths is padded to the limit itself,
+                # one shape still (padding to the longest row would give each of those lengths a shape of its own).
+                return self.tokenizer.pad(rows, return_tensors="pt", padding="max_length", max_length=self.max_length)
         return self.tokenizer.pad(rows, return_tensors="pt", pad_to_multiple_of=multiple)
 
     def __call__(self, rows: list[dict]) -> dict:

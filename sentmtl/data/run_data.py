@@ -1,5 +1,6 @@
 """A run's data, from its tasks to the datasets the trainer reads: every source (loaded, converted, split, teacher
-targets added), the evaluation-only STS-B source, tokenised training and evaluation sets, and a stream's collator."""
+targets added), the evaluation-only STS-B source, tokenised training and evaluation sets, and the collator of a run
+whose batches are padded to a multiple (a stream's by default, any run's with --pad_to_multiple_of)."""
 
 import logging
 from dataclasses import dataclass

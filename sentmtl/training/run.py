@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from ..data.plan import tasks_from_flags
-from ..data.run_data import build_run_data
+from ..data.run_data import build_run_data, pad_multiple
 from ..model.prompts import check_prompt_room
 from ..serving.embed import default_max_length
 from ..serving.hub import HubPushError
@@ -49,6 +49,8 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     # The encoder's position limit too: tokenizers often report a huge `model_max_length` sentinel.
     max_length = min(data_args.max_length, default_max_length(tokenizer, model))
     check_prompt_room(model.config.prompts, tokenizer, max_length)
+    # The multiple a batch is padded to, resolved, so that run_config.yaml replays it whatever a later default is.
+    data_args.pad_to_multiple_of = pad_multiple(data_args, streaming)
     data = build_run_data(tasks, model, tokenizer, data_args, training_args, streaming, max_length)
 
     interrupt = InterruptCallback()

@@ -176,6 +176,8 @@ def test_the_memory_probe_takes_the_variants_heaps_and_folder_asked_for(tmp_path
     steps, warmup, heaps, work_dir, output_dir = seen["rest"]
     assert (steps, warmup, heaps) == (30, 10, ["default"])
     assert Path(work_dir).name == "padding" and Path(output_dir).name == "padding"
+    with pytest.raises(SystemExit, match="give --memory_name"):  # not over the default comparison's folder
+        base_size.memory_probe(_args(tmp_path, "--memory_steps", "30", "--memory_heaps", "default"), "encoder")
     with pytest.raises(SystemExit):  # a name that is not a variant
         base_size.parse_args(["--data_dir", "d", "--stsb_dir", "s", "--memory_variants", "lora_pad8"])
 

@@ -219,9 +219,15 @@ def test_padding_to_a_multiple_keeps_pairs_negatives_and_the_length_limit(tiny_t
     assert batch["attention_mask"].sum(1).tolist() == [5, 7] and batch["pair_attention_mask"].sum(1).tolist() == [6, 8]
     assert batch["negative_attention_mask"].sum(-1).tolist() == [[7, 3], [9, 3]]
     assert batch["token_type_ids"].shape == (2, 8)
-    # Rounding up past the run's max_length (the encoder's position limit at most) would index past it: not done.
-    capped = MultiTaskCollator(tiny_tokenizer, [], pad_to_multiple_of=8, max_length=7)([encoded(5), encoded(7)])
-    assert capped["input_ids"].shape == (2, 7)
+    # Rounding up past the run's max_length (the encoder's position limit at most) would index past it: such a batch
+    # is padded to max_length instead, one shape for the whole top band of lengths.
+    capped = MultiTaskCollator(tiny_tokenizer, [], pad_to_multiple_of=8, max_length=7)
+    assert capped([encoded(5), encoded(7)])["input_ids"].shape == (2, 7)
+    assert capped([encoded(2), encoded(5)])["input_ids"].shape == (2, 7)
+    assert capped([encoded(2), encoded(5)])["attention_mask"].sum(1).tolist() == [2, 5]
+    assert MultiTaskCollator(tiny_tokenizer, [], pad_to_multiple_of=4, max_length=7)([encoded(2)])[
+        "input_ids"
+    ].shape == (1, 4)
     assert MultiTaskCollator(tiny_tokenizer, [])([encoded(5), encoded(7)])["input_ids"].shape == (2, 7)
 
 

@@ -810,6 +810,9 @@ def test_a_streamed_run_pads_its_batches_to_a_multiple_of_8(tiny_encoder_dir, tm
     table = write_csv(tmp_path / "t.csv", ("text", "sentiment"), longer)
     assert main(tiny_run_flags(tiny_encoder_dir, table, tmp_path / "t", "--max_steps", "4")) == 0
     assert lengths and all(padded == longest for padded, longest in lengths)
+    # run_config.yaml keeps the multiple each run used, so a later default cannot change its replay
+    for out, multiple in (("s", 8), ("t", 1)):
+        assert yaml.safe_load((tmp_path / out / "run_config.yaml").read_text())["pad_to_multiple_of"] == multiple
     lengths.clear()
     flags = tiny_run_flags(tiny_encoder_dir, table, tmp_path / "t16", "--max_steps", "4", "--pad_to_multiple_of", "16")
     assert main(flags) == 0
