@@ -44,12 +44,25 @@ def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = Fal
             )
         model = SentMtlModel.from_pretrained(name_or_path, **weights_loading_kwargs(name_or_path, allow_pickle_weights))
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        check_padding_side(model.config.pooling, tokenizer, name_or_path)
         refresh_prompt_token_ids(model.config, tokenizer, name_or_path)
         return model, tokenizer
     model = SentMtlModel.from_encoder(name_or_path, allow_pickle_weights=allow_pickle_weights, **config_overrides)
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
+    check_padding_side(model.config.pooling, tokenizer, name_or_path)
     model.config.set_prompt_token_ids(tokenizer)  # the pipeline's prompt, as ids (`SentMtlConfig.prompt_token_ids`)
     return model, tokenizer
+
+
+def check_padding_side(pooling: str, tokenizer, where) -> None:
+    """`cls` and `pooler` pooling read a row's first position: with a tokenizer that pads on the left, every row
+    shorter than its batch's longest would be read at a pad token, an embedding that depends on its batch-mates."""
+    if pooling in ("cls", "pooler") and getattr(tokenizer, "padding_side", "right") == "left":
+        raise ValueError(
+            f"pooling={pooling!r} reads each row's first token, and the tokenizer of {where or 'the bundled encoder'} "
+            "pads on the left (padding_side='left'), so a shorter row would be read at a pad token. Use "
+            "pooling='mean', or save the tokenizer with padding_side='right'."
+        )
 
 
 def refresh_prompt_token_ids(config, tokenizer, where) -> None:

@@ -1,8 +1,12 @@
 """sentmtl/serving/loading.py (`build_model`): a continued model takes the run's own Matryoshka settings, checked
 against the checkpoint's sizes. Continuing a trained checkpoint through a run: tests/e2e/test_run_mtl.py."""
 
+import json
+import shutil
+
 import pytest
 
+import sentmtl
 from sentmtl.model.task_spec import TaskSpec
 
 
@@ -159,3 +163,28 @@ def test_a_continued_run_refuses_another_default_prompt_in_one_line(tiny_encoder
     fresh = ModelArguments(model_name_or_path=str(tiny_encoder_dir), embedding_size=16, default_prompt_name="query")
     with pytest.raises(ValueError, match="default_prompt_name='query' names no prompt: the model has none"):
         build_model(fresh, sts)  # a plain encoder has none: refused once the model is built
+
+
+def _pad_on_the_left(folder):
+    """A tokenizer that pads on the left, as its config says (save_pretrained does not write the side)."""
+    path = folder / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "padding_side": "left"}))
+
+
+@pytest.mark.parametrize("pooling", ["cls", "pooler"])
+def test_first_token_pooling_refuses_a_tokenizer_that_pads_on_the_left(tiny_encoder_dir, tmp_path, pooling):
+    """A left-padding tokenizer puts a shorter row's pad tokens first, where cls and pooler pooling read."""
+    left = tmp_path / "left"
+    shutil.copytree(tiny_encoder_dir, left)
+    _pad_on_the_left(left)
+    with pytest.raises(ValueError, match=f"pooling='{pooling}' reads each row's first token.*{left}.*pads on the left"):
+        sentmtl.load_model_and_tokenizer(str(left), embedding_size=16, pooling=pooling)
+    model, tokenizer = sentmtl.load_model_and_tokenizer(str(left), embedding_size=16, pooling="mean")
+    assert tokenizer.padding_side == "left"  # mean pooling reads the mask: either side embeds alike
+    trained = tmp_path / "trained"
+    model.config.pooling = "cls"  # a checkpoint edited by hand is checked as it loads, too
+    model.save_pretrained(trained)
+    tokenizer.save_pretrained(trained)
+    _pad_on_the_left(trained)
+    with pytest.raises(ValueError, match="pads on the left"):
+        sentmtl.load_model_and_tokenizer(str(trained))
