@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """A base-size encoder beside MiniLM: configs/multitask_sts.yaml and configs/retrieval_sts.yaml on all-mpnet-base-v2
-(110M parameters), fully fine-tuned and with LoRA adapters, plus retrieval_sts with mined hard negatives.
+(110M parameters), fully fine-tuned and with LoRA adapters, plus retrieval_sts with mined hard negatives, and one
+seed of full and LoRA multitask_sts with batches padded to 16 tokens (`--pad_to_multiple_of`: the memory target).
 
     python benchmarks/base_size.py --data_dir ../shared/data/sentiment_labelled_sentences \\
         --stsb_dir ../shared/data/stsbenchmark --seeds 42 43 44
@@ -73,16 +74,20 @@ MEMORY_VARIANTS = {
 # Mined negatives for the contrastive task (sentence-transformers' defaults for a first try: the top candidates
 # below the positive's own score; the miner is the run's starting model).
 MINING = {"hard_negatives": {"num_negatives": 1, "range_max": 50, "relative_margin": 0.05, "sampling_strategy": "top"}}
+LORA = "<lora>"  # in a scenario's flags: LoRA's chosen flags (`lora_flags`)
 SCENARIOS = {  # name → (run file, run-file edits, extra flags)
     "full/multitask_sts": ("configs/multitask_sts.yaml", MPNET, []),
     **{f"tune/{name}": ("configs/multitask_sts.yaml", MPNET, flags) for name, flags in LORA_GRID.items()},
-    "lora/multitask_sts": ("configs/multitask_sts.yaml", MPNET, "lora"),
+    "lora/multitask_sts": ("configs/multitask_sts.yaml", MPNET, [LORA]),
     "full/retrieval_sts": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA}, []),
-    "lora/retrieval_sts": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA}, "lora"),
+    "lora/retrieval_sts": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA}, [LORA]),
     "full/retrieval_sts_mined": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA, "mine": MINING}, []),
+    # The memory target over whole runs with batches padded to 16 tokens (results/README: the padding probe).
+    "full/multitask_sts_pad16": ("configs/multitask_sts.yaml", MPNET, _PAD16),
+    "lora/multitask_sts_pad16": ("configs/multitask_sts.yaml", MPNET, [LORA, *_PAD16]),
 }
-# Seeds per scenario beyond which a scenario is not run (the mined row is one seed).
-MAX_SEEDS = {"full/retrieval_sts_mined": 1}
+# Seeds per scenario beyond which a scenario is not run (the mined row and the padded pair are one seed each).
+MAX_SEEDS = {"full/retrieval_sts_mined": 1, "full/multitask_sts_pad16": 1, "lora/multitask_sts_pad16": 1}
 # A run outlives a session on this CPU (1,510 steps at 2-7 s): a checkpoint every 100 steps (a few seconds to write
 # mpnet's weights and Adam moments; the newest kept) bounds what a killed sweep loses.
 SAVE_STEPS = 100
@@ -342,7 +347,7 @@ def run_one(scenario: str, seed: int, args, encoder: str) -> dict:
         return {}
     model_dir = out / "model"
     # What the scenario adds to its run file (LoRA's chosen flags among them), kept in the result.
-    extra = lora_flags(args) if SCENARIOS[scenario][2] == "lora" else list(SCENARIOS[scenario][2])
+    extra = [flag for item in SCENARIOS[scenario][2] for flag in (lora_flags(args) if item == LORA else [item])]
     command = [
         sys.executable,
         "run_mtl.py",
