@@ -284,12 +284,16 @@ def train(command: list[str], log: Path, peaks: Path) -> dict:
         except BaseException:
             # The sweep stopped (Ctrl-C, SIGTERM: `main` turns it into SystemExit): the run saves a checkpoint after
             # its current step and stops, instead of training on alone beside a resumed sweep in the same folder.
+            # SIGTERM, not SIGINT: a sweep started in the background by a shell (`nohup ... &`) hands its runs
+            # SIGINT ignored, so a run still preparing (before training installs its handler) would not stop.
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(timeout=300)
-                except subprocess.TimeoutExpired:
+                except BaseException:  # too slow, or the sweep stopped again while waiting: no run left behind
                     process.kill()
+                    process.wait()
+                    raise
             raise
     processes = [*earlier, _gb(peak)]
     peaks.write_text(json.dumps(processes))

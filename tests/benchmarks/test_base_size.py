@@ -331,9 +331,10 @@ def test_a_resumed_run_times_its_last_process_or_reports_no_step_time():
 
 def test_a_stopped_sweep_stops_the_run_it_started(tmp_path, monkeypatch):
     stopped = tmp_path / "stopped"
-    child = (
+    child = (  # as a run started by a background sweep: SIGINT ignored (a shell's `&`), SIGTERM checkpoints
         "import signal, sys, time\n"
-        f"signal.signal(signal.SIGINT, lambda *a: (open({str(stopped)!r}, 'w').write('saved'), sys.exit(0)))\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(stopped)!r}, 'w').write('saved'), sys.exit(0)))\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -351,7 +352,48 @@ def test_a_stopped_sweep_stops_the_run_it_started(tmp_path, monkeypatch):
     monkeypatch.setattr(base_size, "time", Clock)
     with pytest.raises(SystemExit):
         base_size.train([sys.executable, "-c", child], log, tmp_path / "peaks.json")
-    assert stopped.read_text() == "saved"  # the run got SIGINT (checkpoint, then stop) and was waited for
+    assert stopped.read_text() == "saved"  # the run got SIGTERM (checkpoint, then stop) and was waited for
+
+
+def test_a_sweep_stopped_again_while_waiting_leaves_no_run_behind(tmp_path, monkeypatch):
+    child = (  # a run that is still preparing and does not stop on the first signal
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    log = tmp_path / "train.log"
+    started = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        process = started[-1]
+        real_wait = process.wait
+
+        def wait(timeout=None):
+            if timeout is not None:  # the sweep's wait for the checkpoint, cut short by a second SIGTERM
+                raise SystemExit(143)
+            return real_wait()
+
+        process.wait = wait
+        return process
+
+    class Clock:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds):
+            time.sleep(seconds)
+            if "ready" in log.read_text():
+                raise SystemExit(143)
+
+    monkeypatch.setattr(base_size, "time", Clock)
+    monkeypatch.setattr(base_size.subprocess, "Popen", recording_popen)
+    with pytest.raises(SystemExit):
+        base_size.train([sys.executable, "-c", child], log, tmp_path / "peaks.json")
+    (process,) = started
+    assert process.poll() == -9  # killed, not left training beside the next sweep
 
 
 def test_a_summary_keeps_what_this_version_does_not_name_and_refuses_what_it_cannot_read(tmp_path):
