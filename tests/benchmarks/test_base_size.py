@@ -29,6 +29,44 @@ def _tune_result(tmp_path, name, accuracy, stsb=0.8):
     )
 
 
+class _Stop(Exception):
+    """Raised by `_stop_at_training`'s fake `train`: the sweep got as far as training a run."""
+
+
+def _stop_at_training(tmp_path, monkeypatch, *extra) -> tuple[list, list[str]]:
+    """A sweep whose `train` records the run's command and stops it: (the commands, `main`'s flags + `extra`)."""
+    commands = []
+
+    def fake_train(command, log, peaks):
+        commands.append(command)
+        raise _Stop
+
+    monkeypatch.setattr(base_size, "train", fake_train)
+    return commands, _sweep_flags(tmp_path, monkeypatch, *extra)
+
+
+def _sweep_flags(tmp_path, monkeypatch, *extra) -> list[str]:
+    """`main`'s flags for a sweep in tmp_path (SIGTERM's handler not set on the test process)."""
+    monkeypatch.setattr(base_size.signal, "signal", lambda *a: None)
+    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs")]
+    return [*flags, "--output_dir", str(tmp_path / "out"), "--encoder", "enc", *extra]
+
+
+def _stop_when_ready(monkeypatch, log):
+    """The sweep's polling loop, stopped (as by SIGTERM) once the run has printed 'ready' to `log`."""
+
+    class Clock:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds):
+            time.sleep(seconds)
+            if "ready" in log.read_text():
+                raise SystemExit(143)
+
+    monkeypatch.setattr(base_size, "time", Clock)
+
+
 def test_each_scenario_runs_its_config_at_mpnets_width(tmp_path):
     args = _args(tmp_path)
     full = yaml.safe_load(base_size.run_file("full/multitask_sts", args, tmp_path / "a").read_text())
@@ -56,21 +94,9 @@ def test_lora_is_chosen_on_seed_0_by_task_a_and_sts_b(tmp_path):
 def test_the_padded_pair_pads_to_16_on_one_seed_and_lora_takes_its_chosen_flags(tmp_path, monkeypatch):
     for name, accuracy in zip(base_size.LORA_GRID, (0.95, 0.96, 0.94)):
         _tune_result(tmp_path, name, accuracy)
-    commands = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_train(command, log, peaks):
-        commands.append(command)
-        raise Stop
-
-    monkeypatch.setattr(base_size, "train", fake_train)
-    monkeypatch.setattr(base_size.signal, "signal", lambda *a: None)
-    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs")]
-    flags += ["--output_dir", str(tmp_path / "out"), "--encoder", "enc"]
+    commands, flags = _stop_at_training(tmp_path, monkeypatch)
     for scenario in ("full/multitask_sts_pad16", "lora/multitask_sts_pad16"):
-        with pytest.raises(Stop):
+        with pytest.raises(_Stop):
             base_size.main([*flags, "--only", scenario])
         assert base_size.seeds_of(scenario, _args(tmp_path)) == [42]
     full, lora = commands
@@ -244,20 +270,8 @@ def test_a_fresh_checkout_continues_from_the_committed_summary(tmp_path, monkeyp
     summary are not trained again, the LoRA choice reads the recorded tuning runs, and a call with fewer seeds keeps
     every recorded one."""
     _recorded_summary(tmp_path)
-    trained = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_train(command, log, peaks):
-        trained.append(command)
-        raise Stop
-
-    monkeypatch.setattr(base_size, "train", fake_train)
-    monkeypatch.setattr(base_size.signal, "signal", lambda *a: None)  # not the test process's SIGTERM
-    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs")]
-    flags += ["--output_dir", str(tmp_path / "out"), "--encoder", "enc"]
-    with pytest.raises(Stop):
+    trained, flags = _stop_at_training(tmp_path, monkeypatch)
+    with pytest.raises(_Stop):
         base_size.main([*flags, "--only", "full/multitask_sts", "lora/multitask_sts"])
     # 42 and 43 were skipped; 44 is the first run trained
     assert len(trained) == 1 and trained[0][trained[0].index("--seed") + 1] == "44"
@@ -276,9 +290,7 @@ def test_a_sweep_of_recorded_runs_trains_nothing_and_writes_its_outputs_once(tmp
     writes = []
     monkeypatch.setattr(base_size, "train", lambda *a: pytest.fail("a recorded run was trained again"))
     monkeypatch.setattr(base_size, "write_outputs", lambda args, encoder, verbose=False: writes.append(verbose))
-    monkeypatch.setattr(base_size.signal, "signal", lambda *a: None)
-    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs")]
-    flags += ["--output_dir", str(tmp_path / "out"), "--encoder", "enc", "--seeds", "42", "43"]
+    flags = _sweep_flags(tmp_path, monkeypatch, "--seeds", "42", "43")
     assert base_size.main([*flags, "--only", "full/multitask_sts"]) == 0
     assert writes == [True]  # the closing table only: no rewrite (and replot) per skipped run
 
@@ -305,9 +317,7 @@ def test_each_finished_run_reaches_the_summary_before_the_next_starts(tmp_path, 
 
     monkeypatch.setattr(base_size, "train", fake_train)
     monkeypatch.setattr(base_size, "subprocess", types.SimpleNamespace(run=fake_measure))
-    monkeypatch.setattr(base_size.signal, "signal", lambda *a: None)
-    flags = ["--data_dir", "c", "--stsb_dir", "s", "--runs_dir", str(tmp_path / "runs")]
-    flags += ["--output_dir", str(tmp_path / "out"), "--encoder", "enc", "--only", "full/multitask_sts"]
+    flags = _sweep_flags(tmp_path, monkeypatch, "--only", "full/multitask_sts")
     with pytest.raises(Killed):
         base_size.main(flags)
     (only,) = json.loads((tmp_path / "out" / "summary.json").read_text())["full/multitask_sts"]
@@ -339,17 +349,7 @@ def test_a_stopped_sweep_stops_the_run_it_started(tmp_path, monkeypatch):
         "time.sleep(60)\n"
     )
     log = tmp_path / "train.log"
-
-    class Clock:  # the sweep's loop, stopped (as by SIGTERM) once the run is up
-        monotonic = staticmethod(time.monotonic)
-
-        @staticmethod
-        def sleep(seconds):
-            time.sleep(seconds)
-            if "ready" in log.read_text():
-                raise SystemExit(143)
-
-    monkeypatch.setattr(base_size, "time", Clock)
+    _stop_when_ready(monkeypatch, log)
     with pytest.raises(SystemExit):
         base_size.train([sys.executable, "-c", child], log, tmp_path / "peaks.json")
     assert stopped.read_text() == "saved"  # the run got SIGTERM (checkpoint, then stop) and was waited for
@@ -379,16 +379,7 @@ def test_a_sweep_stopped_again_while_waiting_leaves_no_run_behind(tmp_path, monk
         process.wait = wait
         return process
 
-    class Clock:
-        monotonic = staticmethod(time.monotonic)
-
-        @staticmethod
-        def sleep(seconds):
-            time.sleep(seconds)
-            if "ready" in log.read_text():
-                raise SystemExit(143)
-
-    monkeypatch.setattr(base_size, "time", Clock)
+    _stop_when_ready(monkeypatch, log)
     monkeypatch.setattr(base_size.subprocess, "Popen", recording_popen)
     with pytest.raises(SystemExit):
         base_size.train([sys.executable, "-c", child], log, tmp_path / "peaks.json")
