@@ -273,6 +273,38 @@ def test_every_task_type_builds_its_head_and_computes_its_loss(all_types_model):
     assert model.shared_projection.weight.grad is not None and model.tags_head.weight.grad is not None
 
 
+def test_padding_to_a_multiple_changes_no_tasks_loss(all_types_model):
+    """--pad_to_multiple_of pads batches past their longest row (one kernel shape per band of lengths): every task
+    type's loss, pair inputs included, reads the attention mask, so only float rounding may differ."""
+    model, tokenizer = all_types_model
+    model.eval()  # dropout off: the two forwards must see the same weights
+    sentences = ["the food was great .", "the service was bad .", "it was fine .", "the price was poor ."]
+    torch.manual_seed(1)
+    targets = {
+        "sentiment3": torch.tensor([2, 0, 1, 0]),
+        "tags": torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]]),
+        "rating": torch.tensor([1.0, 0.0, 0.5, 0.1]),
+        "stars": torch.tensor([4.5, 1.0, 3.0, 2.0]),
+        "paraphrase": torch.tensor([0.2, 0.9, 0.9, 0.2]),
+        "keep": torch.randn(4, 32),
+    }
+
+    def losses(multiple):
+        def tokens(texts):
+            return dict(tokenizer(texts, padding=True, pad_to_multiple_of=multiple, return_tensors="pt"))
+
+        batch, pair = tokens(sentences), tokens(sentences[::-1])
+        with torch.no_grad():
+            out = model(**batch, **{f"pair_{k}": v for k, v in pair.items()}, task_labels=targets)
+        return batch["input_ids"].shape[1], out.task_losses
+
+    (longest, exact), (padded, rounded) = losses(None), losses(16)
+    assert longest < padded == 16  # the multiple did pad past the longest row
+    assert set(exact) == set(targets)
+    for name in targets:
+        torch.testing.assert_close(rounded[name], exact[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_only_the_tasks_in_the_batch_are_computed(all_types_model):
     model, tokenizer = all_types_model
     out = model(
