@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import ONNX_SENTENCES, REPO_ROOT, SHARING_SENTENCES, cosine, tiny_run_flags, torch_outputs
+from helpers import ONNX_SENTENCES, REPO_ROOT, SHARING_SENTENCES, cosine, exact_flags, tiny_run_flags, torch_outputs
 from safetensors.torch import load_file
 
 import sentmtl
@@ -107,6 +107,24 @@ def test_the_merged_run_saves_a_plain_model_that_embeds_as_the_adapter_folder(
         assert saved in card and "| LoRA | r=4, alpha=8, dropout=0.1 |" in card and "trainable parameters" in card
     train = json.loads((adapter / "train_results.json").read_text())
     assert train["trainable_parameters"] < train["total_parameters"] / 2
+
+
+def test_activation_checkpointing_trains_the_adapters_as_without_it(tiny_encoder_dir, synthetic_csv, tmp_path):
+    """--activation_checkpointing with adapters (the memory benchmark's pairing): the encoder's inputs carry no
+    gradient when its weights are frozen, which leaves reentrant checkpointing with adapters that never learn. The
+    checkpointed run recomputes each layer in backward and must reach the same losses and the same adapters."""
+    plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
+    first = run_in_process(exact_flags(tiny_encoder_dir, synthetic_csv, plain, *LORA))
+    second = run_in_process(
+        exact_flags(tiny_encoder_dir, synthetic_csv, checkpointed, *LORA, "--activation_checkpointing", "true")
+    )
+    np.testing.assert_allclose(losses(second), losses(first), rtol=1e-5)
+    adapters = [load_file(folder / ADAPTER_FOLDER / "adapter_model.safetensors") for folder in (plain, checkpointed)]
+    assert adapters[0].keys() == adapters[1].keys() and any("lora_B" in key for key in adapters[0])
+    for key, value in adapters[0].items():
+        torch.testing.assert_close(adapters[1][key], value, atol=1e-6, rtol=1e-5)
+        if "lora_B" in key:
+            assert value.abs().sum() > 0  # lora_B starts at zero: it trained
 
 
 def test_continuing_an_adapter_folder(tiny_encoder_dir, synthetic_csv, tmp_path, trained_dir):
