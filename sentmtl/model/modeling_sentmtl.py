@@ -141,6 +141,24 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         config = SentMtlConfig(encoder_config=encoder.config.to_dict(), **config_overrides)
         return cls(config, encoder=encoder)
 
+    def check_activation_checkpointing(self) -> None:
+        """Refuse activation checkpointing when the encoder's transformers class cannot checkpoint its layers (MPNet
+        in transformers 5). transformers' own refusal comes only when training starts, after the data is prepared,
+        and names this class, which supports it whenever its encoder does."""
+        if not getattr(self.encoder, "supports_gradient_checkpointing", False):
+            import transformers
+
+            raise ValueError(
+                f"--activation_checkpointing (or --gradient_checkpointing): the encoder "
+                f"({type(self.encoder).__name__}, model_type {self.config.encoder_config.model_type}) does not support "
+                f"activation checkpointing in transformers {transformers.__version__}. Drop the flag, or fine-tune an "
+                "encoder whose class supports it (BERT, RoBERTa and DistilBERT do)."
+            )
+
+    def activation_checkpointing_enable(self, *args, **kwargs):
+        self.check_activation_checkpointing()
+        return super().activation_checkpointing_enable(*args, **kwargs)
+
     def pool(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """The encoder's pooled sentence vector `[batch, hidden]`, before the projection."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}

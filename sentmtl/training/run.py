@@ -19,7 +19,7 @@ from .callbacks import FreezeCallback, InterruptCallback, ReleaseMemoryCallback,
 from .checkpoints import resolve_resume_checkpoint
 from .parse import ARGUMENT_CLASSES, parse_args  # noqa: F401 (imported from here by callers and benchmarks)
 from .results import RunResult, finish_run
-from .run_checks import check_export, check_lora, check_streaming
+from .run_checks import check_activation_checkpointing, check_export, check_lora, check_streaming
 from .stopping import RunInterrupted, train_to_the_end
 from .trainer import NonFiniteLossError, SentMtlTrainer
 
@@ -44,6 +44,7 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     model, tokenizer = build_model(model_args, [task.spec for task in tasks])
     # The model's own specs: a continued task that names no prompt keeps its saved one (`keep_saved_prompt`).
     tasks = [replace(task, spec=model.config.task(task.spec.name)) for task in tasks]
+    check_activation_checkpointing(model, training_args)
     if training_args.export_onnx:
         check_export(model, tokenizer)
     # The encoder's position limit too: tokenizers often report a huge `model_max_length` sentinel.

@@ -91,3 +91,10 @@ def check_lora(model_args, training_args) -> None:
             f"{flag} with --lora_r {model_args.lora_r}: LoRA keeps the encoder's weights frozen and trains its "
             f"adapters, and {why}. Drop {flag} (LoRA alone trains adapters, projection and heads), or drop --lora_r."
         )
+
+
+def check_activation_checkpointing(model, training_args) -> None:
+    """`--activation_checkpointing` (or its older name): refused before the data is prepared when the encoder cannot
+    checkpoint its layers (the Trainer would refuse it only when training starts)."""
+    if getattr(training_args, "activation_checkpointing", False) or training_args.gradient_checkpointing:
+        model.check_activation_checkpointing()

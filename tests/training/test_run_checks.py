@@ -1,5 +1,6 @@
 """sentmtl/training/run_checks.py and the LoRA flags of model_arguments.py: what a LoRA run refuses before any model
-loads, each in one line naming the flag and what is accepted. Without peft installed: tests/e2e/test_lora_runs.py."""
+loads, each in one line naming the flag and what is accepted (without peft installed: tests/e2e/test_lora_runs.py);
+activation checkpointing with an encoder that cannot checkpoint its layers, refused before the data is prepared."""
 
 import re
 
@@ -44,3 +45,50 @@ def test_lora_flags_and_their_defaults(tmp_path):
         "value",
     ]
     assert parse_args(["--output_dir", str(tmp_path)])[0].lora_settings() is None
+
+
+@pytest.fixture
+def tiny_mpnet_dir(tmp_path, tiny_encoder_dir):
+    """A tiny random MPNet (whose transformers 5 classes cannot checkpoint their layers) with the tiny tokenizer."""
+    import shutil
+
+    from transformers import MPNetConfig, MPNetModel
+
+    path = tmp_path / "mpnet"
+    config = MPNetConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, pad_token_id=1
+    )
+    MPNetModel(config).save_pretrained(path)
+    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (tiny_encoder_dir / name).is_file():
+            shutil.copy(tiny_encoder_dir / name, path / name)
+    return path
+
+
+@pytest.mark.parametrize("flag", ["--activation_checkpointing", "--gradient_checkpointing"])
+def test_activation_checkpointing_an_encoder_without_it_is_refused_before_the_data(
+    tiny_mpnet_dir, synthetic_csv, tmp_path, capsys, monkeypatch, flag
+):
+    import sentmtl.training.run as run_module
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was prepared before the refusal")
+
+    monkeypatch.setattr(run_module, "build_run_data", no_data)
+    code = main(tiny_run_flags(tiny_mpnet_dir, synthetic_csv, tmp_path / "x", flag, "true"))
+    assert code == 1
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(r"encoder \(MPNetModel, model_type mpnet\) does not support activation checkpointing", last_line)
+
+
+def test_the_model_refuses_activation_checkpointing_by_its_encoder(tiny_mpnet_dir, tiny_encoder_dir):
+    """From Python too: transformers' own refusal would name SentMtlModel, which supports it whenever its encoder
+    does (the BERT one here, whose layers then checkpoint)."""
+    import sentmtl
+
+    mpnet = sentmtl.SentMtlModel.from_encoder(str(tiny_mpnet_dir))
+    with pytest.raises(ValueError, match=r"\(MPNetModel, model_type mpnet\) does not support"):
+        mpnet.activation_checkpointing_enable()
+    bert = sentmtl.SentMtlModel.from_encoder(str(tiny_encoder_dir))
+    bert.activation_checkpointing_enable()
+    assert bert.is_activation_checkpointing and all(layer.gradient_checkpointing for layer in bert.encoder.encoder.layer)
