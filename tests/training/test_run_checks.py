@@ -91,4 +91,6 @@ def test_the_model_refuses_activation_checkpointing_by_its_encoder(tiny_mpnet_di
         mpnet.activation_checkpointing_enable()
     bert = sentmtl.SentMtlModel.from_encoder(str(tiny_encoder_dir))
     bert.activation_checkpointing_enable()
-    assert bert.is_activation_checkpointing and all(layer.gradient_checkpointing for layer in bert.encoder.encoder.layer)
+    assert bert.is_activation_checkpointing and all(
+        layer.gradient_checkpointing for layer in bert.encoder.encoder.layer
+    )
