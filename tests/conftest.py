@@ -99,6 +99,22 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def tiny_mpnet_dir(tmp_path, tiny_encoder_dir):
+    """A tiny random MPNet (whose transformers 5 classes cannot checkpoint their layers) with the tiny tokenizer."""
+    from transformers import MPNetConfig, MPNetModel
+
+    path = tmp_path / "mpnet"
+    config = MPNetConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, pad_token_id=1
+    )
+    MPNetModel(config).save_pretrained(path)
+    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (tiny_encoder_dir / name).is_file():
+            shutil.copy(tiny_encoder_dir / name, path / name)
+    return path
+
+
+@pytest.fixture
 def encoder_without_dropout(tiny_encoder_dir, tmp_path):
     """The tiny encoder with its own dropout off: random masks differ between 1 and 2 processes,
     and between compiled and eager steps."""

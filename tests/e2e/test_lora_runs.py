@@ -110,9 +110,10 @@ def test_the_merged_run_saves_a_plain_model_that_embeds_as_the_adapter_folder(
 
 
 def test_activation_checkpointing_trains_the_adapters_as_without_it(tiny_encoder_dir, synthetic_csv, tmp_path):
-    """--activation_checkpointing with adapters (the memory benchmark's pairing): the encoder's inputs carry no
-    gradient when its weights are frozen, which leaves reentrant checkpointing with adapters that never learn. The
-    checkpointed run recomputes each layer in backward and must reach the same losses and the same adapters."""
+    """--activation_checkpointing with adapters: behind a frozen encoder's embeddings no layer input needs a gradient,
+    and reentrant checkpointing then leaves adapters untrained unless the inputs are made to require one (a known
+    peft pitfall). The checkpointed run recomputes each layer in backward and must reach the same losses and the
+    same adapters."""
     plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
     first = run_in_process(exact_flags(tiny_encoder_dir, synthetic_csv, plain, *LORA))
     second = run_in_process(

@@ -178,6 +178,19 @@ def test_padding_does_not_change_an_embedding(tiny_encoder_dir, tiny_tokenizer, 
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-4)
 
 
+def test_the_model_refuses_activation_checkpointing_by_its_encoder(tiny_mpnet_dir, tiny_encoder_dir):
+    """From Python too: transformers' own refusal would name SentMtlModel, which supports it whenever its encoder
+    does (the BERT one here, whose layers then checkpoint)."""
+    mpnet = SentMtlModel.from_encoder(str(tiny_mpnet_dir))
+    with pytest.raises(ValueError, match=r"\(MPNetModel, model_type mpnet\) does not support"):
+        mpnet.activation_checkpointing_enable()
+    bert = SentMtlModel.from_encoder(str(tiny_encoder_dir))
+    bert.activation_checkpointing_enable()
+    assert bert.is_activation_checkpointing and all(
+        layer.gradient_checkpointing for layer in bert.encoder.encoder.layer
+    )
+
+
 def test_pooler_is_kept_only_for_pooler_mode(tiny_encoder_dir):
     assert SentMtlModel.from_encoder(str(tiny_encoder_dir), pooling="mean").encoder.pooler is None
     assert SentMtlModel.from_encoder(str(tiny_encoder_dir), pooling="pooler").encoder.pooler is not None

@@ -47,24 +47,6 @@ def test_lora_flags_and_their_defaults(tmp_path):
     assert parse_args(["--output_dir", str(tmp_path)])[0].lora_settings() is None
 
 
-@pytest.fixture
-def tiny_mpnet_dir(tmp_path, tiny_encoder_dir):
-    """A tiny random MPNet (whose transformers 5 classes cannot checkpoint their layers) with the tiny tokenizer."""
-    import shutil
-
-    from transformers import MPNetConfig, MPNetModel
-
-    path = tmp_path / "mpnet"
-    config = MPNetConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, pad_token_id=1
-    )
-    MPNetModel(config).save_pretrained(path)
-    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
-        if (tiny_encoder_dir / name).is_file():
-            shutil.copy(tiny_encoder_dir / name, path / name)
-    return path
-
-
 @pytest.mark.parametrize("flag", ["--activation_checkpointing", "--gradient_checkpointing"])
 def test_activation_checkpointing_an_encoder_without_it_is_refused_before_the_data(
     tiny_mpnet_dir, synthetic_csv, tmp_path, capsys, monkeypatch, flag
@@ -79,18 +61,3 @@ def test_activation_checkpointing_an_encoder_without_it_is_refused_before_the_da
     assert code == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.search(r"encoder \(MPNetModel, model_type mpnet\) does not support activation checkpointing", last_line)
-
-
-def test_the_model_refuses_activation_checkpointing_by_its_encoder(tiny_mpnet_dir, tiny_encoder_dir):
-    """From Python too: transformers' own refusal would name SentMtlModel, which supports it whenever its encoder
-    does (the BERT one here, whose layers then checkpoint)."""
-    import sentmtl
-
-    mpnet = sentmtl.SentMtlModel.from_encoder(str(tiny_mpnet_dir))
-    with pytest.raises(ValueError, match=r"\(MPNetModel, model_type mpnet\) does not support"):
-        mpnet.activation_checkpointing_enable()
-    bert = sentmtl.SentMtlModel.from_encoder(str(tiny_encoder_dir))
-    bert.activation_checkpointing_enable()
-    assert bert.is_activation_checkpointing and all(
-        layer.gradient_checkpointing for layer in bert.encoder.encoder.layer
-    )
