@@ -38,6 +38,38 @@ class SentMtlPreTrainedModel(PreTrainedModel):
     # and multiply by the number of processes: GA× / N× too large a loss.
     accepts_loss_kwargs = False
 
+    def _sentmtl_encoder(self):
+        return self.encoder if isinstance(self, SentMtlModel) else self.sentmtl.encoder
+
+    def _can_checkpoint(self) -> bool:
+        # transformers checkpoints the modules that carry a `gradient_checkpointing` switch (an encoder's layers) and
+        # refuses a model with none; the encoder class's own `supports_gradient_checkpointing` is not what it reads.
+        return any(hasattr(module, "gradient_checkpointing") for module in self._sentmtl_encoder().modules())
+
+    def check_activation_checkpointing(self) -> None:
+        """Refuse activation checkpointing when the encoder has no layers that can be checkpointed (transformers'
+        MPNet classes). transformers' own refusal comes only when training starts, after the data is prepared, and
+        names this class, which supports it whenever its encoder does."""
+        if not self._can_checkpoint():
+            import transformers
+
+            encoder = self._sentmtl_encoder()
+            raise ValueError(
+                f"--activation_checkpointing (or --gradient_checkpointing): the encoder ({type(encoder).__name__}, "
+                f"model_type {encoder.config.model_type}) does not support activation checkpointing in transformers "
+                f"{transformers.__version__}. Drop the flag, or fine-tune an encoder whose class supports it (BERT, "
+                "RoBERTa and DistilBERT do)."
+            )
+
+    def activation_checkpointing_enable(self, *args, **kwargs):
+        self.check_activation_checkpointing()
+        return super().activation_checkpointing_enable(*args, **kwargs)
+
+    def activation_checkpointing_disable(self):
+        # Nothing to switch off, where transformers would raise its "not compatible" error on a plain disable.
+        if self._can_checkpoint():
+            super().activation_checkpointing_disable()
+
     def _init_weights(self, module):
         # The encoder is a `PreTrainedModel` of its own and initialises itself; this covers the heads.
         super()._init_weights(module)
@@ -140,24 +172,6 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         config_overrides.setdefault("encoder_name_or_path", str(name_or_path or DEFAULT_ENCODER_NAME))
         config = SentMtlConfig(encoder_config=encoder.config.to_dict(), **config_overrides)
         return cls(config, encoder=encoder)
-
-    def check_activation_checkpointing(self) -> None:
-        """Refuse activation checkpointing when the encoder's transformers class cannot checkpoint its layers (MPNet
-        in transformers 5). transformers' own refusal comes only when training starts, after the data is prepared,
-        and names this class, which supports it whenever its encoder does."""
-        if not getattr(self.encoder, "supports_gradient_checkpointing", False):
-            import transformers
-
-            raise ValueError(
-                f"--activation_checkpointing (or --gradient_checkpointing): the encoder "
-                f"({type(self.encoder).__name__}, model_type {self.config.encoder_config.model_type}) does not support "
-                f"activation checkpointing in transformers {transformers.__version__}. Drop the flag, or fine-tune an "
-                "encoder whose class supports it (BERT, RoBERTa and DistilBERT do)."
-            )
-
-    def activation_checkpointing_enable(self, *args, **kwargs):
-        self.check_activation_checkpointing()
-        return super().activation_checkpointing_enable(*args, **kwargs)
 
     def pool(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """The encoder's pooled sentence vector `[batch, hidden]`, before the projection."""

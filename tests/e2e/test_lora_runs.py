@@ -109,16 +109,29 @@ def test_the_merged_run_saves_a_plain_model_that_embeds_as_the_adapter_folder(
     assert train["trainable_parameters"] < train["total_parameters"] / 2
 
 
-def test_activation_checkpointing_trains_the_adapters_as_without_it(tiny_encoder_dir, synthetic_csv, tmp_path):
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_activation_checkpointing_trains_the_adapters_as_without_it(
+    tiny_encoder_dir, synthetic_csv, tmp_path, reentrant
+):
     """--activation_checkpointing with adapters: behind a frozen encoder's embeddings no layer input needs a gradient,
     and reentrant checkpointing then leaves adapters untrained unless the inputs are made to require one (a known
-    peft pitfall). The checkpointed run recomputes each layer in backward and must reach the same losses and the
-    same adapters."""
+    peft pitfall). The checkpointed run (its layers checkpointed from the first step) recomputes each layer in
+    backward and must reach the same losses and the same adapters."""
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Checkpointed(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            seen.append(model.is_activation_checkpointing)
+
     plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
     first = run_in_process(exact_flags(tiny_encoder_dir, synthetic_csv, plain, *LORA))
-    second = run_in_process(
-        exact_flags(tiny_encoder_dir, synthetic_csv, checkpointed, *LORA, "--activation_checkpointing", "true")
-    )
+    flags = ["--activation_checkpointing", "true"]
+    if reentrant:
+        flags += ["--activation_checkpointing_kwargs", '{"use_reentrant": true}']
+    second = run_in_process(exact_flags(tiny_encoder_dir, synthetic_csv, checkpointed, *LORA, *flags), [Checkpointed()])
+    assert seen and all(seen)
     np.testing.assert_allclose(losses(second), losses(first), rtol=1e-5)
     adapters = [load_file(folder / ADAPTER_FOLDER / "adapter_model.safetensors") for folder in (plain, checkpointed)]
     assert adapters[0].keys() == adapters[1].keys() and any("lora_B" in key for key in adapters[0])
