@@ -14,6 +14,7 @@ from helpers import (
     POSITIVE_WORDS,
     REPO_ROOT,
     TOPICS,
+    encoder_dir,
     pair_rows,
     synthetic_rows,
     tiny_run_flags,
@@ -100,18 +101,8 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_mpnet_dir(tmp_path, tiny_encoder_dir):
-    """A tiny random MPNet (whose transformers 5 classes cannot checkpoint their layers) with the tiny tokenizer."""
-    from transformers import MPNetConfig, MPNetModel
-
-    path = tmp_path / "mpnet"
-    config = MPNetConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, pad_token_id=1
-    )
-    MPNetModel(config).save_pretrained(path)
-    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
-        if (tiny_encoder_dir / name).is_file():
-            shutil.copy(tiny_encoder_dir / name, path / name)
-    return path
+    """A tiny random MPNet (transformers' MPNet classes cannot checkpoint their layers) with the tiny tokenizer."""
+    return encoder_dir(tmp_path, "mpnet", tiny_encoder_dir)
 
 
 @pytest.fixture

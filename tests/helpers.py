@@ -166,6 +166,44 @@ def padded_batch(tokenizer, sentences):
     return {k: v for k, v in tokenizer(sentences, padding=True, return_tensors="pt").items()}
 
 
+def encoder_dir(tmp_path, kind, tokenizer_dir):
+    """A tiny random encoder of `kind` (bert, mpnet, roberta, distilbert) saved in tmp_path/kind with the tiny BERT
+    tokenizer of `tokenizer_dir` (the vocabulary is all the tests need)."""
+    import shutil
+
+    from transformers import (
+        BertConfig,
+        BertModel,
+        DistilBertConfig,
+        DistilBertModel,
+        MPNetConfig,
+        MPNetModel,
+        RobertaConfig,
+        RobertaModel,
+    )
+
+    path = tmp_path / kind
+    if kind == "distilbert":
+        encoder = DistilBertModel(
+            DistilBertConfig(vocab_size=64, dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64)
+        )
+    else:
+        model_class, config_class = {
+            "bert": (BertModel, BertConfig),
+            "mpnet": (MPNetModel, MPNetConfig),
+            "roberta": (RobertaModel, RobertaConfig),
+        }[kind]
+        small = dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64
+        )
+        encoder = model_class(config_class(vocab_size=64, pad_token_id=1, **small))
+    encoder.save_pretrained(path)
+    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (tokenizer_dir / name).is_file():
+            shutil.copy(tokenizer_dir / name, path / name)
+    return path
+
+
 def model_with(tiny_encoder_dir, tasks, **config):
     """The tiny encoder with these tasks (TaskSpec objects), seeded."""
     import sentmtl

@@ -7,33 +7,14 @@ import shutil
 
 import pytest
 import torch
-from helpers import SHARING_SENTENCES, padded_batch
+from helpers import SHARING_SENTENCES, encoder_dir, padded_batch
 from safetensors.torch import load_file
-from transformers import (
-    AutoModel,
-    BertConfig,
-    BertModel,
-    DistilBertConfig,
-    DistilBertModel,
-    MPNetConfig,
-    MPNetModel,
-    RobertaConfig,
-    RobertaModel,
-)
+from transformers import AutoModel, BertModel
 
 import sentmtl
 from sentmtl.model.lora import ADAPTER_FOLDER, is_base_weight
 from sentmtl.model.modeling_sentmtl import SentMtlForSequenceClassification, SentMtlModel
 from sentmtl.training.param_groups import build_param_groups
-
-SMALL = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64
-)
-ENCODERS = {
-    "bert": (BertModel, BertConfig),
-    "mpnet": (MPNetModel, MPNetConfig),
-    "roberta": (RobertaModel, RobertaConfig),
-}
 
 
 @pytest.fixture
@@ -46,23 +27,6 @@ def lora_model(tiny_encoder_dir):
             if "lora_B" in name:
                 p.normal_(0, 0.5)
     return model, tokenizer
-
-
-def encoder_dir(tmp_path, kind, tokenizer_dir):
-    """A tiny random encoder of `kind` saved with the tiny BERT tokenizer (the vocabulary is all the tests need)."""
-    path = tmp_path / kind
-    if kind == "distilbert":
-        encoder = DistilBertModel(
-            DistilBertConfig(vocab_size=64, dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64)
-        )
-    else:
-        model_class, config_class = ENCODERS[kind]
-        encoder = model_class(config_class(vocab_size=64, pad_token_id=1, **SMALL))
-    encoder.save_pretrained(path)
-    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
-        if (tokenizer_dir / name).is_file():
-            shutil.copy(tokenizer_dir / name, path / name)
-    return path
 
 
 @pytest.mark.parametrize(

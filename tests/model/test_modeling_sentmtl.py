@@ -266,6 +266,21 @@ def test_config_alone_rebuilds_the_model(tiny_model):
     assert (missing, unexpected) == ([], [])
 
 
+FOUR_SENTENCES = ["the food was great .", "the service was bad .", "it was fine .", "the price was poor ."]
+
+
+def all_types_targets():
+    """A target of every task type of ALL_TYPES for FOUR_SENTENCES."""
+    return {
+        "sentiment3": torch.tensor([2, 0, 1, 0]),
+        "tags": torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]]),
+        "rating": torch.tensor([1.0, 0.0, 0.5, 0.1]),
+        "stars": torch.tensor([4.5, 1.0, 3.0, 2.0]),
+        "paraphrase": torch.tensor([0.2, 0.9, 0.9, 0.2]),
+        "keep": torch.randn(4, 32),  # the teacher's pooled vectors (hidden 32)
+    }
+
+
 @pytest.fixture
 def all_types_model(tiny_encoder_dir):
     torch.manual_seed(0)
@@ -277,19 +292,11 @@ def all_types_model(tiny_encoder_dir):
 
 def test_every_task_type_builds_its_head_and_computes_its_loss(all_types_model):
     model, tokenizer = all_types_model
-    sentences = ["the food was great .", "the service was bad .", "it was fine .", "the price was poor ."]
-    batch = padded_batch(tokenizer, sentences)
-    pair = {f"pair_{k}": v for k, v in padded_batch(tokenizer, sentences[::-1]).items()}
+    batch = padded_batch(tokenizer, FOUR_SENTENCES)
+    pair = {f"pair_{k}": v for k, v in padded_batch(tokenizer, FOUR_SENTENCES[::-1]).items()}
     assert model.sentiment3_head.out_features == 3 and model.tags_head.out_features == 3
     assert not hasattr(model, "paraphrase_head") and not hasattr(model, "keep_head")  # they train the embedding
-    targets = {
-        "sentiment3": torch.tensor([2, 0, 1, 0]),
-        "tags": torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]]),
-        "rating": torch.tensor([1.0, 0.0, 0.5, 0.1]),
-        "stars": torch.tensor([4.5, 1.0, 3.0, 2.0]),
-        "paraphrase": torch.tensor([0.2, 0.9, 0.9, 0.2]),
-        "keep": torch.randn(4, 32),  # the teacher's pooled vectors (hidden 32)
-    }
+    targets = all_types_targets()
     out = model(**batch, **pair, task_labels=targets)
     assert set(out.task_losses) == set(targets)
     assert all(torch.isfinite(loss) for loss in out.task_losses.values())
@@ -303,23 +310,14 @@ def test_padding_to_a_multiple_changes_no_tasks_loss(all_types_model):
     """--pad_to_multiple_of pads batches past their longest row (one kernel shape per band of lengths): every task
     type's loss, pair inputs included, reads the attention mask, so only float rounding may differ."""
     model, tokenizer = all_types_model
-    model.eval()  # dropout off: the two forwards must see the same weights
-    sentences = ["the food was great .", "the service was bad .", "it was fine .", "the price was poor ."]
-    torch.manual_seed(1)
-    targets = {
-        "sentiment3": torch.tensor([2, 0, 1, 0]),
-        "tags": torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]]),
-        "rating": torch.tensor([1.0, 0.0, 0.5, 0.1]),
-        "stars": torch.tensor([4.5, 1.0, 3.0, 2.0]),
-        "paraphrase": torch.tensor([0.2, 0.9, 0.9, 0.2]),
-        "keep": torch.randn(4, 32),
-    }
+    model.eval()  # dropout off: both forwards compute the same function
+    targets = all_types_targets()
 
     def losses(multiple):
         def tokens(texts):
             return dict(tokenizer(texts, padding=True, pad_to_multiple_of=multiple, return_tensors="pt"))
 
-        batch, pair = tokens(sentences), tokens(sentences[::-1])
+        batch, pair = tokens(FOUR_SENTENCES), tokens(FOUR_SENTENCES[::-1])
         with torch.no_grad():
             out = model(**batch, **{f"pair_{k}": v for k, v in pair.items()}, task_labels=targets)
         return batch["input_ids"].shape[1], out.task_losses
