@@ -64,12 +64,17 @@ TUNE_SEED = 0
 # the CPU's per-shape kernels and the heap.
 _LORA_R16 = ["--lora_r", "16", "--backbone_learning_rate", "2e-4"]
 _PAD16 = ["--pad_to_multiple_of", "16"]
+# "_ckpt": activation checkpointing (each layer recomputed in backward; MPNet's layers through sentmtl's switch), which
+# leaves a step's peak mostly weights and optimizer state, the part LoRA shrinks.
+_CKPT = ["--activation_checkpointing", "true"]
 MEMORY_VARIANTS = {
     "full": [],
     "lora_dropout_0.1": [*_LORA_R16, "--lora_dropout", "0.1"],
     "lora_dropout_0": [*_LORA_R16, "--lora_dropout", "0"],
     "full_pad16": _PAD16,
     "lora_dropout_0_pad16": [*_LORA_R16, "--lora_dropout", "0", *_PAD16],
+    "full_pad16_ckpt": [*_PAD16, *_CKPT],
+    "lora_dropout_0_pad16_ckpt": [*_LORA_R16, "--lora_dropout", "0", *_PAD16, *_CKPT],
 }
 # Mined negatives for the contrastive task (sentence-transformers' defaults for a first try: the top candidates
 # below the positive's own score; the miner is the run's starting model).
@@ -85,9 +90,15 @@ SCENARIOS = {  # name → (run file, run-file edits, extra flags)
     # The memory target over whole runs with batches padded to 16 tokens (results/README: the padding probe).
     "full/multitask_sts_pad16": ("configs/multitask_sts.yaml", MPNET, _PAD16),
     "lora/multitask_sts_pad16": ("configs/multitask_sts.yaml", MPNET, [LORA, *_PAD16]),
+    # ... and with activation checkpointing, both sides.
+    "full/multitask_sts_pad16_ckpt": ("configs/multitask_sts.yaml", MPNET, [*_PAD16, *_CKPT]),
+    "lora/multitask_sts_pad16_ckpt": ("configs/multitask_sts.yaml", MPNET, [LORA, *_PAD16, *_CKPT]),
 }
-# Seeds per scenario beyond which a scenario is not run (the mined row and the padded pair are one seed each).
-MAX_SEEDS = {"full/retrieval_sts_mined": 1, "full/multitask_sts_pad16": 1, "lora/multitask_sts_pad16": 1}
+# Seeds per scenario beyond which a scenario is not run (the mined row and the padded pairs are one seed each).
+MAX_SEEDS = {
+    "full/retrieval_sts_mined": 1,
+    **{f"{kind}/multitask_sts_pad16{ckpt}": 1 for kind in ("full", "lora") for ckpt in ("", "_ckpt")},
+}
 # A run outlives a session on this CPU (1,510 steps at 2-7 s): a checkpoint every 100 steps (a few seconds to write
 # mpnet's weights and Adam moments; the newest kept) bounds what a killed sweep loses.
 SAVE_STEPS = 100

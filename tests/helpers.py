@@ -167,7 +167,7 @@ def padded_batch(tokenizer, sentences):
 
 
 def encoder_dir(tmp_path, kind, tokenizer_dir):
-    """A tiny random encoder of `kind` (bert, mpnet, roberta, distilbert) saved in tmp_path/kind with the tiny BERT
+    """A tiny random encoder of `kind` (bert, mpnet, roberta, distilbert, xlm) saved in tmp_path/kind with the tiny BERT
     tokenizer of `tokenizer_dir` (the vocabulary is all the tests need)."""
     import shutil
 
@@ -180,6 +180,8 @@ def encoder_dir(tmp_path, kind, tokenizer_dir):
         MPNetModel,
         RobertaConfig,
         RobertaModel,
+        XLMConfig,
+        XLMModel,
     )
 
     path = tmp_path / kind
@@ -187,6 +189,8 @@ def encoder_dir(tmp_path, kind, tokenizer_dir):
         encoder = DistilBertModel(
             DistilBertConfig(vocab_size=64, dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64)
         )
+    elif kind == "xlm":  # no activation checkpointing in transformers, nor in sentmtl
+        encoder = XLMModel(XLMConfig(vocab_size=64, emb_dim=32, n_layers=2, n_heads=2, max_position_embeddings=64))
     else:
         model_class, config_class = {
             "bert": (BertModel, BertConfig),

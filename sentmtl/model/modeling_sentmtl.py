@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .checkpointing import CHECKPOINTABLE_LAYERS, add_checkpointing_switch, can_checkpoint, has_checkpointing_switch
 from .configuration_sentmtl import SentMtlConfig
 from .distributed import gather_rows, scale_for_ddp, world
 from .lora import add_lora, after_save, load_if_adapter_folder, save_kwargs, view_if_adapter_folder
@@ -44,12 +45,13 @@ class SentMtlPreTrainedModel(PreTrainedModel):
     def _can_checkpoint(self) -> bool:
         # transformers checkpoints the modules that carry a `gradient_checkpointing` switch (an encoder's layers) and
         # refuses a model with none; the encoder class's own `supports_gradient_checkpointing` is not what it reads.
-        return any(hasattr(module, "gradient_checkpointing") for module in self._sentmtl_encoder().modules())
+        # sentmtl gives the switch to layers known to be safe to recompute that lack it (MPNet's: `checkpointing`).
+        return can_checkpoint(self._sentmtl_encoder())
 
     def check_activation_checkpointing(self) -> None:
-        """Refuse activation checkpointing when the encoder has no layers that can be checkpointed (transformers'
-        MPNet classes). transformers' own refusal comes only when training starts, after the data is prepared, and
-        names this class, which supports it whenever its encoder does."""
+        """Refuse activation checkpointing when the encoder has no layers that can be checkpointed: neither
+        transformers' switch nor a layer class in `checkpointing.CHECKPOINTABLE_LAYERS`. transformers' own refusal
+        comes only when training starts, after the data is prepared, and names this class."""
         if not self._can_checkpoint():
             import transformers
 
@@ -57,17 +59,19 @@ class SentMtlPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"--activation_checkpointing (or --gradient_checkpointing): the encoder ({type(encoder).__name__}, "
                 f"model_type {encoder.config.model_type}) does not support activation checkpointing in transformers "
-                f"{transformers.__version__}. Drop the flag, or fine-tune an encoder whose class supports it (BERT, "
-                "RoBERTa and DistilBERT do)."
+                f"{transformers.__version__}, and its layers are not among those sentmtl checkpoints itself "
+                f"({', '.join(CHECKPOINTABLE_LAYERS)}). Drop the flag, or fine-tune an encoder that supports it (BERT, "
+                "RoBERTa, DistilBERT and MPNet do)."
             )
 
     def activation_checkpointing_enable(self, *args, **kwargs):
         self.check_activation_checkpointing()
+        add_checkpointing_switch(self._sentmtl_encoder())
         return super().activation_checkpointing_enable(*args, **kwargs)
 
     def activation_checkpointing_disable(self):
         # Nothing to switch off, where transformers would raise its "not compatible" error on a plain disable.
-        if self._can_checkpoint():
+        if has_checkpointing_switch(self._sentmtl_encoder()):
             super().activation_checkpointing_disable()
 
     def _init_weights(self, module):

@@ -91,20 +91,24 @@ def test_lora_is_chosen_on_seed_0_by_task_a_and_sts_b(tmp_path):
     assert base_size.lora_flags(args) == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
 
 
-def test_the_padded_pair_pads_to_16_on_one_seed_and_lora_takes_its_chosen_flags(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", ["", "_ckpt"])
+def test_the_padded_pairs_pad_to_16_on_one_seed_and_lora_takes_its_chosen_flags(tmp_path, monkeypatch, suffix):
     for name, accuracy in zip(base_size.LORA_GRID, (0.95, 0.96, 0.94)):
         _tune_result(tmp_path, name, accuracy)
     commands, flags = _stop_at_training(tmp_path, monkeypatch)
-    for scenario in ("full/multitask_sts_pad16", "lora/multitask_sts_pad16"):
+    for scenario in (f"full/multitask_sts_pad16{suffix}", f"lora/multitask_sts_pad16{suffix}"):
         with pytest.raises(_Stop):
             base_size.main([*flags, "--only", scenario])
         assert base_size.seeds_of(scenario, _args(tmp_path)) == [42]
     full, lora = commands
     for command in (full, lora):
         assert command[command.index("--pad_to_multiple_of") + 1] == "16"
+        # the checkpointed pair checkpoints both sides; the other neither
+        assert ("--activation_checkpointing" in command) == bool(suffix)
     assert "--lora_r" not in full
     chosen = list(base_size.LORA_GRID["lora_r16_lr5e-4"])
-    assert lora[-len(chosen) - 2 : -2] == chosen  # the chosen flags, then the padding
+    start = lora.index("--lora_r")
+    assert lora[start : start + len(chosen)] == chosen
 
 
 def test_finished_runs_are_skipped_and_tabled(tmp_path, monkeypatch, capsys):

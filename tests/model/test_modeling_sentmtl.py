@@ -178,25 +178,23 @@ def test_padding_does_not_change_an_embedding(tiny_encoder_dir, tiny_tokenizer, 
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-4)
 
 
-def test_the_model_refuses_activation_checkpointing_by_its_encoder(tiny_mpnet_dir, tiny_encoder_dir):
-    """From Python too: transformers' own refusal would name SentMtlModel, which supports it whenever its encoder
-    does (the BERT one here, whose layers then checkpoint), and the sequence-classification view alike. Disabling
-    it where it cannot be on is a no-op (transformers raised its error there too)."""
+def test_the_model_checkpoints_its_encoders_layers(tiny_mpnet_dir, tiny_encoder_dir):
+    """Through transformers' switch on the BERT layers, sentmtl's on the MPNet ones (tests/model/test_checkpointing.py
+    has the gradients and the refusal), and through the sequence-classification view alike."""
     from sentmtl.model.modeling_sentmtl import SentMtlForSequenceClassification
 
     mpnet = SentMtlModel.from_encoder(str(tiny_mpnet_dir))
-    for model in (mpnet, SentMtlForSequenceClassification(mpnet.config)):
-        with pytest.raises(ValueError, match=r"\(MPNetModel, model_type mpnet\) does not support"):
-            model.activation_checkpointing_enable()
-        model.activation_checkpointing_disable()
-        assert not model.is_activation_checkpointing
     bert = SentMtlModel.from_encoder(str(tiny_encoder_dir))
-    bert.activation_checkpointing_enable()
-    assert bert.is_activation_checkpointing and all(
-        layer.gradient_checkpointing for layer in bert.encoder.encoder.layer
-    )
-    bert.activation_checkpointing_disable()
-    assert not bert.is_activation_checkpointing
+    for model in (mpnet, SentMtlForSequenceClassification(mpnet.config), bert):
+        model.activation_checkpointing_enable()
+        encoder = model._sentmtl_encoder()
+        assert model.is_activation_checkpointing and all(
+            layer.gradient_checkpointing for layer in encoder.encoder.layer
+        )
+        model.activation_checkpointing_disable()
+        assert not model.is_activation_checkpointing and not any(
+            layer.gradient_checkpointing for layer in encoder.encoder.layer
+        )
     # What counts is a layer with the switch, as transformers reads it, not the class's declaration (MarkupLM's and
     # other text encoders' classes leave it unset).
     bert.encoder.supports_gradient_checkpointing = False

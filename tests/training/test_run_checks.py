@@ -5,7 +5,7 @@ activation checkpointing with an encoder that cannot checkpoint its layers, refu
 import re
 
 import pytest
-from helpers import tiny_run_flags
+from helpers import encoder_dir, tiny_run_flags
 
 from sentmtl.training.run import main, parse_args
 
@@ -49,7 +49,7 @@ def test_lora_flags_and_their_defaults(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--activation_checkpointing", "--gradient_checkpointing"])
 def test_activation_checkpointing_an_encoder_without_it_is_refused_before_the_data(
-    tiny_mpnet_dir, synthetic_csv, tmp_path, capsys, monkeypatch, flag
+    tiny_encoder_dir, synthetic_csv, tmp_path, capsys, monkeypatch, flag
 ):
     import sentmtl.training.run as run_module
 
@@ -57,7 +57,8 @@ def test_activation_checkpointing_an_encoder_without_it_is_refused_before_the_da
         raise AssertionError("the data was prepared before the refusal")
 
     monkeypatch.setattr(run_module, "build_run_data", no_data)
-    code = main(tiny_run_flags(tiny_mpnet_dir, synthetic_csv, tmp_path / "x", flag, "true"))
+    xlm = encoder_dir(tmp_path, "xlm", tiny_encoder_dir)  # neither transformers nor sentmtl checkpoints its layers
+    code = main(tiny_run_flags(xlm, synthetic_csv, tmp_path / "x", flag, "true"))
     assert code == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert re.search(r"encoder \(MPNetModel, model_type mpnet\) does not support activation checkpointing", last_line)
+    assert re.search(r"encoder \(XLMModel, model_type xlm\) does not support activation checkpointing", last_line)
