@@ -8,18 +8,25 @@ saves and restores for the recompute. So they are safe to checkpoint, and sentmt
 is re-classed as a subclass of its own class and of `GradientCheckpointingLayer`, with the same weights and state
 dict keys. Then transformers' own enable/disable, `every_n_layers` and checkpointing kwargs work on them unchanged.
 
-Only the layer classes listed in `CHECKPOINTABLE_LAYERS` are re-classed: a layer that updates state in its forward
+Only the layer classes in `CHECKPOINTABLE_LAYERS` are re-classed: a layer that updates state in its forward
 (I-BERT's quantisation statistics, for one) would update it twice under recompute, which is a silent wrong result.
 """
 
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.models.mpnet.modeling_mpnet import MPNetLayer
 
-# Layer classes, by name, known to be pure functions of their positional inputs (dropout aside), so a recompute in
-# backward gives what the forward gave. Add a class here only after the gradient test in tests/model covers it.
-CHECKPOINTABLE_LAYERS = ("MPNetLayer",)
 
-_subclasses: dict[type, type] = {}
+class CheckpointableMPNetLayer(MPNetLayer, GradientCheckpointingLayer):
+    """`MPNetLayer` with transformers' checkpointing switch. `GradientCheckpointingLayer.__init_subclass__` wraps the
+    inherited `forward` to checkpoint it when switched on; off, it is `MPNetLayer.forward`. Defined here, not built on
+    the fly, so a model holding it still pickles."""
+
+
+# Layer classes known to be pure functions of their positional inputs (dropout aside), so a recompute in backward
+# gives what the forward gave, each with its switched subclass. Matched by exact type: a subclass may override
+# `forward`. Add a class only with the gradient test in tests/model/test_checkpointing.py covering it.
+CHECKPOINTABLE_LAYERS = {MPNetLayer: CheckpointableMPNetLayer}
 
 
 def has_checkpointing_switch(encoder: nn.Module) -> bool:
@@ -28,24 +35,12 @@ def has_checkpointing_switch(encoder: nn.Module) -> bool:
 
 
 def _checkpointable_layers(encoder: nn.Module) -> list[nn.Module]:
-    return [module for module in encoder.modules() if type(module).__name__ in CHECKPOINTABLE_LAYERS]
+    return [module for module in encoder.modules() if type(module) in CHECKPOINTABLE_LAYERS]
 
 
 def can_checkpoint(encoder: nn.Module) -> bool:
     """Whether activation checkpointing can run on `encoder`: through transformers' switch, or sentmtl's."""
     return has_checkpointing_switch(encoder) or bool(_checkpointable_layers(encoder))
-
-
-def _with_switch(layer_class: type) -> type:
-    # One subclass per layer class, so every layer of an encoder (and of its copies: EMA, deepcopy) shares it.
-    # `GradientCheckpointingLayer.__init_subclass__` wraps the inherited `forward` to checkpoint it when switched on.
-    if layer_class not in _subclasses:
-        _subclasses[layer_class] = type(
-            f"Checkpointable{layer_class.__name__}",
-            (layer_class, GradientCheckpointingLayer),
-            {"__module__": __name__, "__doc__": f"{layer_class.__name__} with transformers' checkpointing switch."},
-        )
-    return _subclasses[layer_class]
 
 
 def add_checkpointing_switch(encoder: nn.Module) -> int:
@@ -56,5 +51,5 @@ def add_checkpointing_switch(encoder: nn.Module) -> int:
         return 0
     layers = _checkpointable_layers(encoder)
     for layer in layers:
-        layer.__class__ = _with_switch(type(layer))
+        layer.__class__ = CHECKPOINTABLE_LAYERS[type(layer)]
     return len(layers)

@@ -60,7 +60,7 @@ class SentMtlPreTrainedModel(PreTrainedModel):
                 f"--activation_checkpointing (or --gradient_checkpointing): the encoder ({type(encoder).__name__}, "
                 f"model_type {encoder.config.model_type}) does not support activation checkpointing in transformers "
                 f"{transformers.__version__}, and its layers are not among those sentmtl checkpoints itself "
-                f"({', '.join(CHECKPOINTABLE_LAYERS)}). Drop the flag, or fine-tune an encoder that supports it (BERT, "
+                f"({', '.join(layer.__name__ for layer in CHECKPOINTABLE_LAYERS)}). Drop the flag, or fine-tune an encoder that supports it (BERT, "
                 "RoBERTa, DistilBERT and MPNet do)."
             )
 
