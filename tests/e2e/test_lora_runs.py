@@ -14,7 +14,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import ONNX_SENTENCES, REPO_ROOT, SHARING_SENTENCES, cosine, exact_flags, tiny_run_flags, torch_outputs
+from helpers import (
+    ONNX_SENTENCES,
+    REPO_ROOT,
+    SHARING_SENTENCES,
+    cosine,
+    encoder_dir,
+    exact_flags,
+    tiny_run_flags,
+    torch_outputs,
+)
 from safetensors.torch import load_file
 
 import sentmtl
@@ -109,14 +118,17 @@ def test_the_merged_run_saves_a_plain_model_that_embeds_as_the_adapter_folder(
     assert train["trainable_parameters"] < train["total_parameters"] / 2
 
 
+@pytest.mark.parametrize("kind", ["bert", "mpnet"])
 @pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
 def test_activation_checkpointing_trains_the_adapters_as_without_it(
-    tiny_encoder_dir, synthetic_csv, tmp_path, reentrant
+    tiny_encoder_dir, synthetic_csv, tmp_path, reentrant, kind
 ):
     """--activation_checkpointing with adapters: behind a frozen encoder's embeddings no layer input needs a gradient,
     and reentrant checkpointing then leaves adapters untrained unless the inputs are made to require one (a known
     peft pitfall). The checkpointed run (its layers checkpointed from the first step) recomputes each layer in
-    backward and must reach the same losses and the same adapters."""
+    backward and must reach the same losses and the same adapters. BERT's layers checkpoint through transformers'
+    switch, MPNet's through sentmtl's (sentmtl/model/checkpointing.py)."""
+    encoder = tiny_encoder_dir if kind == "bert" else encoder_dir(tmp_path, kind, tiny_encoder_dir)
     from transformers import TrainerCallback
 
     seen = []
@@ -126,11 +138,11 @@ def test_activation_checkpointing_trains_the_adapters_as_without_it(
             seen.append(model.is_activation_checkpointing)
 
     plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
-    first = run_in_process(exact_flags(tiny_encoder_dir, synthetic_csv, plain, *LORA))
+    first = run_in_process(exact_flags(encoder, synthetic_csv, plain, *LORA))
     flags = ["--activation_checkpointing", "true"]
     if reentrant:
         flags += ["--activation_checkpointing_kwargs", '{"use_reentrant": true}']
-    second = run_in_process(exact_flags(tiny_encoder_dir, synthetic_csv, checkpointed, *LORA, *flags), [Checkpointed()])
+    second = run_in_process(exact_flags(encoder, synthetic_csv, checkpointed, *LORA, *flags), [Checkpointed()])
     assert seen and all(seen)
     np.testing.assert_allclose(losses(second), losses(first), rtol=1e-5)
     adapters = [load_file(folder / ADAPTER_FOLDER / "adapter_model.safetensors") for folder in (plain, checkpointed)]
