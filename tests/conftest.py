@@ -101,7 +101,8 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_mpnet_dir(tmp_path, tiny_encoder_dir):
-    """A tiny random MPNet (its transformers layers lack the checkpointing switch sentmtl gives them) with the tiny tokenizer."""
+    """A tiny random MPNet (its transformers layers lack the checkpointing switch; sentmtl gives it to them) with the
+    tiny tokenizer."""
     return encoder_dir(tmp_path, "mpnet", tiny_encoder_dir)
 
 

@@ -60,8 +60,8 @@ class SentMtlPreTrainedModel(PreTrainedModel):
                 f"--activation_checkpointing (or --gradient_checkpointing): the encoder ({type(encoder).__name__}, "
                 f"model_type {encoder.config.model_type}) does not support activation checkpointing in transformers "
                 f"{transformers.__version__}, and its layers are not among those sentmtl checkpoints itself "
-                f"({', '.join(layer.__name__ for layer in CHECKPOINTABLE_LAYERS)}). Drop the flag, or fine-tune an encoder that supports it (BERT, "
-                "RoBERTa, DistilBERT and MPNet do)."
+                f"({', '.join(layer.__name__ for layer in CHECKPOINTABLE_LAYERS)}). Drop the flag, or fine-tune an "
+                "encoder that supports it (BERT, RoBERTa, DistilBERT and MPNet do)."
             )
 
     def activation_checkpointing_enable(self, *args, **kwargs):
@@ -402,9 +402,9 @@ def register_auto_classes() -> None:
 
 # `save_pretrained` writes `auto_map` into config.json and copies this file and the modules it imports (recursively:
 # configuration, task spec, task types and their losses, parts, outputs, loss weighting, model folder, distributed,
-# encoders) beside the weights, so `AutoModel.from_pretrained(dir, trust_remote_code=True)` works where sentmtl is not
-# installed. The code files stay free of imports outside torch / transformers / stdlib (transformers refuses remote
-# code whose imports are missing; optional ones sit in try blocks).
+# encoders, checkpointing) beside the weights, so `AutoModel.from_pretrained(dir, trust_remote_code=True)` works where
+# sentmtl is not installed. The code files stay free of imports outside torch / transformers / stdlib (transformers
+# refuses remote code whose imports are missing; optional ones sit in try blocks).
 SentMtlConfig.register_for_auto_class()
 SentMtlModel.register_for_auto_class("AutoModel")
 SentMtlForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
