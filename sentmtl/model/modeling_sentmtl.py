@@ -42,17 +42,14 @@ class SentMtlPreTrainedModel(PreTrainedModel):
     def _sentmtl_encoder(self):
         return self.encoder if isinstance(self, SentMtlModel) else self.sentmtl.encoder
 
-    def _can_checkpoint(self) -> bool:
-        # transformers checkpoints the modules that carry a `gradient_checkpointing` switch (an encoder's layers) and
-        # refuses a model with none; the encoder class's own `supports_gradient_checkpointing` is not what it reads.
-        # sentmtl gives the switch to layers known to be safe to recompute that lack it (MPNet's: `checkpointing`).
-        return can_checkpoint(self._sentmtl_encoder())
-
     def check_activation_checkpointing(self) -> None:
         """Refuse activation checkpointing when the encoder has no layers that can be checkpointed: neither
         transformers' switch nor a layer class in `checkpointing.CHECKPOINTABLE_LAYERS`. transformers' own refusal
         comes only when training starts, after the data is prepared, and names this class."""
-        if not self._can_checkpoint():
+        # transformers checkpoints the modules that carry a `gradient_checkpointing` switch (an encoder's layers); the
+        # encoder class's own `supports_gradient_checkpointing` is not what it reads. sentmtl gives the switch to
+        # layers known to be safe to recompute that lack it (MPNet's: `checkpointing`).
+        if not can_checkpoint(self._sentmtl_encoder()):
             import transformers
 
             encoder = self._sentmtl_encoder()

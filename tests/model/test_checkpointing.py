@@ -16,12 +16,6 @@ from sentmtl.model.checkpointing import add_checkpointing_switch, can_checkpoint
 LABELS = {"classification": torch.tensor([1, 0, 1, 0]), "sentiment": torch.tensor([1.0, 0.0, 0.6, 0.2])}
 
 
-@pytest.fixture
-def mpnet(tmp_path, tiny_encoder_dir):
-    """A path to the tiny random MPNet (dropout on, so the recompute must replay the same masks)."""
-    return str(encoder_dir(tmp_path, "mpnet", tiny_encoder_dir))
-
-
 def gradients_and_saved_values(model, inputs):
     """One training step's loss, the gradient of every trainable parameter, and how many values autograd saved for
     backward (what checkpointing trades for recompute)."""
@@ -42,9 +36,9 @@ def gradients_and_saved_values(model, inputs):
 
 @pytest.mark.parametrize("lora", [None, {"r": 4, "dropout": 0.1}], ids=["full", "lora"])
 @pytest.mark.parametrize("reentrant", [False, True], ids=["non_reentrant", "reentrant"])
-def test_checkpointed_mpnet_gives_the_same_gradients_and_saves_fewer_activations(mpnet, lora, reentrant):
-    torch.manual_seed(0)
-    model, tokenizer = sentmtl.load_model_and_tokenizer(mpnet, embedding_size=16, lora=lora)
+def test_checkpointed_mpnet_gives_the_same_gradients_and_saves_fewer_activations(tiny_mpnet_dir, lora, reentrant):
+    torch.manual_seed(0)  # the tiny MPNet keeps its dropout on: the recompute must replay the same masks
+    model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_mpnet_dir), embedding_size=16, lora=lora)
     inputs = padded_batch(tokenizer, SHARING_SENTENCES[:4])
     loss, grads, saved = gradients_and_saved_values(model, inputs)
 
@@ -70,9 +64,9 @@ def test_checkpointed_mpnet_gives_the_same_gradients_and_saves_fewer_activations
     assert gradients_and_saved_values(model, inputs)[2] >= saved
 
 
-def test_the_switch_keeps_the_layers_weights_keys_and_copies(mpnet):
+def test_the_switch_keeps_the_layers_weights_keys_and_copies(tiny_mpnet_dir):
     torch.manual_seed(0)
-    model, tokenizer = sentmtl.load_model_and_tokenizer(mpnet, embedding_size=16)
+    model, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_mpnet_dir), embedding_size=16)
     before = {key: value.clone() for key, value in model.state_dict().items()}
     assert not has_checkpointing_switch(model.encoder) and can_checkpoint(model.encoder)
     assert add_checkpointing_switch(model.encoder) == 2
