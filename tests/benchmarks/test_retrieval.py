@@ -65,3 +65,13 @@ def test_the_mined_scenarios_run_files():
         mining = dict(task["hard_negatives"])
         assert mining.pop("corpus", None) == ({"stsb": task["data"]["stsb"]} if corpus else None)
         assert mining == retrieval.MINING
+
+
+def test_the_strict_mining_scenario_takes_three_negatives_within_a_tighter_margin():
+    (task,) = [t for t in retrieval.edited_run_file("retrieval_sts_mined3_strict")["tasks"] if t["name"] == "retrieval"]
+    assert task["hard_negatives"] == {
+        "num_negatives": 3,
+        "range_max": 50,
+        "relative_margin": 0.1,
+        "sampling_strategy": "top",
+    }
