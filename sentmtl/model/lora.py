@@ -312,4 +312,7 @@ def load_adapter_folder(cls, name_or_path, folder_config, *args, base_encoder=No
             f"unexpected {unexpected[:5]}); was it written by another version or edited?"
         )
     model.load_state_dict(weights, strict=False)
+    # As PreTrainedModel.from_pretrained does: the model names the folder it came from, which is how a continued
+    # run's miner knows it starts from a trained checkpoint (its embedding, not the encoder's pooled vector).
+    model.config.name_or_path = str(name_or_path)
     return model.eval()

@@ -132,6 +132,7 @@ def test_the_adapter_folder_and_the_merged_model_load_to_the_same_embeddings(lor
         AutoModel.from_pretrained(adapter),
     ):
         torch.testing.assert_close(loaded(**batch).embeddings, want)
+        assert loaded.config.name_or_path == str(adapter)  # as any checkpoint names its folder (the miner reads it)
     view = SentMtlForSequenceClassification.from_pretrained(adapter)
     torch.testing.assert_close(view(**batch).logits, model(**batch).logits)
 
