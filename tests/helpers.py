@@ -533,3 +533,21 @@ def traced_run(model, tokenizer, out, backend=None, callbacks=(), resume=None, r
     )
     trainer.train(resume_from_checkpoint=resume)
     return np.array(losses.values), batches, counters["stats"]["unique_graphs"], trainer
+
+
+def st_model_dir(tmp_path, encoder_dir, pooling_config, name="st-model"):
+    """`encoder_dir` as a sentence-transformers model folder whose 1_Pooling/config.json is `pooling_config`."""
+    import json
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(encoder_dir, folder)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
+    return folder

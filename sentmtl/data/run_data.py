@@ -31,13 +31,26 @@ class RunData:
     collator: MultiTaskCollator | None = None
 
 
-def build_run_data(tasks: list[RunTask], model, tokenizer, data_args, training_args, streaming: bool, max_length: int):
+def build_run_data(
+    tasks: list[RunTask],
+    model,
+    tokenizer,
+    data_args,
+    training_args,
+    streaming: bool,
+    max_length: int,
+    allow_pickle_weights: bool = False,
+):
     """Every process reads the data; teacher vectors and mined hard negatives are computed by one of them while the
     others wait on the cache's file lock and then read them (a lock, not a barrier: a long first computation cannot
     time out DDP)."""
     precision = "bf16" if training_args.bf16 else "fp32"
-    teachers = Teachers(model, tokenizer, max_length, training_args.device, precision, streamed=streaming)
-    miners = Miners(model, tokenizer, max_length, training_args.device, precision)
+    # --allow_pickle_weights covers the teachers and miners a run names, as it covers the model
+    device, pickles = training_args.device, allow_pickle_weights
+    teachers = Teachers(
+        model, tokenizer, max_length, device, precision, streamed=streaming, allow_pickle_weights=pickles
+    )
+    miners = Miners(model, tokenizer, max_length, device, precision, allow_pickle_weights=pickles)
     sources = build_sources(tasks, data_args, training_args.seed, teachers, model.config.prompt_for, miners)
     teachers.clear()
     miners.clear()

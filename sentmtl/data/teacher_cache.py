@@ -78,14 +78,21 @@ class Teacher:
 
 
 def teacher_encoder(
-    model, tokenizer, teacher: str | None, max_length: int, device=None, precision: str = "fp32"
+    model,
+    tokenizer,
+    teacher: str | None,
+    max_length: int,
+    device=None,
+    precision: str = "fp32",
+    allow_pickle_weights: bool = False,
 ) -> Teacher:
     """A distillation teacher (`Teacher`: `encode(sentences) -> pooled vectors` and its cache key): the model as this
-    run starts (its encoder, pooled before the projection), or the model at `teacher` (a name or path)."""
+    run starts (its encoder, pooled before the projection), or the model at `teacher` (a name or path; a
+    sentence-transformers model pooled as it was trained, `loading.load_named_encoder`)."""
     if teacher is not None:
-        from ..serving.loading import load_model_and_tokenizer
+        from ..serving.loading import load_named_encoder
 
-        model, tokenizer = load_model_and_tokenizer(teacher)
+        model, tokenizer = load_named_encoder(teacher, allow_pickle_weights)
     return Teacher.from_model(model, tokenizer, teacher or "the starting encoder", max_length, precision, device)
 
 
@@ -94,9 +101,19 @@ class Teachers:
     and precision (teacher vectors are computed where and how training runs). `streamed`: the targets of a stream
     are computed while the model trains, so the starting model's teacher is a frozen copy, not the model itself."""
 
-    def __init__(self, model, tokenizer, max_length: int, device, precision: str, streamed: bool = False):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_length: int,
+        device,
+        precision: str,
+        streamed: bool = False,
+        allow_pickle_weights: bool = False,
+    ):
         self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
         self.device, self.precision, self.streamed = device, precision, streamed
+        self.allow_pickle_weights = allow_pickle_weights
         self.built: dict[str | None, Teacher] = {}
 
     def __call__(self, name: str | None) -> Teacher:
@@ -107,7 +124,7 @@ class Teachers:
 
                 model = copy.deepcopy(model).requires_grad_(False)
             self.built[name] = teacher_encoder(
-                model, self.tokenizer, name, self.max_length, self.device, self.precision
+                model, self.tokenizer, name, self.max_length, self.device, self.precision, self.allow_pickle_weights
             )
         return self.built[name]
 

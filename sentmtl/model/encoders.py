@@ -46,6 +46,62 @@ def resolve_encoder(name_or_path: str | Path | None) -> str:
     return str(name_or_path)
 
 
+# sentence-transformers' pooling modes (its Pooling module's config) that sentmtl's `pooling` computes up to a
+# per-text scale, which cosines ignore: mean_sqrt_len_tokens is the mean times sqrt(length).
+ST_POOLING_AS_SENTMTL = {"mean": "mean", "mean_sqrt_len_tokens": "mean", "cls": "cls"}
+# Its older config format: one flag per mode (what the bundled all-MiniLM-L6-v2's 1_Pooling/config.json holds).
+_ST_LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def _optional_json(name_or_path: str, filename: str):
+    """A JSON file of a local folder or Hub repository, None when it has none."""
+    import json
+
+    from transformers.utils import cached_file
+
+    path = cached_file(
+        name_or_path,
+        filename,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return None if path is None else json.loads(Path(path).read_text())
+
+
+def sentence_transformers_pooling(name_or_path) -> str | None:
+    """The pooling a sentence-transformers model was trained with (the Pooling module its modules.json names), as
+    sentmtl's `pooling`; None for a plain transformers encoder, which sentence-transformers mean-pools. A mode sentmtl
+    does not compute (max, weightedmean, lasttoken, several concatenated) is refused: its vectors would not be the
+    model's sentence embedding."""
+    path = resolve_encoder(name_or_path)
+    modules = _optional_json(path, "modules.json") or []
+    folder = next((m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
+    if folder is None:
+        return None
+    where = f"{name_or_path}: {folder}/config.json" if folder else f"{name_or_path}: config.json"
+    config = _optional_json(path, f"{folder}/config.json" if folder else "config.json") or {}
+    mode = config.get("pooling_mode")
+    if mode is None:  # the older format; sentence-transformers reads none set as mean
+        modes = [name for key, name in _ST_LEGACY_POOLING_KEYS.items() if config.get(key)]
+        mode = modes[0] if len(modes) == 1 else (modes or "mean")
+    if isinstance(mode, list) and len(mode) == 1:
+        mode = mode[0]
+    if not isinstance(mode, str) or mode not in ST_POOLING_AS_SENTMTL:
+        raise ValueError(
+            f"{where} pools with {mode!r}, which sentmtl does not compute (it pools with "
+            f"{', '.join(sorted(ST_POOLING_AS_SENTMTL))}), so its vectors would not be the model's embedding: name "
+            "another model."
+        )
+    return ST_POOLING_AS_SENTMTL[mode]
+
+
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 

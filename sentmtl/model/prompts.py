@@ -90,9 +90,8 @@ def prompt_token_ids(tokenizer, text: str) -> list[int]:
         if joined != ids + alone:
             raise ValueError(
                 f"prompt {text!r}: this tokenizer ({type(tokenizer).__name__}) joins its end with the next word "
-                f"({joined[: len(ids) + 2]} for {text + probe!r}, not {ids} + {alone[:2]}), so a pipeline could not "
-                "add it by token ids. End the prompt where the tokenizer splits (for BPE tokenizers: without a "
-                "trailing space, e.g. 'query:')."
+                f"({joined[: len(ids) + 2]} for {text + probe!r}, not {ids} + {alone[:2]}), so a pipeline that "
+                "tokenises the text alone could not add the prompt by token ids."
             )
     return ids
 
@@ -131,7 +130,8 @@ def with_pipeline_prompt(config, input_ids, attention_mask, token_type_ids):
             f"the first classification task takes the prompt {name!r} ({text!r}), whose token ids are not in this "
             f"config (prompt_token_ids has them for {sorted(config.prompt_token_ids or {})}): load and save the model "
             "through sentmtl (sentmtl.load_model_and_tokenizer), or call config.set_prompt_token_ids(tokenizer) "
-            "before saving."
+            "before saving. A tokenizer that joins the prompt's end with the text's first word gives none: prompt "
+            "the text with sentmtl's encode / predict or the ONNX runtime instead."
         )
     return insert_prompt_ids(input_ids, attention_mask, token_type_ids, ids, position_limit(config.encoder_config))
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from transformers import AutoTokenizer, PretrainedConfig
 
 from ..model.configuration_sentmtl import SentMtlConfig
-from ..model.encoders import resolve_encoder, weights_loading_kwargs
+from ..model.encoders import resolve_encoder, sentence_transformers_pooling, weights_loading_kwargs
 from ..model.modeling_sentmtl import SentMtlModel
 from ..model.task_spec import TaskSpec
 
@@ -50,8 +50,20 @@ def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = Fal
     model = SentMtlModel.from_encoder(name_or_path, allow_pickle_weights=allow_pickle_weights, **config_overrides)
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(name_or_path))
     check_padding_side(model.config.pooling, tokenizer, name_or_path)
-    model.config.set_prompt_token_ids(tokenizer)  # the pipeline's prompt, as ids (`SentMtlConfig.prompt_token_ids`)
+    # the pipeline's prompt, as ids (`SentMtlConfig.prompt_token_ids`); one the tokenizer cannot give warns
+    refresh_prompt_token_ids(model.config, tokenizer, name_or_path or "the bundled encoder")
     return model, tokenizer
+
+
+def load_named_encoder(name_or_path, allow_pickle_weights: bool = False):
+    """A model a run names besides its own (a distillation `teacher`, a hard-negative `miner`) and its tokenizer: a
+    sentmtl checkpoint as saved; a plain encoder with the pooling its sentence-transformers config names, so that its
+    pooled vector is the sentence embedding it was trained to compare (mean without one, as sentence-transformers
+    pools a plain transformers model)."""
+    if is_sentmtl_checkpoint(name_or_path):
+        return load_model_and_tokenizer(name_or_path, allow_pickle_weights)
+    pooling = sentence_transformers_pooling(name_or_path)
+    return load_model_and_tokenizer(name_or_path, allow_pickle_weights, **({"pooling": pooling} if pooling else {}))
 
 
 def check_padding_side(pooling: str, tokenizer, where) -> None:
@@ -66,14 +78,21 @@ def check_padding_side(pooling: str, tokenizer, where) -> None:
 
 
 def refresh_prompt_token_ids(config, tokenizer, where) -> None:
-    """The pipeline prompt's token ids recomputed from the checkpoint's tokenizer (a config edited by hand, or saved
-    before they were keyed by the prompt's text, may hold others), so the next save writes the right ones. A prompt
-    the tokenizer cannot give as ids leaves none, with a warning: encoding needs none, the pipeline then refuses."""
+    """The pipeline prompt's token ids computed from the model's tokenizer (for a checkpoint: a config edited by hand,
+    or saved before they were keyed by the prompt's text, may hold others), so the next save writes the right ones.
+    A prompt the tokenizer cannot give as ids (a BPE or SentencePiece prompt ending in a space, E5's "query: ") leaves
+    none, with a warning, rather than refusing the model: training, `encode`, `predict` and the ONNX runtime prompt
+    the text and need none; the sequence-classification view (the text-classification pipeline) then refuses."""
     try:
         config.set_prompt_token_ids(tokenizer)
     except ValueError as error:
         config.prompt_token_ids = None
-        logger.warning("%s: the text-classification pipeline cannot add its prompt: %s", where, error)
+        logger.warning(
+            "%s: %s The text-classification pipeline (AutoModelForSequenceClassification) will refuse this model; "
+            "sentmtl's encode / predict and the ONNX runtime prompt the text and are not affected.",
+            where,
+            error,
+        )
 
 
 # Config fields that are training settings, not architecture: a continued run sets them itself (as it sets its tasks'
@@ -142,7 +161,7 @@ def build_model(model_args, tasks: list[TaskSpec]):
             setattr(model.config, name, getattr(model_args, name))
         model.config._validate_matryoshka()  # the checkpoint's Matryoshka sizes against the run's tasks and settings
         model.config._validate_prompts()  # the run's tasks name the checkpoint's prompts
-        model.config.set_prompt_token_ids(tokenizer)
+        refresh_prompt_token_ids(model.config, tokenizer, model_args.model_name_or_path)
         return model, tokenizer
     return load_model_and_tokenizer(
         model_args.model_name_or_path,
@@ -198,6 +217,7 @@ __all__ = [
     "is_sentmtl_checkpoint",
     "keep_saved_prompt",
     "load_model_and_tokenizer",
+    "load_named_encoder",
     "refresh_prompt_token_ids",
     "resolved_model_type",
 ]

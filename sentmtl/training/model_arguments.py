@@ -124,7 +124,8 @@ class ModelArguments:
     allow_pickle_weights: bool = field(
         default=False,
         metadata={
-            "help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust."
+            "help": "Also load pickle weights (pytorch_model.bin), which can run code: only for sources you trust. "
+            "Covers the model, and the distillation teachers and hard-negative miners the run names."
         },
     )
 

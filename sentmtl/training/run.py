@@ -52,7 +52,9 @@ def run(model_args, data_args, training_args, callbacks=()) -> "RunResult":
     check_prompt_room(model.config.prompts, tokenizer, max_length)
     # The multiple a batch is padded to, resolved, so that run_config.yaml replays it whatever a later default is.
     data_args.pad_to_multiple_of = pad_multiple(data_args, streaming)
-    data = build_run_data(tasks, model, tokenizer, data_args, training_args, streaming, max_length)
+    data = build_run_data(
+        tasks, model, tokenizer, data_args, training_args, streaming, max_length, model_args.allow_pickle_weights
+    )
 
     interrupt = InterruptCallback()
     averaging = [WeightAveragingCallback(training_args.ema_decay, resume_from)] if training_args.ema_decay else []

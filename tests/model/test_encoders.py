@@ -1,6 +1,7 @@
 """sentmtl/model/encoders.py: the bundled encoder's sha256 is enforced, and pickle weights load only when asked for."""
 
 import pytest
+from helpers import st_model_dir
 
 import run_embed
 
@@ -33,3 +34,40 @@ def test_pickle_weights_need_an_explicit_opt_in(tiny_encoder_dir, tmp_path, caps
     assert "holds only pickle weights (pytorch_model.bin), which can run code when loaded" in err
     assert "--allow_pickle_weights" in err
     assert run_embed.main(["--model_name_or_path", str(pickled), "--allow_pickle_weights", "hello"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"pooling_mode": "cls"}, "cls"),
+        ({"pooling_mode": ["mean"]}, "mean"),
+        ({"pooling_mode": "mean_sqrt_len_tokens"}, "mean"),  # the mean times a per-text scale: the same cosines
+        ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls"),  # the older format
+        ({"pooling_mode_cls_token": False}, "mean"),  # none set: sentence-transformers reads it as mean
+    ],
+)
+def test_a_sentence_transformers_models_pooling_is_read_from_its_pooling_module(
+    tiny_encoder_dir, tmp_path, config, expected
+):
+    from sentmtl.model.encoders import sentence_transformers_pooling
+
+    assert sentence_transformers_pooling(str(st_model_dir(tmp_path, tiny_encoder_dir, config))) == expected
+
+
+def test_a_plain_encoder_has_no_sentence_transformers_pooling_and_the_bundled_one_means(tiny_encoder_dir):
+    from sentmtl.model.encoders import sentence_transformers_pooling
+
+    assert sentence_transformers_pooling(str(tiny_encoder_dir)) is None
+    assert sentence_transformers_pooling(None) == "mean"  # the bundled all-MiniLM-L6-v2: pooling_mode_mean_tokens
+
+
+@pytest.mark.parametrize(
+    "config", [{"pooling_mode": "lasttoken"}, {"pooling_mode": ["cls", "mean"]}, {"pooling_mode_max_tokens": True}]
+)
+def test_a_pooling_sentmtl_does_not_compute_is_refused_by_file_and_mode(tiny_encoder_dir, tmp_path, config):
+    from sentmtl.model.encoders import sentence_transformers_pooling
+
+    with pytest.raises(
+        ValueError, match=r"st-model: 1_Pooling/config.json pools with .*which sentmtl does not compute"
+    ):
+        sentence_transformers_pooling(str(st_model_dir(tmp_path, tiny_encoder_dir, config)))

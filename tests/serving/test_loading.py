@@ -188,3 +188,43 @@ def test_first_token_pooling_refuses_a_tokenizer_that_pads_on_the_left(tiny_enco
     _pad_on_the_left(trained)
     with pytest.raises(ValueError, match="pads on the left"):
         sentmtl.load_model_and_tokenizer(str(trained))
+
+
+def test_a_prompt_the_pipeline_cannot_add_warns_and_the_model_still_builds_and_continues(
+    tiny_encoder_dir, tmp_path, caplog
+):
+    """A byte-level BPE joins "query: " 's space with the next word, so the pipeline could not insert the prompt's
+    ids. That is the pipeline's limit, not the model's: a fresh model and a continued run build (training, encode and
+    the ONNX runtime prompt the text), with a warning, and the sequence-classification view refuses (it once refused
+    the whole run, E5's "query: " on a RoBERTa base included)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from sentmtl.model.prompts import with_pipeline_prompt
+    from sentmtl.serving.loading import build_model, load_model_and_tokenizer
+    from sentmtl.training.arguments import ModelArguments
+
+    encoder = tmp_path / "bpe-encoder"
+    shutil.copytree(tiny_encoder_dir, encoder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (encoder / name).unlink(missing_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["query: the Hello world 1999 don't"] * 20, vocab_size=300, min_frequency=1)
+    PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<pad>").save_pretrained(encoder)
+    classify = TaskSpec("classification", "classification", labels=["negative", "positive"], prompt="query")
+    with caplog.at_level("WARNING", logger="sentmtl"):
+        model, tokenizer = load_model_and_tokenizer(
+            str(encoder), embedding_size=16, prompts={"query": "query: "}, tasks=[classify.to_dict()]
+        )
+    assert model.config.prompt_token_ids is None
+    assert "joins its end with the next word" in caplog.text and "pipeline" in caplog.text
+    ids = torch.tensor([[0, 5, 6]])
+    with pytest.raises(ValueError, match="joins the prompt's end with the text's first word gives none"):
+        with_pipeline_prompt(model.config, ids, torch.ones_like(ids), None)
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sentmtl"):
+        continued, _ = build_model(ModelArguments(model_name_or_path=str(tmp_path / "m")), [classify])
+    assert continued.config.prompt_token_ids is None and "joins its end with the next word" in caplog.text
