@@ -77,16 +77,34 @@ def _optional_json(name_or_path: str, filename: str):
 
 def sentence_transformers_pooling(name_or_path) -> str | None:
     """The pooling a sentence-transformers model was trained with (the Pooling module its modules.json names), as
-    sentmtl's `pooling`; None for a plain transformers encoder, which sentence-transformers mean-pools. A mode sentmtl
-    does not compute (max, weightedmean, lasttoken, several concatenated) is refused: its vectors would not be the
-    model's sentence embedding."""
+    sentmtl's `pooling`; None for a plain transformers encoder (no modules.json), which sentence-transformers
+    mean-pools. Refused, as its pooled vector would not be the model's sentence embedding: a mode sentmtl does not
+    compute (max, weightedmean, lasttoken, several concatenated), a module after the pooling other than Normalize (a
+    Dense layer: LaBSE, GTR, sentmtl's own export), no Pooling module, or a pooling config that cannot be read."""
     path = resolve_encoder(name_or_path)
-    modules = _optional_json(path, "modules.json") or []
-    folder = next((m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
-    if folder is None:
+    modules = _optional_json(path, "modules.json")
+    if modules is None:
         return None
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    if "Pooling" not in kinds:
+        raise ValueError(
+            f"{name_or_path}: its modules.json names no Pooling module ({', '.join(kinds)}), so sentmtl cannot pool "
+            "it as it was trained: name a model that mean- or CLS-pools."
+        )
+    at = kinds.index("Pooling")
+    after = [kind for kind in kinds[at + 1 :] if kind != "Normalize"]
+    if after:
+        raise ValueError(
+            f"{name_or_path}: its modules.json has {', '.join(after)} after the Pooling module, which sentmtl would "
+            "leave out (it embeds with the encoder's pooled vector), so the vectors would not be the model's "
+            "embedding. Name a model without them; for a model sentmtl trained, name its sentmtl checkpoint, not "
+            "its sentence-transformers export."
+        )
+    folder = modules[at].get("path", "")
     where = f"{name_or_path}: {folder}/config.json" if folder else f"{name_or_path}: config.json"
-    config = _optional_json(path, f"{folder}/config.json" if folder else "config.json") or {}
+    config = _optional_json(path, f"{folder}/config.json" if folder else "config.json")
+    if config is None:
+        raise ValueError(f"{where}, its Pooling module's settings, cannot be read (missing, or not downloaded).")
     mode = config.get("pooling_mode")
     if mode is None:  # the older format; sentence-transformers reads none set as mean
         modes = [name for key, name in _ST_LEGACY_POOLING_KEYS.items() if config.get(key)]

@@ -314,5 +314,5 @@ def load_adapter_folder(cls, name_or_path, folder_config, *args, base_encoder=No
     model.load_state_dict(weights, strict=False)
     # As PreTrainedModel.from_pretrained does: the model names the folder it came from, which is how a continued
     # run's miner knows it starts from a trained checkpoint (its embedding, not the encoder's pooled vector).
-    model.config.name_or_path = str(name_or_path)
+    model.name_or_path = model.config.name_or_path = str(name_or_path)
     return model.eval()

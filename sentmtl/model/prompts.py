@@ -131,7 +131,7 @@ def with_pipeline_prompt(config, input_ids, attention_mask, token_type_ids):
             f"config (prompt_token_ids has them for {sorted(config.prompt_token_ids or {})}): load and save the model "
             "through sentmtl (sentmtl.load_model_and_tokenizer), or call config.set_prompt_token_ids(tokenizer) "
             "before saving. A tokenizer that joins the prompt's end with the text's first word gives none: prompt "
-            "the text with sentmtl's encode / predict or the ONNX runtime instead."
+            "the text with sentmtl (encode, or the model on prompted text) or the ONNX runtime instead."
         )
     return insert_prompt_ids(input_ids, attention_mask, token_type_ids, ids, position_limit(config.encoder_config))
 

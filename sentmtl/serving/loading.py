@@ -81,15 +81,16 @@ def refresh_prompt_token_ids(config, tokenizer, where) -> None:
     """The pipeline prompt's token ids computed from the model's tokenizer (for a checkpoint: a config edited by hand,
     or saved before they were keyed by the prompt's text, may hold others), so the next save writes the right ones.
     A prompt the tokenizer cannot give as ids (a BPE or SentencePiece prompt ending in a space, E5's "query: ") leaves
-    none, with a warning, rather than refusing the model: training, `encode`, `predict` and the ONNX runtime prompt
-    the text and need none; the sequence-classification view (the text-classification pipeline) then refuses."""
+    none, with a warning, rather than refusing the model: training, `encode` and the ONNX runtime prompt the text and
+    need none; the sequence-classification view (the text-classification pipeline) then refuses."""
     try:
         config.set_prompt_token_ids(tokenizer)
     except ValueError as error:
         config.prompt_token_ids = None
         logger.warning(
             "%s: %s The text-classification pipeline (AutoModelForSequenceClassification) will refuse this model; "
-            "sentmtl's encode / predict and the ONNX runtime prompt the text and are not affected.",
+            "training, sentmtl.encode, the model's own forward with prompted text and the ONNX runtime prompt the "
+            "text and are not affected.",
             where,
             error,
         )

@@ -222,7 +222,18 @@ def build_model_card(
                 "```",
                 "",
             ]
-            if first_task(tasks, "classification")
+            if first_task(tasks, "classification") and _pipeline_prompts(config)
+            else []
+        ),
+        *(
+            [
+                f"The first classification task (`{first_task(tasks, 'classification').name}`) has no "
+                "text-classification pipeline: its tokenizer merges the end of the task's prompt with the text's "
+                "first word, so the pipeline could not add the prompt by token ids (it refuses). Use sentmtl or "
+                "the ONNX runtime, which prompt the text.",
+                "",
+            ]
+            if first_task(tasks, "classification") and not _pipeline_prompts(config)
             else []
         ),
         "From the command line, and as a sentence-transformers model:",
@@ -252,6 +263,13 @@ def build_model_card(
 
 # The usage snippets' retrieval example: a query and a document.
 _QUERY, _DOCUMENT = '"How long does the battery last?"', '"The battery lasts two days."'
+
+
+def _pipeline_prompts(config) -> bool:
+    """Whether the text-classification pipeline can run: no prompt for it to add, or the prompt's token ids kept
+    (none when the tokenizer merges the prompt's end with the text, `loading.refresh_prompt_token_ids`)."""
+    name = config.pipeline_prompt_name()
+    return name is None or config.prompts[name] in (config.prompt_token_ids or {})
 
 
 def _prompted_usage(config, call: str, assign: bool = True) -> list[str]:
@@ -295,8 +313,13 @@ def _prompts_section(config) -> list[str]:
     lines += [
         "",
         "`sentmtl.encode(..., prompt_name=...)`, `run_embed.py --prompt_name`, the sentence-transformers export "
-        "(`encode(prompt_name=...)`) and the ONNX runtime apply them by name; the text-classification pipeline adds "
-        "its task's prompt itself.",
+        "(`encode(prompt_name=...)`) and the ONNX runtime apply them by name; "
+        + (
+            "the text-classification pipeline adds its task's prompt itself."
+            if _pipeline_prompts(config)
+            else "the text-classification pipeline cannot add its task's prompt (the tokenizer merges it with the "
+            "text's first word) and refuses."
+        ),
         "",
     ]
     return lines

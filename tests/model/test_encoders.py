@@ -71,3 +71,25 @@ def test_a_pooling_sentmtl_does_not_compute_is_refused_by_file_and_mode(tiny_enc
         ValueError, match=r"st-model: 1_Pooling/config.json pools with .*which sentmtl does not compute"
     ):
         sentence_transformers_pooling(str(st_model_dir(tmp_path, tiny_encoder_dir, config)))
+
+
+def test_a_model_whose_embedding_is_not_its_pooled_vector_is_refused(tiny_encoder_dir, tmp_path):
+    """A Dense layer after the pooling (LaBSE, GTR, sentmtl's own export) would be left out; a model with no Pooling
+    module cannot be pooled as trained; an unreadable pooling config is not taken for mean."""
+    import json
+
+    from sentmtl.model.encoders import sentence_transformers_pooling
+
+    folder = st_model_dir(tmp_path, tiny_encoder_dir, {"pooling_mode": "mean"})
+    modules = json.loads((folder / "modules.json").read_text())
+    dense = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    (folder / "modules.json").write_text(json.dumps([*modules[:2], dense, modules[2]]))
+    with pytest.raises(ValueError, match="has Dense after the Pooling module"):
+        sentence_transformers_pooling(str(folder))
+    (folder / "modules.json").write_text(json.dumps([modules[0]]))
+    with pytest.raises(ValueError, match="names no Pooling module"):
+        sentence_transformers_pooling(str(folder))
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling" / "config.json").unlink()
+    with pytest.raises(ValueError, match="1_Pooling/config.json, its Pooling module's settings, cannot be read"):
+        sentence_transformers_pooling(str(folder))

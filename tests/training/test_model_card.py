@@ -35,3 +35,19 @@ def test_the_usage_embeds_retrieval_queries_and_documents_each_with_its_prompt()
     assert 'prompt_name="query")  # retrieval queries' in card and "documents = " not in card
     plain = build_model_card(SentMtlConfig(tasks=[{"name": "retrieval", "type": "contrastive"}]), {}, {})
     assert "prompt_name" not in plain and "prompt=" not in plain
+
+
+def test_the_pipeline_is_offered_only_when_it_can_add_the_classification_prompt():
+    """A prompt the tokenizer merges with the text keeps no token ids (the model trains, with a warning): the card
+    then says the pipeline refuses, rather than showing a snippet that raises."""
+    classify = {"name": "c", "type": "classification", "labels": ["negative", "positive"], "prompt": "query"}
+    config = SentMtlConfig(prompts={"query": "query: "}, tasks=[classify], prompt_token_ids={"query: ": [5, 6]})
+    card = build_model_card(config, {}, {})
+    assert 'pipeline("text-classification"' in card and "the pipeline adds its task's prompt itself" not in card
+    assert "the text-classification pipeline adds its task's prompt itself." in card
+    config.prompt_token_ids = None
+    card = build_model_card(config, {}, {})
+    assert 'pipeline("text-classification"' not in card
+    assert "has no text-classification pipeline" in card and "cannot add its task's prompt" in card
+    plain = build_model_card(SentMtlConfig(tasks=[{k: v for k, v in classify.items() if k != "prompt"}]), {}, {})
+    assert 'pipeline("text-classification"' in plain

@@ -62,3 +62,22 @@ def test_activation_checkpointing_an_encoder_without_it_is_refused_before_the_da
     assert code == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.search(r"encoder \(XLMModel, model_type xlm\) does not support activation checkpointing", last_line)
+
+
+@pytest.mark.parametrize("flags", [[], ["--allow_pickle_weights"]])
+def test_allow_pickle_weights_reaches_the_data_the_run_prepares(
+    tiny_encoder_dir, synthetic_csv, tmp_path, monkeypatch, flags
+):
+    """The teachers and miners a run names are built while its data is prepared: the flag must get there."""
+    import sentmtl.training.run as run_module
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(args[7] if len(args) > 7 else kwargs["allow_pickle_weights"])
+        raise RuntimeError("stop after the data")
+
+    monkeypatch.setattr(run_module, "build_run_data", recording)
+    with pytest.raises(RuntimeError, match="stop after the data"):
+        main(tiny_run_flags(tiny_encoder_dir, synthetic_csv, tmp_path / "x", *flags))
+    assert seen == [bool(flags)]
