@@ -75,25 +75,32 @@ def _optional_json(name_or_path: str, filename: str):
     return None if path is None else json.loads(Path(path).read_text())
 
 
-def sentence_transformers_pooling(name_or_path) -> str | None:
+def sentence_transformers_pooling(name_or_path, whole_embedding: bool = True) -> str | None:
     """The pooling a sentence-transformers model was trained with (the Pooling module its modules.json names), as
     sentmtl's `pooling`; None for a plain transformers encoder (no modules.json), which sentence-transformers
-    mean-pools. Refused, as its pooled vector would not be the model's sentence embedding: a mode sentmtl does not
-    compute (max, weightedmean, lasttoken, several concatenated), a module after the pooling other than Normalize (a
-    Dense layer: LaBSE, GTR, sentmtl's own export), no Pooling module, or a pooling config that cannot be read."""
+    mean-pools.
+
+    `whole_embedding` (a teacher or miner, whose vectors must be the model's sentence embedding): also refused, a
+    module after the pooling other than Normalize (a Dense layer: LaBSE, GTR, sentmtl's own export) and no Pooling
+    module at all. Without it (the encoder a fresh model fine-tunes: sentmtl's projection replaces what follows the
+    pooling) those read as the pooling alone, and as None. Always refused: a mode sentmtl does not compute (max,
+    weightedmean, lasttoken, several concatenated) and a pooling config that cannot be read."""
     path = resolve_encoder(name_or_path)
     modules = _optional_json(path, "modules.json")
     if modules is None:
         return None
+    choose = "" if whole_embedding else " (or choose the pooling yourself: --pooling, pooling=)"
     kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
     if "Pooling" not in kinds:
+        if not whole_embedding:
+            return None
         raise ValueError(
             f"{name_or_path}: its modules.json names no Pooling module ({', '.join(kinds)}), so sentmtl cannot pool "
             "it as it was trained: name a model that mean- or CLS-pools."
         )
     at = kinds.index("Pooling")
     after = [kind for kind in kinds[at + 1 :] if kind != "Normalize"]
-    if after:
+    if after and whole_embedding:
         raise ValueError(
             f"{name_or_path}: its modules.json has {', '.join(after)} after the Pooling module, which sentmtl would "
             "leave out (it embeds with the encoder's pooled vector), so the vectors would not be the model's "
@@ -104,7 +111,9 @@ def sentence_transformers_pooling(name_or_path) -> str | None:
     where = f"{name_or_path}: {folder}/config.json" if folder else f"{name_or_path}: config.json"
     config = _optional_json(path, f"{folder}/config.json" if folder else "config.json")
     if config is None:
-        raise ValueError(f"{where}, its Pooling module's settings, cannot be read (missing, or not downloaded).")
+        raise ValueError(
+            f"{where}, its Pooling module's settings, cannot be read (missing, or not downloaded){choose}."
+        )
     mode = config.get("pooling_mode")
     if mode is None:  # the older format; sentence-transformers reads none set as mean
         modes = [name for key, name in _ST_LEGACY_POOLING_KEYS.items() if config.get(key)]
@@ -115,7 +124,7 @@ def sentence_transformers_pooling(name_or_path) -> str | None:
         raise ValueError(
             f"{where} pools with {mode!r}, which sentmtl does not compute (it pools with "
             f"{', '.join(sorted(ST_POOLING_AS_SENTMTL))}), so its vectors would not be the model's embedding: name "
-            "another model."
+            f"another model{choose}."
         )
     return ST_POOLING_AS_SENTMTL[mode]
 

@@ -9,6 +9,8 @@ Its output (`modeling_outputs.SentMtlOutput`), how the task losses combine (`los
 export that a save removes (`model_folder`) have modules of their own, their names importable from here too.
 """
 
+import logging
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
@@ -26,6 +28,8 @@ from .modeling_parts import ModelParts, ParameterGroup, Pooling, TaskHead
 from .prompts import with_pipeline_prompt
 from .task_spec import TaskSpec, first_task
 from .task_types import TaskInputs, prefix_self_distillation_loss
+
+logger = logging.getLogger(__name__)
 
 
 class SentMtlPreTrainedModel(PreTrainedModel):
@@ -159,15 +163,25 @@ class SentMtlModel(ModelParts, SentMtlPreTrainedModel):
         """A fresh multi-task model around a pretrained encoder's weights (the heads start untrained).
 
         With no name, the bundled all-MiniLM-L6-v2 is used (its weights are checked against their sha256 once).
-        `config_overrides` are `SentMtlConfig` fields, e.g. `pooling="cls", embedding_size=128, tasks=[...]`. Weights
-        load from safetensors only unless `allow_pickle_weights`.
+        `config_overrides` are `SentMtlConfig` fields, e.g. `pooling="cls", embedding_size=128, tasks=[...]`. Without
+        `pooling` (or with None), the encoder's own: the one its sentence-transformers config names (BGE's CLS,
+        E5's mean), else mean. Weights load from safetensors only unless `allow_pickle_weights`.
         """
         from .encoders import (
             DEFAULT_ENCODER_NAME,
             resolve_encoder,
+            sentence_transformers_pooling,
             weights_loading_kwargs,
         )
 
+        if config_overrides.get("pooling") is None:
+            config_overrides.pop("pooling", None)
+            # the pooling the encoder was trained to be compared with; what follows it, the projection replaces
+            found = sentence_transformers_pooling(name_or_path, whole_embedding=False)
+            if found is not None:
+                config_overrides["pooling"] = found
+                if found != "mean":  # the config's default: worth a line only when it differs
+                    logger.warning("pooling %r: %s's sentence-transformers config pools so.", found, name_or_path)
         path = resolve_encoder(name_or_path)
         encoder = AutoModel.from_pretrained(path, **weights_loading_kwargs(path, allow_pickle_weights))
         config_overrides.setdefault("encoder_name_or_path", str(name_or_path or DEFAULT_ENCODER_NAME))

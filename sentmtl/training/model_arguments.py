@@ -23,7 +23,13 @@ class ModelArguments:
             "checkpoint to continue from. Default: the bundled all-MiniLM-L6-v2."
         },
     )
-    pooling: str = field(default="mean", metadata={"help": f"Token pooling: {', '.join(POOLING_MODES)}."})
+    pooling: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Token pooling: {', '.join(POOLING_MODES)}. Default: the encoder's own, as its "
+            "sentence-transformers config names it (1_Pooling; BGE's cls, E5's mean), else mean."
+        },
+    )
     embedding_size: int = field(default=256, metadata={"help": "Size of the shared projection (the embedding)."})
     projection_init: str = field(
         default="random",
@@ -196,7 +202,10 @@ class ModelArguments:
             "prompts",
             "default_prompt_name",
         )
-        return {**{name: getattr(self, name) for name in names}, "head_logit_scale": self.head_logit_scale or None}
+        values = {name: getattr(self, name) for name in names}
+        if values["pooling"] is None:  # the encoder's own (`SentMtlModel.from_encoder`)
+            del values["pooling"]
+        return {**values, "head_logit_scale": self.head_logit_scale or None}
 
 
 def parse_prompts(value) -> dict | None:

@@ -93,3 +93,29 @@ def test_a_model_whose_embedding_is_not_its_pooled_vector_is_refused(tiny_encode
     (folder / "1_Pooling" / "config.json").unlink()
     with pytest.raises(ValueError, match="1_Pooling/config.json, its Pooling module's settings, cannot be read"):
         sentence_transformers_pooling(str(folder))
+
+
+def test_a_fresh_model_takes_its_encoders_sentence_transformers_pooling_unless_told(tiny_encoder_dir, tmp_path):
+    """BGE is CLS-pooled: fine-tuned with sentmtl's mean default it would start from a vector it was never trained to
+    give. A fresh model pools as the encoder's config says; `pooling=` still wins; a Dense after the pooling is not a
+    reason to refuse (the projection takes its place); a plain encoder keeps mean."""
+    import json
+
+    from sentmtl.model.modeling_sentmtl import SentMtlModel
+    from sentmtl.training.model_arguments import ModelArguments
+
+    folder = st_model_dir(tmp_path, tiny_encoder_dir, {"pooling_mode": "cls"})
+    modules = json.loads((folder / "modules.json").read_text())
+    dense = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    (folder / "modules.json").write_text(json.dumps([*modules[:2], dense]))
+    assert SentMtlModel.from_encoder(str(folder)).config.pooling == "cls"
+    assert SentMtlModel.from_encoder(str(folder), pooling="mean").config.pooling == "mean"
+    assert SentMtlModel.from_encoder(str(folder), pooling=None).config.pooling == "cls"
+    assert SentMtlModel.from_encoder(str(tiny_encoder_dir)).config.pooling == "mean"
+    # the flag's default leaves the choice to the encoder; a value given is passed on
+    assert "pooling" not in ModelArguments().config_overrides()
+    assert ModelArguments(pooling="cls").config_overrides()["pooling"] == "cls"
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "lasttoken"}))
+    with pytest.raises(ValueError, match=r"pools with 'lasttoken'.*choose the pooling yourself: --pooling"):
+        SentMtlModel.from_encoder(str(folder))
+    assert SentMtlModel.from_encoder(str(folder), pooling="mean").config.pooling == "mean"
