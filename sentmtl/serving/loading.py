@@ -42,9 +42,7 @@ def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = Fal
                 f"{name_or_path} is a trained sentmtl checkpoint: its architecture is fixed by its config.json, "
                 f"so {sorted(config_overrides)} cannot be overridden."
             )
-        model = SentMtlModel.from_pretrained(name_or_path, **weights_loading_kwargs(name_or_path, allow_pickle_weights))
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        check_padding_side(model.config.pooling, tokenizer, name_or_path)
+        model, tokenizer = _load_checkpoint(name_or_path, allow_pickle_weights)
         refresh_prompt_token_ids(model.config, tokenizer, name_or_path)
         return model, tokenizer
     model = SentMtlModel.from_encoder(name_or_path, allow_pickle_weights=allow_pickle_weights, **config_overrides)
@@ -52,6 +50,15 @@ def load_model_and_tokenizer(name_or_path=None, allow_pickle_weights: bool = Fal
     check_padding_side(model.config.pooling, tokenizer, name_or_path)
     # the pipeline's prompt, as ids (`SentMtlConfig.prompt_token_ids`); one the tokenizer cannot give warns
     refresh_prompt_token_ids(model.config, tokenizer, name_or_path or "the bundled encoder")
+    return model, tokenizer
+
+
+def _load_checkpoint(name_or_path, allow_pickle_weights: bool):
+    """A sentmtl checkpoint and its tokenizer, before its pipeline prompt's ids are refreshed (`build_model` refreshes
+    them once, after the run's tasks are merged in, so that a prompt the tokenizer cannot give warns once)."""
+    model = SentMtlModel.from_pretrained(name_or_path, **weights_loading_kwargs(name_or_path, allow_pickle_weights))
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    check_padding_side(model.config.pooling, tokenizer, name_or_path)
     return model, tokenizer
 
 
@@ -133,7 +140,7 @@ def build_model(model_args, tasks: list[TaskSpec]):
             "Continuing from the sentmtl checkpoint %s (its config fixes the architecture).",
             model_args.model_name_or_path,
         )
-        model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args.allow_pickle_weights)
+        model, tokenizer = _load_checkpoint(model_args.model_name_or_path, model_args.allow_pickle_weights)
         refuse_architecture_flags(model_args, model.config)
         check_continued_adapters(model_args, model.config)
         known = {task.name: task for task in model.config.task_specs}
