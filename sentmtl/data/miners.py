@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..utils.fingerprints import combine, tokenizer_fingerprint, weights_fingerprint
+from ..utils.fingerprints import combine, computed_weights_fingerprint, tokenizer_fingerprint
 
 
 @dataclass
@@ -59,7 +59,7 @@ def miner_encoder(
         "miner",
         __version__,
         "pooled" if pooled else "embedding",
-        weights_fingerprint(model.encoder if pooled else model),
+        computed_weights_fingerprint(model.encoder if pooled else model),
         model.config.pooling,
         tokenizer_fingerprint(tokenizer),
         max_length,

@@ -22,7 +22,12 @@ import pyarrow as pa
 from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
-from ..utils.fingerprints import combine, texts_fingerprint, tokenizer_fingerprint, weights_fingerprint
+from ..utils.fingerprints import (
+    combine,
+    computed_weights_fingerprint,
+    texts_fingerprint,
+    tokenizer_fingerprint,
+)
 from .disk_cache import cached_table
 
 logger = logging.getLogger(__name__)
@@ -54,7 +59,7 @@ class Teacher:
         key = combine(
             "teacher",
             __version__,
-            weights_fingerprint(model.encoder),
+            computed_weights_fingerprint(model.encoder),
             model.config.pooling,
             tokenizer_fingerprint(tokenizer),
             max_length,

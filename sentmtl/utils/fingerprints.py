@@ -91,6 +91,24 @@ def weights_fingerprint(module: torch.nn.Module | dict) -> str:
     )
 
 
+def computed_weights_fingerprint(module: torch.nn.Module) -> str:
+    """`weights_fingerprint` of the weights a module computes with. LoRA adapters whose B matrices are all zero (a
+    fresh run's: peft starts B at 0) add exactly nothing, so such a module is keyed as its base weights under their
+    names before peft wrapped them: a fresh LoRA run then shares its teacher and miner caches with the full
+    fine-tuning run and every other seed, which its random A matrices would otherwise keep apart. Trained adapters
+    (any B not zero), or adapter tensors other than A and B (DoRA's magnitudes), are hashed with the rest."""
+    state = module.state_dict()
+    adapters = {name: tensor for name, tensor in state.items() if ".lora_" in name}
+    inert = all(".lora_A." in name or ".lora_B." in name for name in adapters) and not any(
+        tensor.any() for name, tensor in adapters.items() if ".lora_B." in name
+    )
+    if not adapters or not inert:
+        return weights_fingerprint(state)
+    return weights_fingerprint(
+        {name.replace(".base_layer.", "."): tensor for name, tensor in state.items() if name not in adapters}
+    )
+
+
 def safetensors_fingerprint(folder) -> str | None:
     """`weights_fingerprint` of the weights saved in `folder` (`model.safetensors`, or the shards its index names),
     read without torch; None when the folder holds no safetensors weights."""
@@ -139,6 +157,7 @@ def _tensors_fingerprint(tensors) -> str:
 
 __all__ = [
     "combine",
+    "computed_weights_fingerprint",
     "safetensors_fingerprint",
     "strings_fingerprint",
     "texts_fingerprint",

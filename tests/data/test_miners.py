@@ -94,3 +94,15 @@ def test_allow_pickle_weights_covers_a_named_miner_and_teacher(tiny_encoder_dir,
             kind(model, tokenizer, 32, None, "fp32")(str(pickled))
         allowed = kind(model, tokenizer, 32, None, "fp32", allow_pickle_weights=True)(str(pickled))
         assert allowed.encode(SENTENCES).shape[0] == 2
+
+
+def test_a_fresh_lora_run_mines_from_the_full_runs_cache_entry(tiny_encoder_dir):
+    """Fresh adapters (B = 0) leave the pooled vector unchanged, so the key is the plain encoder's: one cache entry
+    for the full run and every LoRA seed (their random A matrices once made a new one each)."""
+    import sentmtl
+
+    plain, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16)
+    adapted, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, lora={"r": 4})
+    full, lora = miner_encoder(plain, tokenizer, None, 32), miner_encoder(adapted, tokenizer, None, 32)
+    assert lora.key == full.key
+    np.testing.assert_allclose(lora.encode(SENTENCES), full.encode(SENTENCES), rtol=1e-5, atol=1e-6)
