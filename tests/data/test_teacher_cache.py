@@ -48,7 +48,6 @@ def test_the_key_follows_the_encoder_weights_and_settings(tiny_model, tiny_token
     assert key(tiny_model) != same
 
 
-
 def test_a_fresh_lora_model_shares_the_plain_models_key(tiny_encoder_dir):
     """Its adapters add nothing until trained (B = 0): the same teacher vectors, so the same cache entry."""
     import sentmtl
@@ -56,6 +55,7 @@ def test_a_fresh_lora_model_shares_the_plain_models_key(tiny_encoder_dir):
     plain, tokenizer = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16)
     adapted, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, lora={"r": 4})
     assert teacher_encoder(adapted, tokenizer, None, 32).key == teacher_encoder(plain, tokenizer, None, 32).key
+
 
 def test_the_key_follows_the_side_the_tokenizer_truncates(tiny_model, tiny_tokenizer):
     """Issue 31, finding 4: a left-truncating tokenizer got the right-truncated vectors (and token ids) cached before."""
