@@ -151,7 +151,7 @@ def add_lora(model) -> None:
 
 
 def has_lora(model) -> bool:
-    return getattr(model.config, "lora", None) is not None
+    return getattr(getattr(model, "config", None), "lora", None) is not None
 
 
 def is_base_weight(key: str) -> bool:

@@ -27,7 +27,7 @@ from helpers import (
 from safetensors.torch import load_file
 
 import sentmtl
-from sentmtl.model.lora import ADAPTER_FOLDER
+from sentmtl.model.lora import ADAPTER_FOLDER, is_base_weight
 from sentmtl.training.checkpoints import latest_checkpoint
 
 LORA = ("--lora_r", "4", "--lora_alpha", "8")
@@ -78,6 +78,9 @@ def test_an_interrupted_lora_run_resumes_to_the_uninterrupted_one(
     assert not any(
         key.startswith("encoder.") and "lora_" not in key for key in load_file(checkpoint / "model.safetensors")
     )
+    if extra:  # the average, like the checkpoint, holds no copy of the frozen encoder
+        average = torch.load(checkpoint / "ema_weights.pt", weights_only=True)
+        assert any("lora_B" in key for key in average) and not any(map(is_base_weight, average))
     resumed = run_in_process(
         tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *flags, "--resume_from_checkpoint", "auto")
     )
@@ -96,6 +99,10 @@ def test_resuming_with_other_adapters_is_refused(tiny_encoder_dir, synthetic_csv
     resume = ("--resume_from_checkpoint", "auto")
     with pytest.raises(ValueError, match=r"saved with LoRA r=4, alpha=8.*this run builds LoRA r=8, alpha=16"):
         run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--lora_r", "8", *resume))
+    with pytest.raises(ValueError, match=r"saved with LoRA r=4, alpha=8.*this run builds LoRA r=4, alpha=4"):
+        run_in_process(
+            tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, "--lora_r", "4", "--lora_alpha", "4", *resume)
+        )
     with pytest.raises(ValueError, match=r"saved with LoRA r=4.*this run builds no LoRA adapters"):
         run_in_process(tiny_run_flags(tiny_encoder_dir, synthetic_csv, out, *resume))
 

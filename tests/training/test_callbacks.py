@@ -104,3 +104,32 @@ def test_ema_follows_the_warmed_up_decay_and_ends_training_on_the_average():
     assert 20 < expected < 29  # lags the last weights, as an average should
     with pytest.raises(ValueError, match="must be in"):
         WeightAveragingCallback(1.0)
+
+
+def test_a_lora_models_average_holds_its_adapters_projection_and_heads_not_the_frozen_encoder(tiny_encoder_dir):
+    """A second copy of the base encoder would cost a LoRA run the memory its adapters save (and 440 MB in each
+    mpnet checkpoint's ema_weights.pt); an average left without the adapters would undo their training."""
+    from types import SimpleNamespace
+
+    import sentmtl
+    from sentmtl.model.lora import is_base_weight
+    from sentmtl.training.callbacks import WeightAveragingCallback
+
+    model, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, lora={"r": 4})
+    names = dict(model.named_parameters())
+    callback = WeightAveragingCallback(0.5)
+    callback.on_train_begin(None, SimpleNamespace(global_step=0), None, model=model)
+    assert set(callback.average) == {name for name in names if not is_base_weight(name)}
+    assert any("lora_B" in name for name in callback.average)
+    assert any(name.startswith("shared_projection.") for name in callback.average)
+    assert any(name.startswith("classification_head.") for name in callback.average)
+    adapter = next(name for name in callback.average if "lora_B" in name)
+    base = next(name for name in names if is_base_weight(name))
+    base_before = names[base].detach().clone()
+    with torch.no_grad():
+        names[adapter].fill_(1.0)  # what an optimizer step would do; the average starts at B's zeros
+    state = SimpleNamespace(global_step=100)  # past the warm-up: the decay is 0.5
+    callback.on_step_end(None, state, None, model=model)
+    callback.on_train_end(None, state, None, model=model)
+    torch.testing.assert_close(names[adapter], torch.full_like(names[adapter], 0.5))
+    assert torch.equal(names[base], base_before)
