@@ -113,6 +113,17 @@ def test_an_adapter_takes_the_learning_rate_of_its_encoder_layer(lora_model):
     assert "backbone.embeddings" not in built
 
 
+def test_freezing_the_lowest_layers_freezes_their_adapters_and_leaves_the_rest_training(lora_model):
+    """--freeze_backbone_layers K with LoRA: the base encoder stays frozen, the adapters of layers below K stop."""
+    model, _ = lora_model
+    model.freeze_lower_backbone(1)
+    adapters = {name: p.requires_grad for name, p in model.named_parameters() if "lora_" in name}
+    assert adapters and all(not trains for name, trains in adapters.items() if "encoder.layer.0." in name)
+    assert all(trains for name, trains in adapters.items() if "encoder.layer.0." not in name)
+    assert not any(p.requires_grad for name, p in model.named_parameters() if is_base_weight(name))
+    assert all(p.requires_grad for p in model.shared_projection.parameters())
+
+
 def test_the_adapter_folder_and_the_merged_model_load_to_the_same_embeddings(lora_model, tmp_path):
     model, tokenizer = lora_model
     batch = padded_batch(tokenizer, SHARING_SENTENCES)

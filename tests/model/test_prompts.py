@@ -45,6 +45,23 @@ def test_a_prompt_name_covers_every_text_its_type_reads_and_a_mapping_names_some
         TaskSpec("c", "classification", labels=["a", "b"], prompt=["query"])
 
 
+def test_a_prompt_on_a_type_that_reads_no_text_is_refused(monkeypatch):
+    """Every built-in type reads a text; a registered type that reads none refuses a prompt by the task's name."""
+    from sentmtl.model.task_types import TASK_TYPES
+
+    class ReadsNoText(type(TASK_TYPES["regression"])):
+        name = "reads_no_text"
+
+        @property
+        def text_roles(self):
+            return ()
+
+    monkeypatch.setitem(TASK_TYPES, ReadsNoText.name, ReadsNoText())
+    assert TaskSpec("score", ReadsNoText.name).prompt is None
+    with pytest.raises(ValueError, match=r"task 'score'.*prompt 'query'.*reads no text"):
+        TaskSpec("score", ReadsNoText.name, prompt="query")
+
+
 def test_the_config_resolves_each_texts_prompt_with_the_default_and_negatives_as_documents():
     config = SentMtlConfig(
         prompts=PROMPTS,
