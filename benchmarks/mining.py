@@ -3,6 +3,7 @@
 
     python benchmarks/mining.py                                   # the 1,406 pairs, the settings of retrieval_sts_mined
     python benchmarks/mining.py --rows 300 --num_negatives 3 --sampling_strategy top
+    python benchmarks/mining.py --output_dir results/mining         # also recorded in agreement.json / .md
 
 Both mine with the bundled all-MiniLM-L6-v2, no prompts, the same settings: sentmtl with the encoder's pooled vector
 (`sentmtl.data.miners`), sentence-transformers with its SentenceTransformer (mean pooling, normalised). The overlap
@@ -11,6 +12,7 @@ fewer than num_negatives are dropped (sentence-transformers' triplet output keep
 """
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -64,11 +66,23 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stsb", default=str(DEFAULT_STSB), help="the STS-B folder (sts-train.csv)")
     parser.add_argument("--rows", type=int, default=None, help="the first N pairs scored >= 4 (default: all)")
-    parser.add_argument("--num_negatives", type=int, default=DEFAULTS["num_negatives"])
-    parser.add_argument("--range_max", type=int, default=DEFAULTS["range_max"])
-    parser.add_argument("--relative_margin", type=float, default=DEFAULTS["relative_margin"])
+    parser.add_argument("--num_negatives", type=int, default=DEFAULTS["num_negatives"], help="negatives per anchor")
+    parser.add_argument(
+        "--range_max", type=int, default=DEFAULTS["range_max"], help="rank below which candidates are not considered"
+    )
+    parser.add_argument(
+        "--relative_margin",
+        type=float,
+        default=DEFAULTS["relative_margin"],
+        help="a negative scores at most (1 - margin) × the positive's score",
+    )
     parser.add_argument(
         "--sampling_strategy", default=DEFAULTS["sampling_strategy"], help="top (random differs by draw)"
+    )
+    parser.add_argument(
+        "--output_dir",
+        default=None,
+        help="also record the result in OUTPUT_DIR/agreement.json and agreement.md (one row per settings)",
     )
     args = parser.parse_args(argv)
     settings = {name: getattr(args, name) for name in DEFAULTS}
@@ -80,7 +94,32 @@ def main(argv=None) -> int:
     print(
         f"{result['pairs']:>7} {result['ours']:>7} {result['theirs']:>7} {result['both']:>7} {result['overlap']:>8.4f}"
     )
+    if args.output_dir:
+        record(Path(args.output_dir), settings, result)
     return 0
+
+
+def record(folder: Path, settings: dict, result: dict) -> None:
+    """Add (or replace) the row of these settings in agreement.json and rewrite agreement.md from it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "agreement.json"
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    rows = [row for row in rows if row["settings"] != settings] + [{"settings": settings, **result}]
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+    lines = [
+        "sentmtl's mined negatives against sentence-transformers' `mine_hard_negatives` (bundled MiniLM, no prompts,",
+        "STS-B train pairs scored >= 4): overlap = |ours ∩ theirs| / |theirs| over (anchor, negative) pairs.",
+        "",
+        "| settings | pairs | ours | theirs | both | overlap |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        named = ", ".join(f"{key} {value}" for key, value in row["settings"].items())
+        lines.append(
+            f"| {named} | {row['pairs']:,} | {row['ours']:,} | {row['theirs']:,} | {row['both']:,} "
+            f"| {row['overlap']:.4f} |"
+        )
+    (folder / "agreement.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
