@@ -5,6 +5,7 @@ tests/e2e/test_run_embed.py."""
 import json
 
 import numpy as np
+import pytest
 import torch
 
 import run_embed
@@ -82,3 +83,14 @@ def test_over_long_sentences_are_truncated_and_counted(embed_flags, tmp_path, ca
     embeddings = np.load(out)
     assert embeddings.shape == (3, 16)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("export", ["--export_onnx", "--export_sentence_transformer"])
+@pytest.mark.parametrize("prompt", [["--prompt_name", "query"], ["--prompt", "query: "]])
+def test_run_embed_refuses_a_prompt_on_an_export(export, prompt, tiny_encoder_dir, capsys):
+    """An export keeps the model's prompts and takes them by name at encode time; one given here would be lost."""
+    with pytest.raises(SystemExit):
+        run_embed.main(["--model_name_or_path", str(tiny_encoder_dir), export, "out", *prompt])
+    assert (
+        "--prompt_name / --prompt apply when embedding; an export keeps the model's prompts" in capsys.readouterr().err
+    )

@@ -34,6 +34,14 @@ def test_lora_combinations_are_refused_before_any_model_loads(
     assert re.search(message, last_line), last_line
 
 
+def test_prompt_flags_split_at_the_first_equals_and_a_bad_item_is_named(tmp_path):
+    model_args, _, _ = parse_args(["--prompts", "query=query: ", "doc=a=b", "--output_dir", str(tmp_path)])
+    assert model_args.prompts == {"query": "query: ", "doc": "a=b"}
+    for items, message in ((["query"], "--prompts 'query': give name=text"), (["q=a", "q=b"], "names 'q' twice")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_args(["--prompts", *items, "--output_dir", str(tmp_path)])
+
+
 def test_lora_flags_and_their_defaults(tmp_path):
     model_args, _, _ = parse_args(["--lora_r", "8", "--output_dir", str(tmp_path)])
     assert model_args.lora_settings() == {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None}
