@@ -58,6 +58,11 @@ LORA_GRID = {
     "lora_r16_lr5e-4": ["--lora_r", "16", "--backbone_learning_rate", "5e-4"],
     "lora_r16_lr2e-4_dropout0": ["--lora_r", "16", "--backbone_learning_rate", "2e-4", "--lora_dropout", "0"],
 }
+# The rank beside the chosen point, measured after the choice was frozen (lora_chosen.json, session 21): a tune/ row
+# on seed 0 that reports, outside `lora_flags`' choice, so the lora/ rows keep the flags they ran with.
+LORA_RANK_PROBE = {
+    "lora_r8_lr2e-4_dropout0": ["--lora_r", "8", "--backbone_learning_rate", "2e-4", "--lora_dropout", "0"],
+}
 TUNE_SEED = 0
 # `--memory_steps`' variants (flags added to multitask_sts on mpnet). LoRA at r 16 (the LR does not change what a
 # step holds); "_pad16": batches padded to a multiple of 16 tokens (--pad_to_multiple_of), fewer distinct shapes for
@@ -82,7 +87,10 @@ MINING = {"hard_negatives": {"num_negatives": 1, "range_max": 50, "relative_marg
 LORA = "<lora>"  # in a scenario's flags: LoRA's chosen flags (`lora_flags`)
 SCENARIOS = {  # name → (run file, run-file edits, extra flags)
     "full/multitask_sts": ("configs/multitask_sts.yaml", MPNET, []),
-    **{f"tune/{name}": ("configs/multitask_sts.yaml", MPNET, flags) for name, flags in LORA_GRID.items()},
+    **{
+        f"tune/{name}": ("configs/multitask_sts.yaml", MPNET, flags)
+        for name, flags in {**LORA_GRID, **LORA_RANK_PROBE}.items()
+    },
     "lora/multitask_sts": ("configs/multitask_sts.yaml", MPNET, [LORA]),
     "full/retrieval_sts": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA}, []),
     "lora/retrieval_sts": ("configs/retrieval_sts.yaml", {**MPNET, **MPNET_MATRYOSHKA}, [LORA]),
@@ -439,7 +447,8 @@ def table(runs: dict, seeds: list[int]) -> str:
     if tuned:
         lines += [
             "",
-            f"LoRA's search on seed {TUNE_SEED} (not in the comparison; the highest Task A + STS-B is used):",
+            f"LoRA's search on seed {TUNE_SEED} (not in the comparison; the highest Task A + STS-B of "
+            f"{', '.join(LORA_GRID)} is used; {', '.join(LORA_RANK_PROBE)} measured the rank after the choice):",
             "",
         ]
         lines += ["| setting | Task A % | STS-B dev |", "| --- | ---: | ---: |"]

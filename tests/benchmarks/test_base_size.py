@@ -91,6 +91,18 @@ def test_lora_is_chosen_on_seed_0_by_task_a_and_sts_b(tmp_path):
     assert base_size.lora_flags(args) == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
 
 
+def test_the_rank_probe_reports_on_seed_0_and_never_changes_the_choice(tmp_path):
+    args = _args(tmp_path)
+    (probe,) = base_size.LORA_RANK_PROBE
+    assert base_size.seeds_of(f"tune/{probe}", args) == [base_size.TUNE_SEED]
+    _tune_result(tmp_path, probe, 0.99, 0.95)  # the best score of all
+    with pytest.raises(ValueError, match="LoRA is not chosen yet"):  # it stands in for no grid point
+        base_size.lora_flags(args)
+    for name, accuracy in zip(base_size.LORA_GRID, (0.95, 0.96, 0.94)):
+        _tune_result(tmp_path, name, accuracy)
+    assert base_size.lora_flags(args) == list(base_size.LORA_GRID["lora_r16_lr5e-4"])
+
+
 @pytest.mark.parametrize("suffix", ["", "_ckpt"])
 def test_the_padded_pairs_pad_to_16_and_lora_takes_its_chosen_flags(tmp_path, monkeypatch, suffix):
     for name, accuracy in zip(base_size.LORA_GRID, (0.95, 0.96, 0.94)):
