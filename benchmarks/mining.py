@@ -100,11 +100,12 @@ def main(argv=None) -> int:
 
 
 def record(folder: Path, settings: dict, result: dict) -> None:
-    """Add (or replace) the row of these settings in agreement.json and rewrite agreement.md from it."""
+    """Add (or replace) the row of these settings on this many pairs in agreement.json; rewrite agreement.md."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "agreement.json"
     rows = json.loads(path.read_text()) if path.is_file() else []
-    rows = [row for row in rows if row["settings"] != settings] + [{"settings": settings, **result}]
+    same = lambda row: row["settings"] == settings and row["pairs"] == result["pairs"]  # noqa: E731
+    rows = [row for row in rows if not same(row)] + [{"settings": settings, **result}]
     path.write_text(json.dumps(rows, indent=1) + "\n")
     lines = [
         "sentmtl's mined negatives against sentence-transformers' `mine_hard_negatives` (bundled MiniLM, no prompts,",

@@ -54,6 +54,14 @@ class FreezeCallback(TrainerCallback):
     def on_init_end(self, args, state, control, model=None, **kwargs):
         # The Trainer calls this at the end of __init__: before create_optimizer and before accelerate wraps
         # the model in DDP, so every process agrees on which parameters train.
+        if has_lora(unwrap(model)) and (self.freeze == "backbone" or self.unfreeze_backbone_at_epoch is not None):
+            # run_mtl.py refuses the flags (run_checks.check_lora); a trainer built by hand is refused here, since
+            # the weight average and the adapter folder both take a LoRA model's encoder to stay frozen.
+            what = "freeze='backbone'" if self.freeze == "backbone" else "unfreeze_backbone_at_epoch"
+            raise ValueError(
+                f"FreezeCallback({what}) on a model with LoRA adapters: the encoder's weights stay frozen and the "
+                "adapters train; drop it, or train without adapters."
+            )
         self.apply(model)
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
@@ -157,7 +165,10 @@ class WeightAveragingCallback(TrainerCallback):
         saved = os.path.join(self.resume_from, self.FILE) if self.resume_from else None
         if saved and os.path.isfile(saved):
             stored = torch.load(saved, map_location="cpu", weights_only=True)
-            if set(stored) != set(weights):
+            # A LoRA checkpoint of an earlier 0.3 dev version averaged the frozen encoder too: its extra keys are
+            # base weights that never changed, so the adapters', projection's and heads' averages continue.
+            earlier_lora = has_lora(unwrap(model)) and all(map(is_base_weight, set(stored) - set(weights)))
+            if not set(weights) <= set(stored) or (set(stored) != set(weights) and not earlier_lora):
                 raise ValueError(f"{saved}: its weights do not match the model's; was it saved by another model?")
             self.average = {name: stored[name].to(p.device, torch.float32) for name, p in weights.items()}
         elif saved:

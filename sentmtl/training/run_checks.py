@@ -70,7 +70,7 @@ def check_lora(model_args, training_args) -> None:
     """LoRA adapters train inside a frozen encoder: freezing the backbone would freeze the adapters too (nothing of
     the encoder would train) and unfreezing it later would train the whole encoder beside them: both are refused.
     (`--freeze_backbone_layers K` freezes the adapters of the lowest K layers; `--ema_decay` averages the adapters,
-    projection and heads as it averages any weight.)"""
+    projection and heads, not the frozen encoder.) A trainer built by hand is refused the same by `FreezeCallback`."""
     if model_args.lora_r is None:
         return
     refused = [

@@ -38,10 +38,16 @@ def test_record_keeps_one_row_per_settings_and_writes_the_table(tmp_path):
     mining.record(tmp_path, one, result)
     mining.record(tmp_path, three, {**result, "both": 1400, "overlap": 1.0})
     mining.record(tmp_path, one, {**result, "both": 1386, "overlap": 0.99})  # measured again: replaces its row
+    mining.record(tmp_path, one, {**result, "pairs": 300, "overlap": 0.98})  # a slice is a row of its own
     rows = json.loads((tmp_path / "agreement.json").read_text())
-    assert [(row["settings"], row["both"]) for row in rows] == [(three, 1400), (one, 1386)]
+    assert [(row["settings"], row["pairs"], row["both"]) for row in rows] == [
+        (three, 1406, 1400),
+        (one, 1406, 1386),
+        (one, 300, 1399),
+    ]
     table = (tmp_path / "agreement.md").read_text().splitlines()
-    assert table[-2:] == [
+    assert table[-3:] == [
         "| num_negatives 3, range_max 50 | 1,406 | 1,400 | 1,400 | 1,400 | 1.0000 |",
         "| num_negatives 1, range_max 50 | 1,406 | 1,400 | 1,400 | 1,386 | 0.9900 |",
+        "| num_negatives 1, range_max 50 | 300 | 1,400 | 1,400 | 1,399 | 0.9800 |",
     ]

@@ -133,3 +133,42 @@ def test_a_lora_models_average_holds_its_adapters_projection_and_heads_not_the_f
     callback.on_train_end(None, state, None, model=model)
     torch.testing.assert_close(names[adapter], torch.full_like(names[adapter], 0.5))
     assert torch.equal(names[base], base_before)
+    assert not any(p.requires_grad for name, p in names.items() if is_base_weight(name))  # why leaving them is exact
+
+
+def test_a_lora_average_saved_with_the_frozen_encoder_still_resumes(tiny_encoder_dir, tmp_path):
+    """An ema_weights.pt of an earlier 0.3 dev version also holds the base weights; one missing a trained weight,
+    or holding a key that is no base weight, is another model's and refused."""
+    from types import SimpleNamespace
+
+    import sentmtl
+    from sentmtl.training.callbacks import WeightAveragingCallback
+
+    model, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, lora={"r": 4})
+    every = {name: p.detach().float().clone() + 1 for name, p in model.named_parameters()}
+    state = SimpleNamespace(global_step=3)
+    for stored, accepted in (
+        (every, True),
+        ({k: v for k, v in every.items() if not k.startswith("shared_projection.")}, False),
+        ({**every, "extra.weight": torch.zeros(1)}, False),
+    ):
+        torch.save(stored, tmp_path / WeightAveragingCallback.FILE)
+        callback = WeightAveragingCallback(0.5, resume_from=str(tmp_path))
+        if not accepted:
+            with pytest.raises(ValueError, match="do not match the model's"):
+                callback.on_train_begin(None, state, None, model=model)
+            continue
+        callback.on_train_begin(None, state, None, model=model)
+        adapter = next(name for name in callback.average if "lora_B" in name)
+        torch.testing.assert_close(callback.average[adapter], every[adapter])
+        assert not any("base_layer" in name for name in callback.average)
+
+
+@pytest.mark.parametrize("freeze", [{"freeze": "backbone"}, {"unfreeze_backbone_at_epoch": 1}])
+def test_freezing_or_unfreezing_the_backbone_of_a_lora_model_is_refused(freeze, tiny_encoder_dir):
+    """Unfreezing would train the encoder that the weight average and the adapter folder both leave out."""
+    import sentmtl
+
+    model, _ = sentmtl.load_model_and_tokenizer(str(tiny_encoder_dir), embedding_size=16, lora={"r": 4})
+    with pytest.raises(ValueError, match="on a model with LoRA adapters"):
+        FreezeCallback(**freeze).on_init_end(None, None, None, model=model)
