@@ -124,15 +124,12 @@ def test_a_lora_models_average_holds_its_adapters_projection_and_heads_not_the_f
     assert any(name.startswith("shared_projection.") for name in callback.average)
     assert any(name.startswith("classification_head.") for name in callback.average)
     adapter = next(name for name in callback.average if "lora_B" in name)
-    base = next(name for name in names if is_base_weight(name))
-    base_before = names[base].detach().clone()
     with torch.no_grad():
         names[adapter].fill_(1.0)  # what an optimizer step would do; the average starts at B's zeros
     state = SimpleNamespace(global_step=100)  # past the warm-up: the decay is 0.5
     callback.on_step_end(None, state, None, model=model)
     callback.on_train_end(None, state, None, model=model)
     torch.testing.assert_close(names[adapter], torch.full_like(names[adapter], 0.5))
-    assert torch.equal(names[base], base_before)
     assert not any(p.requires_grad for name, p in names.items() if is_base_weight(name))  # why leaving them is exact
 
 
